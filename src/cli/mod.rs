@@ -1,0 +1,104 @@
+//! The operator command line: one file per subcommand. Every subcommand loads the config
+//! (`--config`, `$S3SPOOL_CONFIG`, or the default path) and returns an exit code; errors are
+//! `anyhow` chains that `main` prints whole.
+
+mod check;
+mod list;
+mod purge;
+mod retry;
+mod run;
+mod show;
+mod status;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::queue::Queue;
+
+/// Exit code for an invalid config (sysexits' EX_CONFIG), so systemd can refuse to restart.
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3spool",
+    version,
+    about = "Moves finished files from spool directories into S3, exactly once"
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "S3SPOOL_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGTERM or SIGINT.
+    Run,
+    /// Validate the config, then probe every destination (put, head, delete a small object).
+    Check(check::Args),
+    /// Counts per state, oldest waiting file, bytes waiting, latest errors.
+    Status(status::Args),
+    /// List queued files.
+    List(list::Args),
+    /// Everything about one queued file.
+    Show(show::Args),
+    /// Make failed files due again, with a fresh attempt count.
+    Retry(retry::Args),
+    /// Delete old `done` rows from the queue.
+    Purge(purge::Args),
+}
+
+/// Runs the parsed command line.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("s3spool: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    match cli.command {
+        Command::Run => run::run(config),
+        Command::Check(args) => check::run(config, args),
+        Command::Status(args) => status::run(&config, args),
+        Command::List(args) => list::run(&config, args),
+        Command::Show(args) => show::run(&config, args),
+        Command::Retry(args) => retry::run(&config, args),
+        Command::Purge(args) => purge::run(&config, args),
+    }
+}
+
+/// Opens the queue the daemon uses. Refuses to create one where none exists: a typo in
+/// `state_dir` should not look like an empty queue.
+fn open_queue(config: &Config) -> anyhow::Result<Queue> {
+    let path = config.queue_path();
+    if !path.exists() {
+        anyhow::bail!(
+            "no queue database at {} (state_dir in {}); the daemon creates it when it first runs",
+            path.display(),
+            config.source.display()
+        );
+    }
+    Queue::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Unix milliseconds as an RFC 3339 UTC time.
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn exists(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}

@@ -1,0 +1,35 @@
+//! `s3spool purge --done --older-than 7d`: forget delivered files.
+//!
+//! A `done` row whose source file is still in place (after_upload = "keep", or a clean-up
+//! not yet done) is kept: without it the file would be delivered a second time.
+
+use std::process::ExitCode;
+
+use crate::config::units::parse_duration;
+use crate::config::Config;
+use crate::queue::FileStamp;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Purge rows in state done (the only kind that can be purged).
+    #[arg(long, required = true)]
+    done: bool,
+    /// Only rows done longer ago than this, e.g. 7d or 12h.
+    #[arg(long, value_parser = parse_duration, required = true)]
+    older_than: std::time::Duration,
+}
+
+pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    debug_assert!(args.done);
+    let mut queue = super::open_queue(config)?;
+    let before = crate::upload::now_ms() - args.older_than.as_millis() as i64;
+    let (deleted, kept) = queue.purge_done(before, |row| {
+        super::exists(&row.path)
+            && std::fs::symlink_metadata(&row.path).is_ok_and(|m| FileStamp::of(&m) == row.stamp)
+    })?;
+    println!("purged {deleted} done row(s)");
+    if kept > 0 {
+        println!("kept {kept} done row(s) whose source file is still in place (they stop it being delivered again)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,47 @@
+//! `s3spool show ID`: everything the queue knows about one file.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The queue id (see `s3spool list`).
+    id: i64,
+    /// Print a JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let queue = super::open_queue(config)?;
+    let Some(row) = queue.get(args.id)? else {
+        eprintln!("s3spool: no queue row with id {}", args.id);
+        return Ok(ExitCode::FAILURE);
+    };
+    if args.json {
+        super::print_json(&row)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let fmt = super::format_ms;
+    println!("id            {}", row.id);
+    println!("state         {}", row.state.as_str());
+    println!("spool         {}", row.spool);
+    println!("source        {}", row.path.display());
+    println!("destination   {} (bucket {})", row.destination, row.bucket);
+    println!("key           {}", row.key.as_deref().unwrap_or("-"));
+    println!("size          {} bytes", row.stamp.size);
+    println!("attempts      {}", row.attempts);
+    if row.state == crate::queue::State::Pending {
+        println!("next attempt  {}", fmt(row.next_attempt_at));
+    }
+    println!("last error    {}", row.last_error.as_deref().unwrap_or("-"));
+    println!("etag          {}", row.etag.as_deref().unwrap_or("-"));
+    println!("queued        {}", fmt(row.queued_at));
+    println!("updated       {}", fmt(row.updated_at));
+    println!(
+        "done          {}",
+        row.done_at.map(fmt).unwrap_or_else(|| "-".into())
+    );
+    Ok(ExitCode::SUCCESS)
+}

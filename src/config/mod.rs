@@ -1,0 +1,606 @@
+//! The config file: TOML read once into a validated, typed [`Config`].
+//!
+//! Loading walks the whole file and reports every problem at once, each under its dotted key
+//! (`spools.orders.settle`) and with the file name, so an operator fixes the file in one pass.
+//! Relative paths are taken relative to the directory of the config file.
+
+mod bucket;
+mod reader;
+pub mod units;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bucket::{check_bucket_name, parse_bucket_uri};
+use reader::{Problem, Problems, Section};
+
+use crate::key::KeyTemplate;
+
+/// Where `--config` points when neither the flag nor `$S3SPOOL_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/s3spool/config.toml";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub source: PathBuf,
+    /// Holds `queue.db` and the daemon's lock file.
+    pub state_dir: PathBuf,
+    /// How often every spool is walked in full, besides file-system events.
+    pub rescan_interval: Duration,
+    /// How long in-flight uploads may run on after a stop signal.
+    pub drain_timeout: Duration,
+    pub destinations: BTreeMap<String, Arc<Destination>>,
+    pub spools: BTreeMap<String, Arc<Spool>>,
+}
+
+/// An S3 bucket (and prefix) with the credentials and upload settings to reach it.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    pub auth: Auth,
+    pub upload: UploadSettings,
+}
+
+/// How s3spool proves who it is to S3.
+#[derive(Clone)]
+pub enum Auth {
+    Static {
+        access_key_id: String,
+        secret_access_key: Secret,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Static { access_key_id, .. } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that signs requests.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Limits and retry schedule for one destination.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    /// Requests (PUTs or parts) in flight at once.
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub request_timeout: Duration,
+}
+
+/// What happens to a source file once S3 has confirmed its object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterUpload {
+    Delete,
+    Archive(PathBuf),
+    Keep,
+}
+
+/// A watched directory and how its files are delivered.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    pub name: String,
+    pub path: PathBuf,
+    pub destination: String,
+    /// `None` means every file.
+    pub include: Option<GlobSet>,
+    pub exclude: GlobSet,
+    pub settle: Duration,
+    pub key: KeyTemplate,
+    pub after_upload: AfterUpload,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "config {} has {n} error{}:",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.key.is_empty() {
+                write!(f, "\n  {}", p.message)?;
+            } else {
+                write!(f, "\n  {}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(file: &Path, key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                key: key.to_string(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+const SPOOL_DEFAULT_KEY: &str = "{spool}/{yyyy}/{mm}/{dd}/{stem}-{timestamp}-{id}.{ext}";
+const MIN_PART: u64 = 5 << 20;
+const MAX_PART: u64 = 5 << 30;
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::single(path, "", format!("cannot read the config file: {e}"))
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::single(path, "", format!("not valid TOML: {e}"))
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut p = Problems::default();
+        let mut top = Section::new("", &table);
+
+        let state_dir = top
+            .string(&mut p, "state_dir")
+            .map(|s| resolve(&base, s))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/s3spool"));
+        let rescan_interval = top
+            .duration(&mut p, "rescan_interval")
+            .unwrap_or(Duration::from_secs(60));
+        if rescan_interval < Duration::from_secs(1) {
+            p.add("rescan_interval", "must be at least 1s");
+        }
+        let drain_timeout = top
+            .duration(&mut p, "drain_timeout")
+            .unwrap_or(Duration::from_secs(30));
+
+        let mut destinations = BTreeMap::new();
+        match top.table(&mut p, "destinations") {
+            Some(tables) if !tables.is_empty() => {
+                for (name, value) in tables {
+                    let key = format!("destinations.{name}");
+                    check_name(&mut p, &key, name);
+                    match value.as_table() {
+                        Some(t) => {
+                            if let Some(d) = destination(&mut p, &key, name, t, &base) {
+                                destinations.insert(name.clone(), Arc::new(d));
+                            }
+                        }
+                        None => p.add(key, "expected a table"),
+                    }
+                }
+            }
+            _ => p.add(
+                "destinations",
+                "at least one [destinations.NAME] table is required",
+            ),
+        }
+
+        let mut spools = BTreeMap::new();
+        match top.table(&mut p, "spools") {
+            Some(tables) if !tables.is_empty() => {
+                for (name, value) in tables {
+                    let key = format!("spools.{name}");
+                    check_name(&mut p, &key, name);
+                    match value.as_table() {
+                        Some(t) => {
+                            if let Some(s) = spool(&mut p, &key, name, t, &base, &table) {
+                                spools.insert(name.clone(), Arc::new(s));
+                            }
+                        }
+                        None => p.add(key, "expected a table"),
+                    }
+                }
+            }
+            _ => p.add("spools", "at least one [spools.NAME] table is required"),
+        }
+        top.finish(&mut p);
+        check_spool_overlaps(&mut p, &spools, &state_dir);
+
+        if p.0.is_empty() {
+            Ok(Config {
+                source: path.to_path_buf(),
+                state_dir,
+                rescan_interval,
+                drain_timeout,
+                destinations,
+                spools,
+            })
+        } else {
+            Err(ConfigError {
+                file: path.to_path_buf(),
+                problems: p.0,
+            })
+        }
+    }
+
+    /// The queue database's path.
+    pub fn queue_path(&self) -> PathBuf {
+        self.state_dir.join("queue.db")
+    }
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn check_name(p: &mut Problems, key: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        p.add(key, "names may only use letters, digits, '-' and '_'");
+    }
+}
+
+fn destination(
+    p: &mut Problems,
+    path: &str,
+    name: &str,
+    table: &toml::Table,
+    base: &Path,
+) -> Option<Destination> {
+    let mut s = Section::new(path, table);
+    let bucket_uri = s.required_string(p, "bucket");
+    let bucket = bucket_uri.and_then(|uri| {
+        parse_bucket_uri(uri)
+            .map_err(|e| p.add(s.key("bucket"), e))
+            .ok()
+    });
+    let region = s.string(p, "region").unwrap_or("us-east-1").to_string();
+    let region_ok = !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !region_ok {
+        p.add(
+            s.key("region"),
+            format!("{region:?} is not a region name like \"eu-west-1\""),
+        );
+    }
+    let endpoint = s
+        .string(p, "endpoint")
+        .map(|e| e.trim_end_matches('/').to_string());
+    if let Some(e) = &endpoint {
+        let rest = e
+            .strip_prefix("http://")
+            .or_else(|| e.strip_prefix("https://"));
+        if rest.is_none_or(|host| host.is_empty() || host.contains('/')) {
+            p.add(
+                s.key("endpoint"),
+                format!("{e:?} is not an endpoint URL like \"https://s3.example.com\" or \"http://127.0.0.1:9000\" (scheme and host only)"),
+            );
+        }
+    }
+    let path_style = s.bool(p, "path_style").unwrap_or(true);
+    let auth = match s.table(p, "auth") {
+        Some(t) => auth(p, &s.key("auth"), t, base),
+        None => {
+            p.add(
+                s.key("auth"),
+                "is required ([destinations.NAME.auth] with mode = \"static\")",
+            );
+            None
+        }
+    };
+    let empty = toml::Table::new();
+    let upload_table = s.table(p, "upload").unwrap_or(&empty);
+    let upload = upload_settings(p, &s.key("upload"), upload_table);
+    s.finish(p);
+    let (bucket, prefix) = bucket?;
+    Some(Destination {
+        name: name.to_string(),
+        bucket,
+        prefix,
+        region,
+        endpoint,
+        path_style,
+        auth: auth?,
+        upload: upload?,
+    })
+}
+
+fn auth(p: &mut Problems, path: &str, table: &toml::Table, base: &Path) -> Option<Auth> {
+    let mut s = Section::new(path, table);
+    let mode = s.required_string(p, "mode");
+    let access_key_id = s.string(p, "access_key_id");
+    let inline = s.string(p, "secret_access_key");
+    let file = s.string(p, "secret_access_key_file");
+    s.finish(p);
+    match mode? {
+        "static" => {}
+        "default" | "assume_role" => {
+            p.add(s.key("mode"), "this version supports only \"static\"");
+            return None;
+        }
+        other => {
+            p.add(
+                s.key("mode"),
+                format!("{other:?} is not a mode; use \"static\""),
+            );
+            return None;
+        }
+    }
+    let access_key_id = match access_key_id {
+        Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+        _ => {
+            p.add(s.key("access_key_id"), "is required with mode = \"static\"");
+            return None;
+        }
+    };
+    let secret = match (inline, file) {
+        (Some(secret), None) if !secret.is_empty() => Secret::new(secret),
+        (None, Some(file)) => {
+            let file = resolve(base, file);
+            match std::fs::read_to_string(&file) {
+                Ok(text) if !text.trim().is_empty() => Secret::new(text.trim()),
+                Ok(_) => {
+                    p.add(
+                        s.key("secret_access_key_file"),
+                        format!("{} is empty", file.display()),
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    p.add(
+                        s.key("secret_access_key_file"),
+                        format!("cannot read {}: {e}", file.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            p.add(
+                s.key("secret_access_key"),
+                "give secret_access_key or secret_access_key_file, not both",
+            );
+            return None;
+        }
+        _ => {
+            p.add(
+                s.key("secret_access_key"),
+                "is required with mode = \"static\" (or secret_access_key_file)",
+            );
+            return None;
+        }
+    };
+    Some(Auth::Static {
+        access_key_id,
+        secret_access_key: secret,
+    })
+}
+
+fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<UploadSettings> {
+    let mut s = Section::new(path, table);
+    let before = p.0.len();
+    let settings = UploadSettings {
+        multipart_threshold: s.size(p, "multipart_threshold").unwrap_or(64 << 20),
+        part_size: s.size(p, "part_size").unwrap_or(16 << 20),
+        concurrency: s.integer(p, "concurrency").unwrap_or(8).clamp(0, 1 << 20) as usize,
+        max_attempts: s.integer(p, "max_attempts").unwrap_or(10).clamp(0, 1 << 20) as u32,
+        backoff_initial: s
+            .duration(p, "backoff_initial")
+            .unwrap_or(Duration::from_secs(1)),
+        backoff_max: s
+            .duration(p, "backoff_max")
+            .unwrap_or(Duration::from_secs(300)),
+        request_timeout: s
+            .duration(p, "request_timeout")
+            .unwrap_or(Duration::from_secs(300)),
+    };
+    if !(MIN_PART..=MAX_PART).contains(&settings.part_size) {
+        p.add(
+            s.key("part_size"),
+            "must be between 5MiB and 5GiB (S3's part size limits)",
+        );
+    }
+    if settings.multipart_threshold < MIN_PART {
+        p.add(
+            s.key("multipart_threshold"),
+            "must be at least 5MiB (S3's smallest part)",
+        );
+    }
+    if !(1..=256).contains(&settings.concurrency) {
+        p.add(s.key("concurrency"), "must be between 1 and 256");
+    }
+    if !(1..=1000).contains(&settings.max_attempts) {
+        p.add(s.key("max_attempts"), "must be between 1 and 1000");
+    }
+    if settings.backoff_initial.is_zero() || settings.backoff_initial > settings.backoff_max {
+        p.add(
+            s.key("backoff_initial"),
+            "must be above zero and at most backoff_max",
+        );
+    }
+    if settings.request_timeout < Duration::from_secs(1) {
+        p.add(s.key("request_timeout"), "must be at least 1s");
+    }
+    s.finish(p);
+    (p.0.len() == before).then_some(settings)
+}
+
+fn globs(p: &mut Problems, key: String, patterns: &[&str]) -> Option<GlobSet> {
+    let mut builder = GlobSetBuilder::new();
+    let mut ok = true;
+    for pattern in patterns {
+        match Glob::new(pattern) {
+            Ok(glob) => {
+                builder.add(glob);
+            }
+            Err(e) => {
+                p.add(key.clone(), format!("bad glob {pattern:?}: {}", e.kind()));
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    builder.build().map_err(|e| p.add(key, e.to_string())).ok()
+}
+
+fn spool(
+    p: &mut Problems,
+    path: &str,
+    name: &str,
+    table: &toml::Table,
+    base: &Path,
+    root: &toml::Table,
+) -> Option<Spool> {
+    let mut s = Section::new(path, table);
+    let dir = s.required_string(p, "path").map(|d| resolve(base, d));
+    let destination = s.required_string(p, "destination").map(str::to_string);
+    if let Some(d) = &destination {
+        let known = root
+            .get("destinations")
+            .and_then(|v| v.as_table())
+            .is_some_and(|t| t.contains_key(d));
+        if !known {
+            p.add(
+                s.key("destination"),
+                format!("no [destinations.{d}] table is defined"),
+            );
+        }
+    }
+    // `None`: not given (every file); `Some(None)`: given but broken (already reported).
+    let include = s
+        .strings(p, "include")
+        .map(|list| globs(p, s.key("include"), &list));
+    let exclude_list = s.strings(p, "exclude").unwrap_or_default();
+    let exclude = globs(p, s.key("exclude"), &exclude_list);
+    let settle = s.duration(p, "settle").unwrap_or(Duration::from_secs(5));
+    let key_text = s.string(p, "key").unwrap_or(SPOOL_DEFAULT_KEY);
+    let key = KeyTemplate::parse(key_text)
+        .map_err(|e| p.add(s.key("key"), e))
+        .ok();
+    let mode = s.string(p, "after_upload").unwrap_or("delete");
+    let archive_dir = s.string(p, "archive_dir").map(|d| resolve(base, d));
+    let after_upload = match (mode, archive_dir) {
+        ("delete", None) => Some(AfterUpload::Delete),
+        ("keep", None) => Some(AfterUpload::Keep),
+        ("archive", Some(dir)) => Some(AfterUpload::Archive(dir)),
+        ("archive", None) => {
+            p.add(
+                s.key("archive_dir"),
+                "is required with after_upload = \"archive\"",
+            );
+            None
+        }
+        ("delete" | "keep", Some(_)) => {
+            p.add(
+                s.key("archive_dir"),
+                "is only used with after_upload = \"archive\"",
+            );
+            None
+        }
+        (other, _) => {
+            p.add(
+                s.key("after_upload"),
+                format!("{other:?} is not one of delete, archive, keep"),
+            );
+            None
+        }
+    };
+    s.finish(p);
+    let include = match include {
+        None => None,
+        Some(set) => Some(set?),
+    };
+    Some(Spool {
+        name: name.to_string(),
+        path: dir?,
+        destination: destination?,
+        include,
+        exclude: exclude?,
+        settle,
+        key: key?,
+        after_upload: after_upload?,
+    })
+}
+
+/// Spools must not nest in each other, and nothing s3spool writes may land inside a spool,
+/// or files would be delivered twice or forever.
+fn check_spool_overlaps(p: &mut Problems, spools: &BTreeMap<String, Arc<Spool>>, state_dir: &Path) {
+    for (name, spool) in spools {
+        for (other_name, other) in spools {
+            if name < other_name
+                && (spool.path.starts_with(&other.path) || other.path.starts_with(&spool.path))
+            {
+                p.add(
+                    format!("spools.{other_name}.path"),
+                    format!(
+                        "overlaps spools.{name}.path ({}); spools must not nest",
+                        spool.path.display()
+                    ),
+                );
+            }
+        }
+        if let AfterUpload::Archive(dir) = &spool.after_upload {
+            if dir.starts_with(&spool.path) {
+                p.add(
+                    format!("spools.{name}.archive_dir"),
+                    "must be outside the spool directory, or archived files would be delivered again",
+                );
+            }
+        }
+        if state_dir.starts_with(&spool.path) {
+            p.add("state_dir", format!("must be outside spools.{name}.path"));
+        }
+    }
+}

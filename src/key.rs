@@ -1,0 +1,302 @@
+//! Object key templates: parsed and checked once at config load, rendered once per file
+//! when it is queued (the rendered key is stored in the queue, so every retry reuses it).
+//!
+//! Rendering is pure: everything that varies (queue id, time, uuid, host) comes in through
+//! [`KeyInput`], so keys are testable without clocks or file systems.
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use std::fmt::Write as _;
+
+/// S3's limit on the length of an object key, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Placeholders a template may use, in the order the README lists them.
+pub const PLACEHOLDERS: &[&str] = &[
+    "spool",
+    "host",
+    "path",
+    "dir",
+    "name",
+    "stem",
+    "ext",
+    "id",
+    "uuid",
+    "yyyy",
+    "mm",
+    "dd",
+    "HH",
+    "MM",
+    "SS",
+    "date",
+    "timestamp",
+    "epoch",
+];
+
+/// Placeholders of which a template needs at least one, so two files never share a key.
+const DISTINCT: &[&str] = &["id", "uuid", "path", "name"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Placeholder(&'static str),
+}
+
+/// A parsed key template such as `{spool}/{yyyy}/{mm}/{dd}/{stem}-{timestamp}-{id}.{ext}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    parts: Vec<Part>,
+}
+
+/// Everything a key may be built from.
+#[derive(Debug, Clone)]
+pub struct KeyInput<'a> {
+    pub spool: &'a str,
+    pub host: &'a str,
+    /// Path relative to the spool, `/`-separated.
+    pub rel_path: &'a str,
+    pub id: i64,
+    pub uuid: uuid::Uuid,
+    /// When the file was queued.
+    pub time: DateTime<Utc>,
+}
+
+/// Why a key could not be made for one file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("object key is {0} bytes long; S3 allows at most 1024 (shorten the key template or the file name)")]
+    TooLong(usize),
+    #[error("object key would contain a control character (rename the file)")]
+    ControlCharacter,
+    #[error("object key would be empty")]
+    Empty,
+}
+
+impl KeyTemplate {
+    /// Parses a template. `{{` and `}}` stand for literal braces.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("unclosed '{{{name}' in {text:?}")),
+                        }
+                    }
+                    let known = PLACEHOLDERS.iter().find(|p| **p == name).ok_or_else(|| {
+                        format!(
+                            "unknown placeholder {{{name}}}; known ones: {}",
+                            PLACEHOLDERS
+                                .iter()
+                                .map(|p| format!("{{{p}}}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        )
+                    })?;
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(Part::Placeholder(known));
+                }
+                '}' => {
+                    return Err(format!(
+                        "stray '}}' in {text:?} (write '}}}}' for a literal brace)"
+                    ))
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        let distinct = parts
+            .iter()
+            .any(|p| matches!(p, Part::Placeholder(name) if DISTINCT.contains(name)));
+        if !distinct {
+            return Err(
+                "the template has none of {id}, {uuid}, {path} or {name}, so files would overwrite each other's objects"
+                    .to_string(),
+            );
+        }
+        if text.starts_with('/') {
+            return Err(
+                "the template must not start with '/' (S3 keys have no leading slash)".into(),
+            );
+        }
+        Ok(KeyTemplate { parts })
+    }
+
+    /// Renders the key for one file, with the destination's `prefix` (may be empty) in front.
+    ///
+    /// Repeated slashes collapse (so `{dir}/{name}` works for files at the top of the spool),
+    /// and `.{ext}` drops its dot when the file has no extension.
+    pub fn render(&self, prefix: &str, input: &KeyInput<'_>) -> Result<String, KeyError> {
+        let (dir, name) = match input.rel_path.rsplit_once('/') {
+            Some((dir, name)) => (dir, name),
+            None => ("", input.rel_path),
+        };
+        let (stem, ext) = match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => (stem, ext),
+            _ => (name, ""),
+        };
+        let t = input.time;
+        let mut out = String::with_capacity(128);
+        out.push_str(prefix);
+        out.push('/');
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Placeholder(placeholder) => {
+                    let _ = match *placeholder {
+                        "spool" => write!(out, "{}", input.spool),
+                        "host" => write!(out, "{}", input.host),
+                        "path" => write!(out, "{}", input.rel_path),
+                        "dir" => write!(out, "{dir}"),
+                        "name" => write!(out, "{name}"),
+                        "stem" => write!(out, "{stem}"),
+                        "ext" => {
+                            if ext.is_empty() && out.ends_with('.') {
+                                out.pop();
+                            }
+                            write!(out, "{ext}")
+                        }
+                        "id" => write!(out, "{}", input.id),
+                        "uuid" => write!(out, "{}", input.uuid),
+                        "yyyy" => write!(out, "{:04}", t.year()),
+                        "mm" => write!(out, "{:02}", t.month()),
+                        "dd" => write!(out, "{:02}", t.day()),
+                        "HH" => write!(out, "{:02}", t.hour()),
+                        "MM" => write!(out, "{:02}", t.minute()),
+                        "SS" => write!(out, "{:02}", t.second()),
+                        "date" => write!(out, "{}", t.format("%Y-%m-%d")),
+                        "timestamp" => write!(out, "{}", t.format("%Y%m%dT%H%M%SZ")),
+                        "epoch" => write!(out, "{}", t.timestamp()),
+                        other => unreachable!("placeholder {other} is checked at parse"),
+                    };
+                }
+            }
+        }
+        let key = collapse_slashes(&out);
+        if key.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if key.chars().any(char::is_control) {
+            return Err(KeyError::ControlCharacter);
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(KeyError::TooLong(key.len()));
+        }
+        Ok(key)
+    }
+}
+
+/// Drops empty segments: no leading slash, no `//`.
+fn collapse_slashes(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for segment in key.split('/').filter(|s| !s.is_empty()) {
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(segment);
+    }
+    if key.ends_with('/') && !out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn input(rel_path: &str) -> KeyInput<'_> {
+        KeyInput {
+            spool: "orders",
+            host: "web1",
+            rel_path,
+            id: 42,
+            uuid: uuid::Uuid::nil(),
+            time: Utc.with_ymd_and_hms(2026, 11, 22, 10, 15, 0).unwrap(),
+        }
+    }
+
+    fn render(template: &str, prefix: &str, rel: &str) -> String {
+        KeyTemplate::parse(template)
+            .unwrap()
+            .render(prefix, &input(rel))
+            .unwrap()
+    }
+
+    #[test]
+    fn renders_the_example_template() {
+        let t = "{spool}/{yyyy}/{mm}/{dd}/{stem}-{timestamp}-{id}.{ext}";
+        assert_eq!(
+            render(t, "inbound", "sub/a b+c.csv"),
+            "inbound/orders/2026/11/22/a b+c-20261122T101500Z-42.csv"
+        );
+    }
+
+    #[test]
+    fn renders_every_placeholder() {
+        let t = "{spool}|{host}|{path}|{dir}|{name}|{stem}|{ext}|{id}|{uuid}|{yyyy}{mm}{dd}|{HH}{MM}{SS}|{date}|{timestamp}|{epoch}";
+        assert_eq!(
+            render(t, "", "x/y/é.tar.gz"),
+            "orders|web1|x/y/é.tar.gz|x/y|é.tar.gz|é.tar|gz|42|00000000-0000-0000-0000-000000000000|20261122|101500|2026-11-22|20261122T101500Z|1795342500"
+        );
+    }
+
+    #[test]
+    fn no_extension_drops_the_dot_and_top_level_dir_collapses() {
+        assert_eq!(render("{dir}/{stem}-{id}.{ext}", "", "README"), "README-42");
+        assert_eq!(render("{dir}/{name}", "p/q/", "a.txt"), "p/q/a.txt");
+        assert_eq!(render("{name}", "", ".hidden"), ".hidden");
+    }
+
+    #[test]
+    fn refuses_templates_that_would_overwrite() {
+        let err = KeyTemplate::parse("{spool}/{date}.csv").unwrap_err();
+        assert!(err.contains("overwrite"), "{err}");
+        for ok in ["{id}", "{uuid}", "{path}", "{name}"] {
+            KeyTemplate::parse(ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_and_malformed_placeholders() {
+        let err = KeyTemplate::parse("{spool}/{month}/{id}").unwrap_err();
+        assert!(err.contains("unknown placeholder {month}"), "{err}");
+        assert!(KeyTemplate::parse("{id").unwrap_err().contains("unclosed"));
+        assert!(KeyTemplate::parse("{id}}x").unwrap_err().contains("stray"));
+        assert!(KeyTemplate::parse("/{id}")
+            .unwrap_err()
+            .contains("leading slash"));
+        assert_eq!(render("{{x}}-{id}", "", "a"), "{x}-42");
+    }
+
+    #[test]
+    fn long_keys_and_control_characters_fail_the_file() {
+        let t = KeyTemplate::parse("{name}").unwrap();
+        let long = "a".repeat(1100);
+        assert_eq!(t.render("", &input(&long)), Err(KeyError::TooLong(1100)));
+        assert_eq!(
+            t.render("", &input("a\nb")),
+            Err(KeyError::ControlCharacter)
+        );
+        let exact = "b".repeat(1024);
+        assert_eq!(t.render("", &input(&exact)).unwrap().len(), 1024);
+    }
+}

@@ -1,0 +1,54 @@
+//! Append-only migrations keyed by `PRAGMA user_version`. Never edit a shipped entry: add one.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the file queue.
+    r#"
+    CREATE TABLE files (
+        id              INTEGER PRIMARY KEY,
+        spool           TEXT    NOT NULL,
+        rel_path        TEXT    NOT NULL,          -- relative to the spool, '/'-separated
+        path            TEXT    NOT NULL,          -- absolute source path when queued
+        destination     TEXT    NOT NULL,
+        bucket          TEXT    NOT NULL,
+        key             TEXT,                      -- rendered once at queue time; NULL if it could not be
+        state           TEXT    NOT NULL CHECK (state IN ('pending', 'active', 'done', 'failed')),
+        size            INTEGER NOT NULL,
+        mtime_ns        INTEGER NOT NULL,
+        inode           INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,          -- unix milliseconds
+        lease_until     INTEGER,                   -- unix milliseconds, while active
+        last_error      TEXT,
+        etag            TEXT,
+        queued_at       INTEGER NOT NULL,          -- unix milliseconds
+        updated_at      INTEGER NOT NULL,
+        done_at         INTEGER
+    );
+    CREATE INDEX files_due  ON files (state, next_attempt_at);
+    CREATE INDEX files_path ON files (spool, rel_path, id);
+    CREATE VIEW files_readable AS
+        SELECT id, state, spool, rel_path, key, size, attempts, last_error,
+               strftime('%Y-%m-%dT%H:%M:%fZ', queued_at / 1000.0, 'unixepoch')       AS queued,
+               strftime('%Y-%m-%dT%H:%M:%fZ', next_attempt_at / 1000.0, 'unixepoch') AS next_attempt,
+               strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
+        FROM files;
+    "#,
+];
+
+/// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+    }
+    tx.commit()
+}
+
+/// The schema version this build writes.
+pub fn latest_version() -> usize {
+    MIGRATIONS.len()
+}

@@ -1,0 +1,234 @@
+use super::*;
+
+fn open() -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(&dir.path().join("queue.db")).unwrap();
+    (dir, queue)
+}
+
+fn file(rel: &str, size: u64) -> NewFile {
+    NewFile {
+        spool: "orders".into(),
+        rel_path: rel.into(),
+        path: PathBuf::from("/spool").join(rel),
+        destination: "lake".into(),
+        bucket: "acme".into(),
+        stamp: FileStamp {
+            size,
+            mtime_ns: 1,
+            inode: 7,
+        },
+    }
+}
+
+fn register(q: &mut Queue, files: &[NewFile], now: i64) -> Vec<Registered> {
+    q.register(files, now, |f, id| Ok(format!("k/{}-{id}", f.rel_path)))
+        .unwrap()
+}
+
+#[test]
+fn migrating_twice_is_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    drop(Queue::open(&path).unwrap());
+    let q = Queue::open(&path).unwrap();
+    let version: usize = q
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, latest_version());
+    let mode: String = q
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn register_renders_the_key_once_with_the_row_id() {
+    let (_d, mut q) = open();
+    let out = register(&mut q, &[file("a.csv", 3), file("b.csv", 4)], 100);
+    assert_eq!(out, vec![Registered::Queued(1), Registered::Queued(2)]);
+    let row = q.get(2).unwrap().unwrap();
+    assert_eq!(row.key.as_deref(), Some("k/b.csv-2"));
+    assert_eq!(row.state, State::Pending);
+    assert_eq!(row.queued_at, 100);
+    // The same file again is not queued twice.
+    assert_eq!(
+        register(&mut q, &[file("a.csv", 3)], 200),
+        vec![Registered::AlreadyQueued(1)]
+    );
+}
+
+#[test]
+fn a_key_error_stores_a_failed_row_with_the_reason() {
+    let (_d, mut q) = open();
+    let out = q
+        .register(&[file("a.csv", 3)], 1, |_, _| {
+            Err("object key is too long".into())
+        })
+        .unwrap();
+    assert_eq!(out, vec![Registered::Refused(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(row.state, State::Failed);
+    assert_eq!(row.last_error.as_deref(), Some("object key is too long"));
+    assert_eq!(row.key, None);
+    // Retrying cannot help a file with no key; it stays failed.
+    assert!(q.retry_failed(5).unwrap().is_empty());
+    assert_eq!(
+        register(&mut q, &[file("a.csv", 3)], 2),
+        vec![Registered::AlreadyQueued(1)]
+    );
+}
+
+#[test]
+fn pending_row_takes_the_new_stamp_when_the_file_changed_before_upload() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a.csv", 3)], 1);
+    assert_eq!(
+        register(&mut q, &[file("a.csv", 9)], 2),
+        vec![Registered::AlreadyQueued(1)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().stamp.size, 9);
+}
+
+#[test]
+fn claim_takes_due_rows_once_and_counts_attempts() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1), file("c", 1)], 10);
+    let lease = Duration::from_secs(60);
+    assert!(
+        q.claim(10, 9, lease).unwrap().is_empty(),
+        "not due before queued_at"
+    );
+    let first = q.claim(2, 10, lease).unwrap();
+    assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(first
+        .iter()
+        .all(|r| r.state == State::Active && r.attempts == 1));
+    let second = q.claim(10, 10, lease).unwrap();
+    assert_eq!(second.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3]);
+    assert!(q.claim(10, 10, lease).unwrap().is_empty());
+}
+
+#[test]
+fn transitions_done_retry_failed_and_changed() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1), file("c", 1)], 10);
+    q.claim(3, 10, Duration::from_secs(60)).unwrap();
+
+    q.mark_done(1, "\"etag\"", 20).unwrap();
+    let done = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (done.state, done.done_at, done.etag.as_deref()),
+        (State::Done, Some(20), Some("\"etag\""))
+    );
+
+    q.retry_later(2, "503 SlowDown", 500, 20).unwrap();
+    let later = q.get(2).unwrap().unwrap();
+    assert_eq!((later.state, later.next_attempt_at), (State::Pending, 500));
+    assert_eq!(later.last_error.as_deref(), Some("503 SlowDown"));
+    assert!(q.claim(10, 499, Duration::from_secs(1)).unwrap().is_empty());
+    assert_eq!(q.next_due().unwrap(), Some(500));
+    let again = q.claim(10, 500, Duration::from_secs(1)).unwrap();
+    assert_eq!((again[0].id, again[0].attempts), (2, 2));
+    q.mark_failed(2, "AccessDenied", 600).unwrap();
+    assert_eq!(q.get(2).unwrap().unwrap().state, State::Failed);
+
+    let stamp = FileStamp {
+        size: 5,
+        mtime_ns: 2,
+        inode: 7,
+    };
+    q.requeue_changed(3, stamp, 700, 30).unwrap();
+    let changed = q.get(3).unwrap().unwrap();
+    assert_eq!(
+        (changed.state, changed.attempts, changed.stamp),
+        (State::Pending, 0, stamp)
+    );
+}
+
+#[test]
+fn done_file_seen_again_is_recognised_and_a_changed_one_is_new() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, "e", 11).unwrap();
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::AlreadyDone(1)]
+    );
+    assert_eq!(
+        register(&mut q, &[file("a", 2)], 13),
+        vec![Registered::Queued(2)]
+    );
+}
+
+#[test]
+fn recover_returns_active_rows_to_pending() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    assert_eq!(q.recover_active(11).unwrap(), 1);
+    assert_eq!(
+        q.summary().unwrap().counts,
+        Counts {
+            pending: 2,
+            active: 0,
+            done: 0,
+            failed: 0
+        }
+    );
+}
+
+#[test]
+fn summary_retry_and_purge() {
+    let (_d, mut q) = open();
+    register(
+        &mut q,
+        &[file("a", 10), file("b", 20), file("c", 30), file("d", 40)],
+        10,
+    );
+    q.claim(3, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, "e", 50).unwrap();
+    q.mark_failed(2, "AccessDenied", 51).unwrap();
+    let s = q.summary().unwrap();
+    assert_eq!(
+        s.counts,
+        Counts {
+            pending: 1,
+            active: 1,
+            done: 1,
+            failed: 1
+        }
+    );
+    assert_eq!(s.bytes_waiting, 70);
+    assert_eq!(s.oldest_waiting_queued_at, Some(10));
+    assert_eq!(q.latest_errors(5).unwrap()[0].id, 2);
+
+    // retry touches failed and pending rows only.
+    assert_eq!(q.retry(Some(&[1, 2, 3]), 60).unwrap(), vec![2]);
+    assert_eq!(q.get(2).unwrap().unwrap().attempts, 0);
+    assert_eq!(q.retry_failed(61).unwrap(), Vec::<i64>::new());
+
+    assert_eq!(
+        q.purge_done(50, |_| false).unwrap(),
+        (0, 0),
+        "done_at 50 is not before 50"
+    );
+    assert_eq!(
+        q.purge_done(51, |_| true).unwrap(),
+        (0, 1),
+        "kept rows stay"
+    );
+    assert_eq!(q.purge_done(51, |_| false).unwrap(), (1, 0));
+    assert!(q.get(1).unwrap().is_none());
+
+    let listed = q
+        .list(&ListFilter {
+            state: Some(State::Pending),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 4]);
+}

@@ -1,0 +1,260 @@
+//! Everything s3spool says to S3, behind one small interface.
+//!
+//! [`ObjectStore`] is what the uploader and `check` use; [`rusoto`] is the only
+//! implementation and the only file that names `rusoto_*` types, so moving to another SDK
+//! touches this module alone. Errors come back as [`StoreError`], already sorted into
+//! transient (retry) and permanent (fail the file now) with words an operator understands.
+
+mod rusoto;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+
+pub use rusoto::connect;
+
+/// An MD5 digest of a request body; sent as `Content-MD5` so S3 rejects corrupted bodies.
+pub type Md5 = [u8; 16];
+
+/// The body of a single PUT.
+pub enum PutBody {
+    /// Small enough to hold in memory.
+    Memory(Bytes),
+    /// Streamed from this open file: `len` bytes from its start, whose MD5 was computed
+    /// before. An open file, not a path, so a file swapped in meanwhile is never sent.
+    File { file: std::fs::File, len: u64 },
+}
+
+/// A part that S3 accepted, for CompleteMultipartUpload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    pub number: u32,
+    pub etag: String,
+}
+
+/// What HEAD tells about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// The S3 calls s3spool makes against one bucket.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// The bucket this store writes to.
+    fn bucket(&self) -> &str;
+    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<String, StoreError>;
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+        md5: Md5,
+    ) -> Result<String, StoreError>;
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<String, StoreError>;
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
+    async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError>;
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Network trouble, timeouts, 5xx, throttling: retry with backoff.
+    Transient,
+    /// Credentials, permissions, missing bucket, bad request: retrying cannot help.
+    Permanent,
+}
+
+/// A failed S3 call, in words for operators. Never carries credentials.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    /// The S3 operation, e.g. `PutObject`.
+    pub operation: &'static str,
+    /// S3's error code (`AccessDenied`), or our own for local failures (`Timeout`).
+    pub code: String,
+    /// HTTP status, when a response came back.
+    pub status: Option<u16>,
+    pub message: String,
+    pub class: ErrorClass,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: ", self.operation)?;
+        if let Some(status) = self.status {
+            write!(f, "{status} ")?;
+        }
+        write!(f, "{}", self.code)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        if let Some(hint) = hint(&self.code) {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// Builds an error from an S3 response's status and error code.
+    pub fn from_response(
+        operation: &'static str,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    ) -> Self {
+        let code = code.unwrap_or_else(|| match status {
+            301 => "PermanentRedirect".into(),
+            403 => "AccessDenied".into(),
+            404 => "NotFound".into(),
+            _ => format!("HTTP{status}"),
+        });
+        let class = classify(status, &code);
+        StoreError {
+            operation,
+            code,
+            status: Some(status),
+            message,
+            class,
+        }
+    }
+
+    /// A failure with no response: connection refused or reset, DNS, timeout.
+    pub fn transport(operation: &'static str, code: &str, message: String) -> Self {
+        StoreError {
+            operation,
+            code: code.to_string(),
+            status: None,
+            message,
+            class: ErrorClass::Transient,
+        }
+    }
+
+    /// A failure that retrying cannot fix and that has no response (bad credentials setup).
+    pub fn permanent(operation: &'static str, code: &str, message: String) -> Self {
+        StoreError {
+            operation,
+            code: code.to_string(),
+            status: None,
+            message,
+            class: ErrorClass::Permanent,
+        }
+    }
+}
+
+/// Sorts an S3 answer into transient or permanent.
+pub fn classify(status: u16, code: &str) -> ErrorClass {
+    match code {
+        "SlowDown"
+        | "Throttling"
+        | "ThrottlingException"
+        | "RequestTimeout"
+        | "RequestTimeTooSkewed"
+        | "InternalError"
+        | "ServiceUnavailable"
+        | "BadDigest"
+        | "InvalidDigest"
+        | "ExpiredToken"
+        | "RequestExpired"
+        | "NoSuchUpload"
+        | "OperationAborted" => ErrorClass::Transient,
+        _ if status >= 500 || status == 429 || status == 408 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// What an operator should check for the common codes.
+fn hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "NoSuchBucket" => "the bucket does not exist: check the destination's bucket name",
+        "AccessDenied" => {
+            "the credentials lack permission: check the IAM policy for this bucket and prefix"
+        }
+        "InvalidAccessKeyId" => "the access key id is unknown to the server: check access_key_id",
+        "SignatureDoesNotMatch" => "the secret key is wrong: check secret_access_key",
+        "PermanentRedirect"
+        | "AuthorizationHeaderMalformed"
+        | "IllegalLocationConstraintException" => {
+            "wrong region: set the destination's region to the bucket's region"
+        }
+        "ConnectionFailed" => {
+            "endpoint unreachable: check the endpoint, the network and that the server is up"
+        }
+        "Timeout" => "no answer in time: check the network, or raise upload.request_timeout",
+        _ => return None,
+    })
+}
+
+/// The ETag S3 gives a multipart object: MD5 of the parts' MD5s, then `-` and the count.
+pub fn multipart_etag(part_md5s: &[Md5]) -> String {
+    use md5::{Digest, Md5 as Hasher};
+    let mut hasher = Hasher::new();
+    for digest in part_md5s {
+        hasher.update(digest);
+    }
+    format!("{}-{}", hex::encode(hasher.finalize()), part_md5s.len())
+}
+
+/// An ETag without its quotes, for comparison.
+pub fn bare_etag(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_codes_and_statuses() {
+        assert_eq!(classify(503, "SlowDown"), ErrorClass::Transient);
+        assert_eq!(classify(500, "InternalError"), ErrorClass::Transient);
+        assert_eq!(classify(429, "TooManyRequests"), ErrorClass::Transient);
+        assert_eq!(classify(400, "RequestTimeout"), ErrorClass::Transient);
+        assert_eq!(classify(403, "AccessDenied"), ErrorClass::Permanent);
+        assert_eq!(classify(404, "NoSuchBucket"), ErrorClass::Permanent);
+        assert_eq!(
+            classify(403, "SignatureDoesNotMatch"),
+            ErrorClass::Permanent
+        );
+        assert_eq!(classify(400, "KeyTooLongError"), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn errors_read_well() {
+        let e = StoreError::from_response(
+            "PutObject",
+            404,
+            Some("NoSuchBucket".into()),
+            "The specified bucket does not exist".into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "PutObject failed: 404 NoSuchBucket: The specified bucket does not exist (the bucket does not exist: check the destination's bucket name)"
+        );
+        let head = StoreError::from_response("HeadObject", 403, None, String::new());
+        assert_eq!(head.code, "AccessDenied");
+    }
+
+    #[test]
+    fn multipart_etag_matches_s3s_rule() {
+        use md5::{Digest, Md5 as Hasher};
+        let a: Md5 = Hasher::digest(b"hello").into();
+        let b: Md5 = Hasher::digest(b"world").into();
+        let mut joined = Vec::new();
+        joined.extend_from_slice(&a);
+        joined.extend_from_slice(&b);
+        let want = format!("{}-2", hex::encode(Hasher::digest(&joined)));
+        assert_eq!(multipart_etag(&[a, b]), want);
+    }
+}

@@ -1,0 +1,320 @@
+//! The rusoto implementation of [`ObjectStore`]: the only file that names rusoto types.
+//!
+//! rusoto has no per-request timeout and no retries of its own for S3 calls; every call
+//! here runs under `request_timeout`, and retrying is the uploader's business.
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use bytes::Bytes;
+use rusoto_core::{ByteStream, HttpClient, Region, RusotoError};
+use rusoto_credential::StaticProvider;
+use rusoto_s3::{
+    AbortMultipartUploadRequest, CompleteMultipartUploadRequest, CompletedMultipartUpload,
+    CreateMultipartUploadRequest, DeleteObjectRequest, HeadObjectRequest, PutObjectRequest,
+    S3Client, UploadPartRequest, S3,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CompletedPart, Md5, ObjectHead, ObjectStore, PutBody, StoreError};
+use crate::config::{Auth, Destination};
+
+/// Streamed PUT bodies are read in chunks of this size.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+struct RusotoStore {
+    client: S3Client,
+    bucket: String,
+    timeout: Duration,
+}
+
+/// Builds the store for one destination. Fails only if TLS cannot be initialised.
+pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let http = HttpClient::new()
+        .map_err(|e| StoreError::permanent("Connect", "TlsInit", e.to_string()))?;
+    let region = match &destination.endpoint {
+        Some(endpoint) => Region::Custom {
+            name: destination.region.clone(),
+            endpoint: endpoint.clone(),
+        },
+        None => destination
+            .region
+            .parse::<Region>()
+            .unwrap_or_else(|_| Region::Custom {
+                name: destination.region.clone(),
+                endpoint: format!("https://s3.{}.amazonaws.com", destination.region),
+            }),
+    };
+    let client = match &destination.auth {
+        Auth::Static {
+            access_key_id,
+            secret_access_key,
+        } => {
+            let provider = StaticProvider::new_minimal(
+                access_key_id.clone(),
+                secret_access_key.expose().to_string(),
+            );
+            S3Client::new_with(http, provider, region)
+        }
+    };
+    Ok(Arc::new(RusotoStore {
+        client,
+        bucket: destination.bucket.clone(),
+        timeout: destination.upload.request_timeout,
+    }))
+}
+
+fn content_md5(md5: &Md5) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5)
+}
+
+impl RusotoStore {
+    /// Runs one call under the request timeout and turns its error into a [`StoreError`].
+    async fn call<T, E, F>(&self, operation: &'static str, fut: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, RusotoError<E>>>,
+        E: std::fmt::Debug,
+    {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(convert(operation, e)),
+            Err(_) => Err(StoreError::transport(
+                operation,
+                "Timeout",
+                format!("no answer within {:?}", self.timeout),
+            )),
+        }
+    }
+}
+
+/// Maps a rusoto error to our own, pulling S3's `<Code>` and `<Message>` out of the body.
+fn convert<E: std::fmt::Debug>(operation: &'static str, error: RusotoError<E>) -> StoreError {
+    match error {
+        RusotoError::Service(e) => {
+            // rusoto's service errors are variants like `NoSuchUpload("…")`.
+            let text = format!("{e:?}");
+            let (code, message) = match text.split_once('(') {
+                Some((code, rest)) => (
+                    code.to_string(),
+                    rest.trim_end_matches(')').trim_matches('"').to_string(),
+                ),
+                None => (text.clone(), String::new()),
+            };
+            let status = if code.starts_with("NoSuch") { 404 } else { 400 };
+            StoreError::from_response(operation, status, Some(code), message)
+        }
+        RusotoError::HttpDispatch(e) => {
+            StoreError::transport(operation, "ConnectionFailed", e.to_string())
+        }
+        RusotoError::Credentials(e) => {
+            StoreError::permanent(operation, "CredentialsError", e.message.clone())
+        }
+        RusotoError::Validation(m) => StoreError::permanent(operation, "InvalidRequest", m),
+        RusotoError::ParseError(m) => StoreError::transport(operation, "BadResponse", m),
+        RusotoError::Unknown(response) => {
+            let body = String::from_utf8_lossy(&response.body);
+            StoreError::from_response(
+                operation,
+                response.status.as_u16(),
+                xml_field(&body, "Code"),
+                xml_field(&body, "Message").unwrap_or_default(),
+            )
+        }
+        RusotoError::Blocking => StoreError::transport(operation, "Blocking", String::new()),
+    }
+}
+
+fn xml_field(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].trim().to_string())
+}
+
+async fn file_stream(file: std::fs::File, len: u64) -> Result<ByteStream, StoreError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::from_std(file);
+    // A duplicated descriptor shares its offset with the original: start from 0.
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|e| StoreError::permanent("PutObject", "SourceUnreadable", e.to_string()))?;
+    let reader = tokio_util::io::ReaderStream::with_capacity(file.take(len), STREAM_CHUNK);
+    Ok(ByteStream::new_with_size(reader, len as usize))
+}
+
+#[async_trait]
+impl ObjectStore for RusotoStore {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<String, StoreError> {
+        let (stream, len) = match body {
+            PutBody::Memory(bytes) => {
+                let len = bytes.len();
+                (
+                    ByteStream::new_with_size(futures::stream::once(async { Ok(bytes) }), len),
+                    len as u64,
+                )
+            }
+            PutBody::File { file, len } => (file_stream(file, len).await?, len),
+        };
+        let request = PutObjectRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            body: Some(stream),
+            content_length: Some(len as i64),
+            content_md5: Some(content_md5(&md5)),
+            ..Default::default()
+        };
+        let out = self
+            .call("PutObject", self.client.put_object(request))
+            .await?;
+        Ok(out.e_tag.unwrap_or_default())
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
+        let request = CreateMultipartUploadRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            ..Default::default()
+        };
+        let out = self
+            .call(
+                "CreateMultipartUpload",
+                self.client.create_multipart_upload(request),
+            )
+            .await?;
+        out.upload_id.ok_or_else(|| {
+            StoreError::transport(
+                "CreateMultipartUpload",
+                "BadResponse",
+                "no UploadId in the answer".into(),
+            )
+        })
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+        md5: Md5,
+    ) -> Result<String, StoreError> {
+        let len = body.len();
+        let request = UploadPartRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            part_number: i64::from(number),
+            content_length: Some(len as i64),
+            content_md5: Some(content_md5(&md5)),
+            body: Some(ByteStream::new_with_size(
+                futures::stream::once(async { Ok(body) }),
+                len,
+            )),
+            ..Default::default()
+        };
+        let out = self
+            .call("UploadPart", self.client.upload_part(request))
+            .await?;
+        out.e_tag.ok_or_else(|| {
+            StoreError::transport("UploadPart", "BadResponse", "no ETag in the answer".into())
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<String, StoreError> {
+        let request = CompleteMultipartUploadRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            multipart_upload: Some(CompletedMultipartUpload {
+                parts: Some(
+                    parts
+                        .iter()
+                        .map(|p| rusoto_s3::CompletedPart {
+                            e_tag: Some(p.etag.clone()),
+                            part_number: Some(i64::from(p.number)),
+                        })
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        };
+        let out = self
+            .call(
+                "CompleteMultipartUpload",
+                self.client.complete_multipart_upload(request),
+            )
+            .await?;
+        Ok(out.e_tag.unwrap_or_default())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let request = AbortMultipartUploadRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+            ..Default::default()
+        };
+        self.call(
+            "AbortMultipartUpload",
+            self.client.abort_multipart_upload(request),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError> {
+        let request = HeadObjectRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            ..Default::default()
+        };
+        match self
+            .call("HeadObject", self.client.head_object(request))
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectHead {
+                size: out.content_length.unwrap_or(0).max(0) as u64,
+                etag: out.e_tag,
+            })),
+            Err(e) if e.status == Some(404) && e.code != "NoSuchBucket" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        let request = DeleteObjectRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            ..Default::default()
+        };
+        self.call("DeleteObject", self.client.delete_object(request))
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pulls_code_and_message_from_s3_xml() {
+        let body = "<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>";
+        assert_eq!(xml_field(body, "Code").as_deref(), Some("NoSuchBucket"));
+        assert_eq!(
+            xml_field(body, "Message").as_deref(),
+            Some("The specified bucket does not exist")
+        );
+        assert_eq!(xml_field(body, "Resource"), None);
+    }
+}

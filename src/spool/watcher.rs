@@ -1,0 +1,272 @@
+//! The per-spool task: notify events and periodic rescans feed the settle policy, and
+//! finished files are registered in the queue in batches.
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::scan::{self, Seen};
+use super::settle::Settler;
+use crate::config::{AfterUpload, Destination, Spool};
+use crate::finish::{finish_source, Finished};
+use crate::key::KeyInput;
+use crate::queue::{NewFile, Registered, SharedQueue};
+
+/// Files registered per transaction.
+const BATCH: usize = 2000;
+/// Event hints buffered before we fall back to a full rescan.
+const EVENT_BUFFER: usize = 16_384;
+
+/// What a spool watcher needs besides its spool.
+#[derive(Clone)]
+pub struct WatchContext {
+    pub queue: SharedQueue,
+    pub destination: Arc<Destination>,
+    pub host: Arc<str>,
+    pub rescan_interval: Duration,
+    /// Poked whenever files were queued, so the uploader need not poll.
+    pub wake: Arc<Notify>,
+}
+
+/// Watches one spool until `shutdown`. Errors are logged and the watcher goes on: a spool
+/// that cannot be watched is still rescanned.
+pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: CancellationToken) {
+    let (tx, mut events) = mpsc::channel::<PathBuf>(EVENT_BUFFER);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let _watcher = start_notify(&spool, tx, Arc::clone(&overflow));
+    let mut settler = Settler::new(spool.settle);
+    let mut rescan = tokio::time::interval(ctx.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let mut finished = Vec::new();
+        let sleep_until = settler
+            .next_due()
+            .and_then(|due| due.duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = rescan.tick() => {
+                full_scan(&spool, &mut settler, &mut finished).await;
+            }
+            Some(path) = events.recv() => {
+                let mut paths = vec![path];
+                while let Ok(more) = events.try_recv() {
+                    paths.push(more);
+                }
+                if overflow.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(spool = %spool.name, "file event buffer overflowed; rescanning the spool");
+                    full_scan(&spool, &mut settler, &mut finished).await;
+                } else {
+                    look_at(&spool, paths, &mut settler, &mut finished).await;
+                }
+            }
+            _ = tokio::time::sleep(sleep_until) => {
+                let due = settler.due(SystemTime::now());
+                look_at(&spool, due, &mut settler, &mut finished).await;
+            }
+        }
+        for batch in finished.chunks(BATCH) {
+            register(&spool, &ctx, batch.to_vec()).await;
+        }
+    }
+}
+
+fn start_notify(
+    spool: &Spool,
+    tx: mpsc::Sender<PathBuf>,
+    overflow: Arc<AtomicBool>,
+) -> Option<notify::RecommendedWatcher> {
+    let name = spool.name.clone();
+    let handler = move |result: notify::Result<notify::Event>| match result {
+        Ok(event) => {
+            // Our own reads of files produce access events: ignore all but close-after-write.
+            let relevant = match event.kind {
+                EventKind::Access(notify::event::AccessKind::Close(
+                    notify::event::AccessMode::Write,
+                )) => true,
+                EventKind::Access(_) | EventKind::Remove(_) => false,
+                _ => true,
+            };
+            if relevant || event.need_rescan() {
+                if event.need_rescan() {
+                    overflow.store(true, Ordering::Relaxed);
+                }
+                for path in event.paths {
+                    if tx.try_send(path).is_err() {
+                        overflow.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(spool = %name, error = %e, "file watch error; relying on rescans");
+            overflow.store(true, Ordering::Relaxed);
+        }
+    };
+    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&spool.path, RecursiveMode::Recursive)?;
+        Ok(w)
+    });
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(spool = %spool.name, path = %spool.path.display(), error = %e,
+                "cannot watch the spool for events; new files are found by rescans only");
+            None
+        }
+    }
+}
+
+/// Walks the whole spool on a blocking thread and feeds every file to the settler.
+async fn full_scan(spool: &Arc<Spool>, settler: &mut Settler, finished: &mut Vec<Seen>) {
+    let spool_for_walk = Arc::clone(spool);
+    let found = tokio::task::spawn_blocking(move || {
+        scan::walk(&spool_for_walk, &spool_for_walk.path, &mut |path, e| {
+            tracing::warn!(spool = %spool_for_walk.name, path = %path.display(), error = %e, "cannot read in spool");
+        })
+    })
+    .await
+    .unwrap_or_default();
+    let now = SystemTime::now();
+    // Candidates not found by the walk are gone.
+    let present: std::collections::HashSet<&Path> =
+        found.iter().map(|s| s.path.as_path()).collect();
+    settler.retain(|path| present.contains(path));
+    for seen in found {
+        finished.extend(settler.observe(seen, now));
+    }
+}
+
+/// Looks at single paths (from events or due candidates); folders are walked.
+async fn look_at(
+    spool: &Arc<Spool>,
+    paths: Vec<PathBuf>,
+    settler: &mut Settler,
+    finished: &mut Vec<Seen>,
+) {
+    if paths.is_empty() {
+        return;
+    }
+    let spool_for_look = Arc::clone(spool);
+    let looked = tokio::task::spawn_blocking(move || {
+        let mut results = Vec::with_capacity(paths.len());
+        for path in paths {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => {
+                    // A folder moved in arrives as one event: walk it.
+                    let files = scan::walk(&spool_for_look, &path, &mut |p, e| {
+                        tracing::warn!(path = %p.display(), error = %e, "cannot read in spool");
+                    });
+                    results.extend(files.into_iter().map(|s| (s.path.clone(), Some(s))));
+                }
+                _ => {
+                    let seen = scan::look(&spool_for_look, &path).ok().flatten();
+                    results.push((path, seen));
+                }
+            }
+        }
+        results
+    })
+    .await
+    .unwrap_or_default();
+    let now = SystemTime::now();
+    for (path, seen) in looked {
+        match seen {
+            Some(seen) => finished.extend(settler.observe(seen, now)),
+            None => settler.forget(&path),
+        }
+    }
+}
+
+/// Queues finished files; cleans up files that were delivered before a crash.
+async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
+    let files: Vec<NewFile> = batch
+        .iter()
+        .map(|seen| NewFile {
+            spool: spool.name.clone(),
+            rel_path: seen.rel.clone(),
+            path: seen.path.clone(),
+            destination: ctx.destination.name.clone(),
+            bucket: ctx.destination.bucket.clone(),
+            stamp: seen.stamp,
+        })
+        .collect();
+    let utf8: std::collections::HashSet<String> = batch
+        .iter()
+        .filter(|s| s.utf8)
+        .map(|s| s.rel.clone())
+        .collect();
+    let (spool2, dest, host) = (
+        Arc::clone(spool),
+        Arc::clone(&ctx.destination),
+        Arc::clone(&ctx.host),
+    );
+    let now = chrono::Utc::now();
+    let files_for_db = files.clone();
+    let result = ctx
+        .queue
+        .call(move |q| {
+            q.register(&files_for_db, now.timestamp_millis(), |file, id| {
+                if !utf8.contains(&file.rel_path) {
+                    return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
+                }
+                let input = KeyInput {
+                    spool: &spool2.name,
+                    host: &host,
+                    rel_path: &file.rel_path,
+                    id,
+                    uuid: uuid::Uuid::new_v4(),
+                    time: now,
+                };
+                spool2.key.render(&dest.prefix, &input).map_err(|e| e.to_string())
+            })
+        })
+        .await;
+    let outcomes = match result {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            // Not lost: the files are still in the spool and the next rescan tries again.
+            tracing::error!(spool = %spool.name, error = %e, files = files.len(), "cannot queue files; will retry at the next rescan");
+            return;
+        }
+    };
+    let mut queued = 0usize;
+    let mut delivered_before = Vec::new();
+    for (file, outcome) in files.into_iter().zip(outcomes) {
+        match outcome {
+            Registered::Queued(id) => {
+                queued += 1;
+                tracing::debug!(spool = %spool.name, id, path = %file.rel_path, "queued");
+            }
+            Registered::Refused(id) => {
+                tracing::warn!(spool = %spool.name, id, path = %file.rel_path, "file cannot be delivered; see `s3spool show`");
+            }
+            Registered::AlreadyDone(id) if spool.after_upload != AfterUpload::Keep => {
+                delivered_before.push((id, file));
+            }
+            Registered::AlreadyDone(_) | Registered::AlreadyQueued(_) => {}
+        }
+    }
+    if queued > 0 {
+        tracing::info!(spool = %spool.name, files = queued, "queued");
+        ctx.wake.notify_one();
+    }
+    if !delivered_before.is_empty() {
+        let spool = Arc::clone(spool);
+        let _ = tokio::task::spawn_blocking(move || {
+            for (id, file) in delivered_before {
+                match finish_source(&spool, &file.path, &file.rel_path, file.stamp, id) {
+                    Ok(Finished::Replaced) | Ok(Finished::Kept) => {}
+                    Ok(done) => tracing::info!(spool = %spool.name, id, path = %file.rel_path, outcome = ?done, "cleaned up a file delivered earlier"),
+                    Err(e) => tracing::warn!(spool = %spool.name, id, path = %file.rel_path, error = %e, "cannot clean up a delivered file"),
+                }
+            }
+        })
+        .await;
+    }
+}

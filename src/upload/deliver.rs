@@ -1,0 +1,220 @@
+//! Delivering one claimed file: check it is the file that was queued, upload it, check it
+//! did not change meanwhile, record the outcome, then apply `after_upload`.
+//!
+//! Order matters for crash safety: the row becomes `done` (committed) before the source is
+//! touched, and the source is only touched if it is still the very file uploaded.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{backoff, now_ms, transfer, Uploader};
+use crate::finish::{finish_source, Finished};
+use crate::queue::{FileRow, FileStamp};
+use crate::s3::{ErrorClass, StoreError};
+
+/// How one delivery attempt ended.
+enum Outcome {
+    /// S3 holds the object; `stamp` is the file as uploaded.
+    Delivered { etag: String },
+    /// The file is not as queued (still being written, or replaced).
+    Changed { stamp: FileStamp },
+    /// Retrying might help.
+    Transient(String),
+    /// Retrying cannot help: fail the row now.
+    Permanent(String),
+}
+
+impl Uploader {
+    pub(super) async fn deliver(&self, row: FileRow) {
+        let started = std::time::Instant::now();
+        let outcome = self.attempt(&row).await;
+        let id = row.id;
+        let now = now_ms();
+        let result = match outcome {
+            Outcome::Delivered { etag } => {
+                let recorded = self.queue.call(move |q| q.mark_done(id, &etag, now)).await;
+                if recorded.is_ok() {
+                    tracing::info!(spool = %row.spool, id, key = row.key.as_deref().unwrap_or(""),
+                        bytes = row.stamp.size, ms = started.elapsed().as_millis() as u64, "uploaded");
+                    self.finish(&row).await;
+                }
+                recorded
+            }
+            Outcome::Changed { stamp } => {
+                let settle = self
+                    .config
+                    .spools
+                    .get(&row.spool)
+                    .map(|s| s.settle)
+                    .unwrap_or(Duration::from_secs(5));
+                let next = now + settle.as_millis() as i64;
+                tracing::info!(spool = %row.spool, id, path = %row.rel_path, "source changed; uploading it again once it settles");
+                self.queue
+                    .call(move |q| q.requeue_changed(id, stamp, next, now))
+                    .await
+            }
+            Outcome::Transient(error) => {
+                self.after_error(&row, error, ErrorClass::Transient, now)
+                    .await
+            }
+            Outcome::Permanent(error) => {
+                self.after_error(&row, error, ErrorClass::Permanent, now)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            // The row stays `active`; it returns to `pending` at the next start.
+            tracing::error!(id, error = %e, "cannot record a delivery outcome in the queue");
+        }
+    }
+
+    async fn after_error(
+        &self,
+        row: &FileRow,
+        error: String,
+        class: ErrorClass,
+        now: i64,
+    ) -> crate::queue::Result<()> {
+        let id = row.id;
+        let settings = self
+            .targets
+            .get(&row.destination)
+            .map(|t| t.settings.clone());
+        let max_attempts = settings.as_ref().map(|s| s.max_attempts).unwrap_or(1);
+        if class == ErrorClass::Permanent || row.attempts >= max_attempts {
+            let reason = if class == ErrorClass::Permanent {
+                error
+            } else {
+                format!("{error} (gave up after {} attempts)", row.attempts)
+            };
+            tracing::error!(spool = %row.spool, id, path = %row.rel_path, error = %reason, "file failed; fix the cause, then `s3spool retry {id}`");
+            self.queue
+                .call(move |q| q.mark_failed(id, &reason, now))
+                .await
+        } else {
+            let s = settings.expect("transient errors come from a configured destination");
+            let wait = backoff::delay(
+                row.attempts,
+                s.backoff_initial,
+                s.backoff_max,
+                &mut rand::thread_rng(),
+            );
+            let next = now + wait.as_millis() as i64;
+            tracing::warn!(spool = %row.spool, id, path = %row.rel_path, attempt = row.attempts, retry_in_ms = wait.as_millis() as u64, error = %error, "upload failed; will retry");
+            self.queue
+                .call(move |q| q.retry_later(id, &error, next, now))
+                .await
+        }
+    }
+
+    async fn attempt(&self, row: &FileRow) -> Outcome {
+        let Some(key) = row.key.clone() else {
+            return Outcome::Permanent("the row has no object key".into());
+        };
+        if !self.config.spools.contains_key(&row.spool) {
+            return Outcome::Permanent(format!("spool {:?} is no longer in the config", row.spool));
+        }
+        let Some(target) = self.targets.get(&row.destination) else {
+            return Outcome::Permanent(format!(
+                "destination {:?} is no longer in the config",
+                row.destination
+            ));
+        };
+        let path = row.path.clone();
+        let opened = tokio::task::spawn_blocking(move || open_source(&path)).await;
+        let (file, before) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => return Outcome::Permanent(describe_open_error(&row.path, &e)),
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        if before != row.stamp {
+            return Outcome::Changed { stamp: before };
+        }
+        let file = Arc::new(file);
+        let uploaded = transfer::upload(target, Arc::clone(&file), &key, before.size).await;
+        let etag = match uploaded {
+            Ok(etag) => etag,
+            Err(e) => return from_store_error(e),
+        };
+        // Same descriptor, and the path: did the file change or get replaced meanwhile?
+        let path = row.path.clone();
+        let after = tokio::task::spawn_blocking(move || {
+            let by_fd = file.metadata().map(|m| FileStamp::of(&m));
+            let by_path = std::fs::symlink_metadata(&path).map(|m| FileStamp::of(&m));
+            (by_fd, by_path)
+        })
+        .await;
+        match after {
+            Ok((Ok(fd_stamp), _)) if fd_stamp != before => Outcome::Changed { stamp: fd_stamp },
+            Ok((_, Ok(path_stamp))) if path_stamp.inode != before.inode => {
+                Outcome::Changed { stamp: path_stamp }
+            }
+            _ => Outcome::Delivered { etag },
+        }
+    }
+
+    /// Applies `after_upload`. Failures are logged: the row is done, and the next rescan
+    /// finds the file, matches it to its `done` row and tries the clean-up again.
+    async fn finish(&self, row: &FileRow) {
+        let Some(spool) = self.config.spools.get(&row.spool).cloned() else {
+            return;
+        };
+        let row2 = row.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            finish_source(&spool, &row2.path, &row2.rel_path, row2.stamp, row2.id)
+        })
+        .await;
+        match result {
+            Ok(Ok(Finished::Replaced)) => {
+                tracing::info!(id = row.id, path = %row.path.display(), "a new file took the uploaded one's place; it will be queued on its own");
+            }
+            Ok(Ok(outcome)) => tracing::debug!(id = row.id, ?outcome, "source finished"),
+            Ok(Err(e)) => {
+                tracing::warn!(id = row.id, path = %row.path.display(), error = %e, "cannot delete or archive the delivered file; will retry at the next rescan")
+            }
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+}
+
+/// Opens without following a symlink, and stamps what was opened.
+fn open_source(path: &Path) -> io::Result<(File, FileStamp)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((file, FileStamp::of(&meta)))
+}
+
+fn describe_open_error(path: &Path, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("source disappeared: {} no longer exists", path.display())
+        }
+        _ if e.raw_os_error() == Some(libc::ELOOP) => {
+            format!(
+                "{} is now a symlink; symlinks are not followed",
+                path.display()
+            )
+        }
+        _ => format!("cannot read {}: {e}", path.display()),
+    }
+}
+
+fn from_store_error(e: StoreError) -> Outcome {
+    match e.class {
+        ErrorClass::Transient => Outcome::Transient(e.to_string()),
+        ErrorClass::Permanent => Outcome::Permanent(e.to_string()),
+    }
+}

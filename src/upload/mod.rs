@@ -1,0 +1,139 @@
+//! The uploader: claims due rows from the queue and delivers each file — upload, verify,
+//! mark done, then delete/archive/keep the source.
+//!
+//! One dispatcher loop claims work while file slots are free and spawns a task per file;
+//! requests per destination are bounded separately (see [`transfer`]). On shutdown the
+//! dispatcher stops claiming, and in-flight files get `drain_timeout` to finish; a file cut
+//! off then stays `active` and returns to `pending` at the next start.
+
+mod backoff;
+mod deliver;
+pub mod transfer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::queue::SharedQueue;
+pub use transfer::Target;
+
+/// How long a claim lasts before another daemon could take the row over.
+const LEASE: Duration = Duration::from_secs(600);
+/// How often an idle dispatcher looks for rows made due by the CLI (`s3spool retry`).
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+/// Everything a file delivery needs, shared by all tasks.
+pub struct Uploader {
+    pub config: Arc<Config>,
+    pub queue: SharedQueue,
+    pub targets: HashMap<String, Arc<Target>>,
+    pub wake: Arc<Notify>,
+}
+
+impl Uploader {
+    /// Files in flight at once: enough to keep every destination's requests busy.
+    fn file_slots(&self) -> usize {
+        self.targets
+            .values()
+            .map(|t| t.settings.concurrency)
+            .sum::<usize>()
+            .max(1)
+            * 2
+    }
+
+    /// Runs until `shutdown`, then drains.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.file_slots()));
+        let mut tasks = JoinSet::new();
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a delivery task panicked; its file returns to pending at restart");
+                }
+            }
+            let first = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let want = 1 + slots.available_permits();
+            let now = now_ms();
+            let claimed = self.queue.call(move |q| q.claim(want, now, LEASE)).await;
+            let rows = match claimed {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim work from the queue; retrying in 1s");
+                    drop(first);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            if rows.is_empty() {
+                drop(first);
+                let wait = match self.queue.call(|q| q.next_due()).await {
+                    Ok(Some(due)) => {
+                        Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL)
+                    }
+                    _ => IDLE_POLL,
+                };
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let mut permits = vec![first];
+            for _ in 1..rows.len() {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    // Only this loop takes slots, so the ones counted above are still free.
+                    Err(_) => unreachable!("file slots counted before claiming"),
+                }
+            }
+            for (row, permit) in rows.into_iter().zip(permits) {
+                let me = Arc::clone(&self);
+                tasks.spawn(async move {
+                    me.deliver(row).await;
+                    drop(permit);
+                });
+            }
+        }
+        self.drain(tasks).await;
+    }
+
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        if tasks.is_empty() {
+            return;
+        }
+        tracing::info!(
+            files = tasks.len(),
+            timeout_s = self.config.drain_timeout.as_secs(),
+            "stopping: letting uploads in flight finish"
+        );
+        let all = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.drain_timeout, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                files = tasks.len(),
+                "drain timeout: stopping uploads still in flight; they resume at the next start"
+            );
+            tasks.shutdown().await;
+        }
+    }
+}
+
+/// Wall-clock now in unix milliseconds, the queue's time unit.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
