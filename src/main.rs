@@ -2,6 +2,7 @@
 //! outcome into an exit code. Nothing else lives here.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +12,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No colour codes in journald or in files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match s3spool::cli::dispatch(cli) {
         Ok(code) => code,

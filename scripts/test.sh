@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command (README "Run the tests"): installs the local S3 server for the tests,
+# then runs every unit and integration test. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/test-env.sh
+cargo test --locked "$@"

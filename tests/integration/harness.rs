@@ -1,0 +1,479 @@
+//! The test harness: a real S3-compatible server (moto) on 127.0.0.1, the real `s3spool`
+//! binary, and boto3 (through `tests/support/s3read.py`) as an independent reader.
+//!
+//! Tools come from `$S3SPOOL_MOTO` / `$S3SPOOL_PYTHON`, else `.venv/` in the repo (made by
+//! `scripts/test.sh`), else `PATH`.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_s3spool");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(env: &str, venv_name: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let venv = repo().join(".venv/bin").join(venv_name);
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from(venv_name)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A moto server on a free port. Killed on drop, and by the kernel if the test process dies.
+pub struct S3Server {
+    pub port: u16,
+    child: Child,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let port = free_port();
+        let moto = tool("S3SPOOL_MOTO", "moto_server");
+        let log = std::env::temp_dir().join(format!("s3spool-moto-{port}.log"));
+        let mut command = Command::new(&moto);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} (run scripts/test.sh to install moto): {e}",
+                moto.display()
+            )
+        });
+        wait_for(Duration::from_secs(30), "moto to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        S3Server { port, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One moto shared by the tests of this binary (each test uses its own bucket). It is
+/// started from a thread that lives as long as the process, because the parent-death
+/// signal follows the thread that spawned the child.
+pub fn shared_server() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let server = S3Server::start();
+            tx.send(server.endpoint()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("moto did not start")
+    })
+}
+
+/// An object as read back by boto3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub size: u64,
+    pub sha256: String,
+    pub etag: String,
+}
+
+/// A fresh bucket on a server.
+pub struct Bucket {
+    pub name: String,
+    pub endpoint: String,
+}
+
+impl Bucket {
+    pub fn create(endpoint: &str) -> Bucket {
+        let bucket = Bucket::named(endpoint);
+        bucket.read(&["mb"]);
+        bucket
+    }
+
+    /// A unique name, not created (for missing-bucket tests).
+    pub fn named(endpoint: &str) -> Bucket {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Bucket {
+            name,
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    fn read(&self, args: &[&str]) -> Value {
+        let python = tool("S3SPOOL_PYTHON", "python3");
+        let script = repo().join("tests/support/s3read.py");
+        let out = Command::new(&python)
+            .arg(&script)
+            .arg(&self.endpoint)
+            .arg(args[0])
+            .arg(&self.name)
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+        assert!(
+            out.status.success(),
+            "s3read {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn create_now(&self) {
+        self.read(&["mb"]);
+    }
+
+    /// Every object with its size and SHA-256, read back in full.
+    pub fn objects(&self) -> BTreeMap<String, Object> {
+        let dump = self.read(&["dump"]);
+        dump.as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, o)| {
+                let object = Object {
+                    size: o["size"].as_u64().unwrap(),
+                    sha256: o["sha256"].as_str().unwrap().to_string(),
+                    etag: o["etag"].as_str().unwrap().to_string(),
+                };
+                (key.clone(), object)
+            })
+            .collect()
+    }
+
+    /// Multipart uploads still open.
+    pub fn open_uploads(&self) -> Vec<Value> {
+        self.read(&["uploads"]).as_array().unwrap().clone()
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Deterministic pseudo-random bytes (incompressible, distinct per seed).
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// A temporary working area: a spool, a state dir and a config file.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub spool: PathBuf,
+    pub config: PathBuf,
+    pub bucket: Bucket,
+}
+
+/// Config knobs the tests vary.
+#[derive(Clone)]
+pub struct Options {
+    pub endpoint: String,
+    pub prefix: &'static str,
+    pub settle: &'static str,
+    pub key: &'static str,
+    /// Extra lines in the spool table.
+    pub spool_extra: String,
+    /// Extra lines in the upload table.
+    pub upload_extra: &'static str,
+}
+
+impl Options {
+    pub fn new(endpoint: &str) -> Options {
+        Options {
+            endpoint: endpoint.to_string(),
+            prefix: "inbound",
+            settle: "300ms",
+            key: "{spool}/{path}",
+            spool_extra: String::new(),
+            upload_extra: "",
+        }
+    }
+}
+
+impl Setup {
+    pub fn new(options: Options, bucket: Bucket) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            r#"
+state_dir = "state"
+rescan_interval = "1s"
+drain_timeout = "20s"
+
+[destinations.lake]
+bucket = "s3://{bucket}/{prefix}"
+endpoint = "{endpoint}"
+
+[destinations.lake.auth]
+mode = "static"
+access_key_id = "AKIAS3SPOOLTEST"
+secret_access_key = "s3spool-test-secret-do-not-log"
+
+[destinations.lake.upload]
+multipart_threshold = "6MiB"
+part_size = "5MiB"
+concurrency = 4
+max_attempts = 3
+backoff_initial = "100ms"
+backoff_max = "500ms"
+request_timeout = "30s"
+{upload_extra}
+
+[spools.orders]
+path = "spool"
+destination = "lake"
+settle = "{settle}"
+key = "{key}"
+{spool_extra}
+"#,
+            bucket = bucket.name,
+            prefix = options.prefix,
+            endpoint = options.endpoint,
+            upload_extra = options.upload_extra,
+            settle = options.settle,
+            key = options.key,
+            spool_extra = options.spool_extra,
+        );
+        std::fs::write(&config, text).unwrap();
+        Setup {
+            dir,
+            spool,
+            config,
+            bucket,
+        }
+    }
+
+    /// Writes a file into the spool (creating folders) and returns its bytes' SHA-256.
+    pub fn drop_file(&self, rel: &str, bytes: &[u8]) -> String {
+        let path = self.spool.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Write under a temporary name, then rename: how well-behaved producers deliver.
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(bytes).unwrap();
+        drop(f);
+        std::fs::rename(&tmp, &path).unwrap();
+        sha256(bytes)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `s3spool status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn count(&self, state: &str) -> u64 {
+        self.status()["counts"][state].as_u64().unwrap()
+    }
+
+    /// Starts the daemon and waits until its queue database exists.
+    pub fn start(&self) -> Daemon {
+        let daemon = Daemon::start(&self.config, &self.dir.path().join("daemon.log"));
+        let db = self.dir.path().join("state/queue.db");
+        wait_for(
+            Duration::from_secs(30),
+            "the daemon's queue database",
+            || db.exists(),
+        );
+        daemon
+    }
+
+    /// Files left in the spool (relative paths), hidden ones included.
+    pub fn spool_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.spool.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(
+                        path.strip_prefix(&self.spool)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// The real daemon as a child process.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("S3SPOOL_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        // SAFETY: as above, prctl only.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        Daemon {
+            child: Some(command.spawn().unwrap()),
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: signalling a child we started and have not reaped.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.take().unwrap().wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    pub fn wait_exit(mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` until it is true; panics after `timeout` naming `what`.
+pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

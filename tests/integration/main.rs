@@ -1,0 +1,8 @@
+//! Integration tests: the real `s3spool` binary against a real S3-compatible server (moto)
+//! on 127.0.0.1, with objects read back by an independent client (boto3).
+
+mod harness;
+
+mod cli;
+mod delivery;
+mod failures;

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Independent reader for the integration tests: boto3 against the test S3 server.
+
+usage: s3read.py ENDPOINT COMMAND ARGS...
+  mb BUCKET                 create a bucket
+  dump BUCKET               JSON {key: {"size": n, "sha256": hex, "etag": str}}
+  uploads BUCKET            JSON list of open multipart uploads [{key, upload_id}]
+"""
+import hashlib
+import json
+import sys
+
+import boto3
+from botocore.config import Config
+
+
+def client(endpoint):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+def main():
+    endpoint, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    s3 = client(endpoint)
+    if command == "mb":
+        s3.create_bucket(Bucket=args[0])
+        print("{}")
+    elif command == "dump":
+        out = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0]):
+            for obj in page.get("Contents", []):
+                body = s3.get_object(Bucket=args[0], Key=obj["Key"])["Body"].read()
+                out[obj["Key"]] = {
+                    "size": len(body),
+                    "sha256": hashlib.sha256(body).hexdigest(),
+                    "etag": obj["ETag"].strip('"'),
+                }
+        print(json.dumps(out))
+    elif command == "uploads":
+        found = s3.list_multipart_uploads(Bucket=args[0]).get("Uploads", [])
+        print(json.dumps([{"key": u["Key"], "upload_id": u["UploadId"]} for u in found]))
+    else:
+        sys.exit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()
