@@ -377,53 +377,46 @@ fn auth(p: &mut Problems, path: &str, table: &toml::Table, base: &Path) -> Optio
         }
     }
     let access_key_id = match access_key_id {
-        Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+        Some(id) if !id.trim().is_empty() => Some(id.trim().to_string()),
         _ => {
             p.add(s.key("access_key_id"), "is required with mode = \"static\"");
-            return None;
+            None
         }
     };
-    let secret = match (inline, file) {
-        (Some(secret), None) if !secret.is_empty() => Secret::new(secret),
+    let secret = static_secret(p, &s, inline, file, base);
+    Some(Auth::Static {
+        access_key_id: access_key_id?,
+        secret_access_key: secret?,
+    })
+}
+
+/// The secret key, given inline or in a file (exactly one of the two).
+fn static_secret(p: &mut Problems, s: &Section<'_>, inline: Option<&str>, file: Option<&str>, base: &Path) -> Option<Secret> {
+    match (inline, file) {
+        (Some(secret), None) if !secret.is_empty() => Some(Secret::new(secret)),
         (None, Some(file)) => {
             let file = resolve(base, file);
             match std::fs::read_to_string(&file) {
-                Ok(text) if !text.trim().is_empty() => Secret::new(text.trim()),
+                Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
                 Ok(_) => {
-                    p.add(
-                        s.key("secret_access_key_file"),
-                        format!("{} is empty", file.display()),
-                    );
-                    return None;
+                    p.add(s.key("secret_access_key_file"), format!("{} is empty", file.display()));
+                    None
                 }
                 Err(e) => {
-                    p.add(
-                        s.key("secret_access_key_file"),
-                        format!("cannot read {}: {e}", file.display()),
-                    );
-                    return None;
+                    p.add(s.key("secret_access_key_file"), format!("cannot read {}: {e}", file.display()));
+                    None
                 }
             }
         }
         (Some(_), Some(_)) => {
-            p.add(
-                s.key("secret_access_key"),
-                "give secret_access_key or secret_access_key_file, not both",
-            );
-            return None;
+            p.add(s.key("secret_access_key"), "give secret_access_key or secret_access_key_file, not both");
+            None
         }
         _ => {
-            p.add(
-                s.key("secret_access_key"),
-                "is required with mode = \"static\" (or secret_access_key_file)",
-            );
-            return None;
+            p.add(s.key("secret_access_key"), "is required with mode = \"static\" (or secret_access_key_file)");
+            None
         }
-    };
-    Some(Auth::Static {
-        access_key_id,
-        secret_access_key: secret,
-    })
+    }
 }
 
 fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<UploadSettings> {
@@ -604,3 +597,6 @@ fn check_spool_overlaps(p: &mut Problems, spools: &BTreeMap<String, Arc<Spool>>,
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

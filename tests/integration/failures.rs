@@ -127,3 +127,58 @@ fn sigterm_during_a_multipart_upload_finishes_it_and_exits_zero() {
     assert!(s.bucket.open_uploads().is_empty());
     assert!(s.spool_files().is_empty());
 }
+
+#[test]
+fn sigkill_mid_run_then_restart_delivers_every_file_exactly_once() {
+    let endpoint = shared_server();
+    let mut options = Options::new(endpoint);
+    // {id} in the key: a file queued twice would show up as a second object.
+    options.key = "{path}-{id}";
+    let s = Setup::new(options, Bucket::create(endpoint));
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let rel = format!("batch/{i:03}.csv");
+        want.insert(rel.clone(), s.drop_file(&rel, &data(2000 + i, i as u64)));
+    }
+    want.insert("big.bin".into(), s.drop_file("big.bin", &data(12 << 20, 77)));
+    let daemon = s.start();
+    wait_for(WAIT, "some files done", || s.count("done") >= 5);
+    daemon.kill();
+    let daemon = s.start();
+    wait_for(WAIT, "every file done", || s.count("done") == want.len() as u64);
+    assert!(daemon.stop().success());
+    let objects = s.bucket.objects();
+    let got: std::collections::BTreeMap<String, String> = objects
+        .iter()
+        .map(|(key, o)| (key.trim_start_matches("inbound/").rsplit_once('-').unwrap().0.to_string(), o.sha256.clone()))
+        .collect();
+    assert_eq!(objects.len(), want.len(), "no duplicates: {:?}", objects.keys().collect::<Vec<_>>());
+    assert_eq!(got, want);
+    assert!(s.spool_files().is_empty());
+}
+
+#[test]
+fn secrets_never_reach_logs_the_queue_or_cli_output() {
+    const SECRET: &str = "s3spool-test-secret-do-not-log";
+    let endpoint = shared_server();
+    let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
+    s.drop_file("a.csv", b"payload");
+    let daemon = s.start();
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    let log = daemon.log.clone();
+    assert!(daemon.stop().success());
+    let mut seen = String::new();
+    for args in [&["status"][..], &["status", "--json"], &["list", "--json"], &["show", "1"], &["check"]] {
+        let out = s.cli(args);
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("uploaded"), "debug log was written");
+    assert!(!log_text.contains(SECRET), "secret in the daemon log");
+    assert!(!seen.contains(SECRET), "secret in CLI output");
+    for entry in std::fs::read_dir(s.dir.path().join("state")).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "secret in {:?}", entry.path());
+    }
+}

@@ -436,14 +436,6 @@ impl Daemon {
         let _ = self.child.take().unwrap().wait();
     }
 
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
-    }
-
     pub fn wait_exit(mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + timeout;
