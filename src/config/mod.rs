@@ -391,7 +391,13 @@ fn auth(p: &mut Problems, path: &str, table: &toml::Table, base: &Path) -> Optio
 }
 
 /// The secret key, given inline or in a file (exactly one of the two).
-fn static_secret(p: &mut Problems, s: &Section<'_>, inline: Option<&str>, file: Option<&str>, base: &Path) -> Option<Secret> {
+fn static_secret(
+    p: &mut Problems,
+    s: &Section<'_>,
+    inline: Option<&str>,
+    file: Option<&str>,
+    base: &Path,
+) -> Option<Secret> {
     match (inline, file) {
         (Some(secret), None) if !secret.is_empty() => Some(Secret::new(secret)),
         (None, Some(file)) => {
@@ -399,21 +405,33 @@ fn static_secret(p: &mut Problems, s: &Section<'_>, inline: Option<&str>, file: 
             match std::fs::read_to_string(&file) {
                 Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
                 Ok(_) => {
-                    p.add(s.key("secret_access_key_file"), format!("{} is empty", file.display()));
+                    p.add(
+                        s.key("secret_access_key_file"),
+                        format!("{} is empty", file.display()),
+                    );
                     None
                 }
                 Err(e) => {
-                    p.add(s.key("secret_access_key_file"), format!("cannot read {}: {e}", file.display()));
+                    p.add(
+                        s.key("secret_access_key_file"),
+                        format!("cannot read {}: {e}", file.display()),
+                    );
                     None
                 }
             }
         }
         (Some(_), Some(_)) => {
-            p.add(s.key("secret_access_key"), "give secret_access_key or secret_access_key_file, not both");
+            p.add(
+                s.key("secret_access_key"),
+                "give secret_access_key or secret_access_key_file, not both",
+            );
             None
         }
         _ => {
-            p.add(s.key("secret_access_key"), "is required with mode = \"static\" (or secret_access_key_file)");
+            p.add(
+                s.key("secret_access_key"),
+                "is required with mode = \"static\" (or secret_access_key_file)",
+            );
             None
         }
     }

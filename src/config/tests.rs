@@ -27,14 +27,22 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 fn problems(text: &str) -> Vec<String> {
     match parse(text) {
         Ok(_) => Vec::new(),
-        Err(e) => e.problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect(),
+        Err(e) => e
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect(),
     }
 }
 
 /// Asserts exactly one problem, under `key`, whose message contains `words`.
 fn refused(text: &str, key: &str, words: &str) {
     let found = problems(text);
-    assert_eq!(found.len(), 1, "expected one problem for {key}, got {found:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one problem for {key}, got {found:#?}"
+    );
     assert!(found[0].starts_with(&format!("{key}: ")), "{found:#?}");
     assert!(found[0].contains(words), "{found:#?}");
 }
@@ -52,7 +60,10 @@ fn the_example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let lake = &config.destinations["lake"];
-    assert_eq!((lake.bucket.as_str(), lake.prefix.as_str()), ("acme-drop", "inbound"));
+    assert_eq!(
+        (lake.bucket.as_str(), lake.prefix.as_str()),
+        ("acme-drop", "inbound")
+    );
     assert_eq!(lake.upload.part_size, 16 << 20);
     assert_eq!(config.spools["orders"].settle, Duration::from_secs(5));
     assert_eq!(config.state_dir, PathBuf::from("/var/lib/s3spool"));
@@ -74,7 +85,9 @@ fn defaults_fill_the_optional_keys() {
 
 #[test]
 fn relative_paths_are_relative_to_the_config_file() {
-    let text = format!("state_dir = \"state\"\n{BASE_DEST}[spools.s]\npath = \"in\"\ndestination = \"lake\"\n");
+    let text = format!(
+        "state_dir = \"state\"\n{BASE_DEST}[spools.s]\npath = \"in\"\ndestination = \"lake\"\n"
+    );
     let config = parse(&text).unwrap();
     assert_eq!(config.state_dir, PathBuf::from("/etc/s3spool/state"));
     assert_eq!(config.spools["s"].path, PathBuf::from("/etc/s3spool/in"));
@@ -95,7 +108,10 @@ settle = "soon"
 "#;
     let err = parse(text).unwrap_err();
     let shown = err.to_string();
-    assert!(shown.starts_with(&format!("config {FILE} has 6 errors:")), "{shown}");
+    assert!(
+        shown.starts_with(&format!("config {FILE} has 6 errors:")),
+        "{shown}"
+    );
     for key in [
         "bogus: unknown key",
         "destinations.lake.bucket:",
@@ -117,22 +133,50 @@ fn toml_syntax_errors_are_reported() {
 #[test]
 fn needs_destinations_and_spools() {
     let found = problems("");
-    assert!(found.iter().any(|p| p.starts_with("destinations: at least one")), "{found:?}");
-    assert!(found.iter().any(|p| p.starts_with("spools: at least one")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("destinations: at least one")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|p| p.starts_with("spools: at least one")),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn unknown_keys_are_refused_in_every_table() {
-    refused(&format!("{}\ncolour = 1", with_spool("")), "spools.orders.colour", "unknown key");
-    refused(&with_upload("parts = 3"), "destinations.lake.upload.parts", "unknown key");
+    refused(
+        &format!("{}\ncolour = 1", with_spool("")),
+        "spools.orders.colour",
+        "unknown key",
+    );
+    refused(
+        &with_upload("parts = 3"),
+        "destinations.lake.upload.parts",
+        "unknown key",
+    );
     let auth = BASE_DEST.replace("mode = \"static\"", "mode = \"static\"\ntoken = \"x\"");
-    refused(&format!("{auth}{BASE_SPOOL}"), "destinations.lake.auth.token", "unknown key");
+    refused(
+        &format!("{auth}{BASE_SPOOL}"),
+        "destinations.lake.auth.token",
+        "unknown key",
+    );
 }
 
 #[test]
 fn wrong_types_name_the_expected_type() {
-    refused(&with_upload("concurrency = \"eight\""), "destinations.lake.upload.concurrency", "expected a whole number, found string");
-    refused(&with_spool("include = \"*.csv\""), "spools.orders.include", "expected a list of strings");
+    refused(
+        &with_upload("concurrency = \"eight\""),
+        "destinations.lake.upload.concurrency",
+        "expected a whole number, found string",
+    );
+    refused(
+        &with_spool("include = \"*.csv\""),
+        "spools.orders.include",
+        "expected a list of strings",
+    );
 }
 
 #[test]
@@ -144,38 +188,96 @@ fn names_are_restricted() {
 #[test]
 fn bucket_uri_rules() {
     let bad = BASE_DEST.replace("s3://acme-drop/inbound", "s3://ab");
-    refused(&format!("{bad}{BASE_SPOOL}"), "destinations.lake.bucket", "3 to 63");
+    refused(
+        &format!("{bad}{BASE_SPOOL}"),
+        "destinations.lake.bucket",
+        "3 to 63",
+    );
     let bad = BASE_DEST.replace("s3://acme-drop/inbound", "acme-drop");
-    refused(&format!("{bad}{BASE_SPOOL}"), "destinations.lake.bucket", "s3://bucket");
+    refused(
+        &format!("{bad}{BASE_SPOOL}"),
+        "destinations.lake.bucket",
+        "s3://bucket",
+    );
     let missing = BASE_DEST.replace("bucket = \"s3://acme-drop/inbound\"", "");
-    refused(&format!("{missing}{BASE_SPOOL}"), "destinations.lake.bucket", "is required");
+    refused(
+        &format!("{missing}{BASE_SPOOL}"),
+        "destinations.lake.bucket",
+        "is required",
+    );
 }
 
 #[test]
 fn region_and_endpoint_are_checked() {
-    let bad = BASE_DEST.replace("[destinations.lake.auth]", "region = \"EU West\"\n[destinations.lake.auth]");
-    refused(&format!("{bad}{BASE_SPOOL}"), "destinations.lake.region", "not a region name");
+    let bad = BASE_DEST.replace(
+        "[destinations.lake.auth]",
+        "region = \"EU West\"\n[destinations.lake.auth]",
+    );
+    refused(
+        &format!("{bad}{BASE_SPOOL}"),
+        "destinations.lake.region",
+        "not a region name",
+    );
     for endpoint in ["ftp://x", "http://", "127.0.0.1:9000", "http://host/path"] {
-        let bad = BASE_DEST.replace("[destinations.lake.auth]", &format!("endpoint = \"{endpoint}\"\n[destinations.lake.auth]"));
-        refused(&format!("{bad}{BASE_SPOOL}"), "destinations.lake.endpoint", "not an endpoint URL");
+        let bad = BASE_DEST.replace(
+            "[destinations.lake.auth]",
+            &format!("endpoint = \"{endpoint}\"\n[destinations.lake.auth]"),
+        );
+        refused(
+            &format!("{bad}{BASE_SPOOL}"),
+            "destinations.lake.endpoint",
+            "not an endpoint URL",
+        );
     }
-    let ok = BASE_DEST.replace("[destinations.lake.auth]", "endpoint = \"http://127.0.0.1:9000/\"\n[destinations.lake.auth]");
+    let ok = BASE_DEST.replace(
+        "[destinations.lake.auth]",
+        "endpoint = \"http://127.0.0.1:9000/\"\n[destinations.lake.auth]",
+    );
     let config = parse(&format!("{ok}{BASE_SPOOL}")).unwrap();
-    assert_eq!(config.destinations["lake"].endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(
+        config.destinations["lake"].endpoint.as_deref(),
+        Some("http://127.0.0.1:9000")
+    );
 }
 
 #[test]
 fn auth_rules() {
     let mode = |m: &str| format!("{}{BASE_SPOOL}", BASE_DEST.replace("mode = \"static\"", m));
-    refused(&mode("mode = \"magic\""), "destinations.lake.auth.mode", "not a mode");
-    refused(&mode("mode = \"assume_role\""), "destinations.lake.auth.mode", "only \"static\"");
+    refused(
+        &mode("mode = \"magic\""),
+        "destinations.lake.auth.mode",
+        "not a mode",
+    );
+    refused(
+        &mode("mode = \"assume_role\""),
+        "destinations.lake.auth.mode",
+        "only \"static\"",
+    );
     refused(&mode(""), "destinations.lake.auth.mode", "is required");
-    let both = BASE_DEST.replace("secret_access_key = \"secret-value\"", "secret_access_key = \"a\"\nsecret_access_key_file = \"/x\"");
-    refused(&format!("{both}{BASE_SPOOL}"), "destinations.lake.auth.secret_access_key", "not both");
-    let missing_file = BASE_DEST.replace("secret_access_key = \"secret-value\"", "secret_access_key_file = \"/nonexistent/secret\"");
-    refused(&format!("{missing_file}{BASE_SPOOL}"), "destinations.lake.auth.secret_access_key_file", "cannot read /nonexistent/secret");
+    let both = BASE_DEST.replace(
+        "secret_access_key = \"secret-value\"",
+        "secret_access_key = \"a\"\nsecret_access_key_file = \"/x\"",
+    );
+    refused(
+        &format!("{both}{BASE_SPOOL}"),
+        "destinations.lake.auth.secret_access_key",
+        "not both",
+    );
+    let missing_file = BASE_DEST.replace(
+        "secret_access_key = \"secret-value\"",
+        "secret_access_key_file = \"/nonexistent/secret\"",
+    );
+    refused(
+        &format!("{missing_file}{BASE_SPOOL}"),
+        "destinations.lake.auth.secret_access_key_file",
+        "cannot read /nonexistent/secret",
+    );
     let no_auth = BASE_DEST.replace("[destinations.lake.auth]\nmode = \"static\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"secret-value\"\n", "");
-    refused(&format!("{no_auth}{BASE_SPOOL}"), "destinations.lake.auth", "is required");
+    refused(
+        &format!("{no_auth}{BASE_SPOOL}"),
+        "destinations.lake.auth",
+        "is required",
+    );
 }
 
 #[test]
@@ -183,43 +285,115 @@ fn secret_file_is_read_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "from-a-file\n").unwrap();
-    let text = BASE_DEST.replace("secret_access_key = \"secret-value\"", &format!("secret_access_key_file = {:?}", secret));
+    let text = BASE_DEST.replace(
+        "secret_access_key = \"secret-value\"",
+        &format!("secret_access_key_file = {:?}", secret),
+    );
     let config = parse(&format!("{text}{BASE_SPOOL}")).unwrap();
-    let Auth::Static { secret_access_key, .. } = &config.destinations["lake"].auth;
+    let Auth::Static {
+        secret_access_key, ..
+    } = &config.destinations["lake"].auth;
     assert_eq!(secret_access_key.expose(), "from-a-file");
     let debug = format!("{config:?}");
-    assert!(!debug.contains("from-a-file") && debug.contains("<redacted>"), "{debug}");
+    assert!(
+        !debug.contains("from-a-file") && debug.contains("<redacted>"),
+        "{debug}"
+    );
 }
 
 #[test]
 fn upload_limits() {
     let key = |k: &str| format!("destinations.lake.upload.{k}");
-    refused(&with_upload("part_size = \"1MiB\""), &key("part_size"), "between 5MiB and 5GiB");
-    refused(&with_upload("part_size = \"6GiB\""), &key("part_size"), "between 5MiB and 5GiB");
-    refused(&with_upload("multipart_threshold = \"1MiB\""), &key("multipart_threshold"), "at least 5MiB");
-    refused(&with_upload("multipart_threshold = \"lots\""), &key("multipart_threshold"), "not a size");
-    refused(&with_upload("concurrency = 0"), &key("concurrency"), "between 1 and 256");
-    refused(&with_upload("max_attempts = 0"), &key("max_attempts"), "between 1 and 1000");
-    refused(&with_upload("backoff_initial = \"10m\""), &key("backoff_initial"), "at most backoff_max");
-    refused(&with_upload("request_timeout = \"10ms\""), &key("request_timeout"), "at least 1s");
+    refused(
+        &with_upload("part_size = \"1MiB\""),
+        &key("part_size"),
+        "between 5MiB and 5GiB",
+    );
+    refused(
+        &with_upload("part_size = \"6GiB\""),
+        &key("part_size"),
+        "between 5MiB and 5GiB",
+    );
+    refused(
+        &with_upload("multipart_threshold = \"1MiB\""),
+        &key("multipart_threshold"),
+        "at least 5MiB",
+    );
+    refused(
+        &with_upload("multipart_threshold = \"lots\""),
+        &key("multipart_threshold"),
+        "not a size",
+    );
+    refused(
+        &with_upload("concurrency = 0"),
+        &key("concurrency"),
+        "between 1 and 256",
+    );
+    refused(
+        &with_upload("max_attempts = 0"),
+        &key("max_attempts"),
+        "between 1 and 1000",
+    );
+    refused(
+        &with_upload("backoff_initial = \"10m\""),
+        &key("backoff_initial"),
+        "at most backoff_max",
+    );
+    refused(
+        &with_upload("request_timeout = \"10ms\""),
+        &key("request_timeout"),
+        "at least 1s",
+    );
 }
 
 #[test]
 fn spool_rules() {
-    refused(&with_spool("settle = \"5\""), "spools.orders.settle", "not a duration");
-    refused(&with_spool("include = [\"[\"]"), "spools.orders.include", "bad glob");
-    refused(&with_spool("key = \"{spool}/{date}.csv\""), "spools.orders.key", "overwrite");
-    refused(&with_spool("key = \"{spool}/{month}/{id}\""), "spools.orders.key", "unknown placeholder {month}");
-    refused(&with_spool("after_upload = \"shred\""), "spools.orders.after_upload", "not one of");
-    refused(&with_spool("after_upload = \"archive\""), "spools.orders.archive_dir", "is required");
-    refused(&with_spool("archive_dir = \"/a\""), "spools.orders.archive_dir", "only used with");
+    refused(
+        &with_spool("settle = \"5\""),
+        "spools.orders.settle",
+        "not a duration",
+    );
+    refused(
+        &with_spool("include = [\"[\"]"),
+        "spools.orders.include",
+        "bad glob",
+    );
+    refused(
+        &with_spool("key = \"{spool}/{date}.csv\""),
+        "spools.orders.key",
+        "overwrite",
+    );
+    refused(
+        &with_spool("key = \"{spool}/{month}/{id}\""),
+        "spools.orders.key",
+        "unknown placeholder {month}",
+    );
+    refused(
+        &with_spool("after_upload = \"shred\""),
+        "spools.orders.after_upload",
+        "not one of",
+    );
+    refused(
+        &with_spool("after_upload = \"archive\""),
+        "spools.orders.archive_dir",
+        "is required",
+    );
+    refused(
+        &with_spool("archive_dir = \"/a\""),
+        "spools.orders.archive_dir",
+        "only used with",
+    );
     refused(
         &with_spool("after_upload = \"archive\"\narchive_dir = \"/var/spool/orders/done\""),
         "spools.orders.archive_dir",
         "outside the spool",
     );
     let no_path = BASE_SPOOL.replace("path = \"/var/spool/orders\"", "");
-    refused(&format!("{BASE_DEST}{no_path}"), "spools.orders.path", "is required");
+    refused(
+        &format!("{BASE_DEST}{no_path}"),
+        "spools.orders.path",
+        "is required",
+    );
 }
 
 #[test]

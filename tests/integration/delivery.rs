@@ -228,3 +228,43 @@ fn include_and_exclude_globs_choose_the_files() {
     );
     assert_eq!(s.spool_files(), vec!["no.json", "skip/no.csv"]);
 }
+
+#[test]
+fn a_file_changed_during_its_upload_is_uploaded_again_under_the_same_key() {
+    let s = setup(|_| {});
+    let mut bytes = data(40 << 20, 11);
+    s.drop_file("growing.bin", &bytes);
+    let daemon = s.start();
+    wait_for(WAIT, "upload in flight", || s.count("active") == 1);
+    // The producer was not done after all: it appends while the multipart upload runs.
+    let tail = data(1000, 12);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.spool.join("growing.bin"))
+        .unwrap();
+    f.write_all(&tail).unwrap();
+    drop(f);
+    bytes.extend_from_slice(&tail);
+    wait_for(WAIT, "the final version delivered", || {
+        s.spool_files().is_empty()
+    });
+    assert!(daemon.stop().success());
+    let objects = s.bucket.objects();
+    assert_eq!(
+        objects.len(),
+        1,
+        "one key, never a second object: {:?}",
+        objects.keys().collect::<Vec<_>>()
+    );
+    let object = &objects["inbound/orders/growing.bin"];
+    assert_eq!(
+        (object.size, &object.sha256),
+        (bytes.len() as u64, &sha256(&bytes)),
+        "the whole final file"
+    );
+    let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("source changed; uploading it again"),
+        "the change was caught after the upload"
+    );
+}

@@ -140,19 +140,38 @@ fn sigkill_mid_run_then_restart_delivers_every_file_exactly_once() {
         let rel = format!("batch/{i:03}.csv");
         want.insert(rel.clone(), s.drop_file(&rel, &data(2000 + i, i as u64)));
     }
-    want.insert("big.bin".into(), s.drop_file("big.bin", &data(12 << 20, 77)));
+    want.insert(
+        "big.bin".into(),
+        s.drop_file("big.bin", &data(12 << 20, 77)),
+    );
     let daemon = s.start();
     wait_for(WAIT, "some files done", || s.count("done") >= 5);
     daemon.kill();
     let daemon = s.start();
-    wait_for(WAIT, "every file done", || s.count("done") == want.len() as u64);
+    wait_for(WAIT, "every file done", || {
+        s.count("done") == want.len() as u64
+    });
     assert!(daemon.stop().success());
     let objects = s.bucket.objects();
     let got: std::collections::BTreeMap<String, String> = objects
         .iter()
-        .map(|(key, o)| (key.trim_start_matches("inbound/").rsplit_once('-').unwrap().0.to_string(), o.sha256.clone()))
+        .map(|(key, o)| {
+            (
+                key.trim_start_matches("inbound/")
+                    .rsplit_once('-')
+                    .unwrap()
+                    .0
+                    .to_string(),
+                o.sha256.clone(),
+            )
+        })
         .collect();
-    assert_eq!(objects.len(), want.len(), "no duplicates: {:?}", objects.keys().collect::<Vec<_>>());
+    assert_eq!(
+        objects.len(),
+        want.len(),
+        "no duplicates: {:?}",
+        objects.keys().collect::<Vec<_>>()
+    );
     assert_eq!(got, want);
     assert!(s.spool_files().is_empty());
 }
@@ -168,7 +187,13 @@ fn secrets_never_reach_logs_the_queue_or_cli_output() {
     let log = daemon.log.clone();
     assert!(daemon.stop().success());
     let mut seen = String::new();
-    for args in [&["status"][..], &["status", "--json"], &["list", "--json"], &["show", "1"], &["check"]] {
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["list", "--json"],
+        &["show", "1"],
+        &["check"],
+    ] {
         let out = s.cli(args);
         seen.push_str(&String::from_utf8_lossy(&out.stdout));
         seen.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -177,8 +202,15 @@ fn secrets_never_reach_logs_the_queue_or_cli_output() {
     assert!(log_text.contains("uploaded"), "debug log was written");
     assert!(!log_text.contains(SECRET), "secret in the daemon log");
     assert!(!seen.contains(SECRET), "secret in CLI output");
-    for entry in std::fs::read_dir(s.dir.path().join("state")).unwrap().flatten() {
+    for entry in std::fs::read_dir(s.dir.path().join("state"))
+        .unwrap()
+        .flatten()
+    {
         let bytes = std::fs::read(entry.path()).unwrap();
-        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "secret in {:?}", entry.path());
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "secret in {:?}",
+            entry.path()
+        );
     }
 }

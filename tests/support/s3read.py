@@ -2,7 +2,8 @@
 """Independent reader for the integration tests: boto3 against the test S3 server.
 
 usage: s3read.py ENDPOINT COMMAND ARGS...
-  mb BUCKET                 create a bucket
+  mb BUCKET                 create a bucket (no error if it exists)
+  ls BUCKET                 one line per object: size and key
   dump BUCKET               JSON {key: {"size": n, "sha256": hex, "etag": str}}
   uploads BUCKET            JSON list of open multipart uploads [{key, upload_id}]
 """
@@ -29,8 +30,15 @@ def main():
     endpoint, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     s3 = client(endpoint)
     if command == "mb":
-        s3.create_bucket(Bucket=args[0])
+        try:
+            s3.create_bucket(Bucket=args[0])
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
         print("{}")
+    elif command == "ls":
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0]):
+            for obj in page.get("Contents", []):
+                print(f"{obj['Size']:>12}  {obj['Key']}")
     elif command == "dump":
         out = {}
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0]):
