@@ -11,6 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::finish::Finishing;
 use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
@@ -87,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
 
     let wake = Arc::new(Notify::new());
+    let finishing = Finishing::default();
     let host: Arc<str> = Arc::from(hostname().as_str());
     let mut watchers = tokio::task::JoinSet::new();
     for spool in config.spools.values() {
@@ -96,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             host: Arc::clone(&host),
             rescan_interval: config.rescan_interval,
             wake: Arc::clone(&wake),
+            finishing: finishing.clone(),
         };
         watchers.spawn(watch_spool(Arc::clone(spool), ctx, shutdown.clone()));
     }
@@ -107,6 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         queue,
         targets,
         wake,
+        finishing,
     });
     uploader.run(shutdown.clone()).await;
     while watchers.join_next().await.is_some() {}

@@ -182,9 +182,9 @@ impl Config {
 
     /// Validates config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::single(path, "", format!("not valid TOML: {e}"))
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::single(path, "", syntax_error(text, &e)))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut p = Problems::default();
         let mut top = Section::new("", &table);
@@ -269,6 +269,21 @@ impl Config {
     }
 }
 
+/// A TOML syntax error by line and column. toml's own message quotes the offending line,
+/// which may be the one holding a secret: it is left out.
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let at = match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    format!("not valid TOML{at}: {}", error.message())
+}
+
 fn resolve(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
@@ -328,6 +343,12 @@ fn destination(
         }
     }
     let path_style = s.bool(p, "path_style").unwrap_or(true);
+    if !path_style {
+        p.add(
+            s.key("path_style"),
+            "virtual-hosted addressing is not supported: requests always use path-style (/bucket/key), which S3 and S3-compatible servers accept; remove the key or set it to true",
+        );
+    }
     let auth = match s.table(p, "auth") {
         Some(t) => auth(p, &s.key("auth"), t, base),
         None => {
@@ -461,10 +482,10 @@ fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<
             "must be between 5MiB and 5GiB (S3's part size limits)",
         );
     }
-    if settings.multipart_threshold < MIN_PART {
+    if !(MIN_PART..=MAX_PART).contains(&settings.multipart_threshold) {
         p.add(
             s.key("multipart_threshold"),
-            "must be at least 5MiB (S3's smallest part)",
+            "must be between 5MiB (S3's smallest part) and 5GiB (S3's largest single PUT)",
         );
     }
     if !(1..=256).contains(&settings.concurrency) {
@@ -603,10 +624,13 @@ fn check_spool_overlaps(p: &mut Problems, spools: &BTreeMap<String, Arc<Spool>>,
             }
         }
         if let AfterUpload::Archive(dir) = &spool.after_upload {
-            if dir.starts_with(&spool.path) {
+            if let Some(holder) = spools.values().find(|s| dir.starts_with(&s.path)) {
                 p.add(
                     format!("spools.{name}.archive_dir"),
-                    "must be outside the spool directory, or archived files would be delivered again",
+                    format!(
+                        "must be outside every spool (it is inside spools.{}.path), or archived files would be delivered again",
+                        holder.name
+                    ),
                 );
             }
         }

@@ -125,9 +125,20 @@ settle = "soon"
 }
 
 #[test]
-fn toml_syntax_errors_are_reported() {
-    let err = parse("state_dir = ").unwrap_err();
-    assert!(err.to_string().contains("not valid TOML"), "{err}");
+fn toml_syntax_errors_give_the_place_but_never_quote_the_line() {
+    let text = format!("{BASE_DEST}{BASE_SPOOL}").replace(
+        "secret_access_key = \"secret-value\"",
+        "secret_access_key = \"secret-value",
+    );
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.contains("not valid TOML at line 7, column"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("secret-value"),
+        "the secret leaked: {shown}"
+    );
 }
 
 #[test]
@@ -317,7 +328,12 @@ fn upload_limits() {
     refused(
         &with_upload("multipart_threshold = \"1MiB\""),
         &key("multipart_threshold"),
-        "at least 5MiB",
+        "between 5MiB",
+    );
+    refused(
+        &with_upload("multipart_threshold = \"6GiB\""),
+        &key("multipart_threshold"),
+        "5GiB (S3's largest single PUT)",
     );
     refused(
         &with_upload("multipart_threshold = \"lots\""),
@@ -386,13 +402,38 @@ fn spool_rules() {
     refused(
         &with_spool("after_upload = \"archive\"\narchive_dir = \"/var/spool/orders/done\""),
         "spools.orders.archive_dir",
-        "outside the spool",
+        "outside every spool",
     );
     let no_path = BASE_SPOOL.replace("path = \"/var/spool/orders\"", "");
     refused(
         &format!("{BASE_DEST}{no_path}"),
         "spools.orders.path",
         "is required",
+    );
+}
+
+#[test]
+fn path_style_false_is_refused_with_the_reason() {
+    let bad = BASE_DEST.replace(
+        "[destinations.lake.auth]",
+        "path_style = false\n[destinations.lake.auth]",
+    );
+    refused(
+        &format!("{bad}{BASE_SPOOL}"),
+        "destinations.lake.path_style",
+        "path-style",
+    );
+}
+
+#[test]
+fn archive_dir_must_be_outside_every_spool() {
+    let text = format!(
+        "{BASE_DEST}{BASE_SPOOL}after_upload = \"archive\"\narchive_dir = \"/var/spool/other/done\"\n[spools.other]\npath = \"/var/spool/other\"\ndestination = \"lake\"\n"
+    );
+    refused(
+        &text,
+        "spools.orders.archive_dir",
+        "inside spools.other.path",
     );
 }
 

@@ -8,8 +8,9 @@
 //! ## Invariants
 //! - The object key is rendered once, when the row is inserted, and never changes: every
 //!   attempt writes the same key, so retries cannot create a second object.
-//! - At most one row per (spool, path) is not `done`; a `done` row whose size, mtime and inode
-//!   still match the file on disk means "this file was delivered".
+//! - At most one row per (spool, path) is not `done`. A `done` row whose `after_upload` step
+//!   has not run yet (`source_finished_at` NULL) and whose size, mtime and inode match the
+//!   file on disk means "delivered, clean it up": the daemon died between the two steps.
 //! - `attempts` counts tries that ended in an upload error; a file that changed under us
 //!   is re-queued without using up an attempt.
 //!
@@ -113,8 +114,10 @@ pub enum Registered {
     Refused(i64),
     /// A row for this very file is already waiting, in flight, or failed.
     AlreadyQueued(i64),
-    /// This very file was delivered already (its source was not cleaned up yet).
+    /// This very file was delivered, but its `after_upload` step has not run: run it.
     AlreadyDone(i64),
+    /// This very file was delivered and kept (`after_upload = "keep"`): nothing to do.
+    Kept(i64),
 }
 
 /// One row of the queue.
@@ -137,11 +140,13 @@ pub struct FileRow {
     pub queued_at: i64,
     pub updated_at: i64,
     pub done_at: Option<i64>,
+    pub source_finished_at: Option<i64>,
 }
 
 const COLUMNS: &str =
     "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
-     inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at";
+     inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
+     source_finished_at";
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
@@ -167,6 +172,7 @@ impl FileRow {
             queued_at: r.get(15)?,
             updated_at: r.get(16)?,
             done_at: r.get(17)?,
+            source_finished_at: r.get(18)?,
         })
     }
 }
@@ -234,11 +240,15 @@ impl Queue {
         }
     }
 
-    /// Queues a batch of finished files in one transaction. `render_key` makes each new
-    /// row's key from its id; an error there stores the row as `failed` with the reason.
+    /// Queues a batch of finished files of one spool in one transaction. `render_key` makes
+    /// each new row's key from its id; an error there stores the row as `failed` with the
+    /// reason. `source_kept` is true for spools with `after_upload = "keep"`: there a file
+    /// that matches a finished `done` row is the kept file; elsewhere it is a new file that
+    /// happens to look the same (a reused inode), and is queued.
     pub fn register<F>(
         &mut self,
         files: &[NewFile],
+        source_kept: bool,
         now_ms: i64,
         mut render_key: F,
     ) -> Result<Vec<Registered>>
@@ -258,7 +268,7 @@ impl Queue {
         {
             let mut latest = tx
                 .prepare_cached(
-                    "SELECT id, state, size, mtime_ns, inode FROM files
+                    "SELECT id, state, size, mtime_ns, inode, source_finished_at IS NOT NULL FROM files
                      WHERE spool = ?1 AND rel_path = ?2 ORDER BY id DESC LIMIT 1",
                 )
                 .map_err(err)?;
@@ -292,16 +302,25 @@ impl Queue {
                                 mtime_ns: r.get(3)?,
                                 inode: r.get::<_, i64>(4)? as u64,
                             },
+                            r.get::<_, bool>(5)?,
                         ))
                     })
                     .optional()
                     .map_err(err)?;
                 match existing {
-                    Some((id, state, stamp)) if state == "done" && stamp == file.stamp => {
-                        outcomes.push(Registered::AlreadyDone(id));
-                        continue;
+                    Some((id, state, stamp, finished))
+                        if state == "done" && stamp == file.stamp =>
+                    {
+                        if !finished {
+                            outcomes.push(Registered::AlreadyDone(id));
+                            continue;
+                        }
+                        if source_kept {
+                            outcomes.push(Registered::Kept(id));
+                            continue;
+                        }
                     }
-                    Some((id, state, stamp)) if state != "done" => {
+                    Some((id, state, stamp, _)) if state != "done" => {
                         if state == "pending" && stamp != file.stamp {
                             restamp
                                 .execute(params![
@@ -392,8 +411,9 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// S3 confirmed the object: the row is done.
-    pub fn mark_done(&mut self, id: i64, etag: &str, now_ms: i64) -> Result<()> {
+    /// S3 confirmed the object: the row is done. This and the other transitions return
+    /// false when the row was not `active` (an operator purged it?) and nothing changed.
+    pub fn mark_done(&mut self, id: i64, etag: &str, now_ms: i64) -> Result<bool> {
         self.transition(
             "UPDATE files SET state = 'done', etag = ?2, last_error = NULL, lease_until = NULL,
                  done_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = 'active'",
@@ -408,7 +428,7 @@ impl Queue {
         error: &str,
         next_attempt_at: i64,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.transition(
             "UPDATE files SET state = 'pending', last_error = ?2, next_attempt_at = ?3,
                  lease_until = NULL, updated_at = ?4 WHERE id = ?1 AND state = 'active'",
@@ -417,7 +437,7 @@ impl Queue {
     }
 
     /// A permanent failure, or attempts used up: wait for an operator.
-    pub fn mark_failed(&mut self, id: i64, error: &str, now_ms: i64) -> Result<()> {
+    pub fn mark_failed(&mut self, id: i64, error: &str, now_ms: i64) -> Result<bool> {
         self.transition(
             "UPDATE files SET state = 'failed', last_error = ?2, lease_until = NULL, updated_at = ?3
              WHERE id = ?1 AND state = 'active'",
@@ -433,7 +453,7 @@ impl Queue {
         stamp: FileStamp,
         next_attempt_at: i64,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.transition(
             "UPDATE files SET state = 'pending', attempts = MAX(attempts - 1, 0), size = ?2,
                  mtime_ns = ?3, inode = ?4, next_attempt_at = ?5, lease_until = NULL,
@@ -450,17 +470,22 @@ impl Queue {
         )
     }
 
-    fn transition(&mut self, sql: &str, params: impl rusqlite::Params) -> Result<()> {
+    /// The source's `after_upload` step has run: a later file at the same path with the
+    /// same stamp is a new file (or, for kept spools, the kept one), never "clean me up".
+    pub fn mark_source_finished(&mut self, id: i64, now_ms: i64) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET source_finished_at = ?2 WHERE id = ?1 AND state = 'done'",
+            params![id, now_ms],
+        )
+    }
+
+    fn transition(&mut self, sql: &str, params: impl rusqlite::Params) -> Result<bool> {
         let changed = self
             .conn
             .prepare_cached(sql)
             .and_then(|mut s| s.execute(params))
             .map_err(|e| self.err(e))?;
-        if changed != 1 {
-            // The row was not `active` (an operator purged it?). Nothing to undo: say so.
-            tracing::warn!(db = %self.path.display(), "queue row was not active; transition skipped");
-        }
-        Ok(())
+        Ok(changed == 1)
     }
 
     /// One row by id.
@@ -596,7 +621,7 @@ impl Queue {
     pub fn purge_done(
         &mut self,
         before_ms: i64,
-        mut keep: impl FnMut(&FileRow) -> bool,
+        keep: impl Fn(&FileRow) -> bool,
     ) -> Result<(usize, usize)> {
         let sql = format!("SELECT {COLUMNS} FROM files WHERE state = 'done' AND done_at < ?1");
         let candidates: Vec<FileRow> = {
@@ -606,27 +631,29 @@ impl Queue {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
             rows.map_err(|e| self.err(e))?
         };
+        // Look at the file system before taking the write lock, and delete in chunks, so
+        // the daemon is never kept waiting on a long purge.
+        let (kept, doomed): (Vec<&FileRow>, Vec<&FileRow>) =
+            candidates.iter().partition(|row| keep(row));
         let path = self.path.clone();
         let err = |source| QueueError {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(err)?;
-        let (mut deleted, mut kept) = (0, 0);
-        {
-            let mut delete = tx
-                .prepare("DELETE FROM files WHERE id = ?1 AND state = 'done'")
-                .map_err(err)?;
-            for row in &candidates {
-                if keep(row) {
-                    kept += 1;
-                } else {
+        let mut deleted = 0;
+        for chunk in doomed.chunks(1000) {
+            let tx = self.conn.transaction().map_err(err)?;
+            {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")
+                    .map_err(err)?;
+                for row in chunk {
                     deleted += delete.execute([row.id]).map_err(err)?;
                 }
             }
+            tx.commit().map_err(err)?;
         }
-        tx.commit().map_err(err)?;
-        Ok((deleted, kept))
+        Ok((deleted, kept.len()))
     }
 }
 

@@ -24,7 +24,8 @@ const MIGRATIONS: &[&str] = &[
         etag            TEXT,
         queued_at       INTEGER NOT NULL,          -- unix milliseconds
         updated_at      INTEGER NOT NULL,
-        done_at         INTEGER
+        done_at         INTEGER,
+        source_finished_at INTEGER                 -- after_upload applied (deleted/archived/kept)
     );
     CREATE INDEX files_due  ON files (state, next_attempt_at);
     CREATE INDEX files_path ON files (spool, rel_path, id);

@@ -22,8 +22,10 @@ fn file(rel: &str, size: u64) -> NewFile {
 }
 
 fn register(q: &mut Queue, files: &[NewFile], now: i64) -> Vec<Registered> {
-    q.register(files, now, |f, id| Ok(format!("k/{}-{id}", f.rel_path)))
-        .unwrap()
+    q.register(files, false, now, |f, id| {
+        Ok(format!("k/{}-{id}", f.rel_path))
+    })
+    .unwrap()
 }
 
 #[test]
@@ -64,7 +66,7 @@ fn register_renders_the_key_once_with_the_row_id() {
 fn a_key_error_stores_a_failed_row_with_the_reason() {
     let (_d, mut q) = open();
     let out = q
-        .register(&[file("a.csv", 3)], 1, |_, _| {
+        .register(&[file("a.csv", 3)], false, 1, |_, _| {
             Err("object key is too long".into())
         })
         .unwrap();
@@ -153,7 +155,12 @@ fn done_file_seen_again_is_recognised_and_a_changed_one_is_new() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.mark_done(1, "e", 11).unwrap();
+    assert!(q.mark_done(1, "e", 11).unwrap());
+    assert!(
+        !q.mark_done(1, "e", 11).unwrap(),
+        "a second transition changes nothing"
+    );
+    // Delivered but not yet cleaned up (the daemon died in between): clean it up.
     assert_eq!(
         register(&mut q, &[file("a", 1)], 12),
         vec![Registered::AlreadyDone(1)]
@@ -231,4 +238,26 @@ fn summary_retry_and_purge() {
         })
         .unwrap();
     assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 4]);
+}
+
+#[test]
+fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, "e", 11).unwrap();
+    assert!(q.mark_source_finished(1, 12).unwrap());
+    // Deleted, then a new file with a reused inode and the same size and mtime appears.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 13),
+        vec![Registered::Queued(2)]
+    );
+    // In a keep spool the same stamp is the kept file itself.
+    q.claim(1, 13, Duration::from_secs(60)).unwrap();
+    q.mark_done(2, "e", 14).unwrap();
+    q.mark_source_finished(2, 14).unwrap();
+    let out = q
+        .register(&[file("a", 1)], true, 15, |_, id| Ok(format!("k{id}")))
+        .unwrap();
+    assert_eq!(out, vec![Registered::Kept(2)]);
 }

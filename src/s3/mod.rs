@@ -32,6 +32,14 @@ pub struct CompletedPart {
     pub etag: String,
 }
 
+/// S3's answer to a write (PUT, part, or complete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub etag: String,
+    /// False when S3 says the ETag is not an MD5 of the data (SSE-KMS, SSE-C objects).
+    pub etag_is_md5: bool,
+}
+
 /// What HEAD tells about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectHead {
@@ -44,7 +52,7 @@ pub struct ObjectHead {
 pub trait ObjectStore: Send + Sync + 'static {
     /// The bucket this store writes to.
     fn bucket(&self) -> &str;
-    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<String, StoreError>;
+    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<Written, StoreError>;
     async fn create_multipart(&self, key: &str) -> Result<String, StoreError>;
     async fn upload_part(
         &self,
@@ -53,13 +61,13 @@ pub trait ObjectStore: Send + Sync + 'static {
         number: u32,
         body: Bytes,
         md5: Md5,
-    ) -> Result<String, StoreError>;
+    ) -> Result<Written, StoreError>;
     async fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> Result<String, StoreError>;
+    ) -> Result<Written, StoreError>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError>;
     async fn delete_object(&self, key: &str) -> Result<(), StoreError>;

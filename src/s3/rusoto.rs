@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CompletedPart, Md5, ObjectHead, ObjectStore, PutBody, StoreError};
+use super::{CompletedPart, Md5, ObjectHead, ObjectStore, PutBody, StoreError, Written};
 use crate::config::{Auth, Destination};
 
 /// Streamed PUT bodies are read in chunks of this size.
@@ -63,6 +63,27 @@ pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>, StoreE
         bucket: destination.bucket.clone(),
         timeout: destination.upload.request_timeout,
     }))
+}
+
+/// An answer to a write must carry an ETag: S3 can answer CompleteMultipartUpload with
+/// 200 and an error in the body, which rusoto parses into an output without one.
+fn written(
+    operation: &'static str,
+    etag: Option<String>,
+    sse: Option<&str>,
+    sse_customer: Option<&str>,
+) -> Result<Written, StoreError> {
+    match etag {
+        Some(etag) if !etag.trim_matches('"').is_empty() => Ok(Written {
+            etag,
+            etag_is_md5: !sse.is_some_and(|s| s.starts_with("aws:kms")) && sse_customer.is_none(),
+        }),
+        _ => Err(StoreError::transport(
+            operation,
+            "BadResponse",
+            "the answer carried no ETag, so the write is not confirmed".into(),
+        )),
+    }
 }
 
 fn content_md5(md5: &Md5) -> String {
@@ -149,7 +170,7 @@ impl ObjectStore for RusotoStore {
         &self.bucket
     }
 
-    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<String, StoreError> {
+    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<Written, StoreError> {
         let (stream, len) = match body {
             PutBody::Memory(bytes) => {
                 let len = bytes.len();
@@ -171,7 +192,8 @@ impl ObjectStore for RusotoStore {
         let out = self
             .call("PutObject", self.client.put_object(request))
             .await?;
-        Ok(out.e_tag.unwrap_or_default())
+        let (sse, sse_c) = (out.server_side_encryption, out.sse_customer_algorithm);
+        written("PutObject", out.e_tag, sse.as_deref(), sse_c.as_deref())
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
@@ -202,7 +224,7 @@ impl ObjectStore for RusotoStore {
         number: u32,
         body: Bytes,
         md5: Md5,
-    ) -> Result<String, StoreError> {
+    ) -> Result<Written, StoreError> {
         let len = body.len();
         let request = UploadPartRequest {
             bucket: self.bucket.clone(),
@@ -220,9 +242,8 @@ impl ObjectStore for RusotoStore {
         let out = self
             .call("UploadPart", self.client.upload_part(request))
             .await?;
-        out.e_tag.ok_or_else(|| {
-            StoreError::transport("UploadPart", "BadResponse", "no ETag in the answer".into())
-        })
+        let (sse, sse_c) = (out.server_side_encryption, out.sse_customer_algorithm);
+        written("UploadPart", out.e_tag, sse.as_deref(), sse_c.as_deref())
     }
 
     async fn complete_multipart(
@@ -230,7 +251,7 @@ impl ObjectStore for RusotoStore {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
-    ) -> Result<String, StoreError> {
+    ) -> Result<Written, StoreError> {
         let request = CompleteMultipartUploadRequest {
             bucket: self.bucket.clone(),
             key: key.to_string(),
@@ -254,7 +275,9 @@ impl ObjectStore for RusotoStore {
                 self.client.complete_multipart_upload(request),
             )
             .await?;
-        Ok(out.e_tag.unwrap_or_default())
+        // The output does not say whether SSE-C was used; the parts' answers did.
+        let sse = out.server_side_encryption;
+        written("CompleteMultipartUpload", out.e_tag, sse.as_deref(), None)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
@@ -306,6 +329,20 @@ impl ObjectStore for RusotoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_without_an_etag_is_not_confirmed() {
+        let err = written("CompleteMultipartUpload", None, None, None).unwrap_err();
+        assert_eq!(
+            (err.code.as_str(), err.class),
+            ("BadResponse", super::super::ErrorClass::Transient)
+        );
+        assert!(written("PutObject", Some("\"\"".into()), None, None).is_err());
+        let kms = written("PutObject", Some("\"abc\"".into()), Some("aws:kms"), None).unwrap();
+        assert!(!kms.etag_is_md5);
+        let plain = written("PutObject", Some("\"abc\"".into()), Some("AES256"), None).unwrap();
+        assert!(plain.etag_is_md5);
+    }
 
     #[test]
     fn pulls_code_and_message_from_s3_xml() {

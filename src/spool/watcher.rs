@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::scan::{self, Seen};
 use super::settle::Settler;
 use crate::config::{AfterUpload, Destination, Spool};
-use crate::finish::{finish_source, Finished};
+use crate::finish::{finish_source, Finished, Finishing};
 use crate::key::KeyInput;
 use crate::queue::{NewFile, Registered, SharedQueue};
 
@@ -30,6 +30,8 @@ pub struct WatchContext {
     pub rescan_interval: Duration,
     /// Poked whenever files were queued, so the uploader need not poll.
     pub wake: Arc<Notify>,
+    /// Rows whose source the uploader is finishing right now: not ours to clean up.
+    pub finishing: Finishing,
 }
 
 /// Watches one spool until `shutdown`. Errors are logged and the watcher goes on: a spool
@@ -44,10 +46,13 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
 
     loop {
         let mut finished = Vec::new();
-        let sleep_until = settler
-            .next_due()
-            .and_then(|due| due.duration_since(SystemTime::now()).ok())
-            .unwrap_or(Duration::from_secs(3600));
+        // A candidate already past due (a slow scan, a busy queue) is looked at now.
+        let sleep_until = match settler.next_due() {
+            Some(due) => due
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+            None => Duration::from_secs(3600),
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = rescan.tick() => {
@@ -208,10 +213,11 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
     );
     let now = chrono::Utc::now();
     let files_for_db = files.clone();
+    let keeps = spool.after_upload == AfterUpload::Keep;
     let result = ctx
         .queue
         .call(move |q| {
-            q.register(&files_for_db, now.timestamp_millis(), |file, id| {
+            q.register(&files_for_db, keeps, now.timestamp_millis(), |file, id| {
                 if !utf8.contains(&file.rel_path) {
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
                 }
@@ -246,27 +252,44 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
             Registered::Refused(id) => {
                 tracing::warn!(spool = %spool.name, id, path = %file.rel_path, "file cannot be delivered; see `s3spool show`");
             }
-            Registered::AlreadyDone(id) if spool.after_upload != AfterUpload::Keep => {
-                delivered_before.push((id, file));
+            Registered::AlreadyDone(id) => {
+                if ctx.finishing.claim(id) {
+                    delivered_before.push((id, file));
+                }
             }
-            Registered::AlreadyDone(_) | Registered::AlreadyQueued(_) => {}
+            Registered::AlreadyQueued(_) | Registered::Kept(_) => {}
         }
     }
     if queued > 0 {
         tracing::info!(spool = %spool.name, files = queued, "queued");
         ctx.wake.notify_one();
     }
-    if !delivered_before.is_empty() {
-        let spool = Arc::clone(spool);
-        let _ = tokio::task::spawn_blocking(move || {
-            for (id, file) in delivered_before {
-                match finish_source(&spool, &file.path, &file.rel_path, file.stamp, id) {
-                    Ok(Finished::Replaced) | Ok(Finished::Kept) => {}
-                    Ok(done) => tracing::info!(spool = %spool.name, id, path = %file.rel_path, outcome = ?done, "cleaned up a file delivered earlier"),
-                    Err(e) => tracing::warn!(spool = %spool.name, id, path = %file.rel_path, error = %e, "cannot clean up a delivered file"),
-                }
-            }
+    for (id, file) in delivered_before {
+        let spool2 = Arc::clone(spool);
+        let file2 = file.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            finish_source(&spool2, &file2.path, &file2.rel_path, file2.stamp, id)
         })
         .await;
+        match result {
+            Ok(Ok(outcome)) => {
+                if outcome != Finished::Replaced {
+                    tracing::info!(spool = %spool.name, id, path = %file.rel_path, ?outcome, "cleaned up a file delivered before a restart");
+                }
+                let now = chrono::Utc::now().timestamp_millis();
+                if let Err(e) = ctx
+                    .queue
+                    .call(move |q| q.mark_source_finished(id, now))
+                    .await
+                {
+                    tracing::warn!(id, error = %e, "cannot record a clean-up; it is retried at the next rescan");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(spool = %spool.name, id, path = %file.rel_path, error = %e, "cannot clean up a delivered file; retrying at the next rescan")
+            }
+            Err(_) => tracing::error!(id, "clean-up task panicked"),
+        }
+        ctx.finishing.release(id);
     }
 }

@@ -16,9 +16,12 @@ use crate::finish::{finish_source, Finished};
 use crate::queue::{FileRow, FileStamp};
 use crate::s3::{ErrorClass, StoreError};
 
+/// Tries to write one outcome to the queue before leaving the row to start-up recovery.
+const RECORD_TRIES: u32 = 6;
+
 /// How one delivery attempt ended.
 enum Outcome {
-    /// S3 holds the object; `stamp` is the file as uploaded.
+    /// S3 holds the object, and the file did not change while it was read.
     Delivered { etag: String },
     /// The file is not as queued (still being written, or replaced).
     Changed { stamp: FileStamp },
@@ -33,16 +36,19 @@ impl Uploader {
         let started = std::time::Instant::now();
         let outcome = self.attempt(&row).await;
         let id = row.id;
-        let now = now_ms();
-        let result = match outcome {
+        match outcome {
             Outcome::Delivered { etag } => {
-                let recorded = self.queue.call(move |q| q.mark_done(id, &etag, now)).await;
-                if recorded.is_ok() {
+                // Claimed before the row turns done, so the watcher never cleans it up too.
+                self.finishing.claim(id);
+                let done = self
+                    .record(id, move |q, now| q.mark_done(id, &etag, now))
+                    .await;
+                if done {
                     tracing::info!(spool = %row.spool, id, key = row.key.as_deref().unwrap_or(""),
                         bytes = row.stamp.size, ms = started.elapsed().as_millis() as u64, "uploaded");
                     self.finish(&row).await;
                 }
-                recorded
+                self.finishing.release(id);
             }
             Outcome::Changed { stamp } => {
                 let settle = self
@@ -51,63 +57,85 @@ impl Uploader {
                     .get(&row.spool)
                     .map(|s| s.settle)
                     .unwrap_or(Duration::from_secs(5));
-                let next = now + settle.as_millis() as i64;
                 tracing::info!(spool = %row.spool, id, path = %row.rel_path, "source changed; uploading it again once it settles");
-                self.queue
-                    .call(move |q| q.requeue_changed(id, stamp, next, now))
-                    .await
+                self.record(id, move |q, now| {
+                    q.requeue_changed(id, stamp, now + settle.as_millis() as i64, now)
+                })
+                .await;
             }
-            Outcome::Transient(error) => {
-                self.after_error(&row, error, ErrorClass::Transient, now)
-                    .await
-            }
-            Outcome::Permanent(error) => {
-                self.after_error(&row, error, ErrorClass::Permanent, now)
-                    .await
-            }
-        };
-        if let Err(e) = result {
-            // The row stays `active`; it returns to `pending` at the next start.
-            tracing::error!(id, error = %e, "cannot record a delivery outcome in the queue");
+            Outcome::Transient(error) => self.after_error(&row, error, ErrorClass::Transient).await,
+            Outcome::Permanent(error) => self.after_error(&row, error, ErrorClass::Permanent).await,
         }
     }
 
-    async fn after_error(
-        &self,
-        row: &FileRow,
-        error: String,
-        class: ErrorClass,
-        now: i64,
-    ) -> crate::queue::Result<()> {
+    /// Writes a delivery outcome to the queue. The write is idempotent (guarded by the row's
+    /// state), so a failed write is retried for a while rather than leaving the row
+    /// `active` until the next start. Returns whether the transition applied.
+    async fn record<F>(&self, id: i64, transition: F) -> bool
+    where
+        F: Fn(&mut crate::queue::Queue, i64) -> crate::queue::Result<bool> + Send + Sync + 'static,
+    {
+        let transition = Arc::new(transition);
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1..=RECORD_TRIES {
+            let t = Arc::clone(&transition);
+            match self.queue.call(move |q| t(q, now_ms())).await {
+                Ok(applied) => {
+                    if !applied {
+                        tracing::warn!(
+                            id,
+                            "queue row is no longer active (purged?); outcome not recorded"
+                        );
+                    }
+                    return applied;
+                }
+                Err(e) if attempt < RECORD_TRIES => {
+                    tracing::warn!(id, error = %e, "cannot record a delivery outcome; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::error!(id, error = %e, "cannot record a delivery outcome; the row stays active until the next start");
+                }
+            }
+        }
+        false
+    }
+
+    async fn after_error(&self, row: &FileRow, error: String, class: ErrorClass) {
         let id = row.id;
         let settings = self
             .targets
             .get(&row.destination)
             .map(|t| t.settings.clone());
         let max_attempts = settings.as_ref().map(|s| s.max_attempts).unwrap_or(1);
-        if class == ErrorClass::Permanent || row.attempts >= max_attempts {
-            let reason = if class == ErrorClass::Permanent {
-                error
-            } else {
-                format!("{error} (gave up after {} attempts)", row.attempts)
-            };
-            tracing::error!(spool = %row.spool, id, path = %row.rel_path, error = %reason, "file failed; fix the cause, then `s3spool retry {id}`");
-            self.queue
-                .call(move |q| q.mark_failed(id, &reason, now))
-                .await
-        } else {
-            let s = settings.expect("transient errors come from a configured destination");
-            let wait = backoff::delay(
-                row.attempts,
-                s.backoff_initial,
-                s.backoff_max,
-                &mut rand::thread_rng(),
-            );
-            let next = now + wait.as_millis() as i64;
-            tracing::warn!(spool = %row.spool, id, path = %row.rel_path, attempt = row.attempts, retry_in_ms = wait.as_millis() as u64, error = %error, "upload failed; will retry");
-            self.queue
-                .call(move |q| q.retry_later(id, &error, next, now))
-                .await
+        match settings {
+            Some(s) if class == ErrorClass::Transient && row.attempts < max_attempts => {
+                let wait = backoff::delay(
+                    row.attempts,
+                    s.backoff_initial,
+                    s.backoff_max,
+                    &mut rand::thread_rng(),
+                );
+                tracing::warn!(spool = %row.spool, id, path = %row.rel_path, attempt = row.attempts,
+                    retry_in_ms = wait.as_millis() as u64, error = %error, "upload failed; will retry");
+                let delay = wait.as_millis() as i64;
+                self.record(id, move |q, now| {
+                    q.retry_later(id, &error, now + delay, now)
+                })
+                .await;
+            }
+            _ => {
+                let reason = if class == ErrorClass::Permanent {
+                    error
+                } else {
+                    format!("{error} (gave up after {} attempts)", row.attempts)
+                };
+                tracing::error!(spool = %row.spool, id, path = %row.rel_path, error = %reason,
+                    "file failed; fix the cause, then `s3spool retry {id}`");
+                self.record(id, move |q, now| q.mark_failed(id, &reason, now))
+                    .await;
+            }
         }
     }
 
@@ -135,30 +163,26 @@ impl Uploader {
             return Outcome::Changed { stamp: before };
         }
         let file = Arc::new(file);
-        let uploaded = transfer::upload(target, Arc::clone(&file), &key, before.size).await;
-        let etag = match uploaded {
-            Ok(etag) => etag,
-            Err(e) => return from_store_error(e),
+        let uploaded = transfer::upload(target, Arc::clone(&file), &key, before).await;
+        // Did the file we uploaded change meanwhile? Asked of the open descriptor: a new
+        // file renamed over the path is another file (queued on its own, with its own row),
+        // and the one uploaded was complete.
+        let after =
+            tokio::task::spawn_blocking(move || file.metadata().map(|m| FileStamp::of(&m))).await;
+        let changed = match after {
+            Ok(Ok(stamp)) if stamp != before => Some(stamp),
+            _ => None,
         };
-        // Same descriptor, and the path: did the file change or get replaced meanwhile?
-        let path = row.path.clone();
-        let after = tokio::task::spawn_blocking(move || {
-            let by_fd = file.metadata().map(|m| FileStamp::of(&m));
-            let by_path = std::fs::symlink_metadata(&path).map(|m| FileStamp::of(&m));
-            (by_fd, by_path)
-        })
-        .await;
-        match after {
-            Ok((Ok(fd_stamp), _)) if fd_stamp != before => Outcome::Changed { stamp: fd_stamp },
-            Ok((_, Ok(path_stamp))) if path_stamp.inode != before.inode => {
-                Outcome::Changed { stamp: path_stamp }
-            }
-            _ => Outcome::Delivered { etag },
+        match (uploaded, changed) {
+            (_, Some(stamp)) => Outcome::Changed { stamp },
+            (Ok(etag), None) => Outcome::Delivered { etag },
+            (Err(e), None) => from_store_error(e),
         }
     }
 
-    /// Applies `after_upload`. Failures are logged: the row is done, and the next rescan
-    /// finds the file, matches it to its `done` row and tries the clean-up again.
+    /// Applies `after_upload`, then records that it ran. Failures are logged: the row is
+    /// done, and the next rescan finds the file, matches it to its `done` row and tries
+    /// the clean-up again.
     async fn finish(&self, row: &FileRow) {
         let Some(spool) = self.config.spools.get(&row.spool).cloned() else {
             return;
@@ -169,10 +193,16 @@ impl Uploader {
         })
         .await;
         match result {
-            Ok(Ok(Finished::Replaced)) => {
-                tracing::info!(id = row.id, path = %row.path.display(), "a new file took the uploaded one's place; it will be queued on its own");
+            Ok(Ok(outcome)) => {
+                if outcome == Finished::Replaced {
+                    tracing::info!(id = row.id, path = %row.path.display(), "a new file took the uploaded one's place; it will be queued on its own");
+                } else {
+                    tracing::debug!(id = row.id, ?outcome, "source finished");
+                }
+                let id = row.id;
+                self.record(id, move |q, now| q.mark_source_finished(id, now))
+                    .await;
             }
-            Ok(Ok(outcome)) => tracing::debug!(id = row.id, ?outcome, "source finished"),
             Ok(Err(e)) => {
                 tracing::warn!(id = row.id, path = %row.path.display(), error = %e, "cannot delete or archive the delivered file; will retry at the next rescan")
             }
@@ -213,6 +243,7 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
 }
 
 fn from_store_error(e: StoreError) -> Outcome {
+    // SourceChanged always comes with a changed stamp, handled before this is reached.
     match e.class {
         ErrorClass::Transient => Outcome::Transient(e.to_string()),
         ErrorClass::Permanent => Outcome::Permanent(e.to_string()),

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::finish::Finishing;
 use crate::queue::SharedQueue;
 pub use transfer::Target;
 
@@ -32,6 +33,7 @@ pub struct Uploader {
     pub queue: SharedQueue,
     pub targets: HashMap<String, Arc<Target>>,
     pub wake: Arc<Notify>,
+    pub finishing: Finishing,
 }
 
 impl Uploader {

@@ -3,7 +3,9 @@
 //! Memory stays bounded by the destination's `concurrency × part_size`: a request holds a
 //! permit of the destination's semaphore from before its bytes are read until S3 answered,
 //! and no request body is larger than one part. Files between `part_size` and
-//! `multipart_threshold` are hashed in one pass and streamed from disk in a second.
+//! `multipart_threshold` are hashed in one pass and streamed from disk in a second. Every
+//! body is sent with its Content-MD5, so S3 refuses bytes that changed between hashing and
+//! sending.
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -16,8 +18,10 @@ use tokio::sync::Semaphore;
 
 use super::backoff;
 use crate::config::UploadSettings;
+use crate::queue::FileStamp;
 use crate::s3::{
     bare_etag, multipart_etag, CompletedPart, ErrorClass, Md5, ObjectStore, PutBody, StoreError,
+    Written,
 };
 
 /// S3 allows at most this many parts.
@@ -35,44 +39,35 @@ pub struct Target {
     pub requests: Arc<Semaphore>,
 }
 
-/// Uploads `size` bytes of `file` under `key` and returns the ETag S3 confirmed.
+/// Uploads the file opened as `file` (stamped `stamp` when opened) under `key` and returns
+/// the ETag S3 confirmed.
 pub async fn upload(
     target: &Target,
     file: Arc<File>,
     key: &str,
-    size: u64,
+    stamp: FileStamp,
 ) -> Result<String, StoreError> {
-    let settings = &target.settings;
-    if size <= settings.part_size {
+    let size = stamp.size;
+    if size <= target.settings.part_size {
         let permit = acquire(&target.requests).await;
         let (bytes, md5) = read_range(Arc::clone(&file), 0, size).await?;
-        let etag = target
-            .store
-            .put_object(key, PutBody::Memory(bytes), md5)
-            .await?;
+        let body = PutBody::Memory(bytes);
+        let written = target.store.put_object(key, body, md5).await?;
         drop(permit);
-        check_etag("PutObject", &etag, &hex::encode(md5))?;
-        Ok(etag)
-    } else if size < settings.multipart_threshold {
+        check_etag("PutObject", &written, &hex::encode(md5))
+    } else if size < target.settings.multipart_threshold {
         let md5 = hash_file(Arc::clone(&file), size).await?;
         let permit = acquire(&target.requests).await;
         let clone = file.try_clone().map_err(|e| local("PutObject", e))?;
-        let etag = target
-            .store
-            .put_object(
-                key,
-                PutBody::File {
-                    file: clone,
-                    len: size,
-                },
-                md5,
-            )
-            .await?;
+        let body = PutBody::File {
+            file: clone,
+            len: size,
+        };
+        let written = target.store.put_object(key, body, md5).await?;
         drop(permit);
-        check_etag("PutObject", &etag, &hex::encode(md5))?;
-        Ok(etag)
+        check_etag("PutObject", &written, &hex::encode(md5))
     } else {
-        multipart(target, file, key, size).await
+        multipart(target, file, key, stamp).await
     }
 }
 
@@ -85,8 +80,9 @@ async fn multipart(
     target: &Target,
     file: Arc<File>,
     key: &str,
-    size: u64,
+    stamp: FileStamp,
 ) -> Result<String, StoreError> {
+    let size = stamp.size;
     let part_size = part_size_for(size, target.settings.part_size);
     let count = size.div_ceil(part_size) as u32;
     let upload_id = {
@@ -117,6 +113,17 @@ async fn multipart(
             return Err(e);
         }
     };
+    // Parts read from a file that changed meanwhile would make a mixed object: check
+    // before completing, and abort instead.
+    let now = file.metadata().map(|m| FileStamp::of(&m));
+    if now.as_ref().ok() != Some(&stamp) {
+        abort(target, key, &upload_id).await;
+        return Err(StoreError::transport(
+            "CompleteMultipartUpload",
+            SOURCE_CHANGED,
+            "the source changed during the upload; the upload was aborted".into(),
+        ));
+    }
     parts.sort_by_key(|(p, _)| p.number);
     let (completed, md5s): (Vec<CompletedPart>, Vec<Md5>) = parts.into_iter().unzip();
     let result = {
@@ -127,16 +134,17 @@ async fn multipart(
             .await
     };
     match result {
-        Ok(etag) => {
-            check_etag("CompleteMultipartUpload", &etag, &multipart_etag(&md5s))?;
-            Ok(etag)
-        }
+        Ok(written) => check_etag("CompleteMultipartUpload", &written, &multipart_etag(&md5s)),
         Err(e) => {
             abort(target, key, &upload_id).await;
             Err(e)
         }
     }
 }
+
+/// The code of the error [`upload`] returns when the source changed under a multipart
+/// upload (which is then aborted, so no mixed object ever becomes visible).
+pub const SOURCE_CHANGED: &str = "SourceChanged";
 
 async fn upload_part(
     target: &Target,
@@ -158,15 +166,16 @@ async fn upload_part(
             .await;
         drop(permit);
         match result {
-            Ok(etag) => {
-                check_etag("UploadPart", &etag, &hex::encode(md5))?;
+            Ok(written) => {
+                let etag = check_etag("UploadPart", &written, &hex::encode(md5))?;
                 return Ok((CompletedPart { number, etag }, md5));
             }
             Err(e) if e.class == ErrorClass::Transient && tries < PART_TRIES => {
+                let s = &target.settings;
                 let wait = backoff::delay(
                     tries,
-                    target.settings.backoff_initial,
-                    target.settings.backoff_max,
+                    s.backoff_initial,
+                    s.backoff_max,
                     &mut rand::thread_rng(),
                 );
                 tracing::debug!(part = number, error = %e, wait_ms = wait.as_millis() as u64, "part failed; retrying it");
@@ -241,18 +250,23 @@ fn local(operation: &'static str, e: std::io::Error) -> StoreError {
 }
 
 /// S3 computed the ETag from the bytes it stored; it must be what we computed from ours.
-/// Stores that use other ETag forms (e.g. with SSE-KMS) are not compared.
-fn check_etag(operation: &'static str, got: &str, want: &str) -> Result<(), StoreError> {
-    let got = bare_etag(got);
-    let comparable = got.len() >= 32 && got[..32].chars().all(|c| c.is_ascii_hexdigit());
-    if comparable && !got.eq_ignore_ascii_case(want) {
+/// Not compared where S3 says the ETag is no MD5 (SSE-KMS, SSE-C) or where a store uses
+/// another form altogether; Content-MD5 still guarded those bytes. Returns the ETag.
+fn check_etag(
+    operation: &'static str,
+    written: &Written,
+    want: &str,
+) -> Result<String, StoreError> {
+    let got = bare_etag(&written.etag);
+    let md5_shaped = got.len() >= 32 && got[..32].chars().all(|c| c.is_ascii_hexdigit());
+    if written.etag_is_md5 && md5_shaped && !got.eq_ignore_ascii_case(want) {
         return Err(StoreError::transport(
             operation,
             "ETagMismatch",
             format!("S3 stored ETag {got} but the data sent has {want}"),
         ));
     }
-    Ok(())
+    Ok(written.etag.clone())
 }
 
 #[cfg(test)]
@@ -270,23 +284,20 @@ mod tests {
 
     #[test]
     fn etag_check() {
-        assert!(check_etag(
-            "PutObject",
-            "\"5d41402abc4b2a76b9719d911017c592\"",
-            "5d41402abc4b2a76b9719d911017c592"
-        )
-        .is_ok());
-        assert!(check_etag(
-            "PutObject",
-            "\"00000000000000000000000000000000\"",
-            "5d41402abc4b2a76b9719d911017c592"
-        )
-        .is_err());
-        assert!(check_etag(
-            "PutObject",
-            "opaque-etag",
-            "5d41402abc4b2a76b9719d911017c592"
-        )
-        .is_ok());
+        let md5 = "5d41402abc4b2a76b9719d911017c592";
+        let w = |etag: &str, etag_is_md5| Written {
+            etag: etag.into(),
+            etag_is_md5,
+        };
+        let good = format!("\"{md5}\"");
+        assert_eq!(check_etag("PutObject", &w(&good, true), md5).unwrap(), good);
+        let zeros = "\"00000000000000000000000000000000\"";
+        let err = check_etag("PutObject", &w(zeros, true), md5).unwrap_err();
+        assert_eq!(err.code, "ETagMismatch");
+        assert!(
+            check_etag("PutObject", &w(zeros, false), md5).is_ok(),
+            "SSE-KMS ETags are no MD5"
+        );
+        assert!(check_etag("PutObject", &w("opaque-etag", true), md5).is_ok());
     }
 }

@@ -268,3 +268,28 @@ fn a_file_changed_during_its_upload_is_uploaded_again_under_the_same_key() {
         "the change was caught after the upload"
     );
 }
+
+#[test]
+fn a_new_file_renamed_over_one_in_flight_is_delivered_on_its_own() {
+    // {id} in the key: each version of the file gets its own object.
+    let s = setup(|o| o.key = "{path}-{id}");
+    let v1 = data(40 << 20, 21);
+    s.drop_file("report.bin", &v1);
+    let daemon = s.start();
+    wait_for(WAIT, "upload in flight", || s.count("active") == 1);
+    // The producer publishes a new version the usual way: write aside, rename over.
+    let v2 = data(1 << 20, 22);
+    s.drop_file("report.bin", &v2);
+    wait_for(WAIT, "both versions delivered", || {
+        s.count("done") == 2 && s.spool_files().is_empty()
+    });
+    assert!(daemon.stop().success());
+    let mut contents: Vec<String> = s.bucket.objects().into_values().map(|o| o.sha256).collect();
+    contents.sort();
+    let mut want = vec![sha256(&v1), sha256(&v2)];
+    want.sort();
+    assert_eq!(
+        contents, want,
+        "the version in flight is not lost, and neither is the new one"
+    );
+}
