@@ -28,7 +28,7 @@ fn parse_state(text: &str) -> Result<State, String> {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let queue = super::open_queue(config)?;
+    let queue = super::open_queue_read_only(config)?;
     let rows = queue.list(&ListFilter {
         state: args.state,
         spool: args.spool,

@@ -76,6 +76,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Opens the queue the daemon uses. Refuses to create one where none exists: a typo in
 /// `state_dir` should not look like an empty queue.
 fn open_queue(config: &Config) -> anyhow::Result<Queue> {
+    let path = existing_queue(config)?;
+    Queue::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Opens the queue for reading only: for commands that change nothing.
+fn open_queue_read_only(config: &Config) -> anyhow::Result<Queue> {
+    let path = existing_queue(config)?;
+    Queue::open_read_only(&path).with_context(|| format!("opening {} read-only", path.display()))
+}
+
+fn existing_queue(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     let path = config.queue_path();
     if !path.exists() {
         anyhow::bail!(
@@ -84,7 +95,7 @@ fn open_queue(config: &Config) -> anyhow::Result<Queue> {
             config.source.display()
         );
     }
-    Queue::open(&path).with_context(|| format!("opening {}", path.display()))
+    Ok(path)
 }
 
 /// Unix milliseconds as an RFC 3339 UTC time.

@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let queue = super::open_queue(config)?;
+    let queue = super::open_queue_read_only(config)?;
     let Some(row) = queue.get(args.id)? else {
         eprintln!("s3spool: no queue row with id {}", args.id);
         return Ok(ExitCode::FAILURE);

@@ -36,7 +36,7 @@ struct ErrorLine {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let queue = super::open_queue(config)?;
+    let queue = super::open_queue_read_only(config)?;
     let summary = queue.summary()?;
     let now = crate::upload::now_ms();
     let errors = queue.latest_errors(5)?;

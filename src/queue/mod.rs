@@ -229,6 +229,32 @@ impl Queue {
         })
     }
 
+    /// Opens an existing database for reading only (`status`, `list`, `show`): no write
+    /// lock, no migration, so it works for a user who may only read the queue.
+    pub fn open_read_only(path: &Path) -> Result<Queue> {
+        use rusqlite::OpenFlags;
+        let err = |source| QueueError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version != latest_version() {
+            return Err(err(rusqlite::Error::InvalidParameterName(format!(
+                "schema version {version}, this s3spool reads version {}: run the daemon of this version once, or use the s3spool that wrote it",
+                latest_version()
+            ))));
+        }
+        Ok(Queue {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -261,3 +261,17 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
         .unwrap();
     assert_eq!(out, vec![Registered::Kept(2)]);
 }
+
+#[test]
+fn read_only_open_reads_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let mut q = Queue::open(&path).unwrap();
+    register(&mut q, &[file("a", 1)], 10);
+    let mut ro = Queue::open_read_only(&path).unwrap();
+    assert_eq!(ro.summary().unwrap().counts.pending, 1);
+    assert!(
+        ro.retry(None, 11).is_err(),
+        "a read-only handle cannot write"
+    );
+}
