@@ -46,7 +46,7 @@ pub enum DaemonError {
 
 /// Runs the daemon until `shutdown` is cancelled, then drains and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let config = Arc::new(config);
+    let config = Arc::new(prepare_spools(config)?);
     std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -79,14 +79,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             }),
         );
     }
-    for spool in config.spools.values() {
-        std::fs::create_dir_all(&spool.path).map_err(|source| DaemonError::Spool {
-            name: spool.name.clone(),
-            path: spool.path.clone(),
-            source,
-        })?;
-    }
-
     let wake = Arc::new(Notify::new());
     let finishing = Finishing::default();
     let host: Arc<str> = Arc::from(hostname().as_str());
@@ -116,6 +108,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     while watchers.join_next().await.is_some() {}
     tracing::info!("s3spool stopped");
     Ok(())
+}
+
+/// Creates missing spool folders and puts each spool's root in canonical form: file
+/// events carry paths under the watched root as the kernel resolves it, and a spool reached
+/// through a symlink or a relative path must still match them.
+fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
+    for spool in config.spools.values_mut() {
+        let failed = |source| DaemonError::Spool {
+            name: spool.name.clone(),
+            path: spool.path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&spool.path).map_err(failed)?;
+        let canonical = std::fs::canonicalize(&spool.path).map_err(failed)?;
+        Arc::make_mut(spool).path = canonical;
+    }
+    Ok(config)
 }
 
 /// One daemon per state_dir: two would both recover and claim the same rows.

@@ -185,6 +185,8 @@ impl Config {
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::single(path, "", syntax_error(text, &e)))?;
+        // Absolute, so every path derived from it is too, whatever the working directory.
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut p = Problems::default();
         let mut top = Section::new("", &table);

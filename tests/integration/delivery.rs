@@ -293,3 +293,37 @@ fn a_new_file_renamed_over_one_in_flight_is_delivered_on_its_own() {
         "the version in flight is not lost, and neither is the new one"
     );
 }
+
+#[test]
+fn file_events_deliver_without_rescans_even_with_a_relative_config_path() {
+    // Rescans every hour: only inotify events can bring these files in.
+    let s = setup(|o| o.rescan = "1h");
+    let log = s.dir.path().join("daemon.log");
+    let daemon = Daemon::start_in(s.dir.path(), std::path::Path::new("config.toml"), &log);
+    wait_for(WAIT, "queue database", || {
+        s.dir.path().join("state/queue.db").exists()
+    });
+    std::thread::sleep(Duration::from_millis(500)); // past the start-up scan
+    let a = s.drop_file("a.csv", b"by rename");
+    std::fs::create_dir_all(s.spool.join("new/dir")).unwrap();
+    std::fs::write(s.spool.join("new/dir/b.csv"), b"written in place").unwrap();
+    // A whole folder moved in arrives as one event for the folder.
+    let staging = s.dir.path().join("staging");
+    std::fs::create_dir_all(staging.join("inner")).unwrap();
+    std::fs::write(staging.join("inner/c.csv"), b"moved in with its folder").unwrap();
+    std::fs::rename(&staging, s.spool.join("moved")).unwrap();
+    wait_for(Duration::from_secs(20), "three files via events", || {
+        s.count("done") == 3
+    });
+    assert!(daemon.stop().success());
+    let objects = s.bucket.objects();
+    assert_eq!(objects["inbound/orders/a.csv"].sha256, a);
+    assert_eq!(
+        objects["inbound/orders/new/dir/b.csv"].sha256,
+        sha256(b"written in place")
+    );
+    assert_eq!(
+        objects["inbound/orders/moved/inner/c.csv"].sha256,
+        sha256(b"moved in with its folder")
+    );
+}

@@ -226,6 +226,8 @@ pub struct Options {
     pub spool_extra: String,
     /// Extra lines in the upload table.
     pub upload_extra: &'static str,
+    /// How often the daemon walks the spool in full (events do the rest).
+    pub rescan: &'static str,
 }
 
 impl Options {
@@ -237,6 +239,7 @@ impl Options {
             key: "{spool}/{path}",
             spool_extra: String::new(),
             upload_extra: "",
+            rescan: "1s",
         }
     }
 }
@@ -250,7 +253,7 @@ impl Setup {
         let text = format!(
             r#"
 state_dir = "state"
-rescan_interval = "1s"
+rescan_interval = "{rescan}"
 drain_timeout = "20s"
 
 [destinations.lake]
@@ -286,6 +289,7 @@ key = "{key}"
             settle = options.settle,
             key = options.key,
             spool_extra = options.spool_extra,
+            rescan = options.rescan,
         );
         std::fs::write(&config, text).unwrap();
         Setup {
@@ -380,6 +384,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Daemon {
+        Daemon::start_in(Path::new("."), config, log)
+    }
+
+    /// Starts the daemon with `cwd` as its working directory (`config` may be relative to it).
+    pub fn start_in(cwd: &Path, config: &Path, log: &Path) -> Daemon {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -387,6 +396,7 @@ impl Daemon {
             .unwrap();
         let mut command = Command::new(BIN);
         command
+            .current_dir(cwd)
             .arg("--config")
             .arg(config)
             .arg("run")
