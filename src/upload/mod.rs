@@ -113,6 +113,8 @@ impl Uploader {
     }
 
     async fn drain(&self, mut tasks: JoinSet<()>) {
+        // Finished tasks stay in the set until joined: count only those still running.
+        while tasks.try_join_next().is_some() {}
         if tasks.is_empty() {
             return;
         }
