@@ -42,7 +42,7 @@ pub fn run(config: Config, _args: Args) -> anyhow::Result<ExitCode> {
         let store = match crate::s3::connect(destination) {
             Ok(store) => store,
             Err(e) => {
-                println!("  {:<14} FAILED: {e}", "Connect");
+                println!("  {:<14} FAILED: {}", "Connect", e.reason());
                 all_ok = false;
                 continue;
             }
@@ -93,7 +93,7 @@ async fn probe(store: &dyn ObjectStore, key: &str) -> Vec<Step> {
     let put = store
         .put_object(key, PutBody::Memory(body.clone()), md5)
         .await;
-    steps[0].1 = Some(put.map(drop).map_err(|e| e.to_string()));
+    steps[0].1 = Some(put.map(drop).map_err(|e| e.reason()));
     if matches!(steps[0].1, Some(Err(_))) {
         return steps;
     }
@@ -105,10 +105,12 @@ async fn probe(store: &dyn ObjectStore, key: &str) -> Vec<Step> {
             body.len()
         )),
         Ok(None) => Err("the object just written is not there".into()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.reason()),
     };
     steps[1].1 = Some(head);
     let delete = store.delete_object(key).await;
-    steps[2].1 = Some(delete.map_err(|e| format!("{e} (the probe object {key} was left behind)")));
+    steps[2].1 = Some(
+        delete.map_err(|e| format!("{} (the probe object {key} was left behind)", e.reason())),
+    );
     steps
 }

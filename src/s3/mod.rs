@@ -97,18 +97,7 @@ pub struct StoreError {
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed: ", self.operation)?;
-        if let Some(status) = self.status {
-            write!(f, "{status} ")?;
-        }
-        write!(f, "{}", self.code)?;
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
-        }
-        if let Some(hint) = hint(&self.code) {
-            write!(f, " ({hint})")?;
-        }
-        Ok(())
+        write!(f, "{} failed: {}", self.operation, self.reason())
     }
 }
 
@@ -136,6 +125,22 @@ impl StoreError {
             message,
             class,
         }
+    }
+
+    /// What went wrong and what to check, without the operation's name.
+    pub fn reason(&self) -> String {
+        let mut out = String::new();
+        if let Some(status) = self.status {
+            out.push_str(&format!("{status} "));
+        }
+        out.push_str(&self.code);
+        if !self.message.is_empty() {
+            out.push_str(&format!(": {}", self.message));
+        }
+        if let Some(hint) = hint(&self.code) {
+            out.push_str(&format!(" ({hint})"));
+        }
+        out
     }
 
     /// A failure with no response: connection refused or reset, DNS, timeout.

@@ -166,3 +166,64 @@ fn status_without_a_queue_says_where_it_looked() {
         text(&out)
     );
 }
+
+#[test]
+fn check_and_the_daemon_name_credential_and_permission_problems() {
+    // A server of its own: moto's auth mode is server-wide.
+    let server = S3Server::start();
+    let endpoint = server.endpoint();
+    let bucket = Bucket::create(&endpoint);
+    let name = bucket.name.clone();
+    let (id, secret) = bucket.iam_user("no-policy");
+    bucket.enforce_auth();
+    let s = Setup::new(
+        Options::new(&endpoint),
+        Bucket {
+            name,
+            endpoint: endpoint.clone(),
+        },
+    );
+
+    let cases = [
+        (None, "InvalidAccessKeyId", "the access key id is unknown"),
+        (
+            Some((id.as_str(), "wrong-secret-wrong-secret")),
+            "SignatureDoesNotMatch",
+            "the secret key is wrong",
+        ),
+        (
+            Some((id.as_str(), secret.as_str())),
+            "AccessDenied",
+            "the credentials lack permission",
+        ),
+    ];
+    for (keys, code, words) in cases {
+        if let Some((key_id, key_secret)) = keys {
+            s.set_keys(key_id, key_secret);
+        }
+        let out = s.cli(&["check"]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains("PutObject      FAILED: 403") && t.contains(code) && t.contains(words),
+            "{code}: {t}"
+        );
+    }
+
+    // The daemon fails such a file at once (no retry storm) and leaves it in place.
+    s.set_keys(&id, &secret);
+    s.drop_file("denied.csv", b"x");
+    let daemon = s.start();
+    wait_for(Duration::from_secs(60), "the file to fail", || {
+        s.count("failed") == 1
+    });
+    assert!(daemon.stop().success());
+    let row: serde_json::Value =
+        serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap();
+    assert_eq!(row["attempts"], 1);
+    assert!(
+        row["last_error"].as_str().unwrap().contains("AccessDenied"),
+        "{row}"
+    );
+    assert_eq!(s.spool_files(), vec!["denied.csv"]);
+}

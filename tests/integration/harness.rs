@@ -181,6 +181,18 @@ impl Bucket {
             .collect()
     }
 
+    /// Creates an IAM user with no policy: (access key id, secret).
+    pub fn iam_user(&self, name: &str) -> (String, String) {
+        let out = self.read(&["iam-user", name]);
+        let id = out["access_key_id"].as_str().unwrap().to_string();
+        (id, out["secret"].as_str().unwrap().to_string())
+    }
+
+    /// From now on the server checks signatures, keys and IAM policies.
+    pub fn enforce_auth(&self) {
+        self.read(&["auth-on"]);
+    }
+
     /// Multipart uploads still open.
     pub fn open_uploads(&self) -> Vec<Value> {
         self.read(&["uploads"]).as_array().unwrap().clone()
@@ -314,6 +326,24 @@ key = "{key}"
         drop(f);
         std::fs::rename(&tmp, &path).unwrap();
         sha256(bytes)
+    }
+
+    /// Rewrites the config's static keys.
+    pub fn set_keys(&self, access_key_id: &str, secret: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("access_key_id = ") {
+                    format!("access_key_id = {access_key_id:?}")
+                } else if line.starts_with("secret_access_key = ") {
+                    format!("secret_access_key = {secret:?}")
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, lines.join("\n")).unwrap();
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {

@@ -6,10 +6,13 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   ls BUCKET                 one line per object: size and key
   dump BUCKET               JSON {key: {"size": n, "sha256": hex, "etag": str}}
   uploads BUCKET            JSON list of open multipart uploads [{key, upload_id}]
+  iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
+  auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
 """
 import hashlib
 import json
 import sys
+import urllib.request
 
 import boto3
 from botocore.config import Config
@@ -53,6 +56,26 @@ def main():
     elif command == "uploads":
         found = s3.list_multipart_uploads(Bucket=args[0]).get("Uploads", [])
         print(json.dumps([{"key": u["Key"], "upload_id": u["UploadId"]} for u in found]))
+    elif command == "iam-user":
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        iam.create_user(UserName=args[-1])
+        key = iam.create_access_key(UserName=args[-1])["AccessKey"]
+        print(json.dumps({"access_key_id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
+    elif command == "auth-on":
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth",
+            data=b"0",
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
+        urllib.request.urlopen(request).read()
+        print("{}")
     else:
         sys.exit(f"unknown command {command}")
 
