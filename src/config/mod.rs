@@ -205,46 +205,12 @@ impl Config {
             .duration(&mut p, "drain_timeout")
             .unwrap_or(Duration::from_secs(30));
 
-        let mut destinations = BTreeMap::new();
-        match top.table(&mut p, "destinations") {
-            Some(tables) if !tables.is_empty() => {
-                for (name, value) in tables {
-                    let key = format!("destinations.{name}");
-                    check_name(&mut p, &key, name);
-                    match value.as_table() {
-                        Some(t) => {
-                            if let Some(d) = destination(&mut p, &key, name, t, &base) {
-                                destinations.insert(name.clone(), Arc::new(d));
-                            }
-                        }
-                        None => p.add(key, "expected a table"),
-                    }
-                }
-            }
-            _ => p.add(
-                "destinations",
-                "at least one [destinations.NAME] table is required",
-            ),
-        }
-
-        let mut spools = BTreeMap::new();
-        match top.table(&mut p, "spools") {
-            Some(tables) if !tables.is_empty() => {
-                for (name, value) in tables {
-                    let key = format!("spools.{name}");
-                    check_name(&mut p, &key, name);
-                    match value.as_table() {
-                        Some(t) => {
-                            if let Some(s) = spool(&mut p, &key, name, t, &base, &table) {
-                                spools.insert(name.clone(), Arc::new(s));
-                            }
-                        }
-                        None => p.add(key, "expected a table"),
-                    }
-                }
-            }
-            _ => p.add("spools", "at least one [spools.NAME] table is required"),
-        }
+        let destinations = named_tables(&mut p, &mut top, "destinations", |p, key, name, t| {
+            destination(p, key, name, t, &base)
+        });
+        let spools = named_tables(&mut p, &mut top, "spools", |p, key, name, t| {
+            spool(p, key, name, t, &base, &table)
+        });
         top.finish(&mut p);
         check_spool_overlaps(&mut p, &spools, &state_dir);
 
@@ -293,6 +259,37 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
     } else {
         base.join(path)
     }
+}
+
+/// Reads `[section.NAME]` tables (at least one), each through `read`.
+fn named_tables<T>(
+    p: &mut Problems,
+    top: &mut Section<'_>,
+    section: &'static str,
+    mut read: impl FnMut(&mut Problems, &str, &str, &toml::Table) -> Option<T>,
+) -> BTreeMap<String, Arc<T>> {
+    let mut out = BTreeMap::new();
+    match top.table(p, section) {
+        Some(tables) if !tables.is_empty() => {
+            for (name, value) in tables {
+                let key = format!("{section}.{name}");
+                check_name(p, &key, name);
+                match value.as_table() {
+                    Some(t) => {
+                        if let Some(item) = read(p, &key, name, t) {
+                            out.insert(name.clone(), Arc::new(item));
+                        }
+                    }
+                    None => p.add(key, "expected a table"),
+                }
+            }
+        }
+        _ => p.add(
+            section,
+            format!("at least one [{section}.NAME] table is required"),
+        ),
+    }
+    out
 }
 
 fn check_name(p: &mut Problems, key: &str, name: &str) {
