@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -15,7 +15,8 @@ use crate::finish::Finishing;
 use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
-use crate::upload::{now_ms, Target, Uploader};
+use crate::upload::limit::AdaptiveLimit;
+use crate::upload::{now_ms, sweep_orphan_uploads, Target, Uploader};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,16 +70,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             source,
         })?;
         let settings = destination.upload.clone();
-        let requests = Arc::new(Semaphore::new(settings.concurrency));
+        let limit = AdaptiveLimit::new(settings.concurrency);
+        let name = name.clone();
         targets.insert(
             name.clone(),
             Arc::new(Target {
+                name,
                 store,
                 settings,
-                requests,
+                limit,
             }),
         );
     }
+    // Before any worker starts, so no upload in progress can be mistaken for an orphan.
+    sweep_orphan_uploads(&queue, &targets).await;
+
     let wake = Arc::new(Notify::new());
     let finishing = Finishing::default();
     let host: Arc<str> = Arc::from(hostname().as_str());

@@ -85,13 +85,14 @@ async fn probe(store: &dyn ObjectStore, key: &str) -> Vec<Step> {
     use md5::{Digest, Md5};
     let body = bytes::Bytes::from_static(b"s3spool connection check\n");
     let md5: [u8; 16] = Md5::digest(&body).into();
+    let sha256 = hex::encode(sha2::Sha256::digest(&body));
     let mut steps: Vec<Step> = vec![
         ("PutObject", None),
         ("HeadObject", None),
         ("DeleteObject", None),
     ];
     let put = store
-        .put_object(key, PutBody::Memory(body.clone()), md5)
+        .put_object(key, PutBody::Memory(body.clone()), md5, &sha256)
         .await;
     steps[0].1 = Some(put.map(drop).map_err(|e| e.reason()));
     if matches!(steps[0].1, Some(Err(_))) {

@@ -20,7 +20,11 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     if args.json {
-        super::print_json(&row)?;
+        let progress = queue.progress(&row)?;
+        let mut value = serde_json::to_value(&row)?;
+        value["parts_done"] = progress.map(|p| p.0).into();
+        value["parts_total"] = progress.map(|p| p.1).into();
+        super::print_json(&value)?;
         return Ok(ExitCode::SUCCESS);
     }
     let fmt = super::format_ms;
@@ -32,6 +36,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     println!("key           {}", row.key.as_deref().unwrap_or("-"));
     println!("size          {} bytes", row.stamp.size);
     println!("attempts      {}", row.attempts);
+    if let Some((done, total)) = queue.progress(&row)? {
+        println!("multipart     {done} of {total} parts uploaded");
+    }
     if row.state == crate::queue::State::Pending {
         println!("next attempt  {}", fmt(row.next_attempt_at));
     }

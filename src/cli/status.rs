@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::units::{format_duration, format_size};
 use crate::config::Config;
-use crate::queue::{Counts, FileRow};
+use crate::queue::{Counts, FileRow, Queue};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -33,6 +33,9 @@ struct ErrorLine {
     attempts: u32,
     next_attempt_at: Option<String>,
     error: String,
+    /// Multipart progress: parts S3 confirmed, and parts in all.
+    parts_done: Option<u64>,
+    parts_total: Option<u64>,
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
@@ -47,7 +50,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             .oldest_waiting_queued_at
             .map(|t| ((now - t).max(0) / 1000) as u64),
         bytes_waiting: summary.bytes_waiting,
-        latest_errors: errors.iter().map(error_line).collect(),
+        latest_errors: errors
+            .iter()
+            .map(|row| error_line(&queue, row))
+            .collect::<anyhow::Result<_>>()?,
     };
     if args.json {
         super::print_json(&report)?;
@@ -76,8 +82,12 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 .as_deref()
                 .map(|t| format!(", next try {t}"))
                 .unwrap_or_default();
+            let parts = match (e.parts_done, e.parts_total) {
+                (Some(done), Some(total)) => format!(", {done}/{total} parts uploaded"),
+                _ => String::new(),
+            };
             println!(
-                "  #{} {}/{} ({}, {} attempts{next}): {}",
+                "  #{} {}/{} ({}, {} attempts{next}{parts}): {}",
                 e.id, e.spool, e.path, e.state, e.attempts, e.error
             );
         }
@@ -85,8 +95,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn error_line(row: &FileRow) -> ErrorLine {
-    ErrorLine {
+fn error_line(queue: &Queue, row: &FileRow) -> anyhow::Result<ErrorLine> {
+    let progress = queue.progress(row)?;
+    Ok(ErrorLine {
         id: row.id,
         spool: row.spool.clone(),
         path: row.rel_path.clone(),
@@ -95,5 +106,7 @@ fn error_line(row: &FileRow) -> ErrorLine {
         next_attempt_at: (row.state == crate::queue::State::Pending)
             .then(|| super::format_ms(row.next_attempt_at)),
         error: row.last_error.clone().unwrap_or_default(),
-    }
+        parts_done: progress.map(|p| p.0),
+        parts_total: progress.map(|p| p.1),
+    })
 }

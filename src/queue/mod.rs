@@ -26,14 +26,19 @@
 //! (the source is deleted only after its row is `done` on disk). At start the daemon returns
 //! `active` rows to `pending`: no worker can still hold them.
 
+mod multipart;
+mod register;
+mod report;
 mod schema;
+mod transitions;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use multipart::{RecordedUpload, StoredPart};
 pub use schema::latest_version;
 
 /// A failed database operation, with the database's path.
@@ -141,12 +146,19 @@ pub struct FileRow {
     pub updated_at: i64,
     pub done_at: Option<i64>,
     pub source_finished_at: Option<i64>,
+    /// Hex SHA-256 of the source as uploaded (set with the multipart upload, or when done).
+    pub sha256: Option<String>,
+    /// The open multipart upload, while there is one.
+    pub upload_id: Option<String>,
+    pub part_size: Option<u64>,
+    /// Bumped on every claim; outcomes name the claim they belong to.
+    pub claim: i64,
 }
 
 const COLUMNS: &str =
     "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
      inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
-     source_finished_at";
+     source_finished_at, sha256, upload_id, part_size, claim";
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
@@ -173,6 +185,10 @@ impl FileRow {
             updated_at: r.get(16)?,
             done_at: r.get(17)?,
             source_finished_at: r.get(18)?,
+            sha256: r.get(19)?,
+            upload_id: r.get(20)?,
+            part_size: r.get::<_, Option<i64>>(21)?.map(|p| p as u64),
+            claim: r.get(22)?,
         })
     }
 }
@@ -259,28 +275,11 @@ impl Queue {
         &self.path
     }
 
-    fn err(&self, source: rusqlite::Error) -> QueueError {
-        QueueError {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// Queues a batch of finished files of one spool in one transaction. `render_key` makes
-    /// each new row's key from its id; an error there stores the row as `failed` with the
-    /// reason. `source_kept` is true for spools with `after_upload = "keep"`: there a file
-    /// that matches a finished `done` row is the kept file; elsewhere it is a new file that
-    /// happens to look the same (a reused inode), and is queued.
-    pub fn register<F>(
+    /// Runs `f` in an immediate transaction and commits it.
+    fn in_transaction<T>(
         &mut self,
-        files: &[NewFile],
-        source_kept: bool,
-        now_ms: i64,
-        mut render_key: F,
-    ) -> Result<Vec<Registered>>
-    where
-        F: FnMut(&NewFile, i64) -> std::result::Result<String, String>,
-    {
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let path = self.path.clone();
         let err = |source| QueueError {
             path: path.clone(),
@@ -290,396 +289,16 @@ impl Queue {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        let mut outcomes = Vec::with_capacity(files.len());
-        {
-            let mut latest = tx
-                .prepare_cached(
-                    "SELECT id, state, size, mtime_ns, inode, source_finished_at IS NOT NULL FROM files
-                     WHERE spool = ?1 AND rel_path = ?2 ORDER BY id DESC LIMIT 1",
-                )
-                .map_err(err)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
-                         mtime_ns, inode, next_attempt_at, queued_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?9)",
-                )
-                .map_err(err)?;
-            let mut set_key = tx
-                .prepare_cached("UPDATE files SET key = ?2 WHERE id = ?1")
-                .map_err(err)?;
-            let mut refuse = tx
-                .prepare_cached("UPDATE files SET state = 'failed', last_error = ?2 WHERE id = ?1")
-                .map_err(err)?;
-            let mut restamp = tx
-                .prepare_cached(
-                    "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, updated_at = ?5
-                     WHERE id = ?1 AND state = 'pending'",
-                )
-                .map_err(err)?;
-            for file in files {
-                let existing = latest
-                    .query_row(params![file.spool, file.rel_path], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            FileStamp {
-                                size: r.get::<_, i64>(2)? as u64,
-                                mtime_ns: r.get(3)?,
-                                inode: r.get::<_, i64>(4)? as u64,
-                            },
-                            r.get::<_, bool>(5)?,
-                        ))
-                    })
-                    .optional()
-                    .map_err(err)?;
-                match existing {
-                    Some((id, state, stamp, finished))
-                        if state == "done" && stamp == file.stamp =>
-                    {
-                        if !finished {
-                            outcomes.push(Registered::AlreadyDone(id));
-                            continue;
-                        }
-                        if source_kept {
-                            outcomes.push(Registered::Kept(id));
-                            continue;
-                        }
-                    }
-                    Some((id, state, stamp, _)) if state != "done" => {
-                        if state == "pending" && stamp != file.stamp {
-                            restamp
-                                .execute(params![
-                                    id,
-                                    file.stamp.size as i64,
-                                    file.stamp.mtime_ns,
-                                    file.stamp.inode as i64,
-                                    now_ms
-                                ])
-                                .map_err(err)?;
-                        }
-                        outcomes.push(Registered::AlreadyQueued(id));
-                        continue;
-                    }
-                    _ => {}
-                }
-                insert
-                    .execute(params![
-                        file.spool,
-                        file.rel_path,
-                        file.path.to_string_lossy(),
-                        file.destination,
-                        file.bucket,
-                        file.stamp.size as i64,
-                        file.stamp.mtime_ns,
-                        file.stamp.inode as i64,
-                        now_ms
-                    ])
-                    .map_err(err)?;
-                let id = tx.last_insert_rowid();
-                match render_key(file, id) {
-                    Ok(key) => {
-                        set_key.execute(params![id, key]).map_err(err)?;
-                        outcomes.push(Registered::Queued(id));
-                    }
-                    Err(reason) => {
-                        refuse.execute(params![id, reason]).map_err(err)?;
-                        outcomes.push(Registered::Refused(id));
-                    }
-                }
-            }
-        }
+        let out = f(&tx).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(outcomes)
+        Ok(out)
     }
 
-    /// Returns every `active` row to `pending`; run at daemon start, when no worker exists.
-    pub fn recover_active(&mut self, now_ms: i64) -> Result<usize> {
-        self.conn
-            .execute(
-                "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1
-                 WHERE state = 'active'",
-                [now_ms],
-            )
-            .map_err(|e| self.err(e))
-    }
-
-    /// Atomically claims up to `limit` due rows for a worker, counting an attempt on each.
-    pub fn claim(&mut self, limit: usize, now_ms: i64, lease: Duration) -> Result<Vec<FileRow>> {
-        let lease_until = now_ms + lease.as_millis() as i64;
-        let sql = format!(
-            "UPDATE files SET state = 'active', attempts = attempts + 1, lease_until = ?3, updated_at = ?1
-             WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= ?1
-                          ORDER BY next_attempt_at, id LIMIT ?2)
-             RETURNING {COLUMNS}"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![now_ms, limit as i64, lease_until],
-                FileRow::from_row,
-            )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        drop(stmt);
-        let mut rows = rows.map_err(|e| self.err(e))?;
-        rows.sort_by_key(|r| (r.next_attempt_at, r.id));
-        Ok(rows)
-    }
-
-    /// The earliest `next_attempt_at` among pending rows.
-    pub fn next_due(&self) -> Result<Option<i64>> {
-        self.conn
-            .query_row(
-                "SELECT MIN(next_attempt_at) FROM files WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
-    }
-
-    /// S3 confirmed the object: the row is done. This and the other transitions return
-    /// false when the row was not `active` (an operator purged it?) and nothing changed.
-    pub fn mark_done(&mut self, id: i64, etag: &str, now_ms: i64) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET state = 'done', etag = ?2, last_error = NULL, lease_until = NULL,
-                 done_at = ?3, updated_at = ?3 WHERE id = ?1 AND state = 'active'",
-            params![id, etag, now_ms],
-        )
-    }
-
-    /// A transient failure: try again at `next_attempt_at`.
-    pub fn retry_later(
-        &mut self,
-        id: i64,
-        error: &str,
-        next_attempt_at: i64,
-        now_ms: i64,
-    ) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET state = 'pending', last_error = ?2, next_attempt_at = ?3,
-                 lease_until = NULL, updated_at = ?4 WHERE id = ?1 AND state = 'active'",
-            params![id, error, next_attempt_at, now_ms],
-        )
-    }
-
-    /// A permanent failure, or attempts used up: wait for an operator.
-    pub fn mark_failed(&mut self, id: i64, error: &str, now_ms: i64) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET state = 'failed', last_error = ?2, lease_until = NULL, updated_at = ?3
-             WHERE id = ?1 AND state = 'active'",
-            params![id, error, now_ms],
-        )
-    }
-
-    /// The source changed since it was queued or while it was uploaded: upload it again
-    /// (same key) once it has settled, without using up an attempt.
-    pub fn requeue_changed(
-        &mut self,
-        id: i64,
-        stamp: FileStamp,
-        next_attempt_at: i64,
-        now_ms: i64,
-    ) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET state = 'pending', attempts = MAX(attempts - 1, 0), size = ?2,
-                 mtime_ns = ?3, inode = ?4, next_attempt_at = ?5, lease_until = NULL,
-                 last_error = 'source changed; will upload again once it settles', updated_at = ?6
-             WHERE id = ?1 AND state = 'active'",
-            params![
-                id,
-                stamp.size as i64,
-                stamp.mtime_ns,
-                stamp.inode as i64,
-                next_attempt_at,
-                now_ms
-            ],
-        )
-    }
-
-    /// The source's `after_upload` step has run: a later file at the same path with the
-    /// same stamp is a new file (or, for kept spools, the kept one), never "clean me up".
-    pub fn mark_source_finished(&mut self, id: i64, now_ms: i64) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET source_finished_at = ?2 WHERE id = ?1 AND state = 'done'",
-            params![id, now_ms],
-        )
-    }
-
-    fn transition(&mut self, sql: &str, params: impl rusqlite::Params) -> Result<bool> {
-        let changed = self
-            .conn
-            .prepare_cached(sql)
-            .and_then(|mut s| s.execute(params))
-            .map_err(|e| self.err(e))?;
-        Ok(changed == 1)
-    }
-
-    /// One row by id.
-    pub fn get(&self, id: i64) -> Result<Option<FileRow>> {
-        self.conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM files WHERE id = ?1"),
-                [id],
-                FileRow::from_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-
-    /// Rows matching `filter`, oldest first.
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM files
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR spool = ?2)
-             ORDER BY id LIMIT ?3"
-        );
-        let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![filter.state.map(State::as_str), filter.spool, limit],
-                FileRow::from_row,
-            )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        rows.map_err(|e| self.err(e))
-    }
-
-    /// Counts per state, the oldest waiting row and the bytes waiting.
-    pub fn summary(&self) -> Result<Summary> {
-        let mut summary = Summary::default();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT state, COUNT(*), SUM(size), MIN(queued_at) FROM files GROUP BY state")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
-        for (state, count, bytes, oldest) in rows {
-            let count = count as u64;
-            match State::parse(&state) {
-                Some(State::Pending) => summary.counts.pending = count,
-                Some(State::Active) => summary.counts.active = count,
-                Some(State::Done) => summary.counts.done = count,
-                Some(State::Failed) => summary.counts.failed = count,
-                None => continue,
-            }
-            if matches!(state.as_str(), "pending" | "active") {
-                summary.bytes_waiting += bytes.unwrap_or(0) as u64;
-                summary.oldest_waiting_queued_at = match (summary.oldest_waiting_queued_at, oldest)
-                {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        Ok(summary)
-    }
-
-    /// The most recently updated rows that carry an error.
-    pub fn latest_errors(&self, limit: u64) -> Result<Vec<FileRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM files WHERE last_error IS NOT NULL AND state != 'done'
-             ORDER BY updated_at DESC, id DESC LIMIT ?1"
-        );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], FileRow::from_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        rows.map_err(|e| self.err(e))
-    }
-
-    /// Makes `failed` or `pending` rows due now with a fresh attempt count. Returns the ids
-    /// that were reset; `active` and `done` rows are left alone.
-    pub fn retry(&mut self, ids: Option<&[i64]>, now_ms: i64) -> Result<Vec<i64>> {
-        let sql = "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2
-                   WHERE state IN ('failed', 'pending') AND key IS NOT NULL AND (?1 IS NULL OR id = ?1)
-                   RETURNING id";
-        let path = self.path.clone();
-        let err = |source| QueueError {
-            path: path.clone(),
+    fn err(&self, source: rusqlite::Error) -> QueueError {
+        QueueError {
+            path: self.path.clone(),
             source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        let mut reset = Vec::new();
-        {
-            let mut stmt = tx.prepare(sql).map_err(err)?;
-            let targets: Vec<Option<i64>> = match ids {
-                Some(ids) => ids.iter().copied().map(Some).collect(),
-                None => vec![None],
-            };
-            for target in targets {
-                let rows = stmt
-                    .query_map(params![target, now_ms], |r| r.get::<_, i64>(0))
-                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                    .map_err(err)?;
-                reset.extend(rows);
-            }
         }
-        tx.commit().map_err(err)?;
-        reset.sort_unstable();
-        Ok(reset)
-    }
-
-    /// Like [`Queue::retry`] for every failed row.
-    pub fn retry_failed(&mut self, now_ms: i64) -> Result<Vec<i64>> {
-        let ids: Vec<i64> = self
-            .list(&ListFilter {
-                state: Some(State::Failed),
-                ..ListFilter::default()
-            })?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        self.retry(Some(&ids), now_ms)
-    }
-
-    /// Deletes `done` rows finished before `before_ms`, except those for which `keep` says
-    /// yes (a row is the only record that a kept source file was delivered). Returns
-    /// (deleted, kept).
-    pub fn purge_done(
-        &mut self,
-        before_ms: i64,
-        keep: impl Fn(&FileRow) -> bool,
-    ) -> Result<(usize, usize)> {
-        let sql = format!("SELECT {COLUMNS} FROM files WHERE state = 'done' AND done_at < ?1");
-        let candidates: Vec<FileRow> = {
-            let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([before_ms], FileRow::from_row)
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-            rows.map_err(|e| self.err(e))?
-        };
-        // Look at the file system before taking the write lock, and delete in chunks, so
-        // the daemon is never kept waiting on a long purge.
-        let (kept, doomed): (Vec<&FileRow>, Vec<&FileRow>) =
-            candidates.iter().partition(|row| keep(row));
-        let path = self.path.clone();
-        let err = |source| QueueError {
-            path: path.clone(),
-            source,
-        };
-        let mut deleted = 0;
-        for chunk in doomed.chunks(1000) {
-            let tx = self.conn.transaction().map_err(err)?;
-            {
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")
-                    .map_err(err)?;
-                for row in chunk {
-                    deleted += delete.execute([row.id]).map_err(err)?;
-                }
-            }
-            tx.commit().map_err(err)?;
-        }
-        Ok((deleted, kept.len()))
     }
 }
 

@@ -36,6 +36,30 @@ const MIGRATIONS: &[&str] = &[
                strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
         FROM files;
     "#,
+    // 2: crash-resumable multipart uploads, the source's SHA-256, claim tokens.
+    r#"
+    ALTER TABLE files ADD COLUMN sha256 TEXT;        -- of the source as uploaded
+    ALTER TABLE files ADD COLUMN upload_id TEXT;     -- open multipart upload, while one exists
+    ALTER TABLE files ADD COLUMN part_size INTEGER;  -- of that upload
+    ALTER TABLE files ADD COLUMN claim INTEGER NOT NULL DEFAULT 0; -- bumped on every claim
+    CREATE TABLE parts (
+        file_id INTEGER NOT NULL,
+        number  INTEGER NOT NULL,
+        size    INTEGER NOT NULL,
+        etag    TEXT    NOT NULL,
+        md5     TEXT    NOT NULL,                    -- hex, for the multipart ETag check
+        PRIMARY KEY (file_id, number)
+    ) WITHOUT ROWID;
+    DROP VIEW files_readable;
+    CREATE VIEW files_readable AS
+        SELECT id, state, spool, rel_path, key, size, attempts, last_error,
+               (SELECT COUNT(*) FROM parts WHERE file_id = files.id) AS parts_done,
+               CASE WHEN part_size > 0 THEN (size + part_size - 1) / part_size END AS parts_total,
+               strftime('%Y-%m-%dT%H:%M:%fZ', queued_at / 1000.0, 'unixepoch')       AS queued,
+               strftime('%Y-%m-%dT%H:%M:%fZ', next_attempt_at / 1000.0, 'unixepoch') AS next_attempt,
+               strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
+        FROM files;
+    "#,
 ];
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

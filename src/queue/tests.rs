@@ -119,14 +119,14 @@ fn transitions_done_retry_failed_and_changed() {
     register(&mut q, &[file("a", 1), file("b", 1), file("c", 1)], 10);
     q.claim(3, 10, Duration::from_secs(60)).unwrap();
 
-    q.mark_done(1, "\"etag\"", 20).unwrap();
+    q.mark_done(1, 1, "\"etag\"", "sha", 20).unwrap();
     let done = q.get(1).unwrap().unwrap();
     assert_eq!(
         (done.state, done.done_at, done.etag.as_deref()),
         (State::Done, Some(20), Some("\"etag\""))
     );
 
-    q.retry_later(2, "503 SlowDown", 500, 20).unwrap();
+    q.retry_later(2, 1, "503 SlowDown", 500, 20).unwrap();
     let later = q.get(2).unwrap().unwrap();
     assert_eq!((later.state, later.next_attempt_at), (State::Pending, 500));
     assert_eq!(later.last_error.as_deref(), Some("503 SlowDown"));
@@ -134,7 +134,7 @@ fn transitions_done_retry_failed_and_changed() {
     assert_eq!(q.next_due().unwrap(), Some(500));
     let again = q.claim(10, 500, Duration::from_secs(1)).unwrap();
     assert_eq!((again[0].id, again[0].attempts), (2, 2));
-    q.mark_failed(2, "AccessDenied", 600).unwrap();
+    q.mark_failed(2, 2, "AccessDenied", 600).unwrap();
     assert_eq!(q.get(2).unwrap().unwrap().state, State::Failed);
 
     let stamp = FileStamp {
@@ -142,7 +142,7 @@ fn transitions_done_retry_failed_and_changed() {
         mtime_ns: 2,
         inode: 7,
     };
-    q.requeue_changed(3, stamp, 700, 30).unwrap();
+    q.requeue_changed(3, 1, stamp, 700, 30).unwrap();
     let changed = q.get(3).unwrap().unwrap();
     assert_eq!(
         (changed.state, changed.attempts, changed.stamp),
@@ -155,9 +155,9 @@ fn done_file_seen_again_is_recognised_and_a_changed_one_is_new() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    assert!(q.mark_done(1, "e", 11).unwrap());
+    assert!(q.mark_done(1, 1, "e", "sha", 11).unwrap());
     assert!(
-        !q.mark_done(1, "e", 11).unwrap(),
+        !q.mark_done(1, 1, "e", "sha", 11).unwrap(),
         "a second transition changes nothing"
     );
     // Delivered but not yet cleaned up (the daemon died in between): clean it up.
@@ -197,8 +197,8 @@ fn summary_retry_and_purge() {
         10,
     );
     q.claim(3, 10, Duration::from_secs(60)).unwrap();
-    q.mark_done(1, "e", 50).unwrap();
-    q.mark_failed(2, "AccessDenied", 51).unwrap();
+    q.mark_done(1, 1, "e", "sha", 50).unwrap();
+    q.mark_failed(2, 1, "AccessDenied", 51).unwrap();
     let s = q.summary().unwrap();
     assert_eq!(
         s.counts,
@@ -245,7 +245,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.mark_done(1, "e", 11).unwrap();
+    q.mark_done(1, 1, "e", "sha", 11).unwrap();
     assert!(q.mark_source_finished(1, 12).unwrap());
     // Deleted, then a new file with a reused inode and the same size and mtime appears.
     assert_eq!(
@@ -254,7 +254,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     );
     // In a keep spool the same stamp is the kept file itself.
     q.claim(1, 13, Duration::from_secs(60)).unwrap();
-    q.mark_done(2, "e", 14).unwrap();
+    q.mark_done(2, 1, "e", "sha", 14).unwrap();
     q.mark_source_finished(2, 14).unwrap();
     let out = q
         .register(&[file("a", 1)], true, 15, |_, id| Ok(format!("k{id}")))
@@ -274,4 +274,101 @@ fn read_only_open_reads_and_refuses_writes() {
         ro.retry(None, 11).is_err(),
         "a read-only handle cannot write"
     );
+}
+
+#[test]
+fn a_stale_claim_cannot_change_a_row_taken_back_and_claimed_again() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    let first = q
+        .claim(1, 10, Duration::from_millis(100))
+        .unwrap()
+        .remove(0);
+    assert_eq!(first.claim, 1);
+    // The worker stops renewing: at 111 its lease is over.
+    assert!(q.renew_lease(1, 1, 110).unwrap());
+    assert_eq!(q.reap_expired(110).unwrap(), 0);
+    assert_eq!(q.reap_expired(111).unwrap(), 1);
+    let second = q.claim(1, 111, Duration::from_secs(60)).unwrap().remove(0);
+    assert_eq!((second.claim, second.attempts), (2, 2));
+    // The first worker wakes up: none of its outcomes apply.
+    assert!(!q.mark_done(1, 1, "e", "sha", 112).unwrap());
+    assert!(!q.renew_lease(1, 1, 999).unwrap());
+    assert!(q.mark_done(1, 2, "e", "sha", 113).unwrap());
+}
+
+#[test]
+fn multipart_progress_is_recorded_and_cleared_with_the_upload() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("big", 25 << 20)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let part = |number| StoredPart {
+        number,
+        size: 5 << 20,
+        etag: format!("\"e{number}\""),
+        md5: "00".repeat(16),
+    };
+    assert!(q.start_upload(1, 1, "upload-1", 5 << 20, "sha").unwrap());
+    assert!(q.record_part(1, 1, &part(1)).unwrap());
+    assert!(q.record_part(1, 1, &part(3)).unwrap());
+    assert!(
+        !q.record_part(1, 7, &part(2)).unwrap(),
+        "not with another claim"
+    );
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (
+            row.upload_id.as_deref(),
+            row.part_size,
+            row.sha256.as_deref()
+        ),
+        (Some("upload-1"), Some(5 << 20), Some("sha"))
+    );
+    assert_eq!(q.progress(&row).unwrap(), Some((2, 5)));
+    assert_eq!(
+        q.parts(1)
+            .unwrap()
+            .iter()
+            .map(|p| p.number)
+            .collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert_eq!(q.recorded_uploads().unwrap()[0].upload_id, "upload-1");
+    // A transient failure keeps the upload for the next attempt.
+    q.retry_later(1, 1, "503", 20, 11).unwrap();
+    let again = q.claim(1, 20, Duration::from_secs(60)).unwrap().remove(0);
+    assert_eq!(again.upload_id.as_deref(), Some("upload-1"));
+    assert_eq!(q.parts(1).unwrap().len(), 2);
+    // Done: the upload and its parts are gone from the queue.
+    assert!(q.mark_done(1, 2, "e-5", "sha", 30).unwrap());
+    let done = q.get(1).unwrap().unwrap();
+    assert_eq!((done.upload_id, q.parts(1).unwrap().len()), (None, 0));
+    assert!(q.recorded_uploads().unwrap().is_empty());
+    assert!(q.has_key("lake", "k/big-1").unwrap());
+    assert!(!q.has_key("lake", "k/other").unwrap());
+}
+
+#[test]
+fn starting_over_forgets_old_parts() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("big", 10 << 20)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.start_upload(1, 1, "u1", 5 << 20, "sha").unwrap();
+    q.record_part(
+        1,
+        1,
+        &StoredPart {
+            number: 1,
+            size: 5 << 20,
+            etag: "e".into(),
+            md5: "00".repeat(16),
+        },
+    )
+    .unwrap();
+    assert!(q.forget_upload(1, 1).unwrap());
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!((row.upload_id, q.parts(1).unwrap().len()), (None, 0));
+    q.start_upload(1, 1, "u2", 5 << 20, "sha").unwrap();
+    assert!(q.mark_failed(1, 1, "gone", 11).unwrap());
+    assert!(q.get(1).unwrap().unwrap().upload_id.is_none());
 }

@@ -45,15 +45,43 @@ pub struct Written {
 pub struct ObjectHead {
     pub size: u64,
     pub etag: Option<String>,
+    /// The `x-amz-meta-sha256` s3spool wrote with the object, if any.
+    pub sha256: Option<String>,
 }
+
+/// A part S3 holds for an open multipart upload (ListParts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// An open multipart upload (ListMultipartUploads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// The metadata key under which the source's SHA-256 is stored (`x-amz-meta-sha256`).
+pub const SHA256_METADATA: &str = "sha256";
 
 /// The S3 calls s3spool makes against one bucket.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// The bucket this store writes to.
     fn bucket(&self) -> &str;
-    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<Written, StoreError>;
-    async fn create_multipart(&self, key: &str) -> Result<String, StoreError>;
+    /// PutObject with Content-MD5 and the source's SHA-256 as metadata.
+    async fn put_object(
+        &self,
+        key: &str,
+        body: PutBody,
+        md5: Md5,
+        sha256: &str,
+    ) -> Result<Written, StoreError>;
+    /// CreateMultipartUpload with the source's SHA-256 as metadata; returns the upload id.
+    async fn create_multipart(&self, key: &str, sha256: &str) -> Result<String, StoreError>;
     async fn upload_part(
         &self,
         key: &str,
@@ -69,6 +97,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         parts: &[CompletedPart],
     ) -> Result<Written, StoreError>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
+    /// The parts S3 holds for an upload, or `None` if S3 no longer knows the upload.
+    async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<PartInfo>>, StoreError>;
+    /// Open multipart uploads whose keys start with `prefix`.
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, StoreError>;
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError>;
     async fn delete_object(&self, key: &str) -> Result<(), StoreError>;
 }

@@ -10,14 +10,19 @@ use rusoto_core::{ByteStream, HttpClient, Region, RusotoError};
 use rusoto_credential::StaticProvider;
 use rusoto_s3::{
     AbortMultipartUploadRequest, CompleteMultipartUploadRequest, CompletedMultipartUpload,
-    CreateMultipartUploadRequest, DeleteObjectRequest, HeadObjectRequest, PutObjectRequest,
-    S3Client, UploadPartRequest, S3,
+    CreateMultipartUploadRequest, DeleteObjectRequest, HeadObjectRequest,
+    ListMultipartUploadsRequest, ListPartsRequest, PutObjectRequest, S3Client, UploadPartRequest,
+    S3,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CompletedPart, Md5, ObjectHead, ObjectStore, PutBody, StoreError, Written};
+use super::{
+    CompletedPart, Md5, ObjectHead, ObjectStore, OpenUpload, PartInfo, PutBody, StoreError,
+    Written, SHA256_METADATA,
+};
 use crate::config::{Auth, Destination};
 
 /// Streamed PUT bodies are read in chunks of this size.
@@ -84,6 +89,10 @@ fn written(
             "the answer carried no ETag, so the write is not confirmed".into(),
         )),
     }
+}
+
+fn metadata(sha256: &str) -> HashMap<String, String> {
+    HashMap::from([(SHA256_METADATA.to_string(), sha256.to_string())])
 }
 
 fn content_md5(md5: &Md5) -> String {
@@ -170,7 +179,13 @@ impl ObjectStore for RusotoStore {
         &self.bucket
     }
 
-    async fn put_object(&self, key: &str, body: PutBody, md5: Md5) -> Result<Written, StoreError> {
+    async fn put_object(
+        &self,
+        key: &str,
+        body: PutBody,
+        md5: Md5,
+        sha256: &str,
+    ) -> Result<Written, StoreError> {
         let (stream, len) = match body {
             PutBody::Memory(bytes) => {
                 let len = bytes.len();
@@ -187,6 +202,7 @@ impl ObjectStore for RusotoStore {
             body: Some(stream),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
+            metadata: Some(metadata(sha256)),
             ..Default::default()
         };
         let out = self
@@ -196,10 +212,11 @@ impl ObjectStore for RusotoStore {
         written("PutObject", out.e_tag, sse.as_deref(), sse_c.as_deref())
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
+    async fn create_multipart(&self, key: &str, sha256: &str) -> Result<String, StoreError> {
         let request = CreateMultipartUploadRequest {
             bucket: self.bucket.clone(),
             key: key.to_string(),
+            metadata: Some(metadata(sha256)),
             ..Default::default()
         };
         let out = self
@@ -308,9 +325,79 @@ impl ObjectStore for RusotoStore {
             Ok(out) => Ok(Some(ObjectHead {
                 size: out.content_length.unwrap_or(0).max(0) as u64,
                 etag: out.e_tag,
+                sha256: out.metadata.and_then(|mut m| m.remove(SHA256_METADATA)),
             })),
             Err(e) if e.status == Some(404) && e.code != "NoSuchBucket" => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<PartInfo>>, StoreError> {
+        let mut parts = Vec::new();
+        let mut marker = None;
+        loop {
+            let request = ListPartsRequest {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                upload_id: upload_id.to_string(),
+                part_number_marker: marker,
+                ..Default::default()
+            };
+            let out = match self
+                .call("ListParts", self.client.list_parts(request))
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if e.code == "NoSuchUpload" => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            for part in out.parts.unwrap_or_default() {
+                if let (Some(number), Some(etag)) = (part.part_number, part.e_tag) {
+                    parts.push(PartInfo {
+                        number: number as u32,
+                        size: part.size.unwrap_or(0).max(0) as u64,
+                        etag,
+                    });
+                }
+            }
+            match (out.is_truncated, out.next_part_number_marker) {
+                (Some(true), Some(next)) => marker = Some(next),
+                _ => return Ok(Some(parts)),
+            }
+        }
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, StoreError> {
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let request = ListMultipartUploadsRequest {
+                bucket: self.bucket.clone(),
+                prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+                key_marker: key_marker.take(),
+                upload_id_marker: id_marker.take(),
+                ..Default::default()
+            };
+            let out = self
+                .call(
+                    "ListMultipartUploads",
+                    self.client.list_multipart_uploads(request),
+                )
+                .await?;
+            for upload in out.uploads.unwrap_or_default() {
+                if let (Some(key), Some(upload_id)) = (upload.key, upload.upload_id) {
+                    uploads.push(OpenUpload { key, upload_id });
+                }
+            }
+            if out.is_truncated != Some(true) || out.next_key_marker.is_none() {
+                return Ok(uploads);
+            }
+            key_marker = out.next_key_marker;
+            id_marker = out.next_upload_id_marker;
         }
     }
 

@@ -1,8 +1,11 @@
-//! Delivering one claimed file: check it is the file that was queued, upload it, check it
-//! did not change meanwhile, record the outcome, then apply `after_upload`.
+//! Delivering one claimed file: check it is the file that was queued, upload it (or find
+//! it already delivered), check it did not change meanwhile, record the outcome, then
+//! apply `after_upload`.
 //!
-//! Order matters for crash safety: the row becomes `done` (committed) before the source is
-//! touched, and the source is only touched if it is still the very file uploaded.
+//! Order matters for crash safety: object confirmed → row `done` (committed) → source
+//! deleted/moved. A crash between the first two is repaired by the next attempt finding
+//! the object in place (HEAD, matching SHA-256) instead of sending it again; a crash between
+//! the last two by the watcher matching the file to its `done` row and cleaning it up.
 
 use std::fs::File;
 use std::io;
@@ -11,19 +14,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{backoff, now_ms, transfer, Uploader};
+use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
+use super::{backoff, now_ms, Uploader, LEASE};
 use crate::finish::{finish_source, Finished};
-use crate::queue::{FileRow, FileStamp};
+use crate::queue::{FileRow, FileStamp, Queue};
 use crate::s3::{ErrorClass, StoreError};
 
-/// Tries to write one outcome to the queue before leaving the row to start-up recovery.
+/// Tries to write one outcome to the queue before leaving the row to lease expiry.
 const RECORD_TRIES: u32 = 6;
 
 /// How one delivery attempt ended.
 enum Outcome {
     /// S3 holds the object, and the file did not change while it was read.
-    Delivered { etag: String },
-    /// The file is not as queued (still being written, or replaced).
+    Delivered(Uploaded),
+    /// The file is not as queued (still being written, or rewritten).
     Changed { stamp: FileStamp },
     /// Retrying might help.
     Transient(String),
@@ -34,18 +38,26 @@ enum Outcome {
 impl Uploader {
     pub(super) async fn deliver(&self, row: FileRow) {
         let started = std::time::Instant::now();
-        let outcome = self.attempt(&row).await;
-        let id = row.id;
+        let outcome = self.with_lease(&row, self.attempt(&row)).await;
+        let (id, claim) = (row.id, row.claim);
         match outcome {
-            Outcome::Delivered { etag } => {
+            Outcome::Delivered(uploaded) => {
                 // Claimed before the row turns done, so the watcher never cleans it up too.
                 self.finishing.claim(id);
+                let (etag, sha256) = (uploaded.etag.clone(), uploaded.sha256.clone());
                 let done = self
-                    .record(id, move |q, now| q.mark_done(id, &etag, now))
+                    .record(id, move |q, now| {
+                        q.mark_done(id, claim, &etag, &sha256, now)
+                    })
                     .await;
                 if done {
+                    let how = if uploaded.sent {
+                        "uploaded"
+                    } else {
+                        "found already uploaded"
+                    };
                     tracing::info!(spool = %row.spool, id, key = row.key.as_deref().unwrap_or(""),
-                        bytes = row.stamp.size, ms = started.elapsed().as_millis() as u64, "uploaded");
+                        bytes = row.stamp.size, ms = started.elapsed().as_millis() as u64, how, "delivered");
                     self.finish(&row).await;
                 }
                 self.finishing.release(id);
@@ -55,11 +67,11 @@ impl Uploader {
                     .config
                     .spools
                     .get(&row.spool)
-                    .map(|s| s.settle)
-                    .unwrap_or(Duration::from_secs(5));
+                    .map_or(Duration::from_secs(5), |s| s.settle);
+                let next = settle.as_millis() as i64;
                 tracing::info!(spool = %row.spool, id, path = %row.rel_path, "source changed; uploading it again once it settles");
                 self.record(id, move |q, now| {
-                    q.requeue_changed(id, stamp, now + settle.as_millis() as i64, now)
+                    q.requeue_changed(id, claim, stamp, now + next, now)
                 })
                 .await;
             }
@@ -68,12 +80,34 @@ impl Uploader {
         }
     }
 
+    /// Runs `work` while renewing the row's lease, so a long upload is never taken back.
+    async fn with_lease<T>(&self, row: &FileRow, work: impl std::future::Future<Output = T>) -> T {
+        let (id, claim) = (row.id, row.claim);
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE / 4).await;
+                let until = now_ms() + LEASE.as_millis() as i64;
+                if let Err(e) = self
+                    .queue
+                    .call(move |q| q.renew_lease(id, claim, until))
+                    .await
+                {
+                    tracing::warn!(id, error = %e, "cannot renew a lease");
+                }
+            }
+        };
+        tokio::select! {
+            result = work => result,
+            never = renew => never,
+        }
+    }
+
     /// Writes a delivery outcome to the queue. The write is idempotent (guarded by the row's
-    /// state), so a failed write is retried for a while rather than leaving the row
-    /// `active` until the next start. Returns whether the transition applied.
+    /// state and claim), so a failed write is retried for a while rather than leaving the
+    /// row `active` until its lease runs out. Returns whether the transition applied.
     async fn record<F>(&self, id: i64, transition: F) -> bool
     where
-        F: Fn(&mut crate::queue::Queue, i64) -> crate::queue::Result<bool> + Send + Sync + 'static,
+        F: Fn(&mut Queue, i64) -> crate::queue::Result<bool> + Send + Sync + 'static,
     {
         let transition = Arc::new(transition);
         let mut wait = Duration::from_millis(200);
@@ -84,7 +118,7 @@ impl Uploader {
                     if !applied {
                         tracing::warn!(
                             id,
-                            "queue row is no longer active (purged?); outcome not recorded"
+                            "queue row is no longer held by this worker; outcome not recorded"
                         );
                     }
                     return applied;
@@ -95,7 +129,7 @@ impl Uploader {
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => {
-                    tracing::error!(id, error = %e, "cannot record a delivery outcome; the row stays active until the next start");
+                    tracing::error!(id, error = %e, "cannot record a delivery outcome; the row returns to pending when its lease runs out");
                 }
             }
         }
@@ -103,14 +137,12 @@ impl Uploader {
     }
 
     async fn after_error(&self, row: &FileRow, error: String, class: ErrorClass) {
-        let id = row.id;
-        let settings = self
-            .targets
-            .get(&row.destination)
-            .map(|t| t.settings.clone());
-        let max_attempts = settings.as_ref().map(|s| s.max_attempts).unwrap_or(1);
-        match settings {
-            Some(s) if class == ErrorClass::Transient && row.attempts < max_attempts => {
+        let (id, claim) = (row.id, row.claim);
+        let target = self.targets.get(&row.destination);
+        let max_attempts = target.map_or(1, |t| t.settings.max_attempts);
+        match target {
+            Some(t) if class == ErrorClass::Transient && row.attempts < max_attempts => {
+                let s = &t.settings;
                 let wait = backoff::delay(
                     row.attempts,
                     s.backoff_initial,
@@ -121,7 +153,7 @@ impl Uploader {
                     retry_in_ms = wait.as_millis() as u64, error = %error, "upload failed; will retry");
                 let delay = wait.as_millis() as i64;
                 self.record(id, move |q, now| {
-                    q.retry_later(id, &error, now + delay, now)
+                    q.retry_later(id, claim, &error, now + delay, now)
                 })
                 .await;
             }
@@ -131,16 +163,39 @@ impl Uploader {
                 } else {
                     format!("{error} (gave up after {} attempts)", row.attempts)
                 };
+                // The upload is no longer needed: it must not keep costing storage.
+                self.abort_recorded_upload(row).await;
                 tracing::error!(spool = %row.spool, id, path = %row.rel_path, error = %reason,
                     "file failed; fix the cause, then `s3spool retry {id}`");
-                self.record(id, move |q, now| q.mark_failed(id, &reason, now))
+                self.record(id, move |q, now| q.mark_failed(id, claim, &reason, now))
                     .await;
             }
         }
     }
 
+    /// Aborts the multipart upload recorded for the row, if any (reading the queue, since
+    /// this attempt may have started one).
+    async fn abort_recorded_upload(&self, row: &FileRow) {
+        let id = row.id;
+        let Ok(Some(current)) = self.queue.call(move |q| q.get(id)).await else {
+            return;
+        };
+        let (Some(upload_id), Some(key), Some(target)) = (
+            current.upload_id,
+            current.key,
+            self.targets.get(&row.destination),
+        ) else {
+            return;
+        };
+        match target.store.abort_multipart(&key, &upload_id).await {
+            Ok(()) => tracing::info!(id, key, "aborted the multipart upload of a failed file"),
+            Err(e) if e.code == "NoSuchUpload" => {}
+            Err(e) => tracing::warn!(id, key, error = %e, "cannot abort a multipart upload"),
+        }
+    }
+
     async fn attempt(&self, row: &FileRow) -> Outcome {
-        let Some(key) = row.key.clone() else {
+        let Some(key) = row.key.as_deref() else {
             return Outcome::Permanent("the row has no object key".into());
         };
         if !self.config.spools.contains_key(&row.spool) {
@@ -160,23 +215,36 @@ impl Uploader {
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
         if before != row.stamp {
+            // Rewritten since it was queued: an upload of the old version is of no use.
+            self.abort_recorded_upload(row).await;
             return Outcome::Changed { stamp: before };
         }
         let file = Arc::new(file);
-        let uploaded = transfer::upload(target, Arc::clone(&file), &key, before).await;
+        let job = Job {
+            target,
+            queue: &self.queue,
+            row,
+            key,
+            file: Arc::clone(&file),
+            stamp: before,
+        };
+        let uploaded = transfer::upload(&job).await;
         // Did the file we uploaded change meanwhile? Asked of the open descriptor: a new
         // file renamed over the path is another file (queued on its own, with its own row),
         // and the one uploaded was complete.
         let after =
             tokio::task::spawn_blocking(move || file.metadata().map(|m| FileStamp::of(&m))).await;
-        let changed = match after {
-            Ok(Ok(stamp)) if stamp != before => Some(stamp),
-            _ => None,
-        };
-        match (uploaded, changed) {
-            (_, Some(stamp)) => Outcome::Changed { stamp },
-            (Ok(etag), None) => Outcome::Delivered { etag },
-            (Err(e), None) => from_store_error(e),
+        match (uploaded, after) {
+            (_, Ok(Ok(stamp))) if stamp != before => {
+                self.abort_recorded_upload(row).await;
+                Outcome::Changed { stamp }
+            }
+            (Ok(uploaded), _) => Outcome::Delivered(uploaded),
+            (Err(e), _) if e.code == SOURCE_CHANGED => {
+                // Seen changed before Complete, then changed back? Treat as changed.
+                Outcome::Changed { stamp: before }
+            }
+            (Err(e), _) => from_store_error(e),
         }
     }
 
@@ -203,9 +271,8 @@ impl Uploader {
                 self.record(id, move |q, now| q.mark_source_finished(id, now))
                     .await;
             }
-            Ok(Err(e)) => {
-                tracing::warn!(id = row.id, path = %row.path.display(), error = %e, "cannot delete or archive the delivered file; will retry at the next rescan")
-            }
+            Ok(Err(e)) => tracing::warn!(id = row.id, path = %row.path.display(), error = %e,
+                "cannot delete or archive the delivered file; will retry at the next rescan"),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
     }
@@ -243,7 +310,6 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
 }
 
 fn from_store_error(e: StoreError) -> Outcome {
-    // SourceChanged always comes with a changed stamp, handled before this is reached.
     match e.class {
         ErrorClass::Transient => Outcome::Transient(e.to_string()),
         ErrorClass::Permanent => Outcome::Permanent(e.to_string()),

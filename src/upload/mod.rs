@@ -6,8 +6,11 @@
 //! dispatcher stops claiming, and in-flight files get `drain_timeout` to finish; a file cut
 //! off then stays `active` and returns to `pending` at the next start.
 
-mod backoff;
+pub mod backoff;
 mod deliver;
+pub mod limit;
+mod multipart;
+mod sweep;
 pub mod transfer;
 
 use std::collections::HashMap;
@@ -20,10 +23,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::finish::Finishing;
 use crate::queue::SharedQueue;
+pub use sweep::sweep_orphan_uploads;
 pub use transfer::Target;
 
-/// How long a claim lasts before another daemon could take the row over.
-const LEASE: Duration = Duration::from_secs(600);
+/// How long a claim lasts unless renewed; a worker renews it every quarter of that.
+const LEASE: Duration = Duration::from_secs(120);
+/// How often the dispatcher returns rows with expired leases to `pending`.
+const REAP_EVERY: Duration = Duration::from_secs(30);
 /// How often an idle dispatcher looks for rows made due by the CLI (`s3spool retry`).
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
@@ -51,7 +57,19 @@ impl Uploader {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.file_slots()));
         let mut tasks = JoinSet::new();
+        let mut last_reap = std::time::Instant::now();
         loop {
+            if last_reap.elapsed() >= REAP_EVERY {
+                last_reap = std::time::Instant::now();
+                match self.queue.call(|q| q.reap_expired(now_ms())).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        files = n,
+                        "leases ran out (a worker stopped); the files are queued again"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot check leases"),
+                }
+            }
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a delivery task panicked; its file returns to pending at restart");

@@ -1,208 +1,163 @@
-//! Moving one file's bytes: a single PUT, or a multipart upload with parts in parallel.
+//! Moving one file's bytes: a single PUT, or (see [`super::multipart`]) a resumable
+//! multipart upload with parts in parallel.
 //!
 //! Memory stays bounded by the destination's `concurrency × part_size`: a request holds a
-//! permit of the destination's semaphore from before its bytes are read until S3 answered,
-//! and no request body is larger than one part. Files between `part_size` and
+//! permit of the destination's limit from before its bytes are read until S3 answered, and
+//! no request body is larger than one part. Files between `part_size` and
 //! `multipart_threshold` are hashed in one pass and streamed from disk in a second. Every
-//! body is sent with its Content-MD5, so S3 refuses bytes that changed between hashing and
-//! sending.
+//! body carries its Content-MD5, so S3 refuses bytes that changed between hashing and
+//! sending; every object carries the source's SHA-256 as `x-amz-meta-sha256`.
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5 as Hasher};
+use sha2::Sha256;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Semaphore;
 
-use super::backoff;
+use super::limit::AdaptiveLimit;
 use crate::config::UploadSettings;
-use crate::queue::FileStamp;
-use crate::s3::{
-    bare_etag, multipart_etag, CompletedPart, ErrorClass, Md5, ObjectStore, PutBody, StoreError,
-    Written,
-};
+use crate::queue::{FileRow, FileStamp, SharedQueue};
+use crate::s3::{bare_etag, ErrorClass, Md5, ObjectStore, PutBody, StoreError, Written};
 
-/// S3 allows at most this many parts.
-const MAX_PARTS: u64 = 10_000;
-/// Tries per part before the whole file attempt fails.
-const PART_TRIES: u32 = 3;
-/// Read size while hashing a streamed file.
+/// Read size while hashing a file.
 const HASH_CHUNK: usize = 1 << 20;
 
 /// A destination's store and the limits shared by every upload to it.
 pub struct Target {
+    pub name: String,
     pub store: Arc<dyn ObjectStore>,
     pub settings: UploadSettings,
-    /// One permit per request in flight.
-    pub requests: Arc<Semaphore>,
+    pub limit: Arc<AdaptiveLimit>,
 }
 
-/// Uploads the file opened as `file` (stamped `stamp` when opened) under `key` and returns
-/// the ETag S3 confirmed.
-pub async fn upload(
-    target: &Target,
-    file: Arc<File>,
-    key: &str,
-    stamp: FileStamp,
-) -> Result<String, StoreError> {
-    let size = stamp.size;
-    if size <= target.settings.part_size {
-        let permit = acquire(&target.requests).await;
-        let (bytes, md5) = read_range(Arc::clone(&file), 0, size).await?;
-        let body = PutBody::Memory(bytes);
-        let written = target.store.put_object(key, body, md5).await?;
+/// One file being uploaded: its row (as claimed), the open file and its stamp.
+pub struct Job<'a> {
+    pub target: &'a Target,
+    pub queue: &'a SharedQueue,
+    pub row: &'a FileRow,
+    pub key: &'a str,
+    pub file: Arc<File>,
+    pub stamp: FileStamp,
+}
+
+/// A confirmed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub etag: String,
+    pub sha256: String,
+    /// False when the object was found already in place (a crash came after S3 confirmed
+    /// it and before the queue recorded it): nothing was sent.
+    pub sent: bool,
+}
+
+/// The code of the error returned when the source changed under a multipart upload (which
+/// is then aborted, so no mixed object ever becomes visible).
+pub const SOURCE_CHANGED: &str = "SourceChanged";
+
+impl Job<'_> {
+    /// Whether an earlier attempt may already have put the object in place.
+    pub fn maybe_sent_before(&self) -> bool {
+        self.row.attempts > 1 || self.row.upload_id.is_some()
+    }
+
+    /// Runs one request under the destination's adaptive limit.
+    pub async fn request<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let permit = self.target.limit.acquire().await;
+        let result = call.await;
         drop(permit);
-        check_etag("PutObject", &written, &hex::encode(md5))
-    } else if size < target.settings.multipart_threshold {
-        let md5 = hash_file(Arc::clone(&file), size).await?;
-        let permit = acquire(&target.requests).await;
-        let clone = file.try_clone().map_err(|e| local("PutObject", e))?;
+        self.observe(&result);
+        result
+    }
+
+    /// Feeds an outcome to the adaptive limit, saying so when the limit moves.
+    pub fn observe<T>(&self, result: &Result<T, StoreError>) {
+        if let Some(now) = self.target.limit.observe(result) {
+            tracing::info!(destination = %self.target.name, concurrency = now, "request concurrency adjusted");
+        }
+    }
+
+    /// If the object is already in place with this very content, its ETag. Takes no
+    /// request permit of its own: a caller that holds none wraps it in [`Job::request`]
+    /// (taking a second permit while holding one could deadlock).
+    pub async fn already_there(&self, sha256: &str) -> Result<Option<String>, StoreError> {
+        let head = self.target.store.head_object(self.key).await?;
+        Ok(head
+            .filter(|h| h.size == self.stamp.size && h.sha256.as_deref() == Some(sha256))
+            .map(|h| h.etag.unwrap_or_default()))
+    }
+}
+
+/// Uploads the job's file under its key and returns what S3 confirmed.
+pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
+    let size = job.stamp.size;
+    let settings = &job.target.settings;
+    if size <= settings.part_size {
+        // Read and send under one permit: the bytes in memory count against the limit.
+        let permit = job.target.limit.acquire().await;
+        let (bytes, md5) = read_range(Arc::clone(&job.file), 0, size).await?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if job.maybe_sent_before() {
+            if let Some(etag) = job.already_there(&sha256).await? {
+                return Ok(Uploaded {
+                    etag,
+                    sha256,
+                    sent: false,
+                });
+            }
+        }
+        let result = job
+            .target
+            .store
+            .put_object(job.key, PutBody::Memory(bytes), md5, &sha256)
+            .await;
+        drop(permit);
+        job.observe(&result);
+        let etag = check_etag("PutObject", &result?, &hex::encode(md5))?;
+        Ok(Uploaded {
+            etag,
+            sha256,
+            sent: true,
+        })
+    } else if size < settings.multipart_threshold {
+        let (md5, sha256) = hash_file(Arc::clone(&job.file), size).await?;
+        if job.maybe_sent_before() {
+            if let Some(etag) = job.request(job.already_there(&sha256)).await? {
+                return Ok(Uploaded {
+                    etag,
+                    sha256,
+                    sent: false,
+                });
+            }
+        }
+        let clone = job.file.try_clone().map_err(|e| local("PutObject", e))?;
         let body = PutBody::File {
             file: clone,
             len: size,
         };
-        let written = target.store.put_object(key, body, md5).await?;
-        drop(permit);
-        check_etag("PutObject", &written, &hex::encode(md5))
-    } else {
-        multipart(target, file, key, stamp).await
-    }
-}
-
-/// Part size for a file: the configured one, raised if the file would need too many parts.
-pub fn part_size_for(size: u64, configured: u64) -> u64 {
-    configured.max(size.div_ceil(MAX_PARTS))
-}
-
-async fn multipart(
-    target: &Target,
-    file: Arc<File>,
-    key: &str,
-    stamp: FileStamp,
-) -> Result<String, StoreError> {
-    let size = stamp.size;
-    let part_size = part_size_for(size, target.settings.part_size);
-    let count = size.div_ceil(part_size) as u32;
-    let upload_id = {
-        let _permit = acquire(&target.requests).await;
-        target.store.create_multipart(key).await?
-    };
-    let parts = futures::stream::iter(1..=count)
-        .map(|number| {
-            let offset = u64::from(number - 1) * part_size;
-            let len = part_size.min(size - offset);
-            upload_part(
-                target,
-                Arc::clone(&file),
-                key,
-                &upload_id,
-                number,
-                offset,
-                len,
-            )
+        let written = job
+            .request(job.target.store.put_object(job.key, body, md5, &sha256))
+            .await?;
+        let etag = check_etag("PutObject", &written, &hex::encode(md5))?;
+        Ok(Uploaded {
+            etag,
+            sha256,
+            sent: true,
         })
-        .buffer_unordered(target.settings.concurrency)
-        .try_collect::<Vec<(CompletedPart, Md5)>>()
-        .await;
-    let mut parts = match parts {
-        Ok(parts) => parts,
-        Err(e) => {
-            abort(target, key, &upload_id).await;
-            return Err(e);
-        }
-    };
-    // Parts read from a file that changed meanwhile would make a mixed object: check
-    // before completing, and abort instead.
-    let now = file.metadata().map(|m| FileStamp::of(&m));
-    if now.as_ref().ok() != Some(&stamp) {
-        abort(target, key, &upload_id).await;
-        return Err(StoreError::transport(
-            "CompleteMultipartUpload",
-            SOURCE_CHANGED,
-            "the source changed during the upload; the upload was aborted".into(),
-        ));
+    } else {
+        super::multipart::upload(job).await
     }
-    parts.sort_by_key(|(p, _)| p.number);
-    let (completed, md5s): (Vec<CompletedPart>, Vec<Md5>) = parts.into_iter().unzip();
-    let result = {
-        let _permit = acquire(&target.requests).await;
-        target
-            .store
-            .complete_multipart(key, &upload_id, &completed)
-            .await
-    };
-    match result {
-        Ok(written) => check_etag("CompleteMultipartUpload", &written, &multipart_etag(&md5s)),
-        Err(e) => {
-            abort(target, key, &upload_id).await;
-            Err(e)
-        }
-    }
-}
-
-/// The code of the error [`upload`] returns when the source changed under a multipart
-/// upload (which is then aborted, so no mixed object ever becomes visible).
-pub const SOURCE_CHANGED: &str = "SourceChanged";
-
-async fn upload_part(
-    target: &Target,
-    file: Arc<File>,
-    key: &str,
-    upload_id: &str,
-    number: u32,
-    offset: u64,
-    len: u64,
-) -> Result<(CompletedPart, Md5), StoreError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let permit = acquire(&target.requests).await;
-        let (bytes, md5) = read_range(Arc::clone(&file), offset, len).await?;
-        let result = target
-            .store
-            .upload_part(key, upload_id, number, bytes, md5)
-            .await;
-        drop(permit);
-        match result {
-            Ok(written) => {
-                let etag = check_etag("UploadPart", &written, &hex::encode(md5))?;
-                return Ok((CompletedPart { number, etag }, md5));
-            }
-            Err(e) if e.class == ErrorClass::Transient && tries < PART_TRIES => {
-                let s = &target.settings;
-                let wait = backoff::delay(
-                    tries,
-                    s.backoff_initial,
-                    s.backoff_max,
-                    &mut rand::thread_rng(),
-                );
-                tracing::debug!(part = number, error = %e, wait_ms = wait.as_millis() as u64, "part failed; retrying it");
-                tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Best effort: an upload we give up on should not keep costing storage.
-async fn abort(target: &Target, key: &str, upload_id: &str) {
-    if let Err(e) = target.store.abort_multipart(key, upload_id).await {
-        tracing::warn!(key, upload_id, error = %e, "cannot abort a multipart upload");
-    }
-}
-
-async fn acquire(requests: &Arc<Semaphore>) -> tokio::sync::OwnedSemaphorePermit {
-    // The semaphore is never closed: acquiring cannot fail.
-    Arc::clone(requests)
-        .acquire_owned()
-        .await
-        .unwrap_or_else(|_| unreachable!("request semaphore is never closed"))
 }
 
 /// Reads `len` bytes at `offset` on a blocking thread and hashes them.
-async fn read_range(file: Arc<File>, offset: u64, len: u64) -> Result<(Bytes, Md5), StoreError> {
+pub async fn read_range(
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+) -> Result<(Bytes, Md5), StoreError> {
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset)?;
@@ -214,26 +169,29 @@ async fn read_range(file: Arc<File>, offset: u64, len: u64) -> Result<(Bytes, Md
     .map_err(|e| local("ReadSource", e))
 }
 
-/// Hashes the first `len` bytes of a file on a blocking thread, one chunk at a time.
-async fn hash_file(file: Arc<File>, len: u64) -> Result<Md5, StoreError> {
+/// MD5 and hex SHA-256 of the first `len` bytes of a file, one chunk at a time, on a
+/// blocking thread.
+pub async fn hash_file(file: Arc<File>, len: u64) -> Result<(Md5, String), StoreError> {
     tokio::task::spawn_blocking(move || {
-        let mut hasher = Hasher::new();
+        let mut md5 = Hasher::new();
+        let mut sha256 = Sha256::new();
         let mut buf = vec![0u8; HASH_CHUNK];
         let mut offset = 0;
         while offset < len {
             let n = (len - offset).min(HASH_CHUNK as u64) as usize;
             file.read_exact_at(&mut buf[..n], offset)?;
-            hasher.update(&buf[..n]);
+            md5.update(&buf[..n]);
+            sha256.update(&buf[..n]);
             offset += n as u64;
         }
-        Ok::<_, std::io::Error>(hasher.finalize().into())
+        Ok::<_, std::io::Error>((md5.finalize().into(), hex::encode(sha256.finalize())))
     })
     .await
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     .map_err(|e| local("ReadSource", e))
 }
 
-fn local(operation: &'static str, e: std::io::Error) -> StoreError {
+pub fn local(operation: &'static str, e: std::io::Error) -> StoreError {
     // A short read means the file shrank under us: transient, the next try sees the change.
     let class = if e.kind() == std::io::ErrorKind::UnexpectedEof {
         ErrorClass::Transient
@@ -252,7 +210,7 @@ fn local(operation: &'static str, e: std::io::Error) -> StoreError {
 /// S3 computed the ETag from the bytes it stored; it must be what we computed from ours.
 /// Not compared where S3 says the ETag is no MD5 (SSE-KMS, SSE-C) or where a store uses
 /// another form altogether; Content-MD5 still guarded those bytes. Returns the ETag.
-fn check_etag(
+pub fn check_etag(
     operation: &'static str,
     written: &Written,
     want: &str,
@@ -272,15 +230,6 @@ fn check_etag(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn part_size_grows_for_huge_files() {
-        let mib = 1 << 20;
-        assert_eq!(part_size_for(100 * mib, 16 * mib), 16 * mib);
-        let huge = 16 * mib * 20_000;
-        assert_eq!(part_size_for(huge, 16 * mib), 32 * mib);
-        assert!(huge.div_ceil(part_size_for(huge, 16 * mib)) <= MAX_PARTS);
-    }
 
     #[test]
     fn etag_check() {

@@ -419,6 +419,7 @@ impl Daemon {
 
     /// Starts the daemon with `cwd` as its working directory (`config` may be relative to it).
     pub fn start_in(cwd: &Path, config: &Path, log: &Path) -> Daemon {
+        LAST_LOG.with(|l| *l.borrow_mut() = Some(log.to_path_buf()));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -498,14 +499,30 @@ impl Drop for Daemon {
     }
 }
 
-/// Polls `check` until it is true; panics after `timeout` naming `what`.
+thread_local! {
+    /// The log of the daemon this test thread started last, shown when a wait times out.
+    static LAST_LOG: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Polls `check` until it is true; panics after `timeout` naming `what`, with the tail of
+/// the daemon's log.
 pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            let tail = LAST_LOG.with(|l| l.borrow().clone()).map(|log| {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.starts_with(' ') && !l.is_empty())
+                    .collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            });
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n--- daemon log (tail) ---\n{}",
+                tail.unwrap_or_default()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

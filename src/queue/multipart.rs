@@ -1,0 +1,161 @@
+//! Multipart state: the open upload of a row and the parts S3 confirmed, each committed
+//! before the next step relies on it, so an upload resumes after a crash.
+
+use rusqlite::params;
+
+use super::*;
+
+/// A part S3 confirmed, as recorded in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredPart {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    /// Hex MD5 of the part's bytes.
+    pub md5: String,
+}
+
+/// An open multipart upload recorded in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedUpload {
+    pub id: i64,
+    pub destination: String,
+    pub key: String,
+    pub upload_id: String,
+}
+
+impl Queue {
+    /// Records a new multipart upload for the row (and the source's SHA-256, which the
+    /// upload carries as metadata); forgets any parts of an earlier one.
+    pub fn start_upload(
+        &mut self,
+        id: i64,
+        claim: i64,
+        upload_id: &str,
+        part_size: u64,
+        sha256: &str,
+    ) -> Result<bool> {
+        self.in_transaction(|tx| {
+            let changed = tx.execute(
+                "UPDATE files SET upload_id = ?3, part_size = ?4, sha256 = ?5
+                 WHERE id = ?1 AND state = 'active' AND claim = ?2",
+                params![id, claim, upload_id, part_size as i64, sha256],
+            )?;
+            if changed == 1 {
+                tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+            }
+            Ok(changed == 1)
+        })
+    }
+
+    /// Records a part S3 confirmed.
+    pub fn record_part(&mut self, id: i64, claim: i64, part: &StoredPart) -> Result<bool> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO parts (file_id, number, size, etag, md5)
+                 SELECT ?1, ?3, ?4, ?5, ?6
+                 WHERE EXISTS (SELECT 1 FROM files WHERE id = ?1 AND state = 'active' AND claim = ?2)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![id, claim, part.number, part.size as i64, part.etag, part.md5])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+
+    /// The parts recorded for a row, by number.
+    pub fn parts(&self, id: i64) -> Result<Vec<StoredPart>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT number, size, etag, md5 FROM parts WHERE file_id = ?1 ORDER BY number",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(StoredPart {
+                    number: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    etag: r.get(2)?,
+                    md5: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Forgets the row's upload (after it was aborted, or S3 no longer knows it).
+    pub fn forget_upload(&mut self, id: i64, claim: i64) -> Result<bool> {
+        self.in_transaction(|tx| {
+            let changed = tx.execute(
+                "UPDATE files SET upload_id = NULL, part_size = NULL
+                 WHERE id = ?1 AND state = 'active' AND claim = ?2",
+                params![id, claim],
+            )?;
+            if changed == 1 {
+                tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+            }
+            Ok(changed == 1)
+        })
+    }
+
+    /// Every open upload the queue knows of, for the start-up sweep.
+    pub fn recorded_uploads(&self) -> Result<Vec<RecordedUpload>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, destination, key, upload_id FROM files WHERE upload_id IS NOT NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RecordedUpload {
+                    id: r.get(0)?,
+                    destination: r.get(1)?,
+                    key: r.get(2)?,
+                    upload_id: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Whether some row of `destination` has this object key (so an upload under it is ours).
+    pub fn has_key(&self, destination: &str, key: &str) -> Result<bool> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM files WHERE destination = ?1 AND key = ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![destination, key], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Clears the record of an upload found aborted or gone at start-up.
+    pub fn drop_upload_record(&mut self, id: i64) -> Result<()> {
+        self.in_transaction(|tx| {
+            tx.execute(
+                "UPDATE files SET upload_id = NULL, part_size = NULL WHERE id = ?1",
+                [id],
+            )?;
+            tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// (parts done, parts in all) of the row's open upload, if it has one.
+    pub fn progress(&self, row: &FileRow) -> Result<Option<(u64, u64)>> {
+        let Some(part_size) = row.part_size.filter(|p| *p > 0) else {
+            return Ok(None);
+        };
+        let done: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM parts WHERE file_id = ?1",
+                [row.id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(Some((done as u64, row.stamp.size.div_ceil(part_size))))
+    }
+}

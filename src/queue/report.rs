@@ -1,0 +1,175 @@
+//! What operators read and change: rows, summaries, retry, purge.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::*;
+
+impl Queue {
+    /// One row by id.
+    pub fn get(&self, id: i64) -> Result<Option<FileRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM files WHERE id = ?1"),
+                [id],
+                FileRow::from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Rows matching `filter`, oldest first.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR spool = ?2)
+             ORDER BY id LIMIT ?3"
+        );
+        let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![filter.state.map(State::as_str), filter.spool, limit],
+                FileRow::from_row,
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Counts per state, the oldest waiting row and the bytes waiting.
+    pub fn summary(&self) -> Result<Summary> {
+        let mut summary = Summary::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*), SUM(size), MIN(queued_at) FROM files GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        for (state, count, bytes, oldest) in rows {
+            let count = count as u64;
+            match State::parse(&state) {
+                Some(State::Pending) => summary.counts.pending = count,
+                Some(State::Active) => summary.counts.active = count,
+                Some(State::Done) => summary.counts.done = count,
+                Some(State::Failed) => summary.counts.failed = count,
+                None => continue,
+            }
+            if matches!(state.as_str(), "pending" | "active") {
+                summary.bytes_waiting += bytes.unwrap_or(0) as u64;
+                summary.oldest_waiting_queued_at = match (summary.oldest_waiting_queued_at, oldest)
+                {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        Ok(summary)
+    }
+
+    /// The most recently updated rows that carry an error.
+    pub fn latest_errors(&self, limit: u64) -> Result<Vec<FileRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files WHERE last_error IS NOT NULL AND state != 'done'
+             ORDER BY updated_at DESC, id DESC LIMIT ?1"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit as i64], FileRow::from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Makes `failed` or `pending` rows due now with a fresh attempt count. Returns the ids
+    /// that were reset; `active` and `done` rows are left alone.
+    pub fn retry(&mut self, ids: Option<&[i64]>, now_ms: i64) -> Result<Vec<i64>> {
+        let sql = "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2
+                   WHERE state IN ('failed', 'pending') AND key IS NOT NULL AND (?1 IS NULL OR id = ?1)
+                   RETURNING id";
+        let path = self.path.clone();
+        let err = |source| QueueError {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut reset = Vec::new();
+        {
+            let mut stmt = tx.prepare(sql).map_err(err)?;
+            let targets: Vec<Option<i64>> = match ids {
+                Some(ids) => ids.iter().copied().map(Some).collect(),
+                None => vec![None],
+            };
+            for target in targets {
+                let rows = stmt
+                    .query_map(params![target, now_ms], |r| r.get::<_, i64>(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(err)?;
+                reset.extend(rows);
+            }
+        }
+        tx.commit().map_err(err)?;
+        reset.sort_unstable();
+        Ok(reset)
+    }
+
+    /// Like [`Queue::retry`] for every failed row.
+    pub fn retry_failed(&mut self, now_ms: i64) -> Result<Vec<i64>> {
+        let ids: Vec<i64> = self
+            .list(&ListFilter {
+                state: Some(State::Failed),
+                ..ListFilter::default()
+            })?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        self.retry(Some(&ids), now_ms)
+    }
+
+    /// Deletes `done` rows finished before `before_ms`, except those for which `keep` says
+    /// yes (a row is the only record that a kept source file was delivered). Returns
+    /// (deleted, kept).
+    pub fn purge_done(
+        &mut self,
+        before_ms: i64,
+        keep: impl Fn(&FileRow) -> bool,
+    ) -> Result<(usize, usize)> {
+        let sql = format!("SELECT {COLUMNS} FROM files WHERE state = 'done' AND done_at < ?1");
+        let candidates: Vec<FileRow> = {
+            let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([before_ms], FileRow::from_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+            rows.map_err(|e| self.err(e))?
+        };
+        // Look at the file system before taking the write lock, and delete in chunks, so
+        // the daemon is never kept waiting on a long purge.
+        let (kept, doomed): (Vec<&FileRow>, Vec<&FileRow>) =
+            candidates.iter().partition(|row| keep(row));
+        let path = self.path.clone();
+        let err = |source| QueueError {
+            path: path.clone(),
+            source,
+        };
+        let mut deleted = 0;
+        for chunk in doomed.chunks(1000) {
+            let tx = self.conn.transaction().map_err(err)?;
+            {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")
+                    .map_err(err)?;
+                for row in chunk {
+                    deleted += delete.execute([row.id]).map_err(err)?;
+                }
+            }
+            tx.commit().map_err(err)?;
+        }
+        Ok((deleted, kept.len()))
+    }
+}

@@ -1,0 +1,194 @@
+//! Claims, leases and the outcome transitions of a delivery attempt.
+//!
+//! Every claim bumps the row's `claim` token, and every outcome names the token it was
+//! claimed with: a worker whose lease was taken back (it hung) can no longer change a row
+//! that another worker now holds.
+
+use rusqlite::params;
+use std::time::Duration;
+
+use super::*;
+
+impl Queue {
+    /// Returns every `active` row to `pending`; run at daemon start, when no worker exists.
+    pub fn recover_active(&mut self, now_ms: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1
+                 WHERE state = 'active'",
+                [now_ms],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Returns `active` rows whose lease ran out to `pending`: their worker stopped.
+    pub fn reap_expired(&mut self, now_ms: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
+                     last_error = 'the worker stopped renewing its lease; queued again'
+                 WHERE state = 'active' AND lease_until < ?1",
+                [now_ms],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Atomically claims up to `limit` due rows for a worker, counting an attempt on each.
+    pub fn claim(&mut self, limit: usize, now_ms: i64, lease: Duration) -> Result<Vec<FileRow>> {
+        let lease_until = now_ms + lease.as_millis() as i64;
+        let sql = format!(
+            "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
+                 lease_until = ?3, updated_at = ?1
+             WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= ?1
+                          ORDER BY next_attempt_at, id LIMIT ?2)
+             RETURNING {COLUMNS}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                params![now_ms, limit as i64, lease_until],
+                FileRow::from_row,
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        drop(stmt);
+        let mut rows = rows.map_err(|e| self.err(e))?;
+        rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+        Ok(rows)
+    }
+
+    /// Extends the lease of a row this worker still holds.
+    pub fn renew_lease(&mut self, id: i64, claim: i64, lease_until: i64) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET lease_until = ?3 WHERE id = ?1 AND state = 'active' AND claim = ?2",
+            params![id, claim, lease_until],
+            false,
+        )
+    }
+
+    /// The earliest `next_attempt_at` among pending rows.
+    pub fn next_due(&self) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM files WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// S3 confirmed the object: the row is done, with the ETag and the source's SHA-256.
+    /// This and the other transitions return false when the row is no longer held by this
+    /// claim (an operator purged it, or the lease ran out) and nothing changed.
+    pub fn mark_done(
+        &mut self,
+        id: i64,
+        claim: i64,
+        etag: &str,
+        sha256: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET state = 'done', etag = ?3, sha256 = ?4, last_error = NULL,
+                 lease_until = NULL, upload_id = NULL, done_at = ?5, updated_at = ?5
+             WHERE id = ?1 AND state = 'active' AND claim = ?2",
+            params![id, claim, etag, sha256, now_ms],
+            true,
+        )
+    }
+
+    /// A transient failure: try again at `next_attempt_at`. An open multipart upload is
+    /// kept, so the next attempt resumes it.
+    pub fn retry_later(
+        &mut self,
+        id: i64,
+        claim: i64,
+        error: &str,
+        next_attempt_at: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET state = 'pending', last_error = ?3, next_attempt_at = ?4,
+                 lease_until = NULL, updated_at = ?5
+             WHERE id = ?1 AND state = 'active' AND claim = ?2",
+            params![id, claim, error, next_attempt_at, now_ms],
+            false,
+        )
+    }
+
+    /// A permanent failure, or attempts used up: wait for an operator. The caller aborted
+    /// any multipart upload; its record goes.
+    pub fn mark_failed(&mut self, id: i64, claim: i64, error: &str, now_ms: i64) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET state = 'failed', last_error = ?3, lease_until = NULL,
+                 upload_id = NULL, part_size = NULL, updated_at = ?4
+             WHERE id = ?1 AND state = 'active' AND claim = ?2",
+            params![id, claim, error, now_ms],
+            true,
+        )
+    }
+
+    /// The source changed since it was queued or while it was uploaded: upload it again
+    /// (same key) once it has settled, without using up an attempt. The caller aborted any
+    /// multipart upload; its record goes.
+    pub fn requeue_changed(
+        &mut self,
+        id: i64,
+        claim: i64,
+        stamp: FileStamp,
+        next_attempt_at: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET state = 'pending', attempts = MAX(attempts - 1, 0), size = ?3,
+                 mtime_ns = ?4, inode = ?5, next_attempt_at = ?6, lease_until = NULL,
+                 upload_id = NULL, part_size = NULL, sha256 = NULL,
+                 last_error = 'source changed; will upload again once it settles', updated_at = ?7
+             WHERE id = ?1 AND state = 'active' AND claim = ?2",
+            params![
+                id,
+                claim,
+                stamp.size as i64,
+                stamp.mtime_ns,
+                stamp.inode as i64,
+                next_attempt_at,
+                now_ms
+            ],
+            true,
+        )
+    }
+
+    /// The source's `after_upload` step has run: a later file at the same path with the
+    /// same stamp is a new file (or, for kept spools, the kept one), never "clean me up".
+    pub fn mark_source_finished(&mut self, id: i64, now_ms: i64) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET source_finished_at = ?2 WHERE id = ?1 AND state = 'done'",
+            params![id, now_ms],
+            false,
+        )
+    }
+
+    /// Runs one guarded update of row `id` (its first parameter); with `clear_parts`, also
+    /// drops the row's recorded parts in the same transaction when the update applied.
+    fn transition(
+        &mut self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        clear_parts: bool,
+    ) -> Result<bool> {
+        self.in_transaction(|tx| {
+            let id_changed = tx
+                .prepare_cached(&format!("{sql} RETURNING id"))?
+                .query_row(params, |r| r.get::<_, i64>(0));
+            match id_changed {
+                Ok(id) => {
+                    if clear_parts {
+                        tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+                    }
+                    Ok(true)
+                }
+                Err(rusqlite::Error::QueryReturnedNoRows) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}

@@ -1,0 +1,330 @@
+//! Resumable multipart uploads. The upload id and every confirmed part (number, size,
+//! ETag, MD5) are committed to the queue before the next step relies on them. A later
+//! attempt — after a transient error, a restart, a `SIGKILL` or a power loss — asks S3
+//! which parts it holds (ListParts), keeps those it and the queue agree on, uploads the
+//! rest and completes. If S3 no longer knows the upload, the object may already be
+//! complete (HEAD with the SHA-256 decides); otherwise the file starts over.
+
+use futures::{StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backoff;
+use super::transfer::{check_etag, hash_file, local, read_range, Job, Uploaded, SOURCE_CHANGED};
+use crate::queue::{FileStamp, StoredPart};
+use crate::s3::{multipart_etag, CompletedPart, ErrorClass, Md5, StoreError};
+
+/// S3 allows at most this many parts.
+const MAX_PARTS: u64 = 10_000;
+/// Tries per part before the whole file attempt fails.
+const PART_TRIES: u32 = 3;
+
+/// Part size for a file: the configured one, raised if the file would need too many parts.
+pub fn part_size_for(size: u64, configured: u64) -> u64 {
+    configured.max(size.div_ceil(MAX_PARTS))
+}
+
+/// An upload to continue: its id, part size, the source's SHA-256 and the parts done.
+struct Open {
+    upload_id: String,
+    part_size: u64,
+    sha256: String,
+    done: Vec<StoredPart>,
+}
+
+pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
+    let open = match resume(job).await? {
+        Resumed::Complete(uploaded) => return Ok(uploaded),
+        Resumed::Open(open) => open,
+        Resumed::Fresh => match start(job).await? {
+            Resumed::Complete(uploaded) => return Ok(uploaded),
+            Resumed::Open(open) => open,
+            Resumed::Fresh => unreachable!("start always opens or finds the object"),
+        },
+    };
+    let result = finish(job, &open).await;
+    if let Err(e) = &result {
+        // A transient failure keeps the upload for the next attempt; anything else means
+        // it is no longer needed.
+        if e.class == ErrorClass::Permanent {
+            abort(job, &open.upload_id).await;
+        }
+    }
+    result
+}
+
+enum Resumed {
+    /// The object is already complete.
+    Complete(Uploaded),
+    /// An upload to continue.
+    Open(Open),
+    /// Nothing to continue.
+    Fresh,
+}
+
+/// Picks up the upload recorded for the row, if there is one S3 still knows.
+async fn resume(job: &Job<'_>) -> Result<Resumed, StoreError> {
+    let row = job.row;
+    let (Some(upload_id), Some(part_size), Some(sha256)) =
+        (&row.upload_id, row.part_size, &row.sha256)
+    else {
+        return Ok(Resumed::Fresh);
+    };
+    let listed = job
+        .request(job.target.store.list_parts(job.key, upload_id))
+        .await?;
+    let Some(listed) = listed else {
+        // Completed just before a crash, or aborted/expired. HEAD tells which.
+        if let Some(etag) = job.request(job.already_there(sha256)).await? {
+            return Ok(Resumed::Complete(Uploaded {
+                etag,
+                sha256: sha256.clone(),
+                sent: false,
+            }));
+        }
+        tracing::info!(
+            id = row.id,
+            key = job.key,
+            "S3 no longer knows the multipart upload; starting the file over"
+        );
+        record(job, move |q, id, claim| q.forget_upload(id, claim)).await?;
+        return Ok(Resumed::Fresh);
+    };
+    let in_s3: HashMap<u32, (u64, String)> = listed
+        .into_iter()
+        .map(|p| (p.number, (p.size, p.etag)))
+        .collect();
+    let id = row.id;
+    let recorded = job
+        .queue
+        .call(move |q| q.parts(id))
+        .await
+        .map_err(queue_error)?;
+    let done: Vec<StoredPart> = recorded
+        .into_iter()
+        .filter(|p| {
+            in_s3
+                .get(&p.number)
+                .is_some_and(|(size, etag)| *size == p.size && *etag == p.etag)
+        })
+        .collect();
+    tracing::info!(
+        id,
+        key = job.key,
+        parts_done = done.len(),
+        parts = job.stamp.size.div_ceil(part_size),
+        "resuming multipart upload"
+    );
+    Ok(Resumed::Open(Open {
+        upload_id: upload_id.clone(),
+        part_size,
+        sha256: sha256.clone(),
+        done,
+    }))
+}
+
+/// Hashes the file (its SHA-256 goes into the object's metadata), makes sure an earlier
+/// attempt did not already complete the object, and creates and records a new upload.
+async fn start(job: &Job<'_>) -> Result<Resumed, StoreError> {
+    let (_, sha256) = hash_file(Arc::clone(&job.file), job.stamp.size).await?;
+    if job.maybe_sent_before() {
+        if let Some(etag) = job.request(job.already_there(&sha256)).await? {
+            return Ok(Resumed::Complete(Uploaded {
+                etag,
+                sha256,
+                sent: false,
+            }));
+        }
+    }
+    let part_size = part_size_for(job.stamp.size, job.target.settings.part_size);
+    let upload_id = job
+        .request(job.target.store.create_multipart(job.key, &sha256))
+        .await?;
+    let (uid, sha) = (upload_id.clone(), sha256.clone());
+    let recorded = record(job, move |q, id, claim| {
+        q.start_upload(id, claim, &uid, part_size, &sha)
+    })
+    .await;
+    if let Err(e) = recorded {
+        abort(job, &upload_id).await;
+        return Err(e);
+    }
+    Ok(Resumed::Open(Open {
+        upload_id,
+        part_size,
+        sha256,
+        done: Vec::new(),
+    }))
+}
+
+/// Uploads the missing parts, checks the source is unchanged, completes and verifies.
+async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, StoreError> {
+    let size = job.stamp.size;
+    let count = size.div_ceil(open.part_size) as u32;
+    let have: HashMap<u32, &StoredPart> = open.done.iter().map(|p| (p.number, p)).collect();
+    let missing: Vec<u32> = (1..=count).filter(|n| !have.contains_key(n)).collect();
+    let uploaded: Vec<StoredPart> = futures::stream::iter(missing)
+        .map(|number| {
+            let offset = u64::from(number - 1) * open.part_size;
+            let len = open.part_size.min(size - offset);
+            upload_part(job, &open.upload_id, number, offset, len)
+        })
+        .buffer_unordered(job.target.settings.concurrency)
+        .try_collect()
+        .await?;
+
+    // Parts read from a file that changed meanwhile would make a mixed object: check
+    // before completing, and abort instead.
+    let now = job
+        .file
+        .metadata()
+        .map(|m| FileStamp::of(&m))
+        .map_err(|e| local("ReadSource", e))?;
+    if now != job.stamp {
+        abort(job, &open.upload_id).await;
+        return Err(StoreError::transport(
+            "CompleteMultipartUpload",
+            SOURCE_CHANGED,
+            "the source changed during the upload; the upload was aborted".into(),
+        ));
+    }
+    let mut parts: Vec<&StoredPart> = open.done.iter().chain(uploaded.iter()).collect();
+    parts.sort_by_key(|p| p.number);
+    let completed: Vec<CompletedPart> = parts
+        .iter()
+        .map(|p| CompletedPart {
+            number: p.number,
+            etag: p.etag.clone(),
+        })
+        .collect();
+    let md5s: Vec<Md5> = parts
+        .iter()
+        .map(|p| parse_md5(&p.md5))
+        .collect::<Result<_, _>>()?;
+    let written = job
+        .request(
+            job.target
+                .store
+                .complete_multipart(job.key, &open.upload_id, &completed),
+        )
+        .await?;
+    let etag = check_etag("CompleteMultipartUpload", &written, &multipart_etag(&md5s))?;
+    Ok(Uploaded {
+        etag,
+        sha256: open.sha256.clone(),
+        sent: true,
+    })
+}
+
+/// Uploads one part (retrying it on its own) and records it in the queue.
+async fn upload_part(
+    job: &Job<'_>,
+    upload_id: &str,
+    number: u32,
+    offset: u64,
+    len: u64,
+) -> Result<StoredPart, StoreError> {
+    let mut tries = 0;
+    let (etag, md5) = loop {
+        tries += 1;
+        let permit = job.target.limit.acquire().await;
+        let (bytes, md5) = read_range(Arc::clone(&job.file), offset, len).await?;
+        let result = job
+            .target
+            .store
+            .upload_part(job.key, upload_id, number, bytes, md5)
+            .await;
+        drop(permit);
+        job.observe(&result);
+        match result {
+            Ok(written) => break (check_etag("UploadPart", &written, &hex::encode(md5))?, md5),
+            Err(e) if e.class == ErrorClass::Transient && tries < PART_TRIES => {
+                let s = &job.target.settings;
+                let wait = backoff::delay(
+                    tries,
+                    s.backoff_initial,
+                    s.backoff_max,
+                    &mut rand::thread_rng(),
+                );
+                tracing::debug!(part = number, error = %e, wait_ms = wait.as_millis() as u64, "part failed; retrying it");
+                tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let part = StoredPart {
+        number,
+        size: len,
+        etag,
+        md5: hex::encode(md5),
+    };
+    let stored = part.clone();
+    record(job, move |q, id, claim| q.record_part(id, claim, &stored)).await?;
+    Ok(part)
+}
+
+/// Writes multipart progress for the job's row; a row no longer held by this claim stops
+/// the upload.
+async fn record<F>(job: &Job<'_>, write: F) -> Result<(), StoreError>
+where
+    F: FnOnce(&mut crate::queue::Queue, i64, i64) -> crate::queue::Result<bool> + Send + 'static,
+{
+    let (id, claim) = (job.row.id, job.row.claim);
+    match job.queue.call(move |q| write(q, id, claim)).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StoreError::permanent(
+            "RecordProgress",
+            "ClaimLost",
+            "the queue row is no longer held by this worker".into(),
+        )),
+        Err(e) => Err(queue_error(e)),
+    }
+}
+
+fn queue_error(e: crate::queue::QueueError) -> StoreError {
+    StoreError::transport("RecordProgress", "QueueError", e.to_string())
+}
+
+/// Best effort: an upload we give up on should not keep costing storage.
+pub async fn abort(job: &Job<'_>, upload_id: &str) {
+    if let Err(e) = job
+        .request(job.target.store.abort_multipart(job.key, upload_id))
+        .await
+    {
+        tracing::warn!(key = job.key, upload_id, error = %e, "cannot abort a multipart upload");
+    }
+}
+
+fn parse_md5(text: &str) -> Result<Md5, StoreError> {
+    let bytes = hex::decode(text).ok().and_then(|b| <Md5>::try_from(b).ok());
+    bytes.ok_or_else(|| {
+        StoreError::permanent(
+            "CompleteMultipartUpload",
+            "BadRecord",
+            format!("bad part MD5 {text:?} in the queue"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_for_huge_files() {
+        let mib = 1 << 20;
+        assert_eq!(part_size_for(100 * mib, 16 * mib), 16 * mib);
+        let huge = 16 * mib * 20_000;
+        assert_eq!(part_size_for(huge, 16 * mib), 32 * mib);
+        assert!(huge.div_ceil(part_size_for(huge, 16 * mib)) <= MAX_PARTS);
+    }
+
+    #[test]
+    fn md5_records_round_trip() {
+        use md5::Digest;
+        let md5: Md5 = md5::Md5::digest(b"x").into();
+        assert_eq!(parse_md5(&hex::encode(md5)).unwrap(), md5);
+        assert!(parse_md5("zz").is_err());
+    }
+}
