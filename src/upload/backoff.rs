@@ -34,6 +34,30 @@ mod tests {
     }
 
     #[test]
+    fn the_schedule_as_a_sequence() {
+        // 1 s to 5 min, as configured by default: the ceiling doubles and then holds.
+        let (i, m) = (Duration::from_secs(1), Duration::from_secs(300));
+        let ceilings: Vec<u64> = (1..=12).map(|a| ceiling(a, i, m).as_secs()).collect();
+        assert_eq!(
+            ceilings,
+            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+        );
+        // With the randomness injected, the delays are a fixed sequence under the ceilings.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        let delays: Vec<Duration> = (1..=12).map(|a| delay(a, i, m, &mut rng)).collect();
+        let mut again = rand::rngs::StdRng::seed_from_u64(42);
+        assert_eq!(
+            delays,
+            (1..=12)
+                .map(|a| delay(a, i, m, &mut again))
+                .collect::<Vec<_>>()
+        );
+        for (delay, ceiling) in delays.iter().zip(&ceilings) {
+            assert!(delay.as_secs_f64() <= *ceiling as f64);
+        }
+    }
+
+    #[test]
     fn jitter_stays_within_the_ceiling_and_spreads() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let (i, m) = (Duration::from_secs(1), Duration::from_secs(300));

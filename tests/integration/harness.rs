@@ -240,6 +240,8 @@ pub struct Options {
     pub upload_extra: &'static str,
     /// How often the daemon walks the spool in full (events do the rest).
     pub rescan: &'static str,
+    pub max_attempts: u32,
+    pub drain_timeout: &'static str,
 }
 
 impl Options {
@@ -252,6 +254,8 @@ impl Options {
             spool_extra: String::new(),
             upload_extra: "",
             rescan: "1s",
+            max_attempts: 3,
+            drain_timeout: "20s",
         }
     }
 }
@@ -266,7 +270,7 @@ impl Setup {
             r#"
 state_dir = "state"
 rescan_interval = "{rescan}"
-drain_timeout = "20s"
+drain_timeout = "{drain_timeout}"
 
 [destinations.lake]
 bucket = "s3://{bucket}/{prefix}"
@@ -281,7 +285,7 @@ secret_access_key = "s3spool-test-secret-do-not-log"
 multipart_threshold = "6MiB"
 part_size = "5MiB"
 concurrency = 4
-max_attempts = 3
+max_attempts = {max_attempts}
 backoff_initial = "100ms"
 backoff_max = "500ms"
 request_timeout = "30s"
@@ -302,6 +306,8 @@ key = "{key}"
             key = options.key,
             spool_extra = options.spool_extra,
             rescan = options.rescan,
+            max_attempts = options.max_attempts,
+            drain_timeout = options.drain_timeout,
         );
         std::fs::write(&config, text).unwrap();
         Setup {
@@ -419,6 +425,11 @@ impl Daemon {
 
     /// Starts the daemon with `cwd` as its working directory (`config` may be relative to it).
     pub fn start_in(cwd: &Path, config: &Path, log: &Path) -> Daemon {
+        Daemon::start_with(cwd, config, log, None)
+    }
+
+    /// Starts the daemon, as user `uid` (and the same gid) if given.
+    pub fn start_with(cwd: &Path, config: &Path, log: &Path, uid: Option<u32>) -> Daemon {
         LAST_LOG.with(|l| *l.borrow_mut() = Some(log.to_path_buf()));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -426,6 +437,9 @@ impl Daemon {
             .open(log)
             .unwrap();
         let mut command = Command::new(BIN);
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
         command
             .current_dir(cwd)
             .arg("--config")
@@ -470,6 +484,10 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn signal_pid(&self, signal: i32) {
+        self.signal(signal);
     }
 
     pub fn kill(mut self) {

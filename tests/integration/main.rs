@@ -2,7 +2,9 @@
 //! on 127.0.0.1, with objects read back by an independent client (boto3).
 
 mod harness;
+mod proxy;
 
 mod cli;
 mod delivery;
 mod failures;
+mod resilience;
