@@ -112,6 +112,8 @@ pub struct Object {
     pub size: u64,
     pub sha256: String,
     pub etag: String,
+    /// The `x-amz-meta-sha256` the object carries.
+    pub meta_sha256: Option<String>,
 }
 
 /// A fresh bucket on a server.
@@ -175,6 +177,7 @@ impl Bucket {
                     size: o["size"].as_u64().unwrap(),
                     sha256: o["sha256"].as_str().unwrap().to_string(),
                     etag: o["etag"].as_str().unwrap().to_string(),
+                    meta_sha256: o["meta_sha256"].as_str().map(str::to_string),
                 };
                 (key.clone(), object)
             })

@@ -25,6 +25,11 @@ fn through_proxy(mode: Mode, options: impl FnOnce(&mut Options)) -> (Setup, Faul
 fn delivered(s: &Setup) -> BTreeMap<String, (String, usize)> {
     let mut out: BTreeMap<String, (String, usize)> = BTreeMap::new();
     for (key, object) in s.bucket.objects() {
+        assert_eq!(
+            object.meta_sha256.as_deref(),
+            Some(object.sha256.as_str()),
+            "{key}: x-amz-meta-sha256 names the content"
+        );
         let path = key
             .trim_start_matches("inbound/")
             .rsplit_once('-')

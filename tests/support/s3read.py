@@ -4,7 +4,7 @@
 usage: s3read.py ENDPOINT COMMAND ARGS...
   mb BUCKET                 create a bucket (no error if it exists)
   ls BUCKET                 one line per object: size and key
-  dump BUCKET               JSON {key: {"size": n, "sha256": hex, "etag": str}}
+  dump BUCKET               JSON {key: {"size", "sha256", "etag", "meta_sha256"}}
   uploads BUCKET            JSON list of open multipart uploads [{key, upload_id}]
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
@@ -46,11 +46,13 @@ def main():
         out = {}
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0]):
             for obj in page.get("Contents", []):
-                body = s3.get_object(Bucket=args[0], Key=obj["Key"])["Body"].read()
+                got = s3.get_object(Bucket=args[0], Key=obj["Key"])
+                body = got["Body"].read()
                 out[obj["Key"]] = {
                     "size": len(body),
                     "sha256": hashlib.sha256(body).hexdigest(),
                     "etag": obj["ETag"].strip('"'),
+                    "meta_sha256": got.get("Metadata", {}).get("sha256"),
                 }
         print(json.dumps(out))
     elif command == "uploads":
