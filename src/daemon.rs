@@ -72,10 +72,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         let settings = destination.upload.clone();
         let limit = AdaptiveLimit::new(settings.concurrency);
         let name = name.clone();
+        let prefix = match destination.prefix.as_str() {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
         targets.insert(
             name.clone(),
             Arc::new(Target {
                 name,
+                prefix,
                 store,
                 settings,
                 limit,

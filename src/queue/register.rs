@@ -52,9 +52,16 @@ impl Queue {
                 .map_err(err)?;
             let mut restamp = tx
                 .prepare_cached(
-                    "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, updated_at = ?5
+                    // The file was rewritten: an upload started for the old bytes must not
+                    // be resumed with the new ones. Its record goes (the start-up sweep
+                    // aborts the upload itself, its key being ours).
+                    "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, updated_at = ?5,
+                         upload_id = NULL, part_size = NULL, sha256 = NULL
                      WHERE id = ?1 AND state = 'pending'",
                 )
+                .map_err(err)?;
+            let mut forget_parts = tx
+                .prepare_cached("DELETE FROM parts WHERE file_id = ?1")
                 .map_err(err)?;
             for file in files {
                 let existing = latest
@@ -96,6 +103,7 @@ impl Queue {
                                     now_ms
                                 ])
                                 .map_err(err)?;
+                            forget_parts.execute([id]).map_err(err)?;
                         }
                         outcomes.push(Registered::AlreadyQueued(id));
                         continue;

@@ -372,3 +372,36 @@ fn starting_over_forgets_old_parts() {
     assert!(q.mark_failed(1, 1, "gone", 11).unwrap());
     assert!(q.get(1).unwrap().unwrap().upload_id.is_none());
 }
+
+#[test]
+fn a_file_rewritten_while_pending_does_not_resume_the_old_upload() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("big", 25 << 20)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.start_upload(1, 1, "old-upload", 5 << 20, "old-sha")
+        .unwrap();
+    q.record_part(
+        1,
+        1,
+        &StoredPart {
+            number: 1,
+            size: 5 << 20,
+            etag: "e".into(),
+            md5: "00".repeat(16),
+        },
+    )
+    .unwrap();
+    q.retry_later(1, 1, "503", 20, 11).unwrap();
+    // Rewritten and settled again before the next attempt.
+    assert_eq!(
+        register(&mut q, &[file("big", 30 << 20)], 12),
+        vec![Registered::AlreadyQueued(1)]
+    );
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(row.stamp.size, 30 << 20);
+    assert_eq!(
+        (row.upload_id, row.part_size, row.sha256),
+        (None, None, None)
+    );
+    assert!(q.parts(1).unwrap().is_empty());
+}

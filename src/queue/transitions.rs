@@ -89,7 +89,7 @@ impl Queue {
     ) -> Result<bool> {
         self.transition(
             "UPDATE files SET state = 'done', etag = ?3, sha256 = ?4, last_error = NULL,
-                 lease_until = NULL, upload_id = NULL, done_at = ?5, updated_at = ?5
+                 lease_until = NULL, upload_id = NULL, part_size = NULL, done_at = ?5, updated_at = ?5
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![id, claim, etag, sha256, now_ms],
             true,

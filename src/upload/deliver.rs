@@ -14,10 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::multipart::CLAIM_LOST;
 use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
 use super::{backoff, now_ms, Uploader, LEASE};
 use crate::finish::{finish_source, Finished};
-use crate::queue::{FileRow, FileStamp, Queue};
+use crate::queue::{FileRow, FileStamp, Queue, State};
 use crate::s3::{ErrorClass, StoreError};
 
 /// Tries to write one outcome to the queue before leaving the row to lease expiry.
@@ -33,6 +34,8 @@ enum Outcome {
     Transient(String),
     /// Retrying cannot help: fail the row now.
     Permanent(String),
+    /// The row is no longer this worker's (its lease ran out): touch nothing.
+    Lost,
 }
 
 impl Uploader {
@@ -75,30 +78,41 @@ impl Uploader {
                 })
                 .await;
             }
+            Outcome::Lost => {
+                tracing::warn!(spool = %row.spool, id, path = %row.rel_path, "this worker lost the row (lease ran out); another attempt owns it");
+            }
             Outcome::Transient(error) => self.after_error(&row, error, ErrorClass::Transient).await,
             Outcome::Permanent(error) => self.after_error(&row, error, ErrorClass::Permanent).await,
         }
     }
 
     /// Runs `work` while renewing the row's lease, so a long upload is never taken back.
-    async fn with_lease<T>(&self, row: &FileRow, work: impl std::future::Future<Output = T>) -> T {
+    /// Runs `work` while renewing the row's lease, so a long upload is never taken back.
+    /// If the row is no longer this worker's, the work stops where it is.
+    async fn with_lease(
+        &self,
+        row: &FileRow,
+        work: impl std::future::Future<Output = Outcome>,
+    ) -> Outcome {
         let (id, claim) = (row.id, row.claim);
         let renew = async {
             loop {
                 tokio::time::sleep(LEASE / 4).await;
                 let until = now_ms() + LEASE.as_millis() as i64;
-                if let Err(e) = self
+                match self
                     .queue
                     .call(move |q| q.renew_lease(id, claim, until))
                     .await
                 {
-                    tracing::warn!(id, error = %e, "cannot renew a lease");
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(id, error = %e, "cannot renew a lease"),
                 }
             }
         };
         tokio::select! {
-            result = work => result,
-            never = renew => never,
+            outcome = work => outcome,
+            () = renew => Outcome::Lost,
         }
     }
 
@@ -180,6 +194,10 @@ impl Uploader {
         let Ok(Some(current)) = self.queue.call(move |q| q.get(id)).await else {
             return;
         };
+        // Only an upload of the row as this worker holds it.
+        if current.state != State::Active || current.claim != row.claim {
+            return;
+        }
         let (Some(upload_id), Some(key), Some(target)) = (
             current.upload_id,
             current.key,
@@ -310,6 +328,9 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
 }
 
 fn from_store_error(e: StoreError) -> Outcome {
+    if e.code == CLAIM_LOST {
+        return Outcome::Lost;
+    }
     match e.class {
         ErrorClass::Transient => Outcome::Transient(e.to_string()),
         ErrorClass::Permanent => Outcome::Permanent(e.to_string()),

@@ -15,6 +15,9 @@ use super::transfer::{check_etag, hash_file, local, read_range, Job, Uploaded, S
 use crate::queue::{FileStamp, StoredPart};
 use crate::s3::{multipart_etag, CompletedPart, ErrorClass, Md5, StoreError};
 
+/// The code of the error a worker gets once its row is no longer its own.
+pub const CLAIM_LOST: &str = "ClaimLost";
+
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;
 /// Tries per part before the whole file attempt fails.
@@ -47,7 +50,9 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
     if let Err(e) = &result {
         // A transient failure keeps the upload for the next attempt; anything else means
         // it is no longer needed.
-        if e.class == ErrorClass::Permanent {
+        // A worker that lost its claim touches nothing: the row and the upload are
+        // another worker's now.
+        if e.class == ErrorClass::Permanent && e.code != CLAIM_LOST {
             abort(job, &open.upload_id).await;
         }
     }
@@ -101,8 +106,13 @@ async fn resume(job: &Job<'_>) -> Result<Resumed, StoreError> {
         .call(move |q| q.parts(id))
         .await
         .map_err(queue_error)?;
+    let size = job.stamp.size;
+    let count = size.div_ceil(part_size);
+    // Kept: parts S3 and the queue agree on, that belong to this file's layout.
+    let expected_len = |n: u32| part_size.min(size - (u64::from(n) - 1) * part_size);
     let done: Vec<StoredPart> = recorded
         .into_iter()
+        .filter(|p| u64::from(p.number) <= count && p.size == expected_len(p.number))
         .filter(|p| {
             in_s3
                 .get(&p.number)
@@ -275,7 +285,7 @@ where
         Ok(true) => Ok(()),
         Ok(false) => Err(StoreError::permanent(
             "RecordProgress",
-            "ClaimLost",
+            CLAIM_LOST,
             "the queue row is no longer held by this worker".into(),
         )),
         Err(e) => Err(queue_error(e)),

@@ -21,12 +21,11 @@ pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String,
             return;
         }
     };
-    let needed: HashSet<(String, String)> = recorded
-        .iter()
-        .map(|r| (r.destination.clone(), r.upload_id.clone()))
-        .collect();
+    // Upload ids identify the uploads still needed.
+    let needed: HashSet<String> = recorded.iter().map(|r| r.upload_id.clone()).collect();
     for (name, target) in targets {
-        let prefix = String::new();
+        // Every key s3spool writes for this destination starts with its prefix.
+        let prefix = target.prefix.clone();
         let listed = tokio::time::timeout(SWEEP_TIMEOUT, target.store.list_uploads(&prefix)).await;
         let uploads = match listed {
             Ok(Ok(uploads)) => uploads,
@@ -40,7 +39,7 @@ pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String,
             }
         };
         for upload in uploads {
-            if needed.contains(&(name.clone(), upload.upload_id.clone())) {
+            if needed.contains(&upload.upload_id) {
                 continue;
             }
             let (dest, key) = (name.clone(), upload.key.clone());

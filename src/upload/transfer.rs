@@ -26,6 +26,8 @@ const HASH_CHUNK: usize = 1 << 20;
 /// A destination's store and the limits shared by every upload to it.
 pub struct Target {
     pub name: String,
+    /// The destination's key prefix (empty, or ending in `/`).
+    pub prefix: String,
     pub store: Arc<dyn ObjectStore>,
     pub settings: UploadSettings,
     pub limit: Arc<AdaptiveLimit>,
@@ -58,7 +60,8 @@ pub const SOURCE_CHANGED: &str = "SourceChanged";
 impl Job<'_> {
     /// Whether an earlier attempt may already have put the object in place.
     pub fn maybe_sent_before(&self) -> bool {
-        self.row.attempts > 1 || self.row.upload_id.is_some()
+        // `last_error` too: `s3spool retry` resets attempts, not the history.
+        self.row.attempts > 1 || self.row.upload_id.is_some() || self.row.last_error.is_some()
     }
 
     /// Runs one request under the destination's adaptive limit.
@@ -84,7 +87,18 @@ impl Job<'_> {
     /// request permit of its own: a caller that holds none wraps it in [`Job::request`]
     /// (taking a second permit while holding one could deadlock).
     pub async fn already_there(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        let head = self.target.store.head_object(self.key).await?;
+        let head = match self.target.store.head_object(self.key).await {
+            Ok(head) => head,
+            // Without s3:ListBucket, S3 answers 403 for a missing key: cannot tell, so send.
+            Err(e) if e.status == Some(403) => {
+                tracing::debug!(
+                    key = self.key,
+                    "HEAD refused (no s3:ListBucket?); sending the file"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
         Ok(head
             .filter(|h| h.size == self.stamp.size && h.sha256.as_deref() == Some(sha256))
             .map(|h| h.etag.unwrap_or_default()))
