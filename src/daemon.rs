@@ -16,7 +16,7 @@ use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
 use crate::upload::limit::AdaptiveLimit;
-use crate::upload::{now_ms, sweep_orphan_uploads, Target, Uploader};
+use crate::upload::{now_ms, sweep_orphan_uploads, sweep_periodically, Target, Uploader};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     // Before any worker starts, so no upload in progress can be mistaken for an orphan.
     sweep_orphan_uploads(&queue, &targets).await;
+    let sweeper = tokio::spawn(sweep_periodically(
+        queue.clone(),
+        targets.clone(),
+        shutdown.clone(),
+    ));
 
     let wake = Arc::new(Notify::new());
     let finishing = Finishing::default();
@@ -117,6 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     });
     uploader.run(shutdown.clone()).await;
     while watchers.join_next().await.is_some() {}
+    let _ = sweeper.await;
     tracing::info!("s3spool stopped");
     Ok(())
 }

@@ -62,6 +62,8 @@ pub struct PartInfo {
 pub struct OpenUpload {
     pub key: String,
     pub upload_id: String,
+    /// When S3 says the upload began.
+    pub initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The metadata key under which the source's SHA-256 is stored (`x-amz-meta-sha256`).

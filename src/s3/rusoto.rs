@@ -390,7 +390,15 @@ impl ObjectStore for RusotoStore {
                 .await?;
             for upload in out.uploads.unwrap_or_default() {
                 if let (Some(key), Some(upload_id)) = (upload.key, upload.upload_id) {
-                    uploads.push(OpenUpload { key, upload_id });
+                    let initiated = upload
+                        .initiated
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc));
+                    uploads.push(OpenUpload {
+                        key,
+                        upload_id,
+                        initiated,
+                    });
                 }
             }
             if out.is_truncated != Some(true) || out.next_key_marker.is_none() {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::finish::Finishing;
 use crate::queue::SharedQueue;
-pub use sweep::sweep_orphan_uploads;
+pub use sweep::{sweep_orphan_uploads, sweep_periodically};
 pub use transfer::Target;
 
 /// How long a claim lasts unless renewed; a worker renews it every quarter of that.

@@ -1,19 +1,53 @@
-//! The start-up sweep: abort multipart uploads that s3spool started and no longer needs,
-//! so none is left open to cost storage. An upload counts as ours when its key is the key
-//! of a queue row; it is still needed only when it is the upload recorded for a row that
-//! is not done. Uploads under keys the queue does not know are another tool's: left alone.
+//! Sweeps for multipart uploads that s3spool started and no longer needs, so none is left
+//! open to cost storage. An upload counts as ours when its key is the key of a queue row;
+//! it is still needed only when it is the upload recorded for a row. Uploads under keys the
+//! queue does not know are another tool's: left alone.
+//!
+//! At start-up, before any worker runs, every such upload is aborted. While the daemon
+//! runs, a worker may have created an upload it has not recorded yet, so the periodic sweep
+//! only aborts uploads older than [`RUNNING_MIN_AGE`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use super::Target;
 use crate::queue::SharedQueue;
+use crate::s3::OpenUpload;
 
-/// How long the sweep may take per destination before the daemon starts without it.
+/// How long the sweep may take per destination before it gives up for this round.
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the running daemon sweeps.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// Uploads younger than this are left to the workers while the daemon runs. Generous, so
+/// a clock skew between this host and S3 cannot make a fresh upload look old.
+const RUNNING_MIN_AGE: Duration = Duration::from_secs(3600);
 
+/// The start-up sweep: aborts every orphaned upload.
 pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String, Arc<Target>>) {
+    sweep(queue, targets, None).await;
+}
+
+/// Sweeps every hour until `shutdown`, leaving young uploads alone.
+pub async fn sweep_periodically(
+    queue: SharedQueue,
+    targets: HashMap<String, Arc<Target>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => sweep(&queue, &targets, Some(RUNNING_MIN_AGE)).await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn sweep(
+    queue: &SharedQueue,
+    targets: &HashMap<String, Arc<Target>>,
+    min_age: Option<Duration>,
+) {
     let recorded = match queue.call(|q| q.recorded_uploads()).await {
         Ok(recorded) => recorded,
         Err(e) => {
@@ -23,10 +57,11 @@ pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String,
     };
     // Upload ids identify the uploads still needed.
     let needed: HashSet<String> = recorded.iter().map(|r| r.upload_id.clone()).collect();
+    let now = chrono::Utc::now();
     for (name, target) in targets {
         // Every key s3spool writes for this destination starts with its prefix.
-        let prefix = target.prefix.clone();
-        let listed = tokio::time::timeout(SWEEP_TIMEOUT, target.store.list_uploads(&prefix)).await;
+        let listed =
+            tokio::time::timeout(SWEEP_TIMEOUT, target.store.list_uploads(&target.prefix)).await;
         let uploads = match listed {
             Ok(Ok(uploads)) => uploads,
             Ok(Err(e)) => {
@@ -39,7 +74,7 @@ pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String,
             }
         };
         for upload in uploads {
-            if needed.contains(&upload.upload_id) {
+            if !may_abort(&upload, &needed, min_age, now) {
                 continue;
             }
             let (dest, key) = (name.clone(), upload.key.clone());
@@ -56,12 +91,71 @@ pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String,
                 .await
             {
                 Ok(()) => {
-                    tracing::info!(destination = %name, key = %upload.key, "aborted a multipart upload left by an earlier run")
+                    tracing::info!(destination = %name, key = %upload.key, "aborted a multipart upload no row needs")
                 }
                 Err(e) => {
                     tracing::warn!(destination = %name, key = %upload.key, error = %e, "cannot abort an orphaned multipart upload")
                 }
             }
         }
+    }
+}
+
+/// Whether an upload may go, as far as the queue's needs and its age tell (whether its key
+/// is ours is asked separately).
+fn may_abort(
+    upload: &OpenUpload,
+    needed: &HashSet<String>,
+    min_age: Option<Duration>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    if needed.contains(&upload.upload_id) {
+        return false;
+    }
+    match min_age {
+        None => true,
+        // Unknown age: perhaps a worker's upload not recorded yet. Leave it.
+        Some(min_age) => upload.initiated.is_some_and(|t| {
+            now.signed_duration_since(t)
+                .to_std()
+                .is_ok_and(|age| age >= min_age)
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unneeded_and_old_enough_uploads_may_go() {
+        let now = chrono::Utc::now();
+        let upload = |id: &str, age_s: Option<i64>| OpenUpload {
+            key: "k".into(),
+            upload_id: id.into(),
+            initiated: age_s.map(|a| now - chrono::Duration::seconds(a)),
+        };
+        let needed: HashSet<String> = ["kept".to_string()].into();
+        let hour = Some(Duration::from_secs(3600));
+        assert!(!may_abort(
+            &upload("kept", Some(99_999)),
+            &needed,
+            None,
+            now
+        ));
+        assert!(
+            may_abort(&upload("orphan", Some(5)), &needed, None, now),
+            "at start-up, any age"
+        );
+        assert!(
+            !may_abort(&upload("orphan", Some(5)), &needed, hour, now),
+            "young: a worker's, maybe"
+        );
+        assert!(may_abort(&upload("orphan", Some(7200)), &needed, hour, now));
+        assert!(!may_abort(&upload("orphan", None), &needed, hour, now));
+        assert!(
+            !may_abort(&upload("orphan", Some(-7200)), &needed, hour, now),
+            "from the future: skewed clock"
+        );
     }
 }
