@@ -20,15 +20,7 @@ impl Queue {
     where
         F: FnMut(&NewFile, i64) -> std::result::Result<String, String>,
     {
-        let path = self.path.clone();
-        let err = |source| QueueError {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
+        self.in_transaction(|tx| {
         let mut outcomes = Vec::with_capacity(files.len());
         {
             let mut latest = tx
@@ -36,20 +28,20 @@ impl Queue {
                     "SELECT id, state, size, mtime_ns, inode, source_finished_at IS NOT NULL FROM files
                      WHERE spool = ?1 AND rel_path = ?2 ORDER BY id DESC LIMIT 1",
                 )
-                .map_err(err)?;
+                ?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
                          mtime_ns, inode, next_attempt_at, queued_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?9)",
                 )
-                .map_err(err)?;
+                ?;
             let mut set_key = tx
                 .prepare_cached("UPDATE files SET key = ?2 WHERE id = ?1")
-                .map_err(err)?;
+                ?;
             let mut refuse = tx
                 .prepare_cached("UPDATE files SET state = 'failed', last_error = ?2 WHERE id = ?1")
-                .map_err(err)?;
+                ?;
             let mut restamp = tx
                 .prepare_cached(
                     // The file was rewritten: an upload started for the old bytes must not
@@ -59,10 +51,10 @@ impl Queue {
                          upload_id = NULL, part_size = NULL, sha256 = NULL
                      WHERE id = ?1 AND state = 'pending'",
                 )
-                .map_err(err)?;
+                ?;
             let mut forget_parts = tx
                 .prepare_cached("DELETE FROM parts WHERE file_id = ?1")
-                .map_err(err)?;
+                ?;
             for file in files {
                 let existing = latest
                     .query_row(params![file.spool, file.rel_path], |r| {
@@ -78,7 +70,7 @@ impl Queue {
                         ))
                     })
                     .optional()
-                    .map_err(err)?;
+                    ?;
                 match existing {
                     Some((id, state, stamp, finished))
                         if state == "done" && stamp == file.stamp =>
@@ -102,8 +94,8 @@ impl Queue {
                                     file.stamp.inode as i64,
                                     now_ms
                                 ])
-                                .map_err(err)?;
-                            forget_parts.execute([id]).map_err(err)?;
+                                ?;
+                            forget_parts.execute([id])?;
                         }
                         outcomes.push(Registered::AlreadyQueued(id));
                         continue;
@@ -122,21 +114,21 @@ impl Queue {
                         file.stamp.inode as i64,
                         now_ms
                     ])
-                    .map_err(err)?;
+                    ?;
                 let id = tx.last_insert_rowid();
                 match render_key(file, id) {
                     Ok(key) => {
-                        set_key.execute(params![id, key]).map_err(err)?;
+                        set_key.execute(params![id, key])?;
                         outcomes.push(Registered::Queued(id));
                     }
                     Err(reason) => {
-                        refuse.execute(params![id, reason]).map_err(err)?;
+                        refuse.execute(params![id, reason])?;
                         outcomes.push(Registered::Refused(id));
                     }
                 }
             }
         }
-        tx.commit().map_err(err)?;
         Ok(outcomes)
+        })
     }
 }

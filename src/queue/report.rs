@@ -93,28 +93,21 @@ impl Queue {
         let sql = "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2
                    WHERE state IN ('failed', 'pending') AND key IS NOT NULL AND (?1 IS NULL OR id = ?1)
                    RETURNING id";
-        let path = self.path.clone();
-        let err = |source| QueueError {
-            path: path.clone(),
-            source,
+        let targets: Vec<Option<i64>> = match ids {
+            Some(ids) => ids.iter().copied().map(Some).collect(),
+            None => vec![None],
         };
-        let tx = self.conn.transaction().map_err(err)?;
-        let mut reset = Vec::new();
-        {
-            let mut stmt = tx.prepare(sql).map_err(err)?;
-            let targets: Vec<Option<i64>> = match ids {
-                Some(ids) => ids.iter().copied().map(Some).collect(),
-                None => vec![None],
-            };
+        let mut reset = self.in_transaction(|tx| {
+            let mut stmt = tx.prepare(sql)?;
+            let mut reset = Vec::new();
             for target in targets {
-                let rows = stmt
-                    .query_map(params![target, now_ms], |r| r.get::<_, i64>(0))
-                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                    .map_err(err)?;
-                reset.extend(rows);
+                let rows = stmt.query_map(params![target, now_ms], |r| r.get::<_, i64>(0))?;
+                for id in rows {
+                    reset.push(id?);
+                }
             }
-        }
-        tx.commit().map_err(err)?;
+            Ok(reset)
+        })?;
         reset.sort_unstable();
         Ok(reset)
     }
@@ -152,23 +145,17 @@ impl Queue {
         // the daemon is never kept waiting on a long purge.
         let (kept, doomed): (Vec<&FileRow>, Vec<&FileRow>) =
             candidates.iter().partition(|row| keep(row));
-        let path = self.path.clone();
-        let err = |source| QueueError {
-            path: path.clone(),
-            source,
-        };
         let mut deleted = 0;
         for chunk in doomed.chunks(1000) {
-            let tx = self.conn.transaction().map_err(err)?;
-            {
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")
-                    .map_err(err)?;
+            deleted += self.in_transaction(|tx| {
+                let mut delete =
+                    tx.prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")?;
+                let mut n = 0;
                 for row in chunk {
-                    deleted += delete.execute([row.id]).map_err(err)?;
+                    n += delete.execute([row.id])?;
                 }
-            }
-            tx.commit().map_err(err)?;
+                Ok(n)
+            })?;
         }
         Ok((deleted, kept.len()))
     }
