@@ -196,6 +196,11 @@ impl Bucket {
         self.read(&["auth-on"]);
     }
 
+    /// Aborts every open multipart upload behind s3spool's back; returns how many.
+    pub fn abort_all_uploads(&self) -> u64 {
+        self.read(&["abort-all"]).as_u64().unwrap()
+    }
+
     /// Multipart uploads still open.
     pub fn open_uploads(&self) -> Vec<Value> {
         self.read(&["uploads"]).as_array().unwrap().clone()

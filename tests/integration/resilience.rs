@@ -140,6 +140,54 @@ fn faults_on_one_request_in_five_still_deliver_every_file_intact() {
         log.contains("request concurrency adjusted"),
         "SlowDown lowers the concurrency"
     );
+    assert!(
+        log.contains("part failed; retrying it"),
+        "a failed part is retried on its own"
+    );
+}
+
+#[test]
+fn a_failing_multipart_file_shows_progress_and_starts_over_when_s3_forgot_the_upload() {
+    let (s, proxy) = through_proxy(Mode::Delay(Duration::from_millis(300)), |o| {
+        o.max_attempts = 1000
+    });
+    let want = drop_files(&s, 0, &[40], 6);
+    let daemon = s.start();
+    let show = || -> serde_json::Value {
+        serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap_or_default()
+    };
+    wait_for(WAIT, "two parts recorded", || {
+        show()["parts_done"].as_u64().unwrap_or(0) >= 2
+    });
+    proxy.set_mode(Mode::SlowDownAll);
+    wait_for(
+        WAIT,
+        "the file failing, with its progress in status",
+        || {
+            let status = s.status();
+            let e = &status["latest_errors"][0];
+            e["error"].as_str().is_some_and(|t| t.contains("SlowDown"))
+                && e["parts_done"].as_u64().unwrap_or(0) >= 2
+                && e["parts_total"] == 8
+                && e["next_attempt_at"].is_string()
+                && e["attempts"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    let human = String::from_utf8_lossy(&s.cli(&["status"]).stdout).to_string();
+    assert!(
+        human.contains("/8 parts uploaded") && human.contains("next try"),
+        "{human}"
+    );
+    // S3 forgets the upload (a lifecycle rule, an operator): the file starts over.
+    assert_eq!(s.bucket.abort_all_uploads(), 1);
+    proxy.set_mode(Mode::Pass);
+    wait_for(WAIT, "delivered", || {
+        s.count("done") == 1 && s.spool_files().is_empty()
+    });
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(daemon.stop().success());
+    assert!(log.contains("S3 no longer knows the multipart upload; starting the file over"));
+    assert_exactly_once(&s, &want);
 }
 
 #[test]

@@ -6,6 +6,7 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   ls BUCKET                 one line per object: size and key
   dump BUCKET               JSON {key: {"size", "sha256", "etag", "meta_sha256"}}
   uploads BUCKET            JSON list of open multipart uploads [{key, upload_id}]
+  abort-all BUCKET          abort every open multipart upload (as a lifecycle rule would)
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
 """
@@ -58,6 +59,11 @@ def main():
     elif command == "uploads":
         found = s3.list_multipart_uploads(Bucket=args[0]).get("Uploads", [])
         print(json.dumps([{"key": u["Key"], "upload_id": u["UploadId"]} for u in found]))
+    elif command == "abort-all":
+        found = s3.list_multipart_uploads(Bucket=args[0]).get("Uploads", [])
+        for u in found:
+            s3.abort_multipart_upload(Bucket=args[0], Key=u["Key"], UploadId=u["UploadId"])
+        print(json.dumps(len(found)))
     elif command == "iam-user":
         iam = boto3.client(
             "iam",
