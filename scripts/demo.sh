@@ -43,6 +43,7 @@ settle = "1s"
 key = "{spool}/{yyyy}/{mm}/{dd}/{stem}-{timestamp}-{id}.{ext}"
 after_upload = "delete"
 TOML
+chmod 600 demo/config.toml   # it holds a secret: s3spool refuses it readable by others
 
 cat <<MSG
 s3spool demo: spool $(pwd)/demo/spool → s3://demo/inbound at $ENDPOINT

@@ -4,6 +4,7 @@
 //! (`spools.orders.settle`) and with the file name, so an operator fixes the file in one pass.
 //! Relative paths are taken relative to the directory of the config file.
 
+mod auth;
 mod bucket;
 mod reader;
 pub mod units;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::{AssumeRole, Auth, StaticKey};
 pub use bucket::{check_bucket_name, parse_bucket_uri};
 use reader::{Problem, Problems, Section};
 
@@ -36,6 +38,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub destinations: BTreeMap<String, Arc<Destination>>,
     pub spools: BTreeMap<String, Arc<Spool>>,
+    /// Some destination's secret is written in the file itself.
+    pub holds_secret: bool,
+    /// Load the file even if group or others can read it.
+    pub allow_insecure_permissions: bool,
 }
 
 /// An S3 bucket (and prefix) with the credentials and upload settings to reach it.
@@ -49,28 +55,9 @@ pub struct Destination {
     pub endpoint: Option<String>,
     pub path_style: bool,
     pub auth: Auth,
+    /// Temporary credentials are renewed this long before they expire.
+    pub refresh_margin: Duration,
     pub upload: UploadSettings,
-}
-
-/// How s3spool proves who it is to S3.
-#[derive(Clone)]
-pub enum Auth {
-    Static {
-        access_key_id: String,
-        secret_access_key: Secret,
-    },
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Auth::Static { access_key_id, .. } => f
-                .debug_struct("Static")
-                .field("access_key_id", access_key_id)
-                .field("secret_access_key", &"<redacted>")
-                .finish(),
-        }
-    }
 }
 
 /// A secret string that never prints itself.
@@ -177,7 +164,11 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::single(path, "", format!("cannot read the config file: {e}"))
         })?;
-        Config::parse(&text, path)
+        let config = Config::parse(&text, path)?;
+        if config.holds_secret && !config.allow_insecure_permissions {
+            check_private(path)?;
+        }
+        Ok(config)
     }
 
     /// Validates config text; `path` names the file in errors and anchors relative paths.
@@ -195,6 +186,10 @@ impl Config {
             .string(&mut p, "state_dir")
             .map(|s| resolve(&base, s))
             .unwrap_or_else(|| PathBuf::from("/var/lib/s3spool"));
+        let allow_insecure_permissions = top
+            .bool(&mut p, "allow_insecure_permissions")
+            .unwrap_or(false);
+        let mut inline_secret = false;
         let rescan_interval = top
             .duration(&mut p, "rescan_interval")
             .unwrap_or(Duration::from_secs(60));
@@ -206,7 +201,7 @@ impl Config {
             .unwrap_or(Duration::from_secs(30));
 
         let destinations = named_tables(&mut p, &mut top, "destinations", |p, key, name, t| {
-            destination(p, key, name, t, &base)
+            destination(p, key, name, t, &base, &mut inline_secret)
         });
         let spools = named_tables(&mut p, &mut top, "spools", |p, key, name, t| {
             spool(p, key, name, t, &base, &table)
@@ -222,6 +217,8 @@ impl Config {
                 drain_timeout,
                 destinations,
                 spools,
+                holds_secret: inline_secret,
+                allow_insecure_permissions,
             })
         } else {
             Err(ConfigError {
@@ -235,6 +232,27 @@ impl Config {
     pub fn queue_path(&self) -> PathBuf {
         self.state_dir.join("queue.db")
     }
+}
+
+/// Like ssh with its keys: a file holding a secret must not be readable by group or others.
+fn check_private(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| ConfigError::single(path, "", format!("cannot read the config file: {e}")))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::single(
+            path,
+            "",
+            format!(
+                "holds a secret_access_key but is readable by group or others (mode {:o}): run `chmod 600 {}` (and keep it owned by the user s3spool runs as), move the secret to secret_access_key_file or a systemd credential, or set allow_insecure_permissions = true",
+                mode & 0o777,
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A TOML syntax error by line and column. toml's own message quotes the offending line,
@@ -308,6 +326,7 @@ fn destination(
     name: &str,
     table: &toml::Table,
     base: &Path,
+    inline_secret: &mut bool,
 ) -> Option<Destination> {
     let mut s = Section::new(path, table);
     let bucket_uri = s.required_string(p, "bucket");
@@ -317,30 +336,11 @@ fn destination(
             .ok()
     });
     let region = s.string(p, "region").unwrap_or("us-east-1").to_string();
-    let region_ok = !region.is_empty()
-        && region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !region_ok {
-        p.add(
-            s.key("region"),
-            format!("{region:?} is not a region name like \"eu-west-1\""),
-        );
-    }
+    check_region(p, &s.key("region"), &region);
+    let allow_http = s.bool(p, "allow_http").unwrap_or(false);
     let endpoint = s
         .string(p, "endpoint")
-        .map(|e| e.trim_end_matches('/').to_string());
-    if let Some(e) = &endpoint {
-        let rest = e
-            .strip_prefix("http://")
-            .or_else(|| e.strip_prefix("https://"));
-        if rest.is_none_or(|host| host.is_empty() || host.contains('/')) {
-            p.add(
-                s.key("endpoint"),
-                format!("{e:?} is not an endpoint URL like \"https://s3.example.com\" or \"http://127.0.0.1:9000\" (scheme and host only)"),
-            );
-        }
-    }
+        .and_then(|e| check_endpoint(p, &s.key("endpoint"), e, allow_http));
     let path_style = s.bool(p, "path_style").unwrap_or(true);
     if !path_style {
         p.add(
@@ -349,11 +349,11 @@ fn destination(
         );
     }
     let auth = match s.table(p, "auth") {
-        Some(t) => auth(p, &s.key("auth"), t, base),
+        Some(t) => auth::parse(p, &s.key("auth"), t, base, allow_http),
         None => {
             p.add(
                 s.key("auth"),
-                "is required ([destinations.NAME.auth] with mode = \"static\")",
+                "is required ([destinations.NAME.auth] with mode = \"static\", \"default\" or \"assume_role\")",
             );
             None
         }
@@ -363,6 +363,8 @@ fn destination(
     let upload = upload_settings(p, &s.key("upload"), upload_table);
     s.finish(p);
     let (bucket, prefix) = bucket?;
+    let auth = auth?;
+    *inline_secret |= auth.inline_secret;
     Some(Destination {
         name: name.to_string(),
         bucket,
@@ -370,91 +372,71 @@ fn destination(
         region,
         endpoint,
         path_style,
-        auth: auth?,
+        auth: auth.auth,
+        refresh_margin: auth.refresh_margin,
         upload: upload?,
     })
 }
 
-fn auth(p: &mut Problems, path: &str, table: &toml::Table, base: &Path) -> Option<Auth> {
-    let mut s = Section::new(path, table);
-    let mode = s.required_string(p, "mode");
-    let access_key_id = s.string(p, "access_key_id");
-    let inline = s.string(p, "secret_access_key");
-    let file = s.string(p, "secret_access_key_file");
-    s.finish(p);
-    match mode? {
-        "static" => {}
-        "default" | "assume_role" => {
-            p.add(s.key("mode"), "this version supports only \"static\"");
-            return None;
-        }
-        other => {
-            p.add(
-                s.key("mode"),
-                format!("{other:?} is not a mode; use \"static\""),
-            );
-            return None;
-        }
+/// A region name like `eu-west-1`; reports and returns false otherwise.
+pub(super) fn check_region(p: &mut Problems, key: &str, region: &str) -> bool {
+    let ok = !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        p.add(
+            key,
+            format!("{region:?} is not a region name like \"eu-west-1\""),
+        );
     }
-    let access_key_id = match access_key_id {
-        Some(id) if !id.trim().is_empty() => Some(id.trim().to_string()),
-        _ => {
-            p.add(s.key("access_key_id"), "is required with mode = \"static\"");
-            None
-        }
-    };
-    let secret = static_secret(p, &s, inline, file, base);
-    Some(Auth::Static {
-        access_key_id: access_key_id?,
-        secret_access_key: secret?,
-    })
+    ok
 }
 
-/// The secret key, given inline or in a file (exactly one of the two).
-fn static_secret(
+/// An endpoint URL, scheme and host only. Plain `http://` only for loopback addresses, or
+/// with `allow_http = true`: credentials and data would cross the network unencrypted.
+pub(super) fn check_endpoint(
     p: &mut Problems,
-    s: &Section<'_>,
-    inline: Option<&str>,
-    file: Option<&str>,
-    base: &Path,
-) -> Option<Secret> {
-    match (inline, file) {
-        (Some(secret), None) if !secret.is_empty() => Some(Secret::new(secret)),
-        (None, Some(file)) => {
-            let file = resolve(base, file);
-            match std::fs::read_to_string(&file) {
-                Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
-                Ok(_) => {
-                    p.add(
-                        s.key("secret_access_key_file"),
-                        format!("{} is empty", file.display()),
-                    );
-                    None
-                }
-                Err(e) => {
-                    p.add(
-                        s.key("secret_access_key_file"),
-                        format!("cannot read {}: {e}", file.display()),
-                    );
-                    None
-                }
-            }
-        }
-        (Some(_), Some(_)) => {
-            p.add(
-                s.key("secret_access_key"),
-                "give secret_access_key or secret_access_key_file, not both",
-            );
-            None
-        }
-        _ => {
-            p.add(
-                s.key("secret_access_key"),
-                "is required with mode = \"static\" (or secret_access_key_file)",
-            );
-            None
-        }
+    key: &str,
+    url: &str,
+    allow_http: bool,
+) -> Option<String> {
+    let url = url.trim_end_matches('/');
+    let (plain, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (true, rest),
+        (_, Some(rest)) => (false, rest),
+        _ => (false, ""),
+    };
+    if rest.is_empty()
+        || rest.contains('/')
+        || !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        p.add(
+            key,
+            format!("{url:?} is not an endpoint URL like \"https://s3.example.com\" or \"http://127.0.0.1:9000\" (scheme and host only)"),
+        );
+        return None;
     }
+    if plain && !allow_http && !is_loopback(rest) {
+        p.add(
+            key,
+            format!("{url:?} is plain http to a host that is not loopback: use https, or set allow_http = true in the destination if the network is trusted"),
+        );
+        return None;
+    }
+    Some(url.to_string())
+}
+
+/// `host[:port]` names this machine.
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<UploadSettings> {

@@ -5,6 +5,7 @@
 //! touches this module alone. Errors come back as [`StoreError`], already sorted into
 //! transient (retry) and permanent (fail the file now) with words an operator understands.
 
+mod auth;
 mod rusoto;
 
 use async_trait::async_trait;
@@ -109,6 +110,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, StoreError>;
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError>;
     async fn delete_object(&self, key: &str) -> Result<(), StoreError>;
+    /// Fetches fresh credentials (assuming the role, where configured).
+    async fn verify_credentials(&self) -> Result<(), StoreError>;
 }
 
 /// Whether trying again can help.

@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use rusoto_core::{ByteStream, HttpClient, Region, RusotoError};
-use rusoto_credential::StaticProvider;
 use rusoto_s3::{
     AbortMultipartUploadRequest, CompleteMultipartUploadRequest, CompletedMultipartUpload,
     CreateMultipartUploadRequest, DeleteObjectRequest, HeadObjectRequest,
@@ -19,17 +18,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::auth::{credentials_error, SharedCredentials};
 use super::{
     CompletedPart, Md5, ObjectHead, ObjectStore, OpenUpload, PartInfo, PutBody, StoreError,
     Written, SHA256_METADATA,
 };
-use crate::config::{Auth, Destination};
+use crate::config::Destination;
 
 /// Streamed PUT bodies are read in chunks of this size.
 const STREAM_CHUNK: usize = 256 * 1024;
 
 struct RusotoStore {
     client: S3Client,
+    credentials: SharedCredentials,
     bucket: String,
     timeout: Duration,
 }
@@ -51,20 +52,11 @@ pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>, StoreE
                 endpoint: format!("https://s3.{}.amazonaws.com", destination.region),
             }),
     };
-    let client = match &destination.auth {
-        Auth::Static {
-            access_key_id,
-            secret_access_key,
-        } => {
-            let provider = StaticProvider::new_minimal(
-                access_key_id.clone(),
-                secret_access_key.expose().to_string(),
-            );
-            S3Client::new_with(http, provider, region)
-        }
-    };
+    let credentials = super::auth::credentials(destination)?;
+    let client = S3Client::new_with(http, credentials.clone(), region);
     Ok(Arc::new(RusotoStore {
         client,
+        credentials,
         bucket: destination.bucket.clone(),
         timeout: destination.upload.request_timeout,
     }))
@@ -108,7 +100,18 @@ impl RusotoStore {
     {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(convert(operation, e)),
+            Ok(Err(e)) => {
+                let e = convert(operation, e);
+                if matches!(
+                    e.code.as_str(),
+                    "ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired"
+                ) {
+                    // Renewed by the next request, which the retry makes at once.
+                    tracing::info!(operation, "the credentials expired early; renewing them");
+                    self.credentials.0.invalidate().await;
+                }
+                Err(e)
+            }
             Err(_) => Err(StoreError::transport(
                 operation,
                 "Timeout",
@@ -137,8 +140,15 @@ fn convert<E: std::fmt::Debug>(operation: &'static str, error: RusotoError<E>) -
         RusotoError::HttpDispatch(e) => {
             StoreError::transport(operation, "ConnectionFailed", e.to_string())
         }
+        // The request never left: getting credentials failed (STS, the chain).
         RusotoError::Credentials(e) => {
-            StoreError::permanent(operation, "CredentialsError", e.message.clone())
+            let source = if e.message.contains("Sts") {
+                "AssumeRole"
+            } else {
+                "GetCredentials"
+            };
+            let _ = operation;
+            credentials_error(source, &e)
         }
         RusotoError::Validation(m) => StoreError::permanent(operation, "InvalidRequest", m),
         RusotoError::ParseError(m) => StoreError::transport(operation, "BadResponse", m),
@@ -155,7 +165,7 @@ fn convert<E: std::fmt::Debug>(operation: &'static str, error: RusotoError<E>) -
     }
 }
 
-fn xml_field(body: &str, name: &str) -> Option<String> {
+pub(super) fn xml_field(body: &str, name: &str) -> Option<String> {
     let open = format!("<{name}>");
     let start = body.find(&open)? + open.len();
     let end = body[start..].find(&format!("</{name}>"))? + start;
@@ -407,6 +417,11 @@ impl ObjectStore for RusotoStore {
             key_marker = out.next_key_marker;
             id_marker = out.next_upload_id_marker;
         }
+    }
+
+    async fn verify_credentials(&self) -> Result<(), StoreError> {
+        self.credentials.0.invalidate().await;
+        self.credentials.0.verify().await
     }
 
     async fn delete_object(&self, key: &str) -> Result<(), StoreError> {

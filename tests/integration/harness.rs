@@ -317,7 +317,7 @@ key = "{key}"
             max_attempts = options.max_attempts,
             drain_timeout = options.drain_timeout,
         );
-        std::fs::write(&config, text).unwrap();
+        write_private(&config, &text);
         Setup {
             dir,
             spool,
@@ -357,7 +357,7 @@ key = "{key}"
                 }
             })
             .collect();
-        std::fs::write(&self.config, lines.join("\n")).unwrap();
+        write_private(&self.config, &lines.join("\n"));
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -418,6 +418,14 @@ key = "{key}"
         out.sort();
         out
     }
+}
+
+/// Writes a config file readable by its owner only, as s3spool requires of a file that
+/// holds a secret.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The real daemon as a child process.

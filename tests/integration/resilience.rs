@@ -280,7 +280,7 @@ fn an_unreadable_file_fails_with_the_os_error_and_others_go_on() {
     // Root reads everything: run the daemon as `nobody` then.
     let uid = (unsafe { libc::geteuid() } == 0).then_some(65534u32);
     if let Some(uid) = uid {
-        for path in [s.dir.path(), s.spool.as_path()] {
+        for path in [s.dir.path(), s.spool.as_path(), s.config.as_path()] {
             std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
         }
     }

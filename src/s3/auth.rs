@@ -1,0 +1,216 @@
+//! Credentials for S3: a static key, the standard AWS chain, or an IAM role assumed through
+//! STS with an External ID. The only user of `rusoto_sts` and `rusoto_credential`.
+//!
+//! Whatever the source, credentials are cached and renewed `refresh_margin` before they
+//! expire, so uploads never stop for a renewal. An `ExpiredToken` answer (a clock step, a
+//! revoked session) drops the cache: the next request renews.
+
+use async_trait::async_trait;
+use rusoto_core::{HttpClient, Region};
+use rusoto_credential::{
+    AwsCredentials, ChainProvider, CredentialsError, ProfileProvider, ProvideAwsCredentials,
+    StaticProvider,
+};
+use rusoto_sts::{StsAssumeRoleSessionCredentialsProvider, StsClient};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+use super::{classify, rusoto::xml_field, StoreError};
+use crate::config::{AssumeRole, Auth, Destination, StaticKey};
+
+/// Cached, self-renewing credentials of one destination.
+pub struct Credentials {
+    source: Box<dyn ProvideAwsCredentials + Send + Sync>,
+    cache: Mutex<Option<AwsCredentials>>,
+    margin: chrono::Duration,
+    /// What the credentials are, for errors: never a secret.
+    operation: &'static str,
+}
+
+/// A handle rusoto's clients sign with.
+#[derive(Clone)]
+pub struct SharedCredentials(pub Arc<Credentials>);
+
+#[async_trait]
+impl ProvideAwsCredentials for SharedCredentials {
+    async fn credentials(&self) -> Result<AwsCredentials, CredentialsError> {
+        self.0.get().await
+    }
+}
+
+impl Credentials {
+    async fn get(&self) -> Result<AwsCredentials, CredentialsError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = cache.as_ref() {
+            let fresh = cached
+                .expires_at()
+                .is_none_or(|at| at > chrono::Utc::now() + self.margin);
+            if fresh {
+                return Ok(cached.clone());
+            }
+        }
+        let renewed = self.source.credentials().await?;
+        if let Some(at) = renewed.expires_at() {
+            tracing::info!(operation = self.operation, expires = %at.format("%Y-%m-%dT%H:%M:%SZ"), "temporary credentials obtained");
+        }
+        *cache = Some(renewed.clone());
+        Ok(renewed)
+    }
+
+    /// Forgets the cached credentials: the next request fetches new ones.
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
+    /// Fetches credentials now (for `check`), as a [`StoreError`] if that fails.
+    pub async fn verify(&self) -> Result<(), StoreError> {
+        self.get()
+            .await
+            .map(drop)
+            .map_err(|e| credentials_error(self.operation, &e))
+    }
+}
+
+/// The credentials a destination's requests are signed with.
+pub fn credentials(destination: &Destination) -> Result<SharedCredentials, StoreError> {
+    let (source, operation): (Box<dyn ProvideAwsCredentials + Send + Sync>, &'static str) =
+        match &destination.auth {
+            Auth::Static(key) => (Box::new(static_provider(key)), "StaticCredentials"),
+            Auth::Default { profile } => (
+                Box::new(chain(profile.as_deref())?),
+                "DefaultCredentialChain",
+            ),
+            Auth::AssumeRole(role) => (assume_role(destination, role)?, "AssumeRole"),
+        };
+    let margin = chrono::Duration::from_std(destination.refresh_margin)
+        .unwrap_or(chrono::Duration::minutes(5));
+    Ok(SharedCredentials(Arc::new(Credentials {
+        source,
+        cache: Mutex::new(None),
+        margin,
+        operation,
+    })))
+}
+
+fn static_provider(key: &StaticKey) -> StaticProvider {
+    StaticProvider::new_minimal(
+        key.access_key_id.clone(),
+        key.secret_access_key.expose().to_string(),
+    )
+}
+
+/// Environment, shared credentials file (with `profile`), container, instance metadata.
+fn chain(profile: Option<&str>) -> Result<ChainProvider, StoreError> {
+    Ok(match profile {
+        None => ChainProvider::new(),
+        Some(name) => {
+            let mut profiles = ProfileProvider::new().map_err(|e| {
+                StoreError::permanent("DefaultCredentialChain", "CredentialsError", e.message)
+            })?;
+            profiles.set_profile(name);
+            ChainProvider::with_profile_provider(profiles)
+        }
+    })
+}
+
+fn assume_role(
+    destination: &Destination,
+    role: &AssumeRole,
+) -> Result<Box<dyn ProvideAwsCredentials + Send + Sync>, StoreError> {
+    let http = HttpClient::new()
+        .map_err(|e| StoreError::permanent("AssumeRole", "TlsInit", e.to_string()))?;
+    let region_name = role
+        .sts_region
+        .clone()
+        .unwrap_or_else(|| destination.region.clone());
+    let region = match &role.sts_endpoint {
+        Some(endpoint) => Region::Custom {
+            name: region_name,
+            endpoint: endpoint.clone(),
+        },
+        None => region_name.parse().unwrap_or(Region::UsEast1),
+    };
+    let client = match &role.base {
+        Some(key) => StsClient::new_with(http, static_provider(key), region),
+        None => StsClient::new_with(http, chain(None)?, region),
+    };
+    let duration = chrono::Duration::seconds(role.duration.as_secs() as i64);
+    Ok(Box::new(StsAssumeRoleSessionCredentialsProvider::new(
+        client,
+        role.role_arn.clone(),
+        role.session_name.clone(),
+        role.external_id.clone(),
+        Some(duration),
+        None,
+        None,
+    )))
+}
+
+/// Makes a readable error of a credentials failure. rusoto's STS provider wraps the STS
+/// answer in text such as `StsProvider get_session_token error: Unknown(BufferedHttpResponse
+/// {status: 403, body: "<ErrorResponse>…<Code>AccessDenied</Code>…"})`.
+pub fn credentials_error(operation: &'static str, e: &CredentialsError) -> StoreError {
+    let text = &e.message;
+    let status = text
+        .split_once("status: ")
+        .and_then(|(_, rest)| rest.get(..3))
+        .and_then(|digits| digits.parse::<u16>().ok());
+    let code = xml_field(text, "Code");
+    let message = xml_field(text, "Message");
+    match (status, code) {
+        (Some(status), Some(code)) => StoreError {
+            operation,
+            class: classify(status, &code),
+            code,
+            status: Some(status),
+            message: message.unwrap_or_default(),
+        },
+        (Some(status), None) => StoreError::from_response(operation, status, None, String::new()),
+        _ if text.contains("connect")
+            || text.contains("dispatch")
+            || text.contains("timed out") =>
+        {
+            StoreError::transport(operation, "ConnectionFailed", first_line(text))
+        }
+        _ => StoreError::permanent(operation, "CredentialsError", first_line(text)),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sts_failures_read_well() {
+        let e = CredentialsError::new(
+            "StsProvider get_session_token error: Unknown(BufferedHttpResponse {status: 403, body: \"<ErrorResponse><Error><Code>AccessDenied</Code><Message>not allowed to assume</Message></Error></ErrorResponse>\", headers: {}})",
+        );
+        let err = credentials_error("AssumeRole", &e);
+        assert_eq!(
+            (err.status, err.code.as_str(), err.class),
+            (
+                Some(403),
+                "AccessDenied",
+                super::super::ErrorClass::Permanent
+            )
+        );
+        assert_eq!(err.message, "not allowed to assume");
+        let down = credentials_error(
+            "AssumeRole",
+            &CredentialsError::new("error trying to connect: Connection refused"),
+        );
+        assert_eq!(
+            (down.code.as_str(), down.class),
+            ("ConnectionFailed", super::super::ErrorClass::Transient)
+        );
+    }
+}
