@@ -227,6 +227,10 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The auth table the tests use unless they say otherwise.
+pub const STATIC_AUTH: &str =
+    "mode = \"static\"\naccess_key_id = \"AKIAS3SPOOLTEST\"\nsecret_access_key = \"s3spool-test-secret-do-not-log\"";
+
 /// A temporary working area: a spool, a state dir and a config file.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -250,6 +254,8 @@ pub struct Options {
     pub rescan: &'static str,
     pub max_attempts: u32,
     pub drain_timeout: &'static str,
+    /// The body of `[destinations.lake.auth]`, if not the default static key.
+    pub auth: Option<String>,
 }
 
 impl Options {
@@ -264,6 +270,7 @@ impl Options {
             rescan: "1s",
             max_attempts: 3,
             drain_timeout: "20s",
+            auth: None,
         }
     }
 }
@@ -285,9 +292,7 @@ bucket = "s3://{bucket}/{prefix}"
 endpoint = "{endpoint}"
 
 [destinations.lake.auth]
-mode = "static"
-access_key_id = "AKIAS3SPOOLTEST"
-secret_access_key = "s3spool-test-secret-do-not-log"
+{auth}
 
 [destinations.lake.upload]
 multipart_threshold = "6MiB"
@@ -316,6 +321,7 @@ key = "{key}"
             rescan = options.rescan,
             max_attempts = options.max_attempts,
             drain_timeout = options.drain_timeout,
+            auth = options.auth.as_deref().unwrap_or(STATIC_AUTH),
         );
         write_private(&config, &text);
         Setup {
@@ -446,6 +452,21 @@ impl Daemon {
 
     /// Starts the daemon, as user `uid` (and the same gid) if given.
     pub fn start_with(cwd: &Path, config: &Path, log: &Path, uid: Option<u32>) -> Daemon {
+        Daemon::spawn(cwd, config, log, uid, &[])
+    }
+
+    /// Starts the daemon with these AWS environment variables (and none of the caller's).
+    pub fn start_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(Path::new("."), config, log, None, env)
+    }
+
+    fn spawn(
+        cwd: &Path,
+        config: &Path,
+        log: &Path,
+        uid: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         LAST_LOG.with(|l| *l.borrow_mut() = Some(log.to_path_buf()));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -456,6 +477,18 @@ impl Daemon {
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
         }
+        // The machine's own AWS settings must not leak into a test.
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_CONFIG_FILE",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
         command
             .current_dir(cwd)
             .arg("--config")

@@ -5,6 +5,7 @@ mod harness;
 mod proxy;
 
 mod cli;
+mod credentials;
 mod delivery;
 mod failures;
 mod resilience;

@@ -23,6 +23,8 @@ pub enum Mode {
     Delay(Duration),
     /// Forward everything, but lose the answer to the first PUT (the object is stored).
     LoseFirstPutAnswer,
+    /// Answer the first UploadPart with 400 ExpiredToken, forward everything else.
+    ExpireTokenAtFirstPart,
 }
 
 struct State {
@@ -31,6 +33,8 @@ struct State {
     seen: AtomicU64,
     faults: AtomicU64,
     log: Mutex<Vec<String>>,
+    /// Every request: head and, when short and text, body.
+    full: Mutex<Vec<String>>,
 }
 
 pub struct FaultProxy {
@@ -52,6 +56,7 @@ impl FaultProxy {
             seen: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
+            full: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -76,6 +81,11 @@ impl FaultProxy {
     /// Requests seen, as "METHOD /path?query".
     pub fn requests(&self) -> Vec<String> {
         self.state.log.lock().unwrap().clone()
+    }
+
+    /// Every request as text: request line, headers and (short, text) body.
+    pub fn recorded(&self) -> Vec<String> {
+        self.state.full.lock().unwrap().clone()
     }
 
     pub fn faults(&self) -> u64 {
@@ -114,6 +124,11 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
         .map_or(request_line.as_str(), |(w, _)| w)
         .to_string();
     state.log.lock().unwrap().push(what);
+    let mut full: String = head.concat();
+    if body.len() <= 4096 {
+        full.push_str(&String::from_utf8_lossy(&body));
+    }
+    state.full.lock().unwrap().push(full);
 
     let n = state.seen.fetch_add(1, Ordering::Relaxed) + 1;
     let mode = *state.mode.lock().unwrap();
@@ -122,6 +137,9 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
         Mode::LoseFirstPutAnswer => (request_line.starts_with("PUT ")
             && state.faults.load(Ordering::Relaxed) == 0)
             .then_some(3),
+        Mode::ExpireTokenAtFirstPart => (request_line.contains("partNumber=")
+            && state.faults.load(Ordering::Relaxed) == 0)
+            .then_some(4),
         Mode::SlowDownAll => Some(2),
         // Deterministic spread: requests 3, 8, 13, … of every five get a fault, in turn.
         Mode::Faults { one_in } => (n % one_in == 3 % one_in).then(|| (n / one_in) % 4),
@@ -142,6 +160,10 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
         Some(2) => {
             state.faults.fetch_add(1, Ordering::Relaxed);
             return error(&mut client, 503, "Slow Down", "SlowDown");
+        }
+        Some(4) => {
+            state.faults.fetch_add(1, Ordering::Relaxed);
+            return error(&mut client, 400, "Bad Request", "ExpiredToken");
         }
         _ => {}
     }
