@@ -1,16 +1,109 @@
-//! `s3spool check`: the config is valid, and every destination accepts a write, a read of
-//! the metadata and a delete under its prefix.
+//! `s3spool check`: the config is valid, and every destination allows each action the
+//! daemon needs. One row per action; each runs on its own where it can, so a single run
+//! shows every missing permission, with the IAM policy line that grants it.
+//!
+//! `--offline` stops after the config (for `ExecStartPre=`); `--challenge` also writes an
+//! object `s3spool-challenge-<uuid>` under the prefix and leaves it, to prove write access
+//! to whoever owns the bucket; `--json` prints one object for scripts.
 
+use bytes::Bytes;
+use serde::Serialize;
+use sha2::Digest;
 use std::process::ExitCode;
 
-use crate::config::Config;
-use crate::s3::{ObjectStore, PutBody};
+use crate::config::{Auth, Config, Destination};
+use crate::s3::{ObjectStore, PutBody, StoreError};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Only validate the config; touch no network.
+    #[arg(long)]
+    offline: bool,
+    /// Also write a challenge object `s3spool-challenge-<uuid>` and leave it in place.
+    #[arg(long, conflicts_with = "offline")]
+    challenge: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(config: Config, _args: Args) -> anyhow::Result<ExitCode> {
-    println!("config {}: ok", config.source.display());
+#[derive(Serialize)]
+struct Report {
+    config: String,
+    ok: bool,
+    destinations: Vec<DestinationReport>,
+}
+
+#[derive(Serialize)]
+struct DestinationReport {
+    name: String,
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    checks: Vec<Check>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge_key: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Check {
+    action: &'static str,
+    /// `true` ok, `false` failed, absent when skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// What to add to the IAM policy, when access was denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant: Option<String>,
+}
+
+pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    if args.offline {
+        if args.json {
+            super::print_json(&Report {
+                config: config.source.display().to_string(),
+                ok: true,
+                destinations: Vec::new(),
+            })?;
+        } else {
+            println!(
+                "config {}: ok (offline: no destination was contacted)",
+                config.source.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let destinations: Vec<DestinationReport> = config
+        .destinations
+        .values()
+        .map(|d| runtime.block_on(probe_destination(d, args.challenge)))
+        .collect();
+    let ok = destinations
+        .iter()
+        .all(|d| d.checks.iter().all(|c| c.ok != Some(false)));
+    let report = Report {
+        config: config.source.display().to_string(),
+        ok,
+        destinations,
+    };
+    if args.json {
+        super::print_json(&report)?;
+    } else {
+        print_human(&config, &report);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_human(config: &Config, report: &Report) {
+    println!("config {}: ok", report.config);
     for spool in config.spools.values() {
         let state = if spool.path.is_dir() {
             "exists"
@@ -24,94 +117,257 @@ pub fn run(config: Config, _args: Args) -> anyhow::Result<ExitCode> {
             spool.path.display()
         );
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut all_ok = true;
-    for destination in config.destinations.values() {
-        let at = destination.endpoint.as_deref().unwrap_or("AWS");
-        let uri = if destination.prefix.is_empty() {
-            format!("s3://{}", destination.bucket)
+    for d in &report.destinations {
+        let uri = if d.prefix.is_empty() {
+            format!("s3://{}", d.bucket)
         } else {
-            format!("s3://{}/{}", destination.bucket, destination.prefix)
+            format!("s3://{}/{}", d.bucket, d.prefix)
         };
         println!(
-            "destination {} ({uri} at {at}, region {}):",
-            destination.name, destination.region
+            "destination {} ({uri} at {}):",
+            d.name,
+            d.endpoint.as_deref().unwrap_or("AWS")
         );
-        let store = match crate::s3::connect(destination) {
-            Ok(store) => store,
-            Err(e) => {
-                println!("  {:<14} FAILED: {}", "Connect", e.reason());
-                all_ok = false;
-                continue;
+        for c in &d.checks {
+            match (c.ok, &c.error) {
+                (Some(true), _) => println!("  {:<22} ok", c.action),
+                (Some(false), Some(e)) => println!("  {:<22} FAILED: {e}", c.action),
+                (None, Some(why)) => println!("  {:<22} skipped ({why})", c.action),
+                _ => println!("  {:<22} skipped", c.action),
             }
-        };
-        let key = probe_key(&destination.prefix);
-        let steps = runtime.block_on(probe(store.as_ref(), &key));
-        for (step, result) in steps {
-            match result {
-                Some(Ok(())) => println!("  {step:<14} ok"),
-                Some(Err(e)) => {
-                    all_ok = false;
-                    println!("  {step:<14} FAILED: {e}");
-                }
-                None => println!("  {step:<14} skipped"),
+            if let Some(grant) = &c.grant {
+                println!("  {:<22}   → add to the IAM policy: {grant}", "");
             }
         }
+        if let Some(key) = &d.challenge_key {
+            println!("  challenge object left in place: {key}");
+        }
     }
-    if all_ok {
+    if report.ok {
         println!("all destinations ok");
-        Ok(ExitCode::SUCCESS)
     } else {
-        println!("some destinations failed: see above");
-        Ok(ExitCode::FAILURE)
+        println!("some checks failed: see above");
     }
 }
 
-fn probe_key(prefix: &str) -> String {
-    let name = format!("s3spool-check-{}", uuid::Uuid::new_v4());
+fn key_under(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
-        name
+        name.to_string()
     } else {
         format!("{prefix}/{name}")
     }
 }
 
-type Step = (&'static str, Option<Result<(), String>>);
-
-/// PUT, HEAD, DELETE a small object; a failed step skips the ones after it.
-async fn probe(store: &dyn ObjectStore, key: &str) -> Vec<Step> {
-    use md5::{Digest, Md5};
-    let body = bytes::Bytes::from_static(b"s3spool connection check\n");
-    let md5: [u8; 16] = Md5::digest(&body).into();
-    let sha256 = hex::encode(sha2::Sha256::digest(&body));
-    let mut steps: Vec<Step> = vec![
-        ("PutObject", None),
-        ("HeadObject", None),
-        ("DeleteObject", None),
-    ];
-    let put = store
-        .put_object(key, PutBody::Memory(body.clone()), md5, &sha256)
-        .await;
-    steps[0].1 = Some(put.map(drop).map_err(|e| e.reason()));
-    if matches!(steps[0].1, Some(Err(_))) {
-        return steps;
-    }
-    let head = match store.head_object(key).await {
-        Ok(Some(h)) if h.size == body.len() as u64 => Ok(()),
-        Ok(Some(h)) => Err(format!(
-            "object has {} bytes, {} were written",
-            h.size,
-            body.len()
-        )),
-        Ok(None) => Err("the object just written is not there".into()),
-        Err(e) => Err(e.reason()),
-    };
-    steps[1].1 = Some(head);
-    let delete = store.delete_object(key).await;
-    steps[2].1 = Some(
-        delete.map_err(|e| format!("{} (the probe object {key} was left behind)", e.reason())),
+/// The policy statement that allows `action`, for the hint on an AccessDenied row.
+fn grant(d: &Destination, action: &str) -> String {
+    let objects = format!(
+        "arn:aws:s3:::{}/{}*",
+        d.bucket,
+        if d.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", d.prefix)
+        }
     );
-    steps
+    match action {
+        "sts:AssumeRole" => match &d.auth {
+            Auth::AssumeRole(role) => format!(
+                "sts:AssumeRole on {} for the identity that calls STS, and a trust policy on the role that allows it{}",
+                role.role_arn,
+                if role.external_id.is_some() { " with the condition sts:ExternalId" } else { "" }
+            ),
+            _ => String::new(),
+        },
+        "HeadObject" => format!("s3:GetObject on {objects}"),
+        "DeleteObject" => format!("s3:DeleteObject on {objects} (only `check` needs it, to remove its probe)"),
+        "ListParts" => format!("s3:ListMultipartUploadParts on {objects}"),
+        "AbortMultipartUpload" => format!("s3:AbortMultipartUpload on {objects}"),
+        "ListMultipartUploads" => format!("s3:ListBucketMultipartUploads on arn:aws:s3:::{}", d.bucket),
+        _ => format!("s3:PutObject on {objects}"),
+    }
+}
+
+fn row(d: &Destination, action: &'static str, result: Result<(), StoreError>) -> Check {
+    match result {
+        Ok(()) => Check {
+            action,
+            ok: Some(true),
+            error: None,
+            grant: None,
+        },
+        Err(e) => {
+            let denied = e.code == "AccessDenied" || e.code == "AllAccessDisabled";
+            Check {
+                action,
+                ok: Some(false),
+                error: Some(e.reason()),
+                grant: denied.then(|| grant(d, action)),
+            }
+        }
+    }
+}
+
+fn skipped(action: &'static str, why: &str) -> Check {
+    Check {
+        action,
+        ok: None,
+        error: Some(why.to_string()),
+        grant: None,
+    }
+}
+
+async fn probe_destination(d: &Destination, challenge: bool) -> DestinationReport {
+    let mut report = DestinationReport {
+        name: d.name.clone(),
+        bucket: d.bucket.clone(),
+        prefix: d.prefix.clone(),
+        endpoint: d.endpoint.clone(),
+        checks: Vec::new(),
+        challenge_key: None,
+    };
+    let store = match crate::s3::connect(d) {
+        Ok(store) => store,
+        Err(e) => {
+            report.checks.push(row(d, "Connect", Err(e)));
+            return report;
+        }
+    };
+    let credentials_row = if matches!(d.auth, Auth::AssumeRole(_)) {
+        "sts:AssumeRole"
+    } else {
+        "Credentials"
+    };
+    let credentials = store.verify_credentials().await;
+    let have_credentials = credentials.is_ok();
+    report.checks.push(row(d, credentials_row, credentials));
+    if !have_credentials {
+        for action in ACTIONS {
+            report.checks.push(skipped(action, "no credentials"));
+        }
+        return report;
+    }
+    report.checks.extend(probe_actions(d, store.as_ref()).await);
+    if challenge {
+        let key = key_under(
+            &d.prefix,
+            &format!("s3spool-challenge-{}", uuid::Uuid::new_v4()),
+        );
+        let body = Bytes::from(format!(
+            "s3spool challenge object, written by `s3spool check --challenge` for destination {}\n",
+            d.name
+        ));
+        let result = put(store.as_ref(), &key, body).await;
+        if result.is_ok() {
+            report.challenge_key = Some(key);
+        }
+        report.checks.push(row(d, "PutObject (challenge)", result));
+    }
+    report
+}
+
+const ACTIONS: [&str; 8] = [
+    "PutObject",
+    "HeadObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "ListParts",
+    "AbortMultipartUpload",
+    "ListMultipartUploads",
+    "DeleteObject",
+];
+
+async fn put(store: &dyn ObjectStore, key: &str, body: Bytes) -> Result<(), StoreError> {
+    let md5: [u8; 16] = md5::Md5::digest(&body).into();
+    let sha256 = hex::encode(sha2::Sha256::digest(&body));
+    store
+        .put_object(key, PutBody::Memory(body), md5, &sha256)
+        .await
+        .map(drop)
+}
+
+/// Every action the daemon needs, each on its own where it can be.
+async fn probe_actions(d: &Destination, store: &dyn ObjectStore) -> Vec<Check> {
+    let key = key_under(
+        &d.prefix,
+        &format!("s3spool-check-{}", uuid::Uuid::new_v4()),
+    );
+    let body = Bytes::from_static(b"s3spool connection check\n");
+    let mut checks = Vec::new();
+    let put_result = put(store, &key, body.clone()).await;
+    let written = put_result.is_ok();
+    checks.push(row(d, "PutObject", put_result));
+    if written {
+        let head = match store.head_object(&key).await {
+            Ok(Some(h)) if h.size == body.len() as u64 => Ok(()),
+            Ok(Some(h)) => Err(StoreError::permanent(
+                "HeadObject",
+                "WrongSize",
+                format!("object has {} bytes, {} were written", h.size, body.len()),
+            )),
+            Ok(None) => Err(StoreError::permanent(
+                "HeadObject",
+                "NotFound",
+                "the object just written is not there".into(),
+            )),
+            Err(e) => Err(e),
+        };
+        checks.push(row(d, "HeadObject", head));
+    } else {
+        checks.push(skipped("HeadObject", "needs PutObject"));
+    }
+
+    let sha256 = hex::encode(sha2::Sha256::digest(&body));
+    let mpu_key = format!("{key}-multipart");
+    match store.create_multipart(&mpu_key, &sha256).await {
+        Ok(upload_id) => {
+            checks.push(row(d, "CreateMultipartUpload", Ok(())));
+            let md5: [u8; 16] = md5::Md5::digest(&body).into();
+            let part = store
+                .upload_part(&mpu_key, &upload_id, 1, body.clone(), md5)
+                .await;
+            let etag = part.as_ref().ok().map(|w| w.etag.clone());
+            checks.push(row(d, "UploadPart", part.map(drop)));
+            let listed = match (store.list_parts(&mpu_key, &upload_id).await, &etag) {
+                (Ok(Some(parts)), Some(etag)) if !parts.iter().any(|p| &p.etag == etag) => {
+                    Err(StoreError::permanent(
+                        "ListParts",
+                        "MissingPart",
+                        "the part just uploaded is not listed".into(),
+                    ))
+                }
+                (Ok(Some(_)), _) => Ok(()),
+                (Ok(None), _) => Err(StoreError::permanent(
+                    "ListParts",
+                    "NoSuchUpload",
+                    "the upload just created is unknown".into(),
+                )),
+                (Err(e), _) => Err(e),
+            };
+            checks.push(row(d, "ListParts", listed));
+            checks.push(row(
+                d,
+                "AbortMultipartUpload",
+                store.abort_multipart(&mpu_key, &upload_id).await,
+            ));
+        }
+        Err(e) => {
+            checks.push(row(d, "CreateMultipartUpload", Err(e)));
+            for action in ["UploadPart", "ListParts", "AbortMultipartUpload"] {
+                checks.push(skipped(action, "needs CreateMultipartUpload"));
+            }
+        }
+    }
+    let listed = store
+        .list_uploads(&key_under(&d.prefix, ""))
+        .await
+        .map(drop);
+    checks.push(row(d, "ListMultipartUploads", listed));
+    let deleted = store.delete_object(&key).await.map_err(|mut e| {
+        if written {
+            e.message = format!("{} (the probe object {key} was left behind)", e.message);
+        }
+        e
+    });
+    checks.push(row(d, "DeleteObject", deleted));
+    checks
 }

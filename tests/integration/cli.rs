@@ -4,6 +4,18 @@ use std::time::Duration;
 
 use crate::harness::*;
 
+/// The state of `action`'s row in `check` output: "ok", "FAILED: …" or "skipped …".
+fn check_row(text: &str, action: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find_map(|l| {
+            l.strip_prefix(action)
+                .filter(|rest| rest.starts_with(' '))
+                .map(|rest| rest.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no row {action} in\n{text}"))
+}
+
 fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -19,15 +31,25 @@ fn check_passes_against_a_working_destination_and_leaves_nothing() {
     let out = s.cli(&["check"]);
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
-    for step in [
-        "PutObject      ok",
-        "HeadObject     ok",
-        "DeleteObject   ok",
-        "all destinations ok",
+    for action in [
+        "Credentials",
+        "PutObject",
+        "HeadObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "ListParts",
+        "AbortMultipartUpload",
+        "ListMultipartUploads",
+        "DeleteObject",
     ] {
-        assert!(t.contains(step), "{t}");
+        assert_eq!(check_row(&t, action), "ok", "{t}");
     }
+    assert!(t.contains("all destinations ok"));
     assert!(s.bucket.objects().is_empty(), "the probe object is deleted");
+    assert!(
+        s.bucket.open_uploads().is_empty(),
+        "the probe upload is aborted"
+    );
 }
 
 #[test]
@@ -37,11 +59,12 @@ fn check_names_a_missing_bucket() {
     let out = s.cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
+    let put = check_row(&t, "PutObject");
     assert!(
-        t.contains("PutObject      FAILED") && t.contains("the bucket does not exist"),
+        put.starts_with("FAILED: 404 NoSuchBucket") && put.contains("the bucket does not exist"),
         "{t}"
     );
-    assert!(t.contains("HeadObject     skipped"), "{t}");
+    assert_eq!(check_row(&t, "HeadObject"), "skipped (needs PutObject)");
 }
 
 #[test]
@@ -51,7 +74,11 @@ fn check_names_an_unreachable_endpoint() {
     let out = s.cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
-    assert!(t.contains("endpoint unreachable"), "{t}");
+    let put = check_row(&t, "PutObject");
+    assert!(
+        put.starts_with("FAILED: ConnectionFailed") && put.contains("endpoint unreachable"),
+        "{t}"
+    );
     assert!(
         !t.contains("s3spool-test-secret-do-not-log"),
         "no secret in output"
@@ -204,10 +231,28 @@ fn check_and_the_daemon_name_credential_and_permission_problems() {
         let out = s.cli(&["check"]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(1), "{t}");
+        let put = check_row(&t, "PutObject");
         assert!(
-            t.contains("PutObject      FAILED: 403") && t.contains(code) && t.contains(words),
+            put.starts_with(&format!("FAILED: 403 {code}")) && put.contains(words),
             "{code}: {t}"
         );
+        if code == "AccessDenied" {
+            // Every action is tried on its own, each with the policy line that grants it.
+            for grant in [
+                "s3:PutObject on",
+                "s3:ListBucketMultipartUploads on arn:aws:s3:::",
+                "s3:DeleteObject on",
+            ] {
+                assert!(
+                    t.contains(&format!("add to the IAM policy: {grant}")),
+                    "{grant}: {t}"
+                );
+            }
+            assert!(
+                t.contains(&format!("arn:aws:s3:::{}/inbound/*", s.bucket.name)),
+                "{t}"
+            );
+        }
     }
 
     // The daemon fails such a file at once (no retry storm) and leaves it in place.
@@ -226,4 +271,49 @@ fn check_and_the_daemon_name_credential_and_permission_problems() {
         "{row}"
     );
     assert_eq!(s.spool_files(), vec!["denied.csv"]);
+}
+
+#[test]
+fn check_json_challenge_and_offline() {
+    let endpoint = shared_server();
+    let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
+    let out = s.cli(&["check", "--json", "--challenge"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let destination = &report["destinations"][0];
+    assert_eq!(destination["name"], "lake");
+    let actions: Vec<&str> = destination["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"ListParts") && actions.contains(&"PutObject (challenge)"),
+        "{actions:?}"
+    );
+    assert!(destination["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["ok"] == true));
+    let challenge = destination["challenge_key"].as_str().unwrap();
+    assert!(
+        challenge.starts_with("inbound/s3spool-challenge-"),
+        "{challenge}"
+    );
+    let keys: Vec<String> = s.bucket.objects().into_keys().collect();
+    assert_eq!(
+        keys,
+        vec![challenge.to_string()],
+        "the challenge object stays, the probe does not"
+    );
+
+    // Offline: config only, no network, so an unreachable endpoint does not matter.
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let offline = Setup::new(Options::new(&unreachable), Bucket::named(&unreachable));
+    let out = offline.cli(&["check", "--offline"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("offline: no destination was contacted"));
 }

@@ -109,6 +109,13 @@ fn assume_role_carries_the_external_id_and_s3_is_signed_with_the_session_key() {
         seen.push_str(&String::from_utf8_lossy(&out.stderr));
     }
     assert!(!seen.contains(BASE_SECRET));
+    let check = String::from_utf8_lossy(&s.cli(&["check"]).stdout).to_string();
+    assert!(
+        check
+            .lines()
+            .any(|l| l.trim().starts_with("sts:AssumeRole") && l.trim().ends_with(" ok")),
+        "{check}"
+    );
     for entry in std::fs::read_dir(s.dir.path().join("state"))
         .unwrap()
         .flatten()
@@ -237,4 +244,27 @@ fn the_default_chain_reads_a_profile_from_the_shared_credentials_file() {
             .all(|w| signing_key(w) == "AKIAUPLOADSPROFILE"),
         "the named profile, not [default]"
     );
+}
+
+#[test]
+fn check_and_the_daemon_name_an_unreachable_sts() {
+    let server = shared_server();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut o = Options::new(server);
+    o.auth = Some(format!(
+        "mode = \"assume_role\"\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\naccess_key_id = \"{BASE_KEY}\"\nsecret_access_key = \"{BASE_SECRET}\"\nsts_endpoint = \"{closed}\""
+    ));
+    let s = Setup::new(o, Bucket::create(server));
+    let out = s.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = String::from_utf8_lossy(&out.stdout).to_string();
+    let sts = t
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sts:AssumeRole"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(sts.contains("FAILED: ConnectionFailed"), "{t}");
+    assert!(t.contains("skipped (no credentials)"), "{t}");
+    assert!(!t.contains(BASE_SECRET));
 }
