@@ -69,6 +69,10 @@ pub enum KeyError {
     ControlCharacter,
     #[error("object key would be empty")]
     Empty,
+    #[error("object key would have a '.' or '..' segment, which S3 consoles and tools resolve like a path")]
+    DotSegment,
+    #[error("object key would end with '/', which S3 tools show as a folder")]
+    TrailingSlash,
 }
 
 impl KeyTemplate {
@@ -130,6 +134,17 @@ impl KeyTemplate {
                 "the template has none of {id}, {uuid}, {path} or {name}, so files would overwrite each other's objects"
                     .to_string(),
             );
+        }
+        // Segments as written, with each placeholder standing for some text.
+        let shape: String = parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(text) => text.as_str(),
+                Part::Placeholder(_) => "x",
+            })
+            .collect();
+        if let Some(dots) = shape.split('/').find(|seg| *seg == "." || *seg == "..") {
+            return Err(format!("the template has a '{dots}' segment"));
         }
         if text.starts_with('/') {
             return Err(
@@ -195,6 +210,12 @@ impl KeyTemplate {
         }
         if key.chars().any(char::is_control) {
             return Err(KeyError::ControlCharacter);
+        }
+        if key.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(KeyError::DotSegment);
+        }
+        if key.ends_with('/') {
+            return Err(KeyError::TrailingSlash);
         }
         if key.len() > MAX_KEY_BYTES {
             return Err(KeyError::TooLong(key.len()));
@@ -285,6 +306,24 @@ mod tests {
             .unwrap_err()
             .contains("leading slash"));
         assert_eq!(render("{{x}}-{id}", "", "a"), "{x}-42");
+    }
+
+    #[test]
+    fn keys_are_safe_paths() {
+        assert!(KeyTemplate::parse("../{name}")
+            .unwrap_err()
+            .contains("'..' segment"));
+        assert!(KeyTemplate::parse("a/./{name}")
+            .unwrap_err()
+            .contains("'.' segment"));
+        let t = KeyTemplate::parse("{stem}/{id}").unwrap();
+        // A file named ".." cannot exist, but a stem can be "." ("..csv" → stem ".").
+        assert_eq!(t.render("", &input("..csv")), Err(KeyError::DotSegment));
+        let t = KeyTemplate::parse("{dir}/{name}/").unwrap();
+        assert_eq!(t.render("", &input("a.csv")), Err(KeyError::TrailingSlash));
+        // Empty segments and a leading slash never survive.
+        let t = KeyTemplate::parse("{dir}//{name}").unwrap();
+        assert_eq!(t.render("/p/", &input("a.csv")).unwrap(), "p/a.csv");
     }
 
     #[test]
