@@ -12,7 +12,7 @@ use sha2::Digest;
 use std::process::ExitCode;
 
 use crate::config::{Auth, Config, Destination};
-use crate::s3::{ObjectStore, PutBody, StoreError};
+use crate::s3::{CompletedPart, ObjectStore, PutBody, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,6 +56,9 @@ struct Check {
     /// What to add to the IAM policy, when access was denied.
     #[serde(skip_serializing_if = "Option::is_none")]
     grant: Option<String>,
+    /// Only `check` itself needs this action: a failure is a warning.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    optional: bool,
 }
 
 pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
@@ -84,7 +87,7 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let ok = destinations
         .iter()
-        .all(|d| d.checks.iter().all(|c| c.ok != Some(false)));
+        .all(|d| d.checks.iter().all(|c| c.ok != Some(false) || c.optional));
     let report = Report {
         config: config.source.display().to_string(),
         ok,
@@ -131,6 +134,7 @@ fn print_human(config: &Config, report: &Report) {
         for c in &d.checks {
             match (c.ok, &c.error) {
                 (Some(true), _) => println!("  {:<22} ok", c.action),
+                (Some(false), Some(e)) if c.optional => println!("  {:<22} WARNING: {e}", c.action),
                 (Some(false), Some(e)) => println!("  {:<22} FAILED: {e}", c.action),
                 (None, Some(why)) => println!("  {:<22} skipped ({why})", c.action),
                 _ => println!("  {:<22} skipped", c.action),
@@ -194,6 +198,7 @@ fn row(d: &Destination, action: &'static str, result: Result<(), StoreError>) ->
             ok: Some(true),
             error: None,
             grant: None,
+            optional: false,
         },
         Err(e) => {
             let denied = e.code == "AccessDenied" || e.code == "AllAccessDisabled";
@@ -202,6 +207,7 @@ fn row(d: &Destination, action: &'static str, result: Result<(), StoreError>) ->
                 ok: Some(false),
                 error: Some(e.reason()),
                 grant: denied.then(|| grant(d, action)),
+                optional: false,
             }
         }
     }
@@ -213,6 +219,7 @@ fn skipped(action: &'static str, why: &str) -> Check {
         ok: None,
         error: Some(why.to_string()),
         grant: None,
+        optional: false,
     }
 }
 
@@ -265,9 +272,10 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
     report
 }
 
-const ACTIONS: [&str; 8] = [
+const ACTIONS: [&str; 9] = [
     "PutObject",
     "HeadObject",
+    "CompleteMultipartUpload",
     "CreateMultipartUpload",
     "UploadPart",
     "ListParts",
@@ -316,47 +324,7 @@ async fn probe_actions(d: &Destination, store: &dyn ObjectStore) -> Vec<Check> {
         checks.push(skipped("HeadObject", "needs PutObject"));
     }
 
-    let sha256 = hex::encode(sha2::Sha256::digest(&body));
-    let mpu_key = format!("{key}-multipart");
-    match store.create_multipart(&mpu_key, &sha256).await {
-        Ok(upload_id) => {
-            checks.push(row(d, "CreateMultipartUpload", Ok(())));
-            let md5: [u8; 16] = md5::Md5::digest(&body).into();
-            let part = store
-                .upload_part(&mpu_key, &upload_id, 1, body.clone(), md5)
-                .await;
-            let etag = part.as_ref().ok().map(|w| w.etag.clone());
-            checks.push(row(d, "UploadPart", part.map(drop)));
-            let listed = match (store.list_parts(&mpu_key, &upload_id).await, &etag) {
-                (Ok(Some(parts)), Some(etag)) if !parts.iter().any(|p| &p.etag == etag) => {
-                    Err(StoreError::permanent(
-                        "ListParts",
-                        "MissingPart",
-                        "the part just uploaded is not listed".into(),
-                    ))
-                }
-                (Ok(Some(_)), _) => Ok(()),
-                (Ok(None), _) => Err(StoreError::permanent(
-                    "ListParts",
-                    "NoSuchUpload",
-                    "the upload just created is unknown".into(),
-                )),
-                (Err(e), _) => Err(e),
-            };
-            checks.push(row(d, "ListParts", listed));
-            checks.push(row(
-                d,
-                "AbortMultipartUpload",
-                store.abort_multipart(&mpu_key, &upload_id).await,
-            ));
-        }
-        Err(e) => {
-            checks.push(row(d, "CreateMultipartUpload", Err(e)));
-            for action in ["UploadPart", "ListParts", "AbortMultipartUpload"] {
-                checks.push(skipped(action, "needs CreateMultipartUpload"));
-            }
-        }
-    }
+    checks.extend(probe_multipart(d, store, &format!("{key}-multipart"), &body).await);
     let listed = store
         .list_uploads(&key_under(&d.prefix, ""))
         .await
@@ -368,6 +336,89 @@ async fn probe_actions(d: &Destination, store: &dyn ObjectStore) -> Vec<Check> {
         }
         e
     });
-    checks.push(row(d, "DeleteObject", deleted));
+    // Only `check` deletes: a failure here is worth knowing, not a reason to fail.
+    let mut delete = row(d, "DeleteObject", deleted);
+    delete.optional = true;
+    checks.push(delete);
+    checks
+}
+
+/// The multipart set: a one-part upload completed for real (so SSE-KMS or a policy on
+/// Complete shows up here, not on the first large file), then a second one aborted.
+async fn probe_multipart(
+    d: &Destination,
+    store: &dyn ObjectStore,
+    key: &str,
+    body: &Bytes,
+) -> Vec<Check> {
+    let sha256 = hex::encode(sha2::Sha256::digest(body));
+    let md5: [u8; 16] = md5::Md5::digest(body).into();
+    let mut checks = Vec::new();
+    let upload_id = match store.create_multipart(key, &sha256).await {
+        Ok(upload_id) => {
+            checks.push(row(d, "CreateMultipartUpload", Ok(())));
+            upload_id
+        }
+        Err(e) => {
+            checks.push(row(d, "CreateMultipartUpload", Err(e)));
+            for action in [
+                "UploadPart",
+                "ListParts",
+                "CompleteMultipartUpload",
+                "AbortMultipartUpload",
+            ] {
+                checks.push(skipped(action, "needs CreateMultipartUpload"));
+            }
+            return checks;
+        }
+    };
+    let part = store
+        .upload_part(key, &upload_id, 1, body.clone(), md5)
+        .await;
+    let etag = part.as_ref().ok().map(|w| w.etag.clone());
+    checks.push(row(d, "UploadPart", part.map(drop)));
+    let listed = match (store.list_parts(key, &upload_id).await, &etag) {
+        (Ok(Some(parts)), Some(etag)) if !parts.iter().any(|p| &p.etag == etag) => {
+            Err(StoreError::permanent(
+                "ListParts",
+                "MissingPart",
+                "the part just uploaded is not listed".into(),
+            ))
+        }
+        (Ok(Some(_)), _) => Ok(()),
+        (Ok(None), _) => Err(StoreError::permanent(
+            "ListParts",
+            "NoSuchUpload",
+            "the upload just created is unknown".into(),
+        )),
+        (Err(e), _) => Err(e),
+    };
+    checks.push(row(d, "ListParts", listed));
+    match etag {
+        Some(etag) => {
+            let parts = [CompletedPart { number: 1, etag }];
+            let completed = store
+                .complete_multipart(key, &upload_id, &parts)
+                .await
+                .map(drop);
+            let done = completed.is_ok();
+            checks.push(row(d, "CompleteMultipartUpload", completed));
+            if done {
+                let _ = store.delete_object(key).await;
+            } else {
+                let _ = store.abort_multipart(key, &upload_id).await;
+            }
+        }
+        None => {
+            checks.push(skipped("CompleteMultipartUpload", "needs UploadPart"));
+            let _ = store.abort_multipart(key, &upload_id).await;
+        }
+    }
+    // Abort on an upload of its own: the daemon aborts uploads it no longer needs.
+    let aborted = match store.create_multipart(key, &sha256).await {
+        Ok(second) => store.abort_multipart(key, &second).await,
+        Err(e) => Err(e),
+    };
+    checks.push(row(d, "AbortMultipartUpload", aborted));
     checks
 }

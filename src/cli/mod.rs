@@ -55,7 +55,9 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(&cli.config) {
+    // Only commands that talk to S3 read secret files and systemd credentials.
+    let needs_secrets = matches!(cli.command, Command::Run | Command::Check(_));
+    let config = match Config::load_with(&cli.config, needs_secrets) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("s3spool: {e}");

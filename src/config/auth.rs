@@ -1,8 +1,16 @@
 //! `[destinations.NAME.auth]`: how s3spool proves who it is to S3 — a static key, the
 //! standard AWS credential chain, or an IAM role assumed through STS with an External ID.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// `access_key_id`, `secret_access_key`, `secret_access_key_file`, `secret_access_key_credential`.
+type KeyFields<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
 
 use super::reader::{Problems, Section};
 use super::{check_endpoint, check_region, resolve, Secret};
@@ -48,6 +56,17 @@ pub struct Parsed {
     pub refresh_margin: Duration,
     /// The table holds a secret inline (the config file must then be private).
     pub inline_secret: bool,
+    /// Files the secret was read from (they must be private too).
+    pub secret_files: Vec<PathBuf>,
+}
+
+/// Where secrets come from while a config is read.
+pub struct SecretSources<'a> {
+    /// Relative paths are relative to this folder (the config file's).
+    pub base: &'a Path,
+    /// False for commands that never talk to S3 (`status`, `list`, …): secret files and
+    /// systemd credentials are not read, so those commands work from any shell.
+    pub read: bool,
 }
 
 const MODES: &str = "\"static\", \"default\" or \"assume_role\"";
@@ -56,9 +75,10 @@ pub fn parse(
     p: &mut Problems,
     path: &str,
     table: &toml::Table,
-    base: &Path,
+    sources: &SecretSources<'_>,
     allow_http: bool,
 ) -> Option<Parsed> {
+    let mut secret_files = Vec::new();
     let mut s = Section::new(path, table);
     let mode = s.required_string(p, "mode");
     let access_key_id = s.string(p, "access_key_id");
@@ -98,7 +118,15 @@ pub fn parse(
             ] {
                 only_with(p, name, given, "\"assume_role\"");
             }
-            static_key(p, &s, access_key_id, inline, file, credential, base, true).map(Auth::Static)
+            static_key(
+                p,
+                &s,
+                (access_key_id, inline, file, credential),
+                sources,
+                &mut secret_files,
+                true,
+            )
+            .map(Auth::Static)
         }
         "default" => {
             only_with(p, "access_key_id", has_key, "\"static\" or \"assume_role\"");
@@ -156,7 +184,14 @@ pub fn parse(
             let sts_region = sts_region
                 .and_then(|r| check_region(p, &s.key("sts_region"), r).then(|| r.to_string()));
             let base_key = if has_key {
-                static_key(p, &s, access_key_id, inline, file, credential, base, false)
+                static_key(
+                    p,
+                    &s,
+                    (access_key_id, inline, file, credential),
+                    sources,
+                    &mut secret_files,
+                    false,
+                )
             } else {
                 None
             };
@@ -185,6 +220,7 @@ pub fn parse(
         auth: auth?,
         refresh_margin,
         inline_secret: inline.is_some(),
+        secret_files,
     })
 }
 
@@ -193,11 +229,9 @@ pub fn parse(
 fn static_key(
     p: &mut Problems,
     s: &Section<'_>,
-    access_key_id: Option<&str>,
-    inline: Option<&str>,
-    file: Option<&str>,
-    credential: Option<&str>,
-    base: &Path,
+    (access_key_id, inline, file, credential): KeyFields<'_>,
+    sources: &SecretSources<'_>,
+    secret_files: &mut Vec<PathBuf>,
     required: bool,
 ) -> Option<StaticKey> {
     let mode = if required {
@@ -227,7 +261,11 @@ fn static_key(
         return None;
     }
     let read = |p: &mut Problems, key: &str, file: &Path| match std::fs::read_to_string(file) {
-        Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
+        _ if !sources.read => Some(Secret::new("")),
+        // The first line, as documented: a trailing comment or note must not be signed with.
+        Ok(text) if !text.trim().is_empty() => {
+            Some(Secret::new(text.lines().next().unwrap_or_default().trim()))
+        }
         Ok(_) => {
             p.add(s.key(key), format!("{} is empty", file.display()));
             None
@@ -239,7 +277,14 @@ fn static_key(
     };
     let secret = match (inline, file, credential) {
         (Some(secret), _, _) if !secret.is_empty() => Some(Secret::new(secret)),
-        (_, Some(file), _) => read(p, "secret_access_key_file", &resolve(base, file)),
+        (_, Some(file), _) => {
+            let file = resolve(sources.base, file);
+            if sources.read {
+                secret_files.push(file.clone());
+            }
+            read(p, "secret_access_key_file", &file)
+        }
+        (_, _, Some(_)) if !sources.read => Some(Secret::new("")),
         (_, _, Some(name)) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
             Some(dir) => read(
                 p,

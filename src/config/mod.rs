@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth::SecretSources;
 pub use auth::{AssumeRole, Auth, StaticKey};
 pub use bucket::{check_bucket_name, parse_bucket_uri};
 use reader::{Problem, Problems, Section};
@@ -40,6 +41,8 @@ pub struct Config {
     pub spools: BTreeMap<String, Arc<Spool>>,
     /// Some destination's secret is written in the file itself.
     pub holds_secret: bool,
+    /// Files secrets were read from.
+    pub secret_files: Vec<PathBuf>,
     /// Load the file even if group or others can read it.
     pub allow_insecure_permissions: bool,
 }
@@ -161,18 +164,33 @@ const MAX_PART: u64 = 5 << 30;
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, true)
+    }
+
+    /// Reads and validates the file; with `read_secrets` false, secret files and systemd
+    /// credentials are left unread (for commands that never talk to S3).
+    pub fn load_with(path: &Path, read_secrets: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::single(path, "", format!("cannot read the config file: {e}"))
         })?;
-        let config = Config::parse(&text, path)?;
-        if config.holds_secret && !config.allow_insecure_permissions {
-            check_private(path)?;
+        let config = Config::parse_with(&text, path, read_secrets)?;
+        if !config.allow_insecure_permissions {
+            if config.holds_secret {
+                check_private(path, "holds a secret_access_key")?;
+            }
+            for file in &config.secret_files {
+                check_private(file, "is a secret_access_key_file")?;
+            }
         }
         Ok(config)
     }
 
     /// Validates config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, true)
+    }
+
+    fn parse_with(text: &str, path: &Path, read_secrets: bool) -> Result<Config, ConfigError> {
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::single(path, "", syntax_error(text, &e)))?;
@@ -189,7 +207,11 @@ impl Config {
         let allow_insecure_permissions = top
             .bool(&mut p, "allow_insecure_permissions")
             .unwrap_or(false);
-        let mut inline_secret = false;
+        let mut found = FoundSecrets::default();
+        let sources = SecretSources {
+            base: &base,
+            read: read_secrets,
+        };
         let rescan_interval = top
             .duration(&mut p, "rescan_interval")
             .unwrap_or(Duration::from_secs(60));
@@ -201,7 +223,7 @@ impl Config {
             .unwrap_or(Duration::from_secs(30));
 
         let destinations = named_tables(&mut p, &mut top, "destinations", |p, key, name, t| {
-            destination(p, key, name, t, &base, &mut inline_secret)
+            destination(p, key, name, t, &sources, &mut found)
         });
         let spools = named_tables(&mut p, &mut top, "spools", |p, key, name, t| {
             spool(p, key, name, t, &base, &table)
@@ -217,7 +239,8 @@ impl Config {
                 drain_timeout,
                 destinations,
                 spools,
-                holds_secret: inline_secret,
+                holds_secret: found.inline,
+                secret_files: found.files,
                 allow_insecure_permissions,
             })
         } else {
@@ -235,10 +258,11 @@ impl Config {
 }
 
 /// Like ssh with its keys: a file holding a secret must not be readable by group or others.
-fn check_private(path: &Path) -> Result<(), ConfigError> {
+fn check_private(path: &Path, what: &str) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
+    // metadata() follows a symlink: the file that holds the bytes is the one checked.
     let mode = std::fs::metadata(path)
-        .map_err(|e| ConfigError::single(path, "", format!("cannot read the config file: {e}")))?
+        .map_err(|e| ConfigError::single(path, "", format!("cannot read it: {e}")))?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
@@ -246,13 +270,21 @@ fn check_private(path: &Path) -> Result<(), ConfigError> {
             path,
             "",
             format!(
-                "holds a secret_access_key but is readable by group or others (mode {:o}): run `chmod 600 {}` (and keep it owned by the user s3spool runs as), move the secret to secret_access_key_file or a systemd credential, or set allow_insecure_permissions = true",
+                "{} {what} but is readable by group or others (mode {:o}): run `chmod 600 {}` (and keep it owned by the user s3spool runs as), use a systemd credential, or set allow_insecure_permissions = true",
+                path.display(),
                 mode & 0o777,
                 path.display()
             ),
         ));
     }
     Ok(())
+}
+
+/// Where the config keeps secrets, for the permission checks.
+#[derive(Default)]
+struct FoundSecrets {
+    inline: bool,
+    files: Vec<PathBuf>,
 }
 
 /// A TOML syntax error by line and column. toml's own message quotes the offending line,
@@ -325,8 +357,8 @@ fn destination(
     path: &str,
     name: &str,
     table: &toml::Table,
-    base: &Path,
-    inline_secret: &mut bool,
+    sources: &SecretSources<'_>,
+    found: &mut FoundSecrets,
 ) -> Option<Destination> {
     let mut s = Section::new(path, table);
     let bucket_uri = s.required_string(p, "bucket");
@@ -349,7 +381,7 @@ fn destination(
         );
     }
     let auth = match s.table(p, "auth") {
-        Some(t) => auth::parse(p, &s.key("auth"), t, base, allow_http),
+        Some(t) => auth::parse(p, &s.key("auth"), t, sources, allow_http),
         None => {
             p.add(
                 s.key("auth"),
@@ -364,7 +396,8 @@ fn destination(
     s.finish(p);
     let (bucket, prefix) = bucket?;
     let auth = auth?;
-    *inline_secret |= auth.inline_secret;
+    found.inline |= auth.inline_secret;
+    found.files.extend(auth.secret_files);
     Some(Destination {
         name: name.to_string(),
         bucket,
@@ -407,13 +440,12 @@ pub(super) fn check_endpoint(
         (_, Some(rest)) => (false, rest),
         _ => (false, ""),
     };
-    if rest.is_empty()
-        || rest.contains('/')
-        || !(url.starts_with("http://") || url.starts_with("https://"))
-    {
+    // Scheme and host[:port] only. No user info: `http://localhost@evil.example` must not
+    // pass for loopback, and credentials have no place in a URL.
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
         p.add(
             key,
-            format!("{url:?} is not an endpoint URL like \"https://s3.example.com\" or \"http://127.0.0.1:9000\" (scheme and host only)"),
+            "is not an endpoint URL like \"https://s3.example.com\" or \"http://127.0.0.1:9000\" (scheme and host only, no user info)",
         );
         return None;
     }
@@ -433,10 +465,15 @@ fn is_loopback(authority: &str) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
     host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(v6)) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => false,
+        }
 }
 
 fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<UploadSettings> {

@@ -657,6 +657,29 @@ fn plain_http_only_for_loopback_or_with_allow_http() {
     ] {
         parse(&with(ok, "")).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
+    for ok in [
+        "http://localhost.:9000",
+        "http://LOCALHOST:9000",
+        "http://[::ffff:127.0.0.1]:9000",
+    ] {
+        parse(&with(ok, "")).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in [
+        "http://localhost:1@evil.example",
+        "http://[::1]@evil.example",
+        "https://key:secret@s3.example.com",
+        "https://s3.example.com?x=1",
+    ] {
+        let found = problems(&with(bad, "allow_http = true"));
+        assert!(
+            found.len() == 1 && found[0].contains("no user info"),
+            "{bad}: {found:?}"
+        );
+        assert!(
+            !found[0].contains("secret"),
+            "the URL is not echoed: {found:?}"
+        );
+    }
     refused(
         &with("http://10.0.0.5:9000", ""),
         "destinations.lake.endpoint",
@@ -714,4 +737,48 @@ fn a_config_with_an_inline_secret_must_be_private() {
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     Config::load(&path).unwrap();
+}
+
+#[test]
+fn a_secret_file_is_its_first_line_and_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("lake.secret");
+    std::fs::write(&secret, "first-line-secret\n# rotated 2026-11-01\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = dir.path().join("config.toml");
+    let text = BASE_DEST.replace(
+        "secret_access_key = \"secret-value\"",
+        "secret_access_key_file = \"lake.secret\"",
+    );
+    std::fs::write(&path, format!("{text}{BASE_SPOOL}")).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("is a secret_access_key_file but is readable by group or others"),
+        "{err}"
+    );
+    assert!(!err.contains("first-line-secret"));
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = Config::load(&path).unwrap();
+    let Auth::Static(key) = &config.destinations["lake"].auth else {
+        panic!()
+    };
+    assert_eq!(key.secret_access_key.expose(), "first-line-secret");
+}
+
+#[test]
+fn commands_that_never_talk_to_s3_do_not_read_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let text = BASE_DEST.replace(
+        "secret_access_key = \"secret-value\"",
+        "secret_access_key_file = \"/nonexistent/secret\"",
+    );
+    std::fs::write(&path, format!("{text}{BASE_SPOOL}")).unwrap();
+    assert!(
+        Config::load(&path).is_err(),
+        "run and check need the secret"
+    );
+    let config = Config::load_with(&path, false).unwrap();
+    assert_eq!(config.state_dir, PathBuf::from("/var/lib/s3spool"));
 }

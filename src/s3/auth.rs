@@ -21,7 +21,8 @@ use crate::config::{AssumeRole, Auth, Destination, StaticKey};
 /// Cached, self-renewing credentials of one destination.
 pub struct Credentials {
     source: Box<dyn ProvideAwsCredentials + Send + Sync>,
-    cache: Mutex<Option<AwsCredentials>>,
+    /// The credentials, and when they were fetched.
+    cache: Mutex<Option<(AwsCredentials, chrono::DateTime<chrono::Utc>)>>,
     margin: chrono::Duration,
     /// What the credentials are, for errors: never a secret.
     operation: &'static str,
@@ -40,21 +41,36 @@ impl ProvideAwsCredentials for SharedCredentials {
 
 impl Credentials {
     async fn get(&self) -> Result<AwsCredentials, CredentialsError> {
+        // Held across the fetch on purpose: one renewal at a time, the others wait for it.
         let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.as_ref() {
-            let fresh = cached
-                .expires_at()
-                .is_none_or(|at| at > chrono::Utc::now() + self.margin);
-            if fresh {
+        let now = chrono::Utc::now();
+        if let Some((cached, fetched)) = cache.as_ref() {
+            let fresh = cached.expires_at().is_none_or(|at| at > now + self.margin);
+            // Never renew more than once a second, whatever the margin and the lifetime.
+            let just_fetched = now - *fetched < chrono::Duration::seconds(1);
+            let usable = cached.expires_at().is_none_or(|at| at > now);
+            if fresh || (just_fetched && usable) {
                 return Ok(cached.clone());
             }
         }
-        let renewed = self.source.credentials().await?;
-        if let Some(at) = renewed.expires_at() {
-            tracing::info!(operation = self.operation, expires = %at.format("%Y-%m-%dT%H:%M:%SZ"), "temporary credentials obtained");
+        match self.source.credentials().await {
+            Ok(renewed) => {
+                if let Some(at) = renewed.expires_at() {
+                    tracing::info!(operation = self.operation, expires = %at.format("%Y-%m-%dT%H:%M:%SZ"), "temporary credentials obtained");
+                }
+                *cache = Some((renewed.clone(), now));
+                Ok(renewed)
+            }
+            // Renewal failed inside the margin: the old credentials still work for a while.
+            Err(e) => match cache.as_ref() {
+                Some((cached, _)) if cached.expires_at().is_some_and(|at| at > now) => {
+                    let why = credentials_error(self.operation, &e);
+                    tracing::warn!(operation = self.operation, error = %why, "cannot renew credentials yet; using the current ones until they expire");
+                    Ok(cached.clone())
+                }
+                _ => Err(e),
+            },
         }
-        *cache = Some(renewed.clone());
-        Ok(renewed)
     }
 
     /// Forgets the cached credentials: the next request fetches new ones.
@@ -63,11 +79,17 @@ impl Credentials {
     }
 
     /// Fetches credentials now (for `check`), as a [`StoreError`] if that fails.
-    pub async fn verify(&self) -> Result<(), StoreError> {
-        self.get()
-            .await
-            .map(drop)
-            .map_err(|e| credentials_error(self.operation, &e))
+    pub async fn verify(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        match tokio::time::timeout(timeout, self.get()).await {
+            Ok(result) => result
+                .map(drop)
+                .map_err(|e| credentials_error(self.operation, &e)),
+            Err(_) => Err(StoreError::transport(
+                self.operation,
+                "Timeout",
+                format!("no credentials within {timeout:?}"),
+            )),
+        }
     }
 }
 
@@ -172,7 +194,9 @@ pub fn credentials_error(operation: &'static str, e: &CredentialsError) -> Store
         {
             StoreError::transport(operation, "ConnectionFailed", first_line(text))
         }
-        _ => StoreError::permanent(operation, "CredentialsError", first_line(text)),
+        // The default chain folds every failure, an instance-metadata timeout included,
+        // into "Couldn't find AWS credentials": retry, with backoff, rather than fail files.
+        _ => StoreError::transport(operation, "CredentialsUnavailable", first_line(text)),
     }
 }
 

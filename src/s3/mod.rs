@@ -220,6 +220,8 @@ pub fn classify(status: u16, code: &str) -> ErrorClass {
         | "BadDigest"
         | "InvalidDigest"
         | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "TokenRefreshRequired"
         | "RequestExpired"
         | "NoSuchUpload"
         | "OperationAborted" => ErrorClass::Transient,

@@ -101,7 +101,12 @@ impl RusotoStore {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                let e = convert(operation, e);
+                let mut e = convert(operation, e);
+                if operation == "HeadObject" && e.status == Some(400) && e.code == "HTTP400" {
+                    // HEAD answers carry no body: a 400 there is how an expired token shows.
+                    e.code = "ExpiredToken".into();
+                    e.class = super::ErrorClass::Transient;
+                }
                 if matches!(
                     e.code.as_str(),
                     "ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired"
@@ -421,7 +426,7 @@ impl ObjectStore for RusotoStore {
 
     async fn verify_credentials(&self) -> Result<(), StoreError> {
         self.credentials.0.invalidate().await;
-        self.credentials.0.verify().await
+        self.credentials.0.verify(self.timeout).await
     }
 
     async fn delete_object(&self, key: &str) -> Result<(), StoreError> {

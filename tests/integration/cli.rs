@@ -44,6 +44,7 @@ fn check_passes_against_a_working_destination_and_leaves_nothing() {
     ] {
         assert_eq!(check_row(&t, action), "ok", "{t}");
     }
+    assert_eq!(check_row(&t, "CompleteMultipartUpload"), "ok", "{t}");
     assert!(t.contains("all destinations ok"));
     assert!(s.bucket.objects().is_empty(), "the probe object is deleted");
     assert!(
