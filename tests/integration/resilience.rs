@@ -140,10 +140,8 @@ fn faults_on_one_request_in_five_still_deliver_every_file_intact() {
         log.contains("request concurrency adjusted"),
         "SlowDown lowers the concurrency"
     );
-    assert!(
-        log.contains("part failed; retrying it"),
-        "a failed part is retried on its own"
-    );
+    // Whether a fault lands on an UploadPart here depends on request order; part-level
+    // retries are proven deterministically in credentials.rs (ExpiredToken on a part).
 }
 
 #[test]
