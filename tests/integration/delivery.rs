@@ -234,7 +234,13 @@ fn include_and_exclude_globs_choose_the_files() {
 
 #[test]
 fn a_file_changed_during_its_upload_is_uploaded_again_under_the_same_key() {
-    let s = setup(|_| {});
+    // Every request held 400 ms: 8 parts at 4 in flight cannot finish before the append.
+    let server = shared_server();
+    let proxy = crate::proxy::FaultProxy::start(
+        server,
+        crate::proxy::Mode::Delay(Duration::from_millis(400)),
+    );
+    let s = Setup::new(Options::new(&proxy.endpoint()), Bucket::create(server));
     let mut bytes = data(40 << 20, 11);
     s.drop_file("growing.bin", &bytes);
     let daemon = s.start();
@@ -247,6 +253,7 @@ fn a_file_changed_during_its_upload_is_uploaded_again_under_the_same_key() {
         .unwrap();
     f.write_all(&tail).unwrap();
     drop(f);
+    proxy.set_mode(crate::proxy::Mode::Pass);
     bytes.extend_from_slice(&tail);
     wait_for(WAIT, "the final version delivered", || {
         s.spool_files().is_empty()
