@@ -62,6 +62,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         );
     }
     let queue = SharedQueue::new(queue);
+    crate::transcode::clear_work(&config.state_dir);
 
     let mut targets = HashMap::new();
     for (name, destination) in &config.destinations {

@@ -58,6 +58,30 @@ pub struct KeyInput<'a> {
     pub uuid: uuid::Uuid,
     /// When the file was queued.
     pub time: DateTime<Utc>,
+    /// What `{ext}` becomes when the spool converts files.
+    pub ext: ExtRule,
+}
+
+/// How a conversion changes `{ext}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtRule {
+    /// The source's extension.
+    Keep,
+    /// The source's extension with this one after it (`csv` → `csv.gz`).
+    Append(&'static str),
+    /// This extension instead (`csv` → `parquet`).
+    Replace(&'static str),
+}
+
+impl ExtRule {
+    pub fn apply(self, ext: &str) -> String {
+        match self {
+            ExtRule::Keep => ext.to_string(),
+            ExtRule::Append(more) if ext.is_empty() => more.to_string(),
+            ExtRule::Append(more) => format!("{ext}.{more}"),
+            ExtRule::Replace(other) => other.to_string(),
+        }
+    }
 }
 
 /// Why a key could not be made for one file.
@@ -163,10 +187,12 @@ impl KeyTemplate {
             Some((dir, name)) => (dir, name),
             None => ("", input.rel_path),
         };
-        let (stem, ext) = match name.rsplit_once('.') {
+        let (stem, source_ext) = match name.rsplit_once('.') {
             Some((stem, ext)) if !stem.is_empty() => (stem, ext),
             _ => (name, ""),
         };
+        let converted_ext = input.ext.apply(source_ext);
+        let ext = converted_ext.as_str();
         let t = input.time;
         let mut out = String::with_capacity(128);
         out.push_str(prefix);
@@ -252,6 +278,7 @@ mod tests {
             id: 42,
             uuid: uuid::Uuid::nil(),
             time: Utc.with_ymd_and_hms(2026, 11, 22, 10, 15, 0).unwrap(),
+            ext: ExtRule::Keep,
         }
     }
 

@@ -14,4 +14,5 @@ pub mod key;
 pub mod queue;
 pub mod s3;
 pub mod spool;
+pub mod transcode;
 pub mod upload;

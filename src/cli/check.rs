@@ -12,7 +12,7 @@ use sha2::Digest;
 use std::process::ExitCode;
 
 use crate::config::{Auth, Config, Destination};
-use crate::s3::{CompletedPart, ObjectStore, PutBody, StoreError};
+use crate::s3::{CompletedPart, ObjectMeta, ObjectStore, PutBody, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -288,7 +288,7 @@ async fn put(store: &dyn ObjectStore, key: &str, body: Bytes) -> Result<(), Stor
     let md5: [u8; 16] = md5::Md5::digest(&body).into();
     let sha256 = hex::encode(sha2::Sha256::digest(&body));
     store
-        .put_object(key, PutBody::Memory(body), md5, &sha256)
+        .put_object(key, PutBody::Memory(body), md5, &probe_meta(sha256))
         .await
         .map(drop)
 }
@@ -354,7 +354,10 @@ async fn probe_multipart(
     let sha256 = hex::encode(sha2::Sha256::digest(body));
     let md5: [u8; 16] = md5::Md5::digest(body).into();
     let mut checks = Vec::new();
-    let upload_id = match store.create_multipart(key, &sha256).await {
+    let upload_id = match store
+        .create_multipart(key, &probe_meta(sha256.clone()))
+        .await
+    {
         Ok(upload_id) => {
             checks.push(row(d, "CreateMultipartUpload", Ok(())));
             upload_id
@@ -415,10 +418,20 @@ async fn probe_multipart(
         }
     }
     // Abort on an upload of its own: the daemon aborts uploads it no longer needs.
-    let aborted = match store.create_multipart(key, &sha256).await {
+    let aborted = match store
+        .create_multipart(key, &probe_meta(sha256.clone()))
+        .await
+    {
         Ok(second) => store.abort_multipart(key, &second).await,
         Err(e) => Err(e),
     };
     checks.push(row(d, "AbortMultipartUpload", aborted));
     checks
+}
+
+fn probe_meta(sha256: String) -> ObjectMeta {
+    ObjectMeta {
+        sha256,
+        content_type: "text/plain",
+    }
 }

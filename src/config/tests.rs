@@ -782,3 +782,36 @@ fn commands_that_never_talk_to_s3_do_not_read_secrets() {
     let config = Config::load_with(&path, false).unwrap();
     assert_eq!(config.state_dir, PathBuf::from("/var/lib/s3spool"));
 }
+
+#[test]
+fn format_rules() {
+    let config = parse(&with_spool("format = \"gzip\"\ngzip_level = 9")).unwrap();
+    assert_eq!(
+        config.spools["orders"].format,
+        crate::transcode::Format::Gzip { level: 9 }
+    );
+    assert_eq!(
+        parse(&with_spool("")).unwrap().spools["orders"].format,
+        crate::transcode::Format::Raw
+    );
+    refused(
+        &with_spool("format = \"zip\""),
+        "spools.orders.format",
+        "not one of raw, gzip",
+    );
+    refused(
+        &with_spool("format = \"parquet\""),
+        "spools.orders.format",
+        "not built yet",
+    );
+    refused(
+        &with_spool("format = \"gzip\"\ngzip_level = 10"),
+        "spools.orders.gzip_level",
+        "between 0 and 9",
+    );
+    refused(
+        &with_spool("gzip_level = 5"),
+        "spools.orders.gzip_level",
+        "only used with format = \"gzip\"",
+    );
+}

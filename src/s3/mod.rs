@@ -67,6 +67,15 @@ pub struct OpenUpload {
     pub initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What an object carries besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Hex SHA-256 of the object's bytes (for raw delivery, the source's), stored as
+    /// `x-amz-meta-sha256`.
+    pub sha256: String,
+    pub content_type: &'static str,
+}
+
 /// The metadata key under which the source's SHA-256 is stored (`x-amz-meta-sha256`).
 pub const SHA256_METADATA: &str = "sha256";
 
@@ -75,16 +84,16 @@ pub const SHA256_METADATA: &str = "sha256";
 pub trait ObjectStore: Send + Sync + 'static {
     /// The bucket this store writes to.
     fn bucket(&self) -> &str;
-    /// PutObject with Content-MD5 and the source's SHA-256 as metadata.
+    /// PutObject with Content-MD5, the content's SHA-256 as metadata and its Content-Type.
     async fn put_object(
         &self,
         key: &str,
         body: PutBody,
         md5: Md5,
-        sha256: &str,
+        meta: &ObjectMeta,
     ) -> Result<Written, StoreError>;
-    /// CreateMultipartUpload with the source's SHA-256 as metadata; returns the upload id.
-    async fn create_multipart(&self, key: &str, sha256: &str) -> Result<String, StoreError>;
+    /// CreateMultipartUpload with the same metadata; returns the upload id.
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError>;
     async fn upload_part(
         &self,
         key: &str,

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use super::auth::{credentials_error, SharedCredentials};
 use super::{
-    CompletedPart, Md5, ObjectHead, ObjectStore, OpenUpload, PartInfo, PutBody, StoreError,
-    Written, SHA256_METADATA,
+    CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo, PutBody,
+    StoreError, Written, SHA256_METADATA,
 };
 use crate::config::Destination;
 
@@ -199,7 +199,7 @@ impl ObjectStore for RusotoStore {
         key: &str,
         body: PutBody,
         md5: Md5,
-        sha256: &str,
+        meta: &ObjectMeta,
     ) -> Result<Written, StoreError> {
         let (stream, len) = match body {
             PutBody::Memory(bytes) => {
@@ -217,7 +217,8 @@ impl ObjectStore for RusotoStore {
             body: Some(stream),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
-            metadata: Some(metadata(sha256)),
+            metadata: Some(metadata(&meta.sha256)),
+            content_type: Some(meta.content_type.to_string()),
             ..Default::default()
         };
         let out = self
@@ -227,11 +228,12 @@ impl ObjectStore for RusotoStore {
         written("PutObject", out.e_tag, sse.as_deref(), sse_c.as_deref())
     }
 
-    async fn create_multipart(&self, key: &str, sha256: &str) -> Result<String, StoreError> {
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
         let request = CreateMultipartUploadRequest {
             bucket: self.bucket.clone(),
             key: key.to_string(),
-            metadata: Some(metadata(sha256)),
+            metadata: Some(metadata(&meta.sha256)),
+            content_type: Some(meta.content_type.to_string()),
             ..Default::default()
         };
         let out = self

@@ -20,6 +20,7 @@ use super::{backoff, now_ms, Uploader, LEASE};
 use crate::finish::{finish_source, Finished};
 use crate::queue::{FileRow, FileStamp, Queue, State};
 use crate::s3::{ErrorClass, StoreError};
+use crate::transcode::{self, work_path, Format};
 
 /// Tries to write one outcome to the queue before leaving the row to lease expiry.
 const RECORD_TRIES: u32 = 6;
@@ -42,6 +43,15 @@ impl Uploader {
     pub(super) async fn deliver(&self, row: FileRow) {
         let started = std::time::Instant::now();
         let outcome = self.with_lease(&row, self.attempt(&row)).await;
+        // Made again, byte for byte, by any later attempt: no need to keep it.
+        if self
+            .config
+            .spools
+            .get(&row.spool)
+            .is_some_and(|s| s.format != Format::Raw)
+        {
+            transcode::remove_work(&self.config.state_dir, row.id, row.claim);
+        }
         let (id, claim) = (row.id, row.claim);
         match outcome {
             Outcome::Delivered(uploaded) => {
@@ -238,13 +248,27 @@ impl Uploader {
             return Outcome::Changed { stamp: before };
         }
         let file = Arc::new(file);
+        let format = self
+            .config
+            .spools
+            .get(&row.spool)
+            .map_or(Format::Raw, |s| s.format);
+        let source_ext = row.rel_path.rsplit_once('.').map_or("", |(_, ext)| ext);
+        let (upload, upload_stamp) = match format {
+            Format::Raw => (Arc::clone(&file), before),
+            _ => match self.convert(row, format, &file, before).await {
+                Ok(converted) => converted,
+                Err(outcome) => return outcome,
+            },
+        };
         let job = Job {
             target,
             queue: &self.queue,
             row,
             key,
-            file: Arc::clone(&file),
-            stamp: before,
+            file: upload,
+            stamp: upload_stamp,
+            content_type: format.content_type(source_ext),
         };
         let uploaded = transfer::upload(&job).await;
         // Did the file we uploaded change meanwhile? Asked of the open descriptor: a new
@@ -263,6 +287,48 @@ impl Uploader {
                 Outcome::Changed { stamp: before }
             }
             (Err(e), _) => from_store_error(e),
+        }
+    }
+
+    /// Converts the source into the row's work file. The source must not change while it
+    /// is read: a changed source is `Changed`, so no object is made of a mix of versions.
+    async fn convert(
+        &self,
+        row: &FileRow,
+        format: Format,
+        source: &Arc<File>,
+        before: FileStamp,
+    ) -> Result<(Arc<File>, FileStamp), Outcome> {
+        let source = Arc::clone(source);
+        let out = work_path(&self.config.state_dir, row.id, row.claim);
+        let converted = tokio::task::spawn_blocking(move || {
+            let file = transcode::convert(format, &source, &out)?;
+            let stamp = FileStamp::of(&file.metadata()?);
+            let now = FileStamp::of(&source.metadata()?);
+            Ok::<_, io::Error>((file, stamp, now))
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+        match converted {
+            Ok((_, _, now)) if now != before => Err(Outcome::Changed { stamp: now }),
+            Ok((file, stamp, _)) => Ok((Arc::new(file), stamp)),
+            // A full or failing disk under state_dir passes; a file that cannot be read
+            // will not.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EIO) | Some(libc::EDQUOT)
+                ) =>
+            {
+                Err(Outcome::Transient(format!(
+                    "cannot convert {}: {e}",
+                    row.path.display()
+                )))
+            }
+            Err(e) => Err(Outcome::Permanent(format!(
+                "cannot convert {}: {e}",
+                row.path.display()
+            ))),
         }
     }
 

@@ -149,7 +149,11 @@ async fn start(job: &Job<'_>) -> Result<Resumed, StoreError> {
     }
     let part_size = part_size_for(job.stamp.size, job.target.settings.part_size);
     let upload_id = job
-        .request(job.target.store.create_multipart(job.key, &sha256))
+        .request(
+            job.target
+                .store
+                .create_multipart(job.key, &job.meta(&sha256)),
+        )
         .await?;
     let (uid, sha) = (upload_id.clone(), sha256.clone());
     let recorded = record(job, move |q, id, claim| {

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use super::limit::AdaptiveLimit;
 use crate::config::UploadSettings;
 use crate::queue::{FileRow, FileStamp, SharedQueue};
-use crate::s3::{bare_etag, ErrorClass, Md5, ObjectStore, PutBody, StoreError, Written};
+use crate::s3::{
+    bare_etag, ErrorClass, Md5, ObjectMeta, ObjectStore, PutBody, StoreError, Written,
+};
 
 /// Read size while hashing a file.
 const HASH_CHUNK: usize = 1 << 20;
@@ -41,6 +43,8 @@ pub struct Job<'a> {
     pub key: &'a str,
     pub file: Arc<File>,
     pub stamp: FileStamp,
+    /// The object's Content-Type.
+    pub content_type: &'static str,
 }
 
 /// A confirmed object.
@@ -58,6 +62,14 @@ pub struct Uploaded {
 pub const SOURCE_CHANGED: &str = "SourceChanged";
 
 impl Job<'_> {
+    /// The metadata the object is written with.
+    pub fn meta(&self, sha256: &str) -> ObjectMeta {
+        ObjectMeta {
+            sha256: sha256.to_string(),
+            content_type: self.content_type,
+        }
+    }
+
     /// Whether an earlier attempt may already have put the object in place.
     pub fn maybe_sent_before(&self) -> bool {
         // `last_error` too: `s3spool retry` resets attempts, not the history.
@@ -126,7 +138,7 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
         let result = job
             .target
             .store
-            .put_object(job.key, PutBody::Memory(bytes), md5, &sha256)
+            .put_object(job.key, PutBody::Memory(bytes), md5, &job.meta(&sha256))
             .await;
         drop(permit);
         job.observe(&result);
@@ -153,7 +165,11 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
             len: size,
         };
         let written = job
-            .request(job.target.store.put_object(job.key, body, md5, &sha256))
+            .request(
+                job.target
+                    .store
+                    .put_object(job.key, body, md5, &job.meta(&sha256)),
+            )
             .await?;
         let etag = check_etag("PutObject", &written, &hex::encode(md5))?;
         Ok(Uploaded {

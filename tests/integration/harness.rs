@@ -114,6 +114,9 @@ pub struct Object {
     pub etag: String,
     /// The `x-amz-meta-sha256` the object carries.
     pub meta_sha256: Option<String>,
+    pub content_type: Option<String>,
+    /// SHA-256 of the body after gunzip (Python's gzip), for gzip bodies.
+    pub gunzip_sha256: Option<String>,
 }
 
 /// A fresh bucket on a server.
@@ -178,6 +181,8 @@ impl Bucket {
                     sha256: o["sha256"].as_str().unwrap().to_string(),
                     etag: o["etag"].as_str().unwrap().to_string(),
                     meta_sha256: o["meta_sha256"].as_str().map(str::to_string),
+                    content_type: o["content_type"].as_str().map(str::to_string),
+                    gunzip_sha256: o["gunzip_sha256"].as_str().map(str::to_string),
                 };
                 (key.clone(), object)
             })

@@ -8,4 +8,5 @@ mod cli;
 mod credentials;
 mod delivery;
 mod failures;
+mod formats;
 mod resilience;

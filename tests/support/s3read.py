@@ -10,6 +10,7 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
 """
+import gzip
 import hashlib
 import json
 import sys
@@ -54,6 +55,11 @@ def main():
                     "sha256": hashlib.sha256(body).hexdigest(),
                     "etag": obj["ETag"].strip('"'),
                     "meta_sha256": got.get("Metadata", {}).get("sha256"),
+                    "content_type": got.get("ContentType"),
+                    # Read back with the standard library, independent of s3spool.
+                    "gunzip_sha256": hashlib.sha256(gzip.decompress(body)).hexdigest()
+                    if body[:2] == b"\x1f\x8b"
+                    else None,
                 }
         print(json.dumps(out))
     elif command == "uploads":
