@@ -6,6 +6,7 @@
 
 mod auth;
 mod bucket;
+mod object;
 mod reader;
 pub mod units;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use auth::SecretSources;
 pub use auth::{AssumeRole, Auth, StaticKey};
 pub use bucket::{check_bucket_name, parse_bucket_uri};
+pub use object::ObjectOptions;
 use reader::{Problem, Problems, Section};
 
 use crate::key::KeyTemplate;
@@ -61,6 +63,8 @@ pub struct Destination {
     pub auth: Auth,
     /// Temporary credentials are renewed this long before they expire.
     pub refresh_margin: Duration,
+    /// Tags, metadata, storage class, encryption and ACL of every object.
+    pub object: ObjectOptions,
     pub upload: UploadSettings,
 }
 
@@ -393,6 +397,7 @@ fn destination(
             None
         }
     };
+    let object = object::parse(p, &mut s);
     let empty = toml::Table::new();
     let upload_table = s.table(p, "upload").unwrap_or(&empty);
     let upload = upload_settings(p, &s.key("upload"), upload_table);
@@ -410,6 +415,7 @@ fn destination(
         path_style,
         auth: auth.auth,
         refresh_margin: auth.refresh_margin,
+        object,
         upload: upload?,
     })
 }

@@ -23,13 +23,15 @@ use super::{
     CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo, PutBody,
     StoreError, Written, SHA256_METADATA,
 };
-use crate::config::Destination;
+use crate::config::{Destination, ObjectOptions};
 
 /// Streamed PUT bodies are read in chunks of this size.
 const STREAM_CHUNK: usize = 256 * 1024;
 
 struct RusotoStore {
     client: S3Client,
+    /// Tags, metadata, storage class, encryption and ACL for every object written.
+    object: ObjectOptions,
     credentials: SharedCredentials,
     bucket: String,
     timeout: Duration,
@@ -56,6 +58,7 @@ pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>, StoreE
     let client = S3Client::new_with(http, credentials.clone(), region);
     Ok(Arc::new(RusotoStore {
         client,
+        object: destination.object.clone(),
         credentials,
         bucket: destination.bucket.clone(),
         timeout: destination.upload.request_timeout,
@@ -83,8 +86,11 @@ fn written(
     }
 }
 
-fn metadata(sha256: &str) -> HashMap<String, String> {
-    HashMap::from([(SHA256_METADATA.to_string(), sha256.to_string())])
+/// The destination's user metadata, and the object's SHA-256.
+fn metadata(options: &ObjectOptions, sha256: &str) -> HashMap<String, String> {
+    let mut metadata: HashMap<String, String> = options.metadata.iter().cloned().collect();
+    metadata.insert(SHA256_METADATA.to_string(), sha256.to_string());
+    metadata
 }
 
 fn content_md5(md5: &Md5) -> String {
@@ -217,8 +223,13 @@ impl ObjectStore for RusotoStore {
             body: Some(stream),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
-            metadata: Some(metadata(&meta.sha256)),
+            metadata: Some(metadata(&self.object, &meta.sha256)),
             content_type: Some(meta.content_type.to_string()),
+            tagging: self.object.tagging(),
+            storage_class: self.object.storage_class.clone(),
+            server_side_encryption: self.object.sse.clone(),
+            ssekms_key_id: self.object.kms_key_id.clone(),
+            acl: self.object.acl.clone(),
             ..Default::default()
         };
         let out = self
@@ -232,8 +243,13 @@ impl ObjectStore for RusotoStore {
         let request = CreateMultipartUploadRequest {
             bucket: self.bucket.clone(),
             key: key.to_string(),
-            metadata: Some(metadata(&meta.sha256)),
+            metadata: Some(metadata(&self.object, &meta.sha256)),
             content_type: Some(meta.content_type.to_string()),
+            tagging: self.object.tagging(),
+            storage_class: self.object.storage_class.clone(),
+            server_side_encryption: self.object.sse.clone(),
+            ssekms_key_id: self.object.kms_key_id.clone(),
+            acl: self.object.acl.clone(),
             ..Default::default()
         };
         let out = self

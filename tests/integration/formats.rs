@@ -89,3 +89,40 @@ fn raw_objects_carry_a_content_type_from_the_extension() {
         ]
     );
 }
+
+#[test]
+fn objects_carry_the_destinations_tags_metadata_storage_class_encryption_and_acl() {
+    let server = shared_server();
+    let s = Setup::new(Options::new(server), Bucket::create(server));
+    // The destination table is written by the harness; add the object options to it.
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "[destinations.lake.auth]",
+        "tags = { retention = \"30d\", \"team name\" = \"data+ops@acme\" }\nmetadata = { source = \"s3spool-test\" }\nstorage_class = \"STANDARD_IA\"\nsse = \"AES256\"\nacl = \"bucket-owner-full-control\"\n\n[destinations.lake.auth]",
+    );
+    write_private(&s.config, &text);
+    s.drop_file("small.csv", b"a,b\n");
+    s.drop_file("large.bin", &data(12 << 20, 51));
+    let daemon = s.start();
+    wait_for(Duration::from_secs(20), "delivered or failed", || {
+        s.count("done") + s.count("failed") == 2
+    });
+    let status = s.status();
+    assert_eq!(s.count("failed"), 0, "{status}");
+
+    assert!(daemon.stop().success());
+    for key in ["inbound/orders/small.csv", "inbound/orders/large.bin"] {
+        let d = s.bucket.describe(key);
+        assert_eq!(d["tags"]["retention"], "30d", "{key}: {d}");
+        assert_eq!(d["tags"]["team name"], "data+ops@acme", "{key}: {d}");
+        assert_eq!(d["metadata"]["source"], "s3spool-test", "{key}: {d}");
+        assert!(d["metadata"]["sha256"].is_string(), "{key}: {d}");
+        assert_eq!(d["storage_class"], "STANDARD_IA", "{key}: {d}");
+        assert_eq!(d["sse"], "AES256", "{key}: {d}");
+    }
+    let small = s.bucket.describe("inbound/orders/small.csv");
+    assert_eq!(small["content_type"], "text/csv");
+    assert!(
+        small["grants"].to_string().contains("FULL_CONTROL"),
+        "{small}"
+    );
+}

@@ -201,6 +201,11 @@ impl Bucket {
         self.read(&["auth-on"]);
     }
 
+    /// Tags, metadata, storage class, SSE, content type and ACL grants of one object.
+    pub fn describe(&self, key: &str) -> Value {
+        self.read(&["describe", key])
+    }
+
     /// Aborts every open multipart upload behind s3spool's back; returns how many.
     pub fn abort_all_uploads(&self) -> u64 {
         self.read(&["abort-all"]).as_u64().unwrap()

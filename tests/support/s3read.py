@@ -6,6 +6,7 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   ls BUCKET                 one line per object: size and key
   dump BUCKET               JSON {key: {"size", "sha256", "etag", "meta_sha256"}}
   uploads BUCKET            JSON list of open multipart uploads [{key, upload_id}]
+  describe BUCKET KEY       JSON: tags, metadata, storage class, SSE, content type, ACL grants
   abort-all BUCKET          abort every open multipart upload (as a lifecycle rule would)
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
@@ -65,6 +66,19 @@ def main():
     elif command == "uploads":
         found = s3.list_multipart_uploads(Bucket=args[0]).get("Uploads", [])
         print(json.dumps([{"key": u["Key"], "upload_id": u["UploadId"]} for u in found]))
+    elif command == "describe":
+        key = args[1]
+        head = s3.head_object(Bucket=args[0], Key=key)
+        tags = s3.get_object_tagging(Bucket=args[0], Key=key).get("TagSet", [])
+        acl = s3.get_object_acl(Bucket=args[0], Key=key)
+        print(json.dumps({
+            "tags": {t["Key"]: t["Value"] for t in tags},
+            "metadata": head.get("Metadata", {}),
+            "storage_class": head.get("StorageClass", "STANDARD"),
+            "sse": head.get("ServerSideEncryption"),
+            "content_type": head.get("ContentType"),
+            "grants": sorted(g["Permission"] + ":" + g["Grantee"].get("Type", "") for g in acl.get("Grants", [])),
+        }))
     elif command == "abort-all":
         found = s3.list_multipart_uploads(Bucket=args[0]).get("Uploads", [])
         for u in found:

@@ -1,0 +1,200 @@
+//! Per-destination object options: tags, user metadata, storage class, encryption, ACL.
+
+use super::reader::{Problems, Section};
+
+/// What every object of a destination is written with, besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectOptions {
+    /// Object tags (lifecycle rules can filter on them).
+    pub tags: Vec<(String, String)>,
+    /// User metadata (`x-amz-meta-*`).
+    pub metadata: Vec<(String, String)>,
+    pub storage_class: Option<String>,
+    /// `AES256`, `aws:kms` or `aws:kms:dsse`.
+    pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
+    /// A canned ACL, e.g. `bucket-owner-full-control` for cross-account buckets.
+    pub acl: Option<String>,
+}
+
+const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "EXPRESS_ONEZONE",
+];
+const ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+];
+
+/// Reads the object options from a destination's table.
+pub fn parse(p: &mut Problems, s: &mut Section<'_>) -> ObjectOptions {
+    let mut options = ObjectOptions::default();
+    if let Some(tags) = s.table(p, "tags") {
+        let key = s.key("tags");
+        if tags.len() > 10 {
+            p.add(&key, "S3 allows at most 10 tags per object");
+        }
+        // S3's tag alphabet: letters, digits, spaces and _ . : / = + - @
+        let allowed = |t: &str| {
+            t.chars()
+                .all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c))
+        };
+        for (name, value) in tags {
+            match value.as_str() {
+                Some(v) if !allowed(name) || !allowed(v) => p.add(
+                    format!("{key}.{name}"),
+                    "tags may only use letters, digits, spaces and _ . : / = + - @",
+                ),
+                Some(v)
+                    if !name.is_empty()
+                        && name.chars().count() <= 128
+                        && v.chars().count() <= 256 =>
+                {
+                    options.tags.push((name.clone(), v.to_string()));
+                }
+                Some(_) => p.add(
+                    format!("{key}.{name}"),
+                    "tag keys are 1 to 128 characters, values up to 256",
+                ),
+                None => p.add(format!("{key}.{name}"), "expected a string"),
+            }
+        }
+    }
+    if let Some(metadata) = s.table(p, "metadata") {
+        let key = s.key("metadata");
+        let mut total = 0;
+        for (name, value) in metadata {
+            let ok_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            match value.as_str() {
+                _ if name == crate::s3::SHA256_METADATA => p.add(
+                    format!("{key}.{name}"),
+                    "is reserved: s3spool writes the object's SHA-256 there",
+                ),
+                Some(v) if ok_name && v.is_ascii() => {
+                    total += name.len() + v.len();
+                    options.metadata.push((name.clone(), v.to_string()));
+                }
+                Some(_) if !ok_name => p.add(
+                    format!("{key}.{name}"),
+                    "metadata names may only use lowercase letters, digits, '-' and '_'",
+                ),
+                Some(_) => p.add(
+                    format!("{key}.{name}"),
+                    "metadata values must be ASCII (S3 sends them as HTTP headers)",
+                ),
+                None => p.add(format!("{key}.{name}"), "expected a string"),
+            }
+        }
+        if total > 1900 {
+            p.add(&key, "S3 allows about 2 KB of user metadata per object");
+        }
+    }
+    if let Some(class) = s.string(p, "storage_class") {
+        if STORAGE_CLASSES.contains(&class) {
+            options.storage_class = Some(class.to_string());
+        } else {
+            p.add(
+                s.key("storage_class"),
+                format!("{class:?} is not one of {}", STORAGE_CLASSES.join(", ")),
+            );
+        }
+    }
+    if let Some(sse) = s.string(p, "sse") {
+        if ["AES256", "aws:kms", "aws:kms:dsse"].contains(&sse) {
+            options.sse = Some(sse.to_string());
+        } else {
+            p.add(
+                s.key("sse"),
+                format!("{sse:?} is not one of AES256, aws:kms, aws:kms:dsse"),
+            );
+        }
+    }
+    if let Some(id) = s.string(p, "kms_key_id") {
+        if options
+            .sse
+            .as_deref()
+            .is_some_and(|sse| sse.starts_with("aws:kms"))
+        {
+            options.kms_key_id = Some(id.to_string());
+        } else {
+            p.add(
+                s.key("kms_key_id"),
+                "is only used with sse = \"aws:kms\" or \"aws:kms:dsse\"",
+            );
+        }
+    }
+    if let Some(acl) = s.string(p, "acl") {
+        if ACLS.contains(&acl) {
+            options.acl = Some(acl.to_string());
+        } else {
+            p.add(
+                s.key("acl"),
+                format!("{acl:?} is not one of {}", ACLS.join(", ")),
+            );
+        }
+    }
+    options
+}
+
+impl ObjectOptions {
+    /// The tags as the `x-amz-tagging` header wants them: `k1=v1&k2=v2`, URL-encoded.
+    pub fn tagging(&self) -> Option<String> {
+        if self.tags.is_empty() {
+            return None;
+        }
+        let encode = |text: &str| {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        Some(
+            self.tags
+                .iter()
+                .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                .collect::<Vec<_>>()
+                .join("&"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagging_is_url_encoded() {
+        let o = ObjectOptions {
+            tags: vec![
+                ("retention".into(), "30d".into()),
+                ("team name".into(), "a&b=c".into()),
+            ],
+            ..ObjectOptions::default()
+        };
+        assert_eq!(
+            o.tagging().as_deref(),
+            Some("retention=30d&team%20name=a%26b%3Dc")
+        );
+        assert_eq!(ObjectOptions::default().tagging(), None);
+    }
+}
