@@ -105,17 +105,19 @@ pub fn parse(
     };
     let has_key =
         access_key_id.is_some() || inline.is_some() || file.is_some() || credential.is_some();
+    // Keys that only assume_role uses, and whether each was given.
+    let role_keys = [
+        ("role_arn", role_arn.is_some()),
+        ("external_id", external_id.is_some()),
+        ("session_name", session_name.is_some()),
+        ("duration", duration.is_some()),
+        ("sts_endpoint", sts_endpoint.is_some()),
+        ("sts_region", sts_region.is_some()),
+    ];
     let auth = match mode {
         "static" => {
             only_with(p, "profile", profile.is_some(), "\"default\"");
-            for (name, given) in [
-                ("role_arn", role_arn.is_some()),
-                ("external_id", external_id.is_some()),
-                ("session_name", session_name.is_some()),
-                ("duration", duration.is_some()),
-                ("sts_endpoint", sts_endpoint.is_some()),
-                ("sts_region", sts_region.is_some()),
-            ] {
+            for (name, given) in role_keys {
                 only_with(p, name, given, "\"assume_role\"");
             }
             static_key(
@@ -130,14 +132,7 @@ pub fn parse(
         }
         "default" => {
             only_with(p, "access_key_id", has_key, "\"static\" or \"assume_role\"");
-            for (name, given) in [
-                ("role_arn", role_arn.is_some()),
-                ("external_id", external_id.is_some()),
-                ("session_name", session_name.is_some()),
-                ("duration", duration.is_some()),
-                ("sts_endpoint", sts_endpoint.is_some()),
-                ("sts_region", sts_region.is_some()),
-            ] {
+            for (name, given) in role_keys {
                 only_with(p, name, given, "\"assume_role\"");
             }
             Some(Auth::Default {
