@@ -43,11 +43,12 @@ pub use schema::latest_version;
 
 /// A failed database operation, with the database's path.
 #[derive(Debug, thiserror::Error)]
-#[error("queue database {path}: {source}")]
+// The cause is part of the message and deliberately not a `source()`: chains printed
+// with `{:#}` would show it twice.
+#[error("queue database {path}: {cause}")]
 pub struct QueueError {
     pub path: PathBuf,
-    #[source]
-    pub source: rusqlite::Error,
+    pub cause: rusqlite::Error,
 }
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
@@ -227,9 +228,9 @@ pub struct Queue {
 impl Queue {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Queue> {
-        let err = |source| QueueError {
+        let err = |cause| QueueError {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
@@ -249,21 +250,33 @@ impl Queue {
     /// lock, no migration, so it works for a user who may only read the queue.
     pub fn open_read_only(path: &Path) -> Result<Queue> {
         use rusqlite::OpenFlags;
-        let err = |source| QueueError {
+        let err = |cause| QueueError {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        let version: usize = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(err)?;
-        if version != latest_version() {
-            return Err(err(rusqlite::Error::InvalidParameterName(format!(
-                "schema version {version}, this s3spool reads version {}: run the daemon of this version once, or use the s3spool that wrote it",
-                latest_version()
-            ))));
+        // A daemon starting right now may have created the file but not yet its schema
+        // (it does so within milliseconds): wait a little rather than fail.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let version: usize = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(err)?;
+            if version == latest_version() {
+                break;
+            }
+            if version > latest_version() || std::time::Instant::now() >= deadline {
+                return Err(err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+                    Some(format!(
+                        "schema version {version}, this s3spool reads version {}: start the daemon of this version once (it upgrades the queue), or use the s3spool that wrote it",
+                        latest_version()
+                    )),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         Ok(Queue {
             conn,
@@ -281,9 +294,9 @@ impl Queue {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let path = self.path.clone();
-        let err = |source| QueueError {
+        let err = |cause| QueueError {
             path: path.clone(),
-            source,
+            cause,
         };
         let tx = self
             .conn
@@ -294,10 +307,10 @@ impl Queue {
         Ok(out)
     }
 
-    fn err(&self, source: rusqlite::Error) -> QueueError {
+    fn err(&self, cause: rusqlite::Error) -> QueueError {
         QueueError {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 }

@@ -405,3 +405,19 @@ fn a_file_rewritten_while_pending_does_not_resume_the_old_upload() {
     );
     assert!(q.parts(1).unwrap().is_empty());
 }
+
+#[test]
+fn read_only_open_waits_for_a_schema_being_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    // The file exists but has no schema yet, as in the instant after a daemon opened it.
+    drop(Connection::open(&path).unwrap());
+    let creating = path.clone();
+    let daemon = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(Queue::open(&creating).unwrap());
+    });
+    let q = Queue::open_read_only(&path).expect("waits for the schema instead of failing");
+    assert_eq!(q.summary().unwrap().counts, Counts::default());
+    daemon.join().unwrap();
+}

@@ -400,15 +400,21 @@ key = "{key}"
         self.status()["counts"][state].as_u64().unwrap()
     }
 
-    /// Starts the daemon and waits until its queue database exists.
+    /// Starts the daemon and waits until it says it is running (queue open, sweep done).
     pub fn start(&self) -> Daemon {
-        let daemon = Daemon::start(&self.config, &self.dir.path().join("daemon.log"));
-        let db = self.dir.path().join("state/queue.db");
-        wait_for(
-            Duration::from_secs(30),
-            "the daemon's queue database",
-            || db.exists(),
-        );
+        let log = self.dir.path().join("daemon.log");
+        // The log is appended to across restarts: wait for one more "running" line.
+        let running = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("s3spool running")
+                .count()
+        };
+        let before = running();
+        let daemon = Daemon::start(&self.config, &log);
+        wait_for(Duration::from_secs(60), "the daemon to be running", || {
+            running() > before
+        });
         daemon
     }
 
