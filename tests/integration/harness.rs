@@ -418,6 +418,40 @@ key = "{key}"
         daemon
     }
 
+    /// Asserts `secret` is in none of: the daemon log at `log`, the output of the
+    /// operator commands, and the files under `state/` (the queue, its WAL).
+    pub fn assert_secret_nowhere(&self, secret: &str, log: &Path) {
+        let log_text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!log_text.contains(secret), "secret in the daemon log");
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["list", "--json"],
+            &["show", "1"],
+            &["check"],
+            &["check", "--json"],
+        ] {
+            let out = self.cli(args);
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!text.contains(secret), "secret in the output of {args:?}");
+        }
+        for entry in std::fs::read_dir(self.dir.path().join("state"))
+            .unwrap()
+            .flatten()
+        {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "secret in {:?}",
+                entry.path()
+            );
+        }
+    }
+
     /// Files left in the spool (relative paths), hidden ones included.
     pub fn spool_files(&self) -> Vec<String> {
         let mut out = Vec::new();
