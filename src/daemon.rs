@@ -73,10 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         let settings = destination.upload.clone();
         let limit = AdaptiveLimit::new(settings.concurrency);
         let name = name.clone();
-        let prefix = match destination.prefix.as_str() {
-            "" => String::new(),
-            p => format!("{p}/"),
-        };
+        let prefix = destination.key_prefix();
         targets.insert(
             name.clone(),
             Arc::new(Target {

@@ -183,14 +183,12 @@ impl KeyTemplate {
     /// Repeated slashes collapse (so `{dir}/{name}` works for files at the top of the spool),
     /// and `.{ext}` drops its dot when the file has no extension.
     pub fn render(&self, prefix: &str, input: &KeyInput<'_>) -> Result<String, KeyError> {
-        let (dir, name) = match input.rel_path.rsplit_once('/') {
-            Some((dir, name)) => (dir, name),
-            None => ("", input.rel_path),
-        };
-        let (stem, source_ext) = match name.rsplit_once('.') {
-            Some((stem, ext)) if !stem.is_empty() => (stem, ext),
-            _ => (name, ""),
-        };
+        let PathParts {
+            dir,
+            name,
+            stem,
+            ext: source_ext,
+        } = PathParts::of(input.rel_path);
         let converted_ext = input.ext.apply(source_ext);
         let ext = converted_ext.as_str();
         let t = input.time;
@@ -247,6 +245,32 @@ impl KeyTemplate {
             return Err(KeyError::TooLong(key.len()));
         }
         Ok(key)
+    }
+}
+
+/// A spool-relative path taken apart the way `{dir}`, `{name}`, `{stem}` and `{ext}` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathParts<'a> {
+    pub dir: &'a str,
+    pub name: &'a str,
+    pub stem: &'a str,
+    /// After the last dot of the name; empty if none (and for `.hidden`).
+    pub ext: &'a str,
+}
+
+impl<'a> PathParts<'a> {
+    pub fn of(rel_path: &'a str) -> Self {
+        let (dir, name) = rel_path.rsplit_once('/').unwrap_or(("", rel_path));
+        let (stem, ext) = match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => (stem, ext),
+            _ => (name, ""),
+        };
+        PathParts {
+            dir,
+            name,
+            stem,
+            ext,
+        }
     }
 }
 
@@ -333,6 +357,21 @@ mod tests {
             .unwrap_err()
             .contains("leading slash"));
         assert_eq!(render("{{x}}-{id}", "", "a"), "{x}-42");
+    }
+
+    #[test]
+    fn path_parts() {
+        let p = PathParts::of("v1.2/report.final.csv");
+        assert_eq!(
+            (p.dir, p.name, p.stem, p.ext),
+            ("v1.2", "report.final.csv", "report.final", "csv")
+        );
+        assert_eq!(
+            PathParts::of("v1.2/README").ext,
+            "",
+            "a dot in a folder is no extension"
+        );
+        assert_eq!(PathParts::of(".hidden").ext, "");
     }
 
     #[test]

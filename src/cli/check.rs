@@ -154,25 +154,9 @@ fn print_human(config: &Config, report: &Report) {
     }
 }
 
-fn key_under(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}/{name}")
-    }
-}
-
 /// The policy statement that allows `action`, for the hint on an AccessDenied row.
 fn grant(d: &Destination, action: &str) -> String {
-    let objects = format!(
-        "arn:aws:s3:::{}/{}*",
-        d.bucket,
-        if d.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", d.prefix)
-        }
-    );
+    let objects = format!("arn:aws:s3:::{}/{}*", d.bucket, d.key_prefix());
     match action {
         "sts:AssumeRole" => match &d.auth {
             Auth::AssumeRole(role) => format!(
@@ -255,9 +239,10 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
     }
     report.checks.extend(probe_actions(d, store.as_ref()).await);
     if challenge {
-        let key = key_under(
-            &d.prefix,
-            &format!("s3spool-challenge-{}", uuid::Uuid::new_v4()),
+        let key = format!(
+            "{}s3spool-challenge-{}",
+            d.key_prefix(),
+            uuid::Uuid::new_v4()
         );
         let body = Bytes::from(format!(
             "s3spool challenge object, written by `s3spool check --challenge` for destination {}\n",
@@ -275,10 +260,10 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
 const ACTIONS: [&str; 9] = [
     "PutObject",
     "HeadObject",
-    "CompleteMultipartUpload",
     "CreateMultipartUpload",
     "UploadPart",
     "ListParts",
+    "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "ListMultipartUploads",
     "DeleteObject",
@@ -295,10 +280,7 @@ async fn put(store: &dyn ObjectStore, key: &str, body: Bytes) -> Result<(), Stor
 
 /// Every action the daemon needs, each on its own where it can be.
 async fn probe_actions(d: &Destination, store: &dyn ObjectStore) -> Vec<Check> {
-    let key = key_under(
-        &d.prefix,
-        &format!("s3spool-check-{}", uuid::Uuid::new_v4()),
-    );
+    let key = format!("{}s3spool-check-{}", d.key_prefix(), uuid::Uuid::new_v4());
     let body = Bytes::from_static(b"s3spool connection check\n");
     let mut checks = Vec::new();
     let put_result = put(store, &key, body.clone()).await;
@@ -325,10 +307,7 @@ async fn probe_actions(d: &Destination, store: &dyn ObjectStore) -> Vec<Check> {
     }
 
     checks.extend(probe_multipart(d, store, &format!("{key}-multipart"), &body).await);
-    let listed = store
-        .list_uploads(&key_under(&d.prefix, ""))
-        .await
-        .map(drop);
+    let listed = store.list_uploads(&d.key_prefix()).await.map(drop);
     checks.push(row(d, "ListMultipartUploads", listed));
     let deleted = store.delete_object(&key).await.map_err(|mut e| {
         if written {

@@ -88,6 +88,17 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl Destination {
+    /// What every key of this destination starts with: the prefix and a `/`, or nothing.
+    pub fn key_prefix(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+}
+
 /// Limits and retry schedule for one destination.
 #[derive(Debug, Clone)]
 pub struct UploadSettings {

@@ -18,6 +18,7 @@ use super::multipart::CLAIM_LOST;
 use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
 use super::{backoff, now_ms, Uploader, LEASE};
 use crate::finish::{finish_source, Finished};
+use crate::key::PathParts;
 use crate::queue::{FileRow, FileStamp, Queue, State};
 use crate::s3::{ErrorClass, StoreError};
 use crate::transcode::{self, work_path, Format};
@@ -253,7 +254,7 @@ impl Uploader {
             .spools
             .get(&row.spool)
             .map_or(Format::Raw, |s| s.format);
-        let source_ext = row.rel_path.rsplit_once('.').map_or("", |(_, ext)| ext);
+        let source_ext = PathParts::of(&row.rel_path).ext;
         let (upload, upload_stamp) = match format {
             Format::Raw => (Arc::clone(&file), before),
             _ => match self.convert(row, format, &file, before).await {
