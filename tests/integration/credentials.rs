@@ -179,29 +179,27 @@ fn default_chain(auth: &str) -> (Setup, FaultProxy) {
     (Setup::new(o, Bucket::create(server)), proxy)
 }
 
+/// Delivers one file with the daemon's AWS environment set to `env`; returns the key id
+/// every S3 write was signed with.
+fn deliver_with_env(s: &Setup, proxy: &FaultProxy, env: &[(&str, &str)]) -> String {
+    s.drop_file("one.csv", b"x");
+    let daemon = s.launch(|log| Daemon::start_env(&s.config, log, env));
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    let keys: std::collections::BTreeSet<String> =
+        s3_writes(proxy).iter().map(|w| signing_key(w)).collect();
+    assert_eq!(keys.len(), 1, "one identity signs everything: {keys:?}");
+    keys.into_iter().next().unwrap()
+}
+
 #[test]
 fn the_default_chain_reads_environment_variables() {
     let (s, proxy) = default_chain("mode = \"default\"");
-    s.drop_file("env.csv", b"x");
-    let log = s.dir.path().join("daemon.log");
-    let daemon = Daemon::start_env(
-        &s.config,
-        &log,
-        &[
-            ("AWS_ACCESS_KEY_ID", "AKIAFROMENVIRONMENT"),
-            ("AWS_SECRET_ACCESS_KEY", "env-secret"),
-        ],
-    );
-    wait_for(WAIT, "queue", || {
-        s.dir.path().join("state/queue.db").exists()
-    });
-    wait_for(WAIT, "delivered", || s.count("done") == 1);
-    assert!(daemon.stop().success());
-    let writes = s3_writes(&proxy);
-    assert!(!writes.is_empty());
-    assert!(writes
-        .iter()
-        .all(|w| signing_key(w) == "AKIAFROMENVIRONMENT"));
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIAFROMENVIRONMENT"),
+        ("AWS_SECRET_ACCESS_KEY", "env-secret"),
+    ];
+    assert_eq!(deliver_with_env(&s, &proxy, &env), "AKIAFROMENVIRONMENT");
 }
 
 #[test]
@@ -213,24 +211,10 @@ fn the_default_chain_reads_a_profile_from_the_shared_credentials_file() {
         "[default]\naws_access_key_id = AKIADEFAULTPROFILE\naws_secret_access_key = d\n\n[uploads]\naws_access_key_id = AKIAUPLOADSPROFILE\naws_secret_access_key = u\n",
     )
     .unwrap();
-    s.drop_file("profile.csv", b"x");
-    let log = s.dir.path().join("daemon.log");
-    let daemon = Daemon::start_env(
-        &s.config,
-        &log,
-        &[("AWS_SHARED_CREDENTIALS_FILE", file.to_str().unwrap())],
-    );
-    wait_for(WAIT, "queue", || {
-        s.dir.path().join("state/queue.db").exists()
-    });
-    wait_for(WAIT, "delivered", || s.count("done") == 1);
-    assert!(daemon.stop().success());
-    let writes = s3_writes(&proxy);
-    assert!(!writes.is_empty());
-    assert!(
-        writes
-            .iter()
-            .all(|w| signing_key(w) == "AKIAUPLOADSPROFILE"),
+    let env = [("AWS_SHARED_CREDENTIALS_FILE", file.to_str().unwrap())];
+    assert_eq!(
+        deliver_with_env(&s, &proxy, &env),
+        "AKIAUPLOADSPROFILE",
         "the named profile, not [default]"
     );
 }

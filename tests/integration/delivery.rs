@@ -308,11 +308,8 @@ fn a_new_file_renamed_over_one_in_flight_is_delivered_on_its_own() {
 fn file_events_deliver_without_rescans_even_with_a_relative_config_path() {
     // Rescans every hour: only inotify events can bring these files in.
     let s = setup(|o| o.rescan = "1h");
-    let log = s.dir.path().join("daemon.log");
-    let daemon = Daemon::start_in(s.dir.path(), std::path::Path::new("config.toml"), &log);
-    wait_for(WAIT, "queue database", || {
-        s.dir.path().join("state/queue.db").exists()
-    });
+    let daemon =
+        s.launch(|log| Daemon::start_in(s.dir.path(), std::path::Path::new("config.toml"), log));
     std::thread::sleep(Duration::from_millis(500)); // past the start-up scan
     let a = s.drop_file("a.csv", b"by rename");
     std::fs::create_dir_all(s.spool.join("new/dir")).unwrap();

@@ -402,8 +402,14 @@ key = "{key}"
 
     /// Starts the daemon and waits until it says it is running (queue open, sweep done).
     pub fn start(&self) -> Daemon {
+        self.launch(|log| Daemon::start(&self.config, log))
+    }
+
+    /// Starts the daemon with `spawn` (given the log path), and waits until it says it is
+    /// running (queue open, sweep done). The log is appended to across restarts: it waits
+    /// for one more "running" line.
+    pub fn launch(&self, spawn: impl FnOnce(&Path) -> Daemon) -> Daemon {
         let log = self.dir.path().join("daemon.log");
-        // The log is appended to across restarts: wait for one more "running" line.
         let running = || {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
@@ -411,7 +417,7 @@ key = "{key}"
                 .count()
         };
         let before = running();
-        let daemon = Daemon::start(&self.config, &log);
+        let daemon = spawn(&log);
         wait_for(Duration::from_secs(60), "the daemon to be running", || {
             running() > before
         });
