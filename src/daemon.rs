@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::finish::Finishing;
+use crate::manifest::ManifestWriter;
 use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
@@ -111,14 +112,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
         queue = %config.queue_path().display(), "s3spool running");
 
+    let manifests = Arc::new(ManifestWriter {
+        config: Arc::clone(&config),
+        queue: queue.clone(),
+        targets: targets.clone(),
+    });
+    let manifest_task = {
+        let (manifests, shutdown) = (Arc::clone(&manifests), shutdown.clone());
+        tokio::spawn(async move { manifests.run(shutdown).await })
+    };
     let uploader = Arc::new(Uploader {
         config: Arc::clone(&config),
         queue,
         targets,
         wake,
         finishing,
+        host,
     });
     uploader.run(shutdown.clone()).await;
+    let _ = manifest_task.await;
+    // Uploads have drained: every open batch holds only delivered files, so it can close.
+    manifests.finish(config.drain_timeout).await;
     while watchers.join_next().await.is_some() {}
     let _ = sweeper.await;
     tracing::info!("s3spool stopped");

@@ -62,24 +62,28 @@ pub struct KeyInput<'a> {
     pub ext: ExtRule,
 }
 
-/// How a conversion changes `{ext}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExtRule {
-    /// The source's extension.
-    Keep,
-    /// The source's extension with this one after it (`csv` → `csv.gz`).
-    Append(&'static str),
-    /// This extension instead (`csv` → `parquet`).
-    Replace(&'static str),
+/// How a conversion changes the source's extension for `{ext}`: an extension in place of
+/// the source's (`csv` → `parquet`), then suffixes after it (`csv` → `csv.gz.gpg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExtRule {
+    pub replace: Option<&'static str>,
+    /// Appended with a dot; empty for none.
+    pub suffix: &'static str,
 }
 
 impl ExtRule {
+    /// The source's extension as it is.
+    pub const KEEP: ExtRule = ExtRule {
+        replace: None,
+        suffix: "",
+    };
+
     pub fn apply(self, ext: &str) -> String {
-        match self {
-            ExtRule::Keep => ext.to_string(),
-            ExtRule::Append(more) if ext.is_empty() => more.to_string(),
-            ExtRule::Append(more) => format!("{ext}.{more}"),
-            ExtRule::Replace(other) => other.to_string(),
+        let base = self.replace.unwrap_or(ext);
+        match (base.is_empty(), self.suffix.is_empty()) {
+            (_, true) => base.to_string(),
+            (true, false) => self.suffix.to_string(),
+            (false, false) => format!("{base}.{}", self.suffix),
         }
     }
 }
@@ -302,7 +306,7 @@ mod tests {
             id: 42,
             uuid: uuid::Uuid::nil(),
             time: Utc.with_ymd_and_hms(2026, 11, 22, 10, 15, 0).unwrap(),
-            ext: ExtRule::Keep,
+            ext: ExtRule::KEEP,
         }
     }
 

@@ -6,7 +6,9 @@
 
 mod auth;
 mod bucket;
+mod manifest;
 mod object;
+mod output;
 mod reader;
 pub mod units;
 
@@ -24,7 +26,7 @@ pub use object::ObjectOptions;
 use reader::{Problem, Problems, Section};
 
 use crate::key::KeyTemplate;
-use crate::transcode::Format;
+use crate::transcode::Output;
 
 /// Where `--config` points when neither the flag nor `$S3SPOOL_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/s3spool/config.toml";
@@ -133,7 +135,9 @@ pub struct Spool {
     pub key: KeyTemplate,
     pub after_upload: AfterUpload,
     /// What is delivered: the bytes as they are, or a conversion of them.
-    pub format: Format,
+    pub output: Output,
+    /// Deliveries are grouped into batches, each closed by a manifest.
+    pub manifest: Option<crate::manifest::ManifestSettings>,
 }
 
 /// Every problem found in one config file.
@@ -599,37 +603,8 @@ fn spool(
     let key = KeyTemplate::parse(key_text)
         .map_err(|e| p.add(s.key("key"), e))
         .ok();
-    let level = s.integer(p, "gzip_level");
-    let format_name = s.string(p, "format").unwrap_or("raw");
-    let format = match format_name {
-        "raw" => Some(Format::Raw),
-        "gzip" => match level.unwrap_or(6) {
-            level @ 0..=9 => Some(Format::Gzip {
-                level: level as u32,
-            }),
-            _ => {
-                p.add(s.key("gzip_level"), "must be between 0 and 9");
-                None
-            }
-        },
-        "parquet" | "jsonl" => {
-            p.add(
-                s.key("format"),
-                "this version delivers \"raw\" or \"gzip\"; parquet and jsonl are not built yet",
-            );
-            None
-        }
-        other => {
-            p.add(
-                s.key("format"),
-                format!("{other:?} is not one of raw, gzip"),
-            );
-            None
-        }
-    };
-    if level.is_some() && format_name != "gzip" {
-        p.add(s.key("gzip_level"), "is only used with format = \"gzip\"");
-    }
+    let output = output::output(p, &mut s);
+    let manifest = manifest::manifest(p, &mut s);
     let mode = s.string(p, "after_upload").unwrap_or("delete");
     let archive_dir = s.string(p, "archive_dir").map(|d| resolve(base, d));
     let after_upload = match (mode, archive_dir) {
@@ -672,7 +647,8 @@ fn spool(
         settle,
         key: key?,
         after_upload: after_upload?,
-        format: format?,
+        output: output?,
+        manifest: manifest?,
     })
 }
 

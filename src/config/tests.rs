@@ -785,24 +785,62 @@ fn commands_that_never_talk_to_s3_do_not_read_secrets() {
 
 #[test]
 fn format_rules() {
+    use crate::transcode::table::{Column, ColumnType};
+    use crate::transcode::{Format, ParquetCompression};
     let config = parse(&with_spool("format = \"gzip\"\ngzip_level = 9")).unwrap();
     assert_eq!(
-        config.spools["orders"].format,
-        crate::transcode::Format::Gzip { level: 9 }
+        config.spools["orders"].output.format,
+        Format::Gzip { level: 9 }
     );
     assert_eq!(
-        parse(&with_spool("")).unwrap().spools["orders"].format,
-        crate::transcode::Format::Raw
+        parse(&with_spool("")).unwrap().spools["orders"]
+            .output
+            .format,
+        Format::Raw
     );
+    let config = parse(&with_spool(
+        "format = \"parquet\"\ncompression = \"zstd\"\nrow_group_rows = 500\n\
+         [spools.orders.csv]\ndelimiter = \"\\t\"\nquote = \"'\"\nheader = false\n\
+         [spools.orders.schema]\nid = { type = \"integer\", nullable = false }\nname = \"string\"\nat = \"timestamp\"",
+    ))
+    .unwrap();
+    let output = &config.spools["orders"].output;
+    assert_eq!(
+        output.format,
+        Format::Parquet {
+            compression: ParquetCompression::Zstd,
+            row_group_rows: 500
+        }
+    );
+    assert_eq!(
+        (
+            output.table.csv.delimiter,
+            output.table.csv.quote,
+            output.table.csv.header
+        ),
+        (b'\t', b'\'', false)
+    );
+    let column = |name: &str, ty, nullable| Column {
+        name: name.into(),
+        ty,
+        nullable,
+    };
+    assert_eq!(
+        output.table.schema.as_deref().unwrap(),
+        [
+            column("id", ColumnType::Integer, false),
+            column("name", ColumnType::String, true),
+            column("at", ColumnType::Timestamp, true)
+        ],
+        "columns in file order"
+    );
+    let jsonl = parse(&with_spool("format = \"jsonl\"\ninfer_rows = 50")).unwrap();
+    assert_eq!(jsonl.spools["orders"].output.format, Format::Jsonl);
+    assert_eq!(jsonl.spools["orders"].output.table.infer_rows, Some(50));
     refused(
         &with_spool("format = \"zip\""),
         "spools.orders.format",
-        "not one of raw, gzip",
-    );
-    refused(
-        &with_spool("format = \"parquet\""),
-        "spools.orders.format",
-        "not built yet",
+        "not one of raw, gzip, parquet, jsonl",
     );
     refused(
         &with_spool("format = \"gzip\"\ngzip_level = 10"),
@@ -813,6 +851,94 @@ fn format_rules() {
         &with_spool("gzip_level = 5"),
         "spools.orders.gzip_level",
         "only used with format = \"gzip\"",
+    );
+    refused(
+        &with_spool("format = \"jsonl\"\ncompression = \"zstd\""),
+        "spools.orders.compression",
+        "only used with format = \"parquet\"",
+    );
+    refused(
+        &with_spool("format = \"parquet\"\ncompression = \"lzo\""),
+        "spools.orders.compression",
+        "not one of snappy, zstd, gzip, none",
+    );
+    refused(
+        &with_spool("format = \"parquet\"\nrow_group_rows = 0"),
+        "spools.orders.row_group_rows",
+        "between 1 and",
+    );
+    refused(
+        &with_spool("format = \"gzip\"\n[spools.orders.csv]\nheader = true"),
+        "spools.orders.csv",
+        "only used with format = \"parquet\" or \"jsonl\"",
+    );
+    refused(
+        &with_spool("format = \"jsonl\"\n[spools.orders.csv]\ndelimiter = \";;\""),
+        "spools.orders.csv.delimiter",
+        "one ASCII character",
+    );
+    refused(
+        &with_spool("format = \"jsonl\"\n[spools.orders.csv]\ndelimiter = \"\\\"\""),
+        "spools.orders.csv.quote",
+        "must differ from delimiter",
+    );
+    refused(
+        &with_spool("format = \"jsonl\"\n[spools.orders.csv]\nseparator = \";\""),
+        "spools.orders.csv.separator",
+        "unknown key",
+    );
+    refused(
+        &with_spool("format = \"jsonl\"\n[spools.orders.schema]\nid = \"int\""),
+        "spools.orders.schema.id",
+        "\"int\" is not one of integer, float, boolean, date, timestamp, string",
+    );
+    refused(
+        &with_spool("format = \"jsonl\"\n[spools.orders.schema]\nid = { nullable = true }"),
+        "spools.orders.schema.id.type",
+        "is required",
+    );
+    refused(
+        &with_spool(
+            "format = \"jsonl\"\ninfer_rows = 10\n[spools.orders.schema]\nid = \"integer\"",
+        ),
+        "spools.orders.infer_rows",
+        "not used when a schema is declared",
+    );
+    refused(
+        &with_spool("format = \"jsonl\"\ninfer_rows = 0"),
+        "spools.orders.infer_rows",
+        "at least 1",
+    );
+}
+
+#[test]
+fn manifest_rules() {
+    let config = parse(&with_spool(
+        "manifest = true\nmanifest_every = \"1m\"\nmanifest_max_files = 10\nmanifest_key = \"m/{batch}.json\"",
+    ))
+    .unwrap();
+    let m = config.spools["orders"].manifest.as_ref().unwrap();
+    assert_eq!((m.every, m.max_files), (Duration::from_secs(60), 10));
+    let default = parse(&with_spool("manifest = true")).unwrap();
+    let m = default.spools["orders"].manifest.as_ref().unwrap();
+    assert_eq!((m.every, m.max_files), (Duration::from_secs(300), 1000));
+    assert!(parse(&with_spool("")).unwrap().spools["orders"]
+        .manifest
+        .is_none());
+    refused(
+        &with_spool("manifest_every = \"1m\""),
+        "spools.orders.manifest_every",
+        "only used with manifest = true",
+    );
+    refused(
+        &with_spool("manifest = true\nmanifest_key = \"m/{spool}.json\""),
+        "spools.orders.manifest_key",
+        "must contain {batch}",
+    );
+    refused(
+        &with_spool("manifest = true\nmanifest_max_files = 0"),
+        "spools.orders.manifest_max_files",
+        "between 1 and 1000000",
     );
 }
 

@@ -26,6 +26,7 @@
 //! (the source is deleted only after its row is `done` on disk). At start the daemon returns
 //! `active` rows to `pending`: no worker can still hold them.
 
+mod batches;
 mod multipart;
 mod register;
 mod report;
@@ -38,8 +39,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use batches::Batch;
 pub use multipart::{RecordedUpload, StoredPart};
 pub use schema::latest_version;
+pub use transitions::{Batching, Done};
 
 /// A failed database operation, with the database's path.
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +157,20 @@ pub struct FileRow {
     pub part_size: Option<u64>,
     /// Bumped on every claim; outcomes name the claim they belong to.
     pub claim: i64,
+    /// Bytes of the object as uploaded (set when done).
+    pub object_size: Option<u64>,
+    /// Data rows of a converted table (set when done).
+    pub rows: Option<u64>,
+    /// The output format the object was made in (set when done).
+    pub format: Option<String>,
+    /// The manifest batch the delivery belongs to.
+    pub batch_id: Option<i64>,
 }
 
 const COLUMNS: &str =
     "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
      inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
-     source_finished_at, sha256, upload_id, part_size, claim";
+     source_finished_at, sha256, upload_id, part_size, claim, object_size, rows, format, batch_id";
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
@@ -190,6 +201,10 @@ impl FileRow {
             upload_id: r.get(20)?,
             part_size: r.get::<_, Option<i64>>(21)?.map(|p| p as u64),
             claim: r.get(22)?,
+            object_size: r.get::<_, Option<i64>>(23)?.map(|n| n as u64),
+            rows: r.get::<_, Option<i64>>(24)?.map(|n| n as u64),
+            format: r.get(25)?,
+            batch_id: r.get(26)?,
         })
     }
 }

@@ -133,7 +133,12 @@ impl Queue {
         before_ms: i64,
         keep: impl Fn(&FileRow) -> bool,
     ) -> Result<(usize, usize)> {
-        let sql = format!("SELECT {COLUMNS} FROM files WHERE state = 'done' AND done_at < ?1");
+        // A file listed in a manifest not yet written stays: the manifest is built from it.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files WHERE state = 'done' AND done_at < ?1
+             AND (batch_id IS NULL
+                  OR batch_id IN (SELECT id FROM batches WHERE state = 'written'))"
+        );
         let candidates: Vec<FileRow> = {
             let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
             let rows = stmt

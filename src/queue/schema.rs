@@ -60,6 +60,32 @@ const MIGRATIONS: &[&str] = &[
                strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
         FROM files;
     "#,
+    // 3: what was delivered (object size, rows, format) and manifest batches.
+    r#"
+    ALTER TABLE files ADD COLUMN object_size INTEGER;  -- bytes of the object as uploaded
+    ALTER TABLE files ADD COLUMN rows INTEGER;         -- data rows of a converted table
+    ALTER TABLE files ADD COLUMN format TEXT;          -- raw, gzip, parquet, jsonl (+ '+pgp')
+    ALTER TABLE files ADD COLUMN batch_id INTEGER;     -- manifest batch the delivery is in
+    CREATE TABLE batches (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT    NOT NULL UNIQUE,           -- {batch} in the manifest key
+        spool       TEXT    NOT NULL,
+        destination TEXT    NOT NULL,
+        bucket      TEXT    NOT NULL,
+        host        TEXT    NOT NULL,
+        state       TEXT    NOT NULL CHECK (state IN ('open', 'closed', 'written')),
+        files       INTEGER NOT NULL DEFAULT 0,
+        opened_at   INTEGER NOT NULL,                  -- unix milliseconds
+        closed_at   INTEGER,
+        manifest_key TEXT,                             -- fixed before the first write attempt
+        written_at  INTEGER,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT
+    );
+    CREATE INDEX batches_state ON batches (state, spool);
+    CREATE INDEX files_batch ON files (batch_id) WHERE batch_id IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

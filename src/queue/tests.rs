@@ -21,6 +21,16 @@ fn file(rel: &str, size: u64) -> NewFile {
     }
 }
 
+fn delivered(etag: &str) -> Done {
+    Done {
+        etag: etag.into(),
+        sha256: "sha".into(),
+        object_size: 1,
+        rows: None,
+        format: "raw".into(),
+    }
+}
+
 fn register(q: &mut Queue, files: &[NewFile], now: i64) -> Vec<Registered> {
     q.register(files, false, now, |f, id| {
         Ok(format!("k/{}-{id}", f.rel_path))
@@ -119,7 +129,7 @@ fn transitions_done_retry_failed_and_changed() {
     register(&mut q, &[file("a", 1), file("b", 1), file("c", 1)], 10);
     q.claim(3, 10, Duration::from_secs(60)).unwrap();
 
-    q.mark_done(1, 1, "\"etag\"", "sha", 20).unwrap();
+    q.mark_done(1, 1, &delivered("\"etag\""), None, 20).unwrap();
     let done = q.get(1).unwrap().unwrap();
     assert_eq!(
         (done.state, done.done_at, done.etag.as_deref()),
@@ -155,9 +165,9 @@ fn done_file_seen_again_is_recognised_and_a_changed_one_is_new() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    assert!(q.mark_done(1, 1, "e", "sha", 11).unwrap());
+    assert!(q.mark_done(1, 1, &delivered("e"), None, 11).unwrap());
     assert!(
-        !q.mark_done(1, 1, "e", "sha", 11).unwrap(),
+        !q.mark_done(1, 1, &delivered("e"), None, 11).unwrap(),
         "a second transition changes nothing"
     );
     // Delivered but not yet cleaned up (the daemon died in between): clean it up.
@@ -197,7 +207,7 @@ fn summary_retry_and_purge() {
         10,
     );
     q.claim(3, 10, Duration::from_secs(60)).unwrap();
-    q.mark_done(1, 1, "e", "sha", 50).unwrap();
+    q.mark_done(1, 1, &delivered("e"), None, 50).unwrap();
     q.mark_failed(2, 1, "AccessDenied", 51).unwrap();
     let s = q.summary().unwrap();
     assert_eq!(
@@ -245,7 +255,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.mark_done(1, 1, "e", "sha", 11).unwrap();
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
     assert!(q.mark_source_finished(1, 12).unwrap());
     // Deleted, then a new file with a reused inode and the same size and mtime appears.
     assert_eq!(
@@ -254,7 +264,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     );
     // In a keep spool the same stamp is the kept file itself.
     q.claim(1, 13, Duration::from_secs(60)).unwrap();
-    q.mark_done(2, 1, "e", "sha", 14).unwrap();
+    q.mark_done(2, 1, &delivered("e"), None, 14).unwrap();
     q.mark_source_finished(2, 14).unwrap();
     let out = q
         .register(&[file("a", 1)], true, 15, |_, id| Ok(format!("k{id}")))
@@ -292,9 +302,9 @@ fn a_stale_claim_cannot_change_a_row_taken_back_and_claimed_again() {
     let second = q.claim(1, 111, Duration::from_secs(60)).unwrap().remove(0);
     assert_eq!((second.claim, second.attempts), (2, 2));
     // The first worker wakes up: none of its outcomes apply.
-    assert!(!q.mark_done(1, 1, "e", "sha", 112).unwrap());
+    assert!(!q.mark_done(1, 1, &delivered("e"), None, 112).unwrap());
     assert!(!q.renew_lease(1, 1, 999).unwrap());
-    assert!(q.mark_done(1, 2, "e", "sha", 113).unwrap());
+    assert!(q.mark_done(1, 2, &delivered("e"), None, 113).unwrap());
 }
 
 #[test]
@@ -340,7 +350,7 @@ fn multipart_progress_is_recorded_and_cleared_with_the_upload() {
     assert_eq!(again.upload_id.as_deref(), Some("upload-1"));
     assert_eq!(q.parts(1).unwrap().len(), 2);
     // Done: the upload and its parts are gone from the queue.
-    assert!(q.mark_done(1, 2, "e-5", "sha", 30).unwrap());
+    assert!(q.mark_done(1, 2, &delivered("e-5"), None, 30).unwrap());
     let done = q.get(1).unwrap().unwrap();
     assert_eq!((done.upload_id, q.parts(1).unwrap().len()), (None, 0));
     assert!(q.recorded_uploads().unwrap().is_empty());
@@ -420,4 +430,74 @@ fn read_only_open_waits_for_a_schema_being_created() {
     let q = Queue::open_read_only(&path).expect("waits for the schema instead of failing");
     assert_eq!(q.summary().unwrap().counts, Counts::default());
     daemon.join().unwrap();
+}
+
+#[test]
+fn deliveries_join_batches_that_close_when_full_old_or_at_shutdown() {
+    let (_d, mut q) = open();
+    let files: Vec<NewFile> = (0..5).map(|i| file(&format!("f{i}"), 1)).collect();
+    register(&mut q, &files, 10);
+    q.claim(5, 10, Duration::from_secs(60)).unwrap();
+    let batching = Batching {
+        max_files: 2,
+        host: "h1".into(),
+    };
+    let done = |q: &mut Queue, id: i64, now: i64| {
+        let d = Done {
+            rows: Some(id as u64 * 10),
+            object_size: 100,
+            format: "parquet".into(),
+            ..delivered("e")
+        };
+        assert!(q.mark_done(id, 1, &d, Some(&batching), now).unwrap());
+    };
+    done(&mut q, 1, 100);
+    assert!(
+        q.batches_to_write(1_000).unwrap().is_empty(),
+        "one file: still open"
+    );
+    done(&mut q, 2, 200);
+    let closed = q.batches_to_write(1_000).unwrap();
+    assert_eq!(closed.len(), 1, "full at two files");
+    let first = &closed[0];
+    assert_eq!(
+        (first.files, first.opened_at, first.closed_at),
+        (2, 100, Some(200))
+    );
+    assert_eq!(
+        (first.host.as_str(), first.spool.as_str()),
+        ("h1", "orders")
+    );
+    let members = q.batch_files(first.id).unwrap();
+    assert_eq!(members.iter().map(|f| f.id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(members[1].rows, Some(20));
+    assert_eq!(members[1].format.as_deref(), Some("parquet"));
+
+    done(&mut q, 3, 300);
+    assert_eq!(
+        q.close_batches_opened_before("orders", 299, 400).unwrap(),
+        0
+    );
+    assert_eq!(
+        q.close_batches_opened_before("orders", 300, 400).unwrap(),
+        1
+    );
+    done(&mut q, 4, 500);
+    assert_eq!(q.close_open_batches(600).unwrap(), 1);
+    let due = q.batches_to_write(1_000).unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|b| b.files == 1 || b.files == 2));
+
+    // The key is fixed by the first attempt; a retry waits; written is final.
+    let id = first.id;
+    assert_eq!(q.fix_manifest_key(id, "m/a.json").unwrap(), "m/a.json");
+    assert_eq!(q.fix_manifest_key(id, "m/b.json").unwrap(), "m/a.json");
+    q.batch_retry_later(id, "503", 5_000).unwrap();
+    assert_eq!(q.batches_to_write(1_000).unwrap().len(), 2);
+    assert!(q.mark_batch_written(id, 6_000).unwrap());
+    assert!(!q.mark_batch_written(id, 6_001).unwrap());
+    assert_eq!(q.batches_to_write(10_000).unwrap().len(), 2);
+    // A file done without batching joins nothing.
+    assert!(q.mark_done(5, 1, &delivered("e"), None, 700).unwrap());
+    assert_eq!(q.get(5).unwrap().unwrap().batch_id, None);
 }

@@ -7,7 +7,30 @@
 use rusqlite::params;
 use std::time::Duration;
 
+use super::batches::join_batch;
 use super::*;
+
+/// What a finished delivery put in S3.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    pub etag: String,
+    /// Hex SHA-256 of the object's bytes.
+    pub sha256: String,
+    pub object_size: u64,
+    /// Data rows, when a table was converted.
+    pub rows: Option<u64>,
+    /// The output format's name.
+    pub format: String,
+}
+
+/// How a spool groups its deliveries into manifest batches.
+#[derive(Debug, Clone)]
+pub struct Batching {
+    /// A batch closes once it holds this many files.
+    pub max_files: u64,
+    /// Recorded in the batch, for the manifest.
+    pub host: String,
+}
 
 impl Queue {
     /// Returns every `active` row to `pending`; run at daemon start, when no worker exists.
@@ -76,24 +99,58 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// S3 confirmed the object: the row is done, with the ETag and the source's SHA-256.
+    /// S3 confirmed the object: the row is done, with what was delivered. With `batch`, the
+    /// delivery joins its spool's open manifest batch in the same transaction (opening one
+    /// if needed, closing it when full), so a crash never loses or doubles a membership.
     /// This and the other transitions return false when the row is no longer held by this
     /// claim (an operator purged it, or the lease ran out) and nothing changed.
     pub fn mark_done(
         &mut self,
         id: i64,
         claim: i64,
-        etag: &str,
-        sha256: &str,
+        done: &Done,
+        batch: Option<&Batching>,
         now_ms: i64,
     ) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET state = 'done', etag = ?3, sha256 = ?4, last_error = NULL,
-                 lease_until = NULL, upload_id = NULL, part_size = NULL, done_at = ?5, updated_at = ?5
-             WHERE id = ?1 AND state = 'active' AND claim = ?2",
-            params![id, claim, etag, sha256, now_ms],
-            true,
-        )
+        self.in_transaction(|tx| {
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE files SET state = 'done', etag = ?3, sha256 = ?4, object_size = ?5,
+                         rows = ?6, format = ?7, last_error = NULL, lease_until = NULL,
+                         upload_id = NULL, part_size = NULL, done_at = ?8, updated_at = ?8
+                     WHERE id = ?1 AND state = 'active' AND claim = ?2
+                     RETURNING spool, destination, bucket",
+                )?
+                .query_row(
+                    params![
+                        id,
+                        claim,
+                        done.etag,
+                        done.sha256,
+                        done.object_size as i64,
+                        done.rows.map(|n| n as i64),
+                        done.format,
+                        now_ms
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    },
+                );
+            let (spool, destination, bucket) = match updated {
+                Ok(found) => found,
+                Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+            if let Some(batching) = batch {
+                join_batch(tx, id, &spool, &destination, &bucket, batching, now_ms)?;
+            }
+            Ok(true)
+        })
     }
 
     /// A transient failure: try again at `next_attempt_at`. An open multipart upload is

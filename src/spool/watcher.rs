@@ -228,7 +228,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     id,
                     uuid: uuid::Uuid::new_v4(),
                     time: now,
-                    ext: spool2.format.ext_rule(),
+                    ext: spool2.output.ext_rule(),
                 };
                 spool2.key.render(&dest.prefix, &input).map_err(|e| e.to_string())
             })

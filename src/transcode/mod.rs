@@ -7,12 +7,18 @@
 //! lost in a crash is simply made again, and a resumed multipart upload still matches.
 
 mod gzip;
+mod jsonl;
+mod parquet;
+pub mod table;
+pub mod tabular;
 
 use std::fs::File;
-use std::io;
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::key::ExtRule;
+pub use parquet::ParquetCompression;
+pub use tabular::{CsvOptions, TableOptions};
 
 /// What a spool delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,26 +27,95 @@ pub enum Format {
     Raw,
     /// gzip of the source bytes; the object decompresses to exactly the source.
     Gzip { level: u32 },
+    /// A typed Parquet file made from a CSV source.
+    Parquet {
+        compression: ParquetCompression,
+        row_group_rows: usize,
+    },
+    /// One JSON object per CSV row.
+    Jsonl,
 }
 
 impl Format {
-    /// How the format changes `{ext}` in keys.
-    pub fn ext_rule(self) -> ExtRule {
+    /// The name the config and manifests use.
+    pub fn name(self) -> &'static str {
         match self {
-            Format::Raw => ExtRule::Keep,
-            Format::Gzip { .. } => ExtRule::Append("gz"),
+            Format::Raw => "raw",
+            Format::Gzip { .. } => "gzip",
+            Format::Parquet { .. } => "parquet",
+            Format::Jsonl => "jsonl",
         }
     }
 
-    /// The object's Content-Type, from the format and the source's extension.
-    pub fn content_type(self, source_ext: &str) -> &'static str {
-        match self {
+    /// Reads the source as a CSV table (rather than as bytes).
+    pub fn is_tabular(self) -> bool {
+        matches!(self, Format::Parquet { .. } | Format::Jsonl)
+    }
+}
+
+/// Everything about what a spool's objects hold: the format and how CSV is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub format: Format,
+    pub table: TableOptions,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            format: Format::Raw,
+            table: TableOptions::default(),
+        }
+    }
+}
+
+impl Output {
+    /// The object is not the source's bytes: a work file is made first.
+    pub fn converts(&self) -> bool {
+        self.format != Format::Raw
+    }
+
+    /// How the output changes `{ext}` in keys.
+    pub fn ext_rule(&self) -> ExtRule {
+        let (replace, suffix) = match self.format {
+            Format::Raw => (None, ""),
+            Format::Gzip { .. } => (None, "gz"),
+            Format::Parquet { .. } => (Some("parquet"), ""),
+            Format::Jsonl => (Some("jsonl"), ""),
+        };
+        ExtRule { replace, suffix }
+    }
+
+    /// The object's Content-Type, from the output and the source's extension.
+    pub fn content_type(&self, source_ext: &str) -> &'static str {
+        match self.format {
             // A .gz object is a gzip file to download, not text to inflate on the fly, so
             // no Content-Encoding.
             Format::Gzip { .. } => "application/gzip",
+            Format::Parquet { .. } => "application/vnd.apache.parquet",
+            Format::Jsonl => "application/x-ndjson",
             Format::Raw => content_type_for(source_ext),
         }
     }
+}
+
+/// Why a conversion stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Reading the source or writing the work file failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The source is not valid input for the format: retrying cannot help.
+    #[error("line {line}: {reason}")]
+    BadInput { line: u64, reason: String },
+}
+
+/// A finished work file.
+#[derive(Debug)]
+pub struct Converted {
+    pub file: File,
+    /// Data rows, for tabular formats.
+    pub rows: Option<u64>,
 }
 
 /// A common Content-Type for an extension; `application/octet-stream` otherwise.
@@ -76,9 +151,9 @@ pub fn clear_work(state_dir: &Path) {
     }
 }
 
-/// Converts `source` into the work file at `out` (replacing any earlier one) and returns
-/// the open result. Runs on a blocking thread; memory stays within a few buffers.
-pub fn convert(format: Format, source: &File, out: &Path) -> io::Result<File> {
+/// Converts `source` into the work file at `out` (replacing any earlier one). Runs on a
+/// blocking thread; memory stays within a few buffers, or one row group for Parquet.
+pub fn convert(output: &Output, source: &File, out: &Path) -> Result<Converted, ConvertError> {
     use std::io::Seek;
     // The descriptor's offset is shared with every clone of it: start from the start.
     (&*source).seek(io::SeekFrom::Start(0))?;
@@ -88,20 +163,58 @@ pub fn convert(format: Format, source: &File, out: &Path) -> io::Result<File> {
     // Written under a temporary name and renamed when complete: a crash never leaves a
     // half-converted file under the name a later attempt would trust.
     let partial = out.with_extension("partial");
-    let mut writer = File::create(&partial)?;
-    match format {
+    let result = write_output(output, source, &partial);
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, out)?;
+    Ok(Converted {
+        file: File::open(out)?,
+        rows,
+    })
+}
+
+/// Writes the converted source into `path`, synced; returns the row count of a table.
+fn write_output(output: &Output, source: &File, path: &Path) -> Result<Option<u64>, ConvertError> {
+    let file = File::create(path)?;
+    let mut writer = BufWriter::with_capacity(256 * 1024, &file);
+    let rows = match output.format {
         Format::Raw => {
-            return Err(io::Error::new(
+            return Err(ConvertError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "raw files are not converted",
-            ))
+            )))
         }
-        Format::Gzip { level } => gzip::compress(source, &mut writer, level)?,
-    }
-    writer.sync_all()?;
+        Format::Gzip { level } => {
+            gzip::compress(source, &mut writer, level)?;
+            None
+        }
+        Format::Jsonl => {
+            let (sink, rows) = tabular::convert(&output.table, source, |columns| {
+                jsonl::JsonLines::new(&mut writer, columns)
+            })?;
+            sink.finish()?;
+            Some(rows)
+        }
+        Format::Parquet {
+            compression,
+            row_group_rows,
+        } => {
+            let (sink, rows) = tabular::convert(&output.table, source, |columns| {
+                parquet::ParquetWriter::new(&mut writer, columns, compression, row_group_rows)
+            })?;
+            sink.finish()?;
+            Some(rows)
+        }
+    };
+    writer.flush()?;
     drop(writer);
-    std::fs::rename(&partial, out)?;
-    File::open(out)
+    file.sync_all()?;
+    Ok(rows)
 }
 
 /// Removes a claim's work file, if any.
@@ -118,17 +231,34 @@ pub fn remove_work(state_dir: &Path, id: i64, claim: i64) {
 mod tests {
     use super::*;
 
+    fn output(format: Format) -> Output {
+        Output {
+            format,
+            ..Output::default()
+        }
+    }
+
     #[test]
     fn ext_and_content_type() {
-        assert_eq!(Format::Gzip { level: 6 }.ext_rule().apply("csv"), "csv.gz");
-        assert_eq!(Format::Gzip { level: 6 }.ext_rule().apply(""), "gz");
-        assert_eq!(Format::Raw.ext_rule().apply("csv"), "csv");
-        assert_eq!(ExtRule::Replace("parquet").apply("csv"), "parquet");
-        assert_eq!(Format::Raw.content_type("CSV"), "text/csv");
-        assert_eq!(Format::Raw.content_type("bin"), "application/octet-stream");
+        let gzip = output(Format::Gzip { level: 6 });
+        let parquet = output(Format::Parquet {
+            compression: ParquetCompression::Snappy,
+            row_group_rows: 10,
+        });
+        assert_eq!(gzip.ext_rule().apply("csv"), "csv.gz");
+        assert_eq!(gzip.ext_rule().apply(""), "gz");
+        assert_eq!(Output::default().ext_rule().apply("csv"), "csv");
+        assert_eq!(parquet.ext_rule().apply("csv"), "parquet");
+        assert_eq!(output(Format::Jsonl).ext_rule().apply("txt"), "jsonl");
+        assert_eq!(Output::default().content_type("CSV"), "text/csv");
         assert_eq!(
-            Format::Gzip { level: 1 }.content_type("csv"),
-            "application/gzip"
+            Output::default().content_type("bin"),
+            "application/octet-stream"
+        );
+        assert_eq!(gzip.content_type("csv"), "application/gzip");
+        assert_eq!(
+            parquet.content_type("csv"),
+            "application/vnd.apache.parquet"
         );
     }
 
@@ -144,15 +274,25 @@ mod tests {
         drop(f);
         let out = work_path(dir.path(), 1, 1);
         let mut first = Vec::new();
-        convert(Format::Gzip { level: 6 }, &File::open(&src).unwrap(), &out)
-            .unwrap()
-            .read_to_end(&mut first)
-            .unwrap();
+        convert(
+            &output(Format::Gzip { level: 6 }),
+            &File::open(&src).unwrap(),
+            &out,
+        )
+        .unwrap()
+        .file
+        .read_to_end(&mut first)
+        .unwrap();
         let mut second = Vec::new();
-        convert(Format::Gzip { level: 6 }, &File::open(&src).unwrap(), &out)
-            .unwrap()
-            .read_to_end(&mut second)
-            .unwrap();
+        convert(
+            &output(Format::Gzip { level: 6 }),
+            &File::open(&src).unwrap(),
+            &out,
+        )
+        .unwrap()
+        .file
+        .read_to_end(&mut second)
+        .unwrap();
         assert_eq!(first, second, "same source, same bytes");
         let mut inflated = Vec::new();
         flate2::read::GzDecoder::new(&first[..])

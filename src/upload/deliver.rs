@@ -19,9 +19,9 @@ use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
 use super::{backoff, now_ms, Uploader, LEASE};
 use crate::finish::{finish_source, Finished};
 use crate::key::PathParts;
-use crate::queue::{FileRow, FileStamp, Queue, State};
+use crate::queue::{Batching, Done, FileRow, FileStamp, Queue, State};
 use crate::s3::{ErrorClass, StoreError};
-use crate::transcode::{self, work_path, Format};
+use crate::transcode::{self, work_path, ConvertError, Output};
 
 /// Tries to write one outcome to the queue before leaving the row to lease expiry.
 const RECORD_TRIES: u32 = 6;
@@ -29,7 +29,7 @@ const RECORD_TRIES: u32 = 6;
 /// How one delivery attempt ended.
 enum Outcome {
     /// S3 holds the object, and the file did not change while it was read.
-    Delivered(Uploaded),
+    Delivered(Delivery),
     /// The file is not as queued (still being written, or rewritten).
     Changed { stamp: FileStamp },
     /// Retrying might help.
@@ -38,6 +38,15 @@ enum Outcome {
     Permanent(String),
     /// The row is no longer this worker's (its lease ran out): touch nothing.
     Lost,
+}
+
+/// A delivered object, as the queue records it.
+pub struct Delivery {
+    pub uploaded: Uploaded,
+    /// Bytes of the object (of the work file when converted).
+    pub size: u64,
+    /// Data rows, when a table was converted.
+    pub rows: Option<u64>,
 }
 
 impl Uploader {
@@ -49,19 +58,31 @@ impl Uploader {
             .config
             .spools
             .get(&row.spool)
-            .is_some_and(|s| s.format != Format::Raw)
+            .is_some_and(|s| s.output.converts())
         {
             transcode::remove_work(&self.config.state_dir, row.id, row.claim);
         }
         let (id, claim) = (row.id, row.claim);
         match outcome {
-            Outcome::Delivered(uploaded) => {
+            Outcome::Delivered(delivery) => {
+                let uploaded = &delivery.uploaded;
                 // Claimed before the row turns done, so the watcher never cleans it up too.
                 self.finishing.claim(id);
-                let (etag, sha256) = (uploaded.etag.clone(), uploaded.sha256.clone());
+                let spool = self.config.spools.get(&row.spool);
+                let done = Done {
+                    etag: uploaded.etag.clone(),
+                    sha256: uploaded.sha256.clone(),
+                    object_size: delivery.size,
+                    rows: delivery.rows,
+                    format: spool.map_or("raw", |s| s.output.format.name()).to_string(),
+                };
+                let batching = spool.and_then(|s| s.manifest.as_ref()).map(|m| Batching {
+                    max_files: m.max_files,
+                    host: self.host.to_string(),
+                });
                 let done = self
                     .record(id, move |q, now| {
-                        q.mark_done(id, claim, &etag, &sha256, now)
+                        q.mark_done(id, claim, &done, batching.as_ref(), now)
                     })
                     .await;
                 if done {
@@ -249,18 +270,19 @@ impl Uploader {
             return Outcome::Changed { stamp: before };
         }
         let file = Arc::new(file);
-        let format = self
+        let output = self
             .config
             .spools
             .get(&row.spool)
-            .map_or(Format::Raw, |s| s.format);
+            .map_or_else(Output::default, |s| s.output.clone());
         let source_ext = PathParts::of(&row.rel_path).ext;
-        let (upload, upload_stamp) = match format {
-            Format::Raw => (Arc::clone(&file), before),
-            _ => match self.convert(row, format, &file, before).await {
+        let (upload, upload_stamp, rows) = if output.converts() {
+            match self.convert(row, &output, &file, before).await {
                 Ok(converted) => converted,
                 Err(outcome) => return outcome,
-            },
+            }
+        } else {
+            (Arc::clone(&file), before, None)
         };
         let job = Job {
             target,
@@ -269,7 +291,7 @@ impl Uploader {
             key,
             file: upload,
             stamp: upload_stamp,
-            content_type: format.content_type(source_ext),
+            content_type: output.content_type(source_ext),
         };
         let uploaded = transfer::upload(&job).await;
         // Did the file we uploaded change meanwhile? Asked of the open descriptor: a new
@@ -282,7 +304,11 @@ impl Uploader {
                 self.abort_recorded_upload(row).await;
                 Outcome::Changed { stamp }
             }
-            (Ok(uploaded), _) => Outcome::Delivered(uploaded),
+            (Ok(uploaded), _) => Outcome::Delivered(Delivery {
+                uploaded,
+                size: upload_stamp.size,
+                rows,
+            }),
             (Err(e), _) if e.code == SOURCE_CHANGED => {
                 // Seen changed before Complete, then changed back? Treat as changed.
                 Outcome::Changed { stamp: before }
@@ -293,43 +319,54 @@ impl Uploader {
 
     /// Converts the source into the row's work file. The source must not change while it
     /// is read: a changed source is `Changed`, so no object is made of a mix of versions.
+    /// Input the format cannot take fails the row with `path:line: reason`.
     async fn convert(
         &self,
         row: &FileRow,
-        format: Format,
+        output: &Output,
         source: &Arc<File>,
         before: FileStamp,
-    ) -> Result<(Arc<File>, FileStamp), Outcome> {
+    ) -> Result<(Arc<File>, FileStamp, Option<u64>), Outcome> {
         let source = Arc::clone(source);
         let out = work_path(&self.config.state_dir, row.id, row.claim);
+        let output = output.clone();
         let converted = tokio::task::spawn_blocking(move || {
-            let file = transcode::convert(format, &source, &out)?;
-            let stamp = FileStamp::of(&file.metadata()?);
+            let result = transcode::convert(&output, &source, &out);
+            // Asked even when conversion failed: a bad row in a file still being written
+            // is a change, not bad input.
             let now = FileStamp::of(&source.metadata()?);
-            Ok::<_, io::Error>((file, stamp, now))
+            Ok::<_, io::Error>((result, now))
         })
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+        let path = row.path.display();
         match converted {
-            Ok((_, _, now)) if now != before => Err(Outcome::Changed { stamp: now }),
-            Ok((file, stamp, _)) => Ok((Arc::new(file), stamp)),
+            Err(e) => Err(Outcome::Transient(format!("cannot convert {path}: {e}"))),
+            Ok((_, now)) if now != before => Err(Outcome::Changed { stamp: now }),
+            Ok((Ok(converted), _)) => {
+                let stamp = converted
+                    .file
+                    .metadata()
+                    .map(|m| FileStamp::of(&m))
+                    .map_err(|e| Outcome::Transient(format!("cannot convert {path}: {e}")))?;
+                Ok((Arc::new(converted.file), stamp, converted.rows))
+            }
+            Ok((Err(ConvertError::BadInput { line, reason }), _)) => {
+                Err(Outcome::Permanent(format!("{path}:{line}: {reason}")))
+            }
             // A full or failing disk under state_dir passes; a file that cannot be read
             // will not.
-            Err(e)
+            Ok((Err(ConvertError::Io(e)), _))
                 if matches!(
                     e.raw_os_error(),
                     Some(libc::ENOSPC) | Some(libc::EIO) | Some(libc::EDQUOT)
                 ) =>
             {
-                Err(Outcome::Transient(format!(
-                    "cannot convert {}: {e}",
-                    row.path.display()
-                )))
+                Err(Outcome::Transient(format!("cannot convert {path}: {e}")))
             }
-            Err(e) => Err(Outcome::Permanent(format!(
-                "cannot convert {}: {e}",
-                row.path.display()
-            ))),
+            Ok((Err(ConvertError::Io(e)), _)) => {
+                Err(Outcome::Permanent(format!("cannot convert {path}: {e}")))
+            }
         }
     }
 

@@ -40,6 +40,8 @@ pub struct Uploader {
     pub targets: HashMap<String, Arc<Target>>,
     pub wake: Arc<Notify>,
     pub finishing: Finishing,
+    /// This machine's name, recorded in manifest batches.
+    pub host: Arc<str>,
 }
 
 impl Uploader {

@@ -1,0 +1,47 @@
+//! A spool's manifest keys: `manifest`, `manifest_every`, `manifest_max_files` and
+//! `manifest_key`.
+
+use std::time::Duration;
+
+use super::reader::{Problems, Section};
+use crate::manifest::{ManifestKey, ManifestSettings, DEFAULT_MANIFEST_KEY};
+
+/// `Some(None)`: no manifests; `None`: a problem was reported.
+pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<ManifestSettings>> {
+    let before = p.0.len();
+    let enabled = s.bool(p, "manifest").unwrap_or(false);
+    let every = s.duration(p, "manifest_every");
+    let max_files = s.integer(p, "manifest_max_files");
+    let key = s.string(p, "manifest_key");
+    if !enabled {
+        for (present, name) in [
+            (every.is_some(), "manifest_every"),
+            (max_files.is_some(), "manifest_max_files"),
+            (key.is_some(), "manifest_key"),
+        ] {
+            if present {
+                p.add(s.key(name), "is only used with manifest = true");
+            }
+        }
+        return (p.0.len() == before).then_some(None);
+    }
+    let every = every.unwrap_or(Duration::from_secs(300));
+    if every < Duration::from_secs(1) {
+        p.add(s.key("manifest_every"), "must be at least 1s");
+    }
+    let max_files = max_files.unwrap_or(1000);
+    if !(1..=1_000_000).contains(&max_files) {
+        p.add(s.key("manifest_max_files"), "must be between 1 and 1000000");
+    }
+    let key = ManifestKey::parse(key.unwrap_or(DEFAULT_MANIFEST_KEY))
+        .map_err(|e| p.add(s.key("manifest_key"), e))
+        .ok();
+    if p.0.len() != before {
+        return None;
+    }
+    Some(Some(ManifestSettings {
+        every,
+        max_files: max_files as u64,
+        key: key?,
+    }))
+}

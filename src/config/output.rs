@@ -1,0 +1,191 @@
+//! The keys of a spool that say what its objects hold: `format` and its options
+//! (`gzip_level`, `compression`, `row_group_rows`, `infer_rows`), `[spools.NAME.csv]`
+//! and `[spools.NAME.schema]`.
+
+use super::reader::{Problems, Section};
+use crate::transcode::table::{Column, ColumnType};
+use crate::transcode::{CsvOptions, Format, Output, ParquetCompression, TableOptions};
+
+const DEFAULT_ROW_GROUP_ROWS: usize = 100_000;
+
+/// Reads the output keys of one spool section.
+pub(super) fn output(p: &mut Problems, s: &mut Section<'_>) -> Option<Output> {
+    let before = p.0.len();
+    let level = s.integer(p, "gzip_level");
+    let compression = s.string(p, "compression");
+    let row_group_rows = s.integer(p, "row_group_rows");
+    let infer_rows = s.integer(p, "infer_rows");
+    let csv = s.table(p, "csv");
+    let schema = s.table(p, "schema");
+    let name = s.string(p, "format").unwrap_or("raw");
+    let format = match name {
+        "raw" => Some(Format::Raw),
+        "gzip" => match level.unwrap_or(6) {
+            level @ 0..=9 => Some(Format::Gzip {
+                level: level as u32,
+            }),
+            _ => {
+                p.add(s.key("gzip_level"), "must be between 0 and 9");
+                None
+            }
+        },
+        "jsonl" => Some(Format::Jsonl),
+        "parquet" => {
+            let text = compression.unwrap_or("snappy");
+            let compression = ParquetCompression::from_name(text).or_else(|| {
+                p.add(
+                    s.key("compression"),
+                    format!("{text:?} is not one of snappy, zstd, gzip, none"),
+                );
+                None
+            });
+            let rows = row_group_rows.unwrap_or(DEFAULT_ROW_GROUP_ROWS as i64);
+            if !(1..=10_000_000).contains(&rows) {
+                p.add(s.key("row_group_rows"), "must be between 1 and 10000000");
+            }
+            compression.map(|compression| Format::Parquet {
+                compression,
+                row_group_rows: rows.clamp(1, 10_000_000) as usize,
+            })
+        }
+        other => {
+            p.add(
+                s.key("format"),
+                format!("{other:?} is not one of raw, gzip, parquet, jsonl"),
+            );
+            None
+        }
+    };
+    let only = |p: &mut Problems, present: bool, key: &str, formats: &str, applies: bool| {
+        if present && !applies {
+            p.add(s.key(key), format!("is only used with format = {formats}"));
+        }
+    };
+    let tabular = matches!(name, "parquet" | "jsonl");
+    only(p, level.is_some(), "gzip_level", "\"gzip\"", name == "gzip");
+    only(
+        p,
+        compression.is_some(),
+        "compression",
+        "\"parquet\"",
+        name == "parquet",
+    );
+    only(
+        p,
+        row_group_rows.is_some(),
+        "row_group_rows",
+        "\"parquet\"",
+        name == "parquet",
+    );
+    let either = "\"parquet\" or \"jsonl\"";
+    only(p, infer_rows.is_some(), "infer_rows", either, tabular);
+    only(p, csv.is_some(), "csv", either, tabular);
+    only(p, schema.is_some(), "schema", either, tabular);
+    if infer_rows.is_some_and(|n| n < 1) {
+        p.add(
+            s.key("infer_rows"),
+            "must be at least 1 (leave it out to read the whole file)",
+        );
+    }
+    if infer_rows.is_some() && schema.is_some() {
+        p.add(s.key("infer_rows"), "is not used when a schema is declared");
+    }
+    let csv = csv.map_or_else(
+        || Some(CsvOptions::default()),
+        |t| csv_options(p, &s.key("csv"), t),
+    );
+    let schema = match schema {
+        None => Some(None),
+        Some(t) => declared_schema(p, &s.key("schema"), t).map(Some),
+    };
+    let output = Output {
+        format: format?,
+        table: TableOptions {
+            csv: csv?,
+            schema: schema?,
+            infer_rows: infer_rows.map(|n| n.max(1) as u64),
+        },
+    };
+    (p.0.len() == before).then_some(output)
+}
+
+/// One ASCII character, as a CSV reader takes it.
+fn one_byte(p: &mut Problems, key: String, text: &str) -> Option<u8> {
+    match text.as_bytes() {
+        [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' => Some(*b),
+        _ => {
+            p.add(
+                key,
+                format!("must be one ASCII character other than a line break, found {text:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn csv_options(p: &mut Problems, path: &str, table: &toml::Table) -> Option<CsvOptions> {
+    let mut s = Section::new(path, table);
+    let defaults = CsvOptions::default();
+    let delimiter = match s.string(p, "delimiter") {
+        Some(text) => one_byte(p, s.key("delimiter"), text),
+        None => Some(defaults.delimiter),
+    };
+    let quote = match s.string(p, "quote") {
+        Some(text) => one_byte(p, s.key("quote"), text),
+        None => Some(defaults.quote),
+    };
+    let header = s.bool(p, "header").unwrap_or(true);
+    s.finish(p);
+    if delimiter.is_some() && delimiter == quote {
+        p.add(s.key("quote"), "must differ from delimiter");
+        return None;
+    }
+    Some(CsvOptions {
+        delimiter: delimiter?,
+        quote: quote?,
+        header,
+    })
+}
+
+/// `name = "type"` or `name = { type = "type", nullable = false }`, in file order.
+fn declared_schema(p: &mut Problems, path: &str, table: &toml::Table) -> Option<Vec<Column>> {
+    let before = p.0.len();
+    let types: Vec<&str> = ColumnType::ALL.iter().map(|t| t.name()).collect();
+    let mut columns = Vec::with_capacity(table.len());
+    for (name, value) in table {
+        let key = format!("{path}.{name}");
+        let (ty, nullable) = match value {
+            toml::Value::String(ty) => (Some(ty.as_str()), true),
+            toml::Value::Table(t) => {
+                let mut s = Section::new(key.clone(), t);
+                let ty = s.required_string(p, "type");
+                let nullable = s.bool(p, "nullable").unwrap_or(true);
+                s.finish(p);
+                (ty, nullable)
+            }
+            other => {
+                p.add(
+                    key,
+                    format!(
+                        "expected a type name or {{ type = ..., nullable = ... }}, found {}",
+                        other.type_str()
+                    ),
+                );
+                continue;
+            }
+        };
+        let Some(ty) = ty else { continue };
+        match ColumnType::from_name(ty) {
+            Some(ty) => columns.push(Column {
+                name: name.clone(),
+                ty,
+                nullable,
+            }),
+            None => p.add(key, format!("{ty:?} is not one of {}", types.join(", "))),
+        }
+    }
+    if table.is_empty() {
+        p.add(path, "declares no columns (leave it out to infer them)");
+    }
+    (p.0.len() == before).then_some(columns)
+}

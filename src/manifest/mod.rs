@@ -1,0 +1,194 @@
+//! Delivery manifests: closing batches (full, old enough, or at shutdown) and writing each
+//! closed batch's manifest to S3, last, as the batch's completion marker.
+//!
+//! Batch membership lives in the queue (see `queue::batches`): a delivery joins a batch in
+//! the transaction that marks it done, so every listed file is already in S3 and a crash
+//! can neither drop nor double a membership. A batch is `written` only after S3 confirmed
+//! its manifest; a crash before that writes the same bytes to the same key again.
+
+mod document;
+mod key;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use md5::Digest;
+use tokio_util::sync::CancellationToken;
+
+pub use key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
+
+use crate::config::Config;
+use crate::queue::{Batch, SharedQueue};
+use crate::s3::{ObjectMeta, PutBody};
+use crate::upload::{backoff, now_ms, Target};
+
+/// A spool's manifest settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestSettings {
+    /// A batch closes this long after it opened…
+    pub every: Duration,
+    /// …or once it holds this many files, whichever comes first.
+    pub max_files: u64,
+    /// Where manifests go, under the destination prefix.
+    pub key: ManifestKey,
+}
+
+/// How often batches are checked for closing and writing.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Closes and writes manifests for the daemon.
+pub struct ManifestWriter {
+    pub config: Arc<Config>,
+    pub queue: SharedQueue,
+    pub targets: HashMap<String, Arc<Target>>,
+}
+
+impl ManifestWriter {
+    /// Any spool has manifests, or batches from an earlier run may wait to be written.
+    fn needed(&self) -> bool {
+        self.config.spools.values().any(|s| s.manifest.is_some())
+    }
+
+    /// Closes due batches and writes manifests until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        // Manifests of an earlier run (a crash after the close) are written even if no
+        // spool has manifests any more.
+        self.write_due().await;
+        if !self.needed() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            self.close_old().await;
+            self.write_due().await;
+        }
+    }
+
+    /// At shutdown, once uploads have drained: closes every open batch and writes what it
+    /// can before `deadline`. What is left is written at the next start.
+    pub async fn finish(&self, deadline: Duration) {
+        match self.queue.call(|q| q.close_open_batches(now_ms())).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(batches = n, "closed manifest batches at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "cannot close manifest batches"),
+        }
+        if tokio::time::timeout(deadline, self.write_due())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "manifests not written by the drain deadline are written at the next start"
+            );
+        }
+    }
+
+    async fn close_old(&self) {
+        for spool in self.config.spools.values() {
+            let Some(settings) = &spool.manifest else {
+                continue;
+            };
+            let name = spool.name.clone();
+            let every = settings.every.as_millis() as i64;
+            let closed = self
+                .queue
+                .call(move |q| {
+                    let now = now_ms();
+                    q.close_batches_opened_before(&name, now - every, now)
+                })
+                .await;
+            if let Err(e) = closed {
+                tracing::warn!(spool = %spool.name, error = %e, "cannot close manifest batches");
+            }
+        }
+    }
+
+    /// Writes the manifest of every closed batch that is due.
+    async fn write_due(&self) {
+        let due = match self.queue.call(|q| q.batches_to_write(now_ms())).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read manifest batches");
+                return;
+            }
+        };
+        for batch in due {
+            if let Err(error) = self.write(&batch).await {
+                let wait = backoff::delay(
+                    batch.attempts + 1,
+                    Duration::from_secs(1),
+                    Duration::from_secs(300),
+                    &mut rand::thread_rng(),
+                );
+                tracing::error!(spool = %batch.spool, batch = %batch.name, error = %error,
+                    retry_in_ms = wait.as_millis() as u64, "cannot write a manifest; will retry");
+                let (id, next) = (batch.id, now_ms() + wait.as_millis() as i64);
+                if let Err(e) = self
+                    .queue
+                    .call(move |q| q.batch_retry_later(id, &error, next))
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot record a manifest failure");
+                }
+            }
+        }
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<(), String> {
+        let target = self.targets.get(&batch.destination).ok_or_else(|| {
+            format!(
+                "destination {:?} is no longer in the config; add it back so the manifest can be written",
+                batch.destination
+            )
+        })?;
+        let template = self
+            .config
+            .spools
+            .get(&batch.spool)
+            .and_then(|s| s.manifest.as_ref())
+            .map(|m| m.key.clone())
+            .unwrap_or_else(|| ManifestKey::parse(DEFAULT_MANIFEST_KEY).expect("default parses"));
+        let closed =
+            chrono::DateTime::from_timestamp_millis(batch.closed_at.unwrap_or(batch.opened_at))
+                .unwrap_or_default();
+        let key = template.render(
+            &target.prefix,
+            &ManifestKeyInput {
+                spool: &batch.spool,
+                batch: &batch.name,
+                destination: &batch.destination,
+                host: &batch.host,
+                closed,
+            },
+        );
+        let id = batch.id;
+        let (key, files) = self
+            .queue
+            .call(move |q| Ok((q.fix_manifest_key(id, &key)?, q.batch_files(id)?)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = document::render(batch, &files);
+        let md5: [u8; 16] = md5::Md5::digest(&body).into();
+        let meta = ObjectMeta {
+            sha256: hex::encode(sha2::Sha256::digest(&body)),
+            content_type: "application/json",
+        };
+        target
+            .store
+            .put_object(&key, PutBody::Memory(body.into()), md5, &meta)
+            .await
+            .map_err(|e| e.to_string())?;
+        let written = self
+            .queue
+            .call(move |q| q.mark_batch_written(id, now_ms()))
+            .await
+            .map_err(|e| e.to_string())?;
+        if written {
+            tracing::info!(spool = %batch.spool, batch = %batch.name, files = files.len(), key, "manifest written");
+        }
+        Ok(())
+    }
+}
