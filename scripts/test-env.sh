@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the tests need into .venv/ (moto, which also brings boto3). Idempotent.
+# Installs what the tests need into .venv/: moto (which also brings boto3), and pyarrow to
+# read Parquet output back independently. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MOTO_VERSION=5.2.5
-if ! .venv/bin/python -c "import moto, boto3; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
-    echo "setting up .venv with moto $MOTO_VERSION" >&2
+PYARROW_VERSION=26.0.1
+if ! .venv/bin/python -c "import moto, boto3, pyarrow; assert moto.__version__ == '$MOTO_VERSION'; assert pyarrow.__version__ == '$PYARROW_VERSION'" 2>/dev/null; then
+    echo "setting up .venv with moto $MOTO_VERSION and pyarrow $PYARROW_VERSION" >&2
     python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    .venv/bin/pip install --quiet --disable-pip-version-check \
+        "moto[server]==$MOTO_VERSION" "pyarrow==$PYARROW_VERSION"
 fi

@@ -123,8 +123,15 @@ impl ManifestWriter {
                     Duration::from_secs(300),
                     &mut rand::thread_rng(),
                 );
-                tracing::error!(spool = %batch.spool, batch = %batch.name, error = %error,
-                    retry_in_ms = wait.as_millis() as u64, "cannot write a manifest; will retry");
+                // An operator need only act if it keeps failing.
+                if batch.attempts + 1 >= 5 {
+                    tracing::error!(spool = %batch.spool, batch = %batch.name, error = %error,
+                        attempts = batch.attempts + 1, retry_in_ms = wait.as_millis() as u64,
+                        "cannot write a manifest; will retry");
+                } else {
+                    tracing::warn!(spool = %batch.spool, batch = %batch.name, error = %error,
+                        retry_in_ms = wait.as_millis() as u64, "cannot write a manifest; will retry");
+                }
                 let (id, next) = (batch.id, now_ms() + wait.as_millis() as i64);
                 if let Err(e) = self
                     .queue

@@ -126,3 +126,214 @@ fn objects_carry_the_destinations_tags_metadata_storage_class_encryption_and_acl
         "{small}"
     );
 }
+
+/// A CSV with a column of every inferred type, quoting, and missing values.
+fn typed_csv(rows: usize) -> String {
+    let mut csv = String::from("id,price,active,day,at,name,note\n");
+    for i in 0..rows {
+        let note = if i % 3 == 0 {
+            String::new()
+        } else {
+            format!("n{i}")
+        };
+        csv.push_str(&format!(
+            "{i},{}.{:02},{},2026-01-{:02},2026-11-22 10:{:02}:{:02},\"name, \"\"{i}\"\"\",{note}\n",
+            i * 3,
+            i % 100,
+            i % 2 == 0,
+            i % 28 + 1,
+            i / 60 % 60,
+            i % 60,
+        ));
+    }
+    csv
+}
+
+/// Row `i` of [`typed_csv`] as the independent readers give it back.
+fn typed_row(i: u64) -> serde_json::Value {
+    serde_json::json!({
+        "id": i,
+        "price": format!("{}.{:02}", i * 3, i % 100).parse::<f64>().unwrap(),
+        "active": i % 2 == 0,
+        "day": format!("2026-01-{:02}", i % 28 + 1),
+        "at": format!("2026-11-22T10:{:02}:{:02}+00:00", i / 60 % 60, i % 60),
+        "name": format!("name, \"{i}\""),
+        "note": if i % 3 == 0 { serde_json::Value::Null } else { format!("n{i}").into() },
+    })
+}
+
+fn single_object(s: &Setup, suffix: &str) -> (String, Object) {
+    let objects = s.bucket.objects();
+    let found: Vec<_> = objects
+        .iter()
+        .filter(|(k, _)| k.ends_with(suffix))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {suffix} object in {:?}",
+        objects.keys()
+    );
+    (found[0].0.clone(), found[0].1.clone())
+}
+
+#[test]
+fn parquet_is_typed_by_inference_in_bounded_row_groups_and_pyarrow_reads_it() {
+    let server = shared_server();
+    let mut o = Options::new(server);
+    o.key = "{spool}/{stem}-{id}.{ext}";
+    o.spool_extra = "format = \"parquet\"\ncompression = \"zstd\"\nrow_group_rows = 1000".into();
+    let s = Setup::new(o, Bucket::create(server));
+    s.drop_file("orders.csv", typed_csv(2500).as_bytes());
+    let daemon = s.start();
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+
+    let (key, object) = single_object(&s, ".parquet");
+    assert!(key.starts_with("inbound/orders/orders-"), "{key}");
+    assert_eq!(
+        object.content_type.as_deref(),
+        Some("application/vnd.apache.parquet")
+    );
+    let table = s.bucket.table(&key);
+    assert_eq!(table["rows"], 2500);
+    assert_eq!(table["row_groups"], 3, "row groups of at most 1000 rows");
+    let columns: Vec<(String, String, bool)> = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["type"].as_str().unwrap().to_string(),
+                c["nullable"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("id", "int64", false),
+        ("price", "double", false),
+        ("active", "bool", false),
+        ("day", "date32[day]", false),
+        ("at", "timestamp[us, tz=UTC]", false),
+        ("name", "string", false),
+        ("note", "string", true),
+    ];
+    assert_eq!(
+        columns,
+        want.map(|(n, t, null)| (n.to_string(), t.to_string(), null))
+    );
+    let values = table["values"].as_array().unwrap();
+    for i in [0, 1, 7, 1999, 2499] {
+        assert_eq!(values[i as usize], typed_row(i), "row {i}");
+    }
+    // The queue records the row count for manifests.
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(rows[0]["rows"], 2500);
+    assert_eq!(rows[0]["format"], "parquet");
+    assert_eq!(rows[0]["object_size"], object.size);
+}
+
+#[test]
+fn jsonl_with_options_and_a_declared_schema_reads_back_with_pythons_json() {
+    let server = shared_server();
+    let mut o = Options::new(server);
+    o.key = "{spool}/{stem}-{id}.{ext}";
+    // Semicolons, single quotes, no header: columns come from the schema, in order.
+    o.spool_extra = "format = \"jsonl\"\n\
+        [spools.orders.csv]\ndelimiter = \";\"\nquote = \"'\"\nheader = false\n\
+        [spools.orders.schema]\nid = { type = \"integer\", nullable = false }\n\
+        code = \"string\"\nweight = \"float\"\nseen = \"date\""
+        .into();
+    let s = Setup::new(o, Bucket::create(server));
+    s.drop_file(
+        "parts.txt",
+        b"1;'007';2.5;2026-11-22\n2;'a;b';;2026-11-23\n3;42;7;\n",
+    );
+    let daemon = s.start();
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+
+    let (key, object) = single_object(&s, ".jsonl");
+    assert_eq!(object.content_type.as_deref(), Some("application/x-ndjson"));
+    let table = s.bucket.table(&key);
+    assert_eq!(table["rows"], 3);
+    assert_eq!(
+        table["values"],
+        serde_json::json!([
+            {"id": 1, "code": "007", "weight": 2.5, "seen": "2026-11-22"},
+            {"id": 2, "code": "a;b", "weight": null, "seen": "2026-11-23"},
+            {"id": 3, "code": "42", "weight": 7.0, "seen": null},
+        ]),
+        "declared string keeps leading zeros; declared float widens 7"
+    );
+}
+
+#[test]
+fn bad_csvs_fail_with_file_and_line_and_leave_no_object() {
+    let server = shared_server();
+    let mut o = Options::new(server);
+    o.key = "{spool}/{stem}-{id}.{ext}";
+    o.spool_extra = "format = \"parquet\"\ninfer_rows = 100".into();
+    let s = Setup::new(o, Bucket::create(server));
+    s.drop_file("ragged.csv", b"a,b\n1,2\n3\n4,5\n");
+    s.drop_file("utf8.csv", b"a,b\n1,x\n2,y\n3,\xff\xfeoops\n");
+    let mut typebreak = String::from("n,label\n");
+    for i in 0..150 {
+        typebreak.push_str(&format!("{i},l{i}\n"));
+    }
+    typebreak.push_str("not-a-number,late\n");
+    s.drop_file("typebreak.csv", typebreak.as_bytes());
+    s.drop_file("good.csv", b"a,b\n1,2\n");
+    let daemon = s.start();
+    wait_for(WAIT, "three failed, one delivered", || {
+        s.count("failed") == 3 && s.count("done") == 1
+    });
+    assert!(daemon.stop().success());
+
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&s.cli(&["list", "--state", "failed", "--json"]).stdout).unwrap();
+    let error_of = |name: &str| {
+        let row = rows
+            .iter()
+            .find(|r| r["rel_path"] == name)
+            .unwrap_or_else(|| panic!("{name} not failed: {rows:?}"));
+        assert_eq!(row["attempts"], 1, "bad input is not retried");
+        row["last_error"].as_str().unwrap().to_string()
+    };
+    let path = |name: &str| {
+        std::fs::canonicalize(&s.spool)
+            .unwrap()
+            .join(name)
+            .display()
+            .to_string()
+    };
+    assert_eq!(
+        error_of("ragged.csv"),
+        format!(
+            "{}:3: row has 1 fields but the header has 2",
+            path("ragged.csv")
+        )
+    );
+    assert_eq!(
+        error_of("utf8.csv"),
+        format!("{}:4: field 2 is not valid UTF-8", path("utf8.csv"))
+    );
+    let typebreak_error = error_of("typebreak.csv");
+    assert!(
+        typebreak_error.starts_with(&format!(
+            "{}:152: column \"n\": \"not-a-number\" is not an integer (type inferred from the first 100 rows",
+            path("typebreak.csv")
+        )),
+        "{typebreak_error}"
+    );
+    // The sources stay, and only the good file has an object.
+    let mut left = s.spool_files();
+    left.sort();
+    assert_eq!(left, ["ragged.csv", "typebreak.csv", "utf8.csv"]);
+    let keys: Vec<String> = s.bucket.objects().into_keys().collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("inbound/orders/good-") && keys[0].ends_with(".parquet"));
+    assert!(s.bucket.open_uploads().is_empty());
+}

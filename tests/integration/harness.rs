@@ -211,6 +211,17 @@ impl Bucket {
         self.read(&["abort-all"]).as_u64().unwrap()
     }
 
+    /// A Parquet or JSON-lines object read back by pyarrow or Python's json: rows, row
+    /// groups, columns (name, type, nullable) and the values as JSON.
+    pub fn table(&self, key: &str) -> Value {
+        self.read(&["table", key])
+    }
+
+    /// Saves one object's bytes to `path`.
+    pub fn get(&self, key: &str, path: &Path) {
+        self.read(&["get", key, path.to_str().unwrap()]);
+    }
+
     /// Multipart uploads still open.
     pub fn open_uploads(&self) -> Vec<Value> {
         self.read(&["uploads"]).as_array().unwrap().clone()

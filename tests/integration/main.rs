@@ -9,4 +9,5 @@ mod credentials;
 mod delivery;
 mod failures;
 mod formats;
+mod manifests;
 mod resilience;

@@ -25,6 +25,8 @@ pub enum Mode {
     LoseFirstPutAnswer,
     /// Answer the first UploadPart with 400 ExpiredToken, forward everything else.
     ExpireTokenAtFirstPart,
+    /// Answer 503 SlowDown to every PUT whose path contains this; forward everything else.
+    FailPutsTo(&'static str),
 }
 
 struct State {
@@ -141,6 +143,9 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
             && state.faults.load(Ordering::Relaxed) == 0)
             .then_some(4),
         Mode::SlowDownAll => Some(2),
+        Mode::FailPutsTo(part) => {
+            (request_line.starts_with("PUT ") && request_line.contains(part)).then_some(2)
+        }
         // Deterministic spread: requests 3, 8, 13, … of every five get a fault, in turn.
         Mode::Faults { one_in } => (n % one_in == 3 % one_in).then(|| (n / one_in) % 4),
     };

@@ -10,7 +10,11 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   abort-all BUCKET          abort every open multipart upload (as a lifecycle rule would)
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
+  get BUCKET KEY PATH       save one object's bytes to PATH
+  table BUCKET KEY          read a Parquet (pyarrow) or JSON-lines (json) object: JSON
+                            {rows, row_groups, columns: [{name, type, nullable}], values}
 """
+import datetime
 import gzip
 import hashlib
 import json
@@ -104,8 +108,50 @@ def main():
         )
         urllib.request.urlopen(request).read()
         print("{}")
+    elif command == "get":
+        body = s3.get_object(Bucket=args[0], Key=args[1])["Body"].read()
+        with open(args[2], "wb") as f:
+            f.write(body)
+        print("{}")
+    elif command == "table":
+        import tempfile
+
+        body = s3.get_object(Bucket=args[0], Key=args[1])["Body"].read()
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(body)
+            f.flush()
+            print(json.dumps(read_table(f.name), default=plain))
     else:
         sys.exit(f"unknown command {command}")
+
+
+def plain(value):
+    """JSON for what pyarrow hands back: dates and times in ISO 8601."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    raise TypeError(f"cannot show {type(value)}")
+
+
+def read_table(path):
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PAR1":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        table = parquet.read()
+        return {
+            "rows": table.num_rows,
+            "row_groups": parquet.num_row_groups,
+            "columns": [
+                {"name": f.name, "type": str(f.type), "nullable": f.nullable}
+                for f in table.schema
+            ],
+            "values": table.to_pylist(),
+        }
+    with open(path, encoding="utf-8") as f:
+        values = [json.loads(line) for line in f]
+    return {"rows": len(values), "values": values}
 
 
 if __name__ == "__main__":
