@@ -67,7 +67,7 @@ fn manifests_list_each_batch_and_match_the_objects() {
         );
         assert_eq!(m["spool"], "orders");
         assert_eq!(m["destination"], "lake");
-        assert_eq!(m["host"].as_str().unwrap().is_empty(), false);
+        assert_eq!(m["host"].as_str().unwrap(), s3spool_host());
         assert!(m["opened_at"].as_str().unwrap() <= m["closed_at"].as_str().unwrap());
         let files = m["files"].as_array().unwrap();
         sizes.push(files.len());
@@ -148,4 +148,12 @@ fn a_sigkill_before_the_manifest_still_yields_exactly_one_after_restart() {
         .filter(|r| r.starts_with("PUT ") && r.contains("/_manifests/"))
         .count();
     assert!(puts >= 2, "refused before the kill, written after: {puts}");
+}
+
+/// This machine's name, as the daemon records it.
+fn s3spool_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
 }
