@@ -603,7 +603,7 @@ fn spool(
     let key = KeyTemplate::parse(key_text)
         .map_err(|e| p.add(s.key("key"), e))
         .ok();
-    let output = output::output(p, &mut s);
+    let output = output::output(p, &mut s, base);
     let manifest = manifest::manifest(p, &mut s);
     let mode = s.string(p, "after_upload").unwrap_or("delete");
     let archive_dir = s.string(p, "archive_dir").map(|d| resolve(base, d));

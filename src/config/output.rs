@@ -1,16 +1,29 @@
 //! The keys of a spool that say what its objects hold: `format` and its options
 //! (`gzip_level`, `compression`, `row_group_rows`, `infer_rows`), `[spools.NAME.csv]`
-//! and `[spools.NAME.schema]`.
+//! and `[spools.NAME.schema]`, and `encrypt_to`.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use super::reader::{Problems, Section};
 use crate::transcode::table::{Column, ColumnType};
-use crate::transcode::{CsvOptions, Format, Output, ParquetCompression, TableOptions};
+use crate::transcode::{CsvOptions, Format, Output, ParquetCompression, Recipient, TableOptions};
 
 const DEFAULT_ROW_GROUP_ROWS: usize = 100_000;
 
 /// Reads the output keys of one spool section.
-pub(super) fn output(p: &mut Problems, s: &mut Section<'_>) -> Option<Output> {
+pub(super) fn output(p: &mut Problems, s: &mut Section<'_>, base: &Path) -> Option<Output> {
     let before = p.0.len();
+    // Read and checked once, here: a bad key stops the daemon from starting, not each file.
+    let encrypt_to =
+        s.string(p, "encrypt_to")
+            .map(|file| match Recipient::load(&super::resolve(base, file)) {
+                Ok(recipient) => Some(Arc::new(recipient)),
+                Err(e) => {
+                    p.add(s.key("encrypt_to"), e);
+                    None
+                }
+            });
     let level = s.integer(p, "gzip_level");
     let compression = s.string(p, "compression");
     let row_group_rows = s.integer(p, "row_group_rows");
@@ -98,7 +111,12 @@ pub(super) fn output(p: &mut Problems, s: &mut Section<'_>) -> Option<Output> {
         None => Some(None),
         Some(t) => declared_schema(p, &s.key("schema"), t).map(Some),
     };
+    let encrypt_to = match encrypt_to {
+        None => None,
+        Some(loaded) => Some(loaded?),
+    };
     let output = Output {
+        encrypt_to,
         format: format?,
         table: TableOptions {
             csv: csv?,

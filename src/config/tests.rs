@@ -912,6 +912,26 @@ fn format_rules() {
 }
 
 #[test]
+fn encrypt_to_is_read_and_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_key = dir.path().join("recipient.asc");
+    std::fs::write(&not_a_key, "hello\n").unwrap();
+    refused(
+        &with_spool(&format!("encrypt_to = \"{}\"", not_a_key.display())),
+        "spools.orders.encrypt_to",
+        "is not an ASCII-armoured OpenPGP public key",
+    );
+    refused(
+        &with_spool(&format!(
+            "encrypt_to = \"{}\"",
+            dir.path().join("missing.asc").display()
+        )),
+        "spools.orders.encrypt_to",
+        "cannot read",
+    );
+}
+
+#[test]
 fn manifest_rules() {
     let config = parse(&with_spool(
         "manifest = true\nmanifest_every = \"1m\"\nmanifest_max_files = 10\nmanifest_key = \"m/{batch}.json\"",

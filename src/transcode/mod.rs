@@ -8,15 +8,18 @@
 
 mod gzip;
 mod jsonl;
+mod openpgp;
 mod parquet;
 pub mod table;
 pub mod tabular;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::key::ExtRule;
+pub use openpgp::Recipient;
 pub use parquet::ParquetCompression;
 pub use tabular::{CsvOptions, TableOptions};
 
@@ -53,11 +56,14 @@ impl Format {
     }
 }
 
-/// Everything about what a spool's objects hold: the format and how CSV is read.
+/// Everything about what a spool's objects hold: the format, how CSV is read, and whom
+/// the objects are encrypted to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     pub format: Format,
     pub table: TableOptions,
+    /// OpenPGP recipient: each object is encrypted to this key after conversion.
+    pub encrypt_to: Option<Arc<Recipient>>,
 }
 
 impl Default for Output {
@@ -65,6 +71,7 @@ impl Default for Output {
         Output {
             format: Format::Raw,
             table: TableOptions::default(),
+            encrypt_to: None,
         }
     }
 }
@@ -72,7 +79,15 @@ impl Default for Output {
 impl Output {
     /// The object is not the source's bytes: a work file is made first.
     pub fn converts(&self) -> bool {
-        self.format != Format::Raw
+        self.format != Format::Raw || self.encrypt_to.is_some()
+    }
+
+    /// The name manifests give the output: the format, `+pgp` when encrypted.
+    pub fn name(&self) -> String {
+        match self.encrypt_to {
+            Some(_) => format!("{}+pgp", self.format.name()),
+            None => self.format.name().to_string(),
+        }
     }
 
     /// How the output changes `{ext}` in keys.
@@ -83,11 +98,19 @@ impl Output {
             Format::Parquet { .. } => (Some("parquet"), ""),
             Format::Jsonl => (Some("jsonl"), ""),
         };
+        let suffix = match (suffix, self.encrypt_to.is_some()) {
+            (suffix, false) => suffix,
+            ("", true) => "gpg",
+            (_, true) => "gz.gpg",
+        };
         ExtRule { replace, suffix }
     }
 
     /// The object's Content-Type, from the output and the source's extension.
     pub fn content_type(&self, source_ext: &str) -> &'static str {
+        if self.encrypt_to.is_some() {
+            return "application/pgp-encrypted";
+        }
         match self.format {
             // A .gz object is a gzip file to download, not text to inflate on the fly, so
             // no Content-Encoding.
@@ -154,7 +177,6 @@ pub fn clear_work(state_dir: &Path) {
 /// Converts `source` into the work file at `out` (replacing any earlier one). Runs on a
 /// blocking thread; memory stays within a few buffers, or one row group for Parquet.
 pub fn convert(output: &Output, source: &File, out: &Path) -> Result<Converted, ConvertError> {
-    use std::io::Seek;
     // The descriptor's offset is shared with every clone of it: start from the start.
     (&*source).seek(io::SeekFrom::Start(0))?;
     if let Some(dir) = out.parent() {
@@ -180,6 +202,38 @@ pub fn convert(output: &Output, source: &File, out: &Path) -> Result<Converted, 
 
 /// Writes the converted source into `path`, synced; returns the row count of a table.
 fn write_output(output: &Output, source: &File, path: &Path) -> Result<Option<u64>, ConvertError> {
+    let Some(recipient) = &output.encrypt_to else {
+        return write_format(output, source, path);
+    };
+    let file = File::create(path)?;
+    let mut writer = BufWriter::with_capacity(256 * 1024, &file);
+    let rows = if output.format == Format::Raw {
+        (&*source).seek(io::SeekFrom::Start(0))?;
+        recipient.encrypt(
+            io::BufReader::with_capacity(256 * 1024, source),
+            &mut writer,
+        )?;
+        None
+    } else {
+        // Converted into a plain work file first, then encrypted from it: both stream.
+        let plain = path.with_extension("plain");
+        let result = write_format(output, source, &plain).and_then(|rows| {
+            let input = File::open(&plain)?;
+            recipient.encrypt(io::BufReader::with_capacity(256 * 1024, input), &mut writer)?;
+            Ok(rows)
+        });
+        let _ = std::fs::remove_file(&plain);
+        result?
+    };
+    writer.flush()?;
+    drop(writer);
+    file.sync_all()?;
+    Ok(rows)
+}
+
+/// Writes the source in the output's format into `path`, synced; returns the row count of
+/// a table.
+fn write_format(output: &Output, source: &File, path: &Path) -> Result<Option<u64>, ConvertError> {
     let file = File::create(path)?;
     let mut writer = BufWriter::with_capacity(256 * 1024, &file);
     let rows = match output.format {

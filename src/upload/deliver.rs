@@ -74,7 +74,7 @@ impl Uploader {
                     sha256: uploaded.sha256.clone(),
                     object_size: delivery.size,
                     rows: delivery.rows,
-                    format: spool.map_or("raw", |s| s.output.format.name()).to_string(),
+                    format: spool.map_or_else(|| "raw".to_string(), |s| s.output.name()),
                 };
                 let batching = spool.and_then(|s| s.manifest.as_ref()).map(|m| Batching {
                     max_files: m.max_files,
@@ -292,6 +292,7 @@ impl Uploader {
             file: upload,
             stamp: upload_stamp,
             content_type: output.content_type(source_ext),
+            remade: output.converts(),
         };
         let uploaded = transfer::upload(&job).await;
         // Did the file we uploaded change meanwhile? Asked of the open descriptor: a new

@@ -96,6 +96,19 @@ async fn resume(job: &Job<'_>) -> Result<Resumed, StoreError> {
         record(job, move |q, id, claim| q.forget_upload(id, claim)).await?;
         return Ok(Resumed::Fresh);
     };
+    if job.remade {
+        let (_, now) = hash_file(Arc::clone(&job.file), job.stamp.size).await?;
+        if &now != sha256 {
+            tracing::info!(
+                id = row.id,
+                key = job.key,
+                "the work file was made again with other bytes (encryption); starting the upload over"
+            );
+            abort(job, upload_id).await;
+            record(job, move |q, id, claim| q.forget_upload(id, claim)).await?;
+            return Ok(Resumed::Fresh);
+        }
+    }
     let in_s3: HashMap<u32, (u64, String)> = listed
         .into_iter()
         .map(|p| (p.number, (p.size, p.etag)))

@@ -45,6 +45,10 @@ pub struct Job<'a> {
     pub stamp: FileStamp,
     /// The object's Content-Type.
     pub content_type: &'static str,
+    /// The file is a work file made again by this attempt. Encryption makes new bytes
+    /// each time, so an upload recorded by an earlier attempt is only resumed if the
+    /// bytes are the same.
+    pub remade: bool,
 }
 
 /// A confirmed object.

@@ -337,3 +337,94 @@ fn bad_csvs_fail_with_file_and_line_and_leave_no_object() {
     assert!(keys[0].starts_with("inbound/orders/good-") && keys[0].ends_with(".parquet"));
     assert!(s.bucket.open_uploads().is_empty());
 }
+
+/// A throwaway GnuPG home with one key pair; returns the armoured public key's path.
+fn gpg_key(home: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(home).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = std::process::Command::new("gpg")
+            .env("GNUPGHOME", home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .expect("gpg is installed (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "s3spool test <recipient@example.com>",
+        "future-default",
+        "default",
+        "never",
+    ]);
+    let public = home.join("recipient.asc");
+    std::fs::write(
+        &public,
+        gpg(&["--armor", "--export", "recipient@example.com"]),
+    )
+    .unwrap();
+    public
+}
+
+fn gpg_decrypt(home: &std::path::Path, encrypted: &std::path::Path) -> Vec<u8> {
+    let out = std::process::Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args(["--batch", "--quiet", "--decrypt"])
+        .arg(encrypted)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gpg --decrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn encrypted_objects_decrypt_with_gpg_and_the_private_key() {
+    let server = shared_server();
+    let home = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
+    let public = gpg_key(home.path());
+    let mut o = Options::new(server);
+    o.key = "{spool}/{stem}-{id}.{ext}";
+    o.spool_extra = format!("format = \"gzip\"\nencrypt_to = \"{}\"", public.display());
+    let s = Setup::new(o, Bucket::create(server));
+    let csv = typed_csv(3000);
+    s.drop_file("orders.csv", csv.as_bytes());
+    // Above the multipart threshold even gzipped: encrypted parts upload like any other.
+    let big = data(13 << 20, 77);
+    s.drop_file("big.bin", &big);
+    let daemon = s.start();
+    wait_for(WAIT, "delivered", || s.count("done") == 2);
+    assert!(daemon.stop().success());
+
+    for (suffix, want) in [(".csv.gz.gpg", csv.as_bytes()), (".bin.gz.gpg", &big[..])] {
+        let (key, object) = single_object(&s, suffix);
+        assert_eq!(
+            object.content_type.as_deref(),
+            Some("application/pgp-encrypted"),
+            "{key}"
+        );
+        let path = s.dir.path().join("object.gpg");
+        s.bucket.get(&key, &path);
+        let gzipped = gpg_decrypt(home.path(), &path);
+        let mut plain = Vec::new();
+        use std::io::Read;
+        flate2::read::GzDecoder::new(&gzipped[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert!(plain == want, "{key} decrypts and inflates to the source");
+    }
+    let big_object = single_object(&s, ".bin.gz.gpg").1;
+    assert!(big_object.etag.contains('-'), "uploaded as multipart");
+    let _ = std::process::Command::new("gpgconf")
+        .env("GNUPGHOME", home.path())
+        .args(["--kill", "gpg-agent"])
+        .status();
+}
