@@ -5,3 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/test-env.sh
 cargo test --locked "$@"
+# Measurements the tests wrote (peak memory of a large conversion), for the log.
+for report in target/tmp/*.txt; do
+    [ -f "$report" ] && echo "report ${report##*/}: $(cat "$report")"
+done

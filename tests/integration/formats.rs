@@ -428,3 +428,66 @@ fn encrypted_objects_decrypt_with_gpg_and_the_private_key() {
         .args(["--kill", "gpg-agent"])
         .status();
 }
+
+#[test]
+fn a_csv_of_hundreds_of_megabytes_converts_in_bounded_memory() {
+    use std::io::Write;
+    let server = shared_server();
+    let mut o = Options::new(server);
+    o.key = "{spool}/{stem}-{id}.{ext}";
+    o.spool_extra = "format = \"parquet\"\nrow_group_rows = 50000".into();
+    let s = Setup::new(o, Bucket::create(server));
+    // Written in place under a dot name (ignored), then renamed in: one settled file.
+    let tmp = s.spool.join(".big.csv.tmp");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).unwrap());
+    writeln!(out, "id,amount,flag,day,at,name,note").unwrap();
+    let rows: u64 = 2_000_000;
+    for i in 0..rows {
+        writeln!(
+            out,
+            "{i},{}.{:02},{},2026-{:02}-{:02},2026-11-22T{:02}:{:02}:{:02}Z,customer-{:08},note {} for order {i} of a large export",
+            i % 100_000,
+            i % 100,
+            i % 3 == 0,
+            i % 12 + 1,
+            i % 28 + 1,
+            i / 3600 % 24,
+            i / 60 % 60,
+            i % 60,
+            i * 7919 % 1_000_003,
+            i % 977,
+        )
+        .unwrap();
+    }
+    out.into_inner().unwrap().sync_all().unwrap();
+    let size = std::fs::metadata(&tmp).unwrap().len();
+    assert!(size > 200 << 20, "a few hundred MB: {size}");
+    let daemon = s.start();
+    let before = daemon.peak_rss();
+    std::fs::rename(&tmp, s.spool.join("big.csv")).unwrap();
+    wait_for(Duration::from_secs(900), "delivered", || {
+        s.count("done") == 1
+    });
+    let peak = daemon.peak_rss();
+    assert!(daemon.stop().success());
+
+    let (key, object) = single_object(&s, ".parquet");
+    let table = s.bucket.table_summary(&key);
+    assert_eq!(table["rows"], rows);
+    assert_eq!(table["row_groups"], rows.div_ceil(50_000));
+    assert_eq!(table["last"]["id"], rows - 1);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let report = format!(
+        "CSV → Parquet: {:.0} MiB CSV ({rows} rows) → {:.0} MiB Parquet; daemon peak RSS {:.1} MiB (at start {:.1} MiB); row groups of 50000 rows; 4 × 5 MiB parts in flight",
+        mib(size),
+        mib(object.size),
+        mib(peak),
+        mib(before),
+    );
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::write(dir.join("convert-memory.txt"), format!("{report}\n")).unwrap();
+    eprintln!("{report}");
+    // The project's bound for a transfer: 64 MiB + concurrency × part size (4 × 5 MiB),
+    // with the row group inside it, and far from the file's size.
+    assert!(peak < (64 << 20) + 4 * (5 << 20), "{report}");
+}

@@ -217,6 +217,11 @@ impl Bucket {
         self.read(&["table", key])
     }
 
+    /// Like [`Bucket::table`], with the first and last rows instead of every value.
+    pub fn table_summary(&self, key: &str) -> Value {
+        self.read(&["table", key, "--summary"])
+    }
+
     /// Saves one object's bytes to `path`.
     pub fn get(&self, key: &str, path: &Path) {
         self.read(&["get", key, path.to_str().unwrap()]);
@@ -600,6 +605,19 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The daemon's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
     }
 
     pub fn signal_pid(&self, signal: i32) {

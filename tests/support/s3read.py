@@ -11,8 +11,10 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
   get BUCKET KEY PATH       save one object's bytes to PATH
-  table BUCKET KEY          read a Parquet (pyarrow) or JSON-lines (json) object: JSON
-                            {rows, row_groups, columns: [{name, type, nullable}], values}
+  table BUCKET KEY [--summary]
+                            read a Parquet (pyarrow) or JSON-lines (json) object: JSON
+                            {rows, row_groups, columns: [{name, type, nullable}], values};
+                            --summary: no values, only the first and last row
 """
 import datetime
 import gzip
@@ -120,7 +122,11 @@ def main():
         with tempfile.NamedTemporaryFile() as f:
             f.write(body)
             f.flush()
-            print(json.dumps(read_table(f.name), default=plain))
+            table = read_table(f.name)
+            if args[2:] == ["--summary"]:
+                values = table.pop("values")
+                table["first"], table["last"] = values[0], values[-1]
+            print(json.dumps(table, default=plain))
     else:
         sys.exit(f"unknown command {command}")
 
