@@ -7,5 +7,5 @@ scripts/test-env.sh
 cargo test --locked "$@"
 # Measurements the tests wrote (peak memory of a large conversion), for the log.
 for report in target/tmp/*.txt; do
-    [ -f "$report" ] && echo "report ${report##*/}: $(cat "$report")"
+    if [ -f "$report" ]; then echo "report ${report##*/}: $(cat "$report")"; fi
 done
