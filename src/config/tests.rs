@@ -69,6 +69,13 @@ fn the_example_config_loads() {
     assert_eq!(lake.upload.part_size, 16 << 20);
     assert_eq!(config.spools["orders"].settle, Duration::from_secs(5));
     assert_eq!(config.state_dir, PathBuf::from("/var/lib/s3spool"));
+    let events = &config.spools["events"];
+    assert_eq!(events.output.format.name(), "parquet");
+    assert_eq!(events.output.table.schema.as_ref().unwrap().len(), 4);
+    assert_eq!(
+        events.manifest.as_ref().unwrap().every,
+        Duration::from_secs(900)
+    );
 }
 
 #[test]
