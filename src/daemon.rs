@@ -128,6 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         wake,
         finishing,
         host,
+        converting: Arc::new(tokio::sync::Semaphore::new(Uploader::conversion_slots())),
     });
     uploader.run(shutdown.clone()).await;
     let _ = manifest_task.await;

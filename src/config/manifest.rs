@@ -30,8 +30,9 @@ pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<M
         p.add(s.key("manifest_every"), "must be at least 1s");
     }
     let max_files = max_files.unwrap_or(1000);
-    if !(1..=1_000_000).contains(&max_files) {
-        p.add(s.key("manifest_max_files"), "must be between 1 and 1000000");
+    // A manifest is built in memory: 100000 files make about 50 MB of JSON.
+    if !(1..=100_000).contains(&max_files) {
+        p.add(s.key("manifest_max_files"), "must be between 1 and 100000");
     }
     let key = ManifestKey::parse(key.unwrap_or(DEFAULT_MANIFEST_KEY))
         .map_err(|e| p.add(s.key("manifest_key"), e))

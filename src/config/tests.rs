@@ -965,7 +965,7 @@ fn manifest_rules() {
     refused(
         &with_spool("manifest = true\nmanifest_max_files = 0"),
         "spools.orders.manifest_max_files",
-        "between 1 and 1000000",
+        "between 1 and 100000",
     );
 }
 

@@ -36,6 +36,8 @@ pub struct ManifestSettings {
 
 /// How often batches are checked for closing and writing.
 const TICK: Duration = Duration::from_secs(1);
+/// The same, when no spool has manifests (for batches an earlier config left).
+const IDLE_TICK: Duration = Duration::from_secs(30);
 
 /// Closes and writes manifests for the daemon.
 pub struct ManifestWriter {
@@ -45,26 +47,19 @@ pub struct ManifestWriter {
 }
 
 impl ManifestWriter {
-    /// Any spool has manifests, or batches from an earlier run may wait to be written.
-    fn needed(&self) -> bool {
-        self.config.spools.values().any(|s| s.manifest.is_some())
-    }
-
-    /// Closes due batches and writes manifests until `shutdown`.
+    /// Closes due batches and writes manifests until `shutdown`. Batches left by an
+    /// earlier run are closed and written too, even if no spool has manifests any more.
     pub async fn run(&self, shutdown: CancellationToken) {
-        // Manifests of an earlier run (a crash after the close) are written even if no
-        // spool has manifests any more.
-        self.write_due().await;
-        if !self.needed() {
-            return;
-        }
+        let any = self.config.spools.values().any(|s| s.manifest.is_some());
+        // Without manifests, only leftovers (and their retries) are looked after: rarely.
+        let tick = if any { TICK } else { IDLE_TICK };
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(TICK) => {}
-            }
             self.close_old().await;
             self.write_due().await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
         }
     }
 
@@ -87,6 +82,21 @@ impl ManifestWriter {
     }
 
     async fn close_old(&self) {
+        // Open batches of spools that no longer have manifests close now.
+        let with: Vec<String> = self
+            .config
+            .spools
+            .values()
+            .filter(|s| s.manifest.is_some())
+            .map(|s| s.name.clone())
+            .collect();
+        if let Err(e) = self
+            .queue
+            .call(move |q| q.close_open_batches_except(&with, now_ms()))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot close manifest batches");
+        }
         for spool in self.config.spools.values() {
             let Some(settings) = &spool.manifest else {
                 continue;

@@ -140,6 +140,29 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
+    /// Closes the open batches of every spool not in `spools`.
+    pub fn close_open_batches_except(&mut self, spools: &[String], now_ms: i64) -> Result<usize> {
+        self.in_transaction(|tx| {
+            let open: Vec<(i64, String)> = tx
+                .prepare_cached("SELECT id, spool FROM batches WHERE state = 'open'")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut closed = 0;
+            for (id, spool) in open.iter().filter(|(_, s)| !spools.contains(s)) {
+                closed += tx.execute(
+                    "UPDATE batches SET state = 'closed', closed_at = ?2
+                     WHERE id = ?1 AND state = 'open'",
+                    params![id, now_ms],
+                )?;
+                tracing::info!(
+                    spool,
+                    "closed a manifest batch of a spool without manifests now"
+                );
+            }
+            Ok(closed)
+        })
+    }
+
     /// Closed batches whose manifest is due to be written.
     pub fn batches_to_write(&self, now_ms: i64) -> Result<Vec<Batch>> {
         let sql = format!(

@@ -483,7 +483,14 @@ fn deliveries_join_batches_that_close_when_full_old_or_at_shutdown() {
         1
     );
     done(&mut q, 4, 500);
-    assert_eq!(q.close_open_batches(600).unwrap(), 1);
+    let orders = ["orders".to_string()];
+    assert_eq!(q.close_open_batches_except(&orders, 550).unwrap(), 0);
+    assert_eq!(
+        q.close_open_batches_except(&[], 560).unwrap(),
+        1,
+        "orders lost manifests"
+    );
+    assert_eq!(q.close_open_batches(600).unwrap(), 0);
     let due = q.batches_to_write(1_000).unwrap();
     assert_eq!(due.len(), 3);
     assert!(due.iter().all(|b| b.files == 1 || b.files == 2));

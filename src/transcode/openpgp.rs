@@ -6,6 +6,7 @@
 
 use pgp::composed::{Deserializable, MessageBuilder, SignedPublicKey};
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::packet::SignatureType;
 use pgp::types::{KeyDetails, PublicKeyTrait};
 use std::fmt;
 use std::fs::File;
@@ -60,10 +61,7 @@ impl Recipient {
                 path.display()
             ));
         }
-        let subkey = key
-            .public_subkeys
-            .iter()
-            .position(|s| s.key.is_encryption_key() && !expired(&s.key));
+        let subkey = encryption_subkey(&key);
         if subkey.is_none() && !key.primary_key.is_encryption_key() {
             return Err(format!(
                 "the key {fingerprint} in {} has no encryption key (only signing keys)",
@@ -94,8 +92,35 @@ impl Recipient {
     }
 }
 
-fn expired(key: &impl PublicKeyTrait) -> bool {
-    key.expiration().is_some_and(|days| {
-        *key.created_at() + chrono::Duration::days(i64::from(days)) <= chrono::Utc::now()
-    })
+/// The newest subkey that its latest binding signature allows to encrypt, that has not
+/// expired and is not revoked. The algorithm alone is not enough: an RSA signing subkey
+/// could encrypt, but the recipient's tools would not look for it.
+fn encryption_subkey(key: &SignedPublicKey) -> Option<usize> {
+    let now = chrono::Utc::now();
+    key.public_subkeys
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.key.is_encryption_key())
+        .filter(|(_, s)| {
+            !s.signatures
+                .iter()
+                .any(|sig| sig.typ() == Some(SignatureType::SubkeyRevocation))
+        })
+        .filter_map(|(i, s)| {
+            let binding = s
+                .signatures
+                .iter()
+                .filter(|sig| sig.typ() == Some(SignatureType::SubkeyBinding))
+                .max_by_key(|sig| sig.created().copied())?;
+            let flags = binding.key_flags();
+            let expires = binding
+                .key_expiration_time()
+                .filter(|d| !d.is_zero())
+                .map(|d| *s.key.created_at() + *d);
+            let usable = (flags.encrypt_comms() || flags.encrypt_storage())
+                && expires.is_none_or(|at| at > now);
+            usable.then_some((i, *s.key.created_at()))
+        })
+        .max_by_key(|(_, created)| *created)
+        .map(|(i, _)| i)
 }

@@ -72,12 +72,18 @@ struct Buffer {
     nullable: bool,
 }
 
+/// A row group is also written once its values take this much memory, so wide rows or
+/// long strings cannot stretch `row_group_rows` beyond the memory bound.
+const ROW_GROUP_BYTES: usize = 32 << 20;
+
 /// Writes rows as a Parquet file into `out`.
 pub struct ParquetWriter<W: Write + Send> {
     writer: SerializedFileWriter<W>,
     buffers: Vec<Buffer>,
     rows: usize,
     row_group_rows: usize,
+    /// Memory the buffered values take, roughly.
+    bytes: usize,
 }
 
 fn field(column: &Column) -> Result<Arc<Type>, ParquetError> {
@@ -148,6 +154,7 @@ impl<W: Write + Send> ParquetWriter<W> {
             buffers,
             rows: 0,
             row_group_rows: row_group_rows.max(1),
+            bytes: 0,
         })
     }
 
@@ -190,6 +197,7 @@ impl<W: Write + Send> ParquetWriter<W> {
         }
         group.close()?;
         self.rows = 0;
+        self.bytes = 0;
         Ok(())
     }
 
@@ -214,14 +222,52 @@ impl<W: Write + Send> RowSink for ParquetWriter<W> {
                 (Values::Int32(v), Value::Date(d)) => v.push(d),
                 (Values::Double(v), Value::Float(f)) => v.push(f),
                 (Values::Bool(v), Value::Boolean(b)) => v.push(b),
-                (Values::Bytes(v), Value::String(s)) => v.push(ByteArray::from(s)),
+                (Values::Bytes(v), Value::String(s)) => {
+                    // The string, its handle and the allocator's share.
+                    self.bytes += s.len() + 48;
+                    v.push(ByteArray::from(s))
+                }
                 _ => return Err(io::Error::other("a value does not match its column type")),
             }
         }
         self.rows += 1;
-        if self.rows >= self.row_group_rows {
+        self.bytes += 8 * values.len();
+        if self.rows >= self.row_group_rows || self.bytes >= ROW_GROUP_BYTES {
             self.flush().map_err(to_io)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[test]
+    fn long_strings_close_row_groups_before_the_row_count_does() {
+        let columns = [Column {
+            name: "blob".into(),
+            ty: ColumnType::String,
+            nullable: false,
+        }];
+        let mut out = Vec::new();
+        let mut writer =
+            ParquetWriter::new(&mut out, &columns, ParquetCompression::None, 1000).unwrap();
+        let big = "x".repeat(1 << 20);
+        for _ in 0..40 {
+            writer.write_row(&[Value::String(&big)]).unwrap();
+        }
+        writer.finish().unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
+        let groups = reader.metadata().num_row_groups();
+        let rows: i64 = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .sum();
+        assert_eq!(rows, 40);
+        assert_eq!(groups, 2, "40 MiB of values in groups of at most 32 MiB");
     }
 }

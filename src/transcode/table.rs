@@ -162,22 +162,24 @@ fn date(text: &str) -> Option<i32> {
     Some(d.num_days_from_ce() - EPOCH_DAYS_CE)
 }
 
-/// RFC 3339 with an offset, or `YYYY-MM-DD[T ]HH:MM:SS[.fff]` without one, taken as UTC.
+/// RFC 3339 with an offset, or `YYYY-MM-DD[T ]HH:MM:SS[.ffffff]` without one, taken as
+/// UTC. Finer than a microsecond is refused rather than cut.
 fn timestamp(text: &str) -> Option<i64> {
-    if text.len() < 19 || !text.is_char_boundary(10) {
+    // Bytes, not a str slice: byte 10 may sit inside a multi-byte character.
+    let format = match text.as_bytes().get(10) {
+        _ if text.len() < 19 => return None,
+        Some(b'T') => "%Y-%m-%dT%H:%M:%S%.f",
+        Some(b' ') => "%Y-%m-%d %H:%M:%S%.f",
+        _ => return None,
+    };
+    let utc = match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.to_utc(),
+        Err(_) => NaiveDateTime::parse_from_str(text, format).ok()?.and_utc(),
+    };
+    if utc.timestamp_subsec_nanos() % 1000 != 0 {
         return None;
     }
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp_micros());
-    }
-    let sep = &text[10..11];
-    let format = if sep == "T" {
-        "%Y-%m-%dT%H:%M:%S%.f"
-    } else {
-        "%Y-%m-%d %H:%M:%S%.f"
-    };
-    let naive = NaiveDateTime::parse_from_str(text, format).ok()?;
-    Some(naive.and_utc().timestamp_micros())
+    Some(utc.timestamp_micros())
 }
 
 /// Inference state of one column: the types every value seen so far fits.
@@ -209,14 +211,19 @@ impl Guess {
         if !self.fits.iter().any(|f| *f) {
             return;
         }
-        // A leading zero ("007", "01.5") is an identifier: reading it as a number would
-        // drop the zero.
-        let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+        // Numbers are inferred only from text a number gives back unchanged (but for
+        // trailing zeros of decimals): a leading zero ("007") or "+" (phone numbers) would
+        // be dropped, an integer beyond i64 or beyond a double's exact range (2^53) would be
+        // rounded, and "12E4" is more often a code than 120000.
+        let digits = text.strip_prefix('-').unwrap_or(text);
         let leading_zero =
             digits.len() > 1 && digits.starts_with('0') && digits.as_bytes()[1].is_ascii_digit();
+        let plain = !(leading_zero || digits.starts_with('+') || digits.contains(['e', 'E']));
+        let whole = digits.bytes().all(|b| b.is_ascii_digit());
+        let exact_float = !whole || integer(text).is_some_and(|n| n.unsigned_abs() <= 1 << 53);
         let checks: [&dyn Fn(&str) -> bool; 5] = [
-            &|t| !leading_zero && integer(t).is_some(),
-            &|t| !leading_zero && float(t).is_some(),
+            &|t| plain && integer(t).is_some(),
+            &|t| plain && exact_float && float(t).is_some(),
             &|t| boolean(t).is_some(),
             &|t| date(t).is_some(),
             &|t| timestamp(t).is_some(),
@@ -268,8 +275,8 @@ mod tests {
 
     #[test]
     fn inference_picks_the_narrowest_type() {
-        assert_eq!(infer(&["1", "-2", "+3"]).ty, ColumnType::Integer);
-        assert_eq!(infer(&["1", "2.5", "1e3"]).ty, ColumnType::Float);
+        assert_eq!(infer(&["1", "-2", "0"]).ty, ColumnType::Integer);
+        assert_eq!(infer(&["1", "2.5", "-0.25"]).ty, ColumnType::Float);
         assert_eq!(infer(&["true", "FALSE"]).ty, ColumnType::Boolean);
         assert_eq!(infer(&["2026-11-22", "2000-02-29"]).ty, ColumnType::Date);
         assert_eq!(
@@ -279,6 +286,30 @@ mod tests {
         assert_eq!(infer(&["1", "x"]).ty, ColumnType::String);
         assert_eq!(infer(&["007", "12"]).ty, ColumnType::String, "zip codes");
         assert_eq!(infer(&["nan", "inf"]).ty, ColumnType::String);
+        assert_eq!(infer(&["+4915112345678"]).ty, ColumnType::String, "phones");
+        assert_eq!(
+            infer(&["12345678901234567890"]).ty,
+            ColumnType::String,
+            "beyond i64: not rounded into a float"
+        );
+        assert_eq!(
+            infer(&["9007199254740993", "1.5"]).ty,
+            ColumnType::String,
+            "beyond 2^53: a double would round it"
+        );
+        assert_eq!(infer(&["9007199254740992", "1.5"]).ty, ColumnType::Float);
+        assert_eq!(infer(&["12E4"]).ty, ColumnType::String);
+        assert_eq!(infer(&["-0.5", "0", "-3"]).ty, ColumnType::Float);
+        assert_eq!(
+            infer(&["Владимир Владимирович"]).ty,
+            ColumnType::String,
+            "multi-byte text at byte 10 is no timestamp (and no panic)"
+        );
+        assert_eq!(
+            infer(&["2026-11-22T10:00:00.123456789Z"]).ty,
+            ColumnType::String,
+            "nanoseconds are not cut to microseconds"
+        );
         assert_eq!(infer(&["2026-02-30"]).ty, ColumnType::String);
         let c = infer(&["1", "", "3"]);
         assert_eq!((c.ty, c.nullable), (ColumnType::Integer, true));
@@ -297,6 +328,11 @@ mod tests {
         assert_eq!(
             parse(&col(ColumnType::Integer, false), "42"),
             Ok(Value::Integer(42))
+        );
+        assert_eq!(
+            parse(&col(ColumnType::Integer, false), "+42"),
+            Ok(Value::Integer(42)),
+            "a declared type takes what inference leaves alone"
         );
         assert_eq!(
             parse(&col(ColumnType::Integer, false), "4x").unwrap_err(),

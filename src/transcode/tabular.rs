@@ -7,6 +7,7 @@
 use csv::{ErrorKind, ReaderBuilder, StringRecord};
 use std::fs::File;
 use std::io::{self, Seek};
+use std::os::unix::fs::FileExt;
 
 use super::table::{parse, Column, Guess, Value};
 use super::ConvertError;
@@ -47,17 +48,60 @@ pub trait RowSink {
 
 const READ_BUFFER: usize = 256 * 1024;
 
-fn reader<'f>(options: &CsvOptions, source: &'f File) -> io::Result<csv::Reader<&'f File>> {
-    // The descriptor's offset is shared with every clone of it: start from the start.
-    (&*source).seek(io::SeekFrom::Start(0))?;
-    Ok(ReaderBuilder::new()
+/// A CSV reader over the source from its start, past a UTF-8 byte-order mark (which the
+/// csv crate would keep in the first field). Also returns where the reader starts.
+fn reader<'f>(options: &CsvOptions, source: &'f File) -> io::Result<(csv::Reader<&'f File>, u64)> {
+    let mut bom = [0u8; 3];
+    let found = source.read_at(&mut bom, 0)? == 3 && bom == [0xEF, 0xBB, 0xBF];
+    let start = if found { 3 } else { 0 };
+    // The descriptor's offset is shared with every clone of it: set it each time.
+    (&*source).seek(io::SeekFrom::Start(start))?;
+    let rdr = ReaderBuilder::new()
         .delimiter(options.delimiter)
         .quote(options.quote)
         // The header is read as a row so that its length is what ragged rows are held to.
         .has_headers(false)
         .flexible(false)
         .buffer_capacity(READ_BUFFER)
-        .from_reader(source))
+        .from_reader(source);
+    Ok((rdr, start))
+}
+
+/// Whether the record starting at byte `from` runs to the end of the file inside a quoted
+/// field. The csv crate ends such a record quietly at the end of the file, so a stray
+/// quote would swallow every later row into one field: this finds it.
+fn ends_inside_quotes(options: &CsvOptions, source: &File, from: u64) -> io::Result<bool> {
+    #[derive(PartialEq)]
+    enum At {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let (quote, delimiter) = (options.quote, options.delimiter);
+    let mut at = At::FieldStart;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = from;
+    loop {
+        let n = source.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Ok(at == At::Quoted);
+        }
+        offset += n as u64;
+        for &b in &buf[..n] {
+            let ends_field = b == delimiter || b == b'\n' || b == b'\r';
+            at = match at {
+                At::FieldStart | At::Unquoted if ends_field => At::FieldStart,
+                At::FieldStart if b == quote => At::Quoted,
+                At::FieldStart | At::Unquoted => At::Unquoted,
+                At::Quoted if b == quote => At::QuoteInQuoted,
+                At::Quoted => At::Quoted,
+                At::QuoteInQuoted if b == quote => At::Quoted,
+                At::QuoteInQuoted if ends_field => At::FieldStart,
+                At::QuoteInQuoted => At::Unquoted,
+            };
+        }
+    }
 }
 
 /// Turns a CSV error into a conversion error with the line it happened on.
@@ -166,7 +210,7 @@ fn declared(
 /// The table's columns, reading the file once for inference when none are declared.
 fn columns(options: &TableOptions, source: &File) -> Result<Vec<Column>, ConvertError> {
     let header = options.csv.header;
-    let mut rdr = reader(&options.csv, source)?;
+    let (mut rdr, _) = reader(&options.csv, source)?;
     let mut record = StringRecord::new();
     let Some(_) = next(&mut rdr, &mut record, header)? else {
         return Err(ConvertError::BadInput {
@@ -208,14 +252,22 @@ pub fn convert<S: RowSink>(
     let columns = columns(options, source)?;
     let mut sink = make_sink(&columns)?;
     let header = options.csv.header;
-    let mut rdr = reader(&options.csv, source)?;
+    let (mut rdr, start) = reader(&options.csv, source)?;
     let mut record = StringRecord::new();
-    if header {
-        next(&mut rdr, &mut record, header)?;
+    // Where the last record began (byte in the file, line), for the unclosed-quote check.
+    let mut last = None;
+    let mut note = |record: &StringRecord| {
+        if let Some(p) = record.position() {
+            last = Some((start + p.byte(), p.line()));
+        }
+    };
+    if header && next(&mut rdr, &mut record, header)?.is_some() {
+        note(&record);
     }
     let mut rows = 0u64;
     let mut values: Vec<Value<'_>> = Vec::with_capacity(columns.len());
     while let Some(line) = next(&mut rdr, &mut record, header)? {
+        note(&record);
         if record.len() != columns.len() {
             return Err(ConvertError::BadInput {
                 line,
@@ -248,6 +300,16 @@ pub fn convert<S: RowSink>(
         // Each row's values borrow the record, which the next read reuses.
         values = reuse(values);
         rows += 1;
+    }
+    if let Some((byte, line)) = last {
+        if ends_inside_quotes(&options.csv, source, byte)? {
+            return Err(ConvertError::BadInput {
+                line,
+                reason:
+                    "a quoted field opened in this row is never closed (a stray quote character?)"
+                        .into(),
+            });
+        }
     }
     Ok((sink, rows))
 }
@@ -282,6 +344,30 @@ mod tests {
     }
 
     #[test]
+    fn quotes_that_close_and_a_bom_without_a_header_are_fine() {
+        let (out, rows) = run(
+            &TableOptions::default(),
+            b"a,b\n1,\"two\nlines, \"\"quoted\"\"\"\n2,5\" pipe\n3,\"x\"y\n",
+        )
+        .unwrap();
+        assert_eq!(rows, 3);
+        assert!(out.contains(r#""b":"two\nlines, \"quoted\"""#), "{out}");
+        assert!(out.contains(r#""b":"5\" pipe""#), "{out}");
+        let headless = TableOptions {
+            csv: CsvOptions {
+                header: false,
+                ..CsvOptions::default()
+            },
+            ..TableOptions::default()
+        };
+        let (out, _) = run(&headless, b"\xef\xbb\xbf1,2\n3,4\n").unwrap();
+        assert_eq!(
+            out,
+            "{\"column_1\":1,\"column_2\":2}\n{\"column_1\":3,\"column_2\":4}\n"
+        );
+    }
+
+    #[test]
     fn types_are_inferred_over_the_whole_file_by_default() {
         let (out, rows) = run(
             &TableOptions::default(),
@@ -306,6 +392,15 @@ mod tests {
         assert_eq!(
             bad(&options, b"a,b\n1,2\n3\n"),
             (3, "row has 1 fields but the header has 2".into())
+        );
+        assert_eq!(
+            bad(&options, b"a,b\n1,\"x\n2,y\n3,z\n"),
+            (
+                2,
+                "a quoted field opened in this row is never closed (a stray quote character?)"
+                    .into()
+            ),
+            "a stray quote would swallow the rows after it"
         );
         let (line, reason) = bad(&options, b"a,b\n1,2\n3,\xff\xfe\n");
         assert_eq!((line, reason.as_str()), (3, "field 2 is not valid UTF-8"));

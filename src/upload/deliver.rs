@@ -331,6 +331,8 @@ impl Uploader {
         let source = Arc::clone(source);
         let out = work_path(&self.config.state_dir, row.id, row.claim);
         let output = output.clone();
+        // Conversions are CPU work, each holding up to a row group: at most one per core.
+        let _slot = self.converting.acquire().await;
         let converted = tokio::task::spawn_blocking(move || {
             let result = transcode::convert(&output, &source, &out);
             // Asked even when conversion failed: a bad row in a file still being written
@@ -338,9 +340,19 @@ impl Uploader {
             let now = FileStamp::of(&source.metadata()?);
             Ok::<_, io::Error>((result, now))
         })
-        .await
-        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+        .await;
         let path = row.path.display();
+        let converted = match converted {
+            Ok(converted) => converted,
+            // A bug, and the same input would hit it again: fail the file rather than
+            // retry forever.
+            Err(join) if join.is_panic() => {
+                return Err(Outcome::Permanent(format!(
+                    "converting {path} crashed (a bug in s3spool: please report it)"
+                )))
+            }
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
         match converted {
             Err(e) => Err(Outcome::Transient(format!("cannot convert {path}: {e}"))),
             Ok((_, now)) if now != before => Err(Outcome::Changed { stamp: now }),

@@ -42,9 +42,17 @@ pub struct Uploader {
     pub finishing: Finishing,
     /// This machine's name, recorded in manifest batches.
     pub host: Arc<str>,
+    /// Conversions running at once (see [`Uploader::conversion_slots`]).
+    pub converting: Arc<Semaphore>,
 }
 
 impl Uploader {
+    /// Conversions that may run at once: one per core, since each is CPU work holding up
+    /// to a row group.
+    pub fn conversion_slots() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+
     /// Files in flight at once: enough to keep every destination's requests busy.
     fn file_slots(&self) -> usize {
         self.targets

@@ -362,6 +362,17 @@ fn gpg_key(home: &std::path::Path) -> std::path::PathBuf {
         "default",
         "never",
     ]);
+    // A newer RSA subkey for signing only: RSA could encrypt, so picking a subkey by its
+    // algorithm alone would choose this one and gpg could not decrypt.
+    let listing = String::from_utf8(gpg(&["--with-colons", "--list-keys"])).unwrap();
+    let fingerprint = listing
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    gpg(&["--quick-add-key", &fingerprint, "rsa2048", "sign", "never"]);
     let public = home.join("recipient.asc");
     std::fs::write(
         &public,
