@@ -245,6 +245,50 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     #[test]
+    fn every_compression_writes_a_file_that_reads_back() {
+        use parquet::record::RowAccessor;
+        let columns = [
+            Column {
+                name: "n".into(),
+                ty: ColumnType::Integer,
+                nullable: true,
+            },
+            Column {
+                name: "s".into(),
+                ty: ColumnType::String,
+                nullable: false,
+            },
+        ];
+        for compression in ["snappy", "zstd", "gzip", "none"] {
+            let codec = ParquetCompression::from_name(compression).unwrap();
+            let mut out = Vec::new();
+            let mut writer = ParquetWriter::new(&mut out, &columns, codec, 3).unwrap();
+            for i in 0..10 {
+                let n = if i % 4 == 0 {
+                    Value::Null
+                } else {
+                    Value::Integer(i)
+                };
+                writer.write_row(&[n, Value::String("text")]).unwrap();
+            }
+            writer.finish().unwrap();
+            let reader = SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
+            assert_eq!(reader.metadata().num_row_groups(), 4, "{compression}");
+            let column = reader.metadata().row_group(0).column(0);
+            assert_eq!(column.compression(), codec.codec(), "{compression}");
+            let rows: Vec<_> = reader
+                .get_row_iter(None)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(rows.len(), 10);
+            assert!(rows[4].get_long(0).is_err(), "row 4 is null");
+            assert_eq!(rows[5].get_long(0).unwrap(), 5);
+            assert_eq!(rows[9].get_string(1).unwrap(), "text");
+        }
+    }
+
+    #[test]
     fn long_strings_close_row_groups_before_the_row_count_does() {
         let columns = [Column {
             name: "blob".into(),

@@ -157,3 +157,51 @@ fn s3spool_host() -> String {
         .trim()
         .to_string()
 }
+
+#[test]
+fn a_batch_closes_after_manifest_every_while_the_daemon_runs() {
+    let server = shared_server();
+    let mut o = Options::new(server);
+    o.key = "{spool}/{name}-{id}";
+    o.spool_extra = "manifest = true\nmanifest_every = \"2s\"\n\
+                     manifest_key = \"manifests/{yyyy}/{mm}/{dd}/{host}-{batch}.json\""
+        .into();
+    let s = Setup::new(o, Bucket::create(server));
+    let day = || chrono::Utc::now().format("%Y/%m/%d").to_string();
+    let first_day = day();
+    s.drop_file("a.bin", b"first");
+    s.drop_file("b.bin", b"second");
+    let daemon = s.start();
+    let manifests = || -> Vec<String> {
+        s.bucket
+            .objects()
+            .into_keys()
+            .filter(|k| k.starts_with("inbound/manifests/"))
+            .collect()
+    };
+    let listed = || -> usize {
+        manifests()
+            .iter()
+            .map(|k| {
+                let path = s.dir.path().join("m.json");
+                s.bucket.get(k, &path);
+                let m: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                m["files"].as_array().unwrap().len()
+            })
+            .sum()
+    };
+    // Written by age, before any shutdown.
+    wait_for(WAIT, "manifests by age listing both files", || {
+        listed() == 2
+    });
+    assert!(daemon.stop().success());
+    let host = s3spool_host();
+    let days = [first_day, day()];
+    for key in manifests() {
+        let rest = days
+            .iter()
+            .find_map(|d| key.strip_prefix(&format!("inbound/manifests/{d}/{host}-")))
+            .unwrap_or_else(|| panic!("{key} does not follow manifest_key"));
+        assert!(rest.ends_with(".json") && rest.len() == "20261122T131500Z-3f9a1c2e.json".len());
+    }
+}
