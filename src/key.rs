@@ -128,16 +128,10 @@ impl KeyTemplate {
                             None => return Err(format!("unclosed '{{{name}' in {text:?}")),
                         }
                     }
-                    let known = PLACEHOLDERS.iter().find(|p| **p == name).ok_or_else(|| {
-                        format!(
-                            "unknown placeholder {{{name}}}; known ones: {}",
-                            PLACEHOLDERS
-                                .iter()
-                                .map(|p| format!("{{{p}}}"))
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        )
-                    })?;
+                    let known = PLACEHOLDERS
+                        .iter()
+                        .find(|p| **p == name)
+                        .ok_or_else(|| unknown_placeholder(&name, PLACEHOLDERS))?;
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
@@ -250,6 +244,15 @@ impl KeyTemplate {
         }
         Ok(key)
     }
+}
+
+/// The error for a `{name}` a template does not know, listing the ones it does.
+pub fn unknown_placeholder(name: &str, known: &[&str]) -> String {
+    let known: Vec<String> = known.iter().map(|p| format!("{{{p}}}")).collect();
+    format!(
+        "unknown placeholder {{{name}}}; known ones: {}",
+        known.join(" ")
+    )
 }
 
 /// A spool-relative path taken apart the way `{dir}`, `{name}`, `{stem}` and `{ext}` see it.

@@ -41,14 +41,7 @@ impl ManifestKey {
             };
             let name = &rest[start + 1..start + len];
             if !PLACEHOLDERS.contains(&name) {
-                return Err(format!(
-                    "unknown placeholder {{{name}}}; known ones: {}",
-                    PLACEHOLDERS
-                        .iter()
-                        .map(|p| format!("{{{p}}}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ));
+                return Err(crate::key::unknown_placeholder(name, PLACEHOLDERS));
             }
             has_batch |= name == "batch";
             rest = &rest[start + len + 1..];

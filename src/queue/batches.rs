@@ -169,34 +169,13 @@ impl Queue {
             "SELECT {BATCH_COLUMNS} FROM batches
              WHERE state = 'closed' AND next_attempt_at <= ?1 ORDER BY id"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([now_ms], Batch::from_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        drop(stmt);
-        rows.map_err(|e| self.err(e))
-    }
-
-    /// Every batch, newest first, for the CLI.
-    pub fn batches(&self, limit: usize) -> Result<Vec<Batch>> {
-        let sql = format!("SELECT {BATCH_COLUMNS} FROM batches ORDER BY id DESC LIMIT ?1");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], Batch::from_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        drop(stmt);
-        rows.map_err(|e| self.err(e))
+        self.select(&sql, [now_ms], Batch::from_row)
     }
 
     /// The delivered files of a batch, in delivery order.
     pub fn batch_files(&self, batch: i64) -> Result<Vec<FileRow>> {
         let sql = format!("SELECT {COLUMNS} FROM files WHERE batch_id = ?1 ORDER BY done_at, id");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([batch], FileRow::from_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        drop(stmt);
-        rows.map_err(|e| self.err(e))
+        self.select(&sql, [batch], FileRow::from_row)
     }
 
     /// Fixes the manifest key before the first write, so a retry after a config change

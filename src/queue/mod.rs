@@ -322,6 +322,21 @@ impl Queue {
         Ok(out)
     }
 
+    /// Runs one cached query and collects every row it returns.
+    fn select<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params, map)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        drop(stmt);
+        rows.map_err(|e| self.err(e))
+    }
+
     fn err(&self, cause: rusqlite::Error) -> QueueError {
         QueueError {
             path: self.path.clone(),

@@ -25,14 +25,11 @@ impl Queue {
              ORDER BY id LIMIT ?3"
         );
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![filter.state.map(State::as_str), filter.spool, limit],
-                FileRow::from_row,
-            )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        rows.map_err(|e| self.err(e))
+        self.select(
+            &sql,
+            params![filter.state.map(State::as_str), filter.spool, limit],
+            FileRow::from_row,
+        )
     }
 
     /// Counts per state, the oldest waiting row and the bytes waiting.
@@ -80,11 +77,7 @@ impl Queue {
             "SELECT {COLUMNS} FROM files WHERE last_error IS NOT NULL AND state != 'done'
              ORDER BY updated_at DESC, id DESC LIMIT ?1"
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], FileRow::from_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        rows.map_err(|e| self.err(e))
+        self.select(&sql, [limit as i64], FileRow::from_row)
     }
 
     /// Makes `failed` or `pending` rows due now with a fresh attempt count. Returns the ids
@@ -139,13 +132,7 @@ impl Queue {
              AND (batch_id IS NULL
                   OR batch_id IN (SELECT id FROM batches WHERE state = 'written'))"
         );
-        let candidates: Vec<FileRow> = {
-            let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([before_ms], FileRow::from_row)
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-            rows.map_err(|e| self.err(e))?
-        };
+        let candidates = self.select(&sql, [before_ms], FileRow::from_row)?;
         // Look at the file system before taking the write lock, and delete in chunks, so
         // the daemon is never kept waiting on a long purge.
         let (kept, doomed): (Vec<&FileRow>, Vec<&FileRow>) =

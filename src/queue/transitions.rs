@@ -66,15 +66,11 @@ impl Queue {
                           ORDER BY next_attempt_at, id LIMIT ?2)
              RETURNING {COLUMNS}"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![now_ms, limit as i64, lease_until],
-                FileRow::from_row,
-            )
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-        drop(stmt);
-        let mut rows = rows.map_err(|e| self.err(e))?;
+        let mut rows = self.select(
+            &sql,
+            params![now_ms, limit as i64, lease_until],
+            FileRow::from_row,
+        )?;
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
         Ok(rows)
     }

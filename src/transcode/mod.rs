@@ -327,26 +327,14 @@ mod tests {
         }
         drop(f);
         let out = work_path(dir.path(), 1, 1);
-        let mut first = Vec::new();
-        convert(
-            &output(Format::Gzip { level: 6 }),
-            &File::open(&src).unwrap(),
-            &out,
-        )
-        .unwrap()
-        .file
-        .read_to_end(&mut first)
-        .unwrap();
-        let mut second = Vec::new();
-        convert(
-            &output(Format::Gzip { level: 6 }),
-            &File::open(&src).unwrap(),
-            &out,
-        )
-        .unwrap()
-        .file
-        .read_to_end(&mut second)
-        .unwrap();
+        let gzip = || {
+            let mut bytes = Vec::new();
+            let source = File::open(&src).unwrap();
+            let converted = convert(&output(Format::Gzip { level: 6 }), &source, &out).unwrap();
+            (&converted.file).read_to_end(&mut bytes).unwrap();
+            bytes
+        };
+        let (first, second) = (gzip(), gzip());
         assert_eq!(first, second, "same source, same bytes");
         let mut inflated = Vec::new();
         flate2::read::GzDecoder::new(&first[..])
