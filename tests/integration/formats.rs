@@ -502,3 +502,71 @@ fn a_csv_of_hundreds_of_megabytes_converts_in_bounded_memory() {
     // with the row group inside it, and far from the file's size.
     assert!(peak < (64 << 20) + 4 * (5 << 20), "{report}");
 }
+
+/// A converted file's multipart upload resumes after a SIGKILL when the conversion makes
+/// the same bytes again (gzip), and starts over when it cannot (encryption).
+fn converted_upload_after_sigkill(encrypt: bool) -> String {
+    use crate::proxy::{FaultProxy, Mode};
+    let server = shared_server();
+    let proxy = FaultProxy::start(server, Mode::Delay(Duration::from_millis(400)));
+    let home = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
+    let mut o = Options::new(&proxy.endpoint());
+    o.key = "{spool}/{stem}-{id}.{ext}";
+    o.spool_extra = "format = \"gzip\"\ngzip_level = 1".into();
+    if encrypt {
+        let public = gpg_key(home.path());
+        o.spool_extra += &format!("\nencrypt_to = \"{}\"", public.display());
+    }
+    let s = Setup::new(o, Bucket::create(server));
+    let source = data(26 << 20, 5);
+    s.drop_file("big.bin", &source);
+    let daemon = s.start();
+    wait_for(WAIT, "a part recorded", || {
+        let row: serde_json::Value =
+            serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap_or_default();
+        row["parts_done"].as_u64().unwrap_or(0) >= 1
+    });
+    daemon.kill();
+    proxy.set_mode(Mode::Pass);
+    let daemon = s.start();
+    wait_for(WAIT, "delivered after restart", || s.count("done") == 1);
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(daemon.stop().success());
+
+    let suffix = if encrypt { ".bin.gz.gpg" } else { ".bin.gz" };
+    let (key, object) = single_object(&s, suffix);
+    let gzipped = if encrypt {
+        let path = s.dir.path().join("object.gpg");
+        s.bucket.get(&key, &path);
+        gpg_decrypt(home.path(), &path)
+    } else {
+        let path = s.dir.path().join("object.gz");
+        s.bucket.get(&key, &path);
+        std::fs::read(&path).unwrap()
+    };
+    let mut plain = Vec::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(&gzipped[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert!(plain == source, "{key} reads back as the source");
+    assert_eq!(object.meta_sha256.as_deref(), Some(object.sha256.as_str()));
+    assert!(s.bucket.open_uploads().is_empty(), "no upload left open");
+    log
+}
+
+#[test]
+fn a_gzip_upload_resumes_after_sigkill() {
+    let log = converted_upload_after_sigkill(false);
+    assert!(log.contains("resuming multipart upload"), "{log}");
+    assert!(!log.contains("made again with other bytes"));
+}
+
+#[test]
+fn an_encrypted_upload_starts_over_after_sigkill() {
+    let log = converted_upload_after_sigkill(true);
+    assert!(
+        log.contains("the work file was made again with other bytes"),
+        "{log}"
+    );
+}
