@@ -15,6 +15,7 @@ use crate::finish::Finishing;
 use crate::manifest::ManifestWriter;
 use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
+use crate::service::{Heartbeat, Notifier};
 use crate::spool::{watch_spool, WatchContext};
 use crate::upload::limit::AdaptiveLimit;
 use crate::upload::{now_ms, sweep_orphan_uploads, sweep_periodically, Target, Uploader};
@@ -98,6 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let finishing = Finishing::default();
     let host: Arc<str> = Arc::from(hostname().as_str());
     let mut watchers = tokio::task::JoinSet::new();
+    let (watched, mut watching) = tokio::sync::mpsc::channel(config.spools.len().max(1));
     for spool in config.spools.values() {
         let ctx = WatchContext {
             queue: queue.clone(),
@@ -106,11 +108,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             rescan_interval: config.rescan_interval,
             wake: Arc::clone(&wake),
             finishing: finishing.clone(),
+            watched: watched.clone(),
         };
         watchers.spawn(watch_spool(Arc::clone(spool), ctx, shutdown.clone()));
     }
+    drop(watched);
+    // Every spool is watched once each watcher said so (or ended): then READY=1.
+    for _ in 0..config.spools.len() {
+        if watching.recv().await.is_none() {
+            break;
+        }
+    }
+    let heartbeat = Heartbeat::default();
+    heartbeat.beat();
+    let notifier = Notifier::from_env();
+    let status = crate::service::current_status(&queue, &heartbeat).await;
+    notifier.ready(status.as_deref().unwrap_or("running"));
     tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
         queue = %config.queue_path().display(), "s3spool running");
+    let reporter = tokio::spawn(crate::service::report(
+        notifier.clone(),
+        queue.clone(),
+        heartbeat.clone(),
+        crate::upload::IDLE_POLL,
+        shutdown.clone(),
+    ));
+    let stopping = {
+        let (notifier, shutdown) = (notifier.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            notifier.stopping();
+        })
+    };
 
     let manifests = Arc::new(ManifestWriter {
         config: Arc::clone(&config),
@@ -129,6 +158,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         finishing,
         host,
         converting: Arc::new(tokio::sync::Semaphore::new(Uploader::conversion_slots())),
+        heartbeat,
     });
     uploader.run(shutdown.clone()).await;
     let _ = manifest_task.await;
@@ -136,6 +166,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     manifests.finish(config.drain_timeout).await;
     while watchers.join_next().await.is_some() {}
     let _ = sweeper.await;
+    let _ = reporter.await;
+    let _ = stopping.await;
     tracing::info!("s3spool stopped");
     Ok(())
 }

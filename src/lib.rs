@@ -14,6 +14,7 @@ pub mod key;
 pub mod manifest;
 pub mod queue;
 pub mod s3;
+pub mod service;
 pub mod spool;
 pub mod transcode;
 pub mod upload;

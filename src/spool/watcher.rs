@@ -32,6 +32,8 @@ pub struct WatchContext {
     pub wake: Arc<Notify>,
     /// Rows whose source the uploader is finishing right now: not ours to clean up.
     pub finishing: Finishing,
+    /// Told once the spool is watched (for systemd's READY=1).
+    pub watched: mpsc::Sender<()>,
 }
 
 /// Watches one spool until `shutdown`. Errors are logged and the watcher goes on: a spool
@@ -40,6 +42,8 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
     let (tx, mut events) = mpsc::channel::<PathBuf>(EVENT_BUFFER);
     let overflow = Arc::new(AtomicBool::new(false));
     let _watcher = start_notify(&spool, tx, Arc::clone(&overflow));
+    // Watched (or, without inotify, rescanned from now on): the daemon may say it is ready.
+    let _ = ctx.watched.send(()).await;
     let mut settler = Settler::new(spool.settle);
     let mut rescan = tokio::time::interval(ctx.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -86,6 +86,7 @@ impl Uploader {
                     })
                     .await;
                 if done {
+                    self.heartbeat.delivered();
                     let how = if uploaded.sent {
                         "uploaded"
                     } else {

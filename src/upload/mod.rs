@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::finish::Finishing;
 use crate::queue::SharedQueue;
+use crate::service::Heartbeat;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically};
 pub use transfer::Target;
 
@@ -30,8 +31,9 @@ pub use transfer::Target;
 const LEASE: Duration = Duration::from_secs(120);
 /// How often the dispatcher returns rows with expired leases to `pending`.
 const REAP_EVERY: Duration = Duration::from_secs(30);
-/// How often an idle dispatcher looks for rows made due by the CLI (`s3spool retry`).
-const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How often an idle dispatcher looks for rows made due by the CLI (`s3spool retry`), and
+/// the longest it goes without a turn of its loop.
+pub const IDLE_POLL: Duration = Duration::from_secs(2);
 
 /// Everything a file delivery needs, shared by all tasks.
 pub struct Uploader {
@@ -44,6 +46,8 @@ pub struct Uploader {
     pub host: Arc<str>,
     /// Conversions running at once (see [`Uploader::conversion_slots`]).
     pub converting: Arc<Semaphore>,
+    /// The dispatcher's sign of life, for systemd's watchdog.
+    pub heartbeat: Heartbeat,
 }
 
 impl Uploader {
@@ -90,13 +94,22 @@ impl Uploader {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
+                // Every slot busy: turn anyway now and then, to show the loop is alive.
+                _ = tokio::time::sleep(IDLE_POLL) => {
+                    self.heartbeat.beat();
+                    continue;
+                }
                 _ = shutdown.cancelled() => break,
             };
             let want = 1 + slots.available_permits();
             let now = now_ms();
             let claimed = self.queue.call(move |q| q.claim(want, now, LEASE)).await;
             let rows = match claimed {
-                Ok(rows) => rows,
+                // A turn counts as healthy once the queue answered.
+                Ok(rows) => {
+                    self.heartbeat.beat();
+                    rows
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim work from the queue; retrying in 1s");
                     drop(first);

@@ -11,3 +11,4 @@ mod failures;
 mod formats;
 mod manifests;
 mod resilience;
+mod service;
