@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod finish;
 pub mod key;
+pub mod logging;
 pub mod manifest;
 pub mod queue;
 pub mod s3;

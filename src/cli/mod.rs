@@ -64,6 +64,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    crate::logging::init(config.log_format);
     match cli.command {
         Command::Run => run::run(config),
         Command::Check(args) => check::run(config, args),

@@ -26,6 +26,7 @@ pub use object::ObjectOptions;
 use reader::{Problem, Problems, Section};
 
 use crate::key::KeyTemplate;
+use crate::logging::LogFormat;
 use crate::transcode::Output;
 
 /// Where `--config` points when neither the flag nor `$S3SPOOL_CONFIG` is given.
@@ -42,6 +43,8 @@ pub struct Config {
     pub rescan_interval: Duration,
     /// How long in-flight uploads may run on after a stop signal.
     pub drain_timeout: Duration,
+    /// Log lines as text (journald-friendly under systemd) or JSON.
+    pub log_format: LogFormat,
     pub destinations: BTreeMap<String, Arc<Destination>>,
     pub spools: BTreeMap<String, Arc<Spool>>,
     /// Some destination's secret is written in the file itself.
@@ -243,6 +246,14 @@ impl Config {
         let drain_timeout = top
             .duration(&mut p, "drain_timeout")
             .unwrap_or(Duration::from_secs(30));
+        let log_format = match top.string(&mut p, "log_format").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                p.add("log_format", format!("{other:?} is not one of text, json"));
+                LogFormat::Text
+            }
+        };
 
         let destinations = named_tables(&mut p, &mut top, "destinations", |p, key, name, t| {
             destination(p, key, name, t, &sources, &mut found)
@@ -259,6 +270,7 @@ impl Config {
                 state_dir,
                 rescan_interval,
                 drain_timeout,
+                log_format,
                 destinations,
                 spools,
                 holds_secret: found.inline,

@@ -939,6 +939,21 @@ fn encrypt_to_is_read_and_checked_at_load() {
 }
 
 #[test]
+fn log_format_rules() {
+    let json = parse(&format!("log_format = \"json\"\n{}", with_spool(""))).unwrap();
+    assert_eq!(json.log_format, crate::logging::LogFormat::Json);
+    assert_eq!(
+        parse(&with_spool("")).unwrap().log_format,
+        crate::logging::LogFormat::Text
+    );
+    refused(
+        &format!("log_format = \"xml\"\n{}", with_spool("")),
+        "log_format",
+        "\"xml\" is not one of text, json",
+    );
+}
+
+#[test]
 fn manifest_rules() {
     let config = parse(&with_spool(
         "manifest = true\nmanifest_every = \"1m\"\nmanifest_max_files = 10\nmanifest_key = \"m/{batch}.json\"",

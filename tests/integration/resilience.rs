@@ -409,8 +409,10 @@ fn a_crash_between_done_and_clean_up_is_repaired_without_a_second_upload() {
         .count();
     let daemon = s.start();
     wait_for(WAIT, "the file cleaned up", || s.spool_files().is_empty());
-    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    // Read once the daemon exited: the line is written just after the file goes.
+    let log_path = daemon.log.clone();
     assert!(daemon.stop().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
     let puts_after = proxy
         .requests()
         .iter()
