@@ -7,13 +7,14 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::finish::Finishing;
 use crate::manifest::ManifestWriter;
-use crate::queue::{Queue, QueueError, SharedQueue};
+use crate::queue::{Eligible, Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::service::{Heartbeat, Notifier};
 use crate::spool::{watch_spool, WatchContext};
@@ -47,9 +48,16 @@ pub enum DaemonError {
     },
 }
 
-/// Runs the daemon until `shutdown` is cancelled, then drains and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    let config = Arc::new(prepare_spools(config)?);
+/// Runs the daemon until `shutdown` is cancelled, then drains and returns. Each message on
+/// `reloads` (SIGHUP) reloads the config file: a config that validates replaces the running
+/// one (spools and destinations added, removed or changed); one that does not is refused,
+/// with every error logged, and the daemon runs on unchanged.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
+    let mut config = Arc::new(prepare_spools(config)?);
     std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -66,6 +74,215 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let queue = SharedQueue::new(queue);
     crate::transcode::clear_work(&config.state_dir);
 
+    let shared = Shared {
+        queue: queue.clone(),
+        host: Arc::from(hostname().as_str()),
+        heartbeat: Heartbeat::default(),
+        converting: Arc::new(Semaphore::new(Uploader::conversion_slots())),
+    };
+    let notifier = Notifier::from_env();
+    let reporter = tokio::spawn(crate::service::report(
+        notifier.clone(),
+        queue.clone(),
+        shared.heartbeat.clone(),
+        crate::upload::IDLE_POLL,
+        shutdown.clone(),
+    ));
+    let mut first = true;
+    loop {
+        let generation = Generation::start(&config, &shared, first, shutdown.child_token()).await?;
+        let status = crate::service::current_status(&queue, &shared.heartbeat).await;
+        notifier.ready(status.as_deref().unwrap_or("running"));
+        tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
+            queue = %config.queue_path().display(), reloaded = !first, "s3spool running");
+        first = false;
+        // Until a stop, or a reload with a config that validates.
+        let next = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break None,
+                Some(()) = reloads.recv() => match reload(&config) {
+                    Ok(next) => break Some(next),
+                    Err(()) => notifier.ready(
+                        "the reloaded config was refused (see the log); running on the previous one",
+                    ),
+                },
+            }
+        };
+        match next {
+            None => {
+                notifier.stopping();
+                generation.stop(&config, true).await;
+                break;
+            }
+            Some(next) => {
+                notifier.reloading();
+                tracing::info!(
+                    "reloading: letting uploads in flight finish on the previous config"
+                );
+                generation.stop(&config, false).await;
+                // Files cut off at the drain deadline are picked up by the new config.
+                match queue.call(|q| q.recover_active(now_ms())).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(files = n, "files cut off by the reload are queued again")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot requeue files cut off by the reload; they return when their lease runs out")
+                    }
+                }
+                config = next;
+            }
+        }
+    }
+    let _ = reporter.await;
+    tracing::info!("s3spool stopped");
+    Ok(())
+}
+
+/// Reads the config file again. Refuses (logging every reason) a config that does not
+/// validate, or that changes what only a restart can change.
+fn reload(running: &Config) -> Result<Arc<Config>, ()> {
+    tracing::info!(config = %running.source.display(), "SIGHUP: reloading the config");
+    let next = match Config::load(&running.source) {
+        Ok(next) => next,
+        Err(e) => {
+            for problem in &e.problems {
+                tracing::error!(file = %e.file.display(), key = %problem.key, problem = %problem.message,
+                    "config reload refused");
+            }
+            tracing::error!(errors = e.problems.len(), "config reload refused; still running on the previous config: fix the file and send SIGHUP again");
+            return Err(());
+        }
+    };
+    if next.state_dir != running.state_dir {
+        tracing::error!(
+            key = "state_dir",
+            "config reload refused: state_dir only changes with a restart"
+        );
+        return Err(());
+    }
+    match prepare_spools(next) {
+        Ok(next) => Ok(Arc::new(next)),
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused");
+            Err(())
+        }
+    }
+}
+
+/// What lives as long as the daemon, across reloads.
+struct Shared {
+    queue: SharedQueue,
+    host: Arc<str>,
+    heartbeat: Heartbeat,
+    converting: Arc<Semaphore>,
+}
+
+/// The tasks that run one config: watchers, uploader, manifest writer and sweeper. A
+/// reload stops them (letting uploads in flight finish) and starts the next generation.
+struct Generation {
+    token: CancellationToken,
+    watchers: JoinSet<()>,
+    uploader: tokio::task::JoinHandle<()>,
+    manifests: Arc<ManifestWriter>,
+    manifest_task: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl Generation {
+    async fn start(
+        config: &Arc<Config>,
+        shared: &Shared,
+        first: bool,
+        token: CancellationToken,
+    ) -> Result<Generation, DaemonError> {
+        let queue = &shared.queue;
+        let targets = connect_targets(config)?;
+        // At start, before any worker, every orphan is aborted; on a reload the periodic
+        // sweep is enough.
+        if first {
+            sweep_orphan_uploads(queue, &targets).await;
+        }
+        let sweeper = tokio::spawn(sweep_periodically(
+            queue.clone(),
+            targets.clone(),
+            token.clone(),
+        ));
+        let wake = Arc::new(Notify::new());
+        let finishing = Finishing::default();
+        let mut watchers = JoinSet::new();
+        let (watched, mut watching) = mpsc::channel(config.spools.len().max(1));
+        for spool in config.spools.values() {
+            let ctx = WatchContext {
+                queue: queue.clone(),
+                destination: Arc::clone(&config.destinations[&spool.destination]),
+                host: Arc::clone(&shared.host),
+                rescan_interval: config.rescan_interval,
+                wake: Arc::clone(&wake),
+                finishing: finishing.clone(),
+                watched: watched.clone(),
+            };
+            watchers.spawn(watch_spool(Arc::clone(spool), ctx, token.clone()));
+        }
+        drop(watched);
+        // Every spool is watched once each watcher said so (or ended): then READY=1.
+        for _ in 0..config.spools.len() {
+            if watching.recv().await.is_none() {
+                break;
+            }
+        }
+        shared.heartbeat.beat();
+        let manifests = Arc::new(ManifestWriter {
+            config: Arc::clone(config),
+            queue: queue.clone(),
+            targets: targets.clone(),
+        });
+        let manifest_task = {
+            let (manifests, token) = (Arc::clone(&manifests), token.clone());
+            tokio::spawn(async move { manifests.run(token).await })
+        };
+        let spools: Vec<&str> = config.spools.keys().map(String::as_str).collect();
+        let destinations: Vec<&str> = config.destinations.keys().map(String::as_str).collect();
+        let uploader = Arc::new(Uploader {
+            config: Arc::clone(config),
+            queue: queue.clone(),
+            targets,
+            wake,
+            finishing,
+            host: Arc::clone(&shared.host),
+            converting: Arc::clone(&shared.converting),
+            heartbeat: shared.heartbeat.clone(),
+            eligible: Eligible::only(&spools, &destinations),
+        });
+        let uploader = tokio::spawn(uploader.run(token.clone()));
+        Ok(Generation {
+            token,
+            watchers,
+            uploader,
+            manifests,
+            manifest_task,
+            sweeper,
+        })
+    }
+
+    /// Stops this generation: no new work, uploads in flight get `drain_timeout`. At the
+    /// final stop, open manifest batches close and are written; across a reload they stay
+    /// open.
+    async fn stop(mut self, config: &Config, last: bool) {
+        self.token.cancel();
+        let _ = self.uploader.await;
+        let _ = self.manifest_task.await;
+        if last {
+            // Uploads have drained: every open batch holds only delivered files.
+            self.manifests.finish(config.drain_timeout).await;
+        }
+        while self.watchers.join_next().await.is_some() {}
+        let _ = self.sweeper.await;
+    }
+}
+
+/// One [`Target`] per destination: its S3 client, settings and concurrency limit.
+fn connect_targets(config: &Config) -> Result<HashMap<String, Arc<Target>>, DaemonError> {
     let mut targets = HashMap::new();
     for (name, destination) in &config.destinations {
         let store = crate::s3::connect(destination).map_err(|source| DaemonError::Store {
@@ -73,103 +290,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             source,
         })?;
         let settings = destination.upload.clone();
-        let limit = AdaptiveLimit::new(settings.concurrency);
-        let name = name.clone();
-        let prefix = destination.key_prefix();
-        targets.insert(
-            name.clone(),
-            Arc::new(Target {
-                name,
-                prefix,
-                store,
-                settings,
-                limit,
-            }),
-        );
-    }
-    // Before any worker starts, so no upload in progress can be mistaken for an orphan.
-    sweep_orphan_uploads(&queue, &targets).await;
-    let sweeper = tokio::spawn(sweep_periodically(
-        queue.clone(),
-        targets.clone(),
-        shutdown.clone(),
-    ));
-
-    let wake = Arc::new(Notify::new());
-    let finishing = Finishing::default();
-    let host: Arc<str> = Arc::from(hostname().as_str());
-    let mut watchers = tokio::task::JoinSet::new();
-    let (watched, mut watching) = tokio::sync::mpsc::channel(config.spools.len().max(1));
-    for spool in config.spools.values() {
-        let ctx = WatchContext {
-            queue: queue.clone(),
-            destination: Arc::clone(&config.destinations[&spool.destination]),
-            host: Arc::clone(&host),
-            rescan_interval: config.rescan_interval,
-            wake: Arc::clone(&wake),
-            finishing: finishing.clone(),
-            watched: watched.clone(),
+        let target = Target {
+            name: name.clone(),
+            prefix: destination.key_prefix(),
+            store,
+            limit: AdaptiveLimit::new(settings.concurrency),
+            settings,
         };
-        watchers.spawn(watch_spool(Arc::clone(spool), ctx, shutdown.clone()));
+        targets.insert(name.clone(), Arc::new(target));
     }
-    drop(watched);
-    // Every spool is watched once each watcher said so (or ended): then READY=1.
-    for _ in 0..config.spools.len() {
-        if watching.recv().await.is_none() {
-            break;
-        }
-    }
-    let heartbeat = Heartbeat::default();
-    heartbeat.beat();
-    let notifier = Notifier::from_env();
-    let status = crate::service::current_status(&queue, &heartbeat).await;
-    notifier.ready(status.as_deref().unwrap_or("running"));
-    tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
-        queue = %config.queue_path().display(), "s3spool running");
-    let reporter = tokio::spawn(crate::service::report(
-        notifier.clone(),
-        queue.clone(),
-        heartbeat.clone(),
-        crate::upload::IDLE_POLL,
-        shutdown.clone(),
-    ));
-    let stopping = {
-        let (notifier, shutdown) = (notifier.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            notifier.stopping();
-        })
-    };
-
-    let manifests = Arc::new(ManifestWriter {
-        config: Arc::clone(&config),
-        queue: queue.clone(),
-        targets: targets.clone(),
-    });
-    let manifest_task = {
-        let (manifests, shutdown) = (Arc::clone(&manifests), shutdown.clone());
-        tokio::spawn(async move { manifests.run(shutdown).await })
-    };
-    let uploader = Arc::new(Uploader {
-        config: Arc::clone(&config),
-        queue,
-        targets,
-        wake,
-        finishing,
-        host,
-        converting: Arc::new(tokio::sync::Semaphore::new(Uploader::conversion_slots())),
-        heartbeat,
-    });
-    uploader.run(shutdown.clone()).await;
-    let _ = manifest_task.await;
-    // Uploads have drained: every open batch holds only delivered files, so it can close.
-    manifests.finish(config.drain_timeout).await;
-    while watchers.join_next().await.is_some() {}
-    let _ = sweeper.await;
-    let _ = reporter.await;
-    let _ = stopping.await;
-    tracing::info!("s3spool stopped");
-    Ok(())
+    Ok(targets)
 }
 
 /// Creates missing spool folders and puts each spool's root in canonical form: file

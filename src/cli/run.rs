@@ -12,11 +12,25 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signals(shutdown.clone()));
-        crate::daemon::run(config, shutdown).await
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload_on_sighup(reload));
+        crate::daemon::run(config, shutdown, reloads).await
     })?;
     // Tasks cut off at the drain deadline may still sit on blocking threads: don't wait.
     runtime.shutdown_background();
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: reload the config. Signals that arrive while a reload is pending fold into it.
+async fn reload_on_sighup(reload: tokio::sync::mpsc::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload the config with a restart");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let _ = reload.try_send(());
+    }
 }
 
 /// First SIGTERM/SIGINT: stop taking work and drain. Second: exit at once; the queue is

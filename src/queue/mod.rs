@@ -42,7 +42,7 @@ use std::time::Duration;
 pub use batches::Batch;
 pub use multipart::{RecordedUpload, StoredPart};
 pub use schema::latest_version;
-pub use transitions::{Batching, Done};
+pub use transitions::{Batching, Done, Eligible};
 
 /// A failed database operation, with the database's path.
 #[derive(Debug, thiserror::Error)]

@@ -433,6 +433,36 @@ fn read_only_open_waits_for_a_schema_being_created() {
 }
 
 #[test]
+fn only_eligible_rows_are_claimed_and_counted_as_due() {
+    let (_d, mut q) = open();
+    let mut other = file("b", 1);
+    other.spool = "removed".into();
+    register(&mut q, &[file("a", 1), other], 10);
+    let lease = Duration::from_secs(60);
+    let orders = Eligible::only(&["orders"], &["lake"]);
+    let nothing = Eligible::only(&[], &["lake"]);
+    assert_eq!(q.next_due_for(&nothing).unwrap(), None);
+    assert_eq!(q.next_due_for(&orders).unwrap(), Some(10));
+    assert!(q.claim_for(10, 10, lease, &nothing).unwrap().is_empty());
+    let claimed = q.claim_for(10, 10, lease, &orders).unwrap();
+    assert_eq!(
+        claimed.iter().map(|r| r.spool.as_str()).collect::<Vec<_>>(),
+        ["orders"]
+    );
+    assert!(
+        q.claim_for(10, 10, lease, &Eligible::only(&["removed"], &["gone"]))
+            .unwrap()
+            .is_empty(),
+        "its destination is not configured"
+    );
+    assert_eq!(
+        q.claim(10, 10, lease).unwrap().len(),
+        1,
+        "all allowed: the other row"
+    );
+}
+
+#[test]
 fn deliveries_join_batches_that_close_when_full_old_or_at_shutdown() {
     let (_d, mut q) = open();
     let files: Vec<NewFile> = (0..5).map(|i| file(&format!("f{i}"), 1)).collect();

@@ -4,11 +4,35 @@
 //! claimed with: a worker whose lease was taken back (it hung) can no longer change a row
 //! that another worker now holds.
 
-use rusqlite::params;
+use rusqlite::{named_params, params};
 use std::time::Duration;
 
 use super::batches::join_batch;
 use super::*;
+
+/// Which rows a daemon may claim: those of its configured (and not paused) spools and
+/// destinations. Rows of a spool or destination removed by a reload wait in the queue
+/// instead of failing. `None` allows all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Eligible {
+    /// A JSON array of spool names.
+    spools: Option<String>,
+    /// A JSON array of destination names.
+    destinations: Option<String>,
+}
+
+impl Eligible {
+    pub fn only(spools: &[&str], destinations: &[&str]) -> Eligible {
+        Eligible {
+            spools: Some(serde_json::to_string(spools).expect("strings serialise")),
+            destinations: Some(serde_json::to_string(destinations).expect("strings serialise")),
+        }
+    }
+}
+
+/// The condition on `spool` and `destination`, with named parameters.
+const ELIGIBLE: &str = "(:spools IS NULL OR spool IN (SELECT value FROM json_each(:spools)))
+     AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))";
 
 /// What a finished delivery put in S3.
 #[derive(Debug, Clone, Default)]
@@ -58,17 +82,35 @@ impl Queue {
 
     /// Atomically claims up to `limit` due rows for a worker, counting an attempt on each.
     pub fn claim(&mut self, limit: usize, now_ms: i64, lease: Duration) -> Result<Vec<FileRow>> {
+        self.claim_for(limit, now_ms, lease, &Eligible::default())
+    }
+
+    /// [`Queue::claim`], of the rows `eligible` allows only.
+    pub fn claim_for(
+        &mut self,
+        limit: usize,
+        now_ms: i64,
+        lease: Duration,
+        eligible: &Eligible,
+    ) -> Result<Vec<FileRow>> {
         let lease_until = now_ms + lease.as_millis() as i64;
         let sql = format!(
             "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
-                 lease_until = ?3, updated_at = ?1
-             WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= ?1
-                          ORDER BY next_attempt_at, id LIMIT ?2)
+                 lease_until = :lease_until, updated_at = :now
+             WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= :now
+                          AND {ELIGIBLE}
+                          ORDER BY next_attempt_at, id LIMIT :limit)
              RETURNING {COLUMNS}"
         );
         let mut rows = self.select(
             &sql,
-            params![now_ms, limit as i64, lease_until],
+            named_params! {
+                ":now": now_ms,
+                ":limit": limit as i64,
+                ":lease_until": lease_until,
+                ":spools": eligible.spools,
+                ":destinations": eligible.destinations,
+            },
             FileRow::from_row,
         )?;
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
@@ -86,10 +128,21 @@ impl Queue {
 
     /// The earliest `next_attempt_at` among pending rows.
     pub fn next_due(&self) -> Result<Option<i64>> {
+        self.next_due_for(&Eligible::default())
+    }
+
+    /// [`Queue::next_due`], among the rows `eligible` allows.
+    pub fn next_due_for(&self, eligible: &Eligible) -> Result<Option<i64>> {
+        let sql = format!(
+            "SELECT MIN(next_attempt_at) FROM files WHERE state = 'pending' AND {ELIGIBLE}"
+        );
         self.conn
             .query_row(
-                "SELECT MIN(next_attempt_at) FROM files WHERE state = 'pending'",
-                [],
+                &sql,
+                named_params! {
+                    ":spools": eligible.spools,
+                    ":destinations": eligible.destinations,
+                },
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::finish::Finishing;
-use crate::queue::SharedQueue;
+use crate::queue::{Eligible, SharedQueue};
 use crate::service::Heartbeat;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically};
 pub use transfer::Target;
@@ -48,6 +48,8 @@ pub struct Uploader {
     pub converting: Arc<Semaphore>,
     /// The dispatcher's sign of life, for systemd's watchdog.
     pub heartbeat: Heartbeat,
+    /// The rows this config may claim: its spools' and destinations'.
+    pub eligible: Eligible,
 }
 
 impl Uploader {
@@ -103,7 +105,11 @@ impl Uploader {
             };
             let want = 1 + slots.available_permits();
             let now = now_ms();
-            let claimed = self.queue.call(move |q| q.claim(want, now, LEASE)).await;
+            let eligible = self.eligible.clone();
+            let claimed = self
+                .queue
+                .call(move |q| q.claim_for(want, now, LEASE, &eligible))
+                .await;
             let rows = match claimed {
                 // A turn counts as healthy once the queue answered.
                 Ok(rows) => {
@@ -121,7 +127,8 @@ impl Uploader {
             };
             if rows.is_empty() {
                 drop(first);
-                let wait = match self.queue.call(|q| q.next_due()).await {
+                let eligible = self.eligible.clone();
+                let wait = match self.queue.call(move |q| q.next_due_for(&eligible)).await {
                     Ok(Some(due)) => {
                         Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL)
                     }

@@ -10,5 +10,6 @@ mod delivery;
 mod failures;
 mod formats;
 mod manifests;
+mod reload;
 mod resilience;
 mod service;
