@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::finish::Finishing;
 use crate::manifest::ManifestWriter;
+use crate::metrics::{Metrics, Stores};
 use crate::queue::{Eligible, Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::service::{Heartbeat, Notifier};
@@ -40,6 +41,11 @@ pub enum DaemonError {
     Queue(#[from] QueueError),
     #[error("destination {name}: {source}")]
     Store { name: String, source: StoreError },
+    #[error("metrics_listen: cannot listen on {address}: {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("spools.{name}.path: cannot create {path}: {source}")]
     Spool {
         name: String,
@@ -79,6 +85,24 @@ pub async fn run(
         host: Arc::from(hostname().as_str()),
         heartbeat: Heartbeat::default(),
         converting: Arc::new(Semaphore::new(Uploader::conversion_slots())),
+        metrics: Arc::new(Metrics::default()),
+        stores: Stores::default(),
+    };
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| DaemonError::Metrics { address, source })?;
+            tracing::info!(%address, "serving metrics at /metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                Arc::clone(&shared.metrics),
+                queue.clone(),
+                shared.stores.clone(),
+                shutdown.clone(),
+            )))
+        }
     };
     let notifier = Notifier::from_env();
     let reporter = tokio::spawn(crate::service::report(
@@ -135,6 +159,9 @@ pub async fn run(
         }
     }
     let _ = reporter.await;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     tracing::info!("s3spool stopped");
     Ok(())
 }
@@ -176,6 +203,9 @@ struct Shared {
     host: Arc<str>,
     heartbeat: Heartbeat,
     converting: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    /// The running generation's stores, for the metrics of their credentials.
+    stores: Stores,
 }
 
 /// The tasks that run one config: watchers, uploader, manifest writer and sweeper. A
@@ -198,6 +228,13 @@ impl Generation {
     ) -> Result<Generation, DaemonError> {
         let queue = &shared.queue;
         let targets = connect_targets(config)?;
+        *shared.stores.write().unwrap_or_else(|p| p.into_inner()) = crate::metrics::Scope {
+            spools: config.spools.keys().cloned().collect(),
+            stores: targets
+                .iter()
+                .map(|(name, t)| (name.clone(), Arc::clone(&t.store)))
+                .collect(),
+        };
         // At start, before any worker, every orphan is aborted; on a reload the periodic
         // sweep is enough.
         if first {
@@ -253,6 +290,7 @@ impl Generation {
             converting: Arc::clone(&shared.converting),
             heartbeat: shared.heartbeat.clone(),
             eligible: Eligible::only(&spools, &destinations),
+            metrics: Arc::clone(&shared.metrics),
         });
         let uploader = tokio::spawn(uploader.run(token.clone()));
         Ok(Generation {

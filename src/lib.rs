@@ -13,6 +13,7 @@ pub mod finish;
 pub mod key;
 pub mod logging;
 pub mod manifest;
+pub mod metrics;
 pub mod queue;
 pub mod s3;
 pub mod service;

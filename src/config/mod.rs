@@ -45,6 +45,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Log lines as text (journald-friendly under systemd) or JSON.
     pub log_format: LogFormat,
+    /// Where Prometheus scrapes `GET /metrics`, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub destinations: BTreeMap<String, Arc<Destination>>,
     pub spools: BTreeMap<String, Arc<Spool>>,
     /// Some destination's secret is written in the file itself.
@@ -246,6 +248,16 @@ impl Config {
         let drain_timeout = top
             .duration(&mut p, "drain_timeout")
             .unwrap_or(Duration::from_secs(30));
+        let metrics_listen = top.string(&mut p, "metrics_listen").and_then(|text| {
+            text.parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    p.add(
+                        "metrics_listen",
+                        format!("{text:?} is not an address and port, like \"127.0.0.1:9811\""),
+                    )
+                })
+                .ok()
+        });
         let log_format = match top.string(&mut p, "log_format").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -271,6 +283,7 @@ impl Config {
                 rescan_interval,
                 drain_timeout,
                 log_format,
+                metrics_listen,
                 destinations,
                 spools,
                 holds_secret: found.inline,

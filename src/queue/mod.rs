@@ -226,6 +226,16 @@ pub struct Counts {
     pub failed: u64,
 }
 
+/// Queue depth of one spool in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Depth {
+    pub spool: String,
+    pub state: String,
+    pub files: u64,
+    /// Unix milliseconds; not for failed rows.
+    pub oldest_queued_at: Option<i64>,
+}
+
 /// Filters for `s3spool list`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {

@@ -54,6 +54,25 @@ impl Queue {
         Ok(counts)
     }
 
+    /// Files waiting, in flight or failed, per spool and state, with the oldest queue time
+    /// of those waiting or in flight (for metrics).
+    pub fn depth_by_spool(&self) -> Result<Vec<Depth>> {
+        self.select(
+            "SELECT spool, state, COUNT(*),
+                    CASE WHEN state = 'failed' THEN NULL ELSE MIN(queued_at) END
+             FROM files WHERE state IN ('pending', 'active', 'failed') GROUP BY spool, state",
+            [],
+            |r| {
+                Ok(Depth {
+                    spool: r.get(0)?,
+                    state: r.get(1)?,
+                    files: r.get::<_, i64>(2)? as u64,
+                    oldest_queued_at: r.get(3)?,
+                })
+            },
+        )
+    }
+
     pub fn summary(&self) -> Result<Summary> {
         let mut summary = Summary::default();
         let mut stmt = self

@@ -26,6 +26,9 @@ pub struct Credentials {
     margin: chrono::Duration,
     /// What the credentials are, for errors: never a secret.
     operation: &'static str,
+    /// When the cached credentials expire, unix milliseconds (0: they do not), readable
+    /// without waiting for a renewal in progress.
+    expires_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A handle rusoto's clients sign with.
@@ -58,6 +61,9 @@ impl Credentials {
                 if let Some(at) = renewed.expires_at() {
                     tracing::info!(operation = self.operation, expires = %at.format("%Y-%m-%dT%H:%M:%SZ"), "temporary credentials obtained");
                 }
+                let expires = renewed.expires_at().map_or(0, |at| at.timestamp_millis());
+                self.expires_ms
+                    .store(expires, std::sync::atomic::Ordering::Relaxed);
                 *cache = Some((renewed.clone(), now));
                 Ok(renewed)
             }
@@ -71,6 +77,11 @@ impl Credentials {
                 _ => Err(e),
             },
         }
+    }
+
+    /// When the credentials in use expire (unix milliseconds), if they are temporary.
+    pub fn expire_at(&self) -> Option<i64> {
+        Some(self.expires_ms.load(std::sync::atomic::Ordering::Relaxed)).filter(|ms| *ms > 0)
     }
 
     /// Forgets the cached credentials: the next request fetches new ones.
@@ -111,6 +122,7 @@ pub fn credentials(destination: &Destination) -> Result<SharedCredentials, Store
         cache: Mutex::new(None),
         margin,
         operation,
+        expires_ms: std::sync::atomic::AtomicI64::new(0),
     })))
 }
 

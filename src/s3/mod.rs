@@ -121,6 +121,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete_object(&self, key: &str) -> Result<(), StoreError>;
     /// Fetches fresh credentials (assuming the role, where configured).
     async fn verify_credentials(&self) -> Result<(), StoreError>;
+    /// When the credentials in use expire (unix milliseconds), if they are temporary.
+    fn credentials_expire_at(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Whether trying again can help.

@@ -447,6 +447,10 @@ impl ObjectStore for RusotoStore {
         self.credentials.0.verify(self.timeout).await
     }
 
+    fn credentials_expire_at(&self) -> Option<i64> {
+        self.credentials.0.expire_at()
+    }
+
     async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
         let request = DeleteObjectRequest {
             bucket: self.bucket.clone(),

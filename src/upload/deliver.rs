@@ -87,6 +87,8 @@ impl Uploader {
                     .await;
                 if done {
                     self.heartbeat.delivered();
+                    self.metrics
+                        .delivered(&row.spool, delivery.size, started.elapsed());
                     let how = if uploaded.sent {
                         "uploaded"
                     } else {
@@ -185,6 +187,7 @@ impl Uploader {
 
     async fn after_error(&self, row: &FileRow, error: String, class: ErrorClass) {
         let (id, claim) = (row.id, row.claim);
+        self.metrics.attempt_failed(&row.destination, class);
         let target = self.targets.get(&row.destination);
         let max_attempts = target.map_or(1, |t| t.settings.max_attempts);
         match target {

@@ -50,6 +50,7 @@ pub struct Uploader {
     pub heartbeat: Heartbeat,
     /// The rows this config may claim: its spools' and destinations'.
     pub eligible: Eligible,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Uploader {

@@ -416,6 +416,15 @@ key = "{key}"
         self.status()["counts"][state].as_u64().unwrap()
     }
 
+    /// Turns on `metrics_listen` on a free port, which it returns.
+    pub fn serve_metrics(&self) -> u16 {
+        let port = free_port();
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let line = format!("metrics_listen = \"127.0.0.1:{port}\"\nstate_dir");
+        write_private(&self.config, &config.replacen("state_dir", &line, 1));
+        port
+    }
+
     /// Starts the daemon and waits until it says it is running (queue open, sweep done).
     pub fn start(&self) -> Daemon {
         self.launch(|log| Daemon::start(&self.config, log))
@@ -677,4 +686,27 @@ pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `GET /metrics`, as Prometheus would scrape it.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    body.to_string()
+}
+
+/// The value of the series written exactly as `series` (name and labels).
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
 }

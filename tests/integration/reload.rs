@@ -125,10 +125,16 @@ fn files_of_a_spool_removed_by_a_reload_wait_in_the_queue_until_it_returns() {
     let mut o = Options::new(&proxy.endpoint());
     o.max_attempts = 1000;
     let s = Setup::new(o, Bucket::create(server));
+    let port = s.serve_metrics();
     let with_orders = std::fs::read_to_string(&s.config).unwrap();
     s.drop_file("a.csv", b"waits\n");
     let daemon = s.start();
     wait_for(WAIT, "retrying", || proxy.faults() >= 2);
+    let retried = metric_value(
+        &scrape(port),
+        "s3spool_attempt_errors_total{destination=\"lake\",class=\"transient\"}",
+    );
+    assert!(retried.is_some_and(|n| n >= 1.0), "{retried:?}");
     // The same config with the spool renamed: "orders" is gone.
     let other = s.dir.path().join("other");
     edit_config(&s, |text| {

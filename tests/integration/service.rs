@@ -213,3 +213,64 @@ fn logs_suit_journald_and_json_shippers() {
     assert_eq!(delivered["key"], "inbound/orders/b.csv");
     assert!(delivered["timestamp"].is_string());
 }
+
+#[test]
+fn a_metrics_scrape_matches_the_queue() {
+    let server = shared_server();
+    let s = Setup::new(Options::new(server), Bucket::create(server));
+    let port = s.serve_metrics();
+    s.drop_file("a.csv", &[b'a'; 10]);
+    s.drop_file("b.csv", &[b'b'; 20]);
+    s.drop_file("c.csv", &[b'c'; 30]);
+    // A name S3 keys cannot carry: the file fails at once, with the reason.
+    s.drop_file("bad\u{1}name.csv", b"x");
+    let daemon = s.start();
+    wait_for(WAIT, "three delivered, one failed", || {
+        s.count("done") == 3 && s.count("failed") == 1
+    });
+    let body = scrape(port);
+    assert!(daemon.stop().success());
+
+    let orders = "{spool=\"orders\"}";
+    assert_eq!(
+        metric_value(&body, &format!("s3spool_files_delivered_total{orders}")),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric_value(&body, &format!("s3spool_bytes_delivered_total{orders}")),
+        Some(60.0)
+    );
+    assert_eq!(
+        metric_value(
+            &body,
+            &format!("s3spool_upload_duration_seconds_count{orders}")
+        ),
+        Some(3.0)
+    );
+    let status = s.status();
+    assert_eq!(
+        metric_value(
+            &body,
+            "s3spool_queue_files{spool=\"orders\",state=\"failed\"}"
+        ),
+        status["counts"]["failed"].as_f64(),
+        "{body}"
+    );
+    assert_eq!(
+        metric_value(
+            &body,
+            "s3spool_queue_files{spool=\"orders\",state=\"pending\"}"
+        ),
+        status["counts"]["pending"].as_f64(),
+        "zeros are there too: {body}"
+    );
+    assert_eq!(
+        metric_value(&body, "s3spool_oldest_waiting_seconds{spool=\"orders\"}"),
+        Some(0.0)
+    );
+    assert!(
+        !body.contains("s3spool_credentials_expiry_seconds{"),
+        "static keys do not expire"
+    );
+}

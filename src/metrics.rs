@@ -1,0 +1,252 @@
+//! Prometheus metrics (`metrics_listen`): counters and a histogram updated as files are
+//! delivered, queue gauges read from the queue at each scrape, and a tiny HTTP endpoint
+//! (`GET /metrics`) that serves them in the OpenMetrics text format.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::SharedQueue;
+use crate::s3::{ErrorClass, ObjectStore};
+use crate::upload::now_ms;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// What the running config has: its spools (each gets every queue series, zeros
+/// included, so an alert never sees a gap) and its destinations' stores (for credential
+/// expiry). Replaced on a reload.
+#[derive(Default, Clone)]
+pub struct Scope {
+    pub spools: Vec<String>,
+    pub stores: Vec<(String, Arc<dyn ObjectStore>)>,
+}
+
+pub type Stores = Arc<std::sync::RwLock<Scope>>;
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    files_delivered: Family<Labels, Counter>,
+    bytes_delivered: Family<Labels, Counter>,
+    upload_seconds: Family<Labels, Histogram>,
+    attempt_errors: Family<Labels, Counter>,
+    queue_files: Family<Labels, Gauge>,
+    oldest_waiting: Family<Labels, Seconds>,
+    credentials_expiry: Family<Labels, Seconds>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("s3spool");
+        let files_delivered = Family::<Labels, Counter>::default();
+        let bytes_delivered = Family::<Labels, Counter>::default();
+        let upload_seconds = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.01, 2.0, 16))) as fn() -> Histogram,
+        );
+        let attempt_errors = Family::<Labels, Counter>::default();
+        let queue_files = Family::<Labels, Gauge>::default();
+        let oldest_waiting = Family::<Labels, Seconds>::default();
+        let credentials_expiry = Family::<Labels, Seconds>::default();
+        registry.register(
+            "files_delivered",
+            "Files delivered to S3",
+            files_delivered.clone(),
+        );
+        registry.register(
+            "bytes_delivered",
+            "Bytes of the objects delivered to S3",
+            bytes_delivered.clone(),
+        );
+        registry.register(
+            "upload_duration_seconds",
+            "Time from claiming a file to S3 confirming its object",
+            upload_seconds.clone(),
+        );
+        registry.register(
+            "attempt_errors",
+            "Failed delivery attempts by error class (transient ones are retried)",
+            attempt_errors.clone(),
+        );
+        registry.register(
+            "queue_files",
+            "Files in the queue waiting, in flight or failed, by spool and state",
+            queue_files.clone(),
+        );
+        registry.register(
+            "oldest_waiting_seconds",
+            "Age of the oldest file waiting or in flight, by spool",
+            oldest_waiting.clone(),
+        );
+        registry.register(
+            "credentials_expiry_seconds",
+            "Seconds until a destination's temporary credentials expire",
+            credentials_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            files_delivered,
+            bytes_delivered,
+            upload_seconds,
+            attempt_errors,
+            queue_files,
+            oldest_waiting,
+            credentials_expiry,
+        }
+    }
+}
+
+impl Metrics {
+    /// A file reached S3: counted, with its object's size and how long it took.
+    pub fn delivered(&self, spool: &str, bytes: u64, took: Duration) {
+        let labels = vec![("spool", spool.to_string())];
+        self.files_delivered.get_or_create(&labels).inc();
+        self.bytes_delivered.get_or_create(&labels).inc_by(bytes);
+        self.upload_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// A delivery attempt failed.
+    pub fn attempt_failed(&self, destination: &str, class: ErrorClass) {
+        let class = match class {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        };
+        self.attempt_errors
+            .get_or_create(&vec![
+                ("destination", destination.to_string()),
+                ("class", class.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Reads the gauges from the queue and the destinations, then encodes everything.
+    async fn scrape(&self, queue: &SharedQueue, stores: &Stores) -> String {
+        let now = now_ms();
+        let scope = stores.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match queue.call(|q| q.depth_by_spool()).await {
+            Ok(depth) => {
+                self.queue_files.clear();
+                self.oldest_waiting.clear();
+                for spool in &scope.spools {
+                    for state in ["pending", "active", "failed"] {
+                        self.queue_files.get_or_create(&vec![
+                            ("spool", spool.clone()),
+                            ("state", state.into()),
+                        ]);
+                    }
+                    self.oldest_waiting
+                        .get_or_create(&vec![("spool", spool.clone())]);
+                }
+                for row in depth {
+                    let labels = vec![("spool", row.spool.clone()), ("state", row.state.clone())];
+                    self.queue_files
+                        .get_or_create(&labels)
+                        .set(row.files as i64);
+                    if let Some(queued) = row.oldest_queued_at {
+                        let age = (now - queued).max(0) as f64 / 1000.0;
+                        let oldest = self
+                            .oldest_waiting
+                            .get_or_create(&vec![("spool", row.spool)]);
+                        oldest.set(oldest.get().max(age));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the queue"),
+        }
+        self.credentials_expiry.clear();
+        for (destination, store) in &scope.stores {
+            if let Some(at) = store.credentials_expire_at() {
+                self.credentials_expiry
+                    .get_or_create(&vec![("destination", destination.clone())])
+                    .set((at - now) as f64 / 1000.0);
+            }
+        }
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    queue: SharedQueue,
+    stores: Stores,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, queue, stores) = (Arc::clone(&metrics), queue.clone(), stores.clone());
+        tokio::spawn(async move {
+            let answered = tokio::time::timeout(
+                Duration::from_secs(10),
+                answer(stream, &metrics, &queue, &stores),
+            )
+            .await;
+            if let Ok(Err(e)) = answered {
+                tracing::debug!(error = %e, "metrics: a scrape ended early");
+            }
+        });
+    }
+}
+
+/// One HTTP/1.1 exchange: the request head, then one answer, then the connection closes.
+async fn answer(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    queue: &SharedQueue,
+    stores: &Stores,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let (status, content_type, body) = if line.starts_with(b"GET /metrics ") {
+        let body = metrics.scrape(queue, stores).await;
+        (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain",
+            "only GET /metrics is served\n".to_string(),
+        )
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
