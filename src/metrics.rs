@@ -140,13 +140,13 @@ impl Metrics {
                 self.oldest_waiting.clear();
                 for spool in &scope.spools {
                     for state in ["pending", "active", "failed"] {
-                        self.queue_files.get_or_create(&vec![
-                            ("spool", spool.clone()),
-                            ("state", state.into()),
-                        ]);
+                        self.queue_files
+                            .get_or_create(&vec![("spool", spool.clone()), ("state", state.into())])
+                            .set(0);
                     }
                     self.oldest_waiting
-                        .get_or_create(&vec![("spool", spool.clone())]);
+                        .get_or_create(&vec![("spool", spool.clone())])
+                        .set(0.0);
                 }
                 for row in depth {
                     let labels = vec![("spool", row.spool.clone()), ("state", row.state.clone())];
