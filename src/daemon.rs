@@ -15,11 +15,12 @@ use crate::config::Config;
 use crate::finish::Finishing;
 use crate::manifest::ManifestWriter;
 use crate::metrics::{Metrics, Stores};
-use crate::queue::{Eligible, Queue, QueueError, SharedQueue};
+use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::service::{Heartbeat, Notifier};
 use crate::spool::{watch_spool, WatchContext};
 use crate::upload::limit::AdaptiveLimit;
+use crate::upload::pressure::Pressure;
 use crate::upload::{now_ms, sweep_orphan_uploads, sweep_periodically, Target, Uploader};
 
 /// Why the daemon could not start.
@@ -86,8 +87,11 @@ pub async fn run(
         heartbeat: Heartbeat::default(),
         converting: Arc::new(Semaphore::new(Uploader::conversion_slots())),
         metrics: Arc::new(Metrics::default()),
+        pressure: Arc::new(Pressure::default()),
         stores: Stores::default(),
     };
+    // Conditions a previous run recorded are looked at afresh.
+    queue.call(|q| q.clear_conditions()).await?;
     let metrics_server = match config.metrics_listen {
         None => None,
         Some(address) => {
@@ -159,6 +163,10 @@ pub async fn run(
         }
     }
     let _ = reporter.await;
+    // A stopped daemon holds nothing back: status must not say otherwise.
+    if let Err(e) = queue.call(|q| q.clear_conditions()).await {
+        tracing::warn!(error = %e, "cannot clear the held-back conditions");
+    }
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
@@ -204,6 +212,7 @@ struct Shared {
     heartbeat: Heartbeat,
     converting: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    pressure: Arc<Pressure>,
     /// The running generation's stores, for the metrics of their credentials.
     stores: Stores,
 }
@@ -278,8 +287,6 @@ impl Generation {
             let (manifests, token) = (Arc::clone(&manifests), token.clone());
             tokio::spawn(async move { manifests.run(token).await })
         };
-        let spools: Vec<&str> = config.spools.keys().map(String::as_str).collect();
-        let destinations: Vec<&str> = config.destinations.keys().map(String::as_str).collect();
         let uploader = Arc::new(Uploader {
             config: Arc::clone(config),
             queue: queue.clone(),
@@ -289,7 +296,9 @@ impl Generation {
             host: Arc::clone(&shared.host),
             converting: Arc::clone(&shared.converting),
             heartbeat: shared.heartbeat.clone(),
-            eligible: Eligible::only(&spools, &destinations),
+            spools: config.spools.keys().cloned().collect(),
+            destinations: config.destinations.keys().cloned().collect(),
+            pressure: Arc::clone(&shared.pressure),
             metrics: Arc::clone(&shared.metrics),
         });
         let uploader = tokio::spawn(uploader.run(token.clone()));

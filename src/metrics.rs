@@ -43,6 +43,7 @@ pub struct Metrics {
     queue_files: Family<Labels, Gauge>,
     oldest_waiting: Family<Labels, Seconds>,
     credentials_expiry: Family<Labels, Seconds>,
+    held_back: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -57,6 +58,12 @@ impl Default for Metrics {
         let queue_files = Family::<Labels, Gauge>::default();
         let oldest_waiting = Family::<Labels, Seconds>::default();
         let credentials_expiry = Family::<Labels, Seconds>::default();
+        let held_back = Family::<Labels, Gauge>::default();
+        registry.register(
+            "held_back",
+            "1 while new files are held back: cause is disk (state_dir low on space) or destination:NAME",
+            held_back.clone(),
+        );
         registry.register(
             "files_delivered",
             "Files delivered to S3",
@@ -101,6 +108,7 @@ impl Default for Metrics {
             queue_files,
             oldest_waiting,
             credentials_expiry,
+            held_back,
         }
     }
 }
@@ -163,6 +171,14 @@ impl Metrics {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the queue"),
+        }
+        self.held_back.clear();
+        if let Ok(conditions) = queue.call(|q| q.conditions()).await {
+            for c in conditions {
+                self.held_back
+                    .get_or_create(&vec![("cause", c.name)])
+                    .set(1);
+            }
         }
         self.credentials_expiry.clear();
         for (destination, store) in &scope.stores {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::units::{format_duration, format_size};
 use crate::config::Config;
-use crate::queue::{Counts, FileRow, Queue};
+use crate::queue::{Condition, Counts, FileRow, Queue};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,6 +21,8 @@ struct Report {
     counts: Counts,
     oldest_waiting_age_seconds: Option<u64>,
     bytes_waiting: u64,
+    /// What holds work back now, as the running daemon reports it.
+    held_back: Vec<Condition>,
     latest_errors: Vec<ErrorLine>,
 }
 
@@ -50,6 +52,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             .oldest_waiting_queued_at
             .map(|t| ((now - t).max(0) / 1000) as u64),
         bytes_waiting: summary.bytes_waiting,
+        held_back: queue.conditions()?,
         latest_errors: errors
             .iter()
             .map(|row| error_line(&queue, row))
@@ -73,6 +76,12 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             format_duration(Duration::from_secs(age))
         ),
         None => println!("waiting: nothing"),
+    }
+    for held in &report.held_back {
+        let since = chrono::DateTime::from_timestamp_millis(held.since)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        println!("held back ({}, since {since}): {}", held.name, held.reason);
     }
     if !report.latest_errors.is_empty() {
         println!("latest errors:");

@@ -45,6 +45,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Log lines as text (journald-friendly under systemd) or JSON.
     pub log_format: LogFormat,
+    /// Below this much free space in `state_dir`, no new file is taken.
+    pub min_free_space: u64,
     /// Where Prometheus scrapes `GET /metrics`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub destinations: BTreeMap<String, Arc<Destination>>,
@@ -248,6 +250,7 @@ impl Config {
         let drain_timeout = top
             .duration(&mut p, "drain_timeout")
             .unwrap_or(Duration::from_secs(30));
+        let min_free_space = top.size(&mut p, "min_free_space").unwrap_or(256 << 20);
         let metrics_listen = top.string(&mut p, "metrics_listen").and_then(|text| {
             text.parse::<std::net::SocketAddr>()
                 .map_err(|_| {
@@ -284,6 +287,7 @@ impl Config {
                 drain_timeout,
                 log_format,
                 metrics_listen,
+                min_free_space,
                 destinations,
                 spools,
                 holds_secret: found.inline,

@@ -226,6 +226,16 @@ pub struct Counts {
     pub failed: u64,
 }
 
+/// Something holding work back, as the daemon last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// `disk`, or `destination:NAME`.
+    pub name: String,
+    pub reason: String,
+    /// Unix milliseconds.
+    pub since: i64,
+}
+
 /// Queue depth of one spool in one state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Depth {

@@ -73,6 +73,49 @@ impl Queue {
         )
     }
 
+    /// Records a condition holding work back (kept since its first report).
+    pub fn set_condition(&mut self, name: &str, reason: &str, now_ms: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO conditions (name, reason, since) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET reason = excluded.reason",
+                params![name, reason, now_ms],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The condition is gone.
+    pub fn clear_condition(&mut self, name: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM conditions WHERE name = ?1", [name])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets every condition (at daemon start).
+    pub fn clear_conditions(&mut self) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM conditions", [])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every condition holding work back now.
+    pub fn conditions(&self) -> Result<Vec<Condition>> {
+        self.select(
+            "SELECT name, reason, since FROM conditions ORDER BY name",
+            [],
+            |r| {
+                Ok(Condition {
+                    name: r.get(0)?,
+                    reason: r.get(1)?,
+                    since: r.get(2)?,
+                })
+            },
+        )
+    }
+
     pub fn summary(&self) -> Result<Summary> {
         let mut summary = Summary::default();
         let mut stmt = self

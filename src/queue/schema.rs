@@ -86,6 +86,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX batches_state ON batches (state, spool);
     CREATE INDEX files_batch ON files (batch_id) WHERE batch_id IS NOT NULL;
     "#,
+    // 4: conditions that hold work back (state_dir low on space, a destination failing),
+    // written by the daemon for `status`.
+    r#"
+    CREATE TABLE conditions (
+        name   TEXT    PRIMARY KEY,                    -- 'disk' or 'destination:NAME'
+        reason TEXT    NOT NULL,
+        since  INTEGER NOT NULL                        -- unix milliseconds
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

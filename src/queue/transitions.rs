@@ -221,6 +221,25 @@ impl Queue {
         )
     }
 
+    /// The destination, not the file, failed: back to `pending` at `next_attempt_at`,
+    /// with the attempt not counted (the file was never really tried).
+    pub fn release(
+        &mut self,
+        id: i64,
+        claim: i64,
+        error: &str,
+        next_attempt_at: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.transition(
+            "UPDATE files SET state = 'pending', last_error = ?3, next_attempt_at = ?4,
+                 attempts = MAX(attempts - 1, 0), lease_until = NULL, updated_at = ?5
+             WHERE id = ?1 AND state = 'active' AND claim = ?2",
+            params![id, claim, error, next_attempt_at, now_ms],
+            false,
+        )
+    }
+
     /// A permanent failure, or attempts used up: wait for an operator. The caller aborted
     /// any multipart upload; its record goes.
     pub fn mark_failed(&mut self, id: i64, claim: i64, error: &str, now_ms: i64) -> Result<bool> {

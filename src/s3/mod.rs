@@ -243,6 +243,25 @@ pub fn classify(status: u16, code: &str) -> ErrorClass {
     }
 }
 
+/// Permanent errors that are the destination's, not the file's: every file would get
+/// them. Its files then wait (back-pressure) instead of failing one by one.
+pub fn is_destination_wide(code: &str) -> bool {
+    matches!(
+        code,
+        "NoSuchBucket"
+            | "AccessDenied"
+            | "AllAccessDisabled"
+            | "AccountProblem"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "InvalidBucketName"
+            | "PermanentRedirect"
+            | "AuthorizationHeaderMalformed"
+            | "IllegalLocationConstraintException"
+            | "InvalidClientTokenId"
+    )
+}
+
 /// What an operator should check for the common codes.
 fn hint(code: &str) -> Option<&'static str> {
     Some(match code {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::multipart::CLAIM_LOST;
+use super::pressure::Verdict;
 use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
 use super::{backoff, now_ms, Uploader, LEASE};
 use crate::finish::{finish_source, Finished};
@@ -34,6 +35,9 @@ enum Outcome {
     Changed { stamp: FileStamp },
     /// Retrying might help.
     Transient(String),
+    /// The destination fails for every file (a missing bucket, denied access): hold its
+    /// files back rather than fail them.
+    Blocked(String),
     /// Retrying cannot help: fail the row now.
     Permanent(String),
     /// The row is no longer this worker's (its lease ran out): touch nothing.
@@ -63,6 +67,10 @@ impl Uploader {
             transcode::remove_work(&self.config.state_dir, row.id, row.claim);
         }
         let (id, claim) = (row.id, row.claim);
+        if !matches!(outcome, Outcome::Delivered(_) | Outcome::Blocked(_)) {
+            // If this was a blocked destination's probe, it told nothing: probe again.
+            self.pressure.probe_unused(&row.destination);
+        }
         match outcome {
             Outcome::Delivered(delivery) => {
                 let uploaded = &delivery.uploaded;
@@ -87,6 +95,7 @@ impl Uploader {
                     .await;
                 if done {
                     self.heartbeat.delivered();
+                    self.reopened(&row.destination).await;
                     self.metrics
                         .delivered(&row.spool, delivery.size, started.elapsed());
                     let how = if uploaded.sent {
@@ -116,6 +125,7 @@ impl Uploader {
             Outcome::Lost => {
                 tracing::warn!(spool = %row.spool, id, path = %row.rel_path, "this worker lost the row (lease ran out); another attempt owns it");
             }
+            Outcome::Blocked(error) => self.hold_back(&row, error).await,
             Outcome::Transient(error) => self.after_error(&row, error, ErrorClass::Transient).await,
             Outcome::Permanent(error) => self.after_error(&row, error, ErrorClass::Permanent).await,
         }
@@ -183,6 +193,57 @@ impl Uploader {
             }
         }
         false
+    }
+
+    /// A destination-wide error: block the destination (its files wait in the queue) and
+    /// put this file back untouched; or, if the destination works for other files, fail
+    /// this one like any permanent error.
+    async fn hold_back(&self, row: &FileRow, error: String) {
+        let now = std::time::Instant::now();
+        match self.pressure.failed(&row.destination, &error, now) {
+            Verdict::FileOnly => self.after_error(row, error, ErrorClass::Permanent).await,
+            Verdict::Blocked { wait, newly } => {
+                self.metrics
+                    .attempt_failed(&row.destination, ErrorClass::Permanent);
+                if newly {
+                    tracing::error!(destination = %row.destination, error = %error,
+                        "destination failing for every file: holding its files back (they wait in the queue and are retried by themselves); fix the cause");
+                    let (name, reason) =
+                        (format!("destination:{}", row.destination), error.clone());
+                    let recorded = self
+                        .queue
+                        .call(move |q| q.set_condition(&name, &reason, now_ms()))
+                        .await;
+                    if let Err(e) = recorded {
+                        tracing::warn!(error = %e, "cannot record the destination condition for status");
+                    }
+                } else {
+                    tracing::warn!(destination = %row.destination, retry_in_s = wait.as_secs(), error = %error,
+                        "destination still failing");
+                }
+                let (id, claim) = (row.id, row.claim);
+                let next = wait.as_millis() as i64;
+                self.record(id, move |q, now| {
+                    q.release(id, claim, &error, now + next, now)
+                })
+                .await;
+            }
+        }
+    }
+
+    /// A file reached `destination`: if it was held back, it is open again.
+    async fn reopened(&self, destination: &str) {
+        let Some(reason) = self
+            .pressure
+            .succeeded(destination, std::time::Instant::now())
+        else {
+            return;
+        };
+        tracing::info!(destination, was = %reason, "destination works again: its files go on");
+        let name = format!("destination:{destination}");
+        if let Err(e) = self.queue.call(move |q| q.clear_condition(&name)).await {
+            tracing::warn!(error = %e, "cannot clear the destination condition");
+        }
     }
 
     async fn after_error(&self, row: &FileRow, error: String, class: ErrorClass) {
@@ -451,6 +512,9 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
 fn from_store_error(e: StoreError) -> Outcome {
     if e.code == CLAIM_LOST {
         return Outcome::Lost;
+    }
+    if e.class == ErrorClass::Permanent && crate::s3::is_destination_wide(&e.code) {
+        return Outcome::Blocked(e.to_string());
     }
     match e.class {
         ErrorClass::Transient => Outcome::Transient(e.to_string()),

@@ -10,6 +10,7 @@ pub mod backoff;
 mod deliver;
 pub mod limit;
 mod multipart;
+pub mod pressure;
 mod sweep;
 pub mod transfer;
 
@@ -24,8 +25,12 @@ use crate::config::Config;
 use crate::finish::Finishing;
 use crate::queue::{Eligible, SharedQueue};
 use crate::service::Heartbeat;
+use pressure::Pressure;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically};
 pub use transfer::Target;
+
+/// How often the free space of `state_dir` is looked at.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a claim lasts unless renewed; a worker renews it every quarter of that.
 const LEASE: Duration = Duration::from_secs(120);
@@ -48,12 +53,48 @@ pub struct Uploader {
     pub converting: Arc<Semaphore>,
     /// The dispatcher's sign of life, for systemd's watchdog.
     pub heartbeat: Heartbeat,
-    /// The rows this config may claim: its spools' and destinations'.
-    pub eligible: Eligible,
+    /// This config's spools and destinations: only their rows are claimed.
+    pub spools: Vec<String>,
+    pub destinations: Vec<String>,
+    /// When to hold work back (low disk, failing destinations); outlives a reload.
+    pub pressure: Arc<Pressure>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Uploader {
+    /// The rows of this config's spools bound for `destinations`.
+    fn eligible(&self, destinations: &[String]) -> Eligible {
+        let spools: Vec<&str> = self.spools.iter().map(String::as_str).collect();
+        let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
+        Eligible::only(&spools, &destinations)
+    }
+
+    /// Looks at `state_dir`'s free space and says so when that changes.
+    async fn check_disk(&self) {
+        let dir = self.config.state_dir.clone();
+        let min_free = self.config.min_free_space;
+        let pressure = Arc::clone(&self.pressure);
+        let changed = tokio::task::spawn_blocking(move || pressure.check_disk(&dir, min_free))
+            .await
+            .unwrap_or(None);
+        let recorded = match changed {
+            None => return,
+            Some(Some(reason)) => {
+                tracing::error!(reason = %reason, "state_dir is low on space: not taking new files until it has room (they wait in their spools)");
+                self.queue
+                    .call(move |q| q.set_condition("disk", &reason, now_ms()))
+                    .await
+            }
+            Some(None) => {
+                tracing::info!("state_dir has room again: taking new files");
+                self.queue.call(|q| q.clear_condition("disk")).await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "cannot record the disk condition for status");
+        }
+    }
+
     /// Conversions that may run at once: one per core, since each is CPU work holding up
     /// to a row group.
     pub fn conversion_slots() -> usize {
@@ -75,6 +116,7 @@ impl Uploader {
         let slots = Arc::new(Semaphore::new(self.file_slots()));
         let mut tasks = JoinSet::new();
         let mut last_reap = std::time::Instant::now();
+        let mut last_disk_check = std::time::Instant::now() - DISK_CHECK_EVERY;
         loop {
             if last_reap.elapsed() >= REAP_EVERY {
                 last_reap = std::time::Instant::now();
@@ -104,17 +146,56 @@ impl Uploader {
                 }
                 _ = shutdown.cancelled() => break,
             };
+            if last_disk_check.elapsed() >= DISK_CHECK_EVERY {
+                last_disk_check = std::time::Instant::now();
+                self.check_disk().await;
+            }
+            if self.pressure.disk_low() {
+                // Nothing new until state_dir has room: the files wait in their spools.
+                drop(first);
+                self.heartbeat.beat();
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
             let want = 1 + slots.available_permits();
+            let plan = self
+                .pressure
+                .plan(&self.destinations, std::time::Instant::now());
+            let open = self.eligible(&plan.open);
+            let probes: Vec<(String, Eligible)> = plan
+                .probes
+                .iter()
+                .map(|d| (d.clone(), self.eligible(std::slice::from_ref(d))))
+                .collect();
             let now = now_ms();
-            let eligible = self.eligible.clone();
             let claimed = self
                 .queue
-                .call(move |q| q.claim_for(want, now, LEASE, &eligible))
+                .call(move |q| {
+                    let mut rows = Vec::new();
+                    let mut unused = Vec::new();
+                    // One file probes each blocked destination that is due.
+                    for (destination, eligible) in &probes {
+                        let probe = q.claim_for(1, now, LEASE, eligible)?;
+                        if probe.is_empty() {
+                            unused.push(destination.clone());
+                        }
+                        rows.extend(probe);
+                    }
+                    if rows.len() < want {
+                        rows.extend(q.claim_for(want - rows.len(), now, LEASE, &open)?);
+                    }
+                    Ok((rows, unused))
+                })
                 .await;
             let rows = match claimed {
                 // A turn counts as healthy once the queue answered.
-                Ok(rows) => {
+                Ok((rows, unused)) => {
                     self.heartbeat.beat();
+                    for destination in unused {
+                        self.pressure.probe_unused(&destination);
+                    }
                     rows
                 }
                 Err(e) => {
@@ -128,7 +209,10 @@ impl Uploader {
             };
             if rows.is_empty() {
                 drop(first);
-                let eligible = self.eligible.clone();
+                let plan = self
+                    .pressure
+                    .plan_peek(&self.destinations, std::time::Instant::now());
+                let eligible = self.eligible(&plan);
                 let wait = match self.queue.call(move |q| q.next_due_for(&eligible)).await {
                     Ok(Some(due)) => {
                         Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL)

@@ -256,17 +256,34 @@ fn check_and_the_daemon_name_credential_and_permission_problems() {
         }
     }
 
-    // The daemon fails such a file at once (no retry storm) and leaves it in place.
+    // The daemon holds the destination's files back (no retry storm, no file failed for
+    // the destination's fault), says why in status, and leaves them in place.
     s.set_keys(&id, &secret);
     s.drop_file("denied.csv", b"x");
     let daemon = s.start();
-    wait_for(Duration::from_secs(60), "the file to fail", || {
-        s.count("failed") == 1
+    wait_for(Duration::from_secs(60), "the destination held back", || {
+        !s.status()["held_back"].as_array().unwrap().is_empty()
     });
+    let status = s.status();
     assert!(daemon.stop().success());
+    assert!(
+        s.status()["held_back"].as_array().unwrap().is_empty(),
+        "a stopped daemon holds nothing back"
+    );
+    assert!(
+        status["held_back"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
+        "{status}"
+    );
     let row: serde_json::Value =
         serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap();
-    assert_eq!(row["attempts"], 1);
+    assert_eq!(row["state"], "pending");
+    assert_eq!(
+        row["attempts"], 0,
+        "the destination's fault does not count against the file"
+    );
     assert!(
         row["last_error"].as_str().unwrap().contains("AccessDenied"),
         "{row}"

@@ -7,42 +7,107 @@ use crate::harness::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 #[test]
-fn missing_bucket_fails_at_once_then_retry_delivers() {
+fn a_missing_bucket_holds_files_back_until_it_exists_then_they_go_by_themselves() {
     let endpoint = shared_server();
     let bucket = Bucket::named(endpoint);
     let s = Setup::new(Options::new(endpoint), bucket);
+    let port = s.serve_metrics();
     let sha = s.drop_file("orders.csv", b"a,b\n1,2\n");
+    s.drop_file("more.csv", b"c\n");
     let daemon = s.start();
-    wait_for(WAIT, "the file to fail", || s.count("failed") == 1);
+    wait_for(WAIT, "the destination held back", || {
+        !s.status()["held_back"].as_array().unwrap().is_empty()
+    });
     let status = s.status();
-    let error = status["latest_errors"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(error.contains("NoSuchBucket"), "{error}");
+    let held = &status["held_back"][0];
+    assert_eq!(held["name"], "destination:lake");
+    assert!(
+        held["reason"].as_str().unwrap().contains("NoSuchBucket"),
+        "{held}"
+    );
     assert_eq!(
-        status["latest_errors"][0]["attempts"], 1,
-        "a permanent error is not retried"
+        status["counts"]["failed"], 0,
+        "the files are not failed: {status}"
+    );
+    assert_eq!(
+        status["counts"]["pending"].as_u64().unwrap()
+            + status["counts"]["active"].as_u64().unwrap(),
+        2
+    );
+    let text = String::from_utf8(s.cli(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains("held back (destination:lake, since "),
+        "{text}"
+    );
+    let metrics = scrape(port);
+    assert_eq!(
+        metric_value(&metrics, "s3spool_held_back{cause=\"destination:lake\"}"),
+        Some(1.0),
+        "{metrics}"
     );
     assert_eq!(
         s.spool_files(),
-        vec!["orders.csv"],
-        "the file stays where it is"
+        ["more.csv", "orders.csv"],
+        "the files stay where they are"
+    );
+    // Held back, the destination is probed now and then, not hammered.
+    std::thread::sleep(Duration::from_secs(3));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
+    assert!(
+        rows.iter().all(|r| r["attempts"].as_u64().unwrap() <= 1),
+        "{rows:?}"
     );
 
-    // The operator creates the bucket and retries; the running daemon picks it up.
+    // The cause goes away; nobody runs a command: the files go by themselves.
     s.bucket.create_now();
-    let out = s.cli(&["retry", "--failed"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 file(s) queued again"));
-    wait_for(WAIT, "delivery after retry", || s.count("done") == 1);
+    wait_for(WAIT, "delivered once the bucket exists", || {
+        s.count("done") == 2
+    });
+    wait_for(WAIT, "nothing held back", || {
+        s.status()["held_back"].as_array().unwrap().is_empty()
+    });
     assert!(daemon.stop().success());
     assert_eq!(s.bucket.objects()["inbound/orders/orders.csv"].sha256, sha);
     assert!(s.spool_files().is_empty());
+    let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap();
+    assert!(log.contains("destination works again"));
+}
+
+#[test]
+fn a_full_state_dir_holds_new_files_back_until_there_is_room() {
+    let endpoint = shared_server();
+    let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
+    // More than any disk has: state_dir is "low on space" from the start.
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let roomy = config.clone();
+    write_private(
+        &s.config,
+        &config.replacen("state_dir", "min_free_space = \"1000000TiB\"\nstate_dir", 1),
+    );
+    s.drop_file("a.csv", b"waits for room\n");
+    let daemon = s.start();
+    wait_for(WAIT, "held back for disk space", || {
+        s.status()["held_back"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "disk")
+    });
+    wait_for(WAIT, "queued", || s.count("pending") == 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.count("pending"), 1, "not taken while the disk is short");
+    assert!(s.bucket.objects().is_empty());
+    // Room again (here: a lower threshold, reloaded): it goes by itself.
+    write_private(&s.config, &roomy);
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "delivered once there is room", || {
+        s.count("done") == 1
+    });
+    wait_for(WAIT, "nothing held back", || {
+        s.status()["held_back"].as_array().unwrap().is_empty()
+    });
+    assert!(daemon.stop().success());
 }
 
 #[test]

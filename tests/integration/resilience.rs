@@ -217,28 +217,37 @@ fn a_lost_answer_to_a_put_is_not_followed_by_a_second_upload() {
 }
 
 #[test]
-fn a_missing_bucket_fails_fast_with_few_requests() {
+fn a_missing_bucket_is_probed_not_hammered() {
     let server = shared_server();
     let proxy = FaultProxy::start(server, Mode::Pass);
     let mut o = Options::new(&proxy.endpoint());
     o.max_attempts = 10;
     let s = Setup::new(o, Bucket::named(server));
-    s.drop_file("a.csv", b"x");
+    for n in 0..20 {
+        s.drop_file(&format!("f{n}.csv"), b"x");
+    }
     let daemon = s.start();
-    wait_for(WAIT, "failed", || s.count("failed") == 1);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(WAIT, "held back", || {
+        !s.status()["held_back"].as_array().unwrap().is_empty()
+    });
+    // Through the first probe (5s after the block) and a little beyond.
+    std::thread::sleep(Duration::from_secs(7));
     assert!(daemon.stop().success());
-    let requests: Vec<String> = proxy
+    let puts = proxy
         .requests()
         .into_iter()
-        .filter(|r| !(r.starts_with("GET ") && r.contains("uploads=")))
-        .collect();
-    // Besides the start-up sweep's ListMultipartUploads: one PUT, no retry storm.
-    assert_eq!(requests.len(), 1, "{requests:?}");
-    let error = s.status()["latest_errors"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .filter(|r| r.starts_with("PUT "))
+        .count();
+    // The files already in flight when the first answer came (at most the 8 file slots),
+    // then one probe: no retry storm.
+    assert!((1..=10).contains(&puts), "{puts} PUTs");
+    let status = s.status();
+    assert_eq!(
+        status["counts"]["failed"], 0,
+        "no file failed for the bucket: {status}"
+    );
+    assert_eq!(status["counts"]["pending"], 20);
+    let error = status["latest_errors"][0]["error"].as_str().unwrap();
     assert!(error.contains("NoSuchBucket"), "{error}");
 }
 

@@ -1,0 +1,275 @@
+//! Back-pressure: when to stop taking new work. Files then stay in their spools (and
+//! queued), safe, and work resumes by itself once the cause is gone:
+//!
+//! - `state_dir` is low on space (below `min_free_space`): no file is claimed, so nothing
+//!   is converted into `state_dir/work` and the queue keeps room to record outcomes.
+//! - A destination fails for every file (the bucket is gone, access is denied, the key
+//!   is wrong): its files are not claimed. After a wait (5s, doubling to 5 min) one file
+//!   probes it; its first success opens it again. The files are not failed: it is the
+//!   destination's fault, not theirs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const FIRST_WAIT: Duration = Duration::from_secs(5);
+const MAX_WAIT: Duration = Duration::from_secs(300);
+/// A destination that delivered a file this recently works: an error like AccessDenied
+/// is then about the file (its key), not the destination.
+const RECENT_SUCCESS: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default)]
+struct Destination {
+    blocked: Option<Blocked>,
+    last_success: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Blocked {
+    reason: String,
+    retry_at: Instant,
+    wait: Duration,
+    /// A probe file is out.
+    probing: bool,
+}
+
+/// What to claim from, this turn.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Destinations working as usual.
+    pub open: Vec<String>,
+    /// Blocked destinations due for one probe file each.
+    pub probes: Vec<String>,
+}
+
+/// How a destination-wide error is taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The destination is blocked (newly, or again after a probe): requeue the file
+    /// untouched for after `wait`.
+    Blocked { wait: Duration, newly: bool },
+    /// The destination works for other files: the error is this file's.
+    FileOnly,
+}
+
+/// The back-pressure state, shared by the dispatcher and the delivery tasks.
+#[derive(Debug, Default)]
+pub struct Pressure {
+    destinations: Mutex<HashMap<String, Destination>>,
+    disk_low: Mutex<Option<String>>,
+}
+
+impl Pressure {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Destination>> {
+        self.destinations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Splits `names` into open destinations and blocked ones due for a probe (which are
+    /// then marked as probing until their probe ends).
+    pub fn plan(&self, names: &[String], now: Instant) -> Plan {
+        let mut all = self.lock();
+        let mut plan = Plan::default();
+        for name in names {
+            match all.get_mut(name).and_then(|d| d.blocked.as_mut()) {
+                None => plan.open.push(name.clone()),
+                Some(b) if !b.probing && b.retry_at <= now => {
+                    b.probing = true;
+                    plan.probes.push(name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        plan
+    }
+
+    /// The destinations open now, without starting probes (for the idle wait).
+    pub fn plan_peek(&self, names: &[String], now: Instant) -> Vec<String> {
+        let all = self.lock();
+        names
+            .iter()
+            .filter(|n| {
+                all.get(*n)
+                    .and_then(|d| d.blocked.as_ref())
+                    .is_none_or(|b| !b.probing && b.retry_at <= now)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// A probe found nothing to send: the destination may be probed again next turn.
+    pub fn probe_unused(&self, name: &str) {
+        if let Some(b) = self.lock().get_mut(name).and_then(|d| d.blocked.as_mut()) {
+            b.probing = false;
+        }
+    }
+
+    /// A file reached `name`. Returns the reason it was blocked, if this unblocked it.
+    pub fn succeeded(&self, name: &str, now: Instant) -> Option<String> {
+        let mut all = self.lock();
+        let d = all.entry(name.to_string()).or_default();
+        d.last_success = Some(now);
+        d.blocked.take().map(|b| b.reason)
+    }
+
+    /// A file failed at `name` with an error that may be the destination's.
+    pub fn failed(&self, name: &str, reason: &str, now: Instant) -> Verdict {
+        let mut all = self.lock();
+        let d = all.entry(name.to_string()).or_default();
+        match &mut d.blocked {
+            Some(b) => {
+                // A probe (or a file in flight when it blocked) failed again: wait longer.
+                if b.probing {
+                    b.wait = (b.wait * 2).min(MAX_WAIT);
+                    b.probing = false;
+                }
+                b.retry_at = now + b.wait;
+                b.reason = reason.to_string();
+                Verdict::Blocked {
+                    wait: b.wait,
+                    newly: false,
+                }
+            }
+            None if d
+                .last_success
+                .is_some_and(|at| now.duration_since(at) < RECENT_SUCCESS) =>
+            {
+                Verdict::FileOnly
+            }
+            None => {
+                d.blocked = Some(Blocked {
+                    reason: reason.to_string(),
+                    retry_at: now + FIRST_WAIT,
+                    wait: FIRST_WAIT,
+                    probing: false,
+                });
+                Verdict::Blocked {
+                    wait: FIRST_WAIT,
+                    newly: true,
+                }
+            }
+        }
+    }
+
+    /// Destinations blocked now, with their reasons.
+    pub fn blocked(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .filter_map(|(name, d)| Some((name.clone(), d.blocked.as_ref()?.reason.clone())))
+            .collect()
+    }
+
+    /// Looks at the free space under `dir`. Returns the new state when it changed:
+    /// `Some(Some(reason))` when it became low, `Some(None)` when it recovered.
+    pub fn check_disk(&self, dir: &Path, min_free: u64) -> Option<Option<String>> {
+        let low = match free_space(dir) {
+            Ok(free) if free < min_free => Some(format!(
+                "state_dir {} has {} free, below min_free_space {}",
+                dir.display(),
+                crate::config::units::format_size(free),
+                crate::config::units::format_size(min_free)
+            )),
+            Ok(_) => None,
+            // Unknown: do not stop work for it.
+            Err(_) => None,
+        };
+        let mut current = self.disk_low.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_some() == low.is_some() {
+            if low.is_some() {
+                *current = low;
+            }
+            return None;
+        }
+        *current = low.clone();
+        Some(low)
+    }
+
+    pub fn disk_low(&self) -> bool {
+        self.disk_low
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+}
+
+/// Bytes available to this (unprivileged) process on the file system holding `dir`.
+fn free_space(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_destination_is_blocked_probed_with_backoff_and_reopened() {
+        let p = Pressure::default();
+        let names = vec!["lake".to_string(), "sea".to_string()];
+        let t0 = Instant::now();
+        assert_eq!(p.plan(&names, t0).open, names);
+        assert_eq!(
+            p.failed("lake", "NoSuchBucket", t0),
+            Verdict::Blocked {
+                wait: FIRST_WAIT,
+                newly: true
+            }
+        );
+        let plan = p.plan(&names, t0 + Duration::from_secs(1));
+        assert_eq!((plan.open, plan.probes), (vec!["sea".to_string()], vec![]));
+        let probe_time = t0 + FIRST_WAIT;
+        assert_eq!(p.plan(&names, probe_time).probes, ["lake"]);
+        assert!(
+            p.plan(&names, probe_time).probes.is_empty(),
+            "one probe at a time"
+        );
+        assert_eq!(
+            p.failed("lake", "NoSuchBucket", probe_time),
+            Verdict::Blocked {
+                wait: FIRST_WAIT * 2,
+                newly: false
+            },
+            "a failed probe doubles the wait"
+        );
+        assert!(p.plan(&names, probe_time + FIRST_WAIT).probes.is_empty());
+        assert_eq!(p.plan(&names, probe_time + FIRST_WAIT * 2).probes, ["lake"]);
+        assert_eq!(
+            p.succeeded("lake", probe_time + FIRST_WAIT * 2).as_deref(),
+            Some("NoSuchBucket")
+        );
+        assert_eq!(p.plan(&names, probe_time).open, names);
+        assert!(p.blocked().is_empty());
+        // Working a moment ago: an AccessDenied now is about this file's key.
+        assert_eq!(
+            p.failed("lake", "AccessDenied", probe_time + FIRST_WAIT * 3),
+            Verdict::FileOnly
+        );
+    }
+
+    #[test]
+    fn disk_changes_are_reported_once() {
+        let p = Pressure::default();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            p.check_disk(dir.path(), 1),
+            None,
+            "plenty of space: no change"
+        );
+        let low = p.check_disk(dir.path(), u64::MAX).unwrap().unwrap();
+        assert!(low.contains("below min_free_space"), "{low}");
+        assert!(p.disk_low());
+        assert_eq!(
+            p.check_disk(dir.path(), u64::MAX),
+            None,
+            "still low: no change"
+        );
+        assert_eq!(p.check_disk(dir.path(), 1), Some(None), "recovered");
+        assert!(!p.disk_low());
+    }
+}
