@@ -3,7 +3,9 @@
 //! `anyhow` chains that `main` prints whole.
 
 mod check;
+mod generate;
 mod list;
+mod pause;
 mod purge;
 mod retry;
 mod run;
@@ -21,11 +23,18 @@ use crate::queue::Queue;
 /// Exit code for an invalid config (sysexits' EX_CONFIG), so systemd can refuse to restart.
 pub const EXIT_CONFIG: u8 = 78;
 
+/// Exit code of `status --max-age` when the oldest waiting file is older.
+pub const EXIT_TOO_OLD: u8 = 3;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "s3spool",
     version,
-    about = "Moves finished files from spool directories into S3, exactly once"
+    about = "Moves finished files from spool directories into S3, exactly once",
+    after_help = "Exit codes: 0 success; 1 failure (the message says why: a check or retry \
+that did not pass, an unreadable queue, a failed send); 2 usage error; 3 `status --max-age`: \
+the oldest waiting file is older; 78 invalid config (every error is printed); 130 `run` \
+stopped by a second signal."
 )]
 pub struct Cli {
     /// The config file.
@@ -51,10 +60,24 @@ pub enum Command {
     Retry(retry::Args),
     /// Delete old `done` rows from the queue.
     Purge(purge::Args),
+    /// Stop uploading one spool's files (they stay queued) until `resume`.
+    Pause(pause::Args),
+    /// Upload a paused spool's files again.
+    Resume(pause::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionArgs),
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Made from the command line alone: no config needed.
+    match cli.command {
+        Command::Completions(args) => return generate::completions(args),
+        Command::Man => return generate::man(),
+        _ => {}
+    }
     // Only commands that talk to S3 read secret files and systemd credentials.
     let needs_secrets = matches!(cli.command, Command::Run | Command::Check(_));
     let config = match Config::load_with(&cli.config, needs_secrets) {
@@ -73,6 +96,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(args) => show::run(&config, args),
         Command::Retry(args) => retry::run(&config, args),
         Command::Purge(args) => purge::run(&config, args),
+        Command::Pause(args) => pause::pause(&config, args),
+        Command::Resume(args) => pause::resume(&config, args),
+        Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }
 

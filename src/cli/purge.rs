@@ -17,17 +17,25 @@ pub struct Args {
     /// Only rows done longer ago than this, e.g. 7d or 12h.
     #[arg(long, value_parser = parse_duration, required = true)]
     older_than: std::time::Duration,
+    /// Say what would be purged, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     debug_assert!(args.done);
     let mut queue = super::open_queue(config)?;
     let before = crate::upload::now_ms() - args.older_than.as_millis() as i64;
-    let (deleted, kept) = queue.purge_done(before, |row| {
+    let keep = |row: &crate::queue::FileRow| {
         super::exists(&row.path)
             && std::fs::symlink_metadata(&row.path).is_ok_and(|m| FileStamp::of(&m) == row.stamp)
-    })?;
-    println!("purged {deleted} done row(s)");
+    };
+    let (deleted, kept) = queue.purge_done(before, keep, args.dry_run)?;
+    if args.dry_run {
+        println!("would purge {deleted} done row(s) (dry run: nothing changed)");
+    } else {
+        println!("purged {deleted} done row(s)");
+    }
     if kept > 0 {
         println!("kept {kept} done row(s) whose source file is still in place (they stop it being delivered again)");
     }

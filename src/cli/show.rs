@@ -19,11 +19,13 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("s3spool: no queue row with id {}", args.id);
         return Ok(ExitCode::FAILURE);
     };
+    let history = queue.attempts_of(row.id)?;
     if args.json {
         let progress = queue.progress(&row)?;
         let mut value = serde_json::to_value(&row)?;
         value["parts_done"] = progress.map(|p| p.0).into();
         value["parts_total"] = progress.map(|p| p.1).into();
+        value["history"] = serde_json::to_value(&history)?;
         super::print_json(&value)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -44,11 +46,37 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("last error    {}", row.last_error.as_deref().unwrap_or("-"));
     println!("etag          {}", row.etag.as_deref().unwrap_or("-"));
+    println!("sha256        {}", row.sha256.as_deref().unwrap_or("-"));
+    if let Some(size) = row.object_size {
+        println!("object size   {size} bytes");
+    }
+    if let Some(rows) = row.rows {
+        println!("rows          {rows}");
+    }
+    if let Some(format) = &row.format {
+        println!("format        {format}");
+    }
     println!("queued        {}", fmt(row.queued_at));
     println!("updated       {}", fmt(row.updated_at));
     println!(
         "done          {}",
         row.done_at.map(fmt).unwrap_or_else(|| "-".into())
     );
+    if !history.is_empty() {
+        println!("history");
+        for h in &history {
+            let error = h
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            println!(
+                "  {}  attempt {}  {}{error}",
+                fmt(h.ended_at),
+                h.attempt,
+                h.outcome
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

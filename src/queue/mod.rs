@@ -226,6 +226,33 @@ pub struct Counts {
     pub failed: u64,
 }
 
+/// One spool's line in `s3spool status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SpoolLine {
+    pub spool: String,
+    pub counts: Counts,
+    /// Unix milliseconds: when the oldest file waiting or in flight was queued.
+    pub oldest_waiting_queued_at: Option<i64>,
+    /// Files and object bytes delivered in the report's window.
+    pub delivered_recently: u64,
+    pub bytes_recently: u64,
+    /// The latest error of a file not delivered.
+    pub last_error: Option<String>,
+    pub paused: bool,
+}
+
+/// One ended delivery attempt of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    /// The file's attempt count after it.
+    pub attempt: u32,
+    /// Unix milliseconds.
+    pub ended_at: i64,
+    /// done, retry, failed, changed or held back.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
 /// Something holding work back, as the daemon last reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Condition {

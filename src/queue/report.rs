@@ -73,6 +73,116 @@ impl Queue {
         )
     }
 
+    /// The ended attempts of file `id`, oldest first.
+    pub fn attempts_of(&self, id: i64) -> Result<Vec<AttemptRecord>> {
+        self.select(
+            "SELECT attempt, ended_at, outcome, error FROM attempts WHERE file_id = ?1
+             ORDER BY ended_at, rowid",
+            [id],
+            |r| {
+                Ok(AttemptRecord {
+                    attempt: r.get(0)?,
+                    ended_at: r.get(1)?,
+                    outcome: r.get(2)?,
+                    error: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// Per spool: counts per state, oldest waiting, deliveries since `since_ms`, the
+    /// latest error of a file not done. For `status` (a full scan: an operator's command).
+    pub fn spool_report(&self, since_ms: i64) -> Result<Vec<SpoolLine>> {
+        let mut lines: std::collections::BTreeMap<String, SpoolLine> = Default::default();
+        let line = |lines: &mut std::collections::BTreeMap<String, SpoolLine>, spool: &str| {
+            lines.entry(spool.to_string()).or_insert_with(|| SpoolLine {
+                spool: spool.to_string(),
+                ..SpoolLine::default()
+            });
+        };
+        let counts = self.select(
+            "SELECT spool, state, COUNT(*),
+                    MIN(CASE WHEN state IN ('pending', 'active') THEN queued_at END),
+                    SUM(CASE WHEN state = 'done' AND done_at >= ?1 THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN state = 'done' AND done_at >= ?1
+                             THEN COALESCE(object_size, size) ELSE 0 END)
+             FROM files GROUP BY spool, state",
+            [since_ms],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)? as u64,
+                    r.get::<_, i64>(5)? as u64,
+                ))
+            },
+        )?;
+        for (spool, state, n, oldest, recent, bytes) in counts {
+            line(&mut lines, &spool);
+            let l = lines.get_mut(&spool).expect("just made");
+            match State::parse(&state) {
+                Some(State::Pending) => l.counts.pending = n,
+                Some(State::Active) => l.counts.active = n,
+                Some(State::Done) => l.counts.done = n,
+                Some(State::Failed) => l.counts.failed = n,
+                None => {}
+            }
+            l.oldest_waiting_queued_at = match (l.oldest_waiting_queued_at, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            l.delivered_recently += recent;
+            l.bytes_recently += bytes;
+        }
+        let errors = self.select(
+            "SELECT spool, last_error FROM files f
+             WHERE last_error IS NOT NULL AND state != 'done'
+               AND updated_at = (SELECT MAX(updated_at) FROM files g
+                                 WHERE g.spool = f.spool AND g.last_error IS NOT NULL
+                                   AND g.state != 'done')",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        for (spool, error) in errors {
+            line(&mut lines, &spool);
+            lines.get_mut(&spool).expect("just made").last_error = Some(error);
+        }
+        for (spool, _) in self.paused()? {
+            line(&mut lines, &spool);
+            lines.get_mut(&spool).expect("just made").paused = true;
+        }
+        Ok(lines.into_values().collect())
+    }
+
+    /// Pauses a spool: its files are still queued, but none is taken until it resumes.
+    /// Returns false if it was paused already.
+    pub fn pause(&mut self, spool: &str, now_ms: i64) -> Result<bool> {
+        self.conn
+            .execute(
+                "INSERT INTO paused (spool, since) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![spool, now_ms],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Resumes a paused spool. Returns false if it was not paused.
+    pub fn resume(&mut self, spool: &str) -> Result<bool> {
+        self.conn
+            .execute("DELETE FROM paused WHERE spool = ?1", [spool])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Paused spools, with when they were paused.
+    pub fn paused(&self) -> Result<Vec<(String, i64)>> {
+        self.select("SELECT spool, since FROM paused ORDER BY spool", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    }
+
     /// Records a condition holding work back (kept since its first report).
     pub fn set_condition(&mut self, name: &str, reason: &str, now_ms: i64) -> Result<()> {
         self.conn
@@ -208,6 +318,7 @@ impl Queue {
         &mut self,
         before_ms: i64,
         keep: impl Fn(&FileRow) -> bool,
+        dry_run: bool,
     ) -> Result<(usize, usize)> {
         // A file listed in a manifest not yet written stays: the manifest is built from it.
         let sql = format!(
@@ -220,14 +331,22 @@ impl Queue {
         // the daemon is never kept waiting on a long purge.
         let (kept, doomed): (Vec<&FileRow>, Vec<&FileRow>) =
             candidates.iter().partition(|row| keep(row));
+        if dry_run {
+            return Ok((doomed.len(), kept.len()));
+        }
         let mut deleted = 0;
         for chunk in doomed.chunks(1000) {
             deleted += self.in_transaction(|tx| {
                 let mut delete =
                     tx.prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")?;
+                let mut history = tx.prepare_cached("DELETE FROM attempts WHERE file_id = ?1")?;
                 let mut n = 0;
                 for row in chunk {
-                    n += delete.execute([row.id])?;
+                    let gone = delete.execute([row.id])?;
+                    if gone == 1 {
+                        history.execute([row.id])?;
+                    }
+                    n += gone;
                 }
                 Ok(n)
             })?;

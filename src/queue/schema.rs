@@ -87,13 +87,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX files_batch ON files (batch_id) WHERE batch_id IS NOT NULL;
     "#,
     // 4: conditions that hold work back (state_dir low on space, a destination failing),
-    // written by the daemon for `status`.
+    // written by the daemon for `status`; spools an operator paused; attempt history.
     r#"
     CREATE TABLE conditions (
         name   TEXT    PRIMARY KEY,                    -- 'disk' or 'destination:NAME'
         reason TEXT    NOT NULL,
         since  INTEGER NOT NULL                        -- unix milliseconds
     ) WITHOUT ROWID;
+    CREATE TABLE paused (
+        spool  TEXT    PRIMARY KEY,
+        since  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        file_id  INTEGER NOT NULL,
+        attempt  INTEGER NOT NULL,                     -- the file's attempt count then
+        ended_at INTEGER NOT NULL,                     -- unix milliseconds
+        outcome  TEXT    NOT NULL,                     -- done, retry, failed, changed, held back
+        error    TEXT
+    );
+    CREATE INDEX attempts_file ON attempts (file_id, ended_at);
     "#,
 ];
 

@@ -229,16 +229,22 @@ fn summary_retry_and_purge() {
     assert_eq!(q.retry_failed(61).unwrap(), Vec::<i64>::new());
 
     assert_eq!(
-        q.purge_done(50, |_| false).unwrap(),
+        q.purge_done(50, |_| false, false).unwrap(),
         (0, 0),
         "done_at 50 is not before 50"
     );
     assert_eq!(
-        q.purge_done(51, |_| true).unwrap(),
+        q.purge_done(51, |_| true, false).unwrap(),
         (0, 1),
         "kept rows stay"
     );
-    assert_eq!(q.purge_done(51, |_| false).unwrap(), (1, 0));
+    assert_eq!(
+        q.purge_done(51, |_| false, true).unwrap(),
+        (1, 0),
+        "dry run"
+    );
+    assert_eq!(q.purge_done(51, |_| false, false).unwrap(), (1, 0));
+    assert_eq!(q.purge_done(51, |_| false, false).unwrap(), (0, 0));
     assert!(q.get(1).unwrap().is_none());
 
     let listed = q

@@ -32,7 +32,29 @@ impl Eligible {
 
 /// The condition on `spool` and `destination`, with named parameters.
 const ELIGIBLE: &str = "(:spools IS NULL OR spool IN (SELECT value FROM json_each(:spools)))
-     AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))";
+     AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
+     AND spool NOT IN (SELECT spool FROM paused)";
+
+/// One ended attempt, for `s3spool show`.
+struct History<'a> {
+    outcome: &'static str,
+    error: Option<&'a str>,
+    now_ms: i64,
+}
+
+/// Appends an ended attempt to the file's history, in the transition's transaction.
+fn record_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    h: &History<'_>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO attempts (file_id, attempt, ended_at, outcome, error)
+         SELECT id, attempts, ?2, ?3, ?4 FROM files WHERE id = ?1",
+    )?
+    .execute(params![id, h.now_ms, h.outcome, h.error])?;
+    Ok(())
+}
 
 /// What a finished delivery put in S3.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +145,7 @@ impl Queue {
             "UPDATE files SET lease_until = ?3 WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![id, claim, lease_until],
             false,
+            None,
         )
     }
 
@@ -195,6 +218,12 @@ impl Queue {
                 Err(e) => return Err(e),
             };
             tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+            let done = History {
+                outcome: "done",
+                error: None,
+                now_ms,
+            };
+            record_attempt(tx, id, &done)?;
             if let Some(batching) = batch {
                 join_batch(tx, id, &spool, &destination, &bucket, batching, now_ms)?;
             }
@@ -218,6 +247,11 @@ impl Queue {
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![id, claim, error, next_attempt_at, now_ms],
             false,
+            Some(History {
+                outcome: "retry",
+                error: Some(error),
+                now_ms,
+            }),
         )
     }
 
@@ -237,6 +271,11 @@ impl Queue {
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![id, claim, error, next_attempt_at, now_ms],
             false,
+            Some(History {
+                outcome: "held back",
+                error: Some(error),
+                now_ms,
+            }),
         )
     }
 
@@ -249,6 +288,11 @@ impl Queue {
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![id, claim, error, now_ms],
             true,
+            Some(History {
+                outcome: "failed",
+                error: Some(error),
+                now_ms,
+            }),
         )
     }
 
@@ -279,6 +323,11 @@ impl Queue {
                 now_ms
             ],
             true,
+            Some(History {
+                outcome: "changed",
+                error: Some("source changed; uploaded again once it settles"),
+                now_ms,
+            }),
         )
     }
 
@@ -289,6 +338,7 @@ impl Queue {
             "UPDATE files SET source_finished_at = ?2 WHERE id = ?1 AND state = 'done'",
             params![id, now_ms],
             false,
+            None,
         )
     }
 
@@ -299,6 +349,7 @@ impl Queue {
         sql: &str,
         params: impl rusqlite::Params,
         clear_parts: bool,
+        history: Option<History<'_>>,
     ) -> Result<bool> {
         self.in_transaction(|tx| {
             let id_changed = tx
@@ -308,6 +359,9 @@ impl Queue {
                 Ok(id) => {
                     if clear_parts {
                         tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+                    }
+                    if let Some(h) = history {
+                        record_attempt(tx, id, &h)?;
                     }
                     Ok(true)
                 }

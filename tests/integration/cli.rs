@@ -335,3 +335,98 @@ fn check_json_challenge_and_offline() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("offline: no destination was contacted"));
 }
+
+#[test]
+fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
+    let endpoint = shared_server();
+    let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
+    let daemon = s.start();
+
+    // Paused: files are queued, not uploaded.
+    let out = s.cli(&["pause", "orders"]);
+    assert!(out.status.success(), "{}", text(&out));
+    s.drop_file("held.csv", b"x\n");
+    wait_for(Duration::from_secs(60), "queued", || {
+        s.count("pending") == 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.count("pending"), 1, "not uploaded while paused");
+    let status = s.status();
+    let spool = &status["spools"][0];
+    assert_eq!(spool["spool"], "orders");
+    assert_eq!(spool["paused"], true);
+    assert_eq!(spool["counts"]["pending"], 1);
+    assert!(spool["oldest_waiting_age_seconds"].as_u64().unwrap() >= 2);
+    // A monitoring check: the oldest file waits longer than 1s, not longer than 1h.
+    let too_old = s.cli(&["status", "--max-age", "1s"]);
+    assert_eq!(too_old.status.code(), Some(3), "{}", text(&too_old));
+    assert!(text(&too_old).contains("over --max-age 1s"));
+    assert_eq!(s.cli(&["status", "--max-age", "1h"]).status.code(), Some(0));
+    let table = String::from_utf8(s.cli(&["status"]).stdout).unwrap();
+    assert!(
+        table.contains("SPOOL") && table.contains("LAST HOUR"),
+        "{table}"
+    );
+    assert!(table.contains("orders (paused)"), "{table}");
+
+    let unknown = s.cli(&["pause", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown).contains("no spool \"nosuch\""),
+        "{}",
+        text(&unknown)
+    );
+
+    assert!(s.cli(&["resume", "orders"]).status.success());
+    wait_for(Duration::from_secs(60), "delivered once resumed", || {
+        s.count("done") == 1
+    });
+    assert!(daemon.stop().success());
+    let status = s.status();
+    assert_eq!(status["spools"][0]["paused"], false);
+    assert_eq!(status["spools"][0]["delivered_last_hour"], 1);
+    assert_eq!(status["spools"][0]["bytes_last_hour"], 2);
+
+    // The whole history of a file.
+    let row: serde_json::Value =
+        serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap();
+    let history = row["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{row}");
+    assert_eq!(history[0]["outcome"], "done");
+    assert_eq!(history[0]["attempt"], 1);
+    let shown = String::from_utf8(s.cli(&["show", "1"]).stdout).unwrap();
+    assert!(
+        shown.contains("history") && shown.contains("attempt 1  done"),
+        "{shown}"
+    );
+    assert!(shown.contains("sha256        "), "{shown}");
+
+    // A dry run changes nothing.
+    let dry = s.cli(&["purge", "--done", "--older-than", "0s", "--dry-run"]);
+    assert!(
+        text(&dry).contains("would purge 1 done row(s)"),
+        "{}",
+        text(&dry)
+    );
+    assert_eq!(s.count("done"), 1);
+
+    // Generated from the CLI definition: completions and a man page.
+    let bash = s.cli(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let bash = String::from_utf8(bash.stdout).unwrap();
+    assert!(
+        bash.contains("complete -F") && bash.contains("pause"),
+        "{bash}"
+    );
+    let man = String::from_utf8(s.cli(&["man"]).stdout).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH s3spool"),
+        "{man}"
+    );
+    assert!(man.contains("Exit codes"), "the exit codes are documented");
+    // A usage error exits 2.
+    assert_eq!(
+        s.cli(&["status", "--max-age", "soon"]).status.code(),
+        Some(2)
+    );
+}
