@@ -9,6 +9,7 @@ mod pause;
 mod purge;
 mod retry;
 mod run;
+mod send;
 mod show;
 mod status;
 
@@ -64,6 +65,8 @@ pub enum Command {
     Pause(pause::Args),
     /// Upload a paused spool's files again.
     Resume(pause::Args),
+    /// Upload one file through a spool's queue, and follow it to the end.
+    Send(send::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(generate::CompletionArgs),
     /// Print the man page (roff).
@@ -98,6 +101,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Purge(args) => purge::run(&config, args),
         Command::Pause(args) => pause::pause(&config, args),
         Command::Resume(args) => pause::resume(&config, args),
+        Command::Send(args) => send::run(&config, args),
         Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }

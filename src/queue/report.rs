@@ -17,6 +17,21 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
+    /// The newest row of the file at `rel_path` in `spool` with this inode.
+    pub fn find(&self, spool: &str, rel_path: &str, inode: u64) -> Result<Option<FileRow>> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM files WHERE spool = ?1 AND rel_path = ?2 AND inode = ?3
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![spool, rel_path, inode as i64],
+                FileRow::from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Rows matching `filter`, oldest first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
         let sql = format!(

@@ -430,3 +430,58 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
         Some(2)
     );
 }
+
+#[test]
+fn send_uploads_one_file_through_the_queue_and_follows_it() {
+    let endpoint = shared_server();
+    let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
+    let daemon = s.start();
+    let outside = s.dir.path().join("report.csv");
+    let bytes = data(7 << 20, 3);
+    std::fs::write(&outside, &bytes).unwrap();
+    let out = s.cli(&["send", outside.to_str().unwrap(), "--spool", "orders"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "delivered: s3://{}/inbound/orders/report.csv",
+            s.bucket.name
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(outside.exists(), "the original is untouched");
+    assert_eq!(
+        s.bucket.objects()["inbound/orders/report.csv"].sha256,
+        sha256(&bytes)
+    );
+    assert!(
+        s.spool_files().is_empty(),
+        "the spool's copy went the usual way"
+    );
+
+    let unknown = s.cli(&["send", outside.to_str().unwrap(), "--spool", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown).contains("no spool \"nosuch\""));
+    // A file of that name already waiting in the spool is never replaced.
+    assert!(s.cli(&["pause", "orders"]).status.success());
+    std::fs::write(s.spool.join("report.csv"), b"another").unwrap();
+    let clash = s.cli(&[
+        "send",
+        outside.to_str().unwrap(),
+        "--spool",
+        "orders",
+        "--no-wait",
+    ]);
+    assert_eq!(clash.status.code(), Some(1), "{}", text(&clash));
+    assert!(
+        text(&clash).contains("already in the spool"),
+        "{}",
+        text(&clash)
+    );
+    assert_eq!(
+        std::fs::read(s.spool.join("report.csv")).unwrap(),
+        b"another"
+    );
+    assert!(daemon.stop().success());
+}

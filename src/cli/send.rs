@@ -1,0 +1,185 @@
+//! `s3spool send FILE --spool NAME`: a one-off upload through the same queue as every
+//! other file. The file is linked (or, across file systems, copied) into the spool under a
+//! hidden name, synced, then given its real name, so the daemon picks it up like any
+//! dropped file; `send` then follows its row to the end, with a progress bar on a
+//! terminal. The original is never touched: `after_upload` applies to the spool's copy.
+
+use anyhow::Context as _;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::queue::State;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The file to upload.
+    file: PathBuf,
+    /// The spool (from the config) whose destination, key template and format apply.
+    #[arg(long)]
+    spool: String,
+    /// Return once the file is in the spool, without following it.
+    #[arg(long)]
+    no_wait: bool,
+    /// Give up following after this long (the file stays queued), e.g. 10m.
+    #[arg(long, value_parser = crate::config::units::parse_duration)]
+    timeout: Option<Duration>,
+}
+
+pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let Some(spool) = config.spools.get(&args.spool) else {
+        let known: Vec<&str> = config.spools.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "no spool {:?} in {} (spools: {})",
+            args.spool,
+            config.source.display(),
+            known.join(", ")
+        );
+    };
+    let meta = std::fs::metadata(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "{} is not a regular file",
+        args.file.display()
+    );
+    let name = args
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the file needs a UTF-8 name")?
+        .to_string();
+    let dest = spool.path.join(&name);
+    let inode = place(&args.file, &dest)?;
+    println!(
+        "{} is in spool {} as {}",
+        args.file.display(),
+        spool.name,
+        dest.display()
+    );
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow(config, &spool.name, &name, inode, meta.len(), args.timeout)
+}
+
+/// Puts a copy of `source` at `dest` without ever showing a partial file there, and
+/// without replacing a file of that name. Returns the copy's inode.
+fn place(source: &Path, dest: &Path) -> anyhow::Result<u64> {
+    let dir = dest.parent().context("the spool has no folder")?;
+    let hidden = dir.join(format!(
+        ".s3spool-send-{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
+    if std::fs::hard_link(source, &hidden).is_err() {
+        std::fs::copy(source, &hidden)
+            .with_context(|| format!("cannot copy {} into {}", source.display(), dir.display()))?;
+        std::fs::File::open(&hidden)?.sync_all()?;
+    }
+    // link(2) refuses an existing name: a file already waiting there is never replaced.
+    let linked = std::fs::hard_link(&hidden, dest);
+    let _ = std::fs::remove_file(&hidden);
+    linked.with_context(|| {
+        format!(
+            "cannot put the file at {} (is a file of that name already in the spool?)",
+            dest.display()
+        )
+    })?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(std::fs::metadata(dest)?.ino())
+}
+
+/// Follows the file's row until it is done or failed.
+fn follow(
+    config: &Config,
+    spool: &str,
+    rel_path: &str,
+    inode: u64,
+    size: u64,
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let mut said_waiting = false;
+    loop {
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            eprintln!(
+                "s3spool: still not delivered after {:?}; it stays queued",
+                timeout.unwrap_or_default()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        let queue = super::open_queue_read_only(config)?;
+        let row = queue.find(spool, rel_path, inode)?;
+        let line = match &row {
+            None => {
+                if !said_waiting && started.elapsed() > Duration::from_secs(10) {
+                    eprintln!(
+                        "waiting for the daemon to queue the file (is `s3spool run` running?)"
+                    );
+                    said_waiting = true;
+                }
+                "waiting to be queued".to_string()
+            }
+            Some(row) => match row.state {
+                State::Done => {
+                    finish_line(terminal);
+                    println!(
+                        "delivered: s3://{}/{}",
+                        row.bucket,
+                        row.key.as_deref().unwrap_or("")
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                State::Failed => {
+                    finish_line(terminal);
+                    eprintln!(
+                        "s3spool: failed: {} (fix the cause, then `s3spool retry {}`)",
+                        row.last_error.as_deref().unwrap_or("unknown"),
+                        row.id
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                State::Pending => match &row.last_error {
+                    Some(e) => format!("queued (id {}), will retry: {e}", row.id),
+                    None => format!("queued (id {})", row.id),
+                },
+                State::Active => match queue.progress(row)? {
+                    Some((done, total)) => bar(done, total, size),
+                    None => format!("uploading {}", crate::config::units::format_size(size)),
+                },
+            },
+        };
+        if line != last {
+            if terminal {
+                eprint!("\r\x1b[2K{line}");
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("{line}");
+            }
+            last = line;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn bar(done: u64, total: u64, size: u64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(0) as usize;
+    format!(
+        "uploading [{}{}] {done}/{total} parts of {}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled),
+        crate::config::units::format_size(size)
+    )
+}
+
+fn finish_line(terminal: bool) {
+    if terminal {
+        eprintln!();
+    }
+}
