@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
         pressure: Arc::new(Pressure::default()),
         stores: Stores::default(),
+        notifier: Notifier::from_env(),
     };
     // Conditions a previous run recorded are looked at afresh.
     queue.call(|q| q.clear_conditions()).await?;
@@ -108,7 +110,7 @@ pub async fn run(
             )))
         }
     };
-    let notifier = Notifier::from_env();
+    let notifier = shared.notifier.clone();
     let reporter = tokio::spawn(crate::service::report(
         notifier.clone(),
         queue.clone(),
@@ -118,7 +120,9 @@ pub async fn run(
     ));
     let mut first = true;
     loop {
-        let generation = Generation::start(&config, &shared, first, shutdown.child_token()).await?;
+        let generation = Generation::start(&config, &shared, first, shutdown.child_token()).await;
+        shared.heartbeat.set_reloading(false);
+        let generation = generation?;
         let status = crate::service::current_status(&queue, &shared.heartbeat).await;
         notifier.ready(status.as_deref().unwrap_or("running"));
         tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
@@ -144,6 +148,7 @@ pub async fn run(
             }
             Some(next) => {
                 notifier.reloading();
+                shared.heartbeat.set_reloading(true);
                 tracing::info!(
                     "reloading: letting uploads in flight finish on the previous config"
                 );
@@ -196,7 +201,12 @@ fn reload(running: &Config) -> Result<Arc<Config>, ()> {
         );
         return Err(());
     }
-    match prepare_spools(next) {
+    if next.log_format != running.log_format || next.metrics_listen != running.metrics_listen {
+        tracing::warn!("log_format and metrics_listen only change with a restart; the rest of the config is reloaded");
+    }
+    // Everything that could fail is tried now, before the running tasks are stopped.
+    let next = prepare_spools(next).and_then(|next| connect_targets(&next).map(|_| next));
+    match next {
         Ok(next) => Ok(Arc::new(next)),
         Err(e) => {
             tracing::error!(error = %e, "config reload refused");
@@ -215,6 +225,7 @@ struct Shared {
     pressure: Arc<Pressure>,
     /// The running generation's stores, for the metrics of their credentials.
     stores: Stores,
+    notifier: Notifier,
 }
 
 /// The tasks that run one config: watchers, uploader, manifest writer and sweeper. A
@@ -247,7 +258,17 @@ impl Generation {
         // At start, before any worker, every orphan is aborted; on a reload the periodic
         // sweep is enough.
         if first {
+            // Each destination may take up to SWEEP_TIMEOUT: tell systemd before it
+            // counts the start as hung.
+            let by = crate::upload::SWEEP_TIMEOUT * targets.len() as u32 + Duration::from_secs(30);
+            shared.notifier.extend_start(by);
             sweep_orphan_uploads(queue, &targets).await;
+        } else {
+            // The new config may have fixed what held work back: look afresh.
+            shared.pressure.reset();
+            if let Err(e) = queue.call(|q| q.clear_conditions()).await {
+                tracing::warn!(error = %e, "cannot clear the held-back conditions");
+            }
         }
         let sweeper = tokio::spawn(sweep_periodically(
             queue.clone(),

@@ -172,8 +172,10 @@ impl Metrics {
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the queue"),
         }
-        self.held_back.clear();
+        // Read first, then clear and fill with no await between: a concurrent scrape never
+        // sees the family empty.
         if let Ok(conditions) = queue.call(|q| q.conditions()).await {
+            self.held_back.clear();
             for c in conditions {
                 self.held_back
                     .get_or_create(&vec![("cause", c.name)])
@@ -202,6 +204,8 @@ pub async fn serve(
     stores: Stores,
     shutdown: CancellationToken,
 ) {
+    // Scrapes at once, at most: a flood on the port cannot use up file descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(8));
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -214,8 +218,13 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let (metrics, queue, stores) = (Arc::clone(&metrics), queue.clone(), stores.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let answered = tokio::time::timeout(
                 Duration::from_secs(10),
                 answer(stream, &metrics, &queue, &stores),

@@ -54,6 +54,15 @@ impl Notifier {
         }
     }
 
+    /// Asks systemd for more time to start (the start-up sweep may wait on slow servers).
+    pub fn extend_start(&self, by: Duration) {
+        let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+        self.send(&[
+            NotifyState::ExtendTimeoutUsec(usec),
+            NotifyState::Status("starting: sweeping unfinished uploads"),
+        ]);
+    }
+
     pub fn stopping(&self) {
         self.send(&[
             NotifyState::Stopping,
@@ -72,9 +81,17 @@ impl Notifier {
 pub struct Heartbeat {
     beat: Arc<AtomicI64>,
     delivered: Arc<AtomicI64>,
+    /// A reload is draining and restarting the tasks: progress, though the main loop
+    /// does not turn.
+    reloading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Heartbeat {
+    pub fn set_reloading(&self, reloading: bool) {
+        self.reloading.store(reloading, Ordering::Relaxed);
+        self.beat();
+    }
+
     pub fn beat(&self) {
         self.beat.store(now_ms(), Ordering::Relaxed);
     }
@@ -141,7 +158,8 @@ pub async fn report(
         if shutdown.is_cancelled() {
             return;
         }
-        let looping = heartbeat.age(now_ms()) < stuck_after;
+        let looping =
+            heartbeat.age(now_ms()) < stuck_after || heartbeat.reloading.load(Ordering::Relaxed);
         match (&status, looping) {
             (Some(status), true) => {
                 notifier.status(status);

@@ -1,6 +1,6 @@
 //! `s3spool send FILE --spool NAME`: a one-off upload through the same queue as every
-//! other file. The file is linked (or, across file systems, copied) into the spool under a
-//! hidden name, synced, then given its real name, so the daemon picks it up like any
+//! other file. The file is copied into the spool under a hidden name, synced, then given
+//! its real name, so the daemon picks it up like any
 //! dropped file; `send` then follows its row to the end, with a progress bar on a
 //! terminal. The original is never touched: `after_upload` applies to the spool's copy.
 
@@ -53,6 +53,11 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         .context("the file needs a UTF-8 name")?
         .to_string();
     let dest = spool.path.join(&name);
+    // Rows from before are not this file's, even if they share its name (or an inode).
+    let after_id = match super::open_queue_read_only(config) {
+        Ok(queue) => queue.last_id()?,
+        Err(_) => 0,
+    };
     let inode = place(&args.file, &dest)?;
     println!(
         "{} is in spool {} as {}",
@@ -63,21 +68,31 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     if args.no_wait {
         return Ok(ExitCode::SUCCESS);
     }
-    follow(config, &spool.name, &name, inode, meta.len(), args.timeout)
+    follow(
+        config,
+        &spool.name,
+        &name,
+        (inode, after_id),
+        meta.len(),
+        args.timeout,
+    )
 }
 
 /// Puts a copy of `source` at `dest` without ever showing a partial file there, and
-/// without replacing a file of that name. Returns the copy's inode.
+/// without replacing a file of that name. Returns the copy's inode. A copy, not a link:
+/// editing the original afterwards must not change what is uploaded.
 fn place(source: &Path, dest: &Path) -> anyhow::Result<u64> {
     let dir = dest.parent().context("the spool has no folder")?;
     let hidden = dir.join(format!(
         ".s3spool-send-{}.tmp",
         uuid::Uuid::new_v4().simple()
     ));
-    if std::fs::hard_link(source, &hidden).is_err() {
-        std::fs::copy(source, &hidden)
-            .with_context(|| format!("cannot copy {} into {}", source.display(), dir.display()))?;
-        std::fs::File::open(&hidden)?.sync_all()?;
+    let copied =
+        std::fs::copy(source, &hidden).and_then(|_| std::fs::File::open(&hidden)?.sync_all());
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&hidden);
+        return Err(e)
+            .with_context(|| format!("cannot copy {} into {}", source.display(), dir.display()));
     }
     // link(2) refuses an existing name: a file already waiting there is never replaced.
     let linked = std::fs::hard_link(&hidden, dest);
@@ -97,7 +112,7 @@ fn follow(
     config: &Config,
     spool: &str,
     rel_path: &str,
-    inode: u64,
+    (inode, after_id): (u64, i64),
     size: u64,
     timeout: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
@@ -114,7 +129,7 @@ fn follow(
             return Ok(ExitCode::FAILURE);
         }
         let queue = super::open_queue_read_only(config)?;
-        let row = queue.find(spool, rel_path, inode)?;
+        let row = queue.find(spool, rel_path, inode, after_id)?;
         let line = match &row {
             None => {
                 if !said_waiting && started.elapsed() > Duration::from_secs(10) {

@@ -17,18 +17,32 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// The newest row of the file at `rel_path` in `spool` with this inode.
-    pub fn find(&self, spool: &str, rel_path: &str, inode: u64) -> Result<Option<FileRow>> {
+    /// The newest row of the file at `rel_path` in `spool` with this inode, queued after
+    /// row `after_id`.
+    pub fn find(
+        &self,
+        spool: &str,
+        rel_path: &str,
+        inode: u64,
+        after_id: i64,
+    ) -> Result<Option<FileRow>> {
         self.conn
             .query_row(
                 &format!(
                     "SELECT {COLUMNS} FROM files WHERE spool = ?1 AND rel_path = ?2 AND inode = ?3
-                     ORDER BY id DESC LIMIT 1"
+                     AND id > ?4 ORDER BY id DESC LIMIT 1"
                 ),
-                params![spool, rel_path, inode as i64],
+                params![spool, rel_path, inode as i64, after_id],
                 FileRow::from_row,
             )
             .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The highest row id so far (0 for an empty queue).
+    pub fn last_id(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM files", [], |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 
@@ -151,12 +165,14 @@ impl Queue {
             l.delivered_recently += recent;
             l.bytes_recently += bytes;
         }
+        // One pass over the rows not done (an index range), however many are done.
         let errors = self.select(
-            "SELECT spool, last_error FROM files f
-             WHERE last_error IS NOT NULL AND state != 'done'
-               AND updated_at = (SELECT MAX(updated_at) FROM files g
-                                 WHERE g.spool = f.spool AND g.last_error IS NOT NULL
-                                   AND g.state != 'done')",
+            "SELECT spool, last_error FROM (
+                 SELECT spool, last_error, ROW_NUMBER() OVER (
+                     PARTITION BY spool ORDER BY updated_at DESC, id DESC) AS n
+                 FROM files
+                 WHERE state IN ('pending', 'active', 'failed') AND last_error IS NOT NULL)
+             WHERE n = 1",
             [],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
         )?;

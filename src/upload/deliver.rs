@@ -96,6 +96,11 @@ impl Uploader {
                 if done {
                     self.heartbeat.delivered();
                     self.reopened(&row.destination).await;
+                } else {
+                    // The outcome was not recorded: as a probe, it told nothing.
+                    self.pressure.probe_unused(&row.destination);
+                }
+                if done {
                     self.metrics
                         .delivered(&row.spool, delivery.size, started.elapsed());
                     let how = if uploaded.sent {
@@ -200,8 +205,15 @@ impl Uploader {
     /// this one like any permanent error.
     async fn hold_back(&self, row: &FileRow, error: String) {
         let now = std::time::Instant::now();
-        match self.pressure.failed(&row.destination, &error, now) {
-            Verdict::FileOnly => self.after_error(row, error, ErrorClass::Permanent).await,
+        let maybe_file_only = error.contains("AccessDenied");
+        match self
+            .pressure
+            .failed(&row.destination, &error, maybe_file_only, now)
+        {
+            // Bounded by max_attempts: a key the policy really denies fails in the end,
+            // with the reason; a destination that just lost access holds files back on
+            // the next failure after the grace period.
+            Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
             Verdict::Blocked { wait, newly } => {
                 self.metrics
                     .attempt_failed(&row.destination, ErrorClass::Permanent);

@@ -26,7 +26,7 @@ use crate::finish::Finishing;
 use crate::queue::{Eligible, SharedQueue};
 use crate::service::Heartbeat;
 use pressure::Pressure;
-pub use sweep::{sweep_orphan_uploads, sweep_periodically};
+pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
 pub use transfer::Target;
 
 /// How often the free space of `state_dir` is looked at.

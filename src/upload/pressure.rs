@@ -32,7 +32,12 @@ struct Blocked {
     wait: Duration,
     /// A probe file is out.
     probing: bool,
+    /// Since when: a probe that never reported (its task was cut off) stops counting.
+    probe_since: Instant,
 }
+
+/// A probe unheard of for this long is taken as lost.
+const PROBE_DEADLINE: Duration = Duration::from_secs(600);
 
 /// What to claim from, this turn.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -49,7 +54,8 @@ pub enum Verdict {
     /// The destination is blocked (newly, or again after a probe): requeue the file
     /// untouched for after `wait`.
     Blocked { wait: Duration, newly: bool },
-    /// The destination works for other files: the error is this file's.
+    /// The destination works for other files: the error may be this file's. It is
+    /// retried like a transient error (counting attempts), never failed at once.
     FileOnly,
 }
 
@@ -73,8 +79,12 @@ impl Pressure {
         for name in names {
             match all.get_mut(name).and_then(|d| d.blocked.as_mut()) {
                 None => plan.open.push(name.clone()),
-                Some(b) if !b.probing && b.retry_at <= now => {
+                Some(b)
+                    if b.retry_at <= now
+                        && (!b.probing || b.probe_since + PROBE_DEADLINE <= now) =>
+                {
                     b.probing = true;
+                    b.probe_since = now;
                     plan.probes.push(name.clone());
                 }
                 Some(_) => {}
@@ -91,7 +101,9 @@ impl Pressure {
             .filter(|n| {
                 all.get(*n)
                     .and_then(|d| d.blocked.as_ref())
-                    .is_none_or(|b| !b.probing && b.retry_at <= now)
+                    .is_none_or(|b| {
+                        b.retry_at <= now && (!b.probing || b.probe_since + PROBE_DEADLINE <= now)
+                    })
             })
             .cloned()
             .collect()
@@ -112,8 +124,16 @@ impl Pressure {
         d.blocked.take().map(|b| b.reason)
     }
 
+    /// Forgets every block (on a reload: the new config may have fixed the cause; the
+    /// first failure blocks again).
+    pub fn reset(&self) {
+        self.lock().clear();
+    }
+
     /// A file failed at `name` with an error that may be the destination's.
-    pub fn failed(&self, name: &str, reason: &str, now: Instant) -> Verdict {
+    /// `maybe_file_only`: the error can concern one key only (AccessDenied by a policy on
+    /// part of the prefix); others (NoSuchBucket, a bad key) always block.
+    pub fn failed(&self, name: &str, reason: &str, maybe_file_only: bool, now: Instant) -> Verdict {
         let mut all = self.lock();
         let d = all.entry(name.to_string()).or_default();
         match &mut d.blocked {
@@ -130,9 +150,9 @@ impl Pressure {
                     newly: false,
                 }
             }
-            None if d
-                .last_success
-                .is_some_and(|at| now.duration_since(at) < RECENT_SUCCESS) =>
+            None if maybe_file_only
+                && d.last_success
+                    .is_some_and(|at| now.duration_since(at) < RECENT_SUCCESS) =>
             {
                 Verdict::FileOnly
             }
@@ -142,6 +162,7 @@ impl Pressure {
                     retry_at: now + FIRST_WAIT,
                     wait: FIRST_WAIT,
                     probing: false,
+                    probe_since: now,
                 });
                 Verdict::Blocked {
                     wait: FIRST_WAIT,
@@ -215,7 +236,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(p.plan(&names, t0).open, names);
         assert_eq!(
-            p.failed("lake", "NoSuchBucket", t0),
+            p.failed("lake", "NoSuchBucket", false, t0),
             Verdict::Blocked {
                 wait: FIRST_WAIT,
                 newly: true
@@ -230,7 +251,7 @@ mod tests {
             "one probe at a time"
         );
         assert_eq!(
-            p.failed("lake", "NoSuchBucket", probe_time),
+            p.failed("lake", "NoSuchBucket", false, probe_time),
             Verdict::Blocked {
                 wait: FIRST_WAIT * 2,
                 newly: false
@@ -245,11 +266,24 @@ mod tests {
         );
         assert_eq!(p.plan(&names, probe_time).open, names);
         assert!(p.blocked().is_empty());
-        // Working a moment ago: an AccessDenied now is about this file's key.
+        // Working a moment ago: an AccessDenied now may be about this file's key...
+        let later = probe_time + FIRST_WAIT * 3;
         assert_eq!(
-            p.failed("lake", "AccessDenied", probe_time + FIRST_WAIT * 3),
+            p.failed("lake", "AccessDenied", true, later),
             Verdict::FileOnly
         );
+        // ...but a missing bucket is everyone's.
+        assert!(matches!(
+            p.failed("lake", "NoSuchBucket", false, later),
+            Verdict::Blocked { newly: true, .. }
+        ));
+        // A probe whose task was cut off is taken as lost after a while.
+        let t = later + FIRST_WAIT;
+        assert_eq!(p.plan(&names, t).probes, ["lake"]);
+        assert!(p.plan(&names, t + Duration::from_secs(1)).probes.is_empty());
+        assert_eq!(p.plan(&names, t + PROBE_DEADLINE).probes, ["lake"]);
+        p.reset();
+        assert_eq!(p.plan(&names, t).open, names);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::queue::SharedQueue;
 use crate::s3::OpenUpload;
 
 /// How long the sweep may take per destination before it gives up for this round.
-const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the running daemon sweeps.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Uploads younger than this are left to the workers while the daemon runs. Generous, so

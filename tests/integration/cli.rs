@@ -459,6 +459,14 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
         s.spool_files().is_empty(),
         "the spool's copy went the usual way"
     );
+    // Sent again: followed to its own new row, not reported from the first one.
+    let again = s.cli(&["send", outside.to_str().unwrap(), "--spool", "orders"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(
+        s.count("done"),
+        2,
+        "a second delivery, reported once it happened"
+    );
 
     let unknown = s.cli(&["send", outside.to_str().unwrap(), "--spool", "nosuch"]);
     assert_eq!(unknown.status.code(), Some(1));
