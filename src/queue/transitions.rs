@@ -241,18 +241,7 @@ impl Queue {
         next_attempt_at: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET state = 'pending', last_error = ?3, next_attempt_at = ?4,
-                 lease_until = NULL, updated_at = ?5
-             WHERE id = ?1 AND state = 'active' AND claim = ?2",
-            params![id, claim, error, next_attempt_at, now_ms],
-            false,
-            Some(History {
-                outcome: "retry",
-                error: Some(error),
-                now_ms,
-            }),
-        )
+        self.back_to_pending(id, claim, error, (next_attempt_at, now_ms), true)
     }
 
     /// The destination, not the file, failed: back to `pending` at `next_attempt_at`,
@@ -265,14 +254,26 @@ impl Queue {
         next_attempt_at: i64,
         now_ms: i64,
     ) -> Result<bool> {
+        self.back_to_pending(id, claim, error, (next_attempt_at, now_ms), false)
+    }
+
+    fn back_to_pending(
+        &mut self,
+        id: i64,
+        claim: i64,
+        error: &str,
+        (next_attempt_at, now_ms): (i64, i64),
+        counted: bool,
+    ) -> Result<bool> {
+        let uncount = if counted { 0 } else { 1 };
         self.transition(
             "UPDATE files SET state = 'pending', last_error = ?3, next_attempt_at = ?4,
-                 attempts = MAX(attempts - 1, 0), lease_until = NULL, updated_at = ?5
+                 attempts = MAX(attempts - ?6, 0), lease_until = NULL, updated_at = ?5
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
-            params![id, claim, error, next_attempt_at, now_ms],
+            params![id, claim, error, next_attempt_at, now_ms, uncount],
             false,
             Some(History {
-                outcome: "held back",
+                outcome: if counted { "retry" } else { "held back" },
                 error: Some(error),
                 now_ms,
             }),

@@ -32,6 +32,18 @@ impl NotifySocket {
         NotifySocket { path, messages }
     }
 
+    /// Starts the daemon as systemd would: this socket, a 1s watchdog.
+    fn start_daemon(&self, s: &Setup) -> Daemon {
+        let notify = self.path.to_str().unwrap().to_string();
+        s.launch(|log| {
+            Daemon::start_env(
+                &s.config,
+                log,
+                &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "1000000")],
+            )
+        })
+    }
+
     fn messages(&self) -> Vec<String> {
         self.messages.lock().unwrap().clone()
     }
@@ -51,14 +63,7 @@ fn systemd_hears_ready_status_watchdog_and_stopping_in_order() {
     let server = shared_server();
     let s = Setup::new(Options::new(server), Bucket::create(server));
     let socket = NotifySocket::bind(s.dir.path());
-    let notify = socket.path.to_str().unwrap().to_string();
-    let daemon = s.launch(|log| {
-        Daemon::start_env(
-            &s.config,
-            log,
-            &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "1000000")],
-        )
-    });
+    let daemon = socket.start_daemon(&s);
     let ready = socket.find("READY=1", 0).expect("READY=1 once running");
     assert!(
         socket.messages()[ready].contains("STATUS=0 pending, 0 uploading"),
@@ -99,14 +104,7 @@ fn the_watchdog_goes_unfed_while_the_queue_does_not_answer() {
     let server = shared_server();
     let s = Setup::new(Options::new(server), Bucket::create(server));
     let socket = NotifySocket::bind(s.dir.path());
-    let notify = socket.path.to_str().unwrap().to_string();
-    let daemon = s.launch(|log| {
-        Daemon::start_env(
-            &s.config,
-            log,
-            &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "1000000")],
-        )
-    });
+    let daemon = socket.start_daemon(&s);
     let fed = || {
         socket
             .messages()
