@@ -467,6 +467,24 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
         2,
         "a second delivery, reported once it happened"
     );
+    // On a terminal (a pseudo-terminal from util-linux's script): one line, redrawn.
+    let command = format!(
+        "{BIN} --config {} send {} --spool orders",
+        s.config.display(),
+        outside.display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("\r\x1b[2K"),
+        "the status line is redrawn in place: {shown:?}"
+    );
+    assert!(shown.contains("delivered: s3://"), "{shown}");
+    assert_eq!(s.count("done"), 3);
 
     let unknown = s.cli(&["send", outside.to_str().unwrap(), "--spool", "nosuch"]);
     assert_eq!(unknown.status.code(), Some(1));
