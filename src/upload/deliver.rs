@@ -15,20 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::multipart::CLAIM_LOST;
-use super::pressure::Verdict;
 use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
 use super::{backoff, now_ms, Uploader, LEASE};
 use crate::finish::{finish_source, Finished};
 use crate::key::PathParts;
 use crate::queue::{Batching, Done, FileRow, FileStamp, Queue, State};
 use crate::s3::{ErrorClass, StoreError};
-use crate::transcode::{self, work_path, ConvertError, Output};
+use crate::transcode::{self, Output};
 
 /// Tries to write one outcome to the queue before leaving the row to lease expiry.
 const RECORD_TRIES: u32 = 6;
 
 /// How one delivery attempt ended.
-enum Outcome {
+pub(super) enum Outcome {
     /// S3 holds the object, and the file did not change while it was read.
     Delivered(Delivery),
     /// The file is not as queued (still being written, or rewritten).
@@ -137,7 +136,6 @@ impl Uploader {
     }
 
     /// Runs `work` while renewing the row's lease, so a long upload is never taken back.
-    /// Runs `work` while renewing the row's lease, so a long upload is never taken back.
     /// If the row is no longer this worker's, the work stops where it is.
     async fn with_lease(
         &self,
@@ -169,7 +167,7 @@ impl Uploader {
     /// Writes a delivery outcome to the queue. The write is idempotent (guarded by the row's
     /// state and claim), so a failed write is retried for a while rather than leaving the
     /// row `active` until its lease runs out. Returns whether the transition applied.
-    async fn record<F>(&self, id: i64, transition: F) -> bool
+    pub(super) async fn record<F>(&self, id: i64, transition: F) -> bool
     where
         F: Fn(&mut Queue, i64) -> crate::queue::Result<bool> + Send + Sync + 'static,
     {
@@ -200,65 +198,7 @@ impl Uploader {
         false
     }
 
-    /// A destination-wide error: block the destination (its files wait in the queue) and
-    /// put this file back untouched; or, if the destination works for other files, fail
-    /// this one like any permanent error.
-    async fn hold_back(&self, row: &FileRow, error: String) {
-        let now = std::time::Instant::now();
-        let maybe_file_only = error.contains("AccessDenied");
-        match self
-            .pressure
-            .failed(&row.destination, &error, maybe_file_only, now)
-        {
-            // Bounded by max_attempts: a key the policy really denies fails in the end,
-            // with the reason; a destination that just lost access holds files back on
-            // the next failure after the grace period.
-            Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
-            Verdict::Blocked { wait, newly } => {
-                self.metrics
-                    .attempt_failed(&row.destination, ErrorClass::Permanent);
-                if newly {
-                    tracing::error!(destination = %row.destination, error = %error,
-                        "destination failing for every file: holding its files back (they wait in the queue and are retried by themselves); fix the cause");
-                    let (name, reason) =
-                        (format!("destination:{}", row.destination), error.clone());
-                    let recorded = self
-                        .queue
-                        .call(move |q| q.set_condition(&name, &reason, now_ms()))
-                        .await;
-                    if let Err(e) = recorded {
-                        tracing::warn!(error = %e, "cannot record the destination condition for status");
-                    }
-                } else {
-                    tracing::warn!(destination = %row.destination, retry_in_s = wait.as_secs(), error = %error,
-                        "destination still failing");
-                }
-                let (id, claim) = (row.id, row.claim);
-                let next = wait.as_millis() as i64;
-                self.record(id, move |q, now| {
-                    q.release(id, claim, &error, now + next, now)
-                })
-                .await;
-            }
-        }
-    }
-
-    /// A file reached `destination`: if it was held back, it is open again.
-    async fn reopened(&self, destination: &str) {
-        let Some(reason) = self
-            .pressure
-            .succeeded(destination, std::time::Instant::now())
-        else {
-            return;
-        };
-        tracing::info!(destination, was = %reason, "destination works again: its files go on");
-        let name = format!("destination:{destination}");
-        if let Err(e) = self.queue.call(move |q| q.clear_condition(&name)).await {
-            tracing::warn!(error = %e, "cannot clear the destination condition");
-        }
-    }
-
-    async fn after_error(&self, row: &FileRow, error: String, class: ErrorClass) {
+    pub(super) async fn after_error(&self, row: &FileRow, error: String, class: ErrorClass) {
         let (id, claim) = (row.id, row.claim);
         self.metrics.attempt_failed(&row.destination, class);
         let target = self.targets.get(&row.destination);
@@ -392,71 +332,6 @@ impl Uploader {
                 Outcome::Changed { stamp: before }
             }
             (Err(e), _) => from_store_error(e),
-        }
-    }
-
-    /// Converts the source into the row's work file. The source must not change while it
-    /// is read: a changed source is `Changed`, so no object is made of a mix of versions.
-    /// Input the format cannot take fails the row with `path:line: reason`.
-    async fn convert(
-        &self,
-        row: &FileRow,
-        output: &Output,
-        source: &Arc<File>,
-        before: FileStamp,
-    ) -> Result<(Arc<File>, FileStamp, Option<u64>), Outcome> {
-        let source = Arc::clone(source);
-        let out = work_path(&self.config.state_dir, row.id, row.claim);
-        let output = output.clone();
-        // Conversions are CPU work, each holding up to a row group: at most one per core.
-        let _slot = self.converting.acquire().await;
-        let converted = tokio::task::spawn_blocking(move || {
-            let result = transcode::convert(&output, &source, &out);
-            // Asked even when conversion failed: a bad row in a file still being written
-            // is a change, not bad input.
-            let now = FileStamp::of(&source.metadata()?);
-            Ok::<_, io::Error>((result, now))
-        })
-        .await;
-        let path = row.path.display();
-        let converted = match converted {
-            Ok(converted) => converted,
-            // A bug, and the same input would hit it again: fail the file rather than
-            // retry forever.
-            Err(join) if join.is_panic() => {
-                return Err(Outcome::Permanent(format!(
-                    "converting {path} crashed (a bug in s3spool: please report it)"
-                )))
-            }
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        };
-        match converted {
-            Err(e) => Err(Outcome::Transient(format!("cannot convert {path}: {e}"))),
-            Ok((_, now)) if now != before => Err(Outcome::Changed { stamp: now }),
-            Ok((Ok(converted), _)) => {
-                let stamp = converted
-                    .file
-                    .metadata()
-                    .map(|m| FileStamp::of(&m))
-                    .map_err(|e| Outcome::Transient(format!("cannot convert {path}: {e}")))?;
-                Ok((Arc::new(converted.file), stamp, converted.rows))
-            }
-            Ok((Err(ConvertError::BadInput { line, reason }), _)) => {
-                Err(Outcome::Permanent(format!("{path}:{line}: {reason}")))
-            }
-            // A full or failing disk under state_dir passes; a file that cannot be read
-            // will not.
-            Ok((Err(ConvertError::Io(e)), _))
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOSPC) | Some(libc::EIO) | Some(libc::EDQUOT)
-                ) =>
-            {
-                Err(Outcome::Transient(format!("cannot convert {path}: {e}")))
-            }
-            Ok((Err(ConvertError::Io(e)), _)) => {
-                Err(Outcome::Permanent(format!("cannot convert {path}: {e}")))
-            }
         }
     }
 

@@ -7,7 +7,9 @@
 //! off then stays `active` and returns to `pending` at the next start.
 
 pub mod backoff;
+mod convert;
 mod deliver;
+mod hold;
 pub mod limit;
 mod multipart;
 pub mod pressure;

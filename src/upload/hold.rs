@@ -1,0 +1,68 @@
+//! Back-pressure as a delivery sees it: a destination-wide error holds the destination's
+//! files back (see [`super::pressure`]), and the first success opens it again. Both are
+//! recorded in the queue for `status` and said in the log.
+
+use super::pressure::Verdict;
+use super::{now_ms, Uploader};
+use crate::queue::FileRow;
+use crate::s3::ErrorClass;
+
+impl Uploader {
+    /// A destination-wide error: block the destination (its files wait in the queue) and
+    /// put this file back untouched; or, if the destination works for other files, retry
+    /// this one like a transient error.
+    pub(super) async fn hold_back(&self, row: &FileRow, error: String) {
+        let now = std::time::Instant::now();
+        let maybe_file_only = error.contains("AccessDenied");
+        match self
+            .pressure
+            .failed(&row.destination, &error, maybe_file_only, now)
+        {
+            // Bounded by max_attempts: a key the policy really denies fails in the end,
+            // with the reason; a destination that just lost access holds files back on
+            // the next failure after the grace period.
+            Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
+            Verdict::Blocked { wait, newly } => {
+                self.metrics
+                    .attempt_failed(&row.destination, ErrorClass::Permanent);
+                if newly {
+                    tracing::error!(destination = %row.destination, error = %error,
+                        "destination failing for every file: holding its files back (they wait in the queue and are retried by themselves); fix the cause");
+                    let (name, reason) =
+                        (format!("destination:{}", row.destination), error.clone());
+                    let recorded = self
+                        .queue
+                        .call(move |q| q.set_condition(&name, &reason, now_ms()))
+                        .await;
+                    if let Err(e) = recorded {
+                        tracing::warn!(error = %e, "cannot record the destination condition for status");
+                    }
+                } else {
+                    tracing::warn!(destination = %row.destination, retry_in_s = wait.as_secs(), error = %error,
+                        "destination still failing");
+                }
+                let (id, claim) = (row.id, row.claim);
+                let next = wait.as_millis() as i64;
+                self.record(id, move |q, now| {
+                    q.release(id, claim, &error, now + next, now)
+                })
+                .await;
+            }
+        }
+    }
+
+    /// A file reached `destination`: if it was held back, it is open again.
+    pub(super) async fn reopened(&self, destination: &str) {
+        let Some(reason) = self
+            .pressure
+            .succeeded(destination, std::time::Instant::now())
+        else {
+            return;
+        };
+        tracing::info!(destination, was = %reason, "destination works again: its files go on");
+        let name = format!("destination:{destination}");
+        if let Err(e) = self.queue.call(move |q| q.clear_condition(&name)).await {
+            tracing::warn!(error = %e, "cannot clear the destination condition");
+        }
+    }
+}
