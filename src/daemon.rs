@@ -118,9 +118,17 @@ pub async fn run(
         crate::upload::IDLE_POLL,
         shutdown.clone(),
     ));
+    let mut targets = connect_targets(&config)?;
     let mut first = true;
     loop {
-        let generation = Generation::start(&config, &shared, first, shutdown.child_token()).await;
+        let generation = Generation::start(
+            &config,
+            targets.clone(),
+            &shared,
+            first,
+            shutdown.child_token(),
+        )
+        .await;
         shared.heartbeat.set_reloading(false);
         let generation = generation?;
         let status = crate::service::current_status(&queue, &shared.heartbeat).await;
@@ -146,7 +154,7 @@ pub async fn run(
                 generation.stop(&config, true).await;
                 break;
             }
-            Some(next) => {
+            Some((next, next_targets)) => {
                 notifier.reloading();
                 shared.heartbeat.set_reloading(true);
                 tracing::info!(
@@ -164,6 +172,7 @@ pub async fn run(
                     }
                 }
                 config = next;
+                targets = next_targets;
             }
         }
     }
@@ -181,7 +190,7 @@ pub async fn run(
 
 /// Reads the config file again. Refuses (logging every reason) a config that does not
 /// validate, or that changes what only a restart can change.
-fn reload(running: &Config) -> Result<Arc<Config>, ()> {
+fn reload(running: &Config) -> Result<(Arc<Config>, Targets), ()> {
     tracing::info!(config = %running.source.display(), "SIGHUP: reloading the config");
     let next = match Config::load(&running.source) {
         Ok(next) => next,
@@ -205,15 +214,19 @@ fn reload(running: &Config) -> Result<Arc<Config>, ()> {
         tracing::warn!("log_format and metrics_listen only change with a restart; the rest of the config is reloaded");
     }
     // Everything that could fail is tried now, before the running tasks are stopped.
-    let next = prepare_spools(next).and_then(|next| connect_targets(&next).map(|_| next));
+    let next = prepare_spools(next)
+        .and_then(|next| connect_targets(&next).map(|targets| (Arc::new(next), targets)));
     match next {
-        Ok(next) => Ok(Arc::new(next)),
+        Ok(next) => Ok(next),
         Err(e) => {
             tracing::error!(error = %e, "config reload refused");
             Err(())
         }
     }
 }
+
+/// Each destination's S3 client, settings and concurrency limit, by name.
+type Targets = HashMap<String, Arc<Target>>;
 
 /// What lives as long as the daemon, across reloads.
 struct Shared {
@@ -240,14 +253,16 @@ struct Generation {
 }
 
 impl Generation {
+    /// Starts the tasks of `config`, with its destinations' targets (made, and so checked,
+    /// before the previous generation was stopped).
     async fn start(
         config: &Arc<Config>,
+        targets: Targets,
         shared: &Shared,
         first: bool,
         token: CancellationToken,
     ) -> Result<Generation, DaemonError> {
         let queue = &shared.queue;
-        let targets = connect_targets(config)?;
         *shared.stores.write().unwrap_or_else(|p| p.into_inner()) = crate::metrics::Scope {
             spools: config.spools.keys().cloned().collect(),
             stores: targets
@@ -350,7 +365,7 @@ impl Generation {
 }
 
 /// One [`Target`] per destination: its S3 client, settings and concurrency limit.
-fn connect_targets(config: &Config) -> Result<HashMap<String, Arc<Target>>, DaemonError> {
+fn connect_targets(config: &Config) -> Result<Targets, DaemonError> {
     let mut targets = HashMap::new();
     for (name, destination) in &config.destinations {
         let store = crate::s3::connect(destination).map_err(|source| DaemonError::Store {

@@ -106,6 +106,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The spool named `name` in the config, or an error listing the ones there are.
+fn spool<'c>(
+    config: &'c Config,
+    name: &str,
+) -> anyhow::Result<&'c std::sync::Arc<crate::config::Spool>> {
+    config.spools.get(name).ok_or_else(|| {
+        let known: Vec<&str> = config.spools.keys().map(String::as_str).collect();
+        anyhow::anyhow!(
+            "no spool {name:?} in {} (spools: {})",
+            config.source.display(),
+            known.join(", ")
+        )
+    })
+}
+
 /// Opens the queue the daemon uses. Refuses to create one where none exists: a typo in
 /// `state_dir` should not look like an empty queue.
 fn open_queue(config: &Config) -> anyhow::Result<Queue> {

@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn pause(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    check_spool(config, &args.spool)?;
+    super::spool(config, &args.spool)?;
     let mut queue = super::open_queue(config)?;
     if queue.pause(&args.spool, crate::upload::now_ms())? {
         println!(
@@ -36,16 +36,4 @@ pub fn resume(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         println!("spool {} was not paused", args.spool);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn check_spool(config: &Config, spool: &str) -> anyhow::Result<()> {
-    if config.spools.contains_key(spool) {
-        return Ok(());
-    }
-    let known: Vec<&str> = config.spools.keys().map(String::as_str).collect();
-    anyhow::bail!(
-        "no spool {spool:?} in {} (spools: {})",
-        config.source.display(),
-        known.join(", ")
-    )
 }

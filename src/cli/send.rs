@@ -30,15 +30,7 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let Some(spool) = config.spools.get(&args.spool) else {
-        let known: Vec<&str> = config.spools.keys().map(String::as_str).collect();
-        anyhow::bail!(
-            "no spool {:?} in {} (spools: {})",
-            args.spool,
-            config.source.display(),
-            known.join(", ")
-        );
-    };
+    let spool = super::spool(config, &args.spool)?;
     let meta = std::fs::metadata(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     anyhow::ensure!(

@@ -90,12 +90,17 @@ impl ManifestWriter {
             .filter(|s| s.manifest.is_some())
             .map(|s| s.name.clone())
             .collect();
-        if let Err(e) = self
+        match self
             .queue
             .call(move |q| q.close_open_batches_except(&with, now_ms()))
             .await
         {
-            tracing::warn!(error = %e, "cannot close manifest batches");
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                batches = n,
+                "closed manifest batches of spools without manifests now"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot close manifest batches"),
         }
         for spool in self.config.spools.values() {
             let Some(settings) = &spool.manifest else {

@@ -79,12 +79,8 @@ fn a_full_state_dir_holds_new_files_back_until_there_is_room() {
     let endpoint = shared_server();
     let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
     // More than any disk has: state_dir is "low on space" from the start.
-    let config = std::fs::read_to_string(&s.config).unwrap();
-    let roomy = config.clone();
-    write_private(
-        &s.config,
-        &config.replacen("state_dir", "min_free_space = \"1000000TiB\"\nstate_dir", 1),
-    );
+    let roomy = std::fs::read_to_string(&s.config).unwrap();
+    s.add_top_level("min_free_space = \"1000000TiB\"");
     s.drop_file("a.csv", b"waits for room\n");
     let daemon = s.start();
     wait_for(WAIT, "held back for disk space", || {

@@ -419,10 +419,15 @@ key = "{key}"
     /// Turns on `metrics_listen` on a free port, which it returns.
     pub fn serve_metrics(&self) -> u16 {
         let port = free_port();
-        let config = std::fs::read_to_string(&self.config).unwrap();
-        let line = format!("metrics_listen = \"127.0.0.1:{port}\"\nstate_dir");
-        write_private(&self.config, &config.replacen("state_dir", &line, 1));
+        self.add_top_level(&format!("metrics_listen = \"127.0.0.1:{port}\""));
         port
+    }
+
+    /// Adds a top-level key to the config (before any table, where it belongs).
+    pub fn add_top_level(&self, line: &str) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let text = config.replacen("state_dir", &format!("{line}\nstate_dir"), 1);
+        write_private(&self.config, &text);
     }
 
     /// Starts the daemon and waits until it says it is running (queue open, sweep done).

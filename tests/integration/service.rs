@@ -188,11 +188,7 @@ fn logs_suit_journald_and_json_shippers() {
 
     // log_format = "json": one object per line, fields at the top level.
     std::fs::remove_file(&log_path).unwrap();
-    let config = std::fs::read_to_string(&s.config).unwrap();
-    write_private(
-        &s.config,
-        &config.replacen("state_dir", "log_format = \"json\"\nstate_dir", 1),
-    );
+    s.add_top_level("log_format = \"json\"");
     let daemon = s.start();
     s.drop_file("b.csv", b"y\n");
     wait_for(WAIT, "delivered", || s.count("done") == 2);
