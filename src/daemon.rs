@@ -72,12 +72,22 @@ pub async fn run(
     })?;
     let _lock = lock_state_dir(&config)?;
     let mut queue = Queue::open(&config.queue_path())?;
-    let recovered = queue.recover_active(now_ms())?;
+    let max_attempts = |destination: &str| {
+        config
+            .destinations
+            .get(destination)
+            .map_or(u32::MAX, |d| d.upload.max_attempts)
+    };
+    let (recovered, set_aside) = queue.recover_after_crash(now_ms(), max_attempts)?;
     if recovered > 0 {
         tracing::info!(
             files = recovered,
-            "files in flight at the last stop are queued again"
+            "files in flight when the daemon last died are queued again"
         );
+    }
+    for (id, path) in set_aside {
+        tracing::error!(id, path = %path,
+            "set aside: the daemon died during every attempt at this file (killed, or out of memory?); fix the cause, then `s3spool retry {id}`");
     }
     let queue = SharedQueue::new(queue);
     crate::transcode::clear_work(&config.state_dir);
@@ -152,6 +162,11 @@ pub async fn run(
             None => {
                 notifier.stopping();
                 generation.stop(&config, true).await;
+                // Uploads cut off by a stop are no crash: the next start must not count
+                // them as attempts that took the daemon down.
+                if let Err(e) = queue.call(|q| q.recover_active(now_ms())).await {
+                    tracing::warn!(error = %e, "cannot requeue files cut off by the stop; the next start does");
+                }
                 break;
             }
             Some((next, next_targets)) => {

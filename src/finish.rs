@@ -1,17 +1,25 @@
 //! What happens to a source file after S3 confirmed its object and the row is `done`:
 //! delete it, move it under `archive_dir`, or keep it.
 //!
-//! Only the very file that was uploaded is touched: if the path now holds another file
-//! (different inode, size or mtime), it is left for the watcher to queue as a new file.
+//! Only the very file that was uploaded is touched. The source is first *claimed*: renamed
+//! to a private name in its own folder (reached beneath the spool root, never through a
+//! symlink), and only the file under that name is compared with the row and deleted or
+//! archived. A producer that renames a new version over the source at any moment either
+//! lands before the claim (the claimed file does not match: it is put back, and queued as
+//! the new file it is) or after it (its file is never touched). A crash after the claim
+//! leaves the private name, which the next run of the same row finds and finishes.
 //! [`Finishing`] makes sure one actor at a time finishes a row: the uploader right after
 //! marking it done, or the watcher when it finds a delivered file a crash left behind.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::config::{AfterUpload, Spool};
+use crate::beneath::{self, Entry};
+use crate::config::AfterUpload;
 use crate::queue::FileStamp;
 
 /// What [`finish_source`] did.
@@ -22,8 +30,21 @@ pub enum Finished {
     Kept,
     /// The source was already gone (a crash between this step and the last run's).
     AlreadyGone,
-    /// The path now holds a different file; it was not touched.
+    /// The path now holds a different file (or runs through a symlink); it was not touched.
     Replaced,
+}
+
+impl Finished {
+    /// How the queue records it (`source_outcome`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Finished::Deleted => "deleted",
+            Finished::Archived(_) => "archived",
+            Finished::Kept => "kept",
+            Finished::AlreadyGone => "gone",
+            Finished::Replaced => "replaced",
+        }
+    }
 }
 
 /// Row ids whose source is being finished right now, shared by uploader and watcher.
@@ -41,72 +62,131 @@ impl Finishing {
     }
 }
 
-/// Applies the spool's `after_upload` to the uploaded file at `source`. `id` makes an
-/// archive name unique when an earlier file of the same name was archived already.
+/// The name a source is claimed under while it is finished: hidden (never queued) and
+/// the row's own.
+pub fn private_name(id: i64) -> String {
+    format!(".s3spool-finishing-{id}")
+}
+
+/// Applies `after` to the uploaded file `rel` under the spool `root`, if it is still the
+/// file of `stamp`. `id` names the claim and makes an archive name unique when an earlier
+/// file of the same name was archived already.
 pub fn finish_source(
-    spool: &Spool,
-    source: &Path,
+    after: &AfterUpload,
+    root: &Path,
     rel: &str,
     stamp: FileStamp,
     id: i64,
 ) -> io::Result<Finished> {
-    if spool.after_upload == AfterUpload::Keep {
+    if *after == AfterUpload::Keep {
         return Ok(Finished::Kept);
     }
-    match std::fs::symlink_metadata(source) {
-        Ok(meta) if FileStamp::of(&meta) == stamp && meta.file_type().is_file() => {}
-        Ok(_) => return Ok(Finished::Replaced),
+    let source = match beneath::entry(root, Path::new(rel)) {
+        Ok(source) => source,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Finished::AlreadyGone),
+        // A folder on the way is now a symlink: whatever it leads to is not ours.
+        Err(e) if beneath::is_symlink_refusal(&e) => return Ok(Finished::Replaced),
+        Err(e) => return Err(e),
+    };
+    let claimed = source.sibling(private_name(id))?;
+    match claimed.metadata() {
+        // Claimed by an earlier run that stopped before the end: go on with it.
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match source.rename_noreplace(claimed.name()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Finished::AlreadyGone),
+                Err(e) => return Err(e),
+            }
+        }
         Err(e) => return Err(e),
     }
-    match &spool.after_upload {
-        AfterUpload::Delete => match std::fs::remove_file(source) {
-            Ok(()) => Ok(Finished::Deleted),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Finished::AlreadyGone),
-            Err(e) => Err(e),
-        },
-        AfterUpload::Archive(dir) => archive(source, dir, rel, id).map(Finished::Archived),
+    let meta = claimed.metadata()?;
+    if !meta.file_type().is_file() || FileStamp::of(&meta) != stamp {
+        put_back(&source, &claimed, id)?;
+        return Ok(Finished::Replaced);
+    }
+    match after {
+        AfterUpload::Delete => {
+            claimed.unlink()?;
+            Ok(Finished::Deleted)
+        }
+        AfterUpload::Archive(dir) => archive(&claimed, &meta, dir, rel, id).map(Finished::Archived),
         AfterUpload::Keep => Ok(Finished::Kept),
     }
 }
 
-/// Moves `source` to `dir/rel`, or `dir/rel.<id>` if that name is taken. Never overwrites:
-/// names are made with link(2), which fails if the name exists.
-fn archive(source: &Path, dir: &Path, rel: &str, id: i64) -> io::Result<PathBuf> {
-    let target = dir.join(rel);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let alternate = with_suffix(&target, &format!(".{id}"));
-    match place(source, &target, &alternate) {
-        Ok(placed) => {
-            std::fs::remove_file(source)?;
-            Ok(placed)
-        }
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            // Another file system: copy under a name of our own, make it durable, link
-            // that into place, then remove the staging name and the source.
-            let staged = with_suffix(&target, &format!(".s3spool-partial-{id}"));
-            let _ = std::fs::remove_file(&staged); // left by a crash mid-copy
-            copy_durably(source, &staged)?;
-            let placed = place(&staged, &target, &alternate);
-            std::fs::remove_file(&staged)?;
-            let placed = placed?;
-            std::fs::remove_file(source)?;
-            Ok(placed)
+/// Returns a claimed file that turned out not to be the uploaded one to its name, never
+/// replacing a file that took the name meanwhile (then it goes beside it, still visible,
+/// so it is queued).
+fn put_back(source: &Entry, claimed: &Entry, id: i64) -> io::Result<()> {
+    match claimed.rename_noreplace(source.name()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let mut beside = OsString::from(source.name());
+            beside.push(format!(".restored-{id}"));
+            tracing::warn!(name = %source.name().to_string_lossy(), beside = %beside.to_string_lossy(),
+                "a file renamed over a delivered one was claimed by mistake and its name is taken again; it is put beside it");
+            claimed.rename_noreplace(&beside)
         }
         Err(e) => Err(e),
     }
 }
 
-/// Links `from` as `target`, or as `alternate` when `target` is taken by another file.
-/// A name that already links to `from` itself (a crash after linking) counts as done.
-fn place(from: &Path, target: &Path, alternate: &Path) -> io::Result<PathBuf> {
+/// Moves the claimed file to `dir/rel`, or `dir/rel.<id>` if that name is taken. Never
+/// overwrites: names are made with link(2), which fails if the name exists. The archive's
+/// folder is synced before the source goes, so a crash cannot lose both names.
+fn archive(
+    claimed: &Entry,
+    meta: &std::fs::Metadata,
+    dir: &Path,
+    rel: &str,
+    id: i64,
+) -> io::Result<PathBuf> {
+    let target = dir.join(rel);
+    let parent = target.parent().unwrap_or(dir).to_path_buf();
+    std::fs::create_dir_all(&parent)?;
+    let alternate = with_suffix(&target, &format!(".{id}"));
+    let placed = match place(meta, |name| claimed.link_to(name), &target, &alternate) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            // Another file system: copy under a name of our own, make it durable, link
+            // that into place, then remove the staging name.
+            let staged = with_suffix(&target, &format!(".s3spool-partial-{id}"));
+            let _ = std::fs::remove_file(&staged); // left by a crash mid-copy
+            copy_durably(claimed, &staged)?;
+            let staged_meta = std::fs::symlink_metadata(&staged)?;
+            let placed = place(
+                &staged_meta,
+                |name| std::fs::hard_link(&staged, name),
+                &target,
+                &alternate,
+            );
+            sync_dir(&parent)?;
+            std::fs::remove_file(&staged)?;
+            placed?
+        }
+        other => other?,
+    };
+    sync_dir(&parent)?;
+    claimed.unlink()?;
+    Ok(placed)
+}
+
+/// Links a file (described by `meta`) as `target`, or as `alternate` when `target` is
+/// taken by another file. A name that already is the file (a crash after linking) counts
+/// as done.
+fn place(
+    meta: &std::fs::Metadata,
+    link: impl Fn(&Path) -> io::Result<()>,
+    target: &Path,
+    alternate: &Path,
+) -> io::Result<PathBuf> {
     for name in [target, alternate] {
-        match std::fs::hard_link(from, name) {
+        match link(name) {
             Ok(()) => return Ok(name.to_path_buf()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if same_inode(from, name)? {
+                let there = std::fs::symlink_metadata(name)?;
+                if there.dev() == meta.dev() && there.ino() == meta.ino() {
                     return Ok(name.to_path_buf());
                 }
             }
@@ -123,20 +203,14 @@ fn place(from: &Path, target: &Path, alternate: &Path) -> io::Result<PathBuf> {
     ))
 }
 
-fn same_inode(a: &Path, b: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let (a, b) = (std::fs::symlink_metadata(a)?, std::fs::symlink_metadata(b)?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
-}
-
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     path.with_file_name(name)
 }
 
-fn copy_durably(source: &Path, staged: &Path) -> io::Result<()> {
-    let mut from = std::fs::File::open(source)?;
+fn copy_durably(claimed: &Entry, staged: &Path) -> io::Result<()> {
+    let mut from = claimed.open_file()?;
     let mut to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -145,9 +219,17 @@ fn copy_durably(source: &Path, staged: &Path) -> io::Result<()> {
     to.sync_all()
 }
 
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stamp_of(path: &Path) -> FileStamp {
+        FileStamp::of(&std::fs::symlink_metadata(path).unwrap())
+    }
 
     #[test]
     fn archive_never_overwrites_and_survives_a_rerun() {
@@ -155,17 +237,14 @@ mod tests {
         let (spool, archive_dir) = (dir.path().join("spool"), dir.path().join("archive"));
         std::fs::create_dir_all(spool.join("x")).unwrap();
         let source = spool.join("x/a.csv");
+        let after = AfterUpload::Archive(archive_dir.clone());
 
         std::fs::write(&source, b"one").unwrap();
-        assert_eq!(
-            archive(&source, &archive_dir, "x/a.csv", 1).unwrap(),
-            archive_dir.join("x/a.csv")
-        );
+        let finished = finish_source(&after, &spool, "x/a.csv", stamp_of(&source), 1).unwrap();
+        assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv")));
         std::fs::write(&source, b"two").unwrap();
-        assert_eq!(
-            archive(&source, &archive_dir, "x/a.csv", 2).unwrap(),
-            archive_dir.join("x/a.csv.2")
-        );
+        let finished = finish_source(&after, &spool, "x/a.csv", stamp_of(&source), 2).unwrap();
+        assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv.2")));
         assert_eq!(std::fs::read(archive_dir.join("x/a.csv")).unwrap(), b"one");
         assert_eq!(
             std::fs::read(archive_dir.join("x/a.csv.2")).unwrap(),
@@ -173,14 +252,68 @@ mod tests {
         );
         assert!(!source.exists());
 
-        // A crash after linking but before removing the source: the re-run finds its own
-        // link and makes no second copy.
+        // A crash after claiming and linking, before the claimed name went: the re-run
+        // finds its claim and its own link, and makes no second copy.
         std::fs::write(&source, b"three").unwrap();
-        std::fs::hard_link(&source, archive_dir.join("x/a.csv.3")).unwrap();
-        assert_eq!(
-            archive(&source, &archive_dir, "x/a.csv", 3).unwrap(),
-            archive_dir.join("x/a.csv.3")
-        );
+        let stamp = stamp_of(&source);
+        let claimed = spool.join("x").join(private_name(3));
+        std::fs::rename(&source, &claimed).unwrap();
+        std::fs::hard_link(&claimed, archive_dir.join("x/a.csv.3")).unwrap();
+        let finished = finish_source(&after, &spool, "x/a.csv", stamp, 3).unwrap();
+        assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv.3")));
         assert_eq!(std::fs::read_dir(archive_dir.join("x")).unwrap().count(), 3);
+        assert_eq!(std::fs::read_dir(spool.join("x")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_version_renamed_over_the_source_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let source = spool.join("a.csv");
+        std::fs::write(&source, b"uploaded").unwrap();
+        let uploaded = stamp_of(&source);
+        // A producer renames a new version over it before the clean-up.
+        let new = spool.join(".a.csv.tmp");
+        std::fs::write(&new, b"newer version").unwrap();
+        std::fs::rename(&new, &source).unwrap();
+        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", uploaded, 7).unwrap();
+        assert_eq!(finished, Finished::Replaced);
+        assert_eq!(std::fs::read(&source).unwrap(), b"newer version");
+        assert!(!spool.join(private_name(7)).exists());
+    }
+
+    #[test]
+    fn a_crash_after_the_claim_is_finished_by_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let source = spool.join("a.csv");
+        std::fs::write(&source, b"uploaded").unwrap();
+        let stamp = stamp_of(&source);
+        std::fs::rename(&source, spool.join(private_name(4))).unwrap();
+        // Meanwhile a new file took the name: it stays.
+        std::fs::write(&source, b"new").unwrap();
+        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", stamp, 4).unwrap();
+        assert_eq!(finished, Finished::Deleted);
+        assert_eq!(std::fs::read(&source).unwrap(), b"new");
+        assert!(!spool.join(private_name(4)).exists());
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_symlink_leaves_the_outside_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, outside) = (dir.path().join("spool"), dir.path().join("outside"));
+        std::fs::create_dir_all(spool.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(spool.join("d/x.txt"), b"spooled").unwrap();
+        let stamp = stamp_of(&spool.join("d/x.txt"));
+        std::fs::rename(spool.join("d"), dir.path().join("away")).unwrap();
+        // The outside file even has the same stamp (a hard link of the very file).
+        std::fs::hard_link(dir.path().join("away/x.txt"), outside.join("x.txt")).unwrap();
+        std::os::unix::fs::symlink(&outside, spool.join("d")).unwrap();
+        let finished = finish_source(&AfterUpload::Delete, &spool, "d/x.txt", stamp, 5).unwrap();
+        assert_eq!(finished, Finished::Replaced);
+        assert_eq!(std::fs::read(outside.join("x.txt")).unwrap(), b"spooled");
     }
 }

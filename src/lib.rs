@@ -6,6 +6,7 @@
 //! [`s3`] is the only module that talks to S3; [`daemon`] wires it all and stops on one
 //! cancellation token; [`cli`] holds the operator subcommands.
 
+pub mod beneath;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -35,6 +35,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             Some(row) if row.key.is_none() => {
                 "it has no object key (see `s3spool show`); rename the file instead".into()
             }
+            Some(row) if row.superseded_by.is_some() => format!(
+                "a newer file at its path is row {}",
+                row.superseded_by.unwrap_or_default()
+            ),
             Some(row) => format!("it is {}", row.state.as_str()),
         };
         eprintln!("s3spool: row {id} not retried: {why}");

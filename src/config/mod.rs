@@ -189,6 +189,9 @@ impl ConfigError {
 const SPOOL_DEFAULT_KEY: &str = "{spool}/{yyyy}/{mm}/{dd}/{stem}-{timestamp}-{id}.{ext}";
 const MIN_PART: u64 = 5 << 20;
 const MAX_PART: u64 = 5 << 30;
+/// The most file data a destination may hold in memory at once (`concurrency ×
+/// part_size`): enough for S3's largest object at the default concurrency.
+const MAX_IN_FLIGHT: u64 = 4 << 30;
 
 impl Config {
     /// Reads and validates the file at `path`.
@@ -559,8 +562,37 @@ fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<
             "must be between 5MiB (S3's smallest part) and 5GiB (S3's largest single PUT)",
         );
     }
+    let in_range = |size| (MIN_PART..=MAX_PART).contains(&size);
+    if in_range(settings.part_size)
+        && in_range(settings.multipart_threshold)
+        && settings.part_size > settings.multipart_threshold
+    {
+        // A file up to part_size is sent in one PUT held in memory: a part_size above the
+        // threshold would hold whole files of that size in memory.
+        p.add(
+            s.key("part_size"),
+            format!(
+                "must be at most multipart_threshold ({})",
+                units::format_size(settings.multipart_threshold)
+            ),
+        );
+    }
     if !(1..=256).contains(&settings.concurrency) {
         p.add(s.key("concurrency"), "must be between 1 and 256");
+    } else if in_range(settings.part_size)
+        && settings
+            .part_size
+            .saturating_mul(settings.concurrency as u64)
+            > MAX_IN_FLIGHT
+    {
+        p.add(
+            s.key("concurrency"),
+            format!(
+                "concurrency × part_size is {}: up to that much file data is held in memory at once; keep it at most {}",
+                units::format_size(settings.part_size.saturating_mul(settings.concurrency as u64)),
+                units::format_size(MAX_IN_FLIGHT)
+            ),
+        );
     }
     if !(1..=1000).contains(&settings.max_attempts) {
         p.add(s.key("max_attempts"), "must be between 1 and 1000");

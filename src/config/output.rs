@@ -153,7 +153,14 @@ fn csv_options(p: &mut Problems, path: &str, table: &toml::Table) -> Option<CsvO
         None => Some(defaults.quote),
     };
     let header = s.bool(p, "header").unwrap_or(true);
+    let max_row_size = s.size(p, "max_row_size").unwrap_or(defaults.max_row_size);
     s.finish(p);
+    if max_row_size < 1024 {
+        p.add(
+            s.key("max_row_size"),
+            "must be at least 1KiB (a row longer than this fails its file as bad input)",
+        );
+    }
     if delimiter.is_some() && delimiter == quote {
         p.add(s.key("quote"), "must differ from delimiter");
         return None;
@@ -162,6 +169,7 @@ fn csv_options(p: &mut Problems, path: &str, table: &toml::Table) -> Option<CsvO
         delimiter: delimiter?,
         quote: quote?,
         header,
+        max_row_size,
     })
 }
 

@@ -324,6 +324,17 @@ fn secret_file_is_read_and_never_printed() {
 #[test]
 fn upload_limits() {
     let key = |k: &str| format!("destinations.lake.upload.{k}");
+    // Files up to part_size go in one PUT held in memory.
+    refused(
+        &with_upload("part_size = \"1GiB\"\nmultipart_threshold = \"64MiB\"\nconcurrency = 2"),
+        &key("part_size"),
+        "at most multipart_threshold (64.0 MiB)",
+    );
+    refused(
+        &with_upload("part_size = \"2GiB\"\nmultipart_threshold = \"2GiB\"\nconcurrency = 16"),
+        &key("concurrency"),
+        "concurrency × part_size is 32.0 GiB",
+    );
     refused(
         &with_upload("part_size = \"1MiB\""),
         &key("part_size"),

@@ -97,7 +97,11 @@ impl FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp {
             size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            // Saturating: an mtime past 2262 (or before 1677) must not wrap or panic.
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
             inode: meta.ino(),
         }
     }
@@ -165,12 +169,17 @@ pub struct FileRow {
     pub format: Option<String>,
     /// The manifest batch the delivery belongs to.
     pub batch_id: Option<i64>,
+    /// How the source was finished: deleted, archived, kept, gone or replaced.
+    pub source_outcome: Option<String>,
+    /// For a failed row: the row of a newer file at the same path.
+    pub superseded_by: Option<i64>,
 }
 
 const COLUMNS: &str =
     "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
      inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
-     source_finished_at, sha256, upload_id, part_size, claim, object_size, rows, format, batch_id";
+     source_finished_at, sha256, upload_id, part_size, claim, object_size, rows, format, batch_id, \
+     source_outcome, superseded_by";
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
@@ -205,6 +214,8 @@ impl FileRow {
             rows: r.get::<_, Option<i64>>(24)?.map(|n| n as u64),
             format: r.get(25)?,
             batch_id: r.get(26)?,
+            source_outcome: r.get(27)?,
+            superseded_by: r.get(28)?,
         })
     }
 }
@@ -248,7 +259,7 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// Unix milliseconds.
     pub ended_at: i64,
-    /// done, retry, failed, changed or held back.
+    /// done, retry, failed, changed, held back or interrupted.
     pub outcome: String,
     pub error: Option<String>,
 }

@@ -308,7 +308,8 @@ impl Queue {
     /// that were reset; `active` and `done` rows are left alone.
     pub fn retry(&mut self, ids: Option<&[i64]>, now_ms: i64) -> Result<Vec<i64>> {
         let sql = "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2
-                   WHERE state IN ('failed', 'pending') AND key IS NOT NULL AND (?1 IS NULL OR id = ?1)
+                   WHERE state IN ('failed', 'pending') AND key IS NOT NULL AND superseded_by IS NULL
+                     AND (?1 IS NULL OR id = ?1)
                    RETURNING id";
         let targets: Vec<Option<i64>> = match ids {
             Some(ids) => ids.iter().copied().map(Some).collect(),

@@ -107,12 +107,93 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attempts_file ON attempts (file_id, ended_at);
     "#,
+    // 5: ids are never reused (AUTOINCREMENT: a purge of the newest rows must not hand
+    // their ids, and so `{id}` keys, out again); how each source was finished; which
+    // failed row a newer file at its path superseded. SQLite cannot add AUTOINCREMENT to a
+    // table, so the table is made anew and its rows copied with their ids.
+    r#"
+    DROP VIEW files_readable;
+    CREATE TABLE files_v5 (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        spool           TEXT    NOT NULL,
+        rel_path        TEXT    NOT NULL,
+        path            TEXT    NOT NULL,
+        destination     TEXT    NOT NULL,
+        bucket          TEXT    NOT NULL,
+        key             TEXT,
+        state           TEXT    NOT NULL CHECK (state IN ('pending', 'active', 'done', 'failed')),
+        size            INTEGER NOT NULL,
+        mtime_ns        INTEGER NOT NULL,
+        inode           INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        lease_until     INTEGER,
+        last_error      TEXT,
+        etag            TEXT,
+        queued_at       INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        done_at         INTEGER,
+        source_finished_at INTEGER,
+        sha256          TEXT,
+        upload_id       TEXT,
+        part_size       INTEGER,
+        claim           INTEGER NOT NULL DEFAULT 0,
+        object_size     INTEGER,
+        rows            INTEGER,
+        format          TEXT,
+        batch_id        INTEGER,
+        source_outcome  TEXT,                      -- deleted, archived, kept, gone, replaced
+        superseded_by   INTEGER                    -- a failed row: the newer row for its path
+    );
+    INSERT INTO files_v5 (id, spool, rel_path, path, destination, bucket, key, state, size,
+        mtime_ns, inode, attempts, next_attempt_at, lease_until, last_error, etag, queued_at,
+        updated_at, done_at, source_finished_at, sha256, upload_id, part_size, claim,
+        object_size, rows, format, batch_id)
+    SELECT id, spool, rel_path, path, destination, bucket, key, state, size,
+        mtime_ns, inode, attempts, next_attempt_at, lease_until, last_error, etag, queued_at,
+        updated_at, done_at, source_finished_at, sha256, upload_id, part_size, claim,
+        object_size, rows, format, batch_id FROM files;
+    -- Ids handed out before a purge may survive only in the attempt history: skip them too.
+    INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'files_v5', MAX(COALESCE((SELECT MAX(id) FROM files), 0),
+                           COALESCE((SELECT MAX(file_id) FROM attempts), 0))
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'files_v5');
+    UPDATE sqlite_sequence
+    SET seq = MAX(seq, COALESCE((SELECT MAX(file_id) FROM attempts), 0))
+    WHERE name = 'files_v5';
+    DROP TABLE files;
+    ALTER TABLE files_v5 RENAME TO files;
+    CREATE INDEX files_due  ON files (state, next_attempt_at);
+    CREATE INDEX files_path ON files (spool, rel_path, id);
+    CREATE INDEX files_batch ON files (batch_id) WHERE batch_id IS NOT NULL;
+    CREATE INDEX files_inode ON files (spool, inode);
+    CREATE VIEW files_readable AS
+        SELECT id, state, spool, rel_path, key, size, attempts, last_error,
+               (SELECT COUNT(*) FROM parts WHERE file_id = files.id) AS parts_done,
+               CASE WHEN part_size > 0 THEN (size + part_size - 1) / part_size END AS parts_total,
+               strftime('%Y-%m-%dT%H:%M:%fZ', queued_at / 1000.0, 'unixepoch')       AS queued,
+               strftime('%Y-%m-%dT%H:%M:%fZ', next_attempt_at / 1000.0, 'unixepoch') AS next_attempt,
+               strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
+        FROM files;
+    "#,
 ];
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > MIGRATIONS.len() {
+        // A newer s3spool wrote this queue: its rows may mean things this build does not
+        // know. Reading or writing them could lose files.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "schema version {current}, newer than this s3spool knows ({}): run the \
+                 s3spool that wrote it, or a newer one",
+                MIGRATIONS.len()
+            )),
+        ));
+    }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index + 1)?;
@@ -123,4 +204,44 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 /// The schema version this build writes.
 pub fn latest_version() -> usize {
     MIGRATIONS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_5_keeps_rows_and_never_hands_out_an_id_seen_before() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state, size,
+                 mtime_ns, inode, next_attempt_at, queued_at, updated_at)
+             VALUES (3, 's', 'a', '/s/a', 'd', 'b', 'k3', 'pending', 1, 1, 1, 0, 0, 0);
+             -- Row 9 was purged; only its history is left.
+             INSERT INTO attempts (file_id, attempt, ended_at, outcome) VALUES (9, 1, 0, 'done');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let key: String = conn
+            .query_row("SELECT key FROM files WHERE id = 3", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(key, "k3");
+        conn.execute(
+            "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
+                 mtime_ns, inode, next_attempt_at, queued_at, updated_at)
+             VALUES ('s', 'b', '/s/b', 'd', 'b', 'pending', 1, 1, 1, 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 10);
+        // The readable view still works.
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM files_readable", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+    }
 }

@@ -32,9 +32,13 @@ fn delivered(etag: &str) -> Done {
 }
 
 fn register(q: &mut Queue, files: &[NewFile], now: i64) -> Vec<Registered> {
-    q.register(files, false, now, |f, id| {
-        Ok(format!("k/{}-{id}", f.rel_path))
-    })
+    q.register(
+        files,
+        false,
+        now,
+        |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+        |_, _| false,
+    )
     .unwrap()
 }
 
@@ -76,9 +80,13 @@ fn register_renders_the_key_once_with_the_row_id() {
 fn a_key_error_stores_a_failed_row_with_the_reason() {
     let (_d, mut q) = open();
     let out = q
-        .register(&[file("a.csv", 3)], false, 1, |_, _| {
-            Err("object key is too long".into())
-        })
+        .register(
+            &[file("a.csv", 3)],
+            false,
+            1,
+            |_, _| Err("object key is too long".into()),
+            |_, _| false,
+        )
         .unwrap();
     assert_eq!(out, vec![Registered::Refused(1)]);
     let row = q.get(1).unwrap().unwrap();
@@ -262,7 +270,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
-    assert!(q.mark_source_finished(1, 12).unwrap());
+    assert!(q.mark_source_finished(1, "deleted", 12).unwrap());
     // Deleted, then a new file with a reused inode and the same size and mtime appears.
     assert_eq!(
         register(&mut q, &[file("a", 1)], 13),
@@ -271,11 +279,113 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     // In a keep spool the same stamp is the kept file itself.
     q.claim(1, 13, Duration::from_secs(60)).unwrap();
     q.mark_done(2, 1, &delivered("e"), None, 14).unwrap();
-    q.mark_source_finished(2, 14).unwrap();
+    q.mark_source_finished(2, "kept", 14).unwrap();
     let out = q
-        .register(&[file("a", 1)], true, 15, |_, id| Ok(format!("k{id}")))
+        .register(
+            &[file("a", 1)],
+            true,
+            15,
+            |_, id| Ok(format!("k{id}")),
+            |_, _| false,
+        )
         .unwrap();
     assert_eq!(out, vec![Registered::Kept(2)]);
+    // The spool switched from keep to delete: the kept file is cleaned up, not sent again.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 16),
+        vec![Registered::AlreadyDone(2)]
+    );
+}
+
+#[test]
+fn ids_are_never_reused_after_a_purge() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 2), file("c", 3)], 10);
+    for id in 1..=3 {
+        q.claim(1, 10, Duration::from_secs(60)).unwrap();
+        q.mark_done(id, 1, &delivered("e"), None, 11).unwrap();
+        q.mark_source_finished(id, "deleted", 11).unwrap();
+    }
+    assert_eq!(q.purge_done(100, |_| false, false).unwrap(), (3, 0));
+    assert_eq!(
+        register(&mut q, &[file("d", 4)], 200),
+        vec![Registered::Queued(4)]
+    );
+}
+
+#[test]
+fn a_failed_row_yields_its_path_to_a_new_file() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_failed(1, 1, "source disappeared", 11).unwrap();
+    // The same file again stays with its failed row.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::AlreadyQueued(1)]
+    );
+    // A corrected file (another stamp) gets a row of its own; the failed one cannot be
+    // retried any more (it would upload the new file a second time).
+    assert_eq!(
+        register(&mut q, &[file("a", 9)], 13),
+        vec![Registered::Queued(2)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().superseded_by, Some(2));
+    assert!(q.retry(Some(&[1]), 14).unwrap().is_empty());
+    assert!(q.retry_failed(14).unwrap().is_empty());
+}
+
+#[test]
+fn a_file_moved_inside_the_spool_is_its_row_file() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let moved = || {
+        let mut f = file("sub/a", 1);
+        f.rel_path = "sub/a".into();
+        f
+    };
+    let register_moved = |q: &mut Queue, gone: bool| {
+        q.register(
+            &[moved()],
+            false,
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |old, _| {
+                assert_eq!(old, Path::new("/spool/a"));
+                gone
+            },
+        )
+        .unwrap()
+    };
+    // Moved while being uploaded: not a new file.
+    assert_eq!(
+        register_moved(&mut q, true),
+        vec![Registered::AlreadyQueued(1)]
+    );
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
+    q.mark_source_finished(1, "gone", 11).unwrap();
+    // Delivered, and gone from its path when cleaned up: clean it up where it is now.
+    assert_eq!(
+        register_moved(&mut q, true),
+        vec![Registered::AlreadyDone(1)]
+    );
+    // A second name of the same file (a hard link) while the first is still there is a
+    // file of its own.
+    assert_eq!(register_moved(&mut q, false), vec![Registered::Queued(2)]);
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    drop(Queue::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", latest_version() + 1)
+        .unwrap();
+    drop(conn);
+    let e = Queue::open(&path).err().expect("refused").to_string();
+    assert!(e.contains("newer than this s3spool"), "{e}");
 }
 
 #[test]
@@ -543,4 +653,41 @@ fn deliveries_join_batches_that_close_when_full_old_or_at_shutdown() {
     // A file done without batching joins nothing.
     assert!(q.mark_done(5, 1, &delivered("e"), None, 700).unwrap());
     assert_eq!(q.get(5).unwrap().unwrap().batch_id, None);
+}
+
+#[test]
+fn a_stamp_of_a_file_from_after_2262_does_not_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("far");
+    let file = std::fs::File::create(&path).unwrap();
+    // The year 2300.
+    let far = std::time::UNIX_EPOCH + Duration::from_secs(10_413_792_000);
+    file.set_modified(far).unwrap();
+    let stamp = FileStamp::of(&std::fs::metadata(&path).unwrap());
+    assert_eq!(stamp.mtime_ns, i64::MAX);
+}
+
+#[test]
+fn a_file_the_daemon_died_with_too_often_is_set_aside() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("poison.csv", 1), file("ok.csv", 2)], 10);
+    // The daemon dies with poison.csv claimed, twice.
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    assert_eq!(q.recover_after_crash(11, |_| 2).unwrap(), (1, vec![]));
+    assert_eq!(q.get(1).unwrap().unwrap().state, State::Pending);
+    q.claim(1, 12, Duration::from_secs(60)).unwrap();
+    let (requeued, set_aside) = q.recover_after_crash(13, |_| 2).unwrap();
+    assert_eq!(
+        (requeued, set_aside),
+        (0, vec![(1, "poison.csv".to_string())])
+    );
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(row.state, State::Failed);
+    assert!(
+        row.last_error.unwrap().contains("daemon stopped 2 times"),
+        "the reason says why"
+    );
+    // The next claim takes the other file, not the one that killed the daemon.
+    let next = q.claim(1, 14, Duration::from_secs(60)).unwrap();
+    assert_eq!(next[0].rel_path, "ok.csv");
 }

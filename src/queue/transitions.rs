@@ -90,6 +90,62 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
+    /// At start: rows still `active` belong to a daemon that died with them (killed, out
+    /// of memory), and each such attempt counts (its claim counted it). A row that used up
+    /// `max_attempts(destination)` is set aside as `failed` with the reason, rather than
+    /// claimed first again to take the daemon down once more; the others return to
+    /// `pending`. Returns how many were requeued, and the (id, path) of those set aside.
+    pub fn recover_after_crash(
+        &mut self,
+        now_ms: i64,
+        max_attempts: impl Fn(&str) -> u32,
+    ) -> Result<(usize, Vec<(i64, String)>)> {
+        self.in_transaction(|tx| {
+            let interrupted: Vec<(i64, String, u32, String)> = tx
+                .prepare("SELECT id, destination, attempts, rel_path FROM files WHERE state = 'active'")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut requeued = 0;
+            let mut set_aside = Vec::new();
+            for (id, destination, attempts, rel_path) in interrupted {
+                if attempts >= max_attempts(&destination) {
+                    let reason = format!(
+                        "the daemon stopped {attempts} times while delivering this file (killed, or out of memory?): \
+                         set aside so that the other files go on; find the cause in the system log, then `s3spool retry {id}`"
+                    );
+                    tx.execute(
+                        "UPDATE files SET state = 'failed', last_error = ?2, lease_until = NULL,
+                             updated_at = ?3
+                         WHERE id = ?1",
+                        params![id, reason, now_ms],
+                    )?;
+                    let history = History {
+                        outcome: "failed",
+                        error: Some(&reason),
+                        now_ms,
+                    };
+                    record_attempt(tx, id, &history)?;
+                    set_aside.push((id, rel_path));
+                } else {
+                    tx.execute(
+                        "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?2,
+                             last_error = 'the daemon stopped during this attempt'
+                         WHERE id = ?1",
+                        params![id, now_ms],
+                    )?;
+                    let history = History {
+                        outcome: "interrupted",
+                        error: Some("the daemon stopped during this attempt"),
+                        now_ms,
+                    };
+                    record_attempt(tx, id, &history)?;
+                    requeued += 1;
+                }
+            }
+            Ok((requeued, set_aside))
+        })
+    }
+
     /// Returns `active` rows whose lease ran out to `pending`: their worker stopped.
     pub fn reap_expired(&mut self, now_ms: i64) -> Result<usize> {
         self.conn
@@ -334,10 +390,13 @@ impl Queue {
 
     /// The source's `after_upload` step has run: a later file at the same path with the
     /// same stamp is a new file (or, for kept spools, the kept one), never "clean me up".
-    pub fn mark_source_finished(&mut self, id: i64, now_ms: i64) -> Result<bool> {
+    /// `outcome` says how ([`crate::finish::Finished::as_str`]): later decisions about the
+    /// file follow what was done, not today's config.
+    pub fn mark_source_finished(&mut self, id: i64, outcome: &str, now_ms: i64) -> Result<bool> {
         self.transition(
-            "UPDATE files SET source_finished_at = ?2 WHERE id = ?1 AND state = 'done'",
-            params![id, now_ms],
+            "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
+             WHERE id = ?1 AND state = 'done'",
+            params![id, now_ms, outcome],
             false,
             None,
         )

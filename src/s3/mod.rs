@@ -76,6 +76,9 @@ pub struct ObjectMeta {
     pub content_type: &'static str,
 }
 
+/// S3's largest object: 5 TiB.
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
 /// The metadata key under which the source's SHA-256 is stored (`x-amz-meta-sha256`).
 pub const SHA256_METADATA: &str = "sha256";
 
@@ -206,6 +209,12 @@ impl StoreError {
             message,
             class: ErrorClass::Transient,
         }
+    }
+
+    /// True when the destination gave no answer at all: the connection was refused or
+    /// reset before an answer, DNS or TLS failed, or the request timed out.
+    pub fn is_no_answer(&self) -> bool {
+        self.status.is_none() && matches!(self.code.as_str(), "ConnectionFailed" | "Timeout")
     }
 
     /// A failure that retrying cannot fix and that has no response (bad credentials setup).

@@ -1,9 +1,11 @@
-//! Walking a spool and looking at single files, without ever following a symlink.
+//! Walking a spool and looking at single files, without ever following a symlink: every
+//! folder and file is reached from the spool root through [`crate::beneath`].
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::beneath::{self, Kind};
 use crate::config::Spool;
 use crate::queue::FileStamp;
 
@@ -28,7 +30,7 @@ pub fn relative(root: &Path, path: &Path) -> Option<(String, bool)> {
     let mut utf8 = true;
     for component in rel.components() {
         match component {
-            std::path::Component::Normal(name) => match name.to_str() {
+            Component::Normal(name) => match name.to_str() {
                 Some(s) => parts.push(s.to_string()),
                 None => {
                     utf8 = false;
@@ -44,55 +46,109 @@ pub fn relative(root: &Path, path: &Path) -> Option<(String, bool)> {
     Some((parts.join("/"), utf8))
 }
 
-/// Looks at one path: `Ok(Some)` for a wanted regular file, `Ok(None)` for anything else
-/// (directory, symlink, unwanted name), `Err` when it cannot be looked at (often: gone).
-pub fn look(spool: &Spool, path: &Path) -> io::Result<Option<Seen>> {
+/// What one path in a spool is.
+#[derive(Debug)]
+pub enum Looked {
+    /// A wanted regular file.
+    File(Seen),
+    /// A folder (walk it).
+    Dir,
+    /// Anything else: gone, unwanted, a symlink, or reached through one.
+    Nothing,
+}
+
+/// Looks at one path inside the spool, resolved beneath the root. A path that runs through
+/// a symlinked folder is refused, with a reason in the log.
+pub fn look(spool: &Spool, path: &Path) -> Looked {
     let Some((rel, utf8)) = relative(&spool.path, path) else {
-        return Ok(None);
+        return Looked::Nothing;
     };
-    let meta = std::fs::symlink_metadata(path)?;
-    if !meta.file_type().is_file() || !filter::wanted(spool, &rel) {
-        return Ok(None);
+    let rel_path = path.strip_prefix(&spool.path).unwrap_or(path);
+    let meta = match beneath::entry(&spool.path, rel_path).and_then(|e| e.metadata()) {
+        Ok(meta) => meta,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            tracing::warn!(spool = %spool.name, path = %path.display(),
+                "refused: the path runs through a symlink inside the spool, which is never followed");
+            return Looked::Nothing;
+        }
+        Err(_) => return Looked::Nothing,
+    };
+    if meta.is_dir() {
+        return Looked::Dir;
     }
-    Ok(Some(Seen {
-        path: path.to_path_buf(),
+    if !meta.file_type().is_file() || !filter::wanted(spool, &rel) {
+        return Looked::Nothing;
+    }
+    Looked::File(seen(path.to_path_buf(), rel, utf8, &meta))
+}
+
+/// Whether `path` (inside the spool) holds a regular file with `stamp` right now.
+pub fn holds(spool: &Spool, path: &Path, stamp: FileStamp) -> bool {
+    let Ok(rel) = path.strip_prefix(&spool.path) else {
+        return false;
+    };
+    beneath::entry(&spool.path, rel)
+        .and_then(|e| e.metadata())
+        .is_ok_and(|meta| meta.file_type().is_file() && FileStamp::of(&meta) == stamp)
+}
+
+fn seen(path: PathBuf, rel: String, utf8: bool, meta: &std::fs::Metadata) -> Seen {
+    Seen {
+        path,
         rel,
         utf8,
-        stamp: FileStamp::of(&meta),
+        stamp: FileStamp::of(meta),
         mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-    }))
+    }
 }
 
 /// Walks `dir` (the spool root or a folder in it) and returns every wanted file. Unreadable
-/// folders are reported through `on_error` and skipped; the walk goes on.
+/// folders are reported through `on_error` and skipped; the walk goes on. Symlinks are
+/// neither walked into nor delivered.
 pub fn walk(spool: &Spool, dir: &Path, on_error: &mut dyn FnMut(&Path, io::Error)) -> Vec<Seen> {
     let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
+    let Ok(start) = dir.strip_prefix(&spool.path) else {
+        return found;
+    };
+    let mut stack = vec![start.to_path_buf()];
+    while let Some(rel_dir) = stack.pop() {
+        let abs_dir = spool.path.join(&rel_dir);
+        let listed = beneath::open_dir(&spool.path, &rel_dir)
+            .and_then(|fd| beneath::list(&fd).map(|names| (fd, names)));
+        let (fd, names) = match listed {
+            Ok(listed) => listed,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                on_error(&dir, e);
+                on_error(&abs_dir, e);
                 continue;
             }
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            // DirEntry::file_type does not follow symlinks.
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                if filter::walk_dir(&entry.file_name().to_string_lossy()) {
-                    stack.push(path);
+        for listed in names {
+            let rel_path = rel_dir.join(&listed.name);
+            match listed.kind {
+                Kind::Dir => {
+                    if filter::walk_dir(&listed.name.to_string_lossy()) {
+                        stack.push(rel_path);
+                    }
                 }
-            } else if kind.is_file() {
-                match look(spool, &path) {
-                    Ok(Some(seen)) => found.push(seen),
-                    Ok(None) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => on_error(&path, e),
+                Kind::File => {
+                    let path = spool.path.join(&rel_path);
+                    let Some((rel, utf8)) = relative(&spool.path, &path) else {
+                        continue;
+                    };
+                    if !filter::wanted(spool, &rel) {
+                        continue;
+                    }
+                    match beneath::metadata_in(&fd, &listed.name) {
+                        Ok(meta) if meta.file_type().is_file() => {
+                            found.push(seen(path, rel, utf8, &meta))
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => on_error(&path, e),
+                    }
                 }
+                Kind::Other => {}
             }
         }
     }

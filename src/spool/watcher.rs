@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::scan::{self, Seen};
+use super::scan::{self, Looked, Seen};
 use super::settle::Settler;
 use crate::config::{AfterUpload, Destination, Spool};
 use crate::finish::{finish_source, Finished, Finishing};
@@ -117,7 +117,9 @@ fn start_notify(
             overflow.store(true, Ordering::Relaxed);
         }
     };
-    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
+    // A symlinked folder inside the spool is never followed: not by the watch either.
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let watcher = notify::RecommendedWatcher::new(handler, config).and_then(|mut w| {
         w.watch(&spool.path, RecursiveMode::Recursive)?;
         Ok(w)
     });
@@ -134,13 +136,20 @@ fn start_notify(
 /// Walks the whole spool on a blocking thread and feeds every file to the settler.
 async fn full_scan(spool: &Arc<Spool>, settler: &mut Settler, finished: &mut Vec<Seen>) {
     let spool_for_walk = Arc::clone(spool);
-    let found = tokio::task::spawn_blocking(move || {
+    let walked = tokio::task::spawn_blocking(move || {
         scan::walk(&spool_for_walk, &spool_for_walk.path, &mut |path, e| {
             tracing::warn!(spool = %spool_for_walk.name, path = %path.display(), error = %e, "cannot read in spool");
         })
     })
-    .await
-    .unwrap_or_default();
+    .await;
+    let found = match walked {
+        Ok(found) => found,
+        Err(e) => {
+            // Not an empty spool: what the settler knows stays, and the next rescan tries again.
+            tracing::error!(spool = %spool.name, error = %e, "the spool walk failed; trying again at the next rescan");
+            return;
+        }
+    };
     let now = SystemTime::now();
     // Candidates not found by the walk are gone.
     let present: std::collections::HashSet<&Path> =
@@ -165,18 +174,16 @@ async fn look_at(
     let looked = tokio::task::spawn_blocking(move || {
         let mut results = Vec::with_capacity(paths.len());
         for path in paths {
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => {
+            match scan::look(&spool_for_look, &path) {
+                Looked::Dir => {
                     // A folder moved in arrives as one event: walk it.
                     let files = scan::walk(&spool_for_look, &path, &mut |p, e| {
                         tracing::warn!(path = %p.display(), error = %e, "cannot read in spool");
                     });
                     results.extend(files.into_iter().map(|s| (s.path.clone(), Some(s))));
                 }
-                _ => {
-                    let seen = scan::look(&spool_for_look, &path).ok().flatten();
-                    results.push((path, seen));
-                }
+                Looked::File(seen) => results.push((path, Some(seen))),
+                Looked::Nothing => results.push((path, None)),
             }
         }
         results
@@ -235,7 +242,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     ext: spool2.output.ext_rule(),
                 };
                 spool2.key.render(&dest.prefix, &input).map_err(|e| e.to_string())
-            })
+            }, |old_path, stamp| !scan::holds(&spool2, old_path, stamp))
         })
         .await;
     let outcomes = match result {
@@ -273,7 +280,13 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
         let spool2 = Arc::clone(spool);
         let file2 = file.clone();
         let result = tokio::task::spawn_blocking(move || {
-            finish_source(&spool2, &file2.path, &file2.rel_path, file2.stamp, id)
+            finish_source(
+                &spool2.after_upload,
+                &spool2.path,
+                &file2.rel_path,
+                file2.stamp,
+                id,
+            )
         })
         .await;
         match result {
@@ -284,7 +297,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                 let now = chrono::Utc::now().timestamp_millis();
                 if let Err(e) = ctx
                     .queue
-                    .call(move |q| q.mark_source_finished(id, now))
+                    .call(move |q| q.mark_source_finished(id, outcome.as_str(), now))
                     .await
                 {
                     tracing::warn!(id, error = %e, "cannot record a clean-up; it is retried at the next rescan");

@@ -5,9 +5,11 @@
 //! uploaded: the caller discards the work file.
 
 use csv::{ErrorKind, ReaderBuilder, StringRecord};
+use std::cell::Cell;
 use std::fs::File;
-use std::io::{self, Seek};
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 
 use super::table::{parse, Column, Guess, Value};
 use super::ConvertError;
@@ -19,7 +21,13 @@ pub struct CsvOptions {
     pub quote: u8,
     /// The first row names the columns.
     pub header: bool,
+    /// The longest row read, in bytes: a longer one fails the file (memory follows the
+    /// longest row, and an unclosed quote makes the rest of a file one row).
+    pub max_row_size: u64,
 }
+
+/// Default `max_row_size`.
+pub const MAX_ROW_SIZE: u64 = 16 << 20;
 
 impl Default for CsvOptions {
     fn default() -> Self {
@@ -27,6 +35,7 @@ impl Default for CsvOptions {
             delimiter: b',',
             quote: b'"',
             header: true,
+            max_row_size: MAX_ROW_SIZE,
         }
     }
 }
@@ -48,14 +57,59 @@ pub trait RowSink {
 
 const READ_BUFFER: usize = 256 * 1024;
 
+/// The source as the csv reader sees it. It hands out no more than `max_row_size` (plus
+/// one read buffer) past the start of the row being read, so one endless row cannot take
+/// the memory: the csv crate grows its record buffer for as long as a row goes on.
+struct Capped<'f> {
+    file: &'f File,
+    /// Bytes handed to the csv reader so far.
+    handed: u64,
+    /// Where the row being read starts, in the same count (set after each row).
+    row_start: Rc<Cell<u64>>,
+    limit: u64,
+}
+
+/// The error [`Capped`] reads fail with.
+#[derive(Debug, thiserror::Error)]
+#[error("a row is longer than max_row_size")]
+struct RowTooLong;
+
+impl Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.handed.saturating_sub(self.row_start.get()) > self.limit {
+            return Err(io::Error::other(RowTooLong));
+        }
+        let n = self.file.read(buf)?;
+        self.handed += n as u64;
+        Ok(n)
+    }
+}
+
+/// The rows of a CSV source, read from its start.
+struct Rows<'f> {
+    rdr: csv::Reader<Capped<'f>>,
+    row_start: Rc<Cell<u64>>,
+    /// The line the next row starts on.
+    row_line: u64,
+    max_row_size: u64,
+    header: bool,
+}
+
 /// A CSV reader over the source from its start, past a UTF-8 byte-order mark (which the
 /// csv crate would keep in the first field). Also returns where the reader starts.
-fn reader<'f>(options: &CsvOptions, source: &'f File) -> io::Result<(csv::Reader<&'f File>, u64)> {
+fn reader<'f>(options: &CsvOptions, source: &'f File) -> io::Result<(Rows<'f>, u64)> {
     let mut bom = [0u8; 3];
     let found = source.read_at(&mut bom, 0)? == 3 && bom == [0xEF, 0xBB, 0xBF];
     let start = if found { 3 } else { 0 };
     // The descriptor's offset is shared with every clone of it: set it each time.
     (&*source).seek(io::SeekFrom::Start(start))?;
+    let row_start = Rc::new(Cell::new(0));
+    let capped = Capped {
+        file: source,
+        handed: 0,
+        row_start: Rc::clone(&row_start),
+        limit: options.max_row_size.saturating_add(READ_BUFFER as u64),
+    };
     let rdr = ReaderBuilder::new()
         .delimiter(options.delimiter)
         .quote(options.quote)
@@ -63,8 +117,15 @@ fn reader<'f>(options: &CsvOptions, source: &'f File) -> io::Result<(csv::Reader
         .has_headers(false)
         .flexible(false)
         .buffer_capacity(READ_BUFFER)
-        .from_reader(source);
-    Ok((rdr, start))
+        .from_reader(capped);
+    let rows = Rows {
+        rdr,
+        row_start,
+        row_line: 1,
+        max_row_size: options.max_row_size,
+        header: options.header,
+    };
+    Ok((rows, start))
 }
 
 /// Whether the record starting at byte `from` runs to the end of the file inside a quoted
@@ -126,16 +187,32 @@ fn bad_row(e: csv::Error, header: bool) -> ConvertError {
     ConvertError::BadInput { line, reason }
 }
 
-/// Reads one record; `None` at the end of the file.
-fn next(
-    rdr: &mut csv::Reader<&File>,
-    record: &mut StringRecord,
-    header: bool,
-) -> Result<Option<u64>, ConvertError> {
-    match rdr.read_record(record) {
-        Ok(true) => Ok(Some(record.position().map_or(0, |p| p.line()))),
-        Ok(false) => Ok(None),
-        Err(e) => Err(bad_row(e, header)),
+impl Rows<'_> {
+    /// Reads one record; `None` at the end of the file. Returns its line.
+    fn next(&mut self, record: &mut StringRecord) -> Result<Option<u64>, ConvertError> {
+        match self.rdr.read_record(record) {
+            Ok(true) => {
+                self.row_start.set(self.rdr.position().byte());
+                self.row_line = self.rdr.position().line();
+                Ok(Some(record.position().map_or(0, |p| p.line())))
+            }
+            Ok(false) => Ok(None),
+            Err(e) if is_row_too_long(&e) => Err(ConvertError::BadInput {
+                line: self.row_line,
+                reason: format!(
+                    "a row starting here runs past {} (max_row_size): an unclosed quote, or not a CSV file?",
+                    crate::config::units::format_size(self.max_row_size)
+                ),
+            }),
+            Err(e) => Err(bad_row(e, self.header)),
+        }
+    }
+}
+
+fn is_row_too_long(e: &csv::Error) -> bool {
+    match e.kind() {
+        ErrorKind::Io(io) => io.get_ref().is_some_and(|inner| inner.is::<RowTooLong>()),
+        _ => false,
     }
 }
 
@@ -212,7 +289,7 @@ fn columns(options: &TableOptions, source: &File) -> Result<Vec<Column>, Convert
     let header = options.csv.header;
     let (mut rdr, _) = reader(&options.csv, source)?;
     let mut record = StringRecord::new();
-    let Some(_) = next(&mut rdr, &mut record, header)? else {
+    let Some(_) = rdr.next(&mut record)? else {
         return Err(ConvertError::BadInput {
             line: 1,
             reason: "the file is empty: no header and no rows".into(),
@@ -229,7 +306,7 @@ fn columns(options: &TableOptions, source: &File) -> Result<Vec<Column>, Convert
         seen += 1;
     }
     while options.infer_rows.is_none_or(|limit| seen < limit) {
-        if next(&mut rdr, &mut record, header)?.is_none() {
+        if rdr.next(&mut record)?.is_none() {
             break;
         }
         record.iter().zip(&mut guesses).for_each(|(f, g)| g.see(f));
@@ -261,12 +338,12 @@ pub fn convert<S: RowSink>(
             last = Some((start + p.byte(), p.line()));
         }
     };
-    if header && next(&mut rdr, &mut record, header)?.is_some() {
+    if header && rdr.next(&mut record)?.is_some() {
         note(&record);
     }
     let mut rows = 0u64;
     let mut values: Vec<Value<'_>> = Vec::with_capacity(columns.len());
-    while let Some(line) = next(&mut rdr, &mut record, header)? {
+    while let Some(line) = rdr.next(&mut record)? {
         note(&record);
         if record.len() != columns.len() {
             return Err(ConvertError::BadInput {
@@ -341,6 +418,26 @@ mod tests {
             Err(ConvertError::BadInput { line, reason }) => (line, reason),
             other => panic!("expected bad input, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_row_past_max_row_size_fails_at_its_line_without_reading_the_rest() {
+        let options = TableOptions {
+            csv: CsvOptions {
+                max_row_size: 4096,
+                ..CsvOptions::default()
+            },
+            ..TableOptions::default()
+        };
+        // An unclosed quote on line 3 makes the rest of the file (4 MiB) one row.
+        let mut content = b"id,name\n1,a\n2,\"never closed\n".to_vec();
+        content.extend(std::iter::repeat_n(b'x', 4 << 20));
+        let (line, reason) = bad(&options, &content);
+        assert_eq!(line, 3);
+        assert!(reason.contains("max_row_size"), "{reason}");
+        // Rows under the cap are fine.
+        let (_, rows) = run(&options, b"id,name\n1,a\n2,b\n").unwrap();
+        assert_eq!(rows, 2);
     }
 
     #[test]
@@ -457,6 +554,7 @@ mod tests {
                 delimiter: b';',
                 quote: b'\'',
                 header: false,
+                ..CsvOptions::default()
             },
             infer_rows: None,
         };

@@ -9,14 +9,15 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::multipart::CLAIM_LOST;
+use super::pressure::Cause;
 use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
 use super::{backoff, now_ms, Uploader, LEASE};
+use crate::beneath;
 use crate::finish::{finish_source, Finished};
 use crate::key::PathParts;
 use crate::queue::{Batching, Done, FileRow, FileStamp, Queue, State};
@@ -34,9 +35,9 @@ pub(super) enum Outcome {
     Changed { stamp: FileStamp },
     /// Retrying might help.
     Transient(String),
-    /// The destination fails for every file (a missing bucket, denied access): hold its
-    /// files back rather than fail them.
-    Blocked(String),
+    /// The destination may fail for every file (a missing bucket, denied access, no
+    /// answer at all): hold its files back rather than fail them.
+    Blocked(String, Cause),
     /// Retrying cannot help: fail the row now.
     Permanent(String),
     /// The row is no longer this worker's (its lease ran out): touch nothing.
@@ -66,7 +67,7 @@ impl Uploader {
             transcode::remove_work(&self.config.state_dir, row.id, row.claim);
         }
         let (id, claim) = (row.id, row.claim);
-        if !matches!(outcome, Outcome::Delivered(_) | Outcome::Blocked(_)) {
+        if !matches!(outcome, Outcome::Delivered(_) | Outcome::Blocked(..)) {
             // If this was a blocked destination's probe, it told nothing: probe again.
             self.pressure.probe_unused(&row.destination);
         }
@@ -129,7 +130,7 @@ impl Uploader {
             Outcome::Lost => {
                 tracing::warn!(spool = %row.spool, id, path = %row.rel_path, "this worker lost the row (lease ran out); another attempt owns it");
             }
-            Outcome::Blocked(error) => self.hold_back(&row, error).await,
+            Outcome::Blocked(error, cause) => self.hold_back(&row, error, cause).await,
             Outcome::Transient(error) => self.after_error(&row, error, ErrorClass::Transient).await,
             Outcome::Permanent(error) => self.after_error(&row, error, ErrorClass::Permanent).await,
         }
@@ -274,8 +275,8 @@ impl Uploader {
                 row.destination
             ));
         };
-        let path = row.path.clone();
-        let opened = tokio::task::spawn_blocking(move || open_source(&path)).await;
+        let (path, rel) = (row.path.clone(), row.rel_path.clone());
+        let opened = tokio::task::spawn_blocking(move || open_source(&path, &rel)).await;
         let (file, before) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => return Outcome::Permanent(describe_open_error(&row.path, &e)),
@@ -301,6 +302,13 @@ impl Uploader {
         } else {
             (Arc::clone(&file), before, None)
         };
+        if upload_stamp.size > crate::s3::MAX_OBJECT_SIZE {
+            // Refused before a byte is read: S3 would take every part, then refuse the end.
+            return Outcome::Permanent(format!(
+                "the object would be {} bytes, over S3's largest object (5TiB): split the file",
+                upload_stamp.size
+            ));
+        }
         let job = Job {
             target,
             queue: &self.queue,
@@ -342,9 +350,18 @@ impl Uploader {
         let Some(spool) = self.config.spools.get(&row.spool).cloned() else {
             return;
         };
+        let Some(root) = beneath::root_of(&row.path, &row.rel_path) else {
+            return;
+        };
         let row2 = row.clone();
         let result = tokio::task::spawn_blocking(move || {
-            finish_source(&spool, &row2.path, &row2.rel_path, row2.stamp, row2.id)
+            finish_source(
+                &spool.after_upload,
+                &root,
+                &row2.rel_path,
+                row2.stamp,
+                row2.id,
+            )
         })
         .await;
         match result {
@@ -355,8 +372,10 @@ impl Uploader {
                     tracing::debug!(id = row.id, ?outcome, "source finished");
                 }
                 let id = row.id;
-                self.record(id, move |q, now| q.mark_source_finished(id, now))
-                    .await;
+                self.record(id, move |q, now| {
+                    q.mark_source_finished(id, outcome.as_str(), now)
+                })
+                .await;
             }
             Ok(Err(e)) => tracing::warn!(id = row.id, path = %row.path.display(), error = %e,
                 "cannot delete or archive the delivered file; will retry at the next rescan"),
@@ -365,19 +384,17 @@ impl Uploader {
     }
 }
 
-/// Opens without following a symlink, and stamps what was opened.
-fn open_source(path: &Path) -> io::Result<(File, FileStamp)> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
+/// Opens the row's file beneath its spool root, never through a symlink, and stamps what
+/// was opened.
+fn open_source(path: &Path, rel: &str) -> io::Result<(File, FileStamp)> {
+    let root = beneath::root_of(path, rel).ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
+            "the row's path does not end in its path in the spool",
+        )
+    })?;
+    let file = beneath::entry(&root, Path::new(rel))?.open_file()?;
+    let meta = file.metadata()?;
     Ok((file, FileStamp::of(&meta)))
 }
 
@@ -386,9 +403,9 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
         io::ErrorKind::NotFound => {
             format!("source disappeared: {} no longer exists", path.display())
         }
-        _ if e.raw_os_error() == Some(libc::ELOOP) => {
+        _ if beneath::is_symlink_refusal(e) => {
             format!(
-                "{} is now a symlink; symlinks are not followed",
+                "{} is now a symlink, or a folder on its way is: refused, symlinks inside a spool are never followed",
                 path.display()
             )
         }
@@ -401,7 +418,15 @@ fn from_store_error(e: StoreError) -> Outcome {
         return Outcome::Lost;
     }
     if e.class == ErrorClass::Permanent && crate::s3::is_destination_wide(&e.code) {
-        return Outcome::Blocked(e.to_string());
+        let cause = if e.code == "AccessDenied" {
+            Cause::MaybeKey
+        } else {
+            Cause::Destination
+        };
+        return Outcome::Blocked(e.to_string(), cause);
+    }
+    if e.is_no_answer() {
+        return Outcome::Blocked(e.to_string(), Cause::NoAnswer);
     }
     match e.class {
         ErrorClass::Transient => Outcome::Transient(e.to_string()),

@@ -2,7 +2,7 @@
 //! files back (see [`super::pressure`]), and the first success opens it again. Both are
 //! recorded in the queue for `status` and said in the log.
 
-use super::pressure::Verdict;
+use super::pressure::{Cause, Verdict};
 use super::{now_ms, Uploader};
 use crate::queue::FileRow;
 use crate::s3::ErrorClass;
@@ -11,20 +11,19 @@ impl Uploader {
     /// A destination-wide error: block the destination (its files wait in the queue) and
     /// put this file back untouched; or, if the destination works for other files, retry
     /// this one like a transient error.
-    pub(super) async fn hold_back(&self, row: &FileRow, error: String) {
+    pub(super) async fn hold_back(&self, row: &FileRow, error: String, cause: Cause) {
         let now = std::time::Instant::now();
-        let maybe_file_only = error.contains("AccessDenied");
-        match self
-            .pressure
-            .failed(&row.destination, &error, maybe_file_only, now)
-        {
+        match self.pressure.failed(&row.destination, &error, cause, now) {
             // Bounded by max_attempts: a key the policy really denies fails in the end,
-            // with the reason; a destination that just lost access holds files back on
-            // the next failure after the grace period.
+            // with the reason; a destination that just lost access (or stopped answering)
+            // holds files back on the next failure.
             Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
             Verdict::Blocked { wait, newly } => {
-                self.metrics
-                    .attempt_failed(&row.destination, ErrorClass::Permanent);
+                let class = match cause {
+                    Cause::NoAnswer => ErrorClass::Transient,
+                    Cause::Destination | Cause::MaybeKey => ErrorClass::Permanent,
+                };
+                self.metrics.attempt_failed(&row.destination, class);
                 if newly {
                     tracing::error!(destination = %row.destination, error = %error,
                         "destination failing for every file: holding its files back (they wait in the queue and are retried by themselves); fix the cause");

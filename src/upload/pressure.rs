@@ -4,7 +4,8 @@
 //! - `state_dir` is low on space (below `min_free_space`): no file is claimed, so nothing
 //!   is converted into `state_dir/work` and the queue keeps room to record outcomes.
 //! - A destination fails for every file (the bucket is gone, access is denied, the key
-//!   is wrong): its files are not claimed. After a wait (5s, doubling to 5 min) one file
+//!   is wrong, or it does not answer at all: refused or reset connections, DNS, TLS,
+//!   timeouts, twice in a row with no success between): its files are not claimed. After a wait (5s, doubling to 5 min) one file
 //!   probes it; its first success opens it again. The files are not failed: it is the
 //!   destination's fault, not theirs.
 
@@ -23,6 +24,25 @@ const RECENT_SUCCESS: Duration = Duration::from_secs(600);
 struct Destination {
     blocked: Option<Blocked>,
     last_success: Option<Instant>,
+    /// Files that got no answer at all since the last success.
+    no_answer_in_row: u32,
+}
+
+/// Files that must get no answer in a row (with no success between) before the
+/// destination counts as unreachable: one lost connection is a blip, two in a row with
+/// nothing getting through is an outage.
+const UNREACHABLE_AFTER: u32 = 2;
+
+/// Why a file failed in a way that may be its destination's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Always the destination's: every file would get it (NoSuchBucket, a bad key).
+    Destination,
+    /// AccessDenied: a policy may deny one key only, so it is the destination's only if
+    /// nothing was delivered there lately.
+    MaybeKey,
+    /// No answer at all (connection refused or reset, DNS, TLS, timeout).
+    NoAnswer,
 }
 
 #[derive(Debug)]
@@ -121,6 +141,7 @@ impl Pressure {
         let mut all = self.lock();
         let d = all.entry(name.to_string()).or_default();
         d.last_success = Some(now);
+        d.no_answer_in_row = 0;
         d.blocked.take().map(|b| b.reason)
     }
 
@@ -130,12 +151,20 @@ impl Pressure {
         self.lock().clear();
     }
 
-    /// A file failed at `name` with an error that may be the destination's.
-    /// `maybe_file_only`: the error can concern one key only (AccessDenied by a policy on
-    /// part of the prefix); others (NoSuchBucket, a bad key) always block.
-    pub fn failed(&self, name: &str, reason: &str, maybe_file_only: bool, now: Instant) -> Verdict {
+    /// A file failed at `name` with an error that may be the destination's, for `cause`.
+    pub fn failed(&self, name: &str, reason: &str, cause: Cause, now: Instant) -> Verdict {
         let mut all = self.lock();
         let d = all.entry(name.to_string()).or_default();
+        if cause == Cause::NoAnswer {
+            d.no_answer_in_row = d.no_answer_in_row.saturating_add(1);
+        }
+        let file_only = match cause {
+            Cause::Destination => false,
+            Cause::MaybeKey => d
+                .last_success
+                .is_some_and(|at| now.duration_since(at) < RECENT_SUCCESS),
+            Cause::NoAnswer => d.no_answer_in_row < UNREACHABLE_AFTER,
+        };
         match &mut d.blocked {
             Some(b) => {
                 // A probe (or a file in flight when it blocked) failed again: wait longer.
@@ -150,12 +179,7 @@ impl Pressure {
                     newly: false,
                 }
             }
-            None if maybe_file_only
-                && d.last_success
-                    .is_some_and(|at| now.duration_since(at) < RECENT_SUCCESS) =>
-            {
-                Verdict::FileOnly
-            }
+            None if file_only => Verdict::FileOnly,
             None => {
                 d.blocked = Some(Blocked {
                     reason: reason.to_string(),
@@ -236,7 +260,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(p.plan(&names, t0).open, names);
         assert_eq!(
-            p.failed("lake", "NoSuchBucket", false, t0),
+            p.failed("lake", "NoSuchBucket", Cause::Destination, t0),
             Verdict::Blocked {
                 wait: FIRST_WAIT,
                 newly: true
@@ -251,7 +275,7 @@ mod tests {
             "one probe at a time"
         );
         assert_eq!(
-            p.failed("lake", "NoSuchBucket", false, probe_time),
+            p.failed("lake", "NoSuchBucket", Cause::Destination, probe_time),
             Verdict::Blocked {
                 wait: FIRST_WAIT * 2,
                 newly: false
@@ -269,12 +293,12 @@ mod tests {
         // Working a moment ago: an AccessDenied now may be about this file's key...
         let later = probe_time + FIRST_WAIT * 3;
         assert_eq!(
-            p.failed("lake", "AccessDenied", true, later),
+            p.failed("lake", "AccessDenied", Cause::MaybeKey, later),
             Verdict::FileOnly
         );
         // ...but a missing bucket is everyone's.
         assert!(matches!(
-            p.failed("lake", "NoSuchBucket", false, later),
+            p.failed("lake", "NoSuchBucket", Cause::Destination, later),
             Verdict::Blocked { newly: true, .. }
         ));
         // A probe whose task was cut off is taken as lost after a while.
@@ -284,6 +308,30 @@ mod tests {
         assert_eq!(p.plan(&names, t + PROBE_DEADLINE).probes, ["lake"]);
         p.reset();
         assert_eq!(p.plan(&names, t).open, names);
+    }
+
+    #[test]
+    fn a_destination_that_answers_nothing_twice_in_a_row_is_blocked() {
+        let p = Pressure::default();
+        let t0 = Instant::now();
+        let no_answer = |t| p.failed("lake", "ConnectionFailed", Cause::NoAnswer, t);
+        // One lost connection is a blip: the file retries on its own.
+        assert_eq!(no_answer(t0), Verdict::FileOnly);
+        // A success between two blips: still blips.
+        p.succeeded("lake", t0);
+        assert_eq!(no_answer(t0), Verdict::FileOnly);
+        // Twice in a row with nothing getting through: an outage, files wait.
+        assert!(matches!(
+            no_answer(t0),
+            Verdict::Blocked { newly: true, .. }
+        ));
+        assert!(matches!(
+            no_answer(t0),
+            Verdict::Blocked { newly: false, .. }
+        ));
+        p.succeeded("lake", t0 + FIRST_WAIT);
+        assert!(p.blocked().is_empty());
+        assert_eq!(no_answer(t0 + FIRST_WAIT), Verdict::FileOnly);
     }
 
     #[test]

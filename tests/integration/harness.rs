@@ -430,6 +430,20 @@ key = "{key}"
         write_private(&self.config, &text);
     }
 
+    /// How many times the daemon said it is running (starts and reloads), from its log.
+    pub fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("daemon.log"))
+            .unwrap_or_default()
+            .matches("s3spool running")
+            .count()
+    }
+
+    /// Rewrites the config file through `edit`.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        write_private(&self.config, &edit(text));
+    }
+
     /// Starts the daemon and waits until it says it is running (queue open, sweep done).
     pub fn start(&self) -> Daemon {
         self.launch(|log| Daemon::start(&self.config, log))

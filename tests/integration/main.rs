@@ -10,6 +10,7 @@ mod delivery;
 mod failures;
 mod formats;
 mod manifests;
+mod promise;
 mod reload;
 mod resilience;
 mod service;

@@ -27,6 +27,8 @@ pub enum Mode {
     ExpireTokenAtFirstPart,
     /// Answer 503 SlowDown to every PUT whose path contains this; forward everything else.
     FailPutsTo(&'static str),
+    /// The endpoint is gone: every connection is reset before any answer.
+    Down,
 }
 
 struct State {
@@ -143,6 +145,7 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
             && state.faults.load(Ordering::Relaxed) == 0)
             .then_some(4),
         Mode::SlowDownAll => Some(2),
+        Mode::Down => Some(0),
         Mode::FailPutsTo(part) => {
             (request_line.starts_with("PUT ") && request_line.contains(part)).then_some(2)
         }

@@ -8,18 +8,6 @@ use crate::proxy::{FaultProxy, Mode};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn runs(s: &Setup) -> usize {
-    std::fs::read_to_string(s.dir.path().join("daemon.log"))
-        .unwrap_or_default()
-        .matches("s3spool running")
-        .count()
-}
-
-fn edit_config(s: &Setup, edit: impl FnOnce(String) -> String) {
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    write_private(&s.config, &edit(text));
-}
-
 #[test]
 fn a_reload_adds_a_spool_and_lets_the_upload_in_flight_finish() {
     let server = shared_server();
@@ -34,14 +22,14 @@ fn a_reload_adds_a_spool_and_lets_the_upload_in_flight_finish() {
     wait_for(WAIT, "the big file uploading", || s.count("active") == 1);
 
     let events = s.dir.path().join("events");
-    edit_config(&s, |text| {
+    s.edit_config(|text| {
         format!(
             "{text}\n[spools.events]\npath = \"{}\"\ndestination = \"lake\"\nsettle = \"300ms\"\nkey = \"{{spool}}/{{path}}-{{id}}\"\n",
             events.display()
         )
     });
     daemon.signal_pid(libc::SIGHUP);
-    wait_for(WAIT, "running on the reloaded config", || runs(&s) == 2);
+    wait_for(WAIT, "running on the reloaded config", || s.runs() == 2);
     std::fs::write(events.join("e.csv"), b"event\n").unwrap();
     s.drop_file("after.csv", b"orders still delivered\n");
     wait_for(WAIT, "all three delivered", || s.count("done") == 3);
@@ -80,7 +68,7 @@ fn a_config_that_does_not_validate_is_refused_and_the_daemon_runs_on() {
     let s = Setup::new(Options::new(server), Bucket::create(server));
     let daemon = s.start();
     let good = std::fs::read_to_string(&s.config).unwrap();
-    edit_config(&s, |text| {
+    s.edit_config(|text| {
         text.replace("settle = \"300ms\"", "settle = \"soon\"\ncolour = \"blue\"")
     });
     daemon.signal_pid(libc::SIGHUP);
@@ -96,7 +84,7 @@ fn a_config_that_does_not_validate_is_refused_and_the_daemon_runs_on() {
     // Fixed and reloaded: taken.
     write_private(&s.config, &good);
     daemon.signal_pid(libc::SIGHUP);
-    wait_for(WAIT, "running on the reloaded config", || runs(&s) == 2);
+    wait_for(WAIT, "running on the reloaded config", || s.runs() == 2);
     assert!(daemon.stop().success());
     let log = std::fs::read_to_string(&log_path).unwrap();
     let refused: Vec<&str> = log
@@ -137,14 +125,14 @@ fn files_of_a_spool_removed_by_a_reload_wait_in_the_queue_until_it_returns() {
     assert!(retried.is_some_and(|n| n >= 1.0), "{retried:?}");
     // The same config with the spool renamed: "orders" is gone.
     let other = s.dir.path().join("other");
-    edit_config(&s, |text| {
+    s.edit_config(|text| {
         text.replace(
             "[spools.orders]\npath = \"spool\"",
             &format!("[spools.other]\npath = \"{}\"", other.display()),
         )
     });
     daemon.signal_pid(libc::SIGHUP);
-    wait_for(WAIT, "running without orders", || runs(&s) == 2);
+    wait_for(WAIT, "running without orders", || s.runs() == 2);
     let attempts = |s: &Setup| -> u64 {
         let rows: Vec<serde_json::Value> =
             serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
