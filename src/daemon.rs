@@ -48,6 +48,8 @@ pub enum DaemonError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Overlap(String),
     #[error("spools.{name}.path: cannot create {path}: {source}")]
     Spool {
         name: String,
@@ -413,6 +415,10 @@ fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
         std::fs::create_dir_all(&spool.path).map_err(failed)?;
         let canonical = std::fs::canonicalize(&spool.path).map_err(failed)?;
         Arc::make_mut(spool).path = canonical;
+    }
+    let overlaps = crate::config::overlaps_after_resolving(&config.spools, &config.state_dir);
+    if !overlaps.is_empty() {
+        return Err(DaemonError::Overlap(overlaps.join("; ")));
     }
     Ok(config)
 }

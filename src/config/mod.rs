@@ -713,6 +713,54 @@ fn spool(
     })
 }
 
+/// [`check_spool_overlaps`] again once symlinks are resolved (a spool, an archive_dir or
+/// the state_dir reached through a symlink may land inside a spool that its configured
+/// path does not name). Spool roots must be in canonical form already; the other folders
+/// are resolved as far as they exist. Returns "key: message" for each overlap.
+pub fn overlaps_after_resolving(
+    spools: &BTreeMap<String, Arc<Spool>>,
+    state_dir: &Path,
+) -> Vec<String> {
+    let resolved: BTreeMap<String, Arc<Spool>> = spools
+        .iter()
+        .map(|(name, spool)| {
+            let mut spool = Spool::clone(spool);
+            if let AfterUpload::Archive(dir) = &spool.after_upload {
+                spool.after_upload = AfterUpload::Archive(resolve_existing(dir));
+            }
+            (name.clone(), Arc::new(spool))
+        })
+        .collect();
+    let mut p = Problems::default();
+    check_spool_overlaps(&mut p, &resolved, &resolve_existing(state_dir));
+    p.0.into_iter()
+        .map(|problem| {
+            format!(
+                "{}: {} (after resolving symlinks)",
+                problem.key, problem.message
+            )
+        })
+        .collect()
+}
+
+/// `path` with its longest existing ancestor in canonical form.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return missing.iter().rev().fold(real, |acc, name| acc.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 /// Spools must not nest in each other, and nothing s3spool writes may land inside a spool,
 /// or files would be delivered twice or forever.
 fn check_spool_overlaps(p: &mut Problems, spools: &BTreeMap<String, Arc<Spool>>, state_dir: &Path) {

@@ -1055,3 +1055,24 @@ fn object_option_rules() {
         "at most 10",
     );
 }
+
+#[test]
+fn overlaps_are_checked_again_with_symlinks_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("spool/inner")).unwrap();
+    // Both look outside the spool by name, and both lead inside it.
+    std::os::unix::fs::symlink(root.join("spool/inner"), root.join("state-link")).unwrap();
+    std::os::unix::fs::symlink(root.join("spool"), root.join("archive-link")).unwrap();
+    let text = format!(
+        "state_dir = \"{root}/state-link/state\"\n{BASE_DEST}\
+         [spools.orders]\npath = \"{root}/spool\"\ndestination = \"lake\"\n\
+         after_upload = \"archive\"\narchive_dir = \"{root}/archive-link/done\"\n",
+        root = root.display()
+    );
+    let config = parse(&text).expect("by name, nothing overlaps");
+    let found = crate::config::overlaps_after_resolving(&config.spools, &config.state_dir);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("spools.orders.archive_dir: must be outside every spool"));
+    assert!(found[1].starts_with("state_dir: must be outside spools.orders.path"));
+}

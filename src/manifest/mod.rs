@@ -198,8 +198,9 @@ impl ManifestWriter {
             sha256: hex::encode(sha2::Sha256::digest(&body)),
             content_type: "application/json",
         };
+        // The bucket the batch's files went to, which a reload may have changed since.
         target
-            .store
+            .store_for(&batch.bucket)
             .put_object(&key, PutBody::Memory(body.into()), md5, &meta)
             .await
             .map_err(|e| e.to_string())?;

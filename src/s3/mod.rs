@@ -11,6 +11,7 @@ mod rusoto;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fmt;
+use std::sync::Arc;
 
 pub use rusoto::connect;
 
@@ -87,6 +88,9 @@ pub const SHA256_METADATA: &str = "sha256";
 pub trait ObjectStore: Send + Sync + 'static {
     /// The bucket this store writes to.
     fn bucket(&self) -> &str;
+    /// The same destination (endpoint, credentials, object options) writing to another
+    /// bucket: a row queued before a reload changed the bucket goes where it was queued for.
+    fn with_bucket(&self, bucket: &str) -> Arc<dyn ObjectStore>;
     /// PutObject with Content-MD5, the content's SHA-256 as metadata and its Content-Type.
     async fn put_object(
         &self,

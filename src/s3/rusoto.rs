@@ -200,6 +200,16 @@ impl ObjectStore for RusotoStore {
         &self.bucket
     }
 
+    fn with_bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        Arc::new(RusotoStore {
+            client: self.client.clone(),
+            object: self.object.clone(),
+            credentials: self.credentials.clone(),
+            bucket: bucket.to_string(),
+            timeout: self.timeout,
+        })
+    }
+
     async fn put_object(
         &self,
         key: &str,

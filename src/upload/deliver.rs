@@ -255,7 +255,8 @@ impl Uploader {
         ) else {
             return;
         };
-        match target.store.abort_multipart(&key, &upload_id).await {
+        let store = target.store_for(&current.bucket);
+        match store.abort_multipart(&key, &upload_id).await {
             Ok(()) => tracing::info!(id, key, "aborted the multipart upload of a failed file"),
             Err(e) if e.code == "NoSuchUpload" => {}
             Err(e) => tracing::warn!(id, key, error = %e, "cannot abort a multipart upload"),
@@ -311,6 +312,7 @@ impl Uploader {
         }
         let job = Job {
             target,
+            store: target.store_for(&row.bucket),
             queue: &self.queue,
             row,
             key,

@@ -77,7 +77,7 @@ async fn resume(job: &Job<'_>) -> Result<Resumed, StoreError> {
         return Ok(Resumed::Fresh);
     };
     let listed = job
-        .request(job.target.store.list_parts(job.key, upload_id))
+        .request(job.store.list_parts(job.key, upload_id))
         .await?;
     let Some(listed) = listed else {
         // Completed just before a crash, or aborted/expired. HEAD tells which.
@@ -162,11 +162,7 @@ async fn start(job: &Job<'_>) -> Result<Resumed, StoreError> {
     }
     let part_size = part_size_for(job.stamp.size, job.target.settings.part_size);
     let upload_id = job
-        .request(
-            job.target
-                .store
-                .create_multipart(job.key, &job.meta(&sha256)),
-        )
+        .request(job.store.create_multipart(job.key, &job.meta(&sha256)))
         .await?;
     let (uid, sha) = (upload_id.clone(), sha256.clone());
     let recorded = record(job, move |q, id, claim| {
@@ -231,8 +227,7 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, StoreError> {
         .collect::<Result<_, _>>()?;
     let written = job
         .request(
-            job.target
-                .store
+            job.store
                 .complete_multipart(job.key, &open.upload_id, &completed),
         )
         .await?;
@@ -258,7 +253,6 @@ async fn upload_part(
         let permit = job.target.limit.acquire().await;
         let (bytes, md5) = read_range(Arc::clone(&job.file), offset, len).await?;
         let result = job
-            .target
             .store
             .upload_part(job.key, upload_id, number, bytes, md5)
             .await;
@@ -316,7 +310,7 @@ fn queue_error(e: crate::queue::QueueError) -> StoreError {
 /// Best effort: an upload we give up on should not keep costing storage.
 pub async fn abort(job: &Job<'_>, upload_id: &str) {
     if let Err(e) = job
-        .request(job.target.store.abort_multipart(job.key, upload_id))
+        .request(job.store.abort_multipart(job.key, upload_id))
         .await
     {
         tracing::warn!(key = job.key, upload_id, error = %e, "cannot abort a multipart upload");

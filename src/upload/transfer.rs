@@ -35,9 +35,23 @@ pub struct Target {
     pub limit: Arc<AdaptiveLimit>,
 }
 
+impl Target {
+    /// The store for `bucket`: the destination's own, or (for a row queued before a reload
+    /// changed the bucket) the same destination writing to the bucket the row recorded.
+    pub fn store_for(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        if self.store.bucket() == bucket {
+            Arc::clone(&self.store)
+        } else {
+            self.store.with_bucket(bucket)
+        }
+    }
+}
+
 /// One file being uploaded: its row (as claimed), the open file and its stamp.
 pub struct Job<'a> {
     pub target: &'a Target,
+    /// The store for the bucket the row was queued for.
+    pub store: Arc<dyn ObjectStore>,
     pub queue: &'a SharedQueue,
     pub row: &'a FileRow,
     pub key: &'a str,
@@ -103,7 +117,7 @@ impl Job<'_> {
     /// request permit of its own: a caller that holds none wraps it in [`Job::request`]
     /// (taking a second permit while holding one could deadlock).
     pub async fn already_there(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        let head = match self.target.store.head_object(self.key).await {
+        let head = match self.store.head_object(self.key).await {
             Ok(head) => head,
             // Without s3:ListBucket, S3 answers 403 for a missing key: cannot tell, so send.
             Err(e) if e.status == Some(403) => {
@@ -140,7 +154,6 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
             }
         }
         let result = job
-            .target
             .store
             .put_object(job.key, PutBody::Memory(bytes), md5, &job.meta(&sha256))
             .await;
@@ -169,11 +182,7 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
             len: size,
         };
         let written = job
-            .request(
-                job.target
-                    .store
-                    .put_object(job.key, body, md5, &job.meta(&sha256)),
-            )
+            .request(job.store.put_object(job.key, body, md5, &job.meta(&sha256)))
             .await?;
         let etag = check_etag("PutObject", &written, &hex::encode(md5))?;
         Ok(Uploaded {

@@ -87,10 +87,17 @@ fn ids_are_never_reused_after_a_purge_so_id_keys_never_overwrite() {
 
     let objects = s.bucket.objects();
     assert_eq!(objects.len(), 6, "{objects:?}");
-    for (n, want) in first.iter().enumerate() {
-        let key = format!("inbound/orders/{}.csv", n + 1);
-        assert_eq!(&objects[&key].sha256, want, "{key} kept its first file");
-    }
+    // Ids 1–3 still hold the first three files (in whatever order they were queued).
+    let mut kept: Vec<&String> = (1..=3)
+        .map(|id| &objects[&format!("inbound/orders/{id}.csv")].sha256)
+        .collect();
+    let mut first: Vec<&String> = first.iter().collect();
+    kept.sort();
+    first.sort();
+    assert_eq!(
+        kept, first,
+        "the first three objects were never overwritten"
+    );
 }
 
 #[test]
@@ -290,4 +297,45 @@ fn a_file_over_s3s_largest_object_is_refused_before_a_byte_is_read() {
     assert!(error.contains("over S3's largest object"), "{error}");
     assert!(s.bucket.open_uploads().is_empty());
     assert!(s.bucket.objects().is_empty());
+}
+
+#[test]
+fn files_queued_before_a_reload_changed_the_bucket_go_where_their_rows_say() {
+    let s = setup(|o| o.key = "{spool}/{path}");
+    let daemon = s.start();
+    cli_ok(&s, &["pause", "orders"]);
+    let before: Vec<String> = (0..2)
+        .map(|n| {
+            s.drop_file(
+                &format!("old{n}.csv"),
+                format!("queued for A {n}\n").as_bytes(),
+            )
+        })
+        .collect();
+    wait_for(WAIT, "queued", || s.count("pending") == 2);
+    let new_bucket = Bucket::create(&s.bucket.endpoint);
+    let old_name = s.bucket.name.clone();
+    s.edit_config(|text| text.replace(&old_name, &new_bucket.name));
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "running on the reloaded config", || s.runs() == 2);
+    cli_ok(&s, &["resume", "orders"]);
+    wait_for(WAIT, "the queued files delivered", || s.count("done") == 2);
+    let after = s.drop_file("new.csv", b"queued for B\n");
+    wait_for(WAIT, "the new file delivered", || s.count("done") == 3);
+    assert!(daemon.stop().success());
+
+    let old_objects = s.bucket.objects();
+    assert_eq!(old_objects.len(), 2, "{old_objects:?}");
+    for (n, want) in before.iter().enumerate() {
+        assert_eq!(
+            &old_objects[&format!("inbound/orders/old{n}.csv")].sha256,
+            want
+        );
+    }
+    let new_objects = new_bucket.objects();
+    assert_eq!(new_objects.len(), 1, "{new_objects:?}");
+    assert_eq!(new_objects["inbound/orders/new.csv"].sha256, after);
+    let row: serde_json::Value =
+        serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap();
+    assert_eq!(row["bucket"], old_name.as_str());
 }
