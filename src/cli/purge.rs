@@ -3,6 +3,7 @@
 //! A `done` row whose source file is still in place (after_upload = "keep", or a clean-up
 //! not yet done) is kept: without it the file would be delivered a second time.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
 
 use crate::config::units::parse_duration;
@@ -26,9 +27,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     debug_assert!(args.done);
     let mut queue = super::open_queue(config)?;
     let before = crate::upload::now_ms() - args.older_than.as_millis() as i64;
+    let in_spools = files_in_spools(config);
     let keep = |row: &crate::queue::FileRow| {
-        super::exists(&row.path)
-            && std::fs::symlink_metadata(&row.path).is_ok_and(|m| FileStamp::of(&m) == row.stamp)
+        // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
+        row.source_finished_at.is_none()
+            || (super::exists(&row.path)
+                && std::fs::symlink_metadata(&row.path)
+                    .is_ok_and(|m| FileStamp::of(&m) == row.stamp))
+            // Gone from its path when cleaned up, but moved elsewhere in the spool: the
+            // row is what tells the daemon that file was delivered.
+            || (matches!(row.source_outcome.as_deref(), Some("gone" | "replaced"))
+                && in_spools.contains(&(row.spool.clone(), row.stamp)))
     };
     let (deleted, kept) = queue.purge_done(before, keep, args.dry_run)?;
     if args.dry_run {
@@ -40,4 +49,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         println!("kept {kept} done row(s) whose source file is still in place (they stop it being delivered again)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every file in every spool, by spool and stamp (walked beneath the roots, as the daemon
+/// does).
+fn files_in_spools(config: &Config) -> HashSet<(String, FileStamp)> {
+    let mut found = HashSet::new();
+    for spool in config.spools.values() {
+        let files = crate::spool::scan::walk(spool, &spool.path, &mut |path, e| {
+            eprintln!("s3spool: cannot read {}: {e}", path.display());
+        });
+        found.extend(files.into_iter().map(|f| (spool.name.clone(), f.stamp)));
+    }
+    found
 }

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 pub use batches::Batch;
 pub use multipart::{RecordedUpload, StoredPart};
+pub use register::VANISHED;
 pub use schema::latest_version;
 pub use transitions::{Batching, Done, Eligible};
 
@@ -85,7 +86,7 @@ impl State {
 
 /// Identity of a file's contents as far as the file system tells: if any of these change,
 /// the file changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct FileStamp {
     pub size: u64,
     pub mtime_ns: i64,
@@ -131,6 +132,9 @@ pub enum Registered {
     AlreadyDone(i64),
     /// This very file was delivered and kept (`after_upload = "keep"`): nothing to do.
     Kept(i64),
+    /// This very file, moved inside the spool, was waiting (or had failed because it
+    /// vanished) under its old path: the row now follows it.
+    Followed(i64),
 }
 
 /// One row of the queue.

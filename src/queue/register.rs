@@ -9,13 +9,20 @@
 //! - the latest row is `pending` or `active`: already queued (a pending row follows a
 //!   rewrite). A `failed` row yields its path to a file with another stamp: that file gets
 //!   a row of its own, and the failed row is marked superseded (it can no longer be retried).
-//! - no row at this path, but a row delivered or in flight for the very same file (inode,
-//!   size, mtime) at another path of the spool that no longer holds it: the file was moved
-//!   inside the spool. It is that row's file, never a second object.
+//! - no row at this path, but a row for the very same file (inode, size, mtime) at another
+//!   path of the spool that no longer holds it: the file was moved inside the spool. It is
+//!   that row's file, never a second object. A row delivered or in flight stays as it is
+//!   (the next look cleans the file up where it is now); a row still waiting, or failed
+//!   because its source disappeared, follows the file to its new path (its key stays: an
+//!   earlier attempt may have put the object in place already, and the HEAD check finds it).
 
 use rusqlite::{params, OptionalExtension};
 
 use super::*;
+
+/// How a row's `last_error` begins when its source vanished before an attempt (the
+/// uploader writes it; a moved file found later revives the row).
+pub const VANISHED: &str = "source disappeared";
 
 /// The latest row of a path, as registration needs it.
 struct Latest {
@@ -56,9 +63,20 @@ impl Queue {
                  FROM files
                  WHERE spool = ?1 AND inode = ?2 AND size = ?3 AND mtime_ns = ?4
                    AND rel_path != ?5
-                   AND (state = 'active' OR (state = 'done' AND (source_finished_at IS NULL
-                        OR source_outcome IN ('gone', 'kept', 'replaced'))))
+                   AND (state IN ('pending', 'active')
+                        OR (state = 'failed' AND superseded_by IS NULL
+                            AND last_error LIKE ?6)
+                        OR (state = 'done' AND (source_finished_at IS NULL
+                            OR source_outcome IN ('gone', 'kept', 'replaced'))))
                  ORDER BY id DESC LIMIT 1",
+            )?;
+            let vanished = format!("{VANISHED}%");
+            let mut follow = tx.prepare_cached(
+                "UPDATE files SET rel_path = ?2, path = ?3, state = 'pending',
+                     next_attempt_at = MIN(next_attempt_at, ?4), updated_at = ?4,
+                     last_error = CASE WHEN state = 'failed' THEN 'moved inside the spool; following it'
+                                       ELSE last_error END
+                 WHERE id = ?1 AND state IN ('pending', 'failed')",
             )?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
@@ -133,7 +151,8 @@ impl Queue {
                             file.stamp.inode as i64,
                             file.stamp.size as i64,
                             file.stamp.mtime_ns,
-                            file.rel_path
+                            file.rel_path,
+                            vanished
                         ],
                         |r| {
                             Ok((
@@ -148,12 +167,20 @@ impl Queue {
                     .optional()?;
                 if let Some((id, old_path, state, finished, outcome)) = elsewhere {
                     if moved_from(&old_path, file.stamp) {
-                        let moved = if state == "active" {
+                        let moved = match state.as_str() {
                             // Being uploaded from its open file: once done, the next look
                             // finds the done row and cleans the file up here.
-                            Some(Registered::AlreadyQueued(id))
-                        } else {
-                            decide_done(finished, outcome.as_deref(), keeps).map(|f| f(id))
+                            "active" => Some(Registered::AlreadyQueued(id)),
+                            "pending" | "failed" => {
+                                follow.execute(params![
+                                    id,
+                                    file.rel_path,
+                                    file.path.to_string_lossy(),
+                                    now_ms
+                                ])?;
+                                Some(Registered::Followed(id))
+                            }
+                            _ => decide_done(finished, outcome.as_deref(), keeps).map(|f| f(id)),
                         };
                         if let Some(moved) = moved {
                             outcomes.push(moved);

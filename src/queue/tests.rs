@@ -691,3 +691,45 @@ fn a_file_the_daemon_died_with_too_often_is_set_aside() {
     let next = q.claim(1, 14, Duration::from_secs(60)).unwrap();
     assert_eq!(next[0].rel_path, "ok.csv");
 }
+
+#[test]
+fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    let moved = |rel: &str| {
+        let mut f = file(rel, 1);
+        f.path = PathBuf::from("/spool").join(rel);
+        f
+    };
+    let register_gone = |q: &mut Queue, f: NewFile| {
+        q.register(&[f], false, 12, |_, id| Ok(format!("k{id}")), |_, _| true)
+            .unwrap()
+    };
+    // Still waiting: the row follows the file, keeping its key.
+    assert_eq!(
+        register_gone(&mut q, moved("b")),
+        vec![Registered::Followed(1)]
+    );
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.key.as_deref()),
+        ("b", Some("k/a-1"))
+    );
+    // Claimed, the file vanished before it was opened, then turns up elsewhere.
+    q.claim(1, 13, Duration::from_secs(60)).unwrap();
+    q.mark_failed(1, 1, "source disappeared: /spool/b no longer exists", 14)
+        .unwrap();
+    assert_eq!(
+        register_gone(&mut q, moved("c")),
+        vec![Registered::Followed(1)]
+    );
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!((row.state, row.rel_path.as_str()), (State::Pending, "c"));
+    // A row failed for another reason is not revived by a move.
+    q.claim(1, 15, Duration::from_secs(60)).unwrap();
+    q.mark_failed(1, 2, "bad CSV", 16).unwrap();
+    assert_eq!(
+        register_gone(&mut q, moved("d")),
+        vec![Registered::Queued(2)]
+    );
+}

@@ -269,6 +269,10 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     delivered_before.push((id, file));
                 }
             }
+            Registered::Followed(id) => {
+                queued += 1;
+                tracing::info!(spool = %spool.name, id, path = %file.rel_path, "a queued file moved inside the spool; its row follows it");
+            }
             Registered::AlreadyQueued(_) | Registered::Kept(_) => {}
         }
     }

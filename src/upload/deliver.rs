@@ -20,7 +20,7 @@ use super::{backoff, now_ms, Uploader, LEASE};
 use crate::beneath;
 use crate::finish::{finish_source, Finished};
 use crate::key::PathParts;
-use crate::queue::{Batching, Done, FileRow, FileStamp, Queue, State};
+use crate::queue::{Batching, Done, FileRow, FileStamp, Queue, State, VANISHED};
 use crate::s3::{ErrorClass, StoreError};
 use crate::transcode::{self, Output};
 
@@ -403,7 +403,7 @@ fn open_source(path: &Path, rel: &str) -> io::Result<(File, FileStamp)> {
 fn describe_open_error(path: &Path, e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::NotFound => {
-            format!("source disappeared: {} no longer exists", path.display())
+            format!("{VANISHED}: {} no longer exists", path.display())
         }
         _ if beneath::is_symlink_refusal(e) => {
             format!(

@@ -4,6 +4,7 @@
 mod harness;
 mod proxy;
 
+mod chaos;
 mod cli;
 mod credentials;
 mod delivery;
