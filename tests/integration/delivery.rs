@@ -8,13 +8,6 @@ use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn setup(options: impl FnOnce(&mut Options)) -> Setup {
-    let endpoint = shared_server();
-    let mut o = Options::new(endpoint);
-    options(&mut o);
-    Setup::new(o, Bucket::create(endpoint))
-}
-
 #[test]
 fn startup_backlog_with_nested_folders_odd_names_empty_and_large_files() {
     let s = setup(|_| {});

@@ -301,6 +301,14 @@ impl Options {
     }
 }
 
+/// A setup on the shared server with a fresh bucket, `options` changed by the caller.
+pub fn setup(options: impl FnOnce(&mut Options)) -> Setup {
+    let endpoint = shared_server();
+    let mut o = Options::new(endpoint);
+    options(&mut o);
+    Setup::new(o, Bucket::create(endpoint))
+}
+
 impl Setup {
     pub fn new(options: Options, bucket: Bucket) -> Setup {
         let dir = tempfile::tempdir().unwrap();
@@ -410,6 +418,17 @@ key = "{key}"
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The `last_error` of every failed row, in id order.
+    pub fn failed_errors(&self) -> Vec<String> {
+        let out = self.cli(&["list", "--state", "failed", "--json"]);
+        let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["last_error"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     pub fn count(&self, state: &str) -> u64 {

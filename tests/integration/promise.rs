@@ -9,13 +9,6 @@ use crate::proxy::{FaultProxy, Mode};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn setup(options: impl FnOnce(&mut Options)) -> Setup {
-    let endpoint = shared_server();
-    let mut o = Options::new(endpoint);
-    options(&mut o);
-    Setup::new(o, Bucket::create(endpoint))
-}
-
 fn cli_ok(s: &Setup, args: &[&str]) -> String {
     let out = s.cli(args);
     let text = format!(
@@ -32,40 +25,52 @@ fn a_folder_swapped_for_a_symlink_never_leaks_or_deletes_outside_files() {
     let s = setup(|o| o.spool_extra = "after_upload = \"delete\"".into());
     let outside = s.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    let secret = b"outside the spool: never read, never deleted";
-    std::fs::write(outside.join("x.txt"), secret).unwrap();
+    let secret = |name: &str| format!("outside the spool: {name}, never read, never deleted");
+    for name in ["x.txt", "y.txt"] {
+        std::fs::write(outside.join(name), secret(name)).unwrap();
+    }
     // A symlinked file in the spool is never delivered either.
     std::os::unix::fs::symlink(outside.join("x.txt"), s.spool.join("link.txt")).unwrap();
 
     let daemon = s.start();
-    // Queued while the spool is paused, so the swap comes between queueing and upload.
+    // Queued while the spool is paused, so the swaps come between queueing and upload.
     cli_ok(&s, &["pause", "orders"]);
-    s.drop_file("d/x.txt", b"inside the spool");
-    wait_for(WAIT, "d/x.txt queued", || s.count("pending") == 1);
-    std::fs::rename(s.spool.join("d"), s.spool.join("d-away")).unwrap();
-    std::os::unix::fs::symlink(&outside, s.spool.join("d")).unwrap();
+    s.drop_file("d/x.txt", b"inside the spool, moved out of it");
+    let moved = s.drop_file("e/y.txt", b"inside the spool, moved within it");
+    wait_for(WAIT, "both queued", || s.count("pending") == 2);
+    // d goes out of the spool altogether; e stays in it under another name. Both names
+    // become symlinks to the outside folder, whose files have the same names.
+    std::fs::rename(s.spool.join("d"), s.dir.path().join("d-gone")).unwrap();
+    std::fs::rename(s.spool.join("e"), s.spool.join("e-away")).unwrap();
+    for name in ["d", "e"] {
+        std::os::unix::fs::symlink(&outside, s.spool.join(name)).unwrap();
+    }
     cli_ok(&s, &["resume", "orders"]);
 
-    wait_for(WAIT, "the swapped path refused", || s.count("failed") == 1);
-    // The folder moved away is a folder of the spool: its file is delivered from there.
-    wait_for(WAIT, "d-away/x.txt delivered", || s.count("done") == 1);
+    wait_for(WAIT, "d/x.txt refused", || s.count("failed") == 1);
+    // e/y.txt's row follows its file to e-away (keeping its key) and delivers it.
+    wait_for(WAIT, "e/y.txt delivered", || s.count("done") == 1);
     std::thread::sleep(Duration::from_millis(2500)); // a few more rescans
     assert!(daemon.stop().success());
 
-    assert_eq!(std::fs::read(outside.join("x.txt")).unwrap(), secret);
+    for name in ["x.txt", "y.txt"] {
+        assert_eq!(
+            std::fs::read_to_string(outside.join(name)).unwrap(),
+            secret(name)
+        );
+    }
     let objects = s.bucket.objects();
     assert_eq!(
         objects.keys().cloned().collect::<Vec<_>>(),
-        vec!["inbound/orders/d-away/x.txt"]
+        vec!["inbound/orders/e/y.txt"]
     );
-    assert!(objects.values().all(|o| o.sha256 != sha256(secret)));
-    let failed = s.cli(&["list", "--state", "failed", "--json"]);
-    let text = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(objects["inbound/orders/e/y.txt"].sha256, moved);
+    let text = s.failed_errors().join("\n");
     assert!(
         text.contains("symlink"),
         "the reason names the symlink: {text}"
     );
-    assert_eq!(s.spool_files(), vec!["d", "link.txt"]);
+    assert_eq!(s.spool_files(), vec!["d", "e", "link.txt"]);
 }
 
 #[test]
@@ -179,6 +184,7 @@ fn an_outage_longer_than_the_retry_budget_holds_files_back_instead_of_failing_th
     let mut o = Options::new(&proxy.endpoint());
     o.max_attempts = 3; // used up in about a second by backoffs of 100–500 ms
     let s = Setup::new(o, Bucket::create(server));
+    let port = s.serve_metrics();
     let want: Vec<String> = (0..20)
         .map(|n| s.drop_file(&format!("f{n:02}.csv"), format!("file {n}\n").as_bytes()))
         .collect();
@@ -188,6 +194,12 @@ fn an_outage_longer_than_the_retry_budget_holds_files_back_instead_of_failing_th
             .as_array()
             .is_some_and(|held| held.iter().any(|c| c["name"] == "destination:lake"))
     });
+    let metrics = scrape(port);
+    assert_eq!(
+        metric_value(&metrics, "s3spool_held_back{cause=\"destination:lake\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
     // Longer than every retry budget: nothing may fail meanwhile.
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(s.count("failed"), 0, "an outage fails no file");
@@ -204,6 +216,45 @@ fn an_outage_longer_than_the_retry_budget_holds_files_back_instead_of_failing_th
     for (n, sha) in want.iter().enumerate() {
         assert_eq!(&objects[&format!("inbound/orders/f{n:02}.csv")].sha256, sha);
     }
+}
+
+#[test]
+fn a_multipart_upload_cut_off_by_an_outage_resumes_after_it() {
+    let server = shared_server();
+    // Slow parts, so the outage comes in the middle of the upload.
+    let proxy = FaultProxy::start(server, Mode::Delay(Duration::from_millis(700)));
+    let mut o = Options::new(&proxy.endpoint());
+    o.max_attempts = 2;
+    let s = Setup::new(o, Bucket::create(server));
+    // 48 MiB: ten parts of 5 MiB, four at a time.
+    let want = s.drop_file("big.bin", &data(48 << 20, 7));
+    let daemon = s.start();
+    wait_for(WAIT, "two parts uploaded", || {
+        serde_json::from_slice::<serde_json::Value>(&s.cli(&["show", "1", "--json"]).stdout)
+            .is_ok_and(|row| row["parts_done"].as_u64().unwrap_or(0) >= 2)
+    });
+    proxy.set_mode(Mode::Down);
+    wait_for(WAIT, "the destination held back", || {
+        !s.status()["held_back"].as_array().unwrap().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(4)); // past max_attempts = 2
+    assert_eq!(s.count("failed"), 0);
+    proxy.set_mode(Mode::Pass);
+    wait_for(
+        Duration::from_secs(120),
+        "delivered after the outage",
+        || s.count("done") == 1,
+    );
+    assert!(daemon.stop().success());
+    assert_eq!(s.bucket.objects()["inbound/orders/big.bin"].sha256, want);
+    // Resumed: one upload was ever started, and it is complete.
+    let creates = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST ") && r.contains("?uploads"))
+        .count();
+    assert_eq!(creates, 1, "{:?}", proxy.requests());
+    assert!(s.bucket.open_uploads().is_empty());
 }
 
 #[test]
@@ -230,9 +281,7 @@ fn an_endless_csv_row_fails_its_file_in_bounded_memory() {
     });
     let peak = daemon.peak_rss();
     assert!(daemon.stop().success());
-    let failed: serde_json::Value =
-        serde_json::from_slice(&s.cli(&["list", "--state", "failed", "--json"]).stdout).unwrap();
-    let error = failed[0]["last_error"].as_str().unwrap();
+    let error = &s.failed_errors()[0];
     assert!(
         error.contains("endless.csv:3:") && error.contains("max_row_size"),
         "{error}"
@@ -291,9 +340,7 @@ fn a_file_over_s3s_largest_object_is_refused_before_a_byte_is_read() {
     let daemon = s.start();
     wait_for(WAIT, "refused", || s.count("failed") == 1);
     assert!(daemon.stop().success());
-    let failed: serde_json::Value =
-        serde_json::from_slice(&s.cli(&["list", "--state", "failed", "--json"]).stdout).unwrap();
-    let error = failed[0]["last_error"].as_str().unwrap();
+    let error = &s.failed_errors()[0];
     assert!(error.contains("over S3's largest object"), "{error}");
     assert!(s.bucket.open_uploads().is_empty());
     assert!(s.bucket.objects().is_empty());
