@@ -93,6 +93,7 @@ pub async fn run(
     }
     let queue = SharedQueue::new(queue);
     crate::transcode::clear_work(&config.state_dir);
+    crate::finish::finish_leftovers(&queue, &config.spools).await;
 
     let shared = Shared {
         queue: queue.clone(),

@@ -47,6 +47,16 @@ impl Queue {
     }
 
     /// Rows matching `filter`, oldest first.
+    /// Up to `limit` delivered rows whose source was never finished (a stop came between
+    /// `done` and the clean-up, perhaps with the source under its private claim name).
+    pub fn unfinished_done(&self, limit: usize) -> Result<Vec<FileRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM files WHERE state = 'done' AND source_finished_at IS NULL
+             ORDER BY id LIMIT ?1"
+        );
+        self.select(&sql, [limit as i64], FileRow::from_row)
+    }
+
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM files

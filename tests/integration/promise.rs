@@ -386,3 +386,34 @@ fn files_queued_before_a_reload_changed_the_bucket_go_where_their_rows_say() {
         serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap();
     assert_eq!(row["bucket"], old_name.as_str());
 }
+
+#[test]
+fn a_clean_up_cut_off_after_its_claim_is_finished_at_the_next_start() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    let want = s.drop_file("a.csv", b"delivered, claimed for clean-up, then killed\n");
+    let daemon = s.start();
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    // What a SIGKILL right after the claim leaves behind: the row done but not finished,
+    // the source under its private name (hidden: no scan ever sees it).
+    let conn = rusqlite::Connection::open(s.dir.path().join("state/queue.db")).unwrap();
+    conn.execute(
+        "UPDATE files SET source_finished_at = NULL, source_outcome = NULL",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    std::fs::rename(s.spool.join("a.csv"), s.spool.join(".s3spool-finishing-1")).unwrap();
+    s.edit_config(|text| text.replace("after_upload = \"keep\"", "after_upload = \"delete\""));
+    let daemon = s.start();
+    wait_for(WAIT, "the claimed source finished", || {
+        s.spool_files().is_empty()
+    });
+    assert!(daemon.stop().success());
+    let objects = s.bucket.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects["inbound/orders/a.csv"].sha256, want);
+    let row: serde_json::Value =
+        serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap();
+    assert_eq!(row["source_outcome"], "deleted", "{row}");
+}
