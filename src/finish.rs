@@ -92,7 +92,7 @@ pub async fn finish_leftovers(queue: &SharedQueue, spools: &BTreeMap<String, Arc
         match finished {
             Ok(Ok(outcome)) => {
                 tracing::info!(spool = %row.spool, id, path = %row.rel_path, outcome = outcome.as_str(),
-                    "finished a clean-up cut off by the last stop");
+                    "cleaned up a file delivered before a restart");
                 let now = chrono::Utc::now().timestamp_millis();
                 if let Err(e) = queue
                     .call(move |q| q.mark_source_finished(id, outcome.as_str(), now))

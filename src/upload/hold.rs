@@ -14,9 +14,13 @@ impl Uploader {
     pub(super) async fn hold_back(&self, row: &FileRow, error: String, cause: Cause) {
         let now = std::time::Instant::now();
         match self.pressure.failed(&row.destination, &error, cause, now) {
+            // A blip (one connection lost, others getting through): retried after the
+            // usual backoff without using an attempt, since no answer says nothing about
+            // the file. Should it be an outage, the next failure holds the files back.
+            Verdict::FileOnly if cause == Cause::NoAnswer => self.blip(row, error).await,
             // Bounded by max_attempts: a key the policy really denies fails in the end,
-            // with the reason; a destination that just lost access (or stopped answering)
-            // holds files back on the next failure.
+            // with the reason; a destination that just lost access holds files back on the
+            // next failure.
             Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
             Verdict::Blocked { wait, newly } => {
                 let class = match cause {
@@ -48,6 +52,29 @@ impl Uploader {
                 .await;
             }
         }
+    }
+
+    /// Requeues a file whose request got no answer, after a backoff, attempt uncounted.
+    async fn blip(&self, row: &FileRow, error: String) {
+        self.metrics
+            .attempt_failed(&row.destination, ErrorClass::Transient);
+        let Some(target) = self.targets.get(&row.destination) else {
+            return self.after_error(row, error, ErrorClass::Transient).await;
+        };
+        let s = &target.settings;
+        let wait = super::backoff::delay(
+            row.attempts,
+            s.backoff_initial,
+            s.backoff_max,
+            &mut rand::thread_rng(),
+        );
+        tracing::warn!(spool = %row.spool, id = row.id, path = %row.rel_path,
+            retry_in_ms = wait.as_millis() as u64, error = %error, "no answer from the destination; will retry");
+        let (id, claim, delay) = (row.id, row.claim, wait.as_millis() as i64);
+        self.record(id, move |q, now| {
+            q.release(id, claim, &error, now + delay, now)
+        })
+        .await;
     }
 
     /// A file reached `destination`: if it was held back, it is open again.
