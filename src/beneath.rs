@@ -113,15 +113,43 @@ impl Entry {
         )?)
     }
 
-    /// Renames this name to `to` in the same directory; fails if `to` exists.
+    /// Renames this name to `to` in the same directory; fails if `to` exists. Where the
+    /// file system has no `RENAME_NOREPLACE` (NFS, some FUSE), `to` is made as a hard link
+    /// (which fails if it exists) and this name is removed: safe when nobody else renames
+    /// over this name, as for a private one.
     pub fn rename_noreplace(&self, to: &OsStr) -> io::Result<()> {
-        Ok(rustix::fs::renameat_with(
+        match rustix::fs::renameat_with(
             &self.dir,
             &self.name,
             &self.dir,
             to,
             RenameFlags::NOREPLACE,
-        )?)
+        ) {
+            Err(e) if unsupported(e) => {
+                rustix::fs::linkat(&self.dir, &self.name, &self.dir, to, AtFlags::empty())?;
+                self.unlink()
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Renames this name to `to`, a private name of ours in the same directory that the
+    /// caller saw missing: not replacing it where the file system can promise that, and a
+    /// plain rename elsewhere (a hard link and an unlink would let a file renamed over
+    /// this name meanwhile be removed).
+    pub fn rename_to_own(&self, to: &OsStr) -> io::Result<()> {
+        match rustix::fs::renameat_with(
+            &self.dir,
+            &self.name,
+            &self.dir,
+            to,
+            RenameFlags::NOREPLACE,
+        ) {
+            Err(e) if unsupported(e) => {
+                Ok(rustix::fs::renameat(&self.dir, &self.name, &self.dir, to)?)
+            }
+            other => Ok(other?),
+        }
     }
 
     pub fn unlink(&self) -> io::Result<()> {
@@ -211,6 +239,13 @@ pub fn list(dir: &OwnedFd) -> io::Result<Vec<Listed>> {
 /// True when an error says a symlink (or a non-folder) stood where a folder was expected.
 pub fn is_symlink_refusal(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR))
+}
+
+/// `renameat2` flags the file system (or the kernel) does not support.
+fn unsupported(e: rustix::io::Errno) -> bool {
+    e == rustix::io::Errno::INVAL
+        || e == rustix::io::Errno::NOSYS
+        || e == rustix::io::Errno::OPNOTSUPP
 }
 
 fn dir_flags() -> OFlags {

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{AfterUpload, Config};
 use crate::finish::Finishing;
 use crate::manifest::ManifestWriter;
 use crate::metrics::{Metrics, Stores};
@@ -89,7 +89,18 @@ pub async fn run(
     }
     for (id, path) in set_aside {
         tracing::error!(id, path = %path,
-            "set aside: the daemon died during every attempt at this file (killed, or out of memory?); fix the cause, then `s3spool retry {id}`");
+            "set aside: the daemon died during its last attempts at this file (killed, or out of memory?); fix the cause, then `s3spool retry {id}`");
+    }
+    for spool in config.spools.values() {
+        let outcome = match spool.after_upload {
+            AfterUpload::Delete => "deleted",
+            AfterUpload::Archive(_) => "archived",
+            AfterUpload::Keep => "kept",
+        };
+        let filled = queue.backfill_outcomes(&spool.name, outcome)?;
+        if filled > 0 {
+            tracing::info!(spool = %spool.name, rows = filled, outcome, "recorded how delivered files were finished before this version");
+        }
     }
     let queue = SharedQueue::new(queue);
     crate::transcode::clear_work(&config.state_dir);

@@ -124,9 +124,6 @@ pub fn finish_source(
     stamp: FileStamp,
     id: i64,
 ) -> io::Result<Finished> {
-    if *after == AfterUpload::Keep {
-        return Ok(Finished::Kept);
-    }
     let source = match beneath::entry(root, Path::new(rel)) {
         Ok(source) => source,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Finished::AlreadyGone),
@@ -135,47 +132,100 @@ pub fn finish_source(
         Err(e) => return Err(e),
     };
     let claimed = source.sibling(private_name(id))?;
-    match claimed.metadata() {
-        // Claimed by an earlier run that stopped before the end: go on with it.
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            match source.rename_noreplace(claimed.name()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Finished::AlreadyGone),
-                Err(e) => return Err(e),
-            }
-        }
+    // A claim left by an earlier run that stopped before the end is gone on with.
+    let leftover = match claimed.metadata() {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(e),
+    };
+    if *after == AfterUpload::Keep {
+        if leftover {
+            put_back(&source, &claimed, id)?;
+        }
+        return Ok(Finished::Kept);
     }
+    if !leftover {
+        // Only the uploaded file is claimed: never a folder or another file that took
+        // its name (checked again once claimed, for one renamed over it meanwhile).
+        match source.metadata() {
+            Ok(meta) if meta.file_type().is_file() && FileStamp::of(&meta) == stamp => {}
+            Ok(_) => return Ok(Finished::Replaced),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Finished::AlreadyGone),
+            Err(e) => return Err(e),
+        }
+        match source.rename_to_own(claimed.name()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Finished::AlreadyGone),
+            Err(e) => return Err(e),
+        }
+    }
+    // The file is hidden under its private name now: every way out finishes it or puts
+    // it back where the scans see it.
+    match finish_claimed(after, &claimed, rel, stamp, id) {
+        Ok(Some(finished)) => Ok(finished),
+        Ok(None) => {
+            put_back(&source, &claimed, id)?;
+            Ok(Finished::Replaced)
+        }
+        Err(e) => {
+            if let Err(back) = put_back(&source, &claimed, id) {
+                tracing::warn!(id, error = %back, "cannot put a claimed source back; the next start finishes it");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Deletes or archives the claimed file if it is the uploaded one; `None` if it is not.
+fn finish_claimed(
+    after: &AfterUpload,
+    claimed: &Entry,
+    rel: &str,
+    stamp: FileStamp,
+    id: i64,
+) -> io::Result<Option<Finished>> {
     let meta = claimed.metadata()?;
     if !meta.file_type().is_file() || FileStamp::of(&meta) != stamp {
-        put_back(&source, &claimed, id)?;
-        return Ok(Finished::Replaced);
+        return Ok(None);
     }
     match after {
         AfterUpload::Delete => {
             claimed.unlink()?;
-            Ok(Finished::Deleted)
+            Ok(Some(Finished::Deleted))
         }
-        AfterUpload::Archive(dir) => archive(&claimed, &meta, dir, rel, id).map(Finished::Archived),
-        AfterUpload::Keep => Ok(Finished::Kept),
+        AfterUpload::Archive(dir) => {
+            archive(claimed, &meta, dir, rel, id).map(|placed| Some(Finished::Archived(placed)))
+        }
+        AfterUpload::Keep => Ok(Some(Finished::Kept)),
     }
 }
 
-/// Returns a claimed file that turned out not to be the uploaded one to its name, never
-/// replacing a file that took the name meanwhile (then it goes beside it, still visible,
-/// so it is queued).
+/// Returns a claimed file to its name, never replacing a file that took the name
+/// meanwhile: then it goes beside it (`a.restored-ID.csv`, still visible and with its
+/// extension, so it is queued).
 fn put_back(source: &Entry, claimed: &Entry, id: i64) -> io::Result<()> {
     match claimed.rename_noreplace(source.name()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let mut beside = OsString::from(source.name());
-            beside.push(format!(".restored-{id}"));
+            let beside = restored_name(source.name(), id);
             tracing::warn!(name = %source.name().to_string_lossy(), beside = %beside.to_string_lossy(),
-                "a file renamed over a delivered one was claimed by mistake and its name is taken again; it is put beside it");
+                "a claimed file's name was taken meanwhile; it is put beside it");
             claimed.rename_noreplace(&beside)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// `a.csv` → `a.restored-ID.csv`; `a` → `a.restored-ID`.
+fn restored_name(name: &std::ffi::OsStr, id: i64) -> OsString {
+    let text = name.to_string_lossy();
+    match text.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.restored-{id}.{ext}").into(),
+        _ => {
+            let mut beside = name.to_os_string();
+            beside.push(format!(".restored-{id}"));
+            beside
+        }
     }
 }
 
@@ -312,6 +362,44 @@ mod tests {
     }
 
     #[test]
+    fn archive_to_another_file_system_copies_durably_then_removes_the_source() {
+        // /dev/shm is a tmpfs: another file system than the temporary directory's.
+        let shm = Path::new("/dev/shm");
+        let Ok(archive_root) = tempfile::tempdir_in(shm) else {
+            return; // no /dev/shm here: nothing to cross
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(spool.join("x")).unwrap();
+        let source = spool.join("x/a.csv");
+        std::fs::write(&source, b"crosses file systems").unwrap();
+        let same_fs = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&spool).unwrap().dev()
+                == std::fs::metadata(archive_root.path()).unwrap().dev()
+        };
+        let after = AfterUpload::Archive(archive_root.path().to_path_buf());
+        let finished = finish_source(&after, &spool, "x/a.csv", stamp_of(&source), 9).unwrap();
+        let placed = archive_root.path().join("x/a.csv");
+        assert_eq!(finished, Finished::Archived(placed.clone()));
+        assert_eq!(std::fs::read(&placed).unwrap(), b"crosses file systems");
+        assert!(!source.exists());
+        // No staging copy or claimed name is left on either side.
+        assert_eq!(
+            std::fs::read_dir(archive_root.path().join("x"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert_eq!(std::fs::read_dir(spool.join("x")).unwrap().count(), 0);
+        if same_fs {
+            eprintln!(
+                "note: /dev/shm is on the same file system here; the copy path was not taken"
+            );
+        }
+    }
+
+    #[test]
     fn a_version_renamed_over_the_source_is_never_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path().join("spool");
@@ -344,6 +432,46 @@ mod tests {
         assert_eq!(finished, Finished::Deleted);
         assert_eq!(std::fs::read(&source).unwrap(), b"new");
         assert!(!spool.join(private_name(4)).exists());
+    }
+
+    #[test]
+    fn a_leftover_claim_is_put_back_when_the_spool_now_keeps_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::write(
+            spool.join(private_name(2)),
+            b"claimed, then the config changed",
+        )
+        .unwrap();
+        let stamp = stamp_of(&spool.join(private_name(2)));
+        let finished = finish_source(&AfterUpload::Keep, &spool, "a.csv", stamp, 2).unwrap();
+        assert_eq!(finished, Finished::Kept);
+        assert!(spool.join("a.csv").exists());
+        assert!(!spool.join(private_name(2)).exists());
+    }
+
+    #[test]
+    fn a_folder_that_took_the_name_is_never_claimed_and_a_taken_name_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(spool.join("a.csv/inner")).unwrap();
+        let stamp = stamp_of(&spool.join("a.csv"));
+        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", stamp, 3).unwrap();
+        assert_eq!(finished, Finished::Replaced);
+        assert!(spool.join("a.csv/inner").is_dir());
+        // A claimed file that is not the uploaded one, whose name was taken meanwhile, goes
+        // beside it, keeping its extension.
+        std::fs::write(spool.join("b.csv"), b"taken").unwrap();
+        std::fs::write(spool.join(private_name(4)), b"newer version").unwrap();
+        let source = beneath::entry(&spool, Path::new("b.csv")).unwrap();
+        let claimed = source.sibling(private_name(4)).unwrap();
+        put_back(&source, &claimed, 4).unwrap();
+        assert_eq!(std::fs::read(spool.join("b.csv")).unwrap(), b"taken");
+        assert_eq!(
+            std::fs::read(spool.join("b.restored-4.csv")).unwrap(),
+            b"newer version"
+        );
     }
 
     #[test]

@@ -176,6 +176,14 @@ impl KeyTemplate {
         Ok(KeyTemplate { parts })
     }
 
+    /// True when every row gets a key of its own (`{id}` or `{uuid}`): no two files, even
+    /// at one path, ever share a key.
+    pub fn unique_per_row(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Placeholder(name) if *name == "id" || *name == "uuid"))
+    }
+
     /// Renders the key for one file, with the destination's `prefix` (may be empty) in front.
     ///
     /// Repeated slashes collapse (so `{dir}/{name}` works for files at the top of the spool),

@@ -27,7 +27,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     debug_assert!(args.done);
     let mut queue = super::open_queue(config)?;
     let before = crate::upload::now_ms() - args.older_than.as_millis() as i64;
-    let in_spools = files_in_spools(config);
+    let in_spools = files_in_spools(config)?;
     let keep = |row: &crate::queue::FileRow| {
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
         row.source_finished_at.is_none()
@@ -52,14 +52,23 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Every file in every spool, by spool and stamp (walked beneath the roots, as the daemon
-/// does).
-fn files_in_spools(config: &Config) -> HashSet<(String, FileStamp)> {
+/// does). A spool that cannot be read in full stops the purge: rows of files it cannot see
+/// may be what keeps them from being delivered twice.
+fn files_in_spools(config: &Config) -> anyhow::Result<HashSet<(String, FileStamp)>> {
     let mut found = HashSet::new();
     for spool in config.spools.values() {
+        let mut unreadable = Vec::new();
         let files = crate::spool::scan::walk(spool, &spool.path, &mut |path, e| {
-            eprintln!("s3spool: cannot read {}: {e}", path.display());
+            unreadable.push(format!("{}: {e}", path.display()));
         });
+        if !unreadable.is_empty() {
+            anyhow::bail!(
+                "cannot read all of spools.{}.path ({}); nothing was purged: run purge as the daemon's user (sudo -u s3spool)",
+                spool.name,
+                unreadable.join("; ")
+            );
+        }
         found.extend(files.into_iter().map(|f| (spool.name.clone(), f.stamp)));
     }
-    found
+    Ok(found)
 }

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 pub use batches::Batch;
 pub use multipart::{RecordedUpload, StoredPart};
-pub use register::VANISHED;
+pub use register::{SpoolRules, VANISHED};
 pub use schema::latest_version;
 pub use transitions::{Batching, Done, Eligible};
 
@@ -117,6 +117,9 @@ pub struct NewFile {
     pub destination: String,
     pub bucket: String,
     pub stamp: FileStamp,
+    /// Birth time in unix nanoseconds, where the file system keeps one: a file that reuses
+    /// a deleted file's inode (and size and mtime) still has another birth time.
+    pub birth_ns: Option<i64>,
 }
 
 /// What registering a file did.

@@ -1,48 +1,94 @@
 //! Registering finished files: one row per file, its key rendered once.
 //!
 //! What a file found in a spool is follows from what the queue recorded, never from
-//! today's config alone:
-//! - the latest row of its path is `done` with the same stamp: delivered. If its source
-//!   was not finished yet, or was kept and the spool no longer keeps sources, it is to be
-//!   cleaned up ([`Registered::AlreadyDone`]); if it was kept, it stays kept. A file that
-//!   looks the same after a delete or archive (a reused inode) is new.
-//! - the latest row is `pending` or `active`: already queued (a pending row follows a
-//!   rewrite). A `failed` row yields its path to a file with another stamp: that file gets
-//!   a row of its own, and the failed row is marked superseded (it can no longer be retried).
-//! - no row at this path, but a row for the very same file (inode, size, mtime) at another
-//!   path of the spool that no longer holds it: the file was moved inside the spool. It is
-//!   that row's file, never a second object. A row delivered or in flight stays as it is
-//!   (the next look cleans the file up where it is now); a row still waiting, or failed
-//!   because its source disappeared, follows the file to its new path (its key stays: an
-//!   earlier attempt may have put the object in place already, and the HEAD check finds it).
+//! today's config alone. First the row of its path (one still waiting or in flight, else
+//! the newest):
+//! - `pending` or `active`: already queued (a pending row follows a rewrite).
+//! - `failed`: the same file stays failed, unless its source had vanished (it is back: the
+//!   row waits again). A file with another stamp gets a row of its own, and the failed row
+//!   is marked superseded (it can no longer be retried).
+//! - `done` with the same stamp and birth time: delivered. If its source was not finished
+//!   yet, or was kept and the spool no longer keeps sources, it is to be cleaned up
+//!   ([`Registered::AlreadyDone`]); if it was kept, it stays kept. A file that looks the same
+//!   after a delete or archive (a reused inode) is new.
+//!
+//! Then, for a file no row of its path claims: a row for the very same file (inode, size,
+//! mtime, birth time) at another path of the spool that no longer holds it means the file
+//! was moved inside the spool. It is that row's file, never a second object:
+//! - in flight: left alone (the next look, once it is done, cleans the file up here);
+//! - delivered: its row moves to the new path and the file is cleaned up there;
+//! - waiting, or failed because its source vanished: the row follows the file, when that
+//!   cannot put two files under one key. Never tried, it takes the key of its new path.
+//!   Tried, it keeps its key (an earlier try may have put the object there, and HEAD finds
+//!   it) if keys are unique per row (`{id}`, `{uuid}`) or do not depend on the path.
+//!   Otherwise a new file at the old path would take the same key, so the moved file gets
+//!   a row of its own and the old row is superseded.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::*;
 
 /// How a row's `last_error` begins when its source vanished before an attempt (the
-/// uploader writes it; a moved file found later revives the row).
+/// uploader writes it; the file found again revives the row).
 pub const VANISHED: &str = "source disappeared";
 
-/// The latest row of a path, as registration needs it.
-struct Latest {
+/// The row that claims a path, as registration needs it.
+struct AtPath {
     id: i64,
     state: String,
     stamp: FileStamp,
+    birth_ns: Option<i64>,
     finished: bool,
     outcome: Option<String>,
+    vanished: bool,
+}
+
+/// A row for the same file at another path.
+struct Elsewhere {
+    id: i64,
+    path: PathBuf,
+    state: String,
+    finished: bool,
+    outcome: Option<String>,
+    claimed: bool,
+    key: Option<String>,
+}
+
+const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
+        source_finished_at IS NOT NULL, source_outcome,
+        state = 'failed' AND superseded_by IS NULL AND last_error LIKE ?3
+     FROM files WHERE spool = ?1 AND rel_path = ?2
+     ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
+
+const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
+        source_outcome, claim > 0, key
+     FROM files
+     WHERE spool = ?1 AND inode = ?2 AND size = ?3 AND mtime_ns = ?4 AND rel_path != ?5
+       AND (?6 IS NULL OR birth_ns IS NULL OR birth_ns = ?6)
+       AND (state IN ('pending', 'active')
+            OR (state = 'failed' AND superseded_by IS NULL AND last_error LIKE ?7)
+            OR (state = 'done' AND (source_finished_at IS NULL
+                OR source_outcome IN ('gone', 'kept', 'replaced'))))
+     ORDER BY id DESC LIMIT 1";
+
+/// What registration needs to know of the spool, as configured today.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpoolRules {
+    /// `after_upload = "keep"`.
+    pub keeps: bool,
+    /// The key template gives every row a key of its own (`{id}` or `{uuid}`).
+    pub unique_keys: bool,
 }
 
 impl Queue {
     /// Queues a batch of finished files of one spool in one transaction. `render_key` makes
-    /// each new row's key from its id; an error there stores the row as `failed` with the
-    /// reason. `keeps` is true when the spool's `after_upload` is `keep` today. `moved_from`
-    /// says whether a file is no longer at the old path of a row that matches it (given
-    /// the row's absolute path): only then is it taken as moved.
+    /// a row's key from the file and the row's id; an error there stores the row as
+    /// `failed` with the reason. `moved_from` says whether a file is no longer at the old path of a row that
+    /// matches it (given the row's absolute path): only then is it taken as moved.
     pub fn register<F, G>(
         &mut self,
         files: &[NewFile],
-        keeps: bool,
+        rules: SpoolRules,
         now_ms: i64,
         mut render_key: F,
         mut moved_from: G,
@@ -53,169 +99,283 @@ impl Queue {
     {
         self.in_transaction(|tx| {
             let mut outcomes = Vec::with_capacity(files.len());
-            let mut latest = tx.prepare_cached(
-                "SELECT id, state, size, mtime_ns, inode, source_finished_at IS NOT NULL,
-                        source_outcome
-                 FROM files WHERE spool = ?1 AND rel_path = ?2 ORDER BY id DESC LIMIT 1",
-            )?;
-            let mut same_file_elsewhere = tx.prepare_cached(
-                "SELECT id, path, state, source_finished_at IS NOT NULL, source_outcome
-                 FROM files
-                 WHERE spool = ?1 AND inode = ?2 AND size = ?3 AND mtime_ns = ?4
-                   AND rel_path != ?5
-                   AND (state IN ('pending', 'active')
-                        OR (state = 'failed' AND superseded_by IS NULL
-                            AND last_error LIKE ?6)
-                        OR (state = 'done' AND (source_finished_at IS NULL
-                            OR source_outcome IN ('gone', 'kept', 'replaced'))))
-                 ORDER BY id DESC LIMIT 1",
-            )?;
-            let vanished = format!("{VANISHED}%");
-            let mut follow = tx.prepare_cached(
-                "UPDATE files SET rel_path = ?2, path = ?3, state = 'pending',
-                     next_attempt_at = MIN(next_attempt_at, ?4), updated_at = ?4,
-                     last_error = CASE WHEN state = 'failed' THEN 'moved inside the spool; following it'
-                                       ELSE last_error END
-                 WHERE id = ?1 AND state IN ('pending', 'failed')",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
-                     mtime_ns, inode, next_attempt_at, queued_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?9, ?9)",
-            )?;
-            let mut set_key = tx.prepare_cached("UPDATE files SET key = ?2 WHERE id = ?1")?;
-            let mut refuse = tx.prepare_cached(
-                "UPDATE files SET state = 'failed', last_error = ?2 WHERE id = ?1",
-            )?;
-            let mut supersede = tx.prepare_cached(
-                "UPDATE files SET superseded_by = ?2 WHERE id = ?1 AND state = 'failed'",
-            )?;
-            let mut restamp = tx.prepare_cached(
-                // The file was rewritten: an upload started for the old bytes must not
-                // be resumed with the new ones. Its record goes (the start-up sweep
-                // aborts the upload itself, its key being ours).
-                "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, updated_at = ?5,
-                     upload_id = NULL, part_size = NULL, sha256 = NULL
-                 WHERE id = ?1 AND state = 'pending'",
-            )?;
-            let mut forget_parts = tx.prepare_cached("DELETE FROM parts WHERE file_id = ?1")?;
             for file in files {
-                let existing = latest
-                    .query_row(params![file.spool, file.rel_path], |r| {
-                        Ok(Latest {
-                            id: r.get(0)?,
-                            state: r.get(1)?,
-                            stamp: FileStamp {
-                                size: r.get::<_, i64>(2)? as u64,
-                                mtime_ns: r.get(3)?,
-                                inode: r.get::<_, i64>(4)? as u64,
-                            },
-                            finished: r.get(5)?,
-                            outcome: r.get(6)?,
-                        })
-                    })
-                    .optional()?;
-                let mut superseded = None;
-                match existing {
-                    Some(row) if row.state == "done" && row.stamp == file.stamp => {
-                        // None: a lookalike after a delete or archive, so a new file.
-                        let decided = decide_done(row.finished, row.outcome.as_deref(), keeps);
-                        if let Some(outcome) = decided {
-                            outcomes.push(outcome(row.id));
-                            continue;
-                        }
-                    }
-                    Some(row) if row.state == "failed" && row.stamp != file.stamp => {
-                        superseded = Some(row.id);
-                    }
-                    Some(row) if row.state != "done" => {
-                        if row.state == "pending" && row.stamp != file.stamp {
-                            restamp.execute(params![
-                                row.id,
-                                file.stamp.size as i64,
-                                file.stamp.mtime_ns,
-                                file.stamp.inode as i64,
-                                now_ms
-                            ])?;
-                            forget_parts.execute([row.id])?;
-                        }
-                        outcomes.push(Registered::AlreadyQueued(row.id));
-                        continue;
-                    }
-                    _ => {}
-                }
-                let elsewhere = same_file_elsewhere
-                    .query_row(
-                        params![
-                            file.spool,
-                            file.stamp.inode as i64,
-                            file.stamp.size as i64,
-                            file.stamp.mtime_ns,
-                            file.rel_path,
-                            vanished
-                        ],
-                        |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                PathBuf::from(r.get::<_, String>(1)?),
-                                r.get::<_, String>(2)?,
-                                r.get::<_, bool>(3)?,
-                                r.get::<_, Option<String>>(4)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                if let Some((id, old_path, state, finished, outcome)) = elsewhere {
-                    if moved_from(&old_path, file.stamp) {
-                        let moved = match state.as_str() {
-                            // Being uploaded from its open file: once done, the next look
-                            // finds the done row and cleans the file up here.
-                            "active" => Some(Registered::AlreadyQueued(id)),
-                            "pending" | "failed" => {
-                                follow.execute(params![
-                                    id,
-                                    file.rel_path,
-                                    file.path.to_string_lossy(),
-                                    now_ms
-                                ])?;
-                                Some(Registered::Followed(id))
-                            }
-                            _ => decide_done(finished, outcome.as_deref(), keeps).map(|f| f(id)),
-                        };
-                        if let Some(moved) = moved {
-                            outcomes.push(moved);
-                            continue;
-                        }
-                    }
-                }
-                insert.execute(params![
-                    file.spool,
-                    file.rel_path,
-                    file.path.to_string_lossy(),
-                    file.destination,
-                    file.bucket,
-                    file.stamp.size as i64,
-                    file.stamp.mtime_ns,
-                    file.stamp.inode as i64,
-                    now_ms
-                ])?;
-                let id = tx.last_insert_rowid();
-                if let Some(old) = superseded {
-                    supersede.execute(params![old, id])?;
-                }
-                match render_key(file, id) {
-                    Ok(key) => {
-                        set_key.execute(params![id, key])?;
-                        outcomes.push(Registered::Queued(id));
-                    }
-                    Err(reason) => {
-                        refuse.execute(params![id, reason])?;
-                        outcomes.push(Registered::Refused(id));
-                    }
-                }
+                let outcome =
+                    register_one(tx, file, rules, now_ms, &mut render_key, &mut moved_from)?;
+                outcomes.push(outcome);
             }
             Ok(outcomes)
         })
+    }
+}
+
+fn register_one(
+    tx: &Transaction<'_>,
+    file: &NewFile,
+    rules: SpoolRules,
+    now_ms: i64,
+    render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+    moved_from: &mut dyn FnMut(&Path, FileStamp) -> bool,
+) -> rusqlite::Result<Registered> {
+    let vanished = format!("{VANISHED}%");
+    let at_path = tx
+        .prepare_cached(AT_PATH)?
+        .query_row(params![file.spool, file.rel_path, vanished], |r| {
+            Ok(AtPath {
+                id: r.get(0)?,
+                state: r.get(1)?,
+                stamp: FileStamp {
+                    size: r.get::<_, i64>(2)? as u64,
+                    mtime_ns: r.get(3)?,
+                    inode: r.get::<_, i64>(4)? as u64,
+                },
+                birth_ns: r.get(5)?,
+                finished: r.get(6)?,
+                outcome: r.get(7)?,
+                vanished: r.get(8)?,
+            })
+        })
+        .optional()?;
+    let mut superseded = None;
+    if let Some(row) = at_path {
+        let same = row.stamp == file.stamp && same_birth(row.birth_ns, file.birth_ns);
+        match row.state.as_str() {
+            "pending" | "active" => {
+                if row.state == "pending" && row.stamp != file.stamp {
+                    restamp(tx, row.id, file, now_ms)?;
+                }
+                return Ok(Registered::AlreadyQueued(row.id));
+            }
+            "failed" if same && row.vanished => {
+                follow(tx, row.id, file, None, now_ms)?;
+                return Ok(Registered::Followed(row.id));
+            }
+            "failed" if same => return Ok(Registered::AlreadyQueued(row.id)),
+            "failed" => superseded = Some(row.id),
+            _ if same => {
+                // None: a lookalike after a delete or archive, so a new file.
+                if let Some(decided) =
+                    decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
+                {
+                    return Ok(decided(row.id));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(moved) = moved_here(tx, file, rules, now_ms, render_key, moved_from, superseded)? {
+        return Ok(moved);
+    }
+    insert(tx, file, now_ms, render_key, superseded)
+}
+
+/// The file as the moved file of a row at another path, if it is one (see the module doc).
+fn moved_here(
+    tx: &Transaction<'_>,
+    file: &NewFile,
+    rules: SpoolRules,
+    now_ms: i64,
+    render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+    moved_from: &mut dyn FnMut(&Path, FileStamp) -> bool,
+    superseded: Option<i64>,
+) -> rusqlite::Result<Option<Registered>> {
+    let vanished = format!("{VANISHED}%");
+    let found = tx
+        .prepare_cached(ELSEWHERE)?
+        .query_row(
+            params![
+                file.spool,
+                file.stamp.inode as i64,
+                file.stamp.size as i64,
+                file.stamp.mtime_ns,
+                file.rel_path,
+                file.birth_ns,
+                vanished
+            ],
+            |r| {
+                Ok(Elsewhere {
+                    id: r.get(0)?,
+                    path: PathBuf::from(r.get::<_, String>(1)?),
+                    state: r.get(2)?,
+                    finished: r.get(3)?,
+                    outcome: r.get(4)?,
+                    claimed: r.get(5)?,
+                    key: r.get(6)?,
+                })
+            },
+        )
+        .optional()?;
+    let Some(row) = found else {
+        return Ok(None);
+    };
+    if !moved_from(&row.path, file.stamp) {
+        // A second name of the same file (a hard link): a file of its own.
+        return Ok(None);
+    }
+    match row.state.as_str() {
+        "active" => Ok(Some(Registered::AlreadyQueued(row.id))),
+        "done" => {
+            let Some(decided) = decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
+            else {
+                return Ok(None);
+            };
+            let decided = decided(row.id);
+            // The row follows the file, so the clean-up (and a restart's repair of one cut
+            // off, and purge) look for it where it is now.
+            let unfinish = matches!(decided, Registered::AlreadyDone(_));
+            tx.prepare_cached(
+                "UPDATE files SET rel_path = ?2, path = ?3,
+                     source_finished_at = CASE WHEN ?4 THEN NULL ELSE source_finished_at END,
+                     source_outcome = CASE WHEN ?4 THEN NULL ELSE source_outcome END
+                 WHERE id = ?1 AND state = 'done'",
+            )?
+            .execute(params![
+                row.id,
+                file.rel_path,
+                file.path.to_string_lossy(),
+                unfinish
+            ])?;
+            Ok(Some(decided))
+        }
+        _ => {
+            // Waiting, or failed because it vanished. Following keeps one row per file; it
+            // must not put two files under one key (a new file at the old path would get
+            // the old key again), nor lose track of an object an earlier try may have
+            // put under the old key.
+            let rendered = render_key(file, row.id).ok();
+            // Some(new key, or None to keep the old one) when the row may follow.
+            let follows = match rendered {
+                // Never tried: nothing can be under the old key.
+                Some(key) if !row.claimed => Some(Some(key)),
+                // Tried: the old key, where no other file can ever go, or which is the same.
+                Some(key) if row.key.as_deref() == Some(key.as_str()) => Some(None),
+                _ if rules.unique_keys && row.claimed => Some(None),
+                _ => None,
+            };
+            if let Some(key) = follows {
+                follow(tx, row.id, file, key, now_ms)?;
+                if let Some(old) = superseded {
+                    supersede(tx, old, row.id)?;
+                }
+                return Ok(Some(Registered::Followed(row.id)));
+            }
+            let new = insert(tx, file, now_ms, render_key, superseded)?;
+            if let Registered::Queued(id) | Registered::Refused(id) = new {
+                tx.prepare_cached(
+                    "UPDATE files SET state = 'failed', superseded_by = ?2, updated_at = ?3,
+                         last_error = 'moved inside the spool before its upload ended; the file is row ' || ?2
+                     WHERE id = ?1 AND state IN ('pending', 'failed')",
+                )?
+                .execute(params![row.id, id, now_ms])?;
+            }
+            Ok(Some(new))
+        }
+    }
+}
+
+fn insert(
+    tx: &Transaction<'_>,
+    file: &NewFile,
+    now_ms: i64,
+    render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+    superseded: Option<i64>,
+) -> rusqlite::Result<Registered> {
+    tx.prepare_cached(
+        "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
+             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+    )?
+    .execute(params![
+        file.spool,
+        file.rel_path,
+        file.path.to_string_lossy(),
+        file.destination,
+        file.bucket,
+        file.stamp.size as i64,
+        file.stamp.mtime_ns,
+        file.stamp.inode as i64,
+        file.birth_ns,
+        now_ms
+    ])?;
+    let id = tx.last_insert_rowid();
+    if let Some(old) = superseded {
+        supersede(tx, old, id)?;
+    }
+    match render_key(file, id) {
+        Ok(key) => {
+            tx.prepare_cached("UPDATE files SET key = ?2 WHERE id = ?1")?
+                .execute(params![id, key])?;
+            Ok(Registered::Queued(id))
+        }
+        Err(reason) => {
+            tx.prepare_cached("UPDATE files SET state = 'failed', last_error = ?2 WHERE id = ?1")?
+                .execute(params![id, reason])?;
+            Ok(Registered::Refused(id))
+        }
+    }
+}
+
+/// The row waits again, for the file at its new path (with `key`, when given).
+fn follow(
+    tx: &Transaction<'_>,
+    id: i64,
+    file: &NewFile,
+    key: Option<String>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE files SET rel_path = ?2, path = ?3, key = COALESCE(?5, key), state = 'pending',
+             next_attempt_at = MIN(next_attempt_at, ?4), updated_at = ?4,
+             last_error = CASE WHEN state = 'failed' THEN 'its file was found again; queued again'
+                               ELSE last_error END
+         WHERE id = ?1 AND state IN ('pending', 'failed')",
+    )?
+    .execute(params![
+        id,
+        file.rel_path,
+        file.path.to_string_lossy(),
+        now_ms,
+        key
+    ])?;
+    Ok(())
+}
+
+fn supersede(tx: &Transaction<'_>, old: i64, by: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE files SET superseded_by = ?2 WHERE id = ?1 AND state = 'failed'")?
+        .execute(params![old, by])?;
+    Ok(())
+}
+
+/// The file was rewritten before its upload: an upload started for the old bytes must not
+/// be resumed with the new ones. Its record goes (the start-up sweep aborts the upload
+/// itself, its key being ours).
+fn restamp(tx: &Transaction<'_>, id: i64, file: &NewFile, now_ms: i64) -> rusqlite::Result<()> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, birth_ns = ?5, updated_at = ?6,
+                 upload_id = NULL, part_size = NULL, sha256 = NULL
+             WHERE id = ?1 AND state = 'pending'",
+        )?
+        .execute(params![
+            id,
+            file.stamp.size as i64,
+            file.stamp.mtime_ns,
+            file.stamp.inode as i64,
+            file.birth_ns,
+            now_ms
+        ])?;
+    if changed > 0 {
+        tx.prepare_cached("DELETE FROM parts WHERE file_id = ?1")?
+            .execute([id])?;
+    }
+    Ok(())
+}
+
+/// Birth times tell two files apart only where both are known.
+fn same_birth(a: Option<i64>, b: Option<i64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
     }
 }
 
@@ -234,10 +394,10 @@ fn decide_done(
         // longer keeps files. Never uploaded again.
         Some("kept") if keeps => Some(Registered::Kept),
         Some("kept") => Some(Registered::AlreadyDone),
+        // Finished before outcomes were recorded (and not backfilled): today's config.
+        None if keeps => Some(Registered::Kept),
         // Not touched then (it was not where it had been): it is the delivered file.
         Some("gone") | Some("replaced") => Some(Registered::AlreadyDone),
-        // Rows finished before outcomes were recorded: today's config decides.
-        None if keeps => Some(Registered::Kept),
         _ => None,
     }
 }

@@ -109,8 +109,10 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5: ids are never reused (AUTOINCREMENT: a purge of the newest rows must not hand
     // their ids, and so `{id}` keys, out again); how each source was finished; which
-    // failed row a newer file at its path superseded. SQLite cannot add AUTOINCREMENT to a
-    // table, so the table is made anew and its rows copied with their ids.
+    // failed row a newer file at its path superseded; the source's birth time (tells a
+    // moved file from a new one that reuses an inode); attempts the daemon died during
+    // (poison files). SQLite cannot add AUTOINCREMENT to a table, so the table is made
+    // anew and its rows copied with their ids.
     r#"
     DROP VIEW files_readable;
     CREATE TABLE files_v5 (
@@ -143,7 +145,9 @@ const MIGRATIONS: &[&str] = &[
         format          TEXT,
         batch_id        INTEGER,
         source_outcome  TEXT,                      -- deleted, archived, kept, gone, replaced
-        superseded_by   INTEGER                    -- a failed row: the newer row for its path
+        superseded_by   INTEGER,                   -- a failed row: the newer row for its path
+        birth_ns        INTEGER,                   -- the source's birth time, where the file system keeps one
+        interruptions   INTEGER NOT NULL DEFAULT 0 -- attempts in a row the daemon died during
     );
     INSERT INTO files_v5 (id, spool, rel_path, path, destination, bucket, key, state, size,
         mtime_ns, inode, attempts, next_attempt_at, lease_until, last_error, etag, queued_at,
@@ -153,7 +157,8 @@ const MIGRATIONS: &[&str] = &[
         mtime_ns, inode, attempts, next_attempt_at, lease_until, last_error, etag, queued_at,
         updated_at, done_at, source_finished_at, sha256, upload_id, part_size, claim,
         object_size, rows, format, batch_id FROM files;
-    -- Ids handed out before a purge may survive only in the attempt history: skip them too.
+    -- Ids of rows purged before this version are known only where their attempt history
+    -- survived (purge deleted it with the row); skip those too.
     INSERT INTO sqlite_sequence (name, seq)
     SELECT 'files_v5', MAX(COALESCE((SELECT MAX(id) FROM files), 0),
                            COALESCE((SELECT MAX(file_id) FROM attempts), 0))

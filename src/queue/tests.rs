@@ -1,4 +1,5 @@
 use super::*;
+use rusqlite::params;
 
 fn open() -> (tempfile::TempDir, Queue) {
     let dir = tempfile::tempdir().unwrap();
@@ -18,6 +19,7 @@ fn file(rel: &str, size: u64) -> NewFile {
             mtime_ns: 1,
             inode: 7,
         },
+        birth_ns: None,
     }
 }
 
@@ -34,7 +36,7 @@ fn delivered(etag: &str) -> Done {
 fn register(q: &mut Queue, files: &[NewFile], now: i64) -> Vec<Registered> {
     q.register(
         files,
-        false,
+        SpoolRules::default(),
         now,
         |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
         |_, _| false,
@@ -82,7 +84,7 @@ fn a_key_error_stores_a_failed_row_with_the_reason() {
     let out = q
         .register(
             &[file("a.csv", 3)],
-            false,
+            SpoolRules::default(),
             1,
             |_, _| Err("object key is too long".into()),
             |_, _| false,
@@ -283,7 +285,10 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     let out = q
         .register(
             &[file("a", 1)],
-            true,
+            SpoolRules {
+                keeps: true,
+                unique_keys: false,
+            },
             15,
             |_, id| Ok(format!("k{id}")),
             |_, _| false,
@@ -318,7 +323,7 @@ fn a_failed_row_yields_its_path_to_a_new_file() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.mark_failed(1, 1, "source disappeared", 11).unwrap();
+    q.mark_failed(1, 1, "bad CSV at line 3", 11).unwrap();
     // The same file again stays with its failed row.
     assert_eq!(
         register(&mut q, &[file("a", 1)], 12),
@@ -348,7 +353,7 @@ fn a_file_moved_inside_the_spool_is_its_row_file() {
     let register_moved = |q: &mut Queue, gone: bool| {
         q.register(
             &[moved()],
-            false,
+            SpoolRules::default(),
             12,
             |_, id| Ok(format!("k{id}")),
             |old, _| {
@@ -370,9 +375,80 @@ fn a_file_moved_inside_the_spool_is_its_row_file() {
         register_moved(&mut q, true),
         vec![Registered::AlreadyDone(1)]
     );
-    // A second name of the same file (a hard link) while the first is still there is a
-    // file of its own.
-    assert_eq!(register_moved(&mut q, false), vec![Registered::Queued(2)]);
+    // The row follows the file, unfinished, so a clean-up cut off there is repaired.
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.source_finished_at),
+        ("sub/a", None)
+    );
+}
+
+#[test]
+fn a_second_name_of_a_queued_file_is_a_file_of_its_own() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    // A hard link: the same inode, size and mtime, while the first name is still there.
+    let out = q
+        .register(
+            &[file("b", 1)],
+            SpoolRules::default(),
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |_, _| false,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(2)]);
+}
+
+#[test]
+fn a_vanished_file_back_at_its_path_is_queued_again() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    // Away for a moment (a remount, a producer's rename and back): the row failed.
+    q.mark_failed(1, 1, "source disappeared: /spool/a no longer exists", 11)
+        .unwrap();
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::Followed(1)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().state, State::Pending);
+}
+
+#[test]
+fn a_file_with_another_birth_time_is_not_the_delivered_one() {
+    let (_d, mut q) = open();
+    let born = |rel: &str, birth| {
+        let mut f = file(rel, 1);
+        f.birth_ns = Some(birth);
+        f
+    };
+    register(&mut q, &[born("a", 100)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
+    q.mark_source_finished(1, "gone", 11).unwrap();
+    // Same inode, size and mtime (an inode reused, a fixed mtime), born later: new.
+    let out = q
+        .register(
+            &[born("b", 200)],
+            SpoolRules::default(),
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |_, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(2)]);
+    let out = q
+        .register(
+            &[born("a", 300)],
+            SpoolRules::default(),
+            13,
+            |_, id| Ok(format!("k{id}")),
+            |_, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(3)]);
 }
 
 #[test]
@@ -671,12 +747,22 @@ fn a_stamp_of_a_file_from_after_2262_does_not_overflow() {
 fn a_file_the_daemon_died_with_too_often_is_set_aside() {
     let (_d, mut q) = open();
     register(&mut q, &[file("poison.csv", 1), file("ok.csv", 2)], 10);
-    // The daemon dies with poison.csv claimed, twice.
-    q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    assert_eq!(q.recover_after_crash(11, |_| 2).unwrap(), (1, vec![]));
-    assert_eq!(q.get(1).unwrap().unwrap().state, State::Pending);
-    q.claim(1, 12, Duration::from_secs(60)).unwrap();
-    let (requeued, set_aside) = q.recover_after_crash(13, |_| 2).unwrap();
+    let lease = Duration::from_secs(60);
+    // The daemon dies with both in flight: both are suspects now.
+    assert_eq!(q.claim(2, 10, lease).unwrap().len(), 2);
+    assert_eq!(q.recover_after_crash(11, |_| 3).unwrap(), (2, vec![]));
+    // Suspects run alone, one at a time, and nothing else is claimed meanwhile.
+    let alone = q.claim_suspect(12, lease, &Eligible::default()).unwrap();
+    assert_eq!(alone[0].rel_path, "poison.csv");
+    assert!(q
+        .claim_suspect(12, lease, &Eligible::default())
+        .unwrap()
+        .is_empty());
+    assert!(q.claim(5, 12, lease).unwrap().is_empty());
+    // It kills the daemon twice more: set aside, with the reason and its upload forgotten.
+    assert_eq!(q.recover_after_crash(13, |_| 3).unwrap(), (1, vec![]));
+    q.claim_suspect(14, lease, &Eligible::default()).unwrap();
+    let (requeued, set_aside) = q.recover_after_crash(15, |_| 3).unwrap();
     assert_eq!(
         (requeued, set_aside),
         (0, vec![(1, "poison.csv".to_string())])
@@ -684,12 +770,20 @@ fn a_file_the_daemon_died_with_too_often_is_set_aside() {
     let row = q.get(1).unwrap().unwrap();
     assert_eq!(row.state, State::Failed);
     assert!(
-        row.last_error.unwrap().contains("daemon stopped 2 times"),
+        row.last_error.unwrap().contains("stopped 3 times in a row"),
         "the reason says why"
     );
-    // The next claim takes the other file, not the one that killed the daemon.
-    let next = q.claim(1, 14, Duration::from_secs(60)).unwrap();
+    // The file merely in flight beside it runs alone, comes back, and is no suspect any more.
+    let next = q.claim_suspect(16, lease, &Eligible::default()).unwrap();
     assert_eq!(next[0].rel_path, "ok.csv");
+    assert!(q.retry_later(2, next[0].claim, "SlowDown", 16, 16).unwrap());
+    assert_eq!(q.claim(5, 17, lease).unwrap().len(), 1);
+}
+
+fn set_key(q: &Queue, id: i64, key: &str) {
+    q.conn
+        .execute("UPDATE files SET key = ?2 WHERE id = ?1", params![id, key])
+        .unwrap();
 }
 
 #[test]
@@ -701,35 +795,84 @@ fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
         f.path = PathBuf::from("/spool").join(rel);
         f
     };
-    let register_gone = |q: &mut Queue, f: NewFile| {
-        q.register(&[f], false, 12, |_, id| Ok(format!("k{id}")), |_, _| true)
-            .unwrap()
+    // Keys made from the id alone, or from the path.
+    let by_id = |q: &mut Queue, f: NewFile| {
+        q.register(
+            &[f],
+            SpoolRules::default(),
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |_, _| true,
+        )
+        .unwrap()
     };
-    // Still waiting: the row follows the file, keeping its key.
+    let by_path = |q: &mut Queue, f: NewFile| {
+        q.register(
+            &[f],
+            SpoolRules::default(),
+            12,
+            |f, _| Ok(format!("k/{}", f.rel_path)),
+            |_, _| true,
+        )
+        .unwrap()
+    };
+    // Never tried: the row follows the file, with the key of its new path.
+    assert_eq!(by_path(&mut q, moved("b")), vec![Registered::Followed(1)]);
+    let row = q.get(1).unwrap().unwrap();
     assert_eq!(
-        register_gone(&mut q, moved("b")),
-        vec![Registered::Followed(1)]
+        (row.rel_path.as_str(), row.key.as_deref()),
+        ("b", Some("k/b"))
     );
+    // Tried, the file vanished before it was opened, then turns up elsewhere. Its key
+    // does not depend on the path: the row follows (an object an earlier try may have
+    // put in place is found by HEAD under that key).
+    q.claim(1, 13, Duration::from_secs(60)).unwrap();
+    q.mark_failed(1, 1, "source disappeared: /spool/b no longer exists", 14)
+        .unwrap();
+    set_key(&q, 1, "k1");
+    let id_keyed = by_id(&mut q, moved("c"));
+    assert_eq!(id_keyed, vec![Registered::Followed(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!((row.state, row.rel_path.as_str()), (State::Pending, "c"));
+    // Tried, and its key comes from the path: following would put it under its old name,
+    // which a new file there would take too. It gets a row of its own instead.
+    set_key(&q, 1, "k/c");
+    assert_eq!(by_path(&mut q, moved("d")), vec![Registered::Queued(2)]);
+    let old = q.get(1).unwrap().unwrap();
+    assert_eq!((old.state, old.superseded_by), (State::Failed, Some(2)));
+    // A row failed for another reason is not revived by a move.
+    q.claim(1, 15, Duration::from_secs(60)).unwrap();
+    q.mark_failed(2, 1, "bad CSV", 16).unwrap();
+    assert_eq!(by_id(&mut q, moved("e")), vec![Registered::Queued(3)]);
+}
+
+#[test]
+fn with_keys_unique_per_row_a_tried_row_follows_its_file_keeping_its_key() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.retry_later(1, 1, "answer lost", 11, 11).unwrap();
+    let mut moved = file("b", 1);
+    moved.path = PathBuf::from("/spool/b");
+    let rules = SpoolRules {
+        keeps: false,
+        unique_keys: true,
+    };
+    // The new path would render another key, but an earlier try may have stored the
+    // object under the old one: the row keeps it, and HEAD finds that object.
+    let out = q
+        .register(
+            &[moved],
+            rules,
+            12,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Followed(1)]);
     let row = q.get(1).unwrap().unwrap();
     assert_eq!(
         (row.rel_path.as_str(), row.key.as_deref()),
         ("b", Some("k/a-1"))
-    );
-    // Claimed, the file vanished before it was opened, then turns up elsewhere.
-    q.claim(1, 13, Duration::from_secs(60)).unwrap();
-    q.mark_failed(1, 1, "source disappeared: /spool/b no longer exists", 14)
-        .unwrap();
-    assert_eq!(
-        register_gone(&mut q, moved("c")),
-        vec![Registered::Followed(1)]
-    );
-    let row = q.get(1).unwrap().unwrap();
-    assert_eq!((row.state, row.rel_path.as_str()), (State::Pending, "c"));
-    // A row failed for another reason is not revived by a move.
-    q.claim(1, 15, Duration::from_secs(60)).unwrap();
-    q.mark_failed(1, 2, "bad CSV", 16).unwrap();
-    assert_eq!(
-        register_gone(&mut q, moved("d")),
-        vec![Registered::Queued(2)]
     );
 }

@@ -35,6 +35,13 @@ const ELIGIBLE: &str = "(:spools IS NULL OR spool IN (SELECT value FROM json_eac
      AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
      AND spool NOT IN (SELECT spool FROM paused)";
 
+/// A suspected poison file is due or in flight (among the rows the claim may take).
+const SUSPECT_WAITING: &str = "SELECT 1 FROM files
+     WHERE interruptions > 0 AND (state = 'active' OR (state = 'pending' AND next_attempt_at <= :now))
+       AND (:spools IS NULL OR spool IN (SELECT value FROM json_each(:spools)))
+       AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
+       AND spool NOT IN (SELECT spool FROM paused)";
+
 /// One ended attempt, for `s3spool show`.
 struct History<'a> {
     outcome: &'static str,
@@ -91,34 +98,45 @@ impl Queue {
     }
 
     /// At start: rows still `active` belong to a daemon that died with them (killed, out
-    /// of memory), and each such attempt counts (its claim counted it). A row that used up
-    /// `max_attempts(destination)` is set aside as `failed` with the reason, rather than
-    /// claimed first again to take the daemon down once more; the others return to
-    /// `pending`. Returns how many were requeued, and the (id, path) of those set aside.
+    /// of memory). Each such attempt counts (its claim counted it), and so does the
+    /// interruption: a row the daemon died with `max_attempts(destination)` times in a
+    /// row (twice at least: one power cut proves nothing) is set aside as `failed` with
+    /// the reason, rather than claimed again to take the daemon down once more (its
+    /// multipart upload record goes; the sweep aborts the upload).
+    /// The others return to `pending`, and are claimed alone next time (see
+    /// [`Queue::claim_suspect`]), so a file that was merely in flight beside a poison file
+    /// is not set aside with it. Returns how many were requeued, and the (id, path) of
+    /// those set aside.
     pub fn recover_after_crash(
         &mut self,
         now_ms: i64,
         max_attempts: impl Fn(&str) -> u32,
     ) -> Result<(usize, Vec<(i64, String)>)> {
         self.in_transaction(|tx| {
-            let interrupted: Vec<(i64, String, u32, String)> = tx
-                .prepare("SELECT id, destination, attempts, rel_path FROM files WHERE state = 'active'")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            let interrupted: Vec<(i64, u32, String, String)> = tx
+                .prepare(
+                    "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
+                         interruptions = interruptions + 1,
+                         last_error = 'the daemon stopped during this attempt'
+                     WHERE state = 'active' RETURNING id, interruptions, rel_path, destination",
+                )?
+                .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut requeued = 0;
             let mut set_aside = Vec::new();
-            for (id, destination, attempts, rel_path) in interrupted {
-                if attempts >= max_attempts(&destination) {
+            for (id, interruptions, rel_path, destination) in interrupted {
+                if interruptions >= max_attempts(&destination).max(2) {
                     let reason = format!(
-                        "the daemon stopped {attempts} times while delivering this file (killed, or out of memory?): \
+                        "the daemon stopped {interruptions} times in a row while delivering this file (killed, or out of memory?): \
                          set aside so that the other files go on; find the cause in the system log, then `s3spool retry {id}`"
                     );
                     tx.execute(
-                        "UPDATE files SET state = 'failed', last_error = ?2, lease_until = NULL,
-                             updated_at = ?3
+                        "UPDATE files SET state = 'failed', last_error = ?2, upload_id = NULL,
+                             part_size = NULL
                          WHERE id = ?1",
-                        params![id, reason, now_ms],
+                        params![id, reason],
                     )?;
+                    tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
                     let history = History {
                         outcome: "failed",
                         error: Some(&reason),
@@ -127,12 +145,6 @@ impl Queue {
                     record_attempt(tx, id, &history)?;
                     set_aside.push((id, rel_path));
                 } else {
-                    tx.execute(
-                        "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?2,
-                             last_error = 'the daemon stopped during this attempt'
-                         WHERE id = ?1",
-                        params![id, now_ms],
-                    )?;
                     let history = History {
                         outcome: "interrupted",
                         error: Some("the daemon stopped during this attempt"),
@@ -144,6 +156,19 @@ impl Queue {
             }
             Ok((requeued, set_aside))
         })
+    }
+
+    /// Records how the sources of `spool`'s rows finished before outcomes were recorded
+    /// (queue schema 5) were finished: by `after_upload` as it is at the first start since,
+    /// which is what finished them. Returns the rows updated.
+    pub fn backfill_outcomes(&mut self, spool: &str, outcome: &str) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE files SET source_outcome = ?2
+                 WHERE spool = ?1 AND source_finished_at IS NOT NULL AND source_outcome IS NULL",
+                params![spool, outcome],
+            )
+            .map_err(|e| self.err(e))
     }
 
     /// Returns `active` rows whose lease ran out to `pending`: their worker stopped.
@@ -176,8 +201,9 @@ impl Queue {
             "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
                  lease_until = :lease_until, updated_at = :now
              WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= :now
-                          AND {ELIGIBLE}
+                          AND interruptions = 0 AND {ELIGIBLE}
                           ORDER BY next_attempt_at, id LIMIT :limit)
+               AND NOT EXISTS ({SUSPECT_WAITING})
              RETURNING {COLUMNS}"
         );
         let mut rows = self.select(
@@ -193,6 +219,37 @@ impl Queue {
         )?;
         rows.sort_by_key(|r| (r.next_attempt_at, r.id));
         Ok(rows)
+    }
+
+    /// Claims one row the daemon died with (a suspected poison file), alone: only when no
+    /// other row is in flight. Other claims wait while it is due or in flight
+    /// ([`Queue::claim_for`]), so it runs by itself, and a file that kills the daemon
+    /// takes no other file's attempts with it.
+    pub fn claim_suspect(
+        &mut self,
+        now_ms: i64,
+        lease: Duration,
+        eligible: &Eligible,
+    ) -> Result<Vec<FileRow>> {
+        let sql = format!(
+            "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
+                 lease_until = :lease_until, updated_at = :now
+             WHERE id = (SELECT id FROM files WHERE state = 'pending' AND interruptions > 0
+                         AND next_attempt_at <= :now AND {ELIGIBLE}
+                         ORDER BY next_attempt_at, id LIMIT 1)
+               AND NOT EXISTS (SELECT 1 FROM files WHERE state = 'active')
+             RETURNING {COLUMNS}"
+        );
+        self.select(
+            &sql,
+            named_params! {
+                ":now": now_ms,
+                ":lease_until": now_ms + lease.as_millis() as i64,
+                ":spools": eligible.spools,
+                ":destinations": eligible.destinations,
+            },
+            FileRow::from_row,
+        )
     }
 
     /// Extends the lease of a row this worker still holds.
@@ -243,7 +300,7 @@ impl Queue {
         self.in_transaction(|tx| {
             let updated = tx
                 .prepare_cached(
-                    "UPDATE files SET state = 'done', etag = ?3, sha256 = ?4, object_size = ?5,
+                    "UPDATE files SET state = 'done', interruptions = 0, etag = ?3, sha256 = ?4, object_size = ?5,
                          rows = ?6, format = ?7, last_error = NULL, lease_until = NULL,
                          upload_id = NULL, part_size = NULL, done_at = ?8, updated_at = ?8
                      WHERE id = ?1 AND state = 'active' AND claim = ?2
@@ -323,7 +380,7 @@ impl Queue {
     ) -> Result<bool> {
         let uncount = if counted { 0 } else { 1 };
         self.transition(
-            "UPDATE files SET state = 'pending', last_error = ?3, next_attempt_at = ?4,
+            "UPDATE files SET state = 'pending', interruptions = 0, last_error = ?3, next_attempt_at = ?4,
                  attempts = MAX(attempts - ?6, 0), lease_until = NULL, updated_at = ?5
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![id, claim, error, next_attempt_at, now_ms, uncount],
@@ -340,7 +397,7 @@ impl Queue {
     /// any multipart upload; its record goes.
     pub fn mark_failed(&mut self, id: i64, claim: i64, error: &str, now_ms: i64) -> Result<bool> {
         self.transition(
-            "UPDATE files SET state = 'failed', last_error = ?3, lease_until = NULL,
+            "UPDATE files SET state = 'failed', interruptions = 0, last_error = ?3, lease_until = NULL,
                  upload_id = NULL, part_size = NULL, updated_at = ?4
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![id, claim, error, now_ms],
@@ -365,7 +422,7 @@ impl Queue {
         now_ms: i64,
     ) -> Result<bool> {
         self.transition(
-            "UPDATE files SET state = 'pending', attempts = MAX(attempts - 1, 0), size = ?3,
+            "UPDATE files SET state = 'pending', interruptions = 0, attempts = MAX(attempts - 1, 0), size = ?3,
                  mtime_ns = ?4, inode = ?5, next_attempt_at = ?6, lease_until = NULL,
                  upload_id = NULL, part_size = NULL, sha256 = NULL,
                  last_error = 'source changed; will upload again once it settles', updated_at = ?7

@@ -21,6 +21,8 @@ pub struct Seen {
     pub utf8: bool,
     pub stamp: FileStamp,
     pub mtime: SystemTime,
+    /// Birth time in unix nanoseconds, where the file system keeps one.
+    pub birth_ns: Option<i64>,
 }
 
 /// The path of `path` relative to the spool root, if it is inside it.
@@ -99,6 +101,11 @@ fn seen(path: PathBuf, rel: String, utf8: bool, meta: &std::fs::Metadata) -> See
         utf8,
         stamp: FileStamp::of(meta),
         mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        birth_ns: meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_nanos()).ok()),
     }
 }
 

@@ -113,6 +113,7 @@ mod tests {
                 inode: 1,
             },
             mtime: at(mtime),
+            birth_ns: None,
         }
     }
 

@@ -14,7 +14,7 @@ use super::settle::Settler;
 use crate::config::{AfterUpload, Destination, Spool};
 use crate::finish::{finish_source, Finished, Finishing};
 use crate::key::KeyInput;
-use crate::queue::{NewFile, Registered, SharedQueue};
+use crate::queue::{NewFile, Registered, SharedQueue, SpoolRules};
 
 /// Files registered per transaction.
 const BATCH: usize = 2000;
@@ -210,6 +210,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
             destination: ctx.destination.name.clone(),
             bucket: ctx.destination.bucket.clone(),
             stamp: seen.stamp,
+            birth_ns: seen.birth_ns,
         })
         .collect();
     let utf8: std::collections::HashSet<String> = batch
@@ -224,11 +225,14 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
     );
     let now = chrono::Utc::now();
     let files_for_db = files.clone();
-    let keeps = spool.after_upload == AfterUpload::Keep;
+    let rules = SpoolRules {
+        keeps: spool.after_upload == AfterUpload::Keep,
+        unique_keys: spool.key.unique_per_row(),
+    };
     let result = ctx
         .queue
         .call(move |q| {
-            q.register(&files_for_db, keeps, now.timestamp_millis(), |file, id| {
+            q.register(&files_for_db, rules, now.timestamp_millis(), |file, id| {
                 if !utf8.contains(&file.rel_path) {
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
                 }

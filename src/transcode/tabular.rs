@@ -216,8 +216,21 @@ fn is_row_too_long(e: &csv::Error) -> bool {
     }
 }
 
+/// The most columns a table may have: each costs a writer's state, and a header of commas
+/// within `max_row_size` could otherwise ask for millions.
+const MAX_COLUMNS: usize = 10_000;
+
 /// The column names: from the header row, or `column_1`… when there is none.
 fn names(options: &CsvOptions, first: &StringRecord) -> Result<Vec<String>, ConvertError> {
+    if first.len() > MAX_COLUMNS {
+        return Err(ConvertError::BadInput {
+            line: 1,
+            reason: format!(
+                "the first row has {} fields; a table may have at most {MAX_COLUMNS} columns",
+                first.len()
+            ),
+        });
+    }
     let mut names: Vec<String> = Vec::with_capacity(first.len());
     for (i, field) in first.iter().enumerate() {
         let name = if options.header {
@@ -435,6 +448,11 @@ mod tests {
         let (line, reason) = bad(&options, &content);
         assert_eq!(line, 3);
         assert!(reason.contains("max_row_size"), "{reason}");
+        // Nor may a header of commas ask for millions of columns.
+        let commas = ",".repeat(MAX_COLUMNS);
+        let (line, reason) = bad(&options, format!("{commas}\n{commas}\n").as_bytes());
+        assert_eq!(line, 1);
+        assert!(reason.contains("at most 10000 columns"), "{reason}");
         // Rows under the cap are fine.
         let (_, rows) = run(&options, b"id,name\n1,a\n2,b\n").unwrap();
         assert_eq!(rows, 2);

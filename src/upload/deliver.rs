@@ -130,7 +130,22 @@ impl Uploader {
             Outcome::Lost => {
                 tracing::warn!(spool = %row.spool, id, path = %row.rel_path, "this worker lost the row (lease ran out); another attempt owns it");
             }
-            Outcome::Blocked(error, cause) => self.hold_back(&row, error, cause).await,
+            Outcome::Blocked(error, cause) => {
+                let current = self.targets.get(&row.destination).map(|t| t.store.bucket());
+                if !matches!(cause, Cause::NoAnswer | Cause::TimedOut)
+                    && current.is_some_and(|b| b != row.bucket)
+                {
+                    // The bucket a reload replaced failing says nothing of the one in use:
+                    // holding the destination back would stall its other files for it.
+                    let reason = format!(
+                        "{error} (in bucket {}, which this file was queued for before a reload changed the destination's bucket)",
+                        row.bucket
+                    );
+                    self.after_error(&row, reason, ErrorClass::Permanent).await
+                } else {
+                    self.hold_back(&row, error, cause).await
+                }
+            }
             Outcome::Transient(error) => self.after_error(&row, error, ErrorClass::Transient).await,
             Outcome::Permanent(error) => self.after_error(&row, error, ErrorClass::Permanent).await,
         }
@@ -280,6 +295,9 @@ impl Uploader {
         let opened = tokio::task::spawn_blocking(move || open_source(&path, &rel)).await;
         let (file, before) = match opened {
             Ok(Ok(opened)) => opened,
+            Ok(Err(e)) if is_passing(&e) => {
+                return Outcome::Transient(describe_open_error(&row.path, &e))
+            }
             Ok(Err(e)) => return Outcome::Permanent(describe_open_error(&row.path, &e)),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
@@ -407,12 +425,29 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
         }
         _ if beneath::is_symlink_refusal(e) => {
             format!(
-                "{} is now a symlink, or a folder on its way is: refused, symlinks inside a spool are never followed",
+                "{} is now a symlink, or something on its way is a symlink or no folder: refused, symlinks inside a spool are never followed",
                 path.display()
             )
         }
         _ => format!("cannot read {}: {e}", path.display()),
     }
+}
+
+/// Open errors of this machine's state rather than of the file: out of descriptors or
+/// memory, an I/O error, a stale NFS handle. Trying again later may work.
+fn is_passing(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::EIO
+                | libc::ESTALE
+                | libc::EAGAIN
+                | libc::EINTR
+        )
+    )
 }
 
 fn from_store_error(e: StoreError) -> Outcome {
@@ -428,7 +463,12 @@ fn from_store_error(e: StoreError) -> Outcome {
         return Outcome::Blocked(e.to_string(), cause);
     }
     if e.is_no_answer() {
-        return Outcome::Blocked(e.to_string(), Cause::NoAnswer);
+        let cause = if e.code == "Timeout" {
+            Cause::TimedOut
+        } else {
+            Cause::NoAnswer
+        };
+        return Outcome::Blocked(e.to_string(), cause);
     }
     match e.class {
         ErrorClass::Transient => Outcome::Transient(e.to_string()),

@@ -15,8 +15,9 @@ impl Uploader {
         let now = std::time::Instant::now();
         match self.pressure.failed(&row.destination, &error, cause, now) {
             // A blip (one connection lost, others getting through): retried after the
-            // usual backoff without using an attempt, since no answer says nothing about
-            // the file. Should it be an outage, the next failure holds the files back.
+            // usual backoff. It uses attempts, but never the last one: a lost connection
+            // says nothing about the file. Should it be an outage, the next failure holds
+            // the files back.
             Verdict::FileOnly if cause == Cause::NoAnswer => self.blip(row, error).await,
             // Bounded by max_attempts: a key the policy really denies fails in the end,
             // with the reason; a destination that just lost access holds files back on the
@@ -24,7 +25,7 @@ impl Uploader {
             Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
             Verdict::Blocked { wait, newly } => {
                 let class = match cause {
-                    Cause::NoAnswer => ErrorClass::Transient,
+                    Cause::NoAnswer | Cause::TimedOut => ErrorClass::Transient,
                     Cause::Destination | Cause::MaybeKey => ErrorClass::Permanent,
                 };
                 self.metrics.attempt_failed(&row.destination, class);
@@ -54,13 +55,18 @@ impl Uploader {
         }
     }
 
-    /// Requeues a file whose request got no answer, after a backoff, attempt uncounted.
+    /// Requeues a file whose request got no answer, after a backoff; its last attempt is
+    /// not used up by it.
     async fn blip(&self, row: &FileRow, error: String) {
-        self.metrics
-            .attempt_failed(&row.destination, ErrorClass::Transient);
-        let Some(target) = self.targets.get(&row.destination) else {
+        let Some(target) = self
+            .targets
+            .get(&row.destination)
+            .filter(|t| row.attempts >= t.settings.max_attempts)
+        else {
             return self.after_error(row, error, ErrorClass::Transient).await;
         };
+        self.metrics
+            .attempt_failed(&row.destination, ErrorClass::Transient);
         let s = &target.settings;
         let wait = super::backoff::delay(
             row.attempts,

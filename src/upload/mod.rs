@@ -38,6 +38,8 @@ const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
 const LEASE: Duration = Duration::from_secs(120);
 /// How often the dispatcher returns rows with expired leases to `pending`.
 const REAP_EVERY: Duration = Duration::from_secs(30);
+/// The shortest idle wait of the dispatcher.
+const MIN_IDLE: Duration = Duration::from_millis(50);
 /// How often an idle dispatcher looks for rows made due by the CLI (`s3spool retry`), and
 /// the longest it goes without a turn of its loop.
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
@@ -175,6 +177,11 @@ impl Uploader {
             let claimed = self
                 .queue
                 .call(move |q| {
+                    // A file the daemon died with runs alone, before anything else.
+                    let suspect = q.claim_suspect(now, LEASE, &open)?;
+                    if !suspect.is_empty() {
+                        return Ok((suspect, Vec::new()));
+                    }
                     let mut rows = Vec::new();
                     let mut unused = Vec::new();
                     // One file probes each blocked destination that is due.
@@ -215,10 +222,12 @@ impl Uploader {
                     .pressure
                     .plan_peek(&self.destinations, std::time::Instant::now());
                 let eligible = self.eligible(&plan);
+                // A row due yet not claimed waits for a file that runs alone (one the
+                // daemon died with): the end of a delivery wakes the loop, and this floor
+                // keeps it from spinning meanwhile.
                 let wait = match self.queue.call(move |q| q.next_due_for(&eligible)).await {
-                    Ok(Some(due)) => {
-                        Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL)
-                    }
+                    Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(0) as u64)
+                        .clamp(MIN_IDLE, IDLE_POLL),
                     _ => IDLE_POLL,
                 };
                 tokio::select! {
@@ -241,6 +250,7 @@ impl Uploader {
                 tasks.spawn(async move {
                     me.deliver(row).await;
                     drop(permit);
+                    me.wake.notify_one();
                 });
             }
         }

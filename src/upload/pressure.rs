@@ -41,8 +41,17 @@ pub enum Cause {
     /// AccessDenied: a policy may deny one key only, so it is the destination's only if
     /// nothing was delivered there lately.
     MaybeKey,
-    /// No answer at all (connection refused or reset, DNS, TLS, timeout).
+    /// No answer at all: the connection was refused or reset, DNS or TLS failed.
     NoAnswer,
+    /// No answer in time: like [`Cause::NoAnswer`] for the destination, but a slow link
+    /// may time out one big request while others go through, so for the file it counts.
+    TimedOut,
+}
+
+impl Cause {
+    fn is_silence(self) -> bool {
+        matches!(self, Cause::NoAnswer | Cause::TimedOut)
+    }
 }
 
 #[derive(Debug)]
@@ -155,7 +164,7 @@ impl Pressure {
     pub fn failed(&self, name: &str, reason: &str, cause: Cause, now: Instant) -> Verdict {
         let mut all = self.lock();
         let d = all.entry(name.to_string()).or_default();
-        if cause == Cause::NoAnswer {
+        if cause.is_silence() {
             d.no_answer_in_row = d.no_answer_in_row.saturating_add(1);
         }
         let file_only = match cause {
@@ -163,7 +172,7 @@ impl Pressure {
             Cause::MaybeKey => d
                 .last_success
                 .is_some_and(|at| now.duration_since(at) < RECENT_SUCCESS),
-            Cause::NoAnswer => d.no_answer_in_row < UNREACHABLE_AFTER,
+            Cause::NoAnswer | Cause::TimedOut => d.no_answer_in_row < UNREACHABLE_AFTER,
         };
         match &mut d.blocked {
             Some(b) => {
