@@ -206,6 +206,11 @@ fn finish_claimed(
 fn put_back(source: &Entry, claimed: &Entry, id: i64) -> io::Result<()> {
     match claimed.rename_noreplace(source.name()) {
         Ok(()) => Ok(()),
+        // The name already is this very file (a kill between the link and the unlink of
+        // the fallback for file systems without RENAME_NOREPLACE): drop the private one.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && same_file(source, claimed) => {
+            claimed.unlink()
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let beside = restored_name(source.name(), id);
             tracing::warn!(name = %source.name().to_string_lossy(), beside = %beside.to_string_lossy(),
@@ -213,6 +218,13 @@ fn put_back(source: &Entry, claimed: &Entry, id: i64) -> io::Result<()> {
             claimed.rename_noreplace(&beside)
         }
         Err(e) => Err(e),
+    }
+}
+
+fn same_file(a: &Entry, b: &Entry) -> bool {
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -374,7 +386,6 @@ mod tests {
         let source = spool.join("x/a.csv");
         std::fs::write(&source, b"crosses file systems").unwrap();
         let same_fs = {
-            use std::os::unix::fs::MetadataExt;
             std::fs::metadata(&spool).unwrap().dev()
                 == std::fs::metadata(archive_root.path()).unwrap().dev()
         };
@@ -432,6 +443,32 @@ mod tests {
         assert_eq!(finished, Finished::Deleted);
         assert_eq!(std::fs::read(&source).unwrap(), b"new");
         assert!(!spool.join(private_name(4)).exists());
+    }
+
+    #[test]
+    fn a_claimed_file_that_is_not_the_uploaded_one_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::write(spool.join("a.csv"), b"uploaded").unwrap();
+        let uploaded = stamp_of(&spool.join("a.csv"));
+        // A claim left by a kill holds a file that is not the uploaded one (it was renamed
+        // over the source between the check and the claim).
+        std::fs::remove_file(spool.join("a.csv")).unwrap();
+        std::fs::write(spool.join(private_name(6)), b"a newer version").unwrap();
+        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", uploaded, 6).unwrap();
+        assert_eq!(finished, Finished::Replaced);
+        assert_eq!(
+            std::fs::read(spool.join("a.csv")).unwrap(),
+            b"a newer version"
+        );
+        assert!(!spool.join(private_name(6)).exists());
+        // A kill inside the fallback rename left both names on one file: one is dropped.
+        std::fs::hard_link(spool.join("a.csv"), spool.join(private_name(7))).unwrap();
+        let source = beneath::entry(&spool, Path::new("a.csv")).unwrap();
+        let claimed = source.sibling(private_name(7)).unwrap();
+        put_back(&source, &claimed, 7).unwrap();
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                     .is_ok_and(|m| FileStamp::of(&m) == row.stamp))
             // Gone from its path when cleaned up, but moved elsewhere in the spool: the
             // row is what tells the daemon that file was delivered.
-            || (matches!(row.source_outcome.as_deref(), Some("gone" | "replaced"))
+            || (matches!(row.source_outcome.as_deref(), Some("gone" | "replaced" | "kept"))
                 && in_spools.contains(&(row.spool.clone(), row.stamp)))
     };
     let (deleted, kept) = queue.purge_done(before, keep, args.dry_run)?;

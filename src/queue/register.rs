@@ -57,7 +57,7 @@ struct Elsewhere {
 const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
         source_finished_at IS NOT NULL, source_outcome,
         state = 'failed' AND superseded_by IS NULL AND last_error LIKE ?3
-     FROM files WHERE spool = ?1 AND rel_path = ?2
+     FROM files WHERE spool = ?1 AND rel_path = ?2 AND superseded_by IS NULL
      ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
 
 const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
@@ -67,8 +67,8 @@ const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
        AND (?6 IS NULL OR birth_ns IS NULL OR birth_ns = ?6)
        AND (state IN ('pending', 'active')
             OR (state = 'failed' AND superseded_by IS NULL AND last_error LIKE ?7)
-            OR (state = 'done' AND (source_finished_at IS NULL
-                OR source_outcome IN ('gone', 'kept', 'replaced'))))
+            OR (state = 'done' AND (source_finished_at IS NULL OR source_outcome = 'kept'
+                OR (source_outcome IN ('gone', 'replaced') AND birth_ns = ?6))))
      ORDER BY id DESC LIMIT 1";
 
 /// What registration needs to know of the spool, as configured today.
@@ -152,6 +152,12 @@ fn register_one(
             }
             "failed" if same => return Ok(Registered::AlreadyQueued(row.id)),
             "failed" => superseded = Some(row.id),
+            // A file we did not touch when cleaning up (gone or replaced then) is taken for
+            // the delivered one only on a birth time that says so: without one, an inode
+            // reused with the same size and mtime would be deleted without upload.
+            _ if same
+                && matches!(row.outcome.as_deref(), Some("gone" | "replaced"))
+                && (row.birth_ns.is_none() || file.birth_ns.is_none()) => {}
             _ if same => {
                 // None: a lookalike after a delete or archive, so a new file.
                 if let Some(decided) =
@@ -263,10 +269,14 @@ fn moved_here(
             if let Registered::Queued(id) | Registered::Refused(id) = new {
                 tx.prepare_cached(
                     "UPDATE files SET state = 'failed', superseded_by = ?2, updated_at = ?3,
+                         upload_id = NULL, part_size = NULL,
                          last_error = 'moved inside the spool before its upload ended; the file is row ' || ?2
                      WHERE id = ?1 AND state IN ('pending', 'failed')",
                 )?
                 .execute(params![row.id, id, now_ms])?;
+                // Its upload, if any, is no row's now: the sweep aborts it.
+                tx.prepare_cached("DELETE FROM parts WHERE file_id = ?1")?
+                    .execute([row.id])?;
             }
             Ok(Some(new))
         }

@@ -78,7 +78,7 @@ impl Queue {
         let mut counts = Counts::default();
         let rows = self.select(
             "SELECT state, COUNT(*) FROM files WHERE state IN ('pending', 'active', 'failed')
-             GROUP BY state",
+             AND superseded_by IS NULL GROUP BY state",
             [],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
         )?;
@@ -99,7 +99,8 @@ impl Queue {
         self.select(
             "SELECT spool, state, COUNT(*),
                     CASE WHEN state = 'failed' THEN NULL ELSE MIN(queued_at) END
-             FROM files WHERE state IN ('pending', 'active', 'failed') GROUP BY spool, state",
+             FROM files WHERE state IN ('pending', 'active', 'failed') AND superseded_by IS NULL
+             GROUP BY spool, state",
             [],
             |r| {
                 Ok(Depth {
@@ -145,7 +146,7 @@ impl Queue {
                     SUM(CASE WHEN state = 'done' AND done_at >= ?1 THEN 1 ELSE 0 END),
                     SUM(CASE WHEN state = 'done' AND done_at >= ?1
                              THEN COALESCE(object_size, size) ELSE 0 END)
-             FROM files GROUP BY spool, state",
+             FROM files WHERE superseded_by IS NULL GROUP BY spool, state",
             [since_ms],
             |r| {
                 Ok((
@@ -271,7 +272,10 @@ impl Queue {
         let mut summary = Summary::default();
         let mut stmt = self
             .conn
-            .prepare("SELECT state, COUNT(*), SUM(size), MIN(queued_at) FROM files GROUP BY state")
+            .prepare(
+                "SELECT state, COUNT(*), SUM(size), MIN(queued_at) FROM files
+                 WHERE superseded_by IS NULL GROUP BY state",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -309,7 +313,7 @@ impl Queue {
     pub fn latest_errors(&self, limit: u64) -> Result<Vec<FileRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM files WHERE last_error IS NOT NULL AND state != 'done'
-             ORDER BY updated_at DESC, id DESC LIMIT ?1"
+             AND superseded_by IS NULL ORDER BY updated_at DESC, id DESC LIMIT ?1"
         );
         self.select(&sql, [limit as i64], FileRow::from_row)
     }
@@ -317,7 +321,8 @@ impl Queue {
     /// Makes `failed` or `pending` rows due now with a fresh attempt count. Returns the ids
     /// that were reset; `active` and `done` rows are left alone.
     pub fn retry(&mut self, ids: Option<&[i64]>, now_ms: i64) -> Result<Vec<i64>> {
-        let sql = "UPDATE files SET state = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2
+        let sql = "UPDATE files SET state = 'pending', attempts = 0, interruptions = 0,
+                       next_attempt_at = ?2, updated_at = ?2
                    WHERE state IN ('failed', 'pending') AND key IS NOT NULL AND superseded_by IS NULL
                      AND (?1 IS NULL OR id = ?1)
                    RETURNING id";

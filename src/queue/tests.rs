@@ -336,6 +336,8 @@ fn a_failed_row_yields_its_path_to_a_new_file() {
         vec![Registered::Queued(2)]
     );
     assert_eq!(q.get(1).unwrap().unwrap().superseded_by, Some(2));
+    // Counts leave it out: a newer row took over its path (list still shows it).
+    assert_eq!(q.summary().unwrap().counts.failed, 0);
     assert!(q.retry(Some(&[1]), 14).unwrap().is_empty());
     assert!(q.retry_failed(14).unwrap().is_empty());
 }
@@ -343,11 +345,13 @@ fn a_failed_row_yields_its_path_to_a_new_file() {
 #[test]
 fn a_file_moved_inside_the_spool_is_its_row_file() {
     let (_d, mut q) = open();
-    register(&mut q, &[file("a", 1)], 10);
+    let mut original = file("a", 1);
+    original.birth_ns = Some(100);
+    register(&mut q, &[original], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     let moved = || {
         let mut f = file("sub/a", 1);
-        f.rel_path = "sub/a".into();
+        f.birth_ns = Some(100);
         f
     };
     let register_moved = |q: &mut Queue, gone: bool| {
@@ -874,5 +878,70 @@ fn with_keys_unique_per_row_a_tried_row_follows_its_file_keeping_its_key() {
     assert_eq!(
         (row.rel_path.as_str(), row.key.as_deref()),
         ("b", Some("k/a-1"))
+    );
+}
+
+#[test]
+fn without_birth_times_a_file_gone_at_clean_up_is_never_taken_for_a_new_one() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
+    q.mark_source_finished(1, "gone", 11).unwrap();
+    // Same inode, size and mtime, no birth time to tell: it may be a new file reusing the
+    // inode, so it is uploaded (at worst twice) rather than deleted unsent.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::Queued(2)]
+    );
+    // Nor at another path (row 2's file is still at a: only row 1 could match).
+    let out = q
+        .register(
+            &[file("b", 1)],
+            SpoolRules::default(),
+            13,
+            |_, id| Ok(format!("k{id}")),
+            |old, _| old != Path::new("/spool/a"),
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(3)]);
+}
+
+#[test]
+fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
+    let (_d, mut q) = open();
+    let path_key = |f: &NewFile, _| Ok::<_, String>(format!("k/{}", f.rel_path));
+    q.register(
+        &[file("a", 1)],
+        SpoolRules::default(),
+        10,
+        path_key,
+        |_, _| true,
+    )
+    .unwrap();
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.retry_later(1, 1, "answer lost", 11, 11).unwrap();
+    // Moved after a try, with keys from the path: a row of its own; row 1 superseded.
+    let mut at_b = file("b", 1);
+    at_b.path = PathBuf::from("/spool/b");
+    let out = q
+        .register(&[at_b], SpoolRules::default(), 12, path_key, |_, _| true)
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(2)]);
+    // Moved back before row 2 ran: row 2 follows it (never tried), not the superseded row 1.
+    let out = q
+        .register(
+            &[file("a", 1)],
+            SpoolRules::default(),
+            13,
+            path_key,
+            |_, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Followed(2)]);
+    let row = q.get(2).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.key.as_deref()),
+        ("a", Some("k/a"))
     );
 }

@@ -422,7 +422,9 @@ impl Queue {
         now_ms: i64,
     ) -> Result<bool> {
         self.transition(
+            // Another inode is another file, whose birth time is not known here.
             "UPDATE files SET state = 'pending', interruptions = 0, attempts = MAX(attempts - 1, 0), size = ?3,
+                 birth_ns = CASE WHEN inode = ?5 THEN birth_ns END,
                  mtime_ns = ?4, inode = ?5, next_attempt_at = ?6, lease_until = NULL,
                  upload_id = NULL, part_size = NULL, sha256 = NULL,
                  last_error = 'source changed; will upload again once it settles', updated_at = ?7

@@ -84,14 +84,17 @@ pub fn look(spool: &Spool, path: &Path) -> Looked {
     Looked::File(seen(path.to_path_buf(), rel, utf8, &meta))
 }
 
-/// Whether `path` (inside the spool) holds a regular file with `stamp` right now.
-pub fn holds(spool: &Spool, path: &Path, stamp: FileStamp) -> bool {
+/// Whether the file of `stamp` is no longer at `path` (inside the spool): the lookup says
+/// the name is gone, or holds something else. A lookup that fails otherwise (no access,
+/// an I/O error) proves nothing, and counts as still there.
+pub fn moved_away(spool: &Spool, path: &Path, stamp: FileStamp) -> bool {
     let Ok(rel) = path.strip_prefix(&spool.path) else {
-        return false;
+        return true;
     };
-    beneath::entry(&spool.path, rel)
-        .and_then(|e| e.metadata())
-        .is_ok_and(|meta| meta.file_type().is_file() && FileStamp::of(&meta) == stamp)
+    match beneath::entry(&spool.path, rel).and_then(|e| e.metadata()) {
+        Ok(meta) => !(meta.file_type().is_file() && FileStamp::of(&meta) == stamp),
+        Err(e) => e.kind() == io::ErrorKind::NotFound || beneath::is_symlink_refusal(&e),
+    }
 }
 
 fn seen(path: PathBuf, rel: String, utf8: bool, meta: &std::fs::Metadata) -> Seen {

@@ -246,7 +246,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     ext: spool2.output.ext_rule(),
                 };
                 spool2.key.render(&dest.prefix, &input).map_err(|e| e.to_string())
-            }, |old_path, stamp| !scan::holds(&spool2, old_path, stamp))
+            }, |old_path, stamp| scan::moved_away(&spool2, old_path, stamp))
         })
         .await;
     let outcomes = match result {

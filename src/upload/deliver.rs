@@ -141,6 +141,8 @@ impl Uploader {
                         "{error} (in bucket {}, which this file was queued for before a reload changed the destination's bucket)",
                         row.bucket
                     );
+                    // As a probe of the destination's bucket in use, it told nothing.
+                    self.pressure.probe_unused(&row.destination);
                     self.after_error(&row, reason, ErrorClass::Permanent).await
                 } else {
                     self.hold_back(&row, error, cause).await

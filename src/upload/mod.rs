@@ -39,7 +39,7 @@ const LEASE: Duration = Duration::from_secs(120);
 /// How often the dispatcher returns rows with expired leases to `pending`.
 const REAP_EVERY: Duration = Duration::from_secs(30);
 /// The shortest idle wait of the dispatcher.
-const MIN_IDLE: Duration = Duration::from_millis(50);
+const MIN_IDLE: Duration = Duration::from_millis(200);
 /// How often an idle dispatcher looks for rows made due by the CLI (`s3spool retry`), and
 /// the longest it goes without a turn of its loop.
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
@@ -168,6 +168,7 @@ impl Uploader {
                 .pressure
                 .plan(&self.destinations, std::time::Instant::now());
             let open = self.eligible(&plan.open);
+            let suspect_scope = self.eligible(&[plan.open.clone(), plan.probes.clone()].concat());
             let probes: Vec<(String, Eligible)> = plan
                 .probes
                 .iter()
@@ -177,10 +178,16 @@ impl Uploader {
             let claimed = self
                 .queue
                 .call(move |q| {
-                    // A file the daemon died with runs alone, before anything else.
-                    let suspect = q.claim_suspect(now, LEASE, &open)?;
-                    if !suspect.is_empty() {
-                        return Ok((suspect, Vec::new()));
+                    // A file the daemon died with runs alone, before anything else; for a
+                    // blocked destination it is the probe.
+                    let suspect = q.claim_suspect(now, LEASE, &suspect_scope)?;
+                    if let Some(row) = suspect.first() {
+                        let unused = probes
+                            .iter()
+                            .map(|(d, _)| d.clone())
+                            .filter(|d| *d != row.destination)
+                            .collect();
+                        return Ok((suspect, unused));
                     }
                     let mut rows = Vec::new();
                     let mut unused = Vec::new();
