@@ -12,17 +12,18 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::{AfterUpload, Config};
 use crate::finish::Finishing;
 use crate::manifest::ManifestWriter;
 use crate::metrics::{Metrics, Stores};
 use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
-use crate::service::{Heartbeat, Notifier};
 use crate::spool::{watch_spool, WatchContext};
+use crate::systemd::{Heartbeat, Notifier};
 use crate::upload::limit::AdaptiveLimit;
 use crate::upload::pressure::Pressure;
-use crate::upload::{now_ms, sweep_orphan_uploads, sweep_periodically, Target, Uploader};
+use crate::upload::{sweep_orphan_uploads, sweep_periodically, Target, Uploader};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +109,7 @@ pub async fn run(
 
     let shared = Shared {
         queue: queue.clone(),
-        host: Arc::from(hostname().as_str()),
+        host: Arc::from(crate::host::hostname().as_str()),
         heartbeat: Heartbeat::default(),
         converting: Arc::new(Semaphore::new(Uploader::conversion_slots())),
         metrics: Arc::new(Metrics::default()),
@@ -135,7 +136,7 @@ pub async fn run(
         }
     };
     let notifier = shared.notifier.clone();
-    let reporter = tokio::spawn(crate::service::report(
+    let reporter = tokio::spawn(crate::systemd::report(
         notifier.clone(),
         queue.clone(),
         shared.heartbeat.clone(),
@@ -155,7 +156,7 @@ pub async fn run(
         .await;
         shared.heartbeat.set_reloading(false);
         let generation = generation?;
-        let status = crate::service::current_status(&queue, &shared.heartbeat).await;
+        let status = crate::systemd::current_status(&queue, &shared.heartbeat).await;
         notifier.ready(status.as_deref().unwrap_or("running"));
         tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
             queue = %config.queue_path().display(), reloaded = !first, "s3spool running");
@@ -458,16 +459,4 @@ fn lock_state_dir(config: &Config) -> Result<File, DaemonError> {
         });
     }
     Ok(file)
-}
-
-/// This machine's host name, for `{host}` in keys.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

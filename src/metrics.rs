@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::queue::SharedQueue;
 use crate::s3::{ErrorClass, ObjectStore};
-use crate::upload::now_ms;
 
 type Labels = Vec<(&'static str, String)>;
 

@@ -17,7 +17,7 @@ pub struct Args {
 pub fn pause(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     super::spool(config, &args.spool)?;
     let mut queue = super::open_queue(config)?;
-    if queue.pause(&args.spool, crate::upload::now_ms())? {
+    if queue.pause(&args.spool, crate::clock::now_ms())? {
         println!(
             "paused spool {}: its files stay queued until `s3spool resume {}`",
             args.spool, args.spool

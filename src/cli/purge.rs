@@ -26,7 +26,7 @@ pub struct Args {
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     debug_assert!(args.done);
     let mut queue = super::open_queue(config)?;
-    let before = crate::upload::now_ms() - args.older_than.as_millis() as i64;
+    let before = crate::clock::now_ms() - args.older_than.as_millis() as i64;
     let in_spools = files_in_spools(config)?;
     let keep = |row: &crate::queue::FileRow| {
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.

@@ -16,7 +16,7 @@ pub struct Args {
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut queue = super::open_queue(config)?;
-    let now = crate::upload::now_ms();
+    let now = crate::clock::now_ms();
     let reset = if args.failed {
         queue.retry_failed(now)?
     } else {

@@ -63,7 +63,7 @@ struct ErrorLine {
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let queue = super::open_queue_read_only(config)?;
     let summary = queue.summary()?;
-    let now = crate::upload::now_ms();
+    let now = crate::clock::now_ms();
     let errors = queue.latest_errors(5)?;
     let report = Report {
         queue: queue.path().display().to_string(),

@@ -162,7 +162,7 @@ pub fn parse(
                     .map_err(|e| p.add(s.key("session_name"), e))
                     .ok()
                     .map(|_| name.to_string()),
-                None => Some(default_session_name(&crate::daemon::hostname())),
+                None => Some(default_session_name(&crate::host::hostname())),
             };
             let duration = duration.unwrap_or(Duration::from_secs(3600));
             if !(Duration::from_secs(900)..=Duration::from_secs(12 * 3600)).contains(&duration) {

@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::queue::{Batch, SharedQueue};
 use crate::s3::{ObjectMeta, PutBody};
-use crate::upload::{backoff, now_ms, Target};
+use crate::upload::{backoff, Target};
 
 /// A spool's manifest settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 //! recorded in the queue for `status` and said in the log.
 
 use super::pressure::{Cause, Verdict};
-use super::{now_ms, Uploader};
+use super::Uploader;
+use crate::clock::now_ms;
 use crate::queue::FileRow;
 use crate::s3::ErrorClass;
 

@@ -23,10 +23,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::finish::Finishing;
 use crate::queue::{Eligible, SharedQueue};
-use crate::service::Heartbeat;
+use crate::systemd::Heartbeat;
 use pressure::Pressure;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
 pub use transfer::Target;
@@ -287,9 +288,4 @@ impl Uploader {
             tasks.shutdown().await;
         }
     }
-}
-
-/// Wall-clock now in unix milliseconds, the queue's time unit.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

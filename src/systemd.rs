@@ -11,8 +11,8 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::queue::SharedQueue;
-use crate::upload::now_ms;
 
 /// How often STATUS is refreshed when systemd asks for no watchdog.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
