@@ -24,4 +24,5 @@ pub mod s3;
 pub mod spool;
 pub mod systemd;
 pub mod transcode;
+pub mod units;
 pub mod upload;

@@ -4,7 +4,18 @@
 use std::time::Duration;
 
 use super::reader::{Problems, Section};
-use crate::manifest::{ManifestKey, ManifestSettings, DEFAULT_MANIFEST_KEY};
+use crate::key::{ManifestKey, DEFAULT_MANIFEST_KEY};
+
+/// A spool's manifest settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestSettings {
+    /// A batch closes this long after it opened…
+    pub every: Duration,
+    /// …or once it holds this many files, whichever comes first.
+    pub max_files: u64,
+    /// Where manifests go, under the destination prefix.
+    pub key: ManifestKey,
+}
 
 /// `Some(None)`: no manifests; `None`: a problem was reported.
 pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<ManifestSettings>> {

@@ -10,7 +10,7 @@ mod manifest;
 mod object;
 mod output;
 mod reader;
-pub mod units;
+pub use crate::units;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::BTreeMap;
@@ -22,7 +22,8 @@ use std::time::Duration;
 use auth::SecretSources;
 pub use auth::{AssumeRole, Auth, StaticKey};
 pub use bucket::{check_bucket_name, parse_bucket_uri};
-pub use object::ObjectOptions;
+pub use manifest::ManifestSettings;
+pub use object::{ObjectOptions, SHA256_METADATA};
 use reader::{Problem, Problems, Section};
 
 use crate::key::KeyTemplate;
@@ -144,7 +145,7 @@ pub struct Spool {
     /// What is delivered: the bytes as they are, or a conversion of them.
     pub output: Output,
     /// Deliveries are grouped into batches, each closed by a manifest.
-    pub manifest: Option<crate::manifest::ManifestSettings>,
+    pub manifest: Option<ManifestSettings>,
 }
 
 /// Every problem found in one config file.

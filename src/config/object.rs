@@ -2,6 +2,10 @@
 
 use super::reader::{Problems, Section};
 
+/// The metadata key under which s3spool stores an object's SHA-256
+/// (`x-amz-meta-sha256`): refused as a user metadata name.
+pub const SHA256_METADATA: &str = "sha256";
+
 /// What every object of a destination is written with, besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectOptions {
@@ -82,7 +86,7 @@ pub fn parse(p: &mut Problems, s: &mut Section<'_>) -> ObjectOptions {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
             match value.as_str() {
-                _ if name == crate::s3::SHA256_METADATA => p.add(
+                _ if name == SHA256_METADATA => p.add(
                     format!("{key}.{name}"),
                     "is reserved: s3spool writes the object's SHA-256 there",
                 ),

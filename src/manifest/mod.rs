@@ -7,7 +7,6 @@
 //! its manifest; a crash before that writes the same bytes to the same key again.
 
 mod document;
-mod key;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,24 +15,12 @@ use std::time::Duration;
 use md5::Digest;
 use tokio_util::sync::CancellationToken;
 
-pub use key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
-
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
 use crate::queue::{Batch, SharedQueue};
 use crate::s3::{ObjectMeta, PutBody};
 use crate::upload::{backoff, Target};
-
-/// A spool's manifest settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestSettings {
-    /// A batch closes this long after it opened…
-    pub every: Duration,
-    /// …or once it holds this many files, whichever comes first.
-    pub max_files: u64,
-    /// Where manifests go, under the destination prefix.
-    pub key: ManifestKey,
-}
 
 /// How often batches are checked for closing and writing.
 const TICK: Duration = Duration::from_secs(1);

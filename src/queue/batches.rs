@@ -9,8 +9,16 @@
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde::Serialize;
 
-use super::transitions::Batching;
 use super::*;
+
+/// How a spool groups its deliveries into manifest batches.
+#[derive(Debug, Clone)]
+pub struct Batching {
+    /// A batch closes once it holds this many files.
+    pub max_files: u64,
+    /// Recorded in the batch, for the manifest.
+    pub host: String,
+}
 
 /// A manifest batch.
 #[derive(Debug, Clone, Serialize)]

@@ -40,10 +40,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use batches::Batch;
+pub use batches::Batching;
 pub use multipart::{RecordedUpload, StoredPart};
 pub use register::{SpoolRules, VANISHED};
 pub use schema::latest_version;
-pub use transitions::{Batching, Done, Eligible};
+pub use transitions::{Done, Eligible};
 
 /// A failed database operation, with the database's path.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 use rusqlite::{named_params, params};
 use std::time::Duration;
 
-use super::batches::join_batch;
+use super::batches::{join_batch, Batching};
 use super::*;
 
 /// Which rows a daemon may claim: those of its configured (and not paused) spools and
@@ -74,15 +74,6 @@ pub struct Done {
     pub rows: Option<u64>,
     /// The output format's name.
     pub format: String,
-}
-
-/// How a spool groups its deliveries into manifest batches.
-#[derive(Debug, Clone)]
-pub struct Batching {
-    /// A batch closes once it holds this many files.
-    pub max_files: u64,
-    /// Recorded in the batch, for the manifest.
-    pub host: String,
 }
 
 impl Queue {

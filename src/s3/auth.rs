@@ -15,7 +15,7 @@ use rusoto_sts::{StsAssumeRoleSessionCredentialsProvider, StsClient};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-use super::{classify, rusoto::xml_field, StoreError};
+use super::{classify, xml_field, StoreError};
 use crate::config::{AssumeRole, Auth, Destination, StaticKey};
 
 /// Cached, self-renewing credentials of one destination.

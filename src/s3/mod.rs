@@ -81,7 +81,7 @@ pub struct ObjectMeta {
 pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 
 /// The metadata key under which the source's SHA-256 is stored (`x-amz-meta-sha256`).
-pub const SHA256_METADATA: &str = "sha256";
+pub use crate::config::SHA256_METADATA;
 
 /// The S3 calls s3spool makes against one bucket.
 #[async_trait]
@@ -305,6 +305,15 @@ pub fn multipart_etag(part_md5s: &[Md5]) -> String {
         hasher.update(digest);
     }
     format!("{}-{}", hex::encode(hasher.finalize()), part_md5s.len())
+}
+
+/// The text of the first `<name>` element in an S3 or STS error body (no XML parser for
+/// two fields of a flat document).
+fn xml_field(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].trim().to_string())
 }
 
 /// An ETag without its quotes, for comparison.

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use super::auth::{credentials_error, SharedCredentials};
 use super::{
-    CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo, PutBody,
-    StoreError, Written, SHA256_METADATA,
+    xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
+    PutBody, StoreError, Written, SHA256_METADATA,
 };
 use crate::config::{Destination, ObjectOptions};
 
@@ -174,13 +174,6 @@ fn convert<E: std::fmt::Debug>(operation: &'static str, error: RusotoError<E>) -
         }
         RusotoError::Blocking => StoreError::transport(operation, "Blocking", String::new()),
     }
-}
-
-pub(super) fn xml_field(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))? + start;
-    Some(body[start..end].trim().to_string())
 }
 
 async fn file_stream(file: std::fs::File, len: u64) -> Result<ByteStream, StoreError> {

@@ -201,7 +201,7 @@ impl Rows<'_> {
                 line: self.row_line,
                 reason: format!(
                     "a row starting here runs past {} (max_row_size): an unclosed quote, or not a CSV file?",
-                    crate::config::units::format_size(self.max_row_size)
+                    crate::units::format_size(self.max_row_size)
                 ),
             }),
             Err(e) => Err(bad_row(e, self.header)),

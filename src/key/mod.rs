@@ -4,6 +4,10 @@
 //! Rendering is pure: everything that varies (queue id, time, uuid, host) comes in through
 //! [`KeyInput`], so keys are testable without clocks or file systems.
 
+mod manifest;
+
+pub use manifest::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
+
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use std::fmt::Write as _;
 

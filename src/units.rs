@@ -1,5 +1,6 @@
 //! Human-readable sizes (`16MiB`) and durations (`5s`, `7d`) as they appear in the config
-//! file and on the command line.
+//! file, on the command line and in messages. A leaf: imported by everyone, importing
+//! nothing of the crate.
 
 use std::time::Duration;
 
