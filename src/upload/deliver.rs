@@ -13,9 +13,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::job::{Job, Uploaded, SOURCE_CHANGED};
 use super::multipart::CLAIM_LOST;
 use super::pressure::Cause;
-use super::transfer::{self, Job, Uploaded, SOURCE_CHANGED};
+use super::transfer;
 use super::{backoff, Uploader, LEASE};
 use crate::beneath;
 use crate::clock::now_ms;

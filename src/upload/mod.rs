@@ -10,6 +10,7 @@ pub mod backoff;
 mod convert;
 mod deliver;
 mod hold;
+mod job;
 pub mod limit;
 mod multipart;
 pub mod pressure;
@@ -28,9 +29,9 @@ use crate::config::Config;
 use crate::finish::Finishing;
 use crate::queue::{Eligible, SharedQueue};
 use crate::systemd::Heartbeat;
+pub use job::Target;
 use pressure::Pressure;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
-pub use transfer::Target;
 
 /// How often the free space of `state_dir` is looked at.
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backoff;
-use super::transfer::{check_etag, hash_file, local, read_range, Job, Uploaded, SOURCE_CHANGED};
+use super::job::{check_etag, hash_file, local, read_range, Job, Uploaded, SOURCE_CHANGED};
 use crate::queue::{FileStamp, StoredPart};
 use crate::s3::{multipart_etag, CompletedPart, ErrorClass, Md5, StoreError};
 

@@ -1,0 +1,236 @@
+//! One file's upload as the transfer code sees it: the destination's [`Target`], the
+//! [`Job`] (row, key, open file, stamp) and what S3 confirmed ([`Uploaded`]), with the
+//! helpers both a single PUT ([`super::transfer`]) and a multipart upload
+//! ([`super::multipart`]) use: reading and hashing ranges of the open file, and checking
+//! an ETag against the bytes sent.
+
+use bytes::Bytes;
+use md5::{Digest, Md5 as Hasher};
+use sha2::Sha256;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::limit::AdaptiveLimit;
+use crate::config::UploadSettings;
+use crate::queue::{FileRow, FileStamp, SharedQueue};
+use crate::s3::{bare_etag, ErrorClass, Md5, ObjectMeta, ObjectStore, StoreError, Written};
+
+/// Read size while hashing a file.
+const HASH_CHUNK: usize = 1 << 20;
+
+/// A destination's store and the limits shared by every upload to it.
+pub struct Target {
+    pub name: String,
+    /// The destination's key prefix (empty, or ending in `/`).
+    pub prefix: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub settings: UploadSettings,
+    pub limit: Arc<AdaptiveLimit>,
+}
+
+impl Target {
+    /// The store for `bucket`: the destination's own, or (for a row queued before a reload
+    /// changed the bucket) the same destination writing to the bucket the row recorded.
+    pub fn store_for(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        if self.store.bucket() == bucket {
+            Arc::clone(&self.store)
+        } else {
+            self.store.with_bucket(bucket)
+        }
+    }
+}
+
+/// One file being uploaded: its row (as claimed), the open file and its stamp.
+pub struct Job<'a> {
+    pub target: &'a Target,
+    /// The store for the bucket the row was queued for.
+    pub store: Arc<dyn ObjectStore>,
+    pub queue: &'a SharedQueue,
+    pub row: &'a FileRow,
+    pub key: &'a str,
+    pub file: Arc<File>,
+    pub stamp: FileStamp,
+    /// The object's Content-Type.
+    pub content_type: &'static str,
+    /// The file is a work file made again by this attempt. Encryption makes new bytes
+    /// each time, so an upload recorded by an earlier attempt is only resumed if the
+    /// bytes are the same.
+    pub remade: bool,
+}
+
+/// A confirmed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub etag: String,
+    pub sha256: String,
+    /// False when the object was found already in place (a crash came after S3 confirmed
+    /// it and before the queue recorded it): nothing was sent.
+    pub sent: bool,
+}
+
+/// The code of the error returned when the source changed under a multipart upload (which
+/// is then aborted, so no mixed object ever becomes visible).
+pub const SOURCE_CHANGED: &str = "SourceChanged";
+
+impl Job<'_> {
+    /// The metadata the object is written with.
+    pub fn meta(&self, sha256: &str) -> ObjectMeta {
+        ObjectMeta {
+            sha256: sha256.to_string(),
+            content_type: self.content_type,
+        }
+    }
+
+    /// Whether an earlier attempt may already have put the object in place.
+    pub fn maybe_sent_before(&self) -> bool {
+        // `last_error` too: `s3spool retry` resets attempts, not the history.
+        self.row.attempts > 1 || self.row.upload_id.is_some() || self.row.last_error.is_some()
+    }
+
+    /// Runs one request under the destination's adaptive limit.
+    pub async fn request<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let permit = self.target.limit.acquire().await;
+        let result = call.await;
+        drop(permit);
+        self.observe(&result);
+        result
+    }
+
+    /// Feeds an outcome to the adaptive limit, saying so when the limit moves.
+    pub fn observe<T>(&self, result: &Result<T, StoreError>) {
+        if let Some(now) = self.target.limit.observe(result) {
+            tracing::info!(destination = %self.target.name, concurrency = now, "request concurrency adjusted");
+        }
+    }
+
+    /// If the object is already in place with this very content, its ETag. Takes no
+    /// request permit of its own: a caller that holds none wraps it in [`Job::request`]
+    /// (taking a second permit while holding one could deadlock).
+    pub async fn already_there(&self, sha256: &str) -> Result<Option<String>, StoreError> {
+        let head = match self.store.head_object(self.key).await {
+            Ok(head) => head,
+            // Without s3:ListBucket, S3 answers 403 for a missing key: cannot tell, so send.
+            Err(e) if e.status == Some(403) => {
+                tracing::debug!(
+                    key = self.key,
+                    "HEAD refused (no s3:ListBucket?); sending the file"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(head
+            .filter(|h| h.size == self.stamp.size && h.sha256.as_deref() == Some(sha256))
+            .map(|h| h.etag.unwrap_or_default()))
+    }
+}
+
+/// Reads `len` bytes at `offset` on a blocking thread and hashes them.
+pub async fn read_range(
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+) -> Result<(Bytes, Md5), StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        let md5: Md5 = Hasher::digest(&buf).into();
+        Ok::<_, std::io::Error>((Bytes::from(buf), md5))
+    })
+    .await
+    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    .map_err(|e| local("ReadSource", e))
+}
+
+/// MD5 and hex SHA-256 of the first `len` bytes of a file, one chunk at a time, on a
+/// blocking thread.
+pub async fn hash_file(file: Arc<File>, len: u64) -> Result<(Md5, String), StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let mut md5 = Hasher::new();
+        let mut sha256 = Sha256::new();
+        let mut buf = vec![0u8; HASH_CHUNK];
+        let mut offset = 0;
+        while offset < len {
+            let n = (len - offset).min(HASH_CHUNK as u64) as usize;
+            file.read_exact_at(&mut buf[..n], offset)?;
+            md5.update(&buf[..n]);
+            sha256.update(&buf[..n]);
+            offset += n as u64;
+        }
+        Ok::<_, std::io::Error>((md5.finalize().into(), hex::encode(sha256.finalize())))
+    })
+    .await
+    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    .map_err(|e| local("ReadSource", e))
+}
+
+pub fn local(operation: &'static str, e: std::io::Error) -> StoreError {
+    // A short read means the file shrank under us: transient, the next try sees the change.
+    let class = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    };
+    StoreError {
+        operation,
+        code: "SourceUnreadable".into(),
+        status: None,
+        message: e.to_string(),
+        class,
+    }
+}
+
+/// S3 computed the ETag from the bytes it stored; it must be what we computed from ours.
+/// Not compared where S3 says the ETag is no MD5 (SSE-KMS, SSE-C) or where a store uses
+/// another form altogether; Content-MD5 still guarded those bytes. Returns the ETag.
+pub fn check_etag(
+    operation: &'static str,
+    written: &Written,
+    want: &str,
+) -> Result<String, StoreError> {
+    let got = bare_etag(&written.etag);
+    // By bytes: a server's ETag may hold any text, and slicing text at byte 32 can panic.
+    let md5_shaped = got
+        .as_bytes()
+        .get(..32)
+        .is_some_and(|head| head.iter().all(u8::is_ascii_hexdigit));
+    if written.etag_is_md5 && md5_shaped && !got.eq_ignore_ascii_case(want) {
+        return Err(StoreError::transport(
+            operation,
+            "ETagMismatch",
+            format!("S3 stored ETag {got} but the data sent has {want}"),
+        ));
+    }
+    Ok(written.etag.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_check() {
+        let md5 = "5d41402abc4b2a76b9719d911017c592";
+        let w = |etag: &str, etag_is_md5| Written {
+            etag: etag.into(),
+            etag_is_md5,
+        };
+        let good = format!("\"{md5}\"");
+        assert_eq!(check_etag("PutObject", &w(&good, true), md5).unwrap(), good);
+        let zeros = "\"00000000000000000000000000000000\"";
+        let err = check_etag("PutObject", &w(zeros, true), md5).unwrap_err();
+        assert_eq!(err.code, "ETagMismatch");
+        assert!(
+            check_etag("PutObject", &w(zeros, false), md5).is_ok(),
+            "SSE-KMS ETags are no MD5"
+        );
+        assert!(check_etag("PutObject", &w("opaque-etag", true), md5).is_ok());
+        // Non-ASCII text across byte 32 is no MD5, and no reason to panic.
+        let odd = format!("\"{}é{}\"", "a".repeat(31), "b".repeat(8));
+        assert!(check_etag("PutObject", &w(&odd, true), md5).is_ok());
+    }
+}
