@@ -574,6 +574,19 @@ impl Daemon {
         Daemon::spawn(cwd, config, log, uid, &[])
     }
 
+    /// Starts the daemon as user `uid` from a copy of the binary in `dir` (which that user
+    /// owns), working in `dir`: the checkout may live where that user cannot reach (a clone
+    /// under `/root`, mode 0700).
+    pub fn start_as(dir: &Path, config: &Path, log: &Path, uid: u32) -> Daemon {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("s3spool");
+        if !bin.exists() {
+            std::fs::copy(BIN, &bin).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Daemon::spawn_bin(&bin, dir, config, log, Some(uid), &[])
+    }
+
     /// Starts the daemon with these AWS environment variables (and none of the caller's).
     pub fn start_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
         Daemon::spawn(Path::new("."), config, log, None, env)
@@ -586,13 +599,24 @@ impl Daemon {
         uid: Option<u32>,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::spawn_bin(Path::new(BIN), cwd, config, log, uid, env)
+    }
+
+    fn spawn_bin(
+        bin: &Path,
+        cwd: &Path,
+        config: &Path,
+        log: &Path,
+        uid: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         LAST_LOG.with(|l| *l.borrow_mut() = Some(log.to_path_buf()));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin);
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
         }

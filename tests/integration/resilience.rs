@@ -303,7 +303,12 @@ fn an_unreadable_file_fails_with_the_os_error_and_others_go_on() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let daemon = s.launch(|log| Daemon::start_with(std::path::Path::new("."), &s.config, log, uid));
+    // As nobody, from a copy of the binary in the setup's folder: the checkout itself may be
+    // where nobody cannot reach (a clone under /root).
+    let daemon = s.launch(|log| match uid {
+        Some(uid) => Daemon::start_as(s.dir.path(), &s.config, log, uid),
+        None => Daemon::start(&s.config, log),
+    });
     wait_for(WAIT, "one failed, one done", || {
         s.count("failed") == 1 && s.count("done") == 1
     });
