@@ -8,7 +8,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -16,14 +16,13 @@ use crate::clock::now_ms;
 use crate::config::{AfterUpload, Config};
 use crate::finish::Finishing;
 use crate::manifest::ManifestWriter;
-use crate::metrics::{Metrics, Stores};
+use crate::metrics::Stores;
 use crate::queue::{Queue, QueueError, SharedQueue};
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
-use crate::systemd::{Heartbeat, Notifier};
+use crate::systemd::Notifier;
 use crate::upload::limit::AdaptiveLimit;
-use crate::upload::pressure::Pressure;
-use crate::upload::{sweep_orphan_uploads, sweep_periodically, Target, Uploader};
+use crate::upload::{sweep_orphan_uploads, sweep_periodically, Lasting, Target, Uploader};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -109,11 +108,7 @@ pub async fn run(
 
     let shared = Shared {
         queue: queue.clone(),
-        host: Arc::from(crate::host::hostname().as_str()),
-        heartbeat: Heartbeat::default(),
-        converting: Arc::new(Semaphore::new(Uploader::conversion_slots())),
-        metrics: Arc::new(Metrics::default()),
-        pressure: Arc::new(Pressure::default()),
+        lasting: Lasting::new(&crate::host::hostname()),
         stores: Stores::default(),
         notifier: Notifier::from_env(),
     };
@@ -128,7 +123,7 @@ pub async fn run(
             tracing::info!(%address, "serving metrics at /metrics");
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
-                Arc::clone(&shared.metrics),
+                Arc::clone(&shared.lasting.metrics),
                 queue.clone(),
                 shared.stores.clone(),
                 shutdown.clone(),
@@ -139,7 +134,7 @@ pub async fn run(
     let reporter = tokio::spawn(crate::systemd::report(
         notifier.clone(),
         queue.clone(),
-        shared.heartbeat.clone(),
+        shared.lasting.heartbeat.clone(),
         crate::upload::IDLE_POLL,
         shutdown.clone(),
     ));
@@ -154,9 +149,9 @@ pub async fn run(
             shutdown.child_token(),
         )
         .await;
-        shared.heartbeat.set_reloading(false);
+        shared.lasting.heartbeat.set_reloading(false);
         let generation = generation?;
-        let status = crate::systemd::current_status(&queue, &shared.heartbeat).await;
+        let status = crate::systemd::current_status(&queue, &shared.lasting.heartbeat).await;
         notifier.ready(status.as_deref().unwrap_or("running"));
         tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
             queue = %config.queue_path().display(), reloaded = !first, "s3spool running");
@@ -186,7 +181,7 @@ pub async fn run(
             }
             Some((next, next_targets)) => {
                 notifier.reloading();
-                shared.heartbeat.set_reloading(true);
+                shared.lasting.heartbeat.set_reloading(true);
                 tracing::info!(
                     "reloading: letting uploads in flight finish on the previous config"
                 );
@@ -261,11 +256,8 @@ type Targets = HashMap<String, Arc<Target>>;
 /// What lives as long as the daemon, across reloads.
 struct Shared {
     queue: SharedQueue,
-    host: Arc<str>,
-    heartbeat: Heartbeat,
-    converting: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-    pressure: Arc<Pressure>,
+    /// What every generation's uploader shares.
+    lasting: Lasting,
     /// The running generation's stores, for the metrics of their credentials.
     stores: Stores,
     notifier: Notifier,
@@ -310,7 +302,7 @@ impl Generation {
             sweep_orphan_uploads(queue, &targets).await;
         } else {
             // The new config may have fixed what held work back: look afresh.
-            shared.pressure.reset();
+            shared.lasting.pressure.reset();
             if let Err(e) = queue.call(|q| q.clear_conditions()).await {
                 tracing::warn!(error = %e, "cannot clear the held-back conditions");
             }
@@ -328,7 +320,7 @@ impl Generation {
             let ctx = WatchContext {
                 queue: queue.clone(),
                 destination: Arc::clone(&config.destinations[&spool.destination]),
-                host: Arc::clone(&shared.host),
+                host: Arc::clone(&shared.lasting.host),
                 rescan_interval: config.rescan_interval,
                 wake: Arc::clone(&wake),
                 finishing: finishing.clone(),
@@ -343,7 +335,7 @@ impl Generation {
                 break;
             }
         }
-        shared.heartbeat.beat();
+        shared.lasting.heartbeat.beat();
         let manifests = Arc::new(ManifestWriter {
             config: Arc::clone(config),
             queue: queue.clone(),
@@ -353,20 +345,14 @@ impl Generation {
             let (manifests, token) = (Arc::clone(&manifests), token.clone());
             tokio::spawn(async move { manifests.run(token).await })
         };
-        let uploader = Arc::new(Uploader {
-            config: Arc::clone(config),
-            queue: queue.clone(),
+        let uploader = Arc::new(Uploader::new(
+            Arc::clone(config),
+            queue.clone(),
             targets,
             wake,
             finishing,
-            host: Arc::clone(&shared.host),
-            converting: Arc::clone(&shared.converting),
-            heartbeat: shared.heartbeat.clone(),
-            spools: config.spools.keys().cloned().collect(),
-            destinations: config.destinations.keys().cloned().collect(),
-            pressure: Arc::clone(&shared.pressure),
-            metrics: Arc::clone(&shared.metrics),
-        });
+            &shared.lasting,
+        ));
         let uploader = tokio::spawn(uploader.run(token.clone()));
         Ok(Generation {
             token,

@@ -48,26 +48,79 @@ pub const IDLE_POLL: Duration = Duration::from_secs(2);
 
 /// Everything a file delivery needs, shared by all tasks.
 pub struct Uploader {
-    pub config: Arc<Config>,
-    pub queue: SharedQueue,
-    pub targets: HashMap<String, Arc<Target>>,
-    pub wake: Arc<Notify>,
-    pub finishing: Finishing,
+    config: Arc<Config>,
+    queue: SharedQueue,
+    targets: HashMap<String, Arc<Target>>,
+    wake: Arc<Notify>,
+    finishing: Finishing,
+    /// This machine's name, recorded in manifest batches.
+    host: Arc<str>,
+    /// Conversions running at once (see [`Uploader::conversion_slots`]).
+    converting: Arc<Semaphore>,
+    /// The dispatcher's sign of life, for systemd's watchdog.
+    heartbeat: Heartbeat,
+    /// This config's spools and destinations: only their rows are claimed.
+    spools: Vec<String>,
+    destinations: Vec<String>,
+    /// When to hold work back (low disk, failing destinations); outlives a reload.
+    pressure: Arc<Pressure>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What the daemon's uploaders share across reloads: each generation's uploader is made
+/// with the same.
+#[derive(Clone)]
+pub struct Lasting {
     /// This machine's name, recorded in manifest batches.
     pub host: Arc<str>,
     /// Conversions running at once (see [`Uploader::conversion_slots`]).
     pub converting: Arc<Semaphore>,
     /// The dispatcher's sign of life, for systemd's watchdog.
     pub heartbeat: Heartbeat,
-    /// This config's spools and destinations: only their rows are claimed.
-    pub spools: Vec<String>,
-    pub destinations: Vec<String>,
-    /// When to hold work back (low disk, failing destinations); outlives a reload.
+    /// When to hold work back (low disk, failing destinations).
     pub pressure: Arc<Pressure>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+impl Lasting {
+    pub fn new(host: &str) -> Lasting {
+        Lasting {
+            host: Arc::from(host),
+            converting: Arc::new(Semaphore::new(Uploader::conversion_slots())),
+            heartbeat: Heartbeat::default(),
+            pressure: Arc::new(Pressure::default()),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+        }
+    }
+}
+
 impl Uploader {
+    /// The uploader of one config: its spools' and destinations' rows, sent to `targets`;
+    /// `wake` is poked when files are queued, `finishing` shared with the watchers.
+    pub fn new(
+        config: Arc<Config>,
+        queue: SharedQueue,
+        targets: HashMap<String, Arc<Target>>,
+        wake: Arc<Notify>,
+        finishing: Finishing,
+        lasting: &Lasting,
+    ) -> Uploader {
+        Uploader {
+            spools: config.spools.keys().cloned().collect(),
+            destinations: config.destinations.keys().cloned().collect(),
+            config,
+            queue,
+            targets,
+            wake,
+            finishing,
+            host: Arc::clone(&lasting.host),
+            converting: Arc::clone(&lasting.converting),
+            heartbeat: lasting.heartbeat.clone(),
+            pressure: Arc::clone(&lasting.pressure),
+            metrics: Arc::clone(&lasting.metrics),
+        }
+    }
+
     /// The rows of this config's spools bound for `destinations`.
     fn eligible(&self, destinations: &[String]) -> Eligible {
         let spools: Vec<&str> = self.spools.iter().map(String::as_str).collect();
