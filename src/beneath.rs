@@ -118,13 +118,7 @@ impl Entry {
     /// (which fails if it exists) and this name is removed: safe when nobody else renames
     /// over this name, as for a private one.
     pub fn rename_noreplace(&self, to: &OsStr) -> io::Result<()> {
-        match rustix::fs::renameat_with(
-            &self.dir,
-            &self.name,
-            &self.dir,
-            to,
-            RenameFlags::NOREPLACE,
-        ) {
+        match self.rename_flagged(to) {
             Err(e) if unsupported(e) => {
                 rustix::fs::linkat(&self.dir, &self.name, &self.dir, to, AtFlags::empty())?;
                 self.unlink()
@@ -138,18 +132,16 @@ impl Entry {
     /// plain rename elsewhere (a hard link and an unlink would let a file renamed over
     /// this name meanwhile be removed).
     pub fn rename_to_own(&self, to: &OsStr) -> io::Result<()> {
-        match rustix::fs::renameat_with(
-            &self.dir,
-            &self.name,
-            &self.dir,
-            to,
-            RenameFlags::NOREPLACE,
-        ) {
+        match self.rename_flagged(to) {
             Err(e) if unsupported(e) => {
                 Ok(rustix::fs::renameat(&self.dir, &self.name, &self.dir, to)?)
             }
             other => Ok(other?),
         }
+    }
+
+    fn rename_flagged(&self, to: &OsStr) -> rustix::io::Result<()> {
+        rustix::fs::renameat_with(&self.dir, &self.name, &self.dir, to, RenameFlags::NOREPLACE)
     }
 
     pub fn unlink(&self) -> io::Result<()> {
