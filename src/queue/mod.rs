@@ -41,7 +41,7 @@ use std::time::Duration;
 
 pub use batches::Batch;
 pub use batches::Batching;
-pub use multipart::{RecordedUpload, StoredPart};
+pub use multipart::{AbandonedUpload, RecordedUpload, StoredPart};
 pub use register::{SpoolRules, VANISHED};
 pub use schema::latest_version;
 pub use transitions::{Done, Eligible};
@@ -95,6 +95,14 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
+    /// A file's birth time in unix nanoseconds, where the file system keeps one.
+    pub fn birth_of(meta: &std::fs::Metadata) -> Option<i64> {
+        meta.created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_nanos()).ok())
+    }
+
     pub fn of(meta: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp {

@@ -15,6 +15,15 @@ pub struct StoredPart {
     pub md5: String,
 }
 
+/// A multipart upload no row needs any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedUpload {
+    pub upload_id: String,
+    pub destination: String,
+    pub bucket: String,
+    pub key: String,
+}
+
 /// An open multipart upload recorded in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedUpload {
@@ -119,6 +128,33 @@ impl Queue {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
         rows.map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` multipart uploads that no row needs any more, to abort.
+    pub fn abandoned_uploads(&self, limit: usize) -> Result<Vec<AbandonedUpload>> {
+        self.select(
+            "SELECT upload_id, destination, bucket, key FROM abandoned_uploads LIMIT ?1",
+            [limit as i64],
+            |r| {
+                Ok(AbandonedUpload {
+                    upload_id: r.get(0)?,
+                    destination: r.get(1)?,
+                    bucket: r.get(2)?,
+                    key: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// An abandoned upload was aborted (or S3 no longer knew it).
+    pub fn forget_abandoned(&mut self, upload_id: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM abandoned_uploads WHERE upload_id = ?1",
+                [upload_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Whether some row of `destination` has this object key (so an upload under it is ours).

@@ -268,13 +268,19 @@ fn moved_here(
             let new = insert(tx, file, now_ms, render_key, superseded)?;
             if let Registered::Queued(id) | Registered::Refused(id) = new {
                 tx.prepare_cached(
+                    // Its upload, if any, is no row's now: the daemon aborts it.
+                    "INSERT OR IGNORE INTO abandoned_uploads (upload_id, destination, bucket, key)
+                     SELECT upload_id, destination, bucket, key FROM files
+                     WHERE id = ?1 AND upload_id IS NOT NULL AND key IS NOT NULL",
+                )?
+                .execute([row.id])?;
+                tx.prepare_cached(
                     "UPDATE files SET state = 'failed', superseded_by = ?2, updated_at = ?3,
                          upload_id = NULL, part_size = NULL,
                          last_error = 'moved inside the spool before its upload ended; the file is row ' || ?2
                      WHERE id = ?1 AND state IN ('pending', 'failed')",
                 )?
                 .execute(params![row.id, id, now_ms])?;
-                // Its upload, if any, is no row's now: the sweep aborts it.
                 tx.prepare_cached("DELETE FROM parts WHERE file_id = ?1")?
                     .execute([row.id])?;
             }
@@ -357,9 +363,20 @@ fn supersede(tx: &Transaction<'_>, old: i64, by: i64) -> rusqlite::Result<()> {
 }
 
 /// The file was rewritten before its upload: an upload started for the old bytes must not
-/// be resumed with the new ones. Its record goes (the start-up sweep aborts the upload
-/// itself, its key being ours).
+/// be resumed with the new ones. Its record goes, and the daemon aborts the upload.
 fn restamp(tx: &Transaction<'_>, id: i64, file: &NewFile, now_ms: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO abandoned_uploads (upload_id, destination, bucket, key)
+         SELECT upload_id, destination, bucket, key FROM files
+         WHERE id = ?1 AND state = 'pending' AND upload_id IS NOT NULL AND key IS NOT NULL
+           AND (size != ?2 OR mtime_ns != ?3 OR inode != ?4)",
+    )?
+    .execute(params![
+        id,
+        file.stamp.size as i64,
+        file.stamp.mtime_ns,
+        file.stamp.inode as i64
+    ])?;
     let changed = tx
         .prepare_cached(
             "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, birth_ns = ?5, updated_at = ?6,

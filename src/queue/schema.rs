@@ -172,6 +172,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX files_path ON files (spool, rel_path, id);
     CREATE INDEX files_batch ON files (batch_id) WHERE batch_id IS NOT NULL;
     CREATE INDEX files_inode ON files (spool, inode);
+    -- Multipart uploads no row needs any more (the file was rewritten before its upload,
+    -- or moved and given a row of its own): the running daemon aborts them.
+    CREATE TABLE abandoned_uploads (
+        upload_id   TEXT    PRIMARY KEY,
+        destination TEXT    NOT NULL,
+        bucket      TEXT    NOT NULL,
+        key         TEXT    NOT NULL
+    ) WITHOUT ROWID;
     CREATE VIEW files_readable AS
         SELECT id, state, spool, rel_path, key, size, attempts, last_error,
                (SELECT COUNT(*) FROM parts WHERE file_id = files.id) AS parts_done,

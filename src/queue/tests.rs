@@ -162,7 +162,7 @@ fn transitions_done_retry_failed_and_changed() {
         mtime_ns: 2,
         inode: 7,
     };
-    q.requeue_changed(3, 1, stamp, 700, 30).unwrap();
+    q.requeue_changed(3, 1, stamp, None, 700, 30).unwrap();
     let changed = q.get(3).unwrap().unwrap();
     assert_eq!(
         (changed.state, changed.attempts, changed.stamp),
@@ -944,4 +944,28 @@ fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
         (row.rel_path.as_str(), row.key.as_deref()),
         ("a", Some("k/a"))
     );
+}
+
+#[test]
+fn an_upload_no_row_needs_any_more_is_listed_for_aborting() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    assert!(q.start_upload(1, 1, "up-1", 5 << 20, "sha").unwrap());
+    q.retry_later(1, 1, "SlowDown", 11, 11).unwrap();
+    // Rewritten before the upload ended: the row starts over, its upload is abandoned.
+    register(&mut q, &[file("a", 2)], 12);
+    assert_eq!(q.get(1).unwrap().unwrap().upload_id, None);
+    let abandoned = q.abandoned_uploads(10).unwrap();
+    assert_eq!(
+        abandoned,
+        vec![AbandonedUpload {
+            upload_id: "up-1".into(),
+            destination: "lake".into(),
+            bucket: "acme".into(),
+            key: "k/a-1".into(),
+        }]
+    );
+    q.forget_abandoned("up-1").unwrap();
+    assert!(q.abandoned_uploads(10).unwrap().is_empty());
 }

@@ -409,13 +409,14 @@ impl Queue {
         id: i64,
         claim: i64,
         stamp: FileStamp,
+        birth_ns: Option<i64>,
         next_attempt_at: i64,
         now_ms: i64,
     ) -> Result<bool> {
         self.transition(
-            // Another inode is another file, whose birth time is not known here.
+            // Another inode is another file: its birth time, where known, is the caller's.
             "UPDATE files SET state = 'pending', interruptions = 0, attempts = MAX(attempts - 1, 0), size = ?3,
-                 birth_ns = CASE WHEN inode = ?5 THEN birth_ns END,
+                 birth_ns = CASE WHEN inode = ?5 THEN COALESCE(?8, birth_ns) ELSE ?8 END,
                  mtime_ns = ?4, inode = ?5, next_attempt_at = ?6, lease_until = NULL,
                  upload_id = NULL, part_size = NULL, sha256 = NULL,
                  last_error = 'source changed; will upload again once it settles', updated_at = ?7
@@ -427,7 +428,8 @@ impl Queue {
                 stamp.mtime_ns,
                 stamp.inode as i64,
                 next_attempt_at,
-                now_ms
+                now_ms,
+                birth_ns
             ],
             true,
             Some(History {

@@ -104,11 +104,7 @@ fn seen(path: PathBuf, rel: String, utf8: bool, meta: &std::fs::Metadata) -> See
         utf8,
         stamp: FileStamp::of(meta),
         mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        birth_ns: meta
-            .created()
-            .ok()
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_nanos()).ok()),
+        birth_ns: FileStamp::birth_of(meta),
     }
 }
 

@@ -124,8 +124,13 @@ impl Uploader {
                     .map_or(Duration::from_secs(5), |s| s.settle);
                 let next = settle.as_millis() as i64;
                 tracing::info!(spool = %row.spool, id, path = %row.rel_path, "source changed; uploading it again once it settles");
+                // The new file's birth time, so a later move of it is still recognised.
+                let (path, rel) = (row.path.clone(), row.rel_path.clone());
+                let birth = tokio::task::spawn_blocking(move || birth_at(&path, &rel, stamp))
+                    .await
+                    .unwrap_or(None);
                 self.record(id, move |q, now| {
-                    q.requeue_changed(id, claim, stamp, now + next, now)
+                    q.requeue_changed(id, claim, stamp, birth, now + next, now)
                 })
                 .await;
             }
@@ -435,6 +440,17 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
         }
         _ => format!("cannot read {}: {e}", path.display()),
     }
+}
+
+/// The birth time of the file now at the row's path, if it is the file of `stamp`.
+fn birth_at(path: &Path, rel: &str, stamp: FileStamp) -> Option<i64> {
+    let root = beneath::root_of(path, rel)?;
+    let meta = beneath::entry(&root, Path::new(rel))
+        .and_then(|e| e.metadata())
+        .ok()?;
+    (FileStamp::of(&meta) == stamp)
+        .then(|| FileStamp::birth_of(&meta))
+        .flatten()
 }
 
 /// Open errors of this machine's state rather than of the file: out of descriptors or

@@ -29,16 +29,61 @@ pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String,
     sweep(queue, targets, None).await;
 }
 
-/// Sweeps every hour until `shutdown`, leaving young uploads alone.
+/// Sweeps every hour until `shutdown`, leaving young uploads alone; aborts the uploads
+/// registration abandoned every few seconds.
 pub async fn sweep_periodically(
     queue: SharedQueue,
     targets: HashMap<String, Arc<Target>>,
     shutdown: CancellationToken,
 ) {
+    let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(SWEEP_EVERY) => sweep(&queue, &targets, Some(RUNNING_MIN_AGE)).await,
+            _ = tokio::time::sleep_until(next_sweep) => {
+                sweep(&queue, &targets, Some(RUNNING_MIN_AGE)).await;
+                next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+            }
+            _ = tokio::time::sleep(ABANDONED_EVERY) => abort_abandoned(&queue, &targets).await,
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// How often uploads abandoned by registration are aborted.
+const ABANDONED_EVERY: Duration = Duration::from_secs(5);
+
+/// Aborts the multipart uploads that registration took from their rows (a file rewritten
+/// before its upload, or moved and given a row of its own), so none is left costing
+/// storage. One that cannot be aborted now is tried again next time.
+async fn abort_abandoned(queue: &SharedQueue, targets: &HashMap<String, Arc<Target>>) {
+    let Ok(abandoned) = queue.call(|q| q.abandoned_uploads(100)).await else {
+        return;
+    };
+    for upload in abandoned {
+        // A destination no longer configured: the next start's sweep has it (or not).
+        let Some(target) = targets.get(&upload.destination) else {
+            continue;
+        };
+        let store = target.store_for(&upload.bucket);
+        let aborted = tokio::time::timeout(
+            SWEEP_TIMEOUT,
+            store.abort_multipart(&upload.key, &upload.upload_id),
+        )
+        .await;
+        match aborted {
+            Ok(Ok(())) => {
+                tracing::info!(key = %upload.key, "aborted a multipart upload no file needs any more")
+            }
+            Ok(Err(e)) if e.code == "NoSuchUpload" => {}
+            Ok(Err(e)) => {
+                tracing::debug!(key = %upload.key, error = %e, "cannot abort an abandoned upload yet");
+                continue;
+            }
+            Err(_) => continue,
+        }
+        let id = upload.upload_id.clone();
+        if let Err(e) = queue.call(move |q| q.forget_abandoned(&id)).await {
+            tracing::warn!(error = %e, "cannot record an aborted upload");
         }
     }
 }
