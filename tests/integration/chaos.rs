@@ -11,8 +11,10 @@
 //! - no version is in S3 twice; no file outside a spool changed; no multipart upload is
 //!   left open; no private clean-up name is left behind.
 //!
-//! Seeded: `S3SPOOL_CHAOS_SEED=N` replays a run's choices, `S3SPOOL_CHAOS_SECS=N` runs the
-//! producer longer than the default (30 s).
+//! Seeded: `S3SPOOL_CHAOS_SEED=N` replays a run's choices, `S3SPOOL_CHAOS_SEED=random`
+//! hunts with a new seed (printed), and `S3SPOOL_CHAOS_SECS=N` runs the producer longer
+//! than the default (30 s). Without them, CI runs a fixed seed: the kill moments still
+//! vary with timing, but a red CI is a hole to fix, not a new seed's luck.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -286,10 +288,13 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn chaos_keeps_the_promise() {
-    let seed: u64 = std::env::var("S3SPOOL_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
+    let seed: u64 = match std::env::var("S3SPOOL_CHAOS_SEED").ok().as_deref() {
+        Some("random") => rand::thread_rng().gen(),
+        Some(text) => text
+            .parse()
+            .expect("S3SPOOL_CHAOS_SEED is a number or \"random\""),
+        None => 101,
+    };
     let secs: u64 = std::env::var("S3SPOOL_CHAOS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
