@@ -103,6 +103,15 @@ impl FileStamp {
             .and_then(|d| i64::try_from(d.as_nanos()).ok())
     }
 
+    /// A stamp stored as `size, mtime_ns, inode` in consecutive columns from `first`.
+    fn from_columns(r: &Row<'_>, first: usize) -> rusqlite::Result<FileStamp> {
+        Ok(FileStamp {
+            size: r.get::<_, i64>(first)? as u64,
+            mtime_ns: r.get(first + 1)?,
+            inode: r.get::<_, i64>(first + 2)? as u64,
+        })
+    }
+
     pub fn of(meta: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp {
@@ -209,11 +218,7 @@ impl FileRow {
             bucket: r.get(5)?,
             key: r.get(6)?,
             state: State::parse(&state).unwrap_or(State::Failed),
-            stamp: FileStamp {
-                size: r.get::<_, i64>(8)? as u64,
-                mtime_ns: r.get(9)?,
-                inode: r.get::<_, i64>(10)? as u64,
-            },
+            stamp: FileStamp::from_columns(r, 8)?,
             attempts: r.get(11)?,
             next_attempt_at: r.get(12)?,
             last_error: r.get(13)?,

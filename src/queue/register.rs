@@ -124,11 +124,7 @@ fn register_one(
             Ok(AtPath {
                 id: r.get(0)?,
                 state: r.get(1)?,
-                stamp: FileStamp {
-                    size: r.get::<_, i64>(2)? as u64,
-                    mtime_ns: r.get(3)?,
-                    inode: r.get::<_, i64>(4)? as u64,
-                },
+                stamp: FileStamp::from_columns(r, 2)?,
                 birth_ns: r.get(5)?,
                 finished: r.get(6)?,
                 outcome: r.get(7)?,
