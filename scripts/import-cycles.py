@@ -34,7 +34,9 @@ def resolve(target: list, modules: set) -> str:
     return ""
 
 
-files = [p for p in SRC.rglob("*.rs")]
+# Test-only files (declared under #[cfg(test)]: `tests.rs` beside a module, the fixtures
+# in `testing.rs`) may look anywhere, like test modules inside a file.
+files = [p for p in SRC.rglob("*.rs") if p.name not in ("tests.rs", "testing.rs")]
 modules = {module_of(p) for p in files}
 edges = {}
 for path in files:

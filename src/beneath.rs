@@ -13,7 +13,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -62,11 +62,6 @@ pub fn root_of(path: &Path, rel: &str) -> Option<PathBuf> {
 }
 
 impl Entry {
-    /// The parent directory's handle.
-    pub fn dir(&self) -> BorrowedFd<'_> {
-        self.dir.as_fd()
-    }
-
     pub fn name(&self) -> &OsStr {
         &self.name
     }
@@ -101,16 +96,6 @@ impl Entry {
             ));
         }
         Ok(file)
-    }
-
-    /// Opens the name as a directory (never through a symlink).
-    pub fn open_subdir(&self) -> io::Result<OwnedFd> {
-        Ok(rustix::fs::openat(
-            &self.dir,
-            &self.name,
-            dir_flags() | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )?)
     }
 
     /// Renames this name to `to` in the same directory; fails if `to` exists. Where the
@@ -161,11 +146,6 @@ impl Entry {
             target,
             AtFlags::empty(),
         )?)
-    }
-
-    /// Makes the directory's entries durable (a rename or unlink in it).
-    pub fn sync_dir(&self) -> io::Result<()> {
-        Ok(rustix::fs::fsync(&self.dir)?)
     }
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Config};
-use crate::finish::Finishing;
+use crate::finish::Finisher;
 use crate::manifest::ManifestWriter;
 use crate::metrics::Stores;
 use crate::queue::{Queue, QueueError, SharedQueue};
@@ -104,7 +104,6 @@ pub async fn run(
     }
     let queue = SharedQueue::new(queue);
     crate::transcode::clear_work(&config.state_dir);
-    crate::finish::finish_leftovers(&queue, &config.spools).await;
 
     let shared = Shared {
         queue: queue.clone(),
@@ -263,12 +262,16 @@ struct Shared {
     notifier: Notifier,
 }
 
-/// The tasks that run one config: watchers, uploader, manifest writer and sweeper. A
-/// reload stops them (letting uploads in flight finish) and starts the next generation.
+/// The tasks that run one config: watchers, uploader, finisher, manifest writer and
+/// sweeper. A reload stops them (letting uploads in flight finish) and starts the next
+/// generation.
 struct Generation {
     token: CancellationToken,
     watchers: JoinSet<()>,
     uploader: tokio::task::JoinHandle<()>,
+    /// Stopped after the uploader, so it finishes what the last uploads delivered.
+    finisher_stop: CancellationToken,
+    finisher: tokio::task::JoinHandle<()>,
     manifests: Arc<ManifestWriter>,
     manifest_task: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
@@ -313,7 +316,16 @@ impl Generation {
             token.clone(),
         ));
         let wake = Arc::new(Notify::new());
-        let finishing = Finishing::default();
+        let finished = Arc::new(Notify::new());
+        let finisher_stop = CancellationToken::new();
+        let finisher = Finisher::new(
+            queue.clone(),
+            config.spools.clone(),
+            Arc::clone(&finished),
+            config.rescan_interval,
+            first,
+        );
+        let finisher = tokio::spawn(finisher.run(finisher_stop.clone()));
         let mut watchers = JoinSet::new();
         let (watched, mut watching) = mpsc::channel(config.spools.len().max(1));
         for spool in config.spools.values() {
@@ -323,7 +335,7 @@ impl Generation {
                 host: Arc::clone(&shared.lasting.host),
                 rescan_interval: config.rescan_interval,
                 wake: Arc::clone(&wake),
-                finishing: finishing.clone(),
+                finisher: Arc::clone(&finished),
                 watched: watched.clone(),
             };
             watchers.spawn(watch_spool(Arc::clone(spool), ctx, token.clone()));
@@ -350,7 +362,7 @@ impl Generation {
             queue.clone(),
             targets,
             wake,
-            finishing,
+            finished,
             &shared.lasting,
         ));
         let uploader = tokio::spawn(uploader.run(token.clone()));
@@ -358,6 +370,8 @@ impl Generation {
             token,
             watchers,
             uploader,
+            finisher_stop,
+            finisher,
             manifests,
             manifest_task,
             sweeper,
@@ -370,6 +384,18 @@ impl Generation {
     async fn stop(mut self, config: &Config, last: bool) {
         self.token.cancel();
         let _ = self.uploader.await;
+        self.finisher_stop.cancel();
+        // The last pass cleans up what the drained uploads delivered; what it does not
+        // reach in time, the next start's first pass does.
+        if tokio::time::timeout(config.drain_timeout, &mut self.finisher)
+            .await
+            .is_err()
+        {
+            self.finisher.abort();
+            tracing::warn!(
+                "clean-up of delivered files cut off by the stop; the next start finishes it"
+            );
+        }
         let _ = self.manifest_task.await;
         if last {
             // Uploads have drained: every open batch holds only delivered files.

@@ -7,22 +7,27 @@
 //! cancellation token; [`cli`] holds the operator subcommands. [`beneath`], [`clock`] and
 //! [`host`] are leaves that everyone may import: paths reached beneath a spool root, the
 //! time, this machine's name.
+//!
+//! Only [`cli`] is public: the binary is the product. Every other module is `pub(crate)`,
+//! so what nothing uses is reported as dead code instead of passing for API.
 
-pub mod beneath;
+pub(crate) mod beneath;
 pub mod cli;
-pub mod clock;
-pub mod config;
-pub mod daemon;
-pub mod finish;
-pub mod host;
-pub mod key;
-pub mod logging;
-pub mod manifest;
-pub mod metrics;
-pub mod queue;
-pub mod s3;
-pub mod spool;
-pub mod systemd;
-pub mod transcode;
-pub mod units;
-pub mod upload;
+pub(crate) mod clock;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub(crate) mod finish;
+pub(crate) mod host;
+pub(crate) mod key;
+pub(crate) mod logging;
+pub(crate) mod manifest;
+pub(crate) mod metrics;
+pub(crate) mod queue;
+pub(crate) mod s3;
+pub(crate) mod spool;
+pub(crate) mod systemd;
+#[cfg(test)]
+mod testing;
+pub(crate) mod transcode;
+pub(crate) mod units;
+pub(crate) mod upload;

@@ -8,11 +8,11 @@
 
 use bytes::Bytes;
 use serde::Serialize;
-use sha2::Digest;
 use std::process::ExitCode;
 
 use crate::config::{Auth, Config, Destination};
-use crate::s3::{CompletedPart, ObjectMeta, ObjectStore, PutBody, StoreError};
+use crate::s3::probe::{self, ActionResult, Probed, ACTIONS};
+use crate::s3::StoreError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -185,7 +185,7 @@ fn row(d: &Destination, action: &'static str, result: Result<(), StoreError>) ->
             optional: false,
         },
         Err(e) => {
-            let denied = e.code == "AccessDenied" || e.code == "AllAccessDisabled";
+            let denied = e.is_denied();
             Check {
                 action,
                 ok: Some(false),
@@ -195,6 +195,17 @@ fn row(d: &Destination, action: &'static str, result: Result<(), StoreError>) ->
             }
         }
     }
+}
+
+/// A probed action as a row, with the policy line that grants it where S3 denied it.
+fn probed(d: &Destination, probed: ActionResult) -> Check {
+    let mut check = match probed.outcome {
+        Probed::Allowed => row(d, probed.action, Ok(())),
+        Probed::Refused(e) => row(d, probed.action, Err(e)),
+        Probed::Skipped(why) => skipped(probed.action, why),
+    };
+    check.optional = probed.optional;
+    check
 }
 
 fn skipped(action: &'static str, why: &str) -> Check {
@@ -237,7 +248,10 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
         }
         return report;
     }
-    report.checks.extend(probe_actions(d, store.as_ref()).await);
+    let probed_actions = probe::probe_actions(store.as_ref(), &d.key_prefix()).await;
+    report
+        .checks
+        .extend(probed_actions.into_iter().map(|p| probed(d, p)));
     if challenge {
         let key = format!(
             "{}s3spool-challenge-{}",
@@ -248,169 +262,11 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
             "s3spool challenge object, written by `s3spool check --challenge` for destination {}\n",
             d.name
         ));
-        let result = put(store.as_ref(), &key, body).await;
+        let result = probe::put(store.as_ref(), &key, body).await;
         if result.is_ok() {
             report.challenge_key = Some(key);
         }
         report.checks.push(row(d, "PutObject (challenge)", result));
     }
     report
-}
-
-const ACTIONS: [&str; 9] = [
-    "PutObject",
-    "HeadObject",
-    "CreateMultipartUpload",
-    "UploadPart",
-    "ListParts",
-    "CompleteMultipartUpload",
-    "AbortMultipartUpload",
-    "ListMultipartUploads",
-    "DeleteObject",
-];
-
-async fn put(store: &dyn ObjectStore, key: &str, body: Bytes) -> Result<(), StoreError> {
-    let md5: [u8; 16] = md5::Md5::digest(&body).into();
-    let sha256 = hex::encode(sha2::Sha256::digest(&body));
-    store
-        .put_object(key, PutBody::Memory(body), md5, &probe_meta(sha256))
-        .await
-        .map(drop)
-}
-
-/// Every action the daemon needs, each on its own where it can be.
-async fn probe_actions(d: &Destination, store: &dyn ObjectStore) -> Vec<Check> {
-    let key = format!("{}s3spool-check-{}", d.key_prefix(), uuid::Uuid::new_v4());
-    let body = Bytes::from_static(b"s3spool connection check\n");
-    let mut checks = Vec::new();
-    let put_result = put(store, &key, body.clone()).await;
-    let written = put_result.is_ok();
-    checks.push(row(d, "PutObject", put_result));
-    if written {
-        let head = match store.head_object(&key).await {
-            Ok(Some(h)) if h.size == body.len() as u64 => Ok(()),
-            Ok(Some(h)) => Err(StoreError::permanent(
-                "HeadObject",
-                "WrongSize",
-                format!("object has {} bytes, {} were written", h.size, body.len()),
-            )),
-            Ok(None) => Err(StoreError::permanent(
-                "HeadObject",
-                "NotFound",
-                "the object just written is not there".into(),
-            )),
-            Err(e) => Err(e),
-        };
-        checks.push(row(d, "HeadObject", head));
-    } else {
-        checks.push(skipped("HeadObject", "needs PutObject"));
-    }
-
-    checks.extend(probe_multipart(d, store, &format!("{key}-multipart"), &body).await);
-    let listed = store.list_uploads(&d.key_prefix()).await.map(drop);
-    checks.push(row(d, "ListMultipartUploads", listed));
-    let deleted = store.delete_object(&key).await.map_err(|mut e| {
-        if written {
-            e.message = format!("{} (the probe object {key} was left behind)", e.message);
-        }
-        e
-    });
-    // Only `check` deletes: a failure here is worth knowing, not a reason to fail.
-    let mut delete = row(d, "DeleteObject", deleted);
-    delete.optional = true;
-    checks.push(delete);
-    checks
-}
-
-/// The multipart set: a one-part upload completed for real (so SSE-KMS or a policy on
-/// Complete shows up here, not on the first large file), then a second one aborted.
-async fn probe_multipart(
-    d: &Destination,
-    store: &dyn ObjectStore,
-    key: &str,
-    body: &Bytes,
-) -> Vec<Check> {
-    let sha256 = hex::encode(sha2::Sha256::digest(body));
-    let md5: [u8; 16] = md5::Md5::digest(body).into();
-    let mut checks = Vec::new();
-    let upload_id = match store
-        .create_multipart(key, &probe_meta(sha256.clone()))
-        .await
-    {
-        Ok(upload_id) => {
-            checks.push(row(d, "CreateMultipartUpload", Ok(())));
-            upload_id
-        }
-        Err(e) => {
-            checks.push(row(d, "CreateMultipartUpload", Err(e)));
-            for action in [
-                "UploadPart",
-                "ListParts",
-                "CompleteMultipartUpload",
-                "AbortMultipartUpload",
-            ] {
-                checks.push(skipped(action, "needs CreateMultipartUpload"));
-            }
-            return checks;
-        }
-    };
-    let part = store
-        .upload_part(key, &upload_id, 1, body.clone(), md5)
-        .await;
-    let etag = part.as_ref().ok().map(|w| w.etag.clone());
-    checks.push(row(d, "UploadPart", part.map(drop)));
-    let listed = match (store.list_parts(key, &upload_id).await, &etag) {
-        (Ok(Some(parts)), Some(etag)) if !parts.iter().any(|p| &p.etag == etag) => {
-            Err(StoreError::permanent(
-                "ListParts",
-                "MissingPart",
-                "the part just uploaded is not listed".into(),
-            ))
-        }
-        (Ok(Some(_)), _) => Ok(()),
-        (Ok(None), _) => Err(StoreError::permanent(
-            "ListParts",
-            "NoSuchUpload",
-            "the upload just created is unknown".into(),
-        )),
-        (Err(e), _) => Err(e),
-    };
-    checks.push(row(d, "ListParts", listed));
-    match etag {
-        Some(etag) => {
-            let parts = [CompletedPart { number: 1, etag }];
-            let completed = store
-                .complete_multipart(key, &upload_id, &parts)
-                .await
-                .map(drop);
-            let done = completed.is_ok();
-            checks.push(row(d, "CompleteMultipartUpload", completed));
-            if done {
-                let _ = store.delete_object(key).await;
-            } else {
-                let _ = store.abort_multipart(key, &upload_id).await;
-            }
-        }
-        None => {
-            checks.push(skipped("CompleteMultipartUpload", "needs UploadPart"));
-            let _ = store.abort_multipart(key, &upload_id).await;
-        }
-    }
-    // Abort on an upload of its own: the daemon aborts uploads it no longer needs.
-    let aborted = match store
-        .create_multipart(key, &probe_meta(sha256.clone()))
-        .await
-    {
-        Ok(second) => store.abort_multipart(key, &second).await,
-        Err(e) => Err(e),
-    };
-    checks.push(row(d, "AbortMultipartUpload", aborted));
-    checks
-}
-
-fn probe_meta(sha256: String) -> ObjectMeta {
-    ObjectMeta {
-        sha256,
-        content_type: "text/plain",
-    }
 }

@@ -370,3 +370,313 @@ pub fn default_session_name(host: &str) -> String {
         .collect();
     format!("s3spool-{host}")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::*;
+    use crate::config::*;
+
+    #[test]
+    fn auth_rules() {
+        let mode = |m: &str| format!("{}{BASE_SPOOL}", BASE_DEST.replace("mode = \"static\"", m));
+        refused(
+            &mode("mode = \"magic\""),
+            "destinations.lake.auth.mode",
+            "not a mode",
+        );
+        refused(
+            &mode("mode = \"assume_role\""),
+            "destinations.lake.auth.role_arn",
+            "is required with mode = \"assume_role\"",
+        );
+        refused(&mode(""), "destinations.lake.auth.mode", "is required");
+        let both = BASE_DEST.replace(
+            "secret_access_key = \"secret-value\"",
+            "secret_access_key = \"a\"\nsecret_access_key_file = \"/x\"",
+        );
+        refused(
+            &format!("{both}{BASE_SPOOL}"),
+            "destinations.lake.auth.secret_access_key",
+            "give one of",
+        );
+        let missing_file = BASE_DEST.replace(
+            "secret_access_key = \"secret-value\"",
+            "secret_access_key_file = \"/nonexistent/secret\"",
+        );
+        refused(
+            &format!("{missing_file}{BASE_SPOOL}"),
+            "destinations.lake.auth.secret_access_key_file",
+            "cannot read /nonexistent/secret",
+        );
+        let no_auth = BASE_DEST.replace("[destinations.lake.auth]\nmode = \"static\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"secret-value\"\n", "");
+        refused(
+            &format!("{no_auth}{BASE_SPOOL}"),
+            "destinations.lake.auth",
+            "is required",
+        );
+    }
+
+    #[test]
+    fn secret_file_is_read_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from-a-file\n").unwrap();
+        let text = BASE_DEST.replace(
+            "secret_access_key = \"secret-value\"",
+            &format!("secret_access_key_file = {:?}", secret),
+        );
+        let config = parse(&format!("{text}{BASE_SPOOL}")).unwrap();
+        let Auth::Static(key) = &config.destinations["lake"].auth else {
+            panic!("static auth expected")
+        };
+        assert_eq!(key.secret_access_key.expose(), "from-a-file");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("from-a-file") && debug.contains("<redacted>"),
+            "{debug}"
+        );
+    }
+
+    fn with_auth(auth: &str) -> String {
+        format!("[destinations.lake]\nbucket = \"s3://acme-drop\"\n[destinations.lake.auth]\n{auth}\n{BASE_SPOOL}")
+    }
+
+    const ROLE: &str =
+        "mode = \"assume_role\"\nrole_arn = \"arn:aws:iam::123456789012:role/s3spool\"";
+
+    #[test]
+    fn default_mode_takes_an_optional_profile_and_no_keys() {
+        let config = parse(&with_auth("mode = \"default\"\nprofile = \"uploads\"")).unwrap();
+        assert!(
+            matches!(&config.destinations["lake"].auth, Auth::Default { profile: Some(p) } if p == "uploads")
+        );
+        refused(
+            &with_auth("mode = \"default\"\naccess_key_id = \"AKIA\""),
+            "destinations.lake.auth.access_key_id",
+            "only used with",
+        );
+        refused(
+            &with_auth("mode = \"default\"\nrole_arn = \"x\""),
+            "destinations.lake.auth.role_arn",
+            "only used with mode = \"assume_role\"",
+        );
+        refused(
+            &with_auth(
+                "mode = \"static\"\naccess_key_id = \"A\"\nsecret_access_key = \"s\"\nprofile = \"p\"",
+            ),
+            "destinations.lake.auth.profile",
+            "only used with mode = \"default\"",
+        );
+    }
+
+    #[test]
+    fn assume_role_defaults_and_base_key() {
+        let config = parse(&with_auth(ROLE)).unwrap();
+        let Auth::AssumeRole(role) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        assert!(role.session_name.starts_with("s3spool-"));
+        assert_eq!(role.duration, Duration::from_secs(3600));
+        assert!(role.base.is_none(), "no key: the default chain calls STS");
+        let text = format!("{ROLE}\nexternal_id = \"acme-42\"\naccess_key_id = \"AKIABASE\"\nsecret_access_key = \"base-secret\"\nsts_endpoint = \"http://127.0.0.1:5000\"\nsts_region = \"eu-west-1\"\nsession_name = \"uploader\"\nduration = \"2h\"");
+        let config = parse(&with_auth(&text)).unwrap();
+        let Auth::AssumeRole(role) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        assert_eq!(role.external_id.as_deref(), Some("acme-42"));
+        assert_eq!(role.base.as_ref().unwrap().access_key_id, "AKIABASE");
+        assert_eq!(
+            (role.sts_endpoint.as_deref(), role.sts_region.as_deref()),
+            (Some("http://127.0.0.1:5000"), Some("eu-west-1"))
+        );
+        assert_eq!(
+            (role.session_name.as_str(), role.duration),
+            ("uploader", Duration::from_secs(7200))
+        );
+        assert!(!format!("{config:?}").contains("base-secret"));
+    }
+
+    #[test]
+    fn role_arn_rule() {
+        let key = "destinations.lake.auth.role_arn";
+        for ok in [
+            "arn:aws:iam::123456789012:role/s3spool",
+            "arn:aws-cn:iam::123456789012:role/path/to/r+=,.@_-",
+            "arn:aws-us-gov:iam::000000000000:role/x",
+        ] {
+            parse(&with_auth(&format!(
+                "mode = \"assume_role\"\nrole_arn = \"{ok}\""
+            )))
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, words) in [
+            ("arn:aws:iam::12345:role/x", "12 digits"),
+            ("arn:aws:iam::123456789012:user/x", "not a role ARN"),
+            ("arn:azure:iam::123456789012:role/x", "names partition"),
+            ("arn:aws:iam::123456789012:role/", "not a role ARN"),
+            ("arn:aws:s3:::bucket", "not a role ARN"),
+            ("s3spool", "not a role ARN"),
+        ] {
+            refused(
+                &with_auth(&format!("mode = \"assume_role\"\nrole_arn = \"{bad}\"")),
+                key,
+                words,
+            );
+        }
+    }
+
+    #[test]
+    fn external_id_rule() {
+        let key = "destinations.lake.auth.external_id";
+        parse(&with_auth(&format!(
+            "{ROLE}\nexternal_id = \"Ab_+=,.@:/-9\""
+        )))
+        .unwrap();
+        refused(
+            &with_auth(&format!("{ROLE}\nexternal_id = \"x\"")),
+            key,
+            "2 to 1224",
+        );
+        refused(
+            &with_auth(&format!("{ROLE}\nexternal_id = \"{}\"", "x".repeat(1225))),
+            key,
+            "2 to 1224",
+        );
+        refused(
+            &with_auth(&format!("{ROLE}\nexternal_id = \"has space\"")),
+            key,
+            "found ' '",
+        );
+    }
+
+    #[test]
+    fn session_name_rule() {
+        let key = "destinations.lake.auth.session_name";
+        parse(&with_auth(&format!(
+            "{ROLE}\nsession_name = \"s3spool_host-1.a@b\""
+        )))
+        .unwrap();
+        refused(
+            &with_auth(&format!("{ROLE}\nsession_name = \"a\"")),
+            key,
+            "2 to 64",
+        );
+        refused(
+            &with_auth(&format!("{ROLE}\nsession_name = \"{}\"", "s".repeat(65))),
+            key,
+            "2 to 64",
+        );
+        refused(
+            &with_auth(&format!("{ROLE}\nsession_name = \"a/b\"")),
+            key,
+            "found '/'",
+        );
+        assert_eq!(
+            crate::config::auth::default_session_name("web 1.example.com"),
+            "s3spool-web-1.example.com"
+        );
+        assert_eq!(
+            crate::config::auth::default_session_name(&"h".repeat(100)).len(),
+            64
+        );
+    }
+
+    #[test]
+    fn duration_and_refresh_margin_rules() {
+        refused(
+            &with_auth(&format!("{ROLE}\nduration = \"10m\"")),
+            "destinations.lake.auth.duration",
+            "between 15m and 12h",
+        );
+        refused(
+            &with_auth(&format!("{ROLE}\nduration = \"13h\"")),
+            "destinations.lake.auth.duration",
+            "between 15m and 12h",
+        );
+        refused(
+            &with_auth(&format!(
+                "{ROLE}\nduration = \"15m\"\nrefresh_margin = \"15m\""
+            )),
+            "destinations.lake.auth.refresh_margin",
+            "shorter than duration",
+        );
+        let config = parse(&with_auth(&format!(
+            "{ROLE}\nduration = \"15m\"\nrefresh_margin = \"14m\""
+        )))
+        .unwrap();
+        assert_eq!(
+            config.destinations["lake"].refresh_margin,
+            Duration::from_secs(840)
+        );
+    }
+
+    #[test]
+    fn sts_endpoint_and_region_rules() {
+        refused(
+            &with_auth(&format!("{ROLE}\nsts_endpoint = \"sts.example.com\"")),
+            "destinations.lake.auth.sts_endpoint",
+            "not an endpoint URL",
+        );
+        refused(
+            &with_auth(&format!(
+                "{ROLE}\nsts_endpoint = \"http://sts.example.com\""
+            )),
+            "destinations.lake.auth.sts_endpoint",
+            "plain http",
+        );
+        refused(
+            &with_auth(&format!("{ROLE}\nsts_region = \"EU\"")),
+            "destinations.lake.auth.sts_region",
+            "not a region name",
+        );
+    }
+
+    #[test]
+    fn secret_from_a_systemd_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lake-secret"), "from-systemd\n").unwrap();
+        let auth = "mode = \"static\"\naccess_key_id = \"AKIA\"\nsecret_access_key_credential = \"lake-secret\"";
+        // The only test touching this variable.
+        std::env::remove_var("CREDENTIALS_DIRECTORY");
+        refused(
+            &with_auth(auth),
+            "destinations.lake.auth.secret_access_key_credential",
+            "LoadCredential=",
+        );
+        std::env::set_var("CREDENTIALS_DIRECTORY", dir.path());
+        let config = parse(&with_auth(auth)).unwrap();
+        std::env::remove_var("CREDENTIALS_DIRECTORY");
+        let Auth::Static(key) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        assert_eq!(key.secret_access_key.expose(), "from-systemd");
+        assert!(!config.holds_secret, "no secret in the file itself");
+    }
+
+    #[test]
+    fn a_secret_file_is_its_first_line_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("lake.secret");
+        std::fs::write(&secret, "first-line-secret\n# rotated 2026-11-01\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = dir.path().join("config.toml");
+        let text = BASE_DEST.replace(
+            "secret_access_key = \"secret-value\"",
+            "secret_access_key_file = \"lake.secret\"",
+        );
+        std::fs::write(&path, format!("{text}{BASE_SPOOL}")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("is a secret_access_key_file but is readable by group or others"),
+            "{err}"
+        );
+        assert!(!err.contains("first-line-secret"));
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = Config::load(&path).unwrap();
+        let Auth::Static(key) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        assert_eq!(key.secret_access_key.expose(), "first-line-secret");
+    }
+}

@@ -57,3 +57,40 @@ pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<M
         key: key?,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::*;
+    use crate::config::*;
+
+    #[test]
+    fn manifest_rules() {
+        let config = parse(&with_spool(
+            "manifest = true\nmanifest_every = \"1m\"\nmanifest_max_files = 10\nmanifest_key = \"m/{batch}.json\"",
+        ))
+        .unwrap();
+        let m = config.spools["orders"].manifest.as_ref().unwrap();
+        assert_eq!((m.every, m.max_files), (Duration::from_secs(60), 10));
+        let default = parse(&with_spool("manifest = true")).unwrap();
+        let m = default.spools["orders"].manifest.as_ref().unwrap();
+        assert_eq!((m.every, m.max_files), (Duration::from_secs(300), 1000));
+        assert!(parse(&with_spool("")).unwrap().spools["orders"]
+            .manifest
+            .is_none());
+        refused(
+            &with_spool("manifest_every = \"1m\""),
+            "spools.orders.manifest_every",
+            "only used with manifest = true",
+        );
+        refused(
+            &with_spool("manifest = true\nmanifest_key = \"m/{spool}.json\""),
+            "spools.orders.manifest_key",
+            "must contain {batch}",
+        );
+        refused(
+            &with_spool("manifest = true\nmanifest_max_files = 0"),
+            "spools.orders.manifest_max_files",
+            "between 1 and 100000",
+        );
+    }
+}

@@ -6,13 +6,15 @@
 
 mod auth;
 mod bucket;
+mod destination;
 mod manifest;
 mod object;
 mod output;
+mod overlap;
 mod reader;
-pub use crate::units;
+mod spool;
+pub(crate) use crate::units;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,14 +23,15 @@ use std::time::Duration;
 
 use auth::SecretSources;
 pub use auth::{AssumeRole, Auth, StaticKey};
-pub use bucket::{check_bucket_name, parse_bucket_uri};
-pub use manifest::ManifestSettings;
+pub use bucket::parse_bucket_uri;
+use destination::{check_endpoint, check_region};
+pub use destination::{Destination, Secret, UploadSettings};
 pub use object::{ObjectOptions, SHA256_METADATA};
+pub use overlap::overlaps_after_resolving;
 use reader::{Problem, Problems, Section};
+pub use spool::{AfterUpload, Spool};
 
-use crate::key::KeyTemplate;
 use crate::logging::LogFormat;
-use crate::transcode::Output;
 
 /// Where `--config` points when neither the flag nor `$S3SPOOL_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/s3spool/config.toml";
@@ -58,94 +61,6 @@ pub struct Config {
     pub secret_files: Vec<PathBuf>,
     /// Load the file even if group or others can read it.
     pub allow_insecure_permissions: bool,
-}
-
-/// An S3 bucket (and prefix) with the credentials and upload settings to reach it.
-#[derive(Debug, Clone)]
-pub struct Destination {
-    pub name: String,
-    pub bucket: String,
-    /// Key prefix without leading or trailing `/`; may be empty.
-    pub prefix: String,
-    pub region: String,
-    pub endpoint: Option<String>,
-    pub path_style: bool,
-    pub auth: Auth,
-    /// Temporary credentials are renewed this long before they expire.
-    pub refresh_margin: Duration,
-    /// Tags, metadata, storage class, encryption and ACL of every object.
-    pub object: ObjectOptions,
-    pub upload: UploadSettings,
-}
-
-/// A secret string that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself, for the one place that signs requests.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Destination {
-    /// What every key of this destination starts with: the prefix and a `/`, or nothing.
-    pub fn key_prefix(&self) -> String {
-        if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        }
-    }
-}
-
-/// Limits and retry schedule for one destination.
-#[derive(Debug, Clone)]
-pub struct UploadSettings {
-    pub multipart_threshold: u64,
-    pub part_size: u64,
-    /// Requests (PUTs or parts) in flight at once.
-    pub concurrency: usize,
-    pub max_attempts: u32,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    pub request_timeout: Duration,
-}
-
-/// What happens to a source file once S3 has confirmed its object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AfterUpload {
-    Delete,
-    Archive(PathBuf),
-    Keep,
-}
-
-/// A watched directory and how its files are delivered.
-#[derive(Debug, Clone)]
-pub struct Spool {
-    pub name: String,
-    pub path: PathBuf,
-    pub destination: String,
-    /// `None` means every file.
-    pub include: Option<GlobSet>,
-    pub exclude: GlobSet,
-    pub settle: Duration,
-    pub key: KeyTemplate,
-    pub after_upload: AfterUpload,
-    /// What is delivered: the bytes as they are, or a conversion of them.
-    pub output: Output,
-    /// Deliveries are grouped into batches, each closed by a manifest.
-    pub manifest: Option<ManifestSettings>,
 }
 
 /// Every problem found in one config file.
@@ -187,13 +102,6 @@ impl ConfigError {
     }
 }
 
-const SPOOL_DEFAULT_KEY: &str = "{spool}/{yyyy}/{mm}/{dd}/{stem}-{timestamp}-{id}.{ext}";
-const MIN_PART: u64 = 5 << 20;
-const MAX_PART: u64 = 5 << 30;
-/// The most file data a destination may hold in memory at once (`concurrency ×
-/// part_size`): enough for S3's largest object at the default concurrency.
-const MAX_IN_FLIGHT: u64 = 4 << 30;
-
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -218,6 +126,7 @@ impl Config {
         Ok(config)
     }
 
+    #[cfg(test)]
     /// Validates config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Config::parse_with(text, path, true)
@@ -275,13 +184,13 @@ impl Config {
         };
 
         let destinations = named_tables(&mut p, &mut top, "destinations", |p, key, name, t| {
-            destination(p, key, name, t, &sources, &mut found)
+            destination::parse(p, key, name, t, &sources, &mut found)
         });
         let spools = named_tables(&mut p, &mut top, "spools", |p, key, name, t| {
-            spool(p, key, name, t, &base, &table)
+            spool::parse(p, key, name, t, &base, &table)
         });
         top.finish(&mut p);
-        check_spool_overlaps(&mut p, &spools, &state_dir);
+        overlap::check_spool_overlaps(&mut p, &spools, &state_dir);
 
         if p.0.is_empty() {
             Ok(Config {
@@ -404,395 +313,6 @@ fn check_name(p: &mut Problems, key: &str, name: &str) {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
         p.add(key, "names may only use letters, digits, '-' and '_'");
-    }
-}
-
-fn destination(
-    p: &mut Problems,
-    path: &str,
-    name: &str,
-    table: &toml::Table,
-    sources: &SecretSources<'_>,
-    found: &mut FoundSecrets,
-) -> Option<Destination> {
-    let mut s = Section::new(path, table);
-    let bucket_uri = s.required_string(p, "bucket");
-    let bucket = bucket_uri.and_then(|uri| {
-        parse_bucket_uri(uri)
-            .map_err(|e| p.add(s.key("bucket"), e))
-            .ok()
-    });
-    let region = s.string(p, "region").unwrap_or("us-east-1").to_string();
-    check_region(p, &s.key("region"), &region);
-    let allow_http = s.bool(p, "allow_http").unwrap_or(false);
-    let endpoint = s
-        .string(p, "endpoint")
-        .and_then(|e| check_endpoint(p, &s.key("endpoint"), e, allow_http));
-    let path_style = s.bool(p, "path_style").unwrap_or(true);
-    if !path_style {
-        p.add(
-            s.key("path_style"),
-            "virtual-hosted addressing is not supported: requests always use path-style (/bucket/key), which S3 and S3-compatible servers accept; remove the key or set it to true",
-        );
-    }
-    let auth = match s.table(p, "auth") {
-        Some(t) => auth::parse(p, &s.key("auth"), t, sources, allow_http),
-        None => {
-            p.add(
-                s.key("auth"),
-                "is required ([destinations.NAME.auth] with mode = \"static\", \"default\" or \"assume_role\")",
-            );
-            None
-        }
-    };
-    let object = object::parse(p, &mut s);
-    let empty = toml::Table::new();
-    let upload_table = s.table(p, "upload").unwrap_or(&empty);
-    let upload = upload_settings(p, &s.key("upload"), upload_table);
-    s.finish(p);
-    let (bucket, prefix) = bucket?;
-    let auth = auth?;
-    found.inline |= auth.inline_secret;
-    found.files.extend(auth.secret_files);
-    Some(Destination {
-        name: name.to_string(),
-        bucket,
-        prefix,
-        region,
-        endpoint,
-        path_style,
-        auth: auth.auth,
-        refresh_margin: auth.refresh_margin,
-        object,
-        upload: upload?,
-    })
-}
-
-/// A region name like `eu-west-1`; reports and returns false otherwise.
-pub(super) fn check_region(p: &mut Problems, key: &str, region: &str) -> bool {
-    let ok = !region.is_empty()
-        && region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
-        p.add(
-            key,
-            format!("{region:?} is not a region name like \"eu-west-1\""),
-        );
-    }
-    ok
-}
-
-/// An endpoint URL, scheme and host only. Plain `http://` only for loopback addresses, or
-/// with `allow_http = true`: credentials and data would cross the network unencrypted.
-pub(super) fn check_endpoint(
-    p: &mut Problems,
-    key: &str,
-    url: &str,
-    allow_http: bool,
-) -> Option<String> {
-    let url = url.trim_end_matches('/');
-    let (plain, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-        (Some(rest), _) => (true, rest),
-        (_, Some(rest)) => (false, rest),
-        _ => (false, ""),
-    };
-    // Scheme and host[:port] only. No user info: `http://localhost@evil.example` must not
-    // pass for loopback, and credentials have no place in a URL.
-    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
-        p.add(
-            key,
-            "is not an endpoint URL like \"https://s3.example.com\" or \"http://127.0.0.1:9000\" (scheme and host only, no user info)",
-        );
-        return None;
-    }
-    if plain && !allow_http && !is_loopback(rest) {
-        p.add(
-            key,
-            format!("{url:?} is plain http to a host that is not loopback: use https, or set allow_http = true in the destination if the network is trusted"),
-        );
-        return None;
-    }
-    Some(url.to_string())
-}
-
-/// `host[:port]` names this machine.
-fn is_loopback(authority: &str) -> bool {
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    host == "localhost"
-        || match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V6(v6)) => {
-                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-            }
-            Ok(ip) => ip.is_loopback(),
-            Err(_) => false,
-        }
-}
-
-fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<UploadSettings> {
-    let mut s = Section::new(path, table);
-    let before = p.0.len();
-    let settings = UploadSettings {
-        multipart_threshold: s.size(p, "multipart_threshold").unwrap_or(64 << 20),
-        part_size: s.size(p, "part_size").unwrap_or(16 << 20),
-        concurrency: s.integer(p, "concurrency").unwrap_or(8).clamp(0, 1 << 20) as usize,
-        max_attempts: s.integer(p, "max_attempts").unwrap_or(10).clamp(0, 1 << 20) as u32,
-        backoff_initial: s
-            .duration(p, "backoff_initial")
-            .unwrap_or(Duration::from_secs(1)),
-        backoff_max: s
-            .duration(p, "backoff_max")
-            .unwrap_or(Duration::from_secs(300)),
-        request_timeout: s
-            .duration(p, "request_timeout")
-            .unwrap_or(Duration::from_secs(300)),
-    };
-    if !(MIN_PART..=MAX_PART).contains(&settings.part_size) {
-        p.add(
-            s.key("part_size"),
-            "must be between 5MiB and 5GiB (S3's part size limits)",
-        );
-    }
-    if !(MIN_PART..=MAX_PART).contains(&settings.multipart_threshold) {
-        p.add(
-            s.key("multipart_threshold"),
-            "must be between 5MiB (S3's smallest part) and 5GiB (S3's largest single PUT)",
-        );
-    }
-    let in_range = |size| (MIN_PART..=MAX_PART).contains(&size);
-    if in_range(settings.part_size)
-        && in_range(settings.multipart_threshold)
-        && settings.part_size > settings.multipart_threshold
-    {
-        // A file up to part_size is sent in one PUT held in memory: a part_size above the
-        // threshold would hold whole files of that size in memory.
-        p.add(
-            s.key("part_size"),
-            format!(
-                "must be at most multipart_threshold ({})",
-                units::format_size(settings.multipart_threshold)
-            ),
-        );
-    }
-    if !(1..=256).contains(&settings.concurrency) {
-        p.add(s.key("concurrency"), "must be between 1 and 256");
-    } else if in_range(settings.part_size)
-        && settings
-            .part_size
-            .saturating_mul(settings.concurrency as u64)
-            > MAX_IN_FLIGHT
-    {
-        p.add(
-            s.key("concurrency"),
-            format!(
-                "concurrency × part_size is {}: up to that much file data is held in memory at once; keep it at most {}",
-                units::format_size(settings.part_size.saturating_mul(settings.concurrency as u64)),
-                units::format_size(MAX_IN_FLIGHT)
-            ),
-        );
-    }
-    if !(1..=1000).contains(&settings.max_attempts) {
-        p.add(s.key("max_attempts"), "must be between 1 and 1000");
-    }
-    if settings.backoff_initial.is_zero() || settings.backoff_initial > settings.backoff_max {
-        p.add(
-            s.key("backoff_initial"),
-            "must be above zero and at most backoff_max",
-        );
-    }
-    if settings.request_timeout < Duration::from_secs(1) {
-        p.add(s.key("request_timeout"), "must be at least 1s");
-    }
-    s.finish(p);
-    (p.0.len() == before).then_some(settings)
-}
-
-fn globs(p: &mut Problems, key: String, patterns: &[&str]) -> Option<GlobSet> {
-    let mut builder = GlobSetBuilder::new();
-    let mut ok = true;
-    for pattern in patterns {
-        match Glob::new(pattern) {
-            Ok(glob) => {
-                builder.add(glob);
-            }
-            Err(e) => {
-                p.add(key.clone(), format!("bad glob {pattern:?}: {}", e.kind()));
-                ok = false;
-            }
-        }
-    }
-    if !ok {
-        return None;
-    }
-    builder.build().map_err(|e| p.add(key, e.to_string())).ok()
-}
-
-fn spool(
-    p: &mut Problems,
-    path: &str,
-    name: &str,
-    table: &toml::Table,
-    base: &Path,
-    root: &toml::Table,
-) -> Option<Spool> {
-    let mut s = Section::new(path, table);
-    let dir = s.required_string(p, "path").map(|d| resolve(base, d));
-    let destination = s.required_string(p, "destination").map(str::to_string);
-    if let Some(d) = &destination {
-        let known = root
-            .get("destinations")
-            .and_then(|v| v.as_table())
-            .is_some_and(|t| t.contains_key(d));
-        if !known {
-            p.add(
-                s.key("destination"),
-                format!("no [destinations.{d}] table is defined"),
-            );
-        }
-    }
-    // `None`: not given (every file); `Some(None)`: given but broken (already reported).
-    let include = s
-        .strings(p, "include")
-        .map(|list| globs(p, s.key("include"), &list));
-    let exclude_list = s.strings(p, "exclude").unwrap_or_default();
-    let exclude = globs(p, s.key("exclude"), &exclude_list);
-    let settle = s.duration(p, "settle").unwrap_or(Duration::from_secs(5));
-    let key_text = s.string(p, "key").unwrap_or(SPOOL_DEFAULT_KEY);
-    let key = KeyTemplate::parse(key_text)
-        .map_err(|e| p.add(s.key("key"), e))
-        .ok();
-    let output = output::output(p, &mut s, base);
-    let manifest = manifest::manifest(p, &mut s);
-    let mode = s.string(p, "after_upload").unwrap_or("delete");
-    let archive_dir = s.string(p, "archive_dir").map(|d| resolve(base, d));
-    let after_upload = match (mode, archive_dir) {
-        ("delete", None) => Some(AfterUpload::Delete),
-        ("keep", None) => Some(AfterUpload::Keep),
-        ("archive", Some(dir)) => Some(AfterUpload::Archive(dir)),
-        ("archive", None) => {
-            p.add(
-                s.key("archive_dir"),
-                "is required with after_upload = \"archive\"",
-            );
-            None
-        }
-        ("delete" | "keep", Some(_)) => {
-            p.add(
-                s.key("archive_dir"),
-                "is only used with after_upload = \"archive\"",
-            );
-            None
-        }
-        (other, _) => {
-            p.add(
-                s.key("after_upload"),
-                format!("{other:?} is not one of delete, archive, keep"),
-            );
-            None
-        }
-    };
-    s.finish(p);
-    let include = match include {
-        None => None,
-        Some(set) => Some(set?),
-    };
-    Some(Spool {
-        name: name.to_string(),
-        path: dir?,
-        destination: destination?,
-        include,
-        exclude: exclude?,
-        settle,
-        key: key?,
-        after_upload: after_upload?,
-        output: output?,
-        manifest: manifest?,
-    })
-}
-
-/// [`check_spool_overlaps`] again once symlinks are resolved (a spool, an archive_dir or
-/// the state_dir reached through a symlink may land inside a spool that its configured
-/// path does not name). Spool roots must be in canonical form already; the other folders
-/// are resolved as far as they exist. Returns "key: message" for each overlap.
-pub fn overlaps_after_resolving(
-    spools: &BTreeMap<String, Arc<Spool>>,
-    state_dir: &Path,
-) -> Vec<String> {
-    let resolved: BTreeMap<String, Arc<Spool>> = spools
-        .iter()
-        .map(|(name, spool)| {
-            let mut spool = Spool::clone(spool);
-            if let AfterUpload::Archive(dir) = &spool.after_upload {
-                spool.after_upload = AfterUpload::Archive(resolve_existing(dir));
-            }
-            (name.clone(), Arc::new(spool))
-        })
-        .collect();
-    let mut p = Problems::default();
-    check_spool_overlaps(&mut p, &resolved, &resolve_existing(state_dir));
-    p.0.into_iter()
-        .map(|problem| {
-            format!(
-                "{}: {} (after resolving symlinks)",
-                problem.key, problem.message
-            )
-        })
-        .collect()
-}
-
-/// `path` with its longest existing ancestor in canonical form.
-fn resolve_existing(path: &Path) -> PathBuf {
-    let mut missing = Vec::new();
-    let mut at = path;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(at) {
-            return missing.iter().rev().fold(real, |acc, name| acc.join(name));
-        }
-        match (at.parent(), at.file_name()) {
-            (Some(parent), Some(name)) => {
-                missing.push(name.to_os_string());
-                at = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
-}
-
-/// Spools must not nest in each other, and nothing s3spool writes may land inside a spool,
-/// or files would be delivered twice or forever.
-fn check_spool_overlaps(p: &mut Problems, spools: &BTreeMap<String, Arc<Spool>>, state_dir: &Path) {
-    for (name, spool) in spools {
-        for (other_name, other) in spools {
-            if name < other_name
-                && (spool.path.starts_with(&other.path) || other.path.starts_with(&spool.path))
-            {
-                p.add(
-                    format!("spools.{other_name}.path"),
-                    format!(
-                        "overlaps spools.{name}.path ({}); spools must not nest",
-                        spool.path.display()
-                    ),
-                );
-            }
-        }
-        if let AfterUpload::Archive(dir) = &spool.after_upload {
-            if let Some(holder) = spools.values().find(|s| dir.starts_with(&s.path)) {
-                p.add(
-                    format!("spools.{name}.archive_dir"),
-                    format!(
-                        "must be outside every spool (it is inside spools.{}.path), or archived files would be delivered again",
-                        holder.name
-                    ),
-                );
-            }
-        }
-        if state_dir.starts_with(&spool.path) {
-            p.add("state_dir", format!("must be outside spools.{name}.path"));
-        }
     }
 }
 

@@ -185,6 +185,7 @@ impl ObjectOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{parse, refused, BASE_DEST, BASE_SPOOL};
 
     #[test]
     fn tagging_is_url_encoded() {
@@ -200,5 +201,66 @@ mod tests {
             Some("retention=30d&team%20name=a%26b%3Dc")
         );
         assert_eq!(ObjectOptions::default().tagging(), None);
+    }
+
+    #[test]
+    fn object_option_rules() {
+        let dest = |extra: &str| {
+            format!(
+                "{}{BASE_SPOOL}",
+                BASE_DEST.replace(
+                    "[destinations.lake.auth]",
+                    &format!("{extra}\n[destinations.lake.auth]")
+                )
+            )
+        };
+        let config = parse(&dest("tags = { retention = \"30d\" }\nmetadata = { team = \"data\" }\nstorage_class = \"STANDARD_IA\"\nsse = \"aws:kms\"\nkms_key_id = \"alias/s3spool\"\nacl = \"bucket-owner-full-control\"")).unwrap();
+        let o = &config.destinations["lake"].object;
+        assert_eq!(o.tags, vec![("retention".to_string(), "30d".to_string())]);
+        assert_eq!(
+            (o.sse.as_deref(), o.kms_key_id.as_deref()),
+            (Some("aws:kms"), Some("alias/s3spool"))
+        );
+        refused(
+            &dest("tags = { team = \"a&b\" }"),
+            "destinations.lake.tags.team",
+            "letters, digits, spaces",
+        );
+        refused(
+            &dest("metadata = { Team = \"x\" }"),
+            "destinations.lake.metadata.Team",
+            "lowercase",
+        );
+        refused(
+            &dest("metadata = { sha256 = \"x\" }"),
+            "destinations.lake.metadata.sha256",
+            "reserved",
+        );
+        refused(
+            &dest("storage_class = \"COLD\""),
+            "destinations.lake.storage_class",
+            "not one of",
+        );
+        refused(
+            &dest("sse = \"rot13\""),
+            "destinations.lake.sse",
+            "not one of",
+        );
+        refused(
+            &dest("kms_key_id = \"k\""),
+            "destinations.lake.kms_key_id",
+            "only used with sse",
+        );
+        refused(
+            &dest("acl = \"everyone\""),
+            "destinations.lake.acl",
+            "not one of",
+        );
+        let many: String = (0..11).map(|i| format!("t{i} = \"v\", ")).collect();
+        refused(
+            &dest(&format!("tags = {{ {} }}", many.trim_end_matches(", "))),
+            "destinations.lake.tags",
+            "at most 10",
+        );
     }
 }

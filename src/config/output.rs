@@ -215,3 +215,156 @@ fn declared_schema(p: &mut Problems, path: &str, table: &toml::Table) -> Option<
     }
     (p.0.len() == before).then_some(columns)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::*;
+
+    #[test]
+    fn format_rules() {
+        use crate::transcode::table::{Column, ColumnType};
+        use crate::transcode::{Format, ParquetCompression};
+        let config = parse(&with_spool("format = \"gzip\"\ngzip_level = 9")).unwrap();
+        assert_eq!(
+            config.spools["orders"].output.format,
+            Format::Gzip { level: 9 }
+        );
+        assert_eq!(
+            parse(&with_spool("")).unwrap().spools["orders"]
+                .output
+                .format,
+            Format::Raw
+        );
+        let config = parse(&with_spool(
+            "format = \"parquet\"\ncompression = \"zstd\"\nrow_group_rows = 500\n\
+             [spools.orders.csv]\ndelimiter = \"\\t\"\nquote = \"'\"\nheader = false\n\
+             [spools.orders.schema]\nid = { type = \"integer\", nullable = false }\nname = \"string\"\nat = \"timestamp\"",
+        ))
+        .unwrap();
+        let output = &config.spools["orders"].output;
+        assert_eq!(
+            output.format,
+            Format::Parquet {
+                compression: ParquetCompression::Zstd,
+                row_group_rows: 500
+            }
+        );
+        assert_eq!(
+            (
+                output.table.csv.delimiter,
+                output.table.csv.quote,
+                output.table.csv.header
+            ),
+            (b'\t', b'\'', false)
+        );
+        let column = |name: &str, ty, nullable| Column {
+            name: name.into(),
+            ty,
+            nullable,
+        };
+        assert_eq!(
+            output.table.schema.as_deref().unwrap(),
+            [
+                column("id", ColumnType::Integer, false),
+                column("name", ColumnType::String, true),
+                column("at", ColumnType::Timestamp, true)
+            ],
+            "columns in file order"
+        );
+        let jsonl = parse(&with_spool("format = \"jsonl\"\ninfer_rows = 50")).unwrap();
+        assert_eq!(jsonl.spools["orders"].output.format, Format::Jsonl);
+        assert_eq!(jsonl.spools["orders"].output.table.infer_rows, Some(50));
+        refused(
+            &with_spool("format = \"zip\""),
+            "spools.orders.format",
+            "not one of raw, gzip, parquet, jsonl",
+        );
+        refused(
+            &with_spool("format = \"gzip\"\ngzip_level = 10"),
+            "spools.orders.gzip_level",
+            "between 0 and 9",
+        );
+        refused(
+            &with_spool("gzip_level = 5"),
+            "spools.orders.gzip_level",
+            "only used with format = \"gzip\"",
+        );
+        refused(
+            &with_spool("format = \"jsonl\"\ncompression = \"zstd\""),
+            "spools.orders.compression",
+            "only used with format = \"parquet\"",
+        );
+        refused(
+            &with_spool("format = \"parquet\"\ncompression = \"lzo\""),
+            "spools.orders.compression",
+            "not one of snappy, zstd, gzip, none",
+        );
+        refused(
+            &with_spool("format = \"parquet\"\nrow_group_rows = 0"),
+            "spools.orders.row_group_rows",
+            "between 1 and",
+        );
+        refused(
+            &with_spool("format = \"gzip\"\n[spools.orders.csv]\nheader = true"),
+            "spools.orders.csv",
+            "only used with format = \"parquet\" or \"jsonl\"",
+        );
+        refused(
+            &with_spool("format = \"jsonl\"\n[spools.orders.csv]\ndelimiter = \";;\""),
+            "spools.orders.csv.delimiter",
+            "one ASCII character",
+        );
+        refused(
+            &with_spool("format = \"jsonl\"\n[spools.orders.csv]\ndelimiter = \"\\\"\""),
+            "spools.orders.csv.quote",
+            "must differ from delimiter",
+        );
+        refused(
+            &with_spool("format = \"jsonl\"\n[spools.orders.csv]\nseparator = \";\""),
+            "spools.orders.csv.separator",
+            "unknown key",
+        );
+        refused(
+            &with_spool("format = \"jsonl\"\n[spools.orders.schema]\nid = \"int\""),
+            "spools.orders.schema.id",
+            "\"int\" is not one of integer, float, boolean, date, timestamp, string",
+        );
+        refused(
+            &with_spool("format = \"jsonl\"\n[spools.orders.schema]\nid = { nullable = true }"),
+            "spools.orders.schema.id.type",
+            "is required",
+        );
+        refused(
+            &with_spool(
+                "format = \"jsonl\"\ninfer_rows = 10\n[spools.orders.schema]\nid = \"integer\"",
+            ),
+            "spools.orders.infer_rows",
+            "not used when a schema is declared",
+        );
+        refused(
+            &with_spool("format = \"jsonl\"\ninfer_rows = 0"),
+            "spools.orders.infer_rows",
+            "at least 1",
+        );
+    }
+
+    #[test]
+    fn encrypt_to_is_read_and_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_key = dir.path().join("recipient.asc");
+        std::fs::write(&not_a_key, "hello\n").unwrap();
+        refused(
+            &with_spool(&format!("encrypt_to = \"{}\"", not_a_key.display())),
+            "spools.orders.encrypt_to",
+            "is not an ASCII-armoured OpenPGP public key",
+        );
+        refused(
+            &with_spool(&format!(
+                "encrypt_to = \"{}\"",
+                dir.path().join("missing.asc").display()
+            )),
+            "spools.orders.encrypt_to",
+            "cannot read",
+        );
+    }
+}

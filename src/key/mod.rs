@@ -76,6 +76,7 @@ pub struct ExtRule {
 }
 
 impl ExtRule {
+    #[cfg(test)]
     /// The source's extension as it is.
     pub const KEEP: ExtRule = ExtRule {
         replace: None,

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 pub use batches::Batch;
 pub use batches::Batching;
-pub use multipart::{AbandonedUpload, RecordedUpload, StoredPart};
+pub use multipart::StoredPart;
 pub use register::{SpoolRules, VANISHED};
 pub use schema::latest_version;
 pub use transitions::{Done, Eligible};

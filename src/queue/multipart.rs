@@ -167,18 +167,6 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Clears the record of an upload found aborted or gone at start-up.
-    pub fn drop_upload_record(&mut self, id: i64) -> Result<()> {
-        self.in_transaction(|tx| {
-            tx.execute(
-                "UPDATE files SET upload_id = NULL, part_size = NULL WHERE id = ?1",
-                [id],
-            )?;
-            tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
-            Ok(())
-        })
-    }
-
     /// (parts done, parts in all) of the row's open upload, if it has one.
     pub fn progress(&self, row: &FileRow) -> Result<Option<(u64, u64)>> {
         let Some(part_size) = row.part_size.filter(|p| *p > 0) else {

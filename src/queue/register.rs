@@ -159,7 +159,17 @@ fn register_one(
                 if let Some(decided) =
                     decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
                 {
-                    return Ok(decided(row.id));
+                    let decided = decided(row.id);
+                    if row.finished && matches!(decided, Registered::AlreadyDone(_)) {
+                        // Finished before (kept, or not there then): the finisher takes
+                        // unfinished rows, so it is one again.
+                        tx.prepare_cached(
+                            "UPDATE files SET source_finished_at = NULL, source_outcome = NULL
+                             WHERE id = ?1 AND state = 'done'",
+                        )?
+                        .execute([row.id])?;
+                    }
+                    return Ok(decided);
                 }
             }
             _ => {}

@@ -46,17 +46,21 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Rows matching `filter`, oldest first.
-    /// Up to `limit` delivered rows whose source was never finished (a stop came between
-    /// `done` and the clean-up, perhaps with the source under its private claim name).
-    pub fn unfinished_done(&self, limit: usize) -> Result<Vec<FileRow>> {
+    /// Up to `limit` delivered rows after `after_id` whose source is not finished yet (just
+    /// delivered, or a stop came between `done` and the clean-up, perhaps with the source
+    /// under its private claim name), by id.
+    pub fn unfinished_done(&self, after_id: i64, limit: usize) -> Result<Vec<FileRow>> {
+        // Matches the partial index `files_unfinished`: a range of it, however many
+        // finished rows the queue keeps.
         let sql = format!(
-            "SELECT {COLUMNS} FROM files WHERE state = 'done' AND source_finished_at IS NULL
-             ORDER BY id LIMIT ?1"
+            "SELECT {COLUMNS} FROM files
+             WHERE state = 'done' AND source_finished_at IS NULL AND id > ?1
+             ORDER BY id LIMIT ?2"
         );
-        self.select(&sql, [limit as i64], FileRow::from_row)
+        self.select(&sql, [after_id, limit as i64], FileRow::from_row)
     }
 
+    /// Rows matching `filter`, oldest first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM files

@@ -189,6 +189,12 @@ const MIGRATIONS: &[&str] = &[
                strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
         FROM files;
     "#,
+    // 6: delivered rows whose source is not finished yet, for the finisher's query (a
+    // range of this index, not a walk over every done row ever kept).
+    r#"
+    CREATE INDEX files_unfinished ON files (id)
+        WHERE state = 'done' AND source_finished_at IS NULL;
+    "#,
 ];
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

@@ -300,6 +300,14 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
         register(&mut q, &[file("a", 1)], 16),
         vec![Registered::AlreadyDone(2)]
     );
+    // ... by the finisher, which finds it among the unfinished rows.
+    let unfinished: Vec<i64> = q
+        .unfinished_done(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(unfinished, [2]);
 }
 
 #[test]
@@ -959,7 +967,7 @@ fn an_upload_no_row_needs_any_more_is_listed_for_aborting() {
     let abandoned = q.abandoned_uploads(10).unwrap();
     assert_eq!(
         abandoned,
-        vec![AbandonedUpload {
+        vec![multipart::AbandonedUpload {
             upload_id: "up-1".into(),
             destination: "lake".into(),
             bucket: "acme".into(),

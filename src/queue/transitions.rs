@@ -174,6 +174,7 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
+    #[cfg(test)]
     /// Atomically claims up to `limit` due rows for a worker, counting an attempt on each.
     pub fn claim(&mut self, limit: usize, now_ms: i64, lease: Duration) -> Result<Vec<FileRow>> {
         self.claim_for(limit, now_ms, lease, &Eligible::default())
@@ -253,6 +254,7 @@ impl Queue {
         )
     }
 
+    #[cfg(test)]
     /// The earliest `next_attempt_at` among pending rows.
     pub fn next_due(&self) -> Result<Option<i64>> {
         self.next_due_for(&Eligible::default())
@@ -440,18 +442,33 @@ impl Queue {
         )
     }
 
+    #[cfg(test)]
     /// The source's `after_upload` step has run: a later file at the same path with the
     /// same stamp is a new file (or, for kept spools, the kept one), never "clean me up".
     /// `outcome` says how ([`crate::finish::Finished::as_str`]): later decisions about the
     /// file follow what was done, not today's config.
     pub fn mark_source_finished(&mut self, id: i64, outcome: &str, now_ms: i64) -> Result<bool> {
-        self.transition(
-            "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
-             WHERE id = ?1 AND state = 'done'",
-            params![id, now_ms, outcome],
-            false,
-            None,
-        )
+        Ok(self.mark_sources_finished(&[(id, outcome)], now_ms)? == 1)
+    }
+
+    /// [`Queue::mark_source_finished`] for many rows, in one transaction; returns how many
+    /// rows it applied to.
+    pub fn mark_sources_finished(
+        &mut self,
+        finished: &[(i64, &str)],
+        now_ms: i64,
+    ) -> Result<usize> {
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare_cached(
+                "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
+                 WHERE id = ?1 AND state = 'done'",
+            )?;
+            let mut applied = 0;
+            for (id, outcome) in finished {
+                applied += update.execute(params![id, now_ms, outcome])?;
+            }
+            Ok(applied)
+        })
     }
 
     /// Runs one guarded update of row `id` (its first parameter); with `clear_parts`, also

@@ -1,11 +1,14 @@
 //! Everything s3spool says to S3, behind one small interface.
 //!
-//! [`ObjectStore`] is what the uploader and `check` use; [`rusoto`] is the only
-//! implementation and the only file that names `rusoto_*` types, so moving to another SDK
-//! touches this module alone. Errors come back as [`StoreError`], already sorted into
+//! [`ObjectStore`] is what the uploader and `check` use; [`rusoto`] is the implementation
+//! that talks to a server and the only file that names `rusoto_*` types, so moving to
+//! another SDK touches this module alone ([`memory`] keeps a bucket in memory, for tests). Errors come back as [`StoreError`], already sorted into
 //! transient (retry) and permanent (fail the file now) with words an operator understands.
 
 mod auth;
+#[cfg(test)]
+pub mod memory;
+pub mod probe;
 mod rusoto;
 
 use async_trait::async_trait;
@@ -221,6 +224,37 @@ impl StoreError {
         self.status.is_none() && matches!(self.code.as_str(), "ConnectionFailed" | "Timeout")
     }
 
+    /// Permanent errors that are the destination's, not the file's: every file would get
+    /// them (see [`is_destination_wide`]).
+    pub fn is_destination_wide(&self) -> bool {
+        is_destination_wide(&self.code)
+    }
+
+    /// S3 denied this request (the policy, or a bucket whose access is disabled).
+    pub fn is_denied(&self) -> bool {
+        self.is_access_denied() || self.code == "AllAccessDisabled"
+    }
+
+    /// `AccessDenied` itself: a policy may deny one key only.
+    pub fn is_access_denied(&self) -> bool {
+        self.code == "AccessDenied"
+    }
+
+    /// No answer in time (a request timeout of ours).
+    pub fn is_timeout(&self) -> bool {
+        self.status.is_none() && self.code == "Timeout"
+    }
+
+    /// S3 asks for fewer requests (`SlowDown`, or 503).
+    pub fn is_throttled(&self) -> bool {
+        self.code == "SlowDown" || self.status == Some(503)
+    }
+
+    /// S3 does not know the multipart upload (completed, aborted or expired).
+    pub fn is_no_such_upload(&self) -> bool {
+        self.code == "NoSuchUpload"
+    }
+
     /// A failure that retrying cannot fix and that has no response (bad credentials setup).
     pub fn permanent(operation: &'static str, code: &str, message: String) -> Self {
         StoreError {
@@ -258,7 +292,7 @@ pub fn classify(status: u16, code: &str) -> ErrorClass {
 
 /// Permanent errors that are the destination's, not the file's: every file would get
 /// them. Its files then wait (back-pressure) instead of failing one by one.
-pub fn is_destination_wide(code: &str) -> bool {
+fn is_destination_wide(code: &str) -> bool {
     matches!(
         code,
         "NoSuchBucket"

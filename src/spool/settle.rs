@@ -82,10 +82,7 @@ impl Settler {
         self.candidates.retain(|path, _| keep(path));
     }
 
-    pub fn len(&self) -> usize {
-        self.candidates.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.candidates.is_empty()
     }

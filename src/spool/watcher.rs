@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::scan::{self, Looked, Seen};
 use super::settle::Settler;
 use crate::config::{AfterUpload, Destination, Spool};
-use crate::finish::{finish_source, Finished, Finishing};
 use crate::key::KeyInput;
 use crate::queue::{NewFile, Registered, SharedQueue, SpoolRules};
 
@@ -30,8 +29,8 @@ pub struct WatchContext {
     pub rescan_interval: Duration,
     /// Poked whenever files were queued, so the uploader need not poll.
     pub wake: Arc<Notify>,
-    /// Rows whose source the uploader is finishing right now: not ours to clean up.
-    pub finishing: Finishing,
+    /// Poked when a file found here was delivered already: the finisher cleans it up.
+    pub finisher: Arc<Notify>,
     /// Told once the spool is watched (for systemd's READY=1).
     pub watched: mpsc::Sender<()>,
 }
@@ -50,6 +49,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
 
     loop {
         let mut finished = Vec::new();
+        let mut rescanned = false;
         // A candidate already past due (a slow scan, a busy queue) is looked at now.
         let sleep_until = match settler.next_due() {
             Some(due) => due
@@ -61,6 +61,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
             _ = shutdown.cancelled() => break,
             _ = rescan.tick() => {
                 full_scan(&spool, &mut settler, &mut finished).await;
+                rescanned = true;
             }
             Some(path) = events.recv() => {
                 let mut paths = vec![path];
@@ -70,6 +71,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
                 if overflow.swap(false, Ordering::Relaxed) {
                     tracing::warn!(spool = %spool.name, "file event buffer overflowed; rescanning the spool");
                     full_scan(&spool, &mut settler, &mut finished).await;
+                    rescanned = true;
                 } else {
                     look_at(&spool, paths, &mut settler, &mut finished).await;
                 }
@@ -81,6 +83,10 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
         }
         for batch in finished.chunks(BATCH) {
             register(&spool, &ctx, batch.to_vec()).await;
+        }
+        if rescanned {
+            // What it found is registered: tests wait for this line, not for a time.
+            tracing::debug!(spool = %spool.name, "rescan done");
         }
     }
 }
@@ -199,7 +205,7 @@ async fn look_at(
     }
 }
 
-/// Queues finished files; cleans up files that were delivered before a crash.
+/// Queues finished files; files found delivered already are the finisher's.
 async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
     let files: Vec<NewFile> = batch
         .iter()
@@ -258,7 +264,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
         }
     };
     let mut queued = 0usize;
-    let mut delivered_before = Vec::new();
+    let mut delivered_before = false;
     for (file, outcome) in files.into_iter().zip(outcomes) {
         match outcome {
             Registered::Queued(id) => {
@@ -268,11 +274,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
             Registered::Refused(id) => {
                 tracing::warn!(spool = %spool.name, id, path = %file.rel_path, "file cannot be delivered; see `s3spool show`");
             }
-            Registered::AlreadyDone(id) => {
-                if ctx.finishing.claim(id) {
-                    delivered_before.push((id, file));
-                }
-            }
+            Registered::AlreadyDone(_) => delivered_before = true,
             Registered::Followed(id) => {
                 queued += 1;
                 tracing::info!(spool = %spool.name, id, path = %file.rel_path, "a queued file moved inside the spool; its row follows it");
@@ -284,38 +286,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
         tracing::info!(spool = %spool.name, files = queued, "queued");
         ctx.wake.notify_one();
     }
-    for (id, file) in delivered_before {
-        let spool2 = Arc::clone(spool);
-        let file2 = file.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            finish_source(
-                &spool2.after_upload,
-                &spool2.path,
-                &file2.rel_path,
-                file2.stamp,
-                id,
-            )
-        })
-        .await;
-        match result {
-            Ok(Ok(outcome)) => {
-                if outcome != Finished::Replaced {
-                    tracing::info!(spool = %spool.name, id, path = %file.rel_path, ?outcome, "cleaned up a file delivered before a restart");
-                }
-                let now = chrono::Utc::now().timestamp_millis();
-                if let Err(e) = ctx
-                    .queue
-                    .call(move |q| q.mark_source_finished(id, outcome.as_str(), now))
-                    .await
-                {
-                    tracing::warn!(id, error = %e, "cannot record a clean-up; it is retried at the next rescan");
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(spool = %spool.name, id, path = %file.rel_path, error = %e, "cannot clean up a delivered file; retrying at the next rescan")
-            }
-            Err(_) => tracing::error!(id, "clean-up task panicked"),
-        }
-        ctx.finishing.release(id);
+    if delivered_before {
+        ctx.finisher.notify_one();
     }
 }

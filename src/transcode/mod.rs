@@ -49,11 +49,6 @@ impl Format {
             Format::Jsonl => "jsonl",
         }
     }
-
-    /// Reads the source as a CSV table (rather than as bytes).
-    pub fn is_tabular(self) -> bool {
-        matches!(self, Format::Parquet { .. } | Format::Jsonl)
-    }
 }
 
 /// Everything about what a spool's objects hold: the format, how CSV is read, and whom

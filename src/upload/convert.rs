@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::deliver::Outcome;
+use super::error::TransferError;
 use super::Uploader;
 use crate::queue::{FileRow, FileStamp};
 use crate::transcode::{self, work_path, ConvertError, Output};
@@ -41,26 +42,32 @@ impl Uploader {
             // A bug, and the same input would hit it again: fail the file rather than
             // retry forever.
             Err(join) if join.is_panic() => {
-                return Err(Outcome::Permanent(format!(
+                return Err(Outcome::Failed(TransferError::Refused(format!(
                     "converting {path} crashed (a bug in s3spool: please report it)"
-                )))
+                ))))
             }
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
+        let cannot = |e: io::Error, passing| {
+            Outcome::Failed(TransferError::Source {
+                message: format!("cannot convert {path}: {e}"),
+                passing,
+            })
+        };
         match converted {
-            Err(e) => Err(Outcome::Transient(format!("cannot convert {path}: {e}"))),
+            Err(e) => Err(cannot(e, true)),
             Ok((_, now)) if now != before => Err(Outcome::Changed { stamp: now }),
             Ok((Ok(converted), _)) => {
                 let stamp = converted
                     .file
                     .metadata()
                     .map(|m| FileStamp::of(&m))
-                    .map_err(|e| Outcome::Transient(format!("cannot convert {path}: {e}")))?;
+                    .map_err(|e| cannot(e, true))?;
                 Ok((Arc::new(converted.file), stamp, converted.rows))
             }
-            Ok((Err(ConvertError::BadInput { line, reason }), _)) => {
-                Err(Outcome::Permanent(format!("{path}:{line}: {reason}")))
-            }
+            Ok((Err(ConvertError::BadInput { line, reason }), _)) => Err(Outcome::Failed(
+                TransferError::Refused(format!("{path}:{line}: {reason}")),
+            )),
             // A full or failing disk under state_dir passes; a file that cannot be read
             // will not.
             Ok((Err(ConvertError::Io(e)), _))
@@ -69,11 +76,9 @@ impl Uploader {
                     Some(libc::ENOSPC) | Some(libc::EIO) | Some(libc::EDQUOT)
                 ) =>
             {
-                Err(Outcome::Transient(format!("cannot convert {path}: {e}")))
+                Err(cannot(e, true))
             }
-            Ok((Err(ConvertError::Io(e)), _)) => {
-                Err(Outcome::Permanent(format!("cannot convert {path}: {e}")))
-            }
+            Ok((Err(ConvertError::Io(e)), _)) => Err(cannot(e, false)),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Delivering one claimed file: check it is the file that was queued, upload it (or find
-//! it already delivered), check it did not change meanwhile, record the outcome, then
-//! apply `after_upload`.
+//! it already delivered), check it did not change meanwhile, record the outcome, and hand
+//! a delivered row to the finisher (`after_upload`).
 //!
 //! Order matters for crash safety: object confirmed → row `done` (committed) → source
-//! deleted/moved. A crash between the first two is repaired by the next attempt finding
-//! the object in place (HEAD, matching SHA-256) instead of sending it again; a crash between
-//! the last two by the watcher matching the file to its `done` row and cleaning it up.
+//! deleted/moved (by the finisher, from the queue). A crash between the first two is
+//! repaired by the next attempt finding the object in place (HEAD, matching SHA-256)
+//! instead of sending it again; a crash between the last two by the finisher's first
+//! pass at the next start.
 
 use std::fs::File;
 use std::io;
@@ -13,17 +14,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::job::{Job, Uploaded, SOURCE_CHANGED};
-use super::multipart::CLAIM_LOST;
-use super::pressure::Cause;
+use super::error::TransferError;
+use super::job::{Job, Uploaded};
 use super::transfer;
 use super::{backoff, Uploader, LEASE};
 use crate::beneath;
 use crate::clock::now_ms;
-use crate::finish::{finish_source, Finished};
 use crate::key::PathParts;
 use crate::queue::{Batching, Done, FileRow, FileStamp, Queue, State, VANISHED};
-use crate::s3::{ErrorClass, StoreError};
+use crate::s3::ErrorClass;
 use crate::transcode::{self, Output};
 
 /// Tries to write one outcome to the queue before leaving the row to lease expiry.
@@ -35,15 +34,9 @@ pub(super) enum Outcome {
     Delivered(Delivery),
     /// The file is not as queued (still being written, or rewritten).
     Changed { stamp: FileStamp },
-    /// Retrying might help.
-    Transient(String),
-    /// The destination may fail for every file (a missing bucket, denied access, no
-    /// answer at all): hold its files back rather than fail them.
-    Blocked(String, Cause),
-    /// Retrying cannot help: fail the row now.
-    Permanent(String),
-    /// The row is no longer this worker's (its lease ran out): touch nothing.
-    Lost,
+    /// Not delivered: retried, held back (when the destination may fail for every file,
+    /// see [`TransferError::hold_cause`]), failed, or (a lost claim) left alone.
+    Failed(TransferError),
 }
 
 /// A delivered object, as the queue records it.
@@ -69,15 +62,14 @@ impl Uploader {
             transcode::remove_work(&self.config.state_dir, row.id, row.claim);
         }
         let (id, claim) = (row.id, row.claim);
-        if !matches!(outcome, Outcome::Delivered(_) | Outcome::Blocked(..)) {
+        let held = matches!(&outcome, Outcome::Failed(e) if e.hold_cause().is_some());
+        if !held && !matches!(outcome, Outcome::Delivered(_)) {
             // If this was a blocked destination's probe, it told nothing: probe again.
             self.pressure.probe_unused(&row.destination);
         }
         match outcome {
             Outcome::Delivered(delivery) => {
                 let uploaded = &delivery.uploaded;
-                // Claimed before the row turns done, so the watcher never cleans it up too.
-                self.finishing.claim(id);
                 let spool = self.config.spools.get(&row.spool);
                 let done = Done {
                     etag: uploaded.etag.clone(),
@@ -112,9 +104,8 @@ impl Uploader {
                     };
                     tracing::info!(spool = %row.spool, id, key = row.key.as_deref().unwrap_or(""),
                         bytes = row.stamp.size, ms = started.elapsed().as_millis() as u64, how, "delivered");
-                    self.finish(&row).await;
+                    self.finisher.notify_one();
                 }
-                self.finishing.release(id);
             }
             Outcome::Changed { stamp } => {
                 let settle = self
@@ -134,14 +125,16 @@ impl Uploader {
                 })
                 .await;
             }
-            Outcome::Lost => {
+            Outcome::Failed(TransferError::ClaimLost) => {
                 tracing::warn!(spool = %row.spool, id, path = %row.rel_path, "this worker lost the row (lease ran out); another attempt owns it");
             }
-            Outcome::Blocked(error, cause) => {
+            Outcome::Failed(e) => {
+                let Some(cause) = e.hold_cause() else {
+                    return self.after_error(&row, e.to_string(), e.class()).await;
+                };
+                let error = e.to_string();
                 let current = self.targets.get(&row.destination).map(|t| t.store.bucket());
-                if !matches!(cause, Cause::NoAnswer | Cause::TimedOut)
-                    && current.is_some_and(|b| b != row.bucket)
-                {
+                if !cause.is_silence() && current.is_some_and(|b| b != row.bucket) {
                     // The bucket a reload replaced failing says nothing of the one in use:
                     // holding the destination back would stall its other files for it.
                     let reason = format!(
@@ -155,8 +148,6 @@ impl Uploader {
                     self.hold_back(&row, error, cause).await
                 }
             }
-            Outcome::Transient(error) => self.after_error(&row, error, ErrorClass::Transient).await,
-            Outcome::Permanent(error) => self.after_error(&row, error, ErrorClass::Permanent).await,
         }
     }
 
@@ -185,7 +176,7 @@ impl Uploader {
         };
         tokio::select! {
             outcome = work => outcome,
-            () = renew => Outcome::Lost,
+            () = renew => Outcome::Failed(TransferError::ClaimLost),
         }
     }
 
@@ -282,20 +273,21 @@ impl Uploader {
         let store = target.store_for(&current.bucket);
         match store.abort_multipart(&key, &upload_id).await {
             Ok(()) => tracing::info!(id, key, "aborted the multipart upload of a failed file"),
-            Err(e) if e.code == "NoSuchUpload" => {}
+            Err(e) if e.is_no_such_upload() => {}
             Err(e) => tracing::warn!(id, key, error = %e, "cannot abort a multipart upload"),
         }
     }
 
     async fn attempt(&self, row: &FileRow) -> Outcome {
+        let refused = |reason: String| Outcome::Failed(TransferError::Refused(reason));
         let Some(key) = row.key.as_deref() else {
-            return Outcome::Permanent("the row has no object key".into());
+            return refused("the row has no object key".into());
         };
         if !self.config.spools.contains_key(&row.spool) {
-            return Outcome::Permanent(format!("spool {:?} is no longer in the config", row.spool));
+            return refused(format!("spool {:?} is no longer in the config", row.spool));
         }
         let Some(target) = self.targets.get(&row.destination) else {
-            return Outcome::Permanent(format!(
+            return refused(format!(
                 "destination {:?} is no longer in the config",
                 row.destination
             ));
@@ -304,10 +296,12 @@ impl Uploader {
         let opened = tokio::task::spawn_blocking(move || open_source(&path, &rel)).await;
         let (file, before) = match opened {
             Ok(Ok(opened)) => opened,
-            Ok(Err(e)) if is_passing(&e) => {
-                return Outcome::Transient(describe_open_error(&row.path, &e))
+            Ok(Err(e)) => {
+                return Outcome::Failed(TransferError::Source {
+                    message: describe_open_error(&row.path, &e),
+                    passing: is_passing(&e),
+                })
             }
-            Ok(Err(e)) => return Outcome::Permanent(describe_open_error(&row.path, &e)),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
         if before != row.stamp {
@@ -332,7 +326,7 @@ impl Uploader {
         };
         if upload_stamp.size > crate::s3::MAX_OBJECT_SIZE {
             // Refused before a byte is read: S3 would take every part, then refuse the end.
-            return Outcome::Permanent(format!(
+            return refused(format!(
                 "the object would be {} bytes, over S3's largest object (5TiB): split the file",
                 upload_stamp.size
             ));
@@ -364,51 +358,11 @@ impl Uploader {
                 size: upload_stamp.size,
                 rows,
             }),
-            (Err(e), _) if e.code == SOURCE_CHANGED => {
+            (Err(TransferError::SourceChanged), _) => {
                 // Seen changed before Complete, then changed back? Treat as changed.
                 Outcome::Changed { stamp: before }
             }
-            (Err(e), _) => from_store_error(e),
-        }
-    }
-
-    /// Applies `after_upload`, then records that it ran. Failures are logged: the row is
-    /// done, and the next rescan finds the file, matches it to its `done` row and tries
-    /// the clean-up again.
-    async fn finish(&self, row: &FileRow) {
-        let Some(spool) = self.config.spools.get(&row.spool).cloned() else {
-            return;
-        };
-        let Some(root) = beneath::root_of(&row.path, &row.rel_path) else {
-            return;
-        };
-        let row2 = row.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            finish_source(
-                &spool.after_upload,
-                &root,
-                &row2.rel_path,
-                row2.stamp,
-                row2.id,
-            )
-        })
-        .await;
-        match result {
-            Ok(Ok(outcome)) => {
-                if outcome == Finished::Replaced {
-                    tracing::info!(id = row.id, path = %row.path.display(), "a new file took the uploaded one's place; it will be queued on its own");
-                } else {
-                    tracing::debug!(id = row.id, ?outcome, "source finished");
-                }
-                let id = row.id;
-                self.record(id, move |q, now| {
-                    q.mark_source_finished(id, outcome.as_str(), now)
-                })
-                .await;
-            }
-            Ok(Err(e)) => tracing::warn!(id = row.id, path = %row.path.display(), error = %e,
-                "cannot delete or archive the delivered file; will retry at the next rescan"),
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
+            (Err(e), _) => Outcome::Failed(e),
         }
     }
 }
@@ -468,30 +422,4 @@ fn is_passing(e: &io::Error) -> bool {
                 | libc::EINTR
         )
     )
-}
-
-fn from_store_error(e: StoreError) -> Outcome {
-    if e.code == CLAIM_LOST {
-        return Outcome::Lost;
-    }
-    if e.class == ErrorClass::Permanent && crate::s3::is_destination_wide(&e.code) {
-        let cause = if e.code == "AccessDenied" {
-            Cause::MaybeKey
-        } else {
-            Cause::Destination
-        };
-        return Outcome::Blocked(e.to_string(), cause);
-    }
-    if e.is_no_answer() {
-        let cause = if e.code == "Timeout" {
-            Cause::TimedOut
-        } else {
-            Cause::NoAnswer
-        };
-        return Outcome::Blocked(e.to_string(), cause);
-    }
-    match e.class {
-        ErrorClass::Transient => Outcome::Transient(e.to_string()),
-        ErrorClass::Permanent => Outcome::Permanent(e.to_string()),
-    }
 }

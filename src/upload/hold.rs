@@ -13,7 +13,7 @@ impl Uploader {
     /// put this file back untouched; or, if the destination works for other files, retry
     /// this one like a transient error.
     pub(super) async fn hold_back(&self, row: &FileRow, error: String, cause: Cause) {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         match self.pressure.failed(&row.destination, &error, cause, now) {
             // A blip (one connection lost, others getting through): retried after the
             // usual backoff. It uses attempts, but never the last one: a lost connection
@@ -24,7 +24,7 @@ impl Uploader {
             // with the reason; a destination that just lost access holds files back on the
             // next failure.
             Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
-            Verdict::Blocked { wait, newly } => {
+            Verdict::Blocked { wait, newly, probe } => {
                 let class = match cause {
                     Cause::NoAnswer | Cause::TimedOut => ErrorClass::Transient,
                     Cause::Destination | Cause::MaybeKey => ErrorClass::Permanent,
@@ -42,6 +42,9 @@ impl Uploader {
                     if let Err(e) = recorded {
                         tracing::warn!(error = %e, "cannot record the destination condition for status");
                     }
+                } else if probe {
+                    tracing::warn!(destination = %row.destination, retry_in_s = wait.as_secs(), error = %error,
+                        "probe failed: destination still failing");
                 } else {
                     tracing::warn!(destination = %row.destination, retry_in_s = wait.as_secs(), error = %error,
                         "destination still failing");
@@ -88,7 +91,7 @@ impl Uploader {
     pub(super) async fn reopened(&self, destination: &str) {
         let Some(reason) = self
             .pressure
-            .succeeded(destination, std::time::Instant::now())
+            .succeeded(destination, tokio::time::Instant::now())
         else {
             return;
         };

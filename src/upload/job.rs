@@ -11,10 +11,11 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use super::error::TransferError;
 use super::limit::AdaptiveLimit;
 use crate::config::UploadSettings;
 use crate::queue::{FileRow, FileStamp, SharedQueue};
-use crate::s3::{bare_etag, ErrorClass, Md5, ObjectMeta, ObjectStore, StoreError, Written};
+use crate::s3::{bare_etag, Md5, ObjectMeta, ObjectStore, StoreError, Written};
 
 /// Read size while hashing a file.
 const HASH_CHUNK: usize = 1 << 20;
@@ -68,10 +69,6 @@ pub struct Uploaded {
     /// it and before the queue recorded it): nothing was sent.
     pub sent: bool,
 }
-
-/// The code of the error returned when the source changed under a multipart upload (which
-/// is then aborted, so no mixed object ever becomes visible).
-pub const SOURCE_CHANGED: &str = "SourceChanged";
 
 impl Job<'_> {
     /// The metadata the object is written with.
@@ -134,7 +131,7 @@ pub async fn read_range(
     file: Arc<File>,
     offset: u64,
     len: u64,
-) -> Result<(Bytes, Md5), StoreError> {
+) -> Result<(Bytes, Md5), TransferError> {
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset)?;
@@ -143,12 +140,12 @@ pub async fn read_range(
     })
     .await
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-    .map_err(|e| local("ReadSource", e))
+    .map_err(TransferError::read)
 }
 
 /// MD5 and hex SHA-256 of the first `len` bytes of a file, one chunk at a time, on a
 /// blocking thread.
-pub async fn hash_file(file: Arc<File>, len: u64) -> Result<(Md5, String), StoreError> {
+pub async fn hash_file(file: Arc<File>, len: u64) -> Result<(Md5, String), TransferError> {
     tokio::task::spawn_blocking(move || {
         let mut md5 = Hasher::new();
         let mut sha256 = Sha256::new();
@@ -165,23 +162,7 @@ pub async fn hash_file(file: Arc<File>, len: u64) -> Result<(Md5, String), Store
     })
     .await
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-    .map_err(|e| local("ReadSource", e))
-}
-
-pub fn local(operation: &'static str, e: std::io::Error) -> StoreError {
-    // A short read means the file shrank under us: transient, the next try sees the change.
-    let class = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        ErrorClass::Transient
-    } else {
-        ErrorClass::Permanent
-    };
-    StoreError {
-        operation,
-        code: "SourceUnreadable".into(),
-        status: None,
-        message: e.to_string(),
-        class,
-    }
+    .map_err(TransferError::read)
 }
 
 /// S3 computed the ETag from the bytes it stored; it must be what we computed from ours.
@@ -191,7 +172,7 @@ pub fn check_etag(
     operation: &'static str,
     written: &Written,
     want: &str,
-) -> Result<String, StoreError> {
+) -> Result<String, TransferError> {
     let got = bare_etag(&written.etag);
     // By bytes: a server's ETag may hold any text, and slicing text at byte 32 can panic.
     let md5_shaped = got
@@ -199,11 +180,11 @@ pub fn check_etag(
         .get(..32)
         .is_some_and(|head| head.iter().all(u8::is_ascii_hexdigit));
     if written.etag_is_md5 && md5_shaped && !got.eq_ignore_ascii_case(want) {
-        return Err(StoreError::transport(
+        return Err(TransferError::ETagMismatch {
             operation,
-            "ETagMismatch",
-            format!("S3 stored ETag {got} but the data sent has {want}"),
-        ));
+            stored: got.to_string(),
+            sent: want.to_string(),
+        });
     }
     Ok(written.etag.clone())
 }
@@ -223,7 +204,7 @@ mod tests {
         assert_eq!(check_etag("PutObject", &w(&good, true), md5).unwrap(), good);
         let zeros = "\"00000000000000000000000000000000\"";
         let err = check_etag("PutObject", &w(zeros, true), md5).unwrap_err();
-        assert_eq!(err.code, "ETagMismatch");
+        assert!(matches!(err, TransferError::ETagMismatch { .. }), "{err}");
         assert!(
             check_etag("PutObject", &w(zeros, false), md5).is_ok(),
             "SSE-KMS ETags are no MD5"

@@ -54,6 +54,7 @@ impl AdaptiveLimit {
         }
     }
 
+    #[cfg(test)]
     /// The number of requests allowed in flight now.
     pub fn current(&self) -> usize {
         self.lock().limit
@@ -66,7 +67,7 @@ impl AdaptiveLimit {
     /// Feeds a request's outcome to the limit; returns the new limit if it changed.
     pub fn observe<T>(&self, result: &Result<T, StoreError>) -> Option<usize> {
         match result {
-            Err(e) if e.code == "SlowDown" || e.status == Some(503) => self.throttled(),
+            Err(e) if e.is_throttled() => self.throttled(),
             Ok(_) => self.succeeded(),
             Err(_) => None,
         }

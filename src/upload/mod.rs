@@ -1,5 +1,5 @@
 //! The uploader: claims due rows from the queue and delivers each file — upload, verify,
-//! mark done, then delete/archive/keep the source.
+//! mark done — then hands the row to the finisher (delete/archive/keep the source).
 //!
 //! One dispatcher loop claims work while file slots are free and spawns a task per file;
 //! requests per destination are bounded separately (see [`transfer`]). On shutdown the
@@ -9,6 +9,7 @@
 pub mod backoff;
 mod convert;
 mod deliver;
+mod error;
 mod hold;
 mod job;
 pub mod limit;
@@ -26,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::finish::Finishing;
 use crate::queue::{Eligible, SharedQueue};
 use crate::systemd::Heartbeat;
 pub use job::Target;
@@ -52,7 +52,8 @@ pub struct Uploader {
     queue: SharedQueue,
     targets: HashMap<String, Arc<Target>>,
     wake: Arc<Notify>,
-    finishing: Finishing,
+    /// Poked when a row turned `done`: its source is the finisher's to clean up.
+    finisher: Arc<Notify>,
     /// This machine's name, recorded in manifest batches.
     host: Arc<str>,
     /// Conversions running at once (see [`Uploader::conversion_slots`]).
@@ -96,13 +97,14 @@ impl Lasting {
 
 impl Uploader {
     /// The uploader of one config: its spools' and destinations' rows, sent to `targets`;
-    /// `wake` is poked when files are queued, `finishing` shared with the watchers.
+    /// `wake` is poked when files are queued; the uploader pokes `finisher` when a row
+    /// turns `done`.
     pub fn new(
         config: Arc<Config>,
         queue: SharedQueue,
         targets: HashMap<String, Arc<Target>>,
         wake: Arc<Notify>,
-        finishing: Finishing,
+        finisher: Arc<Notify>,
         lasting: &Lasting,
     ) -> Uploader {
         Uploader {
@@ -112,7 +114,7 @@ impl Uploader {
             queue,
             targets,
             wake,
-            finishing,
+            finisher,
             host: Arc::clone(&lasting.host),
             converting: Arc::clone(&lasting.converting),
             heartbeat: lasting.heartbeat.clone(),
@@ -174,11 +176,11 @@ impl Uploader {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.file_slots()));
         let mut tasks = JoinSet::new();
-        let mut last_reap = std::time::Instant::now();
-        let mut last_disk_check = std::time::Instant::now() - DISK_CHECK_EVERY;
+        let mut last_reap = tokio::time::Instant::now();
+        let mut last_disk_check = tokio::time::Instant::now() - DISK_CHECK_EVERY;
         loop {
             if last_reap.elapsed() >= REAP_EVERY {
-                last_reap = std::time::Instant::now();
+                last_reap = tokio::time::Instant::now();
                 match self.queue.call(|q| q.reap_expired(now_ms())).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
@@ -206,12 +208,13 @@ impl Uploader {
                 _ = shutdown.cancelled() => break,
             };
             if last_disk_check.elapsed() >= DISK_CHECK_EVERY {
-                last_disk_check = std::time::Instant::now();
+                last_disk_check = tokio::time::Instant::now();
                 self.check_disk().await;
             }
             if self.pressure.disk_low() {
                 // Nothing new until state_dir has room: the files wait in their spools.
                 drop(first);
+                tracing::debug!("nothing due while state_dir is low on space");
                 self.heartbeat.beat();
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE_POLL) => continue,
@@ -221,7 +224,7 @@ impl Uploader {
             let want = 1 + slots.available_permits();
             let plan = self
                 .pressure
-                .plan(&self.destinations, std::time::Instant::now());
+                .plan(&self.destinations, tokio::time::Instant::now());
             let open = self.eligible(&plan.open);
             let suspect_scope = self.eligible(&[plan.open.clone(), plan.probes.clone()].concat());
             let probes: Vec<(String, Eligible)> = plan
@@ -280,9 +283,12 @@ impl Uploader {
             };
             if rows.is_empty() {
                 drop(first);
+                // Every turn that found nothing to claim: tests wait for this line to know
+                // a file was passed over (paused, held back), not for a time.
+                tracing::debug!("nothing due");
                 let plan = self
                     .pressure
-                    .plan_peek(&self.destinations, std::time::Instant::now());
+                    .plan_peek(&self.destinations, tokio::time::Instant::now());
                 let eligible = self.eligible(&plan);
                 // A row due yet not claimed waits for a file that runs alone (one the
                 // daemon died with): the end of a delivery wakes the loop, and this floor
@@ -343,3 +349,6 @@ impl Uploader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

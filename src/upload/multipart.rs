@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backoff;
-use super::job::{check_etag, hash_file, local, read_range, Job, Uploaded, SOURCE_CHANGED};
+use super::error::TransferError;
+use super::job::{check_etag, hash_file, read_range, Job, Uploaded};
 use crate::queue::{FileStamp, StoredPart};
-use crate::s3::{multipart_etag, CompletedPart, ErrorClass, Md5, StoreError};
-
-/// The code of the error a worker gets once its row is no longer its own.
-pub const CLAIM_LOST: &str = "ClaimLost";
+use crate::s3::{multipart_etag, CompletedPart, ErrorClass, Md5};
 
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;
@@ -36,7 +34,7 @@ struct Open {
     done: Vec<StoredPart>,
 }
 
-pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
+pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
     let open = match resume(job).await? {
         Resumed::Complete(uploaded) => return Ok(uploaded),
         Resumed::Open(open) => open,
@@ -52,7 +50,7 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
         // it is no longer needed.
         // A worker that lost its claim touches nothing: the row and the upload are
         // another worker's now.
-        if e.class == ErrorClass::Permanent && e.code != CLAIM_LOST {
+        if e.class() == ErrorClass::Permanent && !matches!(e, TransferError::ClaimLost) {
             abort(job, &open.upload_id).await;
         }
     }
@@ -69,7 +67,7 @@ enum Resumed {
 }
 
 /// Picks up the upload recorded for the row, if there is one S3 still knows.
-async fn resume(job: &Job<'_>) -> Result<Resumed, StoreError> {
+async fn resume(job: &Job<'_>) -> Result<Resumed, TransferError> {
     let row = job.row;
     let (Some(upload_id), Some(part_size), Some(sha256)) =
         (&row.upload_id, row.part_size, &row.sha256)
@@ -114,11 +112,7 @@ async fn resume(job: &Job<'_>) -> Result<Resumed, StoreError> {
         .map(|p| (p.number, (p.size, p.etag)))
         .collect();
     let id = row.id;
-    let recorded = job
-        .queue
-        .call(move |q| q.parts(id))
-        .await
-        .map_err(queue_error)?;
+    let recorded = job.queue.call(move |q| q.parts(id)).await?;
     let size = job.stamp.size;
     let count = size.div_ceil(part_size);
     // Kept: parts S3 and the queue agree on, that belong to this file's layout.
@@ -149,7 +143,7 @@ async fn resume(job: &Job<'_>) -> Result<Resumed, StoreError> {
 
 /// Hashes the file (its SHA-256 goes into the object's metadata), makes sure an earlier
 /// attempt did not already complete the object, and creates and records a new upload.
-async fn start(job: &Job<'_>) -> Result<Resumed, StoreError> {
+async fn start(job: &Job<'_>) -> Result<Resumed, TransferError> {
     let (_, sha256) = hash_file(Arc::clone(&job.file), job.stamp.size).await?;
     if job.maybe_sent_before() {
         if let Some(etag) = job.request(job.already_there(&sha256)).await? {
@@ -182,7 +176,7 @@ async fn start(job: &Job<'_>) -> Result<Resumed, StoreError> {
 }
 
 /// Uploads the missing parts, checks the source is unchanged, completes and verifies.
-async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, StoreError> {
+async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
     let size = job.stamp.size;
     let count = size.div_ceil(open.part_size) as u32;
     let have: HashMap<u32, &StoredPart> = open.done.iter().map(|p| (p.number, p)).collect();
@@ -203,14 +197,10 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, StoreError> {
         .file
         .metadata()
         .map(|m| FileStamp::of(&m))
-        .map_err(|e| local("ReadSource", e))?;
+        .map_err(TransferError::read)?;
     if now != job.stamp {
         abort(job, &open.upload_id).await;
-        return Err(StoreError::transport(
-            "CompleteMultipartUpload",
-            SOURCE_CHANGED,
-            "the source changed during the upload; the upload was aborted".into(),
-        ));
+        return Err(TransferError::SourceChanged);
     }
     let mut parts: Vec<&StoredPart> = open.done.iter().chain(uploaded.iter()).collect();
     parts.sort_by_key(|p| p.number);
@@ -246,7 +236,7 @@ async fn upload_part(
     number: u32,
     offset: u64,
     len: u64,
-) -> Result<StoredPart, StoreError> {
+) -> Result<StoredPart, TransferError> {
     let mut tries = 0;
     let (etag, md5) = loop {
         tries += 1;
@@ -271,7 +261,7 @@ async fn upload_part(
                 tracing::debug!(part = number, error = %e, wait_ms = wait.as_millis() as u64, "part failed; retrying it");
                 tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     };
     let part = StoredPart {
@@ -287,24 +277,16 @@ async fn upload_part(
 
 /// Writes multipart progress for the job's row; a row no longer held by this claim stops
 /// the upload.
-async fn record<F>(job: &Job<'_>, write: F) -> Result<(), StoreError>
+async fn record<F>(job: &Job<'_>, write: F) -> Result<(), TransferError>
 where
     F: FnOnce(&mut crate::queue::Queue, i64, i64) -> crate::queue::Result<bool> + Send + 'static,
 {
     let (id, claim) = (job.row.id, job.row.claim);
     match job.queue.call(move |q| write(q, id, claim)).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(StoreError::permanent(
-            "RecordProgress",
-            CLAIM_LOST,
-            "the queue row is no longer held by this worker".into(),
-        )),
-        Err(e) => Err(queue_error(e)),
+        Ok(false) => Err(TransferError::ClaimLost),
+        Err(e) => Err(e.into()),
     }
-}
-
-fn queue_error(e: crate::queue::QueueError) -> StoreError {
-    StoreError::transport("RecordProgress", "QueueError", e.to_string())
 }
 
 /// Best effort: an upload we give up on should not keep costing storage.
@@ -317,15 +299,9 @@ pub async fn abort(job: &Job<'_>, upload_id: &str) {
     }
 }
 
-fn parse_md5(text: &str) -> Result<Md5, StoreError> {
+fn parse_md5(text: &str) -> Result<Md5, TransferError> {
     let bytes = hex::decode(text).ok().and_then(|b| <Md5>::try_from(b).ok());
-    bytes.ok_or_else(|| {
-        StoreError::permanent(
-            "CompleteMultipartUpload",
-            "BadRecord",
-            format!("bad part MD5 {text:?} in the queue"),
-        )
-    })
+    bytes.ok_or_else(|| TransferError::Refused(format!("bad part MD5 {text:?} in the queue")))
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's, so tests on a paused clock move it (in production it is the monotonic clock).
+use tokio::time::Instant;
 
 const FIRST_WAIT: Duration = Duration::from_secs(5);
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -49,7 +51,8 @@ pub enum Cause {
 }
 
 impl Cause {
-    fn is_silence(self) -> bool {
+    /// No answer at all, or none in time.
+    pub fn is_silence(self) -> bool {
         matches!(self, Cause::NoAnswer | Cause::TimedOut)
     }
 }
@@ -81,8 +84,13 @@ pub struct Plan {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The destination is blocked (newly, or again after a probe): requeue the file
-    /// untouched for after `wait`.
-    Blocked { wait: Duration, newly: bool },
+    /// untouched for after `wait`. `probe`: the file was the probe of a blocked
+    /// destination.
+    Blocked {
+        wait: Duration,
+        newly: bool,
+        probe: bool,
+    },
     /// The destination works for other files: the error may be this file's. It is
     /// retried like a transient error (counting attempts), never failed at once.
     FileOnly,
@@ -177,6 +185,7 @@ impl Pressure {
         match &mut d.blocked {
             Some(b) => {
                 // A probe (or a file in flight when it blocked) failed again: wait longer.
+                let probe = b.probing;
                 if b.probing {
                     b.wait = (b.wait * 2).min(MAX_WAIT);
                     b.probing = false;
@@ -186,6 +195,7 @@ impl Pressure {
                 Verdict::Blocked {
                     wait: b.wait,
                     newly: false,
+                    probe,
                 }
             }
             None if file_only => Verdict::FileOnly,
@@ -200,11 +210,13 @@ impl Pressure {
                 Verdict::Blocked {
                     wait: FIRST_WAIT,
                     newly: true,
+                    probe: false,
                 }
             }
         }
     }
 
+    #[cfg(test)]
     /// Destinations blocked now, with their reasons.
     pub fn blocked(&self) -> Vec<(String, String)> {
         self.lock()
@@ -272,7 +284,8 @@ mod tests {
             p.failed("lake", "NoSuchBucket", Cause::Destination, t0),
             Verdict::Blocked {
                 wait: FIRST_WAIT,
-                newly: true
+                newly: true,
+                probe: false
             }
         );
         let plan = p.plan(&names, t0 + Duration::from_secs(1));
@@ -287,7 +300,8 @@ mod tests {
             p.failed("lake", "NoSuchBucket", Cause::Destination, probe_time),
             Verdict::Blocked {
                 wait: FIRST_WAIT * 2,
-                newly: false
+                newly: false,
+                probe: true
             },
             "a failed probe doubles the wait"
         );

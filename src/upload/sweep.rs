@@ -74,7 +74,7 @@ async fn abort_abandoned(queue: &SharedQueue, targets: &HashMap<String, Arc<Targ
             Ok(Ok(())) => {
                 tracing::info!(key = %upload.key, "aborted a multipart upload no file needs any more")
             }
-            Ok(Err(e)) if e.code == "NoSuchUpload" => {}
+            Ok(Err(e)) if e.is_no_such_upload() => {}
             Ok(Err(e)) => {
                 tracing::debug!(key = %upload.key, error = %e, "cannot abort an abandoned upload yet");
                 continue;

@@ -12,11 +12,12 @@ use md5::Digest;
 use sha2::Sha256;
 use std::sync::Arc;
 
-use super::job::{check_etag, hash_file, local, read_range, Job, Uploaded};
-use crate::s3::{PutBody, StoreError};
+use super::error::TransferError;
+use super::job::{check_etag, hash_file, read_range, Job, Uploaded};
+use crate::s3::PutBody;
 
 /// Uploads the job's file under its key and returns what S3 confirmed.
-pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
+pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
     let size = job.stamp.size;
     let settings = &job.target.settings;
     if size <= settings.part_size {
@@ -56,7 +57,7 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, StoreError> {
                 });
             }
         }
-        let clone = job.file.try_clone().map_err(|e| local("PutObject", e))?;
+        let clone = job.file.try_clone().map_err(TransferError::read)?;
         let body = PutBody::File {
             file: clone,
             len: size,

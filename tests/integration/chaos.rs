@@ -428,8 +428,8 @@ fn chaos_keeps_the_promise() {
                 && left_alone.iter().all(|v| shas.contains(&v.sha))
         },
     );
-    // A rescan or two more: nothing further may arrive.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Two rescans more: nothing further may arrive.
+    s.wait_past("rescan done", 2);
     assert!(daemon.stop().success(), "{}", diag(&producer));
 
     let objects = s.bucket.objects();

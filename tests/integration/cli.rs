@@ -349,7 +349,7 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
     wait_for(Duration::from_secs(60), "queued", || {
         s.count("pending") == 1
     });
-    std::thread::sleep(Duration::from_secs(3));
+    s.wait_past("nothing due", 2);
     assert_eq!(s.count("pending"), 1, "not uploaded while paused");
     let status = s.status();
     let spool = &status["spools"][0];

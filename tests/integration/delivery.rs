@@ -186,8 +186,8 @@ fn keep_leaves_the_file_and_never_uploads_it_twice() {
     s.drop_file("kept.csv", b"v1");
     let daemon = s.start();
     wait_for(WAIT, "delivered", || s.count("done") == 1);
-    // Several rescans (every 1 s) see the unchanged file: nothing new is queued.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Several rescans see the unchanged file: nothing new is queued.
+    s.wait_past("rescan done", 3);
     assert_eq!(s.bucket.objects().len(), 1);
     // Changed: delivered again, as a new row.
     std::fs::write(s.spool.join("kept.csv"), b"version two").unwrap();
@@ -215,7 +215,7 @@ fn include_and_exclude_globs_choose_the_files() {
     s.drop_file("skip/no.csv", b"4");
     let daemon = s.start();
     wait_for(WAIT, "two delivered", || s.count("done") == 2);
-    std::thread::sleep(Duration::from_millis(1500));
+    s.wait_past("rescan done", 2);
     assert!(daemon.stop().success());
     let keys: Vec<String> = s.bucket.objects().into_keys().collect();
     assert_eq!(
@@ -303,7 +303,9 @@ fn file_events_deliver_without_rescans_even_with_a_relative_config_path() {
     let s = setup(|o| o.rescan = "1h");
     let daemon =
         s.launch(|log| Daemon::start_in(s.dir.path(), std::path::Path::new("config.toml"), log));
-    std::thread::sleep(Duration::from_millis(500)); // past the start-up scan
+    wait_for(WAIT, "the start-up scan", || {
+        s.log_lines("rescan done") >= 1
+    });
     let a = s.drop_file("a.csv", b"by rename");
     std::fs::create_dir_all(s.spool.join("new/dir")).unwrap();
     std::fs::write(s.spool.join("new/dir/b.csv"), b"written in place").unwrap();

@@ -51,7 +51,7 @@ fn a_missing_bucket_holds_files_back_until_it_exists_then_they_go_by_themselves(
         "the files stay where they are"
     );
     // Held back, the destination is probed now and then, not hammered.
-    std::thread::sleep(Duration::from_secs(3));
+    s.wait_past("probe failed", 1);
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
     assert!(
@@ -91,7 +91,7 @@ fn a_full_state_dir_holds_new_files_back_until_there_is_room() {
             .any(|h| h["name"] == "disk")
     });
     wait_for(WAIT, "queued", || s.count("pending") == 1);
-    std::thread::sleep(Duration::from_secs(2));
+    s.wait_past("nothing due", 2);
     assert_eq!(s.count("pending"), 1, "not taken while the disk is short");
     assert!(s.bucket.objects().is_empty());
     // Room again (here: a lower threshold, reloaded): it goes by itself.
@@ -123,8 +123,9 @@ fn an_unreachable_endpoint_holds_the_file_back_with_the_reason_and_never_fails_i
             })
         })
     });
-    // Well past what max_attempts = 3 with backoffs of 100–500 ms would allow.
-    std::thread::sleep(Duration::from_secs(3));
+    // A probe after the block: past what max_attempts = 3 with backoffs of 100–500 ms
+    // would allow.
+    s.wait_past("probe failed", 1);
     assert_eq!(
         s.count("failed"),
         0,

@@ -457,6 +457,28 @@ key = "{key}"
             .count()
     }
 
+    /// Lines of the daemon log holding `text`.
+    pub fn log_lines(&self, text: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("daemon.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    /// Waits until the daemon logged `n` more lines holding `text` than it has now: proof
+    /// that it got past that point `n` more times ("rescan done": a full rescan and its
+    /// registration; "nothing due": a dispatcher turn that claimed nothing; "probe failed":
+    /// a held-back destination probed and still failing). A check that something did
+    /// not happen waits for this, never for a fixed time.
+    pub fn wait_past(&self, text: &str, n: usize) {
+        let want = self.log_lines(text) + n;
+        let within = Duration::from_secs(60);
+        wait_for(within, &format!("{n} more \"{text}\" in the log"), || {
+            self.log_lines(text) >= want
+        });
+    }
+
     /// Rewrites the config file through `edit`.
     pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
         let text = std::fs::read_to_string(&self.config).unwrap();

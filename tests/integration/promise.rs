@@ -50,7 +50,7 @@ fn a_folder_swapped_for_a_symlink_never_leaks_or_deletes_outside_files() {
     wait_for(WAIT, "d/x.txt refused", || s.count("failed") == 1);
     // e/y.txt's row follows its file to e-away (never tried, it takes that path's key).
     wait_for(WAIT, "e/y.txt delivered", || s.count("done") == 1);
-    std::thread::sleep(Duration::from_millis(2500)); // a few more rescans
+    s.wait_past("rescan done", 2);
     assert!(daemon.stop().success());
 
     for name in ["x.txt", "y.txt"] {
@@ -121,7 +121,7 @@ fn switching_a_spool_from_keep_to_delete_never_uploads_kept_files_again() {
     wait_for(WAIT, "running on the reloaded config", || s.runs() == 2);
     // The delivered files are cleaned up under the new rule, not sent again.
     wait_for(WAIT, "kept files cleaned up", || s.spool_files().is_empty());
-    std::thread::sleep(Duration::from_millis(2500));
+    s.wait_past("rescan done", 2);
     assert!(daemon.stop().success());
     assert_eq!(s.bucket.objects().len(), 5);
     assert_eq!(s.count("done"), 5);
@@ -170,7 +170,7 @@ fn a_file_moved_inside_the_spool_during_its_upload_is_one_object() {
     wait_for(WAIT, "delivered", || s.count("done") == 1);
     // The moved file is the delivered one: cleaned up where it is now, never sent again.
     wait_for(WAIT, "moved file cleaned up", || s.spool_files().is_empty());
-    std::thread::sleep(Duration::from_millis(2500));
+    s.wait_past("rescan done", 2);
     assert!(daemon.stop().success());
     let objects = s.bucket.objects();
     assert_eq!(objects.len(), 1, "{objects:?}");
@@ -200,8 +200,8 @@ fn an_outage_longer_than_the_retry_budget_holds_files_back_instead_of_failing_th
         Some(1.0),
         "{metrics}"
     );
-    // Longer than every retry budget: nothing may fail meanwhile.
-    std::thread::sleep(Duration::from_secs(8));
+    // Probed again after the block, and still failing: nothing may fail meanwhile.
+    s.wait_past("probe failed", 1);
     assert_eq!(s.count("failed"), 0, "an outage fails no file");
     assert!(proxy.faults() > 0);
     proxy.set_mode(Mode::Pass);
@@ -237,7 +237,7 @@ fn a_multipart_upload_cut_off_by_an_outage_resumes_after_it() {
     wait_for(WAIT, "the destination held back", || {
         !s.status()["held_back"].as_array().unwrap().is_empty()
     });
-    std::thread::sleep(Duration::from_secs(4)); // past max_attempts = 2
+    s.wait_past("probe failed", 1); // a probe, past max_attempts = 2
     assert_eq!(s.count("failed"), 0);
     proxy.set_mode(Mode::Pass);
     wait_for(

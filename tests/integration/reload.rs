@@ -141,7 +141,7 @@ fn files_of_a_spool_removed_by_a_reload_wait_in_the_queue_until_it_returns() {
         rows[0]["attempts"].as_u64().unwrap()
     };
     let before = attempts(&s);
-    std::thread::sleep(Duration::from_secs(3));
+    s.wait_past("nothing due", 2);
     assert_eq!(attempts(&s), before, "not claimed while its spool is gone");
 
     proxy.set_mode(Mode::Pass);

@@ -1,5 +1,5 @@
-//! What happens to a source file after S3 confirmed its object and the row is `done`:
-//! delete it, move it under `archive_dir`, or keep it.
+//! One source file after S3 confirmed its object and the row is `done`: delete it, move
+//! it under `archive_dir`, or keep it.
 //!
 //! Only the very file that was uploaded is touched. The source is first *claimed*: renamed
 //! to a private name in its own folder (reached beneath the spool root, never through a
@@ -8,19 +8,15 @@
 //! lands before the claim (the claimed file does not match: it is put back, and queued as
 //! the new file it is) or after it (its file is never touched). A crash after the claim
 //! leaves the private name, which the next run of the same row finds and finishes.
-//! [`Finishing`] makes sure one actor at a time finishes a row: the uploader right after
-//! marking it done, or the watcher when it finds a delivered file a crash left behind.
 
-use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use crate::beneath::{self, Entry};
-use crate::config::{AfterUpload, Spool};
-use crate::queue::{FileStamp, SharedQueue};
+use crate::config::AfterUpload;
+use crate::queue::FileStamp;
 
 /// What [`finish_source`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,67 +39,6 @@ impl Finished {
             Finished::Kept => "kept",
             Finished::AlreadyGone => "gone",
             Finished::Replaced => "replaced",
-        }
-    }
-}
-
-/// Row ids whose source is being finished right now, shared by uploader and watcher.
-#[derive(Clone, Default)]
-pub struct Finishing(Arc<Mutex<HashSet<i64>>>);
-
-impl Finishing {
-    /// Claims row `id`; false if someone else is finishing it.
-    pub fn claim(&self, id: i64) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
-    }
-
-    pub fn release(&self, id: i64) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    }
-}
-
-/// Rows looked at by one [`finish_leftovers`] pass.
-const LEFTOVERS: usize = 10_000;
-
-/// At start: finishes the sources of rows delivered before the last stop whose clean-up
-/// never ran or was cut off. A source cut off mid-claim sits under its private name,
-/// which no scan sees: only this finds it. Failures are logged; the watcher retries
-/// those whose source is still at its path.
-pub async fn finish_leftovers(queue: &SharedQueue, spools: &BTreeMap<String, Arc<Spool>>) {
-    let rows = match queue.call(|q| q.unfinished_done(LEFTOVERS)).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot look for clean-ups cut off by the last stop");
-            return;
-        }
-    };
-    for row in rows {
-        let (Some(spool), Some(root)) = (
-            spools.get(&row.spool),
-            beneath::root_of(&row.path, &row.rel_path),
-        ) else {
-            continue;
-        };
-        let after = spool.after_upload.clone();
-        let (id, rel, stamp) = (row.id, row.rel_path.clone(), row.stamp);
-        let finished =
-            tokio::task::spawn_blocking(move || finish_source(&after, &root, &rel, stamp, id))
-                .await;
-        match finished {
-            Ok(Ok(outcome)) => {
-                tracing::info!(spool = %row.spool, id, path = %row.rel_path, outcome = outcome.as_str(),
-                    "cleaned up a file delivered before a restart");
-                let now = chrono::Utc::now().timestamp_millis();
-                if let Err(e) = queue
-                    .call(move |q| q.mark_source_finished(id, outcome.as_str(), now))
-                    .await
-                {
-                    tracing::warn!(id, error = %e, "cannot record a clean-up");
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(spool = %row.spool, id, path = %row.rel_path, error = %e,
-                "cannot finish a clean-up cut off by the last stop"),
-            Err(e) => tracing::error!(id, error = %e, "clean-up task panicked"),
         }
     }
 }
