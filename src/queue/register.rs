@@ -98,243 +98,259 @@ impl Queue {
         G: FnMut(&Path, FileStamp) -> bool,
     {
         self.in_transaction(|tx| {
-            let mut outcomes = Vec::with_capacity(files.len());
-            for file in files {
-                let outcome =
-                    register_one(tx, file, rules, now_ms, &mut render_key, &mut moved_from)?;
-                outcomes.push(outcome);
-            }
-            Ok(outcomes)
+            let mut registrar = Registrar {
+                tx,
+                rules,
+                now_ms,
+                render_key: &mut render_key,
+                moved_from: &mut moved_from,
+            };
+            files.iter().map(|file| registrar.one(file)).collect()
         })
     }
 }
 
-fn register_one(
-    tx: &Transaction<'_>,
-    file: &NewFile,
+/// One batch's registration: its transaction, and what each file of it is decided with.
+struct Registrar<'a, 't> {
+    tx: &'a Transaction<'t>,
     rules: SpoolRules,
     now_ms: i64,
-    render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
-    moved_from: &mut dyn FnMut(&Path, FileStamp) -> bool,
-) -> rusqlite::Result<Registered> {
-    let vanished = format!("{VANISHED}%");
-    let at_path = tx
-        .prepare_cached(AT_PATH)?
-        .query_row(params![file.spool, file.rel_path, vanished], |r| {
-            Ok(AtPath {
-                id: r.get(0)?,
-                state: r.get(1)?,
-                stamp: FileStamp::from_columns(r, 2)?,
-                birth_ns: r.get(5)?,
-                finished: r.get(6)?,
-                outcome: r.get(7)?,
-                vanished: r.get(8)?,
-            })
-        })
-        .optional()?;
-    let mut superseded = None;
-    if let Some(row) = at_path {
-        let same = row.stamp == file.stamp && same_birth(row.birth_ns, file.birth_ns);
-        match row.state.as_str() {
-            "pending" | "active" => {
-                if row.state == "pending" && row.stamp != file.stamp {
-                    restamp(tx, row.id, file, now_ms)?;
-                }
-                return Ok(Registered::AlreadyQueued(row.id));
-            }
-            "failed" if same && row.vanished => {
-                follow(tx, row.id, file, None, now_ms)?;
-                return Ok(Registered::Followed(row.id));
-            }
-            "failed" if same => return Ok(Registered::AlreadyQueued(row.id)),
-            "failed" => superseded = Some(row.id),
-            // A file we did not touch when cleaning up (gone or replaced then) is taken for
-            // the delivered one only on a birth time that says so: without one, an inode
-            // reused with the same size and mtime would be deleted without upload.
-            _ if same
-                && matches!(row.outcome.as_deref(), Some("gone" | "replaced"))
-                && (row.birth_ns.is_none() || file.birth_ns.is_none()) => {}
-            _ if same => {
-                // None: a lookalike after a delete or archive, so a new file.
-                if let Some(decided) =
-                    decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
-                {
-                    let decided = decided(row.id);
-                    if row.finished && matches!(decided, Registered::AlreadyDone(_)) {
-                        // Finished before (kept, or not there then): the finisher takes
-                        // unfinished rows, so it is one again.
-                        tx.prepare_cached(
-                            "UPDATE files SET source_finished_at = NULL, source_outcome = NULL
-                             WHERE id = ?1 AND state = 'done'",
-                        )?
-                        .execute([row.id])?;
-                    }
-                    return Ok(decided);
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(moved) = moved_here(tx, file, rules, now_ms, render_key, moved_from, superseded)? {
-        return Ok(moved);
-    }
-    insert(tx, file, now_ms, render_key, superseded)
+    /// Makes a row's key from the file and the row's id.
+    render_key: &'a mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+    /// Whether a file is no longer at the old path of a row that matches it.
+    moved_from: &'a mut dyn FnMut(&Path, FileStamp) -> bool,
 }
 
-/// The file as the moved file of a row at another path, if it is one (see the module doc).
-fn moved_here(
-    tx: &Transaction<'_>,
-    file: &NewFile,
-    rules: SpoolRules,
-    now_ms: i64,
-    render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
-    moved_from: &mut dyn FnMut(&Path, FileStamp) -> bool,
-    superseded: Option<i64>,
-) -> rusqlite::Result<Option<Registered>> {
-    let vanished = format!("{VANISHED}%");
-    let found = tx
-        .prepare_cached(ELSEWHERE)?
-        .query_row(
-            params![
-                file.spool,
-                file.stamp.inode as i64,
-                file.stamp.size as i64,
-                file.stamp.mtime_ns,
-                file.rel_path,
-                file.birth_ns,
-                vanished
-            ],
-            |r| {
-                Ok(Elsewhere {
+impl Registrar<'_, '_> {
+    /// What one file is, recorded.
+    fn one(&mut self, file: &NewFile) -> rusqlite::Result<Registered> {
+        let (tx, rules, now_ms) = (self.tx, self.rules, self.now_ms);
+        let vanished = format!("{VANISHED}%");
+        let at_path = tx
+            .prepare_cached(AT_PATH)?
+            .query_row(params![file.spool, file.rel_path, vanished], |r| {
+                Ok(AtPath {
                     id: r.get(0)?,
-                    path: PathBuf::from(r.get::<_, String>(1)?),
-                    state: r.get(2)?,
-                    finished: r.get(3)?,
-                    outcome: r.get(4)?,
-                    claimed: r.get(5)?,
-                    key: r.get(6)?,
+                    state: r.get(1)?,
+                    stamp: FileStamp::from_columns(r, 2)?,
+                    birth_ns: r.get(5)?,
+                    finished: r.get(6)?,
+                    outcome: r.get(7)?,
+                    vanished: r.get(8)?,
                 })
-            },
-        )
-        .optional()?;
-    let Some(row) = found else {
-        return Ok(None);
-    };
-    if !moved_from(&row.path, file.stamp) {
-        // A second name of the same file (a hard link): a file of its own.
-        return Ok(None);
-    }
-    match row.state.as_str() {
-        "active" => Ok(Some(Registered::AlreadyQueued(row.id))),
-        "done" => {
-            let Some(decided) = decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
-            else {
-                return Ok(None);
-            };
-            let decided = decided(row.id);
-            // The row follows the file, so the clean-up (and a restart's repair of one cut
-            // off, and purge) look for it where it is now.
-            let unfinish = matches!(decided, Registered::AlreadyDone(_));
-            tx.prepare_cached(
-                "UPDATE files SET rel_path = ?2, path = ?3,
-                     source_finished_at = CASE WHEN ?4 THEN NULL ELSE source_finished_at END,
-                     source_outcome = CASE WHEN ?4 THEN NULL ELSE source_outcome END
-                 WHERE id = ?1 AND state = 'done'",
-            )?
-            .execute(params![
-                row.id,
-                file.rel_path,
-                file.path.to_string_lossy(),
-                unfinish
-            ])?;
-            Ok(Some(decided))
-        }
-        _ => {
-            // Waiting, or failed because it vanished. Following keeps one row per file; it
-            // must not put two files under one key (a new file at the old path would get
-            // the old key again), nor lose track of an object an earlier try may have
-            // put under the old key.
-            let rendered = render_key(file, row.id).ok();
-            // Some(new key, or None to keep the old one) when the row may follow.
-            let follows = match rendered {
-                // Never tried: nothing can be under the old key.
-                Some(key) if !row.claimed => Some(Some(key)),
-                // Tried: the old key, where no other file can ever go, or which is the same.
-                Some(key) if row.key.as_deref() == Some(key.as_str()) => Some(None),
-                _ if rules.unique_keys && row.claimed => Some(None),
-                _ => None,
-            };
-            if let Some(key) = follows {
-                follow(tx, row.id, file, key, now_ms)?;
-                if let Some(old) = superseded {
-                    supersede(tx, old, row.id)?;
+            })
+            .optional()?;
+        let mut superseded = None;
+        if let Some(row) = at_path {
+            let same = row.stamp == file.stamp && same_birth(row.birth_ns, file.birth_ns);
+            match row.state.as_str() {
+                "pending" | "active" => {
+                    if row.state == "pending" && row.stamp != file.stamp {
+                        restamp(tx, row.id, file, now_ms)?;
+                    }
+                    return Ok(Registered::AlreadyQueued(row.id));
                 }
-                return Ok(Some(Registered::Followed(row.id)));
+                "failed" if same && row.vanished => {
+                    follow(tx, row.id, file, None, now_ms)?;
+                    return Ok(Registered::Followed(row.id));
+                }
+                "failed" if same => return Ok(Registered::AlreadyQueued(row.id)),
+                "failed" => superseded = Some(row.id),
+                // A file we did not touch when cleaning up (gone or replaced then) is taken for
+                // the delivered one only on a birth time that says so: without one, an inode
+                // reused with the same size and mtime would be deleted without upload.
+                _ if same
+                    && matches!(row.outcome.as_deref(), Some("gone" | "replaced"))
+                    && (row.birth_ns.is_none() || file.birth_ns.is_none()) => {}
+                _ if same => {
+                    // None: a lookalike after a delete or archive, so a new file.
+                    if let Some(decided) =
+                        decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
+                    {
+                        let decided = decided(row.id);
+                        if row.finished && matches!(decided, Registered::AlreadyDone(_)) {
+                            // Finished before (kept, or not there then): the finisher takes
+                            // unfinished rows, so it is one again.
+                            found_done(tx, row.id, file, true)?;
+                        }
+                        return Ok(decided);
+                    }
+                }
+                _ => {}
             }
-            let new = insert(tx, file, now_ms, render_key, superseded)?;
-            if let Registered::Queued(id) | Registered::Refused(id) = new {
-                tx.prepare_cached(
+        }
+        if let Some(moved) = self.moved_here(file, superseded)? {
+            return Ok(moved);
+        }
+        self.insert(file, superseded)
+    }
+
+    /// The file as the moved file of a row at another path, if it is one (see the module doc).
+    fn moved_here(
+        &mut self,
+        file: &NewFile,
+        superseded: Option<i64>,
+    ) -> rusqlite::Result<Option<Registered>> {
+        let (tx, rules, now_ms) = (self.tx, self.rules, self.now_ms);
+        let vanished = format!("{VANISHED}%");
+        let found = tx
+            .prepare_cached(ELSEWHERE)?
+            .query_row(
+                params![
+                    file.spool,
+                    file.stamp.inode as i64,
+                    file.stamp.size as i64,
+                    file.stamp.mtime_ns,
+                    file.rel_path,
+                    file.birth_ns,
+                    vanished
+                ],
+                |r| {
+                    Ok(Elsewhere {
+                        id: r.get(0)?,
+                        path: PathBuf::from(r.get::<_, String>(1)?),
+                        state: r.get(2)?,
+                        finished: r.get(3)?,
+                        outcome: r.get(4)?,
+                        claimed: r.get(5)?,
+                        key: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        if !(self.moved_from)(&row.path, file.stamp) {
+            // A second name of the same file (a hard link): a file of its own.
+            return Ok(None);
+        }
+        match row.state.as_str() {
+            "active" => Ok(Some(Registered::AlreadyQueued(row.id))),
+            "done" => {
+                let Some(decided) = decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
+                else {
+                    return Ok(None);
+                };
+                let decided = decided(row.id);
+                // The row follows the file, so the clean-up (and a restart's repair of one cut
+                // off, and purge) look for it where it is now.
+                found_done(
+                    tx,
+                    row.id,
+                    file,
+                    matches!(decided, Registered::AlreadyDone(_)),
+                )?;
+                Ok(Some(decided))
+            }
+            _ => {
+                // Waiting, or failed because it vanished. Following keeps one row per file; it
+                // must not put two files under one key (a new file at the old path would get
+                // the old key again), nor lose track of an object an earlier try may have
+                // put under the old key.
+                let rendered = (self.render_key)(file, row.id).ok();
+                // Some(new key, or None to keep the old one) when the row may follow.
+                let follows = match rendered {
+                    // Never tried: nothing can be under the old key.
+                    Some(key) if !row.claimed => Some(Some(key)),
+                    // Tried: the old key, where no other file can ever go, or which is the same.
+                    Some(key) if row.key.as_deref() == Some(key.as_str()) => Some(None),
+                    _ if rules.unique_keys && row.claimed => Some(None),
+                    _ => None,
+                };
+                if let Some(key) = follows {
+                    follow(tx, row.id, file, key, now_ms)?;
+                    if let Some(old) = superseded {
+                        supersede(tx, old, row.id)?;
+                    }
+                    return Ok(Some(Registered::Followed(row.id)));
+                }
+                let new = self.insert(file, superseded)?;
+                if let Registered::Queued(id) | Registered::Refused(id) = new {
+                    tx.prepare_cached(
                     // Its upload, if any, is no row's now: the daemon aborts it.
                     "INSERT OR IGNORE INTO abandoned_uploads (upload_id, destination, bucket, key)
                      SELECT upload_id, destination, bucket, key FROM files
                      WHERE id = ?1 AND upload_id IS NOT NULL AND key IS NOT NULL",
                 )?
                 .execute([row.id])?;
-                tx.prepare_cached(
+                    tx.prepare_cached(
                     "UPDATE files SET state = 'failed', superseded_by = ?2, updated_at = ?3,
                          upload_id = NULL, part_size = NULL,
                          last_error = 'moved inside the spool before its upload ended; the file is row ' || ?2
                      WHERE id = ?1 AND state IN ('pending', 'failed')",
                 )?
                 .execute(params![row.id, id, now_ms])?;
-                tx.prepare_cached("DELETE FROM parts WHERE file_id = ?1")?
-                    .execute([row.id])?;
+                    tx.prepare_cached("DELETE FROM parts WHERE file_id = ?1")?
+                        .execute([row.id])?;
+                }
+                Ok(Some(new))
             }
-            Ok(Some(new))
+        }
+    }
+
+    /// A new row for the file, with its key rendered now (or refused with the reason).
+    fn insert(&mut self, file: &NewFile, superseded: Option<i64>) -> rusqlite::Result<Registered> {
+        let (tx, now_ms) = (self.tx, self.now_ms);
+        tx.prepare_cached(
+            "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
+             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+        )?
+        .execute(params![
+            file.spool,
+            file.rel_path,
+            file.path.to_string_lossy(),
+            file.destination,
+            file.bucket,
+            file.stamp.size as i64,
+            file.stamp.mtime_ns,
+            file.stamp.inode as i64,
+            file.birth_ns,
+            now_ms
+        ])?;
+        let id = tx.last_insert_rowid();
+        if let Some(old) = superseded {
+            supersede(tx, old, id)?;
+        }
+        match (self.render_key)(file, id) {
+            Ok(key) => {
+                tx.prepare_cached("UPDATE files SET key = ?2 WHERE id = ?1")?
+                    .execute(params![id, key])?;
+                Ok(Registered::Queued(id))
+            }
+            Err(reason) => {
+                tx.prepare_cached(
+                    "UPDATE files SET state = 'failed', last_error = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, reason])?;
+                Ok(Registered::Refused(id))
+            }
         }
     }
 }
 
-fn insert(
+/// A `done` row found for the file: it now records the file's path, and with `unfinish`,
+/// its clean-up is to be done (again).
+fn found_done(
     tx: &Transaction<'_>,
+    id: i64,
     file: &NewFile,
-    now_ms: i64,
-    render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
-    superseded: Option<i64>,
-) -> rusqlite::Result<Registered> {
+    unfinish: bool,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
-             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+        "UPDATE files SET rel_path = ?2, path = ?3,
+             source_finished_at = CASE WHEN ?4 THEN NULL ELSE source_finished_at END,
+             source_outcome = CASE WHEN ?4 THEN NULL ELSE source_outcome END
+         WHERE id = ?1 AND state = 'done'",
     )?
     .execute(params![
-        file.spool,
+        id,
         file.rel_path,
         file.path.to_string_lossy(),
-        file.destination,
-        file.bucket,
-        file.stamp.size as i64,
-        file.stamp.mtime_ns,
-        file.stamp.inode as i64,
-        file.birth_ns,
-        now_ms
+        unfinish
     ])?;
-    let id = tx.last_insert_rowid();
-    if let Some(old) = superseded {
-        supersede(tx, old, id)?;
-    }
-    match render_key(file, id) {
-        Ok(key) => {
-            tx.prepare_cached("UPDATE files SET key = ?2 WHERE id = ?1")?
-                .execute(params![id, key])?;
-            Ok(Registered::Queued(id))
-        }
-        Err(reason) => {
-            tx.prepare_cached("UPDATE files SET state = 'failed', last_error = ?2 WHERE id = ?1")?
-                .execute(params![id, reason])?;
-            Ok(Registered::Refused(id))
-        }
-    }
+    Ok(())
 }
 
 /// The row waits again, for the file at its new path (with `key`, when given).

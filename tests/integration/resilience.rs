@@ -230,8 +230,10 @@ fn a_missing_bucket_is_probed_not_hammered() {
     wait_for(WAIT, "held back", || {
         !s.status()["held_back"].as_array().unwrap().is_empty()
     });
-    // Through the first probe (5s after the block) and a little beyond.
-    std::thread::sleep(Duration::from_secs(7));
+    // Through the first probe (5s after the block), and turns of the dispatcher after it
+    // that claimed nothing.
+    s.wait_past("probe failed", 1);
+    s.wait_past("nothing due", 2);
     assert!(daemon.stop().success());
     let puts = proxy
         .requests()
