@@ -269,8 +269,9 @@ struct Generation {
     token: CancellationToken,
     watchers: JoinSet<()>,
     uploader: tokio::task::JoinHandle<()>,
-    /// Stopped after the uploader, so it finishes what the last uploads delivered.
-    finisher_stop: CancellationToken,
+    /// Told the stop's deadline after the uploader drained, so it finishes what the last
+    /// uploads delivered.
+    finisher_stop: tokio::sync::oneshot::Sender<tokio::time::Instant>,
     finisher: tokio::task::JoinHandle<()>,
     manifests: Arc<ManifestWriter>,
     manifest_task: tokio::task::JoinHandle<()>,
@@ -317,15 +318,14 @@ impl Generation {
         ));
         let wake = Arc::new(Notify::new());
         let finished = Arc::new(Notify::new());
-        let finisher_stop = CancellationToken::new();
+        let (finisher_stop, stopped) = tokio::sync::oneshot::channel();
         let finisher = Finisher::new(
             queue.clone(),
             config.spools.clone(),
             Arc::clone(&finished),
             config.rescan_interval,
-            first,
         );
-        let finisher = tokio::spawn(finisher.run(finisher_stop.clone()));
+        let finisher = tokio::spawn(finisher.run(stopped));
         let mut watchers = JoinSet::new();
         let (watched, mut watching) = mpsc::channel(config.spools.len().max(1));
         for spool in config.spools.values() {
@@ -378,24 +378,18 @@ impl Generation {
         })
     }
 
-    /// Stops this generation: no new work, uploads in flight get `drain_timeout`. At the
-    /// final stop, open manifest batches close and are written; across a reload they stay
-    /// open.
+    /// Stops this generation: no new work; uploads in flight and the clean-up of what
+    /// they delivered share `drain_timeout`. At the final stop, open manifest batches
+    /// close and are written; across a reload they stay open.
     async fn stop(mut self, config: &Config, last: bool) {
+        let deadline = tokio::time::Instant::now() + config.drain_timeout;
         self.token.cancel();
         let _ = self.uploader.await;
-        self.finisher_stop.cancel();
-        // The last pass cleans up what the drained uploads delivered; what it does not
-        // reach in time, the next start's first pass does.
-        if tokio::time::timeout(config.drain_timeout, &mut self.finisher)
-            .await
-            .is_err()
-        {
-            self.finisher.abort();
-            tracing::warn!(
-                "clean-up of delivered files cut off by the stop; the next start finishes it"
-            );
-        }
+        // The last pass starts no clean-up after the deadline (the next start's first pass
+        // does those) and is awaited to its end: the next generation's finisher must not
+        // find a row this one is still finishing.
+        let _ = self.finisher_stop.send(deadline);
+        let _ = self.finisher.await;
         let _ = self.manifest_task.await;
         if last {
             // Uploads have drained: every open batch holds only delivered files.

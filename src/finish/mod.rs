@@ -7,8 +7,10 @@
 //! actors ever finish one row at once. Its first pass finishes what the last run left,
 //! including sources cut off under their private names, which no scan sees. A source
 //! that cannot be finished now (permissions, a full archive disk) is tried again after
-//! `retry_after`. At a stop it runs once more, after the uploads drained, so what they
-//! delivered is cleaned up before the daemon goes.
+//! `retry_after`. At a stop it runs once more, after the uploads drained and within the
+//! same deadline, so what they delivered is cleaned up before the daemon goes; what that
+//! pass does not start, the next start's first pass finishes. It is never cut off
+//! mid-row: the next generation's finisher must not find a row half finished by this one.
 
 mod source;
 
@@ -16,9 +18,8 @@ use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::beneath;
 use crate::clock::now_ms;
@@ -38,8 +39,9 @@ pub struct Finisher {
     /// Poked when there may be something to finish.
     wake: Arc<Notify>,
     retry_after: Duration,
-    /// The daemon just started: what the first pass finds, the last run left.
-    after_start: bool,
+    /// When this finisher began: rows delivered before were delivered by a previous run or
+    /// config, and their clean-up is said at info.
+    started_ms: i64,
 }
 
 /// Rows the finisher leaves alone for now.
@@ -49,6 +51,41 @@ struct Waiting {
     until: HashMap<i64, Instant>,
     /// Of a spool this config does not have: another config's finisher has them.
     elsewhere: HashSet<i64>,
+    /// Finished, but the queue did not take the record: written again before anything
+    /// else (finishing them again would record "gone" instead of what was done).
+    unrecorded: Vec<Record>,
+    /// The queue failed: the next pass is due then.
+    queue_retry: Option<Instant>,
+}
+
+impl Waiting {
+    fn next_retry(&self) -> Option<Instant> {
+        self.until.values().copied().chain(self.queue_retry).min()
+    }
+
+    fn holds(&self, id: i64) -> bool {
+        self.until.contains_key(&id)
+            || self.elsewhere.contains(&id)
+            || self.unrecorded.iter().any(|r| r.id == id)
+    }
+}
+
+/// How a row's source was finished, to record: the path it was finished at guards the
+/// record (a row a rescan moved meanwhile is finished again where it is now).
+struct Record {
+    id: i64,
+    path: String,
+    outcome: &'static str,
+}
+
+/// What became of one row in a pass.
+enum Step {
+    Finished(Finished),
+    Failed(String),
+    /// Its spool is not this config's.
+    NotOurs,
+    /// The stop's deadline came before it was started.
+    Late,
 }
 
 impl Finisher {
@@ -57,39 +94,46 @@ impl Finisher {
         spools: BTreeMap<String, Arc<Spool>>,
         wake: Arc<Notify>,
         retry_after: Duration,
-        after_start: bool,
     ) -> Finisher {
         Finisher {
             queue,
             spools,
             wake,
             retry_after,
-            after_start,
+            started_ms: now_ms(),
         }
     }
 
-    /// Finishes sources until `stop`, then once more for what is left.
-    pub async fn run(self, stop: CancellationToken) {
+    /// Finishes sources until `stop` brings the stop's deadline, then once more, starting
+    /// no row after the deadline.
+    pub async fn run(self, mut stop: oneshot::Receiver<Instant>) {
         let mut waiting = Waiting::default();
-        let mut first = self.after_start;
-        loop {
-            self.pass(&mut waiting, first).await;
-            first = false;
-            let retry = waiting.until.values().min().copied();
+        let deadline = loop {
+            if let Ok(deadline) = stop.try_recv() {
+                break deadline;
+            }
+            self.pass(&mut waiting, None).await;
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
-                () = stop.cancelled() => break,
+                deadline = &mut stop => break deadline.unwrap_or_else(|_| Instant::now()),
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep_until(retry.unwrap_or(far)) => {}
+                () = tokio::time::sleep_until(waiting.next_retry().unwrap_or(far)) => {}
             }
-        }
-        self.pass(&mut waiting, false).await;
+        };
+        self.pass(&mut waiting, Some(deadline)).await;
     }
 
     /// Finishes every unfinished row not waiting, a page at a time.
-    async fn pass(&self, waiting: &mut Waiting, first: bool) {
+    async fn pass(&self, waiting: &mut Waiting, deadline: Option<Instant>) {
         let now = Instant::now();
         waiting.until.retain(|_, at| *at > now);
+        waiting.queue_retry = None;
+        if !waiting.unrecorded.is_empty() {
+            let records = std::mem::take(&mut waiting.unrecorded);
+            if !self.record(records, waiting).await {
+                return;
+            }
+        }
         let mut after = 0;
         loop {
             let rows = match self
@@ -100,54 +144,53 @@ impl Finisher {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot look for delivered files to clean up; trying again later");
-                    waiting.until.insert(0, now + self.retry_after);
+                    waiting.queue_retry = Some(Instant::now() + self.retry_after);
                     return;
                 }
             };
             let Some(last) = rows.last() else { return };
             after = last.id;
             let full = rows.len() == PAGE;
-            let due: Vec<FileRow> = rows
-                .into_iter()
-                .filter(|r| {
-                    !waiting.until.contains_key(&r.id) && !waiting.elsewhere.contains(&r.id)
-                })
-                .collect();
-            let results: Vec<_> = futures::stream::iter(due)
+            let due: Vec<FileRow> = rows.into_iter().filter(|r| !waiting.holds(r.id)).collect();
+            let steps: Vec<_> = futures::stream::iter(due)
                 .map(|row| async move {
-                    let result = self.finish(&row).await;
-                    (row, result)
+                    let step = self.finish(&row, deadline).await;
+                    (row, step)
                 })
                 .buffer_unordered(AT_ONCE)
                 .collect()
                 .await;
-            let mut finished = Vec::new();
-            for (row, result) in results {
-                match result {
-                    Some(Ok(outcome)) => {
-                        log_finished(&row, &outcome, first);
-                        finished.push((row.id, outcome.as_str()));
+            let mut records = Vec::new();
+            let mut late = false;
+            for (row, step) in steps {
+                match step {
+                    Step::Finished(outcome) => {
+                        self.log_finished(&row, &outcome);
+                        records.push(Record {
+                            id: row.id,
+                            path: row.path.to_string_lossy().into_owned(),
+                            outcome: outcome.as_str(),
+                        });
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(spool = %row.spool, id = row.id, path = %row.path.display(), error = %e,
+                    Step::Failed(error) => {
+                        tracing::warn!(spool = %row.spool, id = row.id, path = %row.path.display(), error = %error,
                             retry_in_s = self.retry_after.as_secs(), "cannot delete or archive a delivered file; will try again");
-                        waiting.until.insert(row.id, now + self.retry_after);
+                        waiting
+                            .until
+                            .insert(row.id, Instant::now() + self.retry_after);
                     }
-                    None => {
+                    Step::NotOurs => {
                         waiting.elsewhere.insert(row.id);
                     }
+                    Step::Late => late = true,
                 }
             }
-            if !finished.is_empty() {
-                let recorded = self
-                    .queue
-                    .call(move |q| q.mark_sources_finished(&finished, now_ms()))
-                    .await;
-                if let Err(e) = recorded {
-                    // Not lost: the rows stay unfinished, and finishing again is safe (the
-                    // source is gone, or the one there is another file).
-                    tracing::warn!(error = %e, "cannot record clean-ups; they are looked at again");
-                }
+            if !records.is_empty() && !self.record(records, waiting).await {
+                return;
+            }
+            if late {
+                tracing::warn!("the stop's deadline came before every delivered file was cleaned up; the next start finishes them");
+                return;
             }
             if !full {
                 return;
@@ -155,29 +198,64 @@ impl Finisher {
         }
     }
 
-    /// Finishes one row's source on a blocking thread; `None` if its spool is not this
-    /// config's.
-    async fn finish(&self, row: &FileRow) -> Option<std::io::Result<Finished>> {
-        let spool = self.spools.get(&row.spool)?;
-        let root = beneath::root_of(&row.path, &row.rel_path)?;
+    /// Records how sources were finished; on failure keeps the records to write again
+    /// and returns false.
+    async fn record(&self, records: Vec<Record>, waiting: &mut Waiting) -> bool {
+        let rows: Vec<(i64, String, &'static str)> = records
+            .iter()
+            .map(|r| (r.id, r.path.clone(), r.outcome))
+            .collect();
+        let recorded = self
+            .queue
+            .call(move |q| q.mark_sources_finished(&rows, now_ms()))
+            .await;
+        match recorded {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, files = records.len(), "cannot record clean-ups; trying again later");
+                waiting.unrecorded.extend(records);
+                waiting.queue_retry = Some(Instant::now() + self.retry_after);
+                false
+            }
+        }
+    }
+
+    /// Finishes one row's source on a blocking thread, unless the stop's deadline passed.
+    async fn finish(&self, row: &FileRow, deadline: Option<Instant>) -> Step {
+        let (Some(spool), Some(root)) = (
+            self.spools.get(&row.spool),
+            beneath::root_of(&row.path, &row.rel_path),
+        ) else {
+            return Step::NotOurs;
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Step::Late;
+        }
         let after = spool.after_upload.clone();
         let (id, rel, stamp) = (row.id, row.rel_path.clone(), row.stamp);
         let finished =
             tokio::task::spawn_blocking(move || finish_source(&after, &root, &rel, stamp, id))
                 .await;
-        Some(finished.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic())))
+        match finished {
+            Ok(Ok(outcome)) => Step::Finished(outcome),
+            Ok(Err(e)) => Step::Failed(e.to_string()),
+            Err(join) => {
+                tracing::error!(id, error = %join, "a clean-up crashed (a bug in s3spool: please report it)");
+                Step::Failed("the clean-up crashed".into())
+            }
+        }
     }
-}
 
-fn log_finished(row: &FileRow, outcome: &Finished, first: bool) {
-    if *outcome == Finished::Replaced {
-        tracing::info!(spool = %row.spool, id = row.id, path = %row.path.display(),
-            "a new file took the uploaded one's place; it will be queued on its own");
-    } else if first {
-        tracing::info!(spool = %row.spool, id = row.id, path = %row.rel_path, outcome = outcome.as_str(),
-            "cleaned up a file delivered before a restart");
-    } else {
-        tracing::debug!(spool = %row.spool, id = row.id, outcome = outcome.as_str(), "source finished");
+    fn log_finished(&self, row: &FileRow, outcome: &Finished) {
+        if *outcome == Finished::Replaced {
+            tracing::info!(spool = %row.spool, id = row.id, path = %row.path.display(),
+                "a new file took the uploaded one's place; it will be queued on its own");
+        } else if row.done_at.is_some_and(|at| at < self.started_ms) {
+            tracing::info!(spool = %row.spool, id = row.id, path = %row.rel_path, outcome = outcome.as_str(),
+                "cleaned up a file delivered before a restart");
+        } else {
+            tracing::debug!(spool = %row.spool, id = row.id, outcome = outcome.as_str(), "source finished");
+        }
     }
 }
 
@@ -186,6 +264,7 @@ mod tests {
     use super::*;
     use crate::queue::State;
     use crate::testing::Fixture;
+    use tokio_util::sync::CancellationToken;
 
     const WITHIN: Duration = Duration::from_secs(600);
 
@@ -200,16 +279,15 @@ mod tests {
         id
     }
 
-    fn finisher(f: &Fixture) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    fn finisher(f: &Fixture) -> (oneshot::Sender<Instant>, tokio::task::JoinHandle<()>) {
         let finisher = Finisher::new(
             f.queue.clone(),
             f.config.spools.clone(),
             Arc::clone(&f.finished),
             Duration::from_secs(30),
-            false,
         );
-        let stop = CancellationToken::new();
-        (stop.clone(), tokio::spawn(finisher.run(stop)))
+        let (stop, stopped) = oneshot::channel();
+        (stop, tokio::spawn(finisher.run(stopped)))
     }
 
     #[tokio::test(start_paused = true)]
@@ -224,11 +302,40 @@ mod tests {
             })
             .await;
         }
-        stop.cancel();
+        stop.send(Instant::now()).unwrap();
         task.await.unwrap();
         assert!(!f.spool().join("a.csv").exists());
         assert!(!f.spool().join("sub/b.csv").exists());
         assert!(f.row(a).await.source_finished_at.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_past_its_deadline_starts_no_clean_up_and_the_next_start_does_it() {
+        let f = Fixture::new("", "");
+        let id = delivered(&f, "a.csv").await;
+        // Stopped before it ran, with a deadline already past: the uploads used it all.
+        let (stop, task) = finisher(&f);
+        let past = Instant::now() - Duration::from_secs(1);
+        stop.send(past).unwrap();
+        task.await.unwrap();
+        assert_eq!(f.row(id).await.source_outcome, None);
+        assert!(f.spool().join("a.csv").exists());
+
+        let g = Finisher::new(
+            f.queue.clone(),
+            f.config.spools.clone(),
+            Arc::new(Notify::new()),
+            Duration::from_secs(30),
+        );
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(g.run(stopped));
+        f.wait_row(id, WITHIN, |r| {
+            r.source_outcome.as_deref() == Some("deleted")
+        })
+        .await;
+        stop.send(Instant::now() + WITHIN).unwrap();
+        task.await.unwrap();
+        assert!(!f.spool().join("a.csv").exists());
     }
 
     #[tokio::test(start_paused = true)]
@@ -264,7 +371,7 @@ mod tests {
         .await;
         token.cancel();
         uploader.await.unwrap();
-        stop.cancel();
+        stop.send(Instant::now()).unwrap();
         task.await.unwrap();
     }
 }

@@ -50,10 +50,11 @@ impl Queue {
     /// delivered, or a stop came between `done` and the clean-up, perhaps with the source
     /// under its private claim name), by id.
     pub fn unfinished_done(&self, after_id: i64, limit: usize) -> Result<Vec<FileRow>> {
-        // Matches the partial index `files_unfinished`: a range of it, however many
-        // finished rows the queue keeps.
+        // A range of the partial index `files_unfinished`, however many finished rows the
+        // queue keeps. Named: without ANALYZE statistics SQLite would rather walk every
+        // `done` row of `files_due` and sort them.
         let sql = format!(
-            "SELECT {COLUMNS} FROM files
+            "SELECT {COLUMNS} FROM files INDEXED BY files_unfinished
              WHERE state = 'done' AND source_finished_at IS NULL AND id > ?1
              ORDER BY id LIMIT ?2"
         );

@@ -189,13 +189,16 @@ const MIGRATIONS: &[&str] = &[
                strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
         FROM files;
     "#,
-    // 6: delivered rows whose source is not finished yet, for the finisher's query (a
-    // range of this index, not a walk over every done row ever kept).
-    r#"
-    CREATE INDEX files_unfinished ON files (id)
-        WHERE state = 'done' AND source_finished_at IS NULL;
-    "#,
 ];
+
+/// Indexes that change no meaning: made on every open when missing, without a new schema
+/// version, so the s3spool that came before can still open the queue (it ignores them).
+const INDEXES: &str = "
+    -- Delivered rows whose source is not finished yet, for the finisher's query (a range
+    -- of this index, not a walk over every done row ever kept).
+    CREATE INDEX IF NOT EXISTS files_unfinished ON files (id)
+        WHERE state = 'done' AND source_finished_at IS NULL;
+";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -217,6 +220,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index + 1)?;
     }
+    tx.execute_batch(INDEXES)?;
     tx.commit()
 }
 

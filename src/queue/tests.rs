@@ -55,6 +55,16 @@ fn migrating_twice_is_harmless() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, latest_version());
+    // Made without a schema version of its own: the s3spool before still opens the queue.
+    let index: i64 = q
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'files_unfinished'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1);
     let mode: String = q
         .conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -264,6 +274,59 @@ fn summary_retry_and_purge() {
         })
         .unwrap();
     assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 4]);
+}
+
+#[test]
+fn a_clean_up_is_recorded_only_for_the_path_it_was_done_at() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 2)], 10);
+    for id in 1..=2 {
+        q.claim(1, 10, Duration::from_secs(60)).unwrap();
+        q.mark_done(id, 1, &delivered("e"), None, 11).unwrap();
+    }
+    let unfinished: Vec<i64> = q
+        .unfinished_done(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(unfinished, [1, 2]);
+    assert_eq!(
+        q.unfinished_done(1, 10).unwrap()[0].id,
+        2,
+        "a page starts after its cursor"
+    );
+    // Row 2's file moved (a rescan made the row follow it) while its old path was cleaned.
+    q.conn
+        .execute("UPDATE files SET path = '/spool/moved/b' WHERE id = 2", [])
+        .unwrap();
+    let applied = q
+        .mark_sources_finished(
+            &[
+                (1, "/spool/a".into(), "deleted"),
+                (2, "/spool/b".into(), "gone"),
+            ],
+            12,
+        )
+        .unwrap();
+    assert_eq!(applied, 1);
+    let unfinished: Vec<i64> = q
+        .unfinished_done(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(unfinished, [2], "finished again where its file is now");
+    assert_eq!(
+        q.get(1).unwrap().unwrap().source_outcome.as_deref(),
+        Some("deleted")
+    );
+    // Recorded once: a second record of a finished row changes nothing.
+    assert_eq!(
+        q.mark_sources_finished(&[(1, "/spool/a".into(), "gone")], 13)
+            .unwrap(),
+        0
+    );
 }
 
 #[test]

@@ -442,30 +442,39 @@ impl Queue {
         )
     }
 
-    #[cfg(test)]
     /// The source's `after_upload` step has run: a later file at the same path with the
     /// same stamp is a new file (or, for kept spools, the kept one), never "clean me up".
     /// `outcome` says how ([`crate::finish::Finished::as_str`]): later decisions about the
     /// file follow what was done, not today's config.
+    #[cfg(test)]
     pub fn mark_source_finished(&mut self, id: i64, outcome: &str, now_ms: i64) -> Result<bool> {
-        Ok(self.mark_sources_finished(&[(id, outcome)], now_ms)? == 1)
+        self.transition(
+            "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
+             WHERE id = ?1 AND state = 'done'",
+            params![id, now_ms, outcome],
+            false,
+            None,
+        )
     }
 
-    /// [`Queue::mark_source_finished`] for many rows, in one transaction; returns how many
-    /// rows it applied to.
+    /// Records how the sources of many rows were finished (see
+    /// [`Queue::mark_source_finished`]), in one transaction: each `(id, path, outcome)`
+    /// only if the row still waits for its clean-up at `path`. A row a rescan moved or
+    /// reopened meanwhile is finished again where its file is now. Returns how many rows
+    /// it applied to.
     pub fn mark_sources_finished(
         &mut self,
-        finished: &[(i64, &str)],
+        finished: &[(i64, String, &str)],
         now_ms: i64,
     ) -> Result<usize> {
         self.in_transaction(|tx| {
             let mut update = tx.prepare_cached(
                 "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
-                 WHERE id = ?1 AND state = 'done'",
+                 WHERE id = ?1 AND state = 'done' AND source_finished_at IS NULL AND path = ?4",
             )?;
             let mut applied = 0;
-            for (id, outcome) in finished {
-                applied += update.execute(params![id, now_ms, outcome])?;
+            for (id, path, outcome) in finished {
+                applied += update.execute(params![id, now_ms, outcome, path])?;
             }
             Ok(applied)
         })

@@ -44,7 +44,7 @@ impl TransferError {
     pub fn read(e: std::io::Error) -> TransferError {
         TransferError::Source {
             passing: e.kind() == std::io::ErrorKind::UnexpectedEof,
-            message: format!("cannot read the file to send: {e}"),
+            message: format!("ReadSource failed: SourceUnreadable: {e}"),
         }
     }
 
@@ -85,6 +85,8 @@ impl TransferError {
     }
 }
 
+/// Worded as before the errors were typed (`OPERATION failed: CODE: message`): these texts
+/// are in queues and logs operators already search.
 impl fmt::Display for TransferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -92,20 +94,20 @@ impl fmt::Display for TransferError {
             TransferError::Source { message, .. } | TransferError::Refused(message) => {
                 f.write_str(message)
             }
-            TransferError::SourceChanged => {
-                f.write_str("the source changed during the upload; the upload was aborted")
-            }
-            TransferError::ClaimLost => {
-                f.write_str("the queue row is no longer held by this worker")
-            }
-            TransferError::Queue(e) => write!(f, "cannot record progress: {e}"),
+            TransferError::SourceChanged => f.write_str(
+                "CompleteMultipartUpload failed: SourceChanged: the source changed during the upload; the upload was aborted",
+            ),
+            TransferError::ClaimLost => f.write_str(
+                "RecordProgress failed: ClaimLost: the queue row is no longer held by this worker",
+            ),
+            TransferError::Queue(e) => write!(f, "RecordProgress failed: QueueError: {e}"),
             TransferError::ETagMismatch {
                 operation,
                 stored,
                 sent,
             } => write!(
                 f,
-                "{operation} failed: S3 stored ETag {stored} but the data sent has {sent}"
+                "{operation} failed: ETagMismatch: S3 stored ETag {stored} but the data sent has {sent}"
             ),
         }
     }
@@ -174,7 +176,7 @@ mod tests {
         assert_eq!(mismatch.class(), ErrorClass::Transient);
         assert_eq!(
             mismatch.to_string(),
-            "PutObject failed: S3 stored ETag a but the data sent has b"
+            "PutObject failed: ETagMismatch: S3 stored ETag a but the data sent has b"
         );
     }
 }

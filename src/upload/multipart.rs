@@ -301,7 +301,11 @@ pub async fn abort(job: &Job<'_>, upload_id: &str) {
 
 fn parse_md5(text: &str) -> Result<Md5, TransferError> {
     let bytes = hex::decode(text).ok().and_then(|b| <Md5>::try_from(b).ok());
-    bytes.ok_or_else(|| TransferError::Refused(format!("bad part MD5 {text:?} in the queue")))
+    bytes.ok_or_else(|| {
+        TransferError::Refused(format!(
+            "CompleteMultipartUpload failed: BadRecord: bad part MD5 {text:?} in the queue"
+        ))
+    })
 }
 
 #[cfg(test)]
