@@ -1,0 +1,644 @@
+#!/usr/bin/env python3
+"""s3spool side by side with rclone and awscli, on one local S3 server, in one run.
+
+Run it through `bench/run` (which sets up its tools). Every figure is measured here, now:
+files/s or MiB/s, each client's CPU-seconds (from /proc or wait4) and peak RSS, and the
+server's CPU, so each figure reads against what the machine has. The results go to
+bench/RESULTS.md (or --out). Nothing here asserts a time: this is a measurement.
+
+Scenarios (counts for the full run; --quick shrinks them so CI keeps the script working):
+  small     10,000 x 4 KiB files dropped into a spool, until all are in S3 (loopback)
+  wan       the same through a relay adding a round trip (--rtt-ms, default 20)
+  large     one 2 GiB file
+  intake    100,000 files registered by the start-up scan with the spool paused
+  latency   drop-to-readable time of single files (settle = 0s)
+  idle      CPU of a daemon watching 10 empty spools
+Every tool gets fresh random bytes: garage deduplicates identical blocks.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+REPO = Path(__file__).resolve().parent.parent
+CLK = os.sysconf("SC_CLK_TCK")
+KEY_ID = "GK0123456789abcdef01234567"
+SECRET = "b" * 64
+BUCKET = "bench"
+
+
+# --- measuring processes -------------------------------------------------------------
+
+def cpu_seconds(pid):
+    """User + system CPU of a running process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def peak_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"bench: {what} did not listen on 127.0.0.1:{port}")
+
+
+def run_measured(cmd, env=None):
+    """Runs a peer to its end; returns (seconds, cpu seconds, peak RSS MiB)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - started
+    err = proc.stderr.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(map(str, cmd))} failed ({proc.returncode}):\n{err[-2000:]}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+# --- the server ----------------------------------------------------------------------
+
+class Server:
+    """garage (real SigV4, multipart, block store) or moto (for --quick without garage)."""
+
+    def __init__(self, kind, work, garage_bin, venv):
+        self.kind = kind
+        self.port = free_port()
+        self.dir = work / "server"
+        self.dir.mkdir()
+        log = open(self.dir / "server.log", "w")
+        if kind == "garage":
+            rpc = free_port()
+            admin = free_port()
+            conf = self.dir / "garage.toml"
+            conf.write_text(f"""
+metadata_dir = "{self.dir}/meta"
+data_dir = "{self.dir}/data"
+db_engine = "lmdb"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{os.urandom(32).hex()}"
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "127.0.0.1:{self.port}"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+admin_token = "{os.urandom(16).hex()}"
+""")
+            conf.chmod(0o600)
+            env = dict(os.environ, GARAGE_DEFAULT_ACCESS_KEY=KEY_ID,
+                       GARAGE_DEFAULT_SECRET_KEY=SECRET, GARAGE_DEFAULT_BUCKET=BUCKET)
+            self.proc = subprocess.Popen(
+                [garage_bin, "-c", conf, "server", "--single-node", "--default-bucket"],
+                env=env, stdout=log, stderr=log)
+        else:
+            env = dict(os.environ, S3_UPLOAD_PART_MIN_SIZE=str(5 << 20))
+            self.proc = subprocess.Popen(
+                [REPO / ".venv/bin/moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                env=env, stdout=log, stderr=log)
+        wait_port(self.port, kind)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.s3 = boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 10}))
+        if kind == "moto":
+            self.s3.create_bucket(Bucket=BUCKET)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.s3.list_objects_v2(Bucket=BUCKET, MaxKeys=1)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def count(self, prefix):
+        n = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            n += page.get("KeyCount", 0)
+        return n
+
+    def version(self):
+        if self.kind == "moto":
+            return "moto 5.2.5"
+        out = subprocess.run([GARAGE_BIN[0], "--version"], capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[0] if out.stdout else "garage"
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+GARAGE_BIN = [None]
+
+
+class Relay:
+    """bench/relay.py in front of the server: `rtt_ms` more per round trip."""
+
+    def __init__(self, server, rtt_ms, venv_python):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [venv_python, REPO / "bench/relay.py", str(self.port), f"127.0.0.1:{server.port}", str(rtt_ms)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc.stdout.readline()
+        wait_port(self.port, "relay")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# --- data ------------------------------------------------------------------------------
+
+def make_files(folder, count, size, depth=0):
+    """`count` files of `size` fresh random bytes (nested `depth` folders deep)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(size * min(count, 1024) + 64)
+    for i in range(count):
+        sub = folder / f"d{i % 50}" if depth else folder
+        if depth:
+            sub.mkdir(exist_ok=True)
+        start = random.randrange(0, len(block) - size)
+        # Each file also carries its own random head: no two files share a block.
+        (sub / f"f{i:06d}.bin").write_bytes(os.urandom(16) + block[start:start + size - 16])
+
+
+def make_big(path, size):
+    chunk = 64 << 20
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+# --- s3spool ---------------------------------------------------------------------------
+
+class Spool:
+    """An s3spool daemon on its own state dir and spools, delivering to `endpoint`."""
+
+    def __init__(self, work, name, endpoint, prefix, spools=1, settle="0s", extra=""):
+        self.dir = work / f"s3spool-{name}"
+        self.dir.mkdir()
+        self.spools = [self.dir / f"spool{i}" for i in range(spools)]
+        for s in self.spools:
+            s.mkdir()
+        spool_tables = "".join(f"""
+[spools.s{i}]
+path = "{s}"
+destination = "bench"
+settle = "{settle}"
+key = "{{spool}}/{{path}}"
+""" for i, s in enumerate(self.spools))
+        self.config = self.dir / "config.toml"
+        self.config.write_text(f"""
+state_dir = "{self.dir}/state"
+rescan_interval = "60s"
+[destinations.bench]
+bucket = "s3://{BUCKET}/{prefix}"
+endpoint = "{endpoint}"
+[destinations.bench.auth]
+mode = "static"
+access_key_id = "{KEY_ID}"
+secret_access_key = "{SECRET}"
+{extra}
+{spool_tables}""")
+        self.config.chmod(0o600)
+        self.proc = None
+
+    def cli(self, *args):
+        subprocess.run([S3SPOOL, "--config", self.config, *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self):
+        self.log = open(self.dir / "daemon.log", "w")
+        self.proc = subprocess.Popen([S3SPOOL, "--config", self.config, "run"],
+                                     stdout=self.log, stderr=self.log,
+                                     env=dict(os.environ, RUST_LOG="warn"))
+        deadline = time.monotonic() + 60
+        db = self.dir / "state/queue.db"
+        while not db.exists() or "s3spool running" not in (self.dir / "daemon.log").read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"bench: s3spool did not start:\n{(self.dir / 'daemon.log').read_text()[-3000:]}")
+            time.sleep(0.02)
+
+    def counts(self):
+        db = sqlite3.connect(f"file:{self.dir}/state/queue.db?mode=ro", uri=True, timeout=10)
+        try:
+            return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+        finally:
+            db.close()
+
+    def wait(self, state, n, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.counts()
+            if c.get(state, 0) >= n:
+                return time.monotonic()
+            if c.get("failed"):
+                sys.exit(f"bench: s3spool failed files: {c}\n{(self.dir / 'daemon.log').read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                sys.exit(f"bench: s3spool did not reach {n} {state} in {timeout}s: {c}")
+            time.sleep(0.02)
+
+    def cpu(self):
+        return cpu_seconds(self.proc.pid)
+
+    def rss(self):
+        return peak_rss_mib(self.proc.pid)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
+
+
+S3SPOOL = None
+
+
+def drop_all(staging, spool):
+    """Renames every file of `staging` into `spool` (what producers do); returns the count."""
+    n = 0
+    for entry in os.scandir(staging):
+        if entry.is_dir():
+            (spool / entry.name).mkdir(exist_ok=True)
+            for f in os.scandir(entry.path):
+                os.rename(f.path, spool / entry.name / f.name)
+                n += 1
+        else:
+            os.rename(entry.path, spool / entry.name)
+            n += 1
+    return n
+
+
+# --- peers -----------------------------------------------------------------------------
+
+def rclone_conf(work, endpoint, name):
+    conf = work / f"rclone-{name}.conf"
+    conf.write_text(f"""[bench]
+type = s3
+provider = Other
+env_auth = false
+access_key_id = {KEY_ID}
+secret_access_key = {SECRET}
+region = us-east-1
+endpoint = {endpoint}
+force_path_style = true
+""")
+    return conf
+
+
+def rclone(conf, src, prefix, transfers):
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    cmd = ["rclone", "--config", str(conf), "copy", "--s3-no-check-bucket",
+           "--transfers", str(transfers), str(src), f"bench:{BUCKET}/{prefix}/"]
+    return run_measured(cmd, env)
+
+
+def awscli(aws, endpoint, src, prefix, recursive=True):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET,
+               AWS_DEFAULT_REGION="us-east-1")
+    env.pop("AWS_CA_BUNDLE", None)
+    cmd = [aws, "--endpoint-url", endpoint, "s3", "cp", "--only-show-errors"]
+    cmd += ["--recursive", str(src), f"s3://{BUCKET}/{prefix}/"] if recursive else [str(src), f"s3://{BUCKET}/{prefix}/{Path(src).name}"]
+    return run_measured(cmd, env)
+
+
+# --- scenarios -------------------------------------------------------------------------
+
+class Results:
+    def __init__(self):
+        self.rows = []  # (scenario, tool, figure, unit, cpu, rss, note)
+        self.notes = []
+
+    def add(self, scenario, tool, figure, unit, cpu=None, rss=None, server_cpu=None, note=""):
+        self.rows.append(dict(scenario=scenario, tool=tool, figure=figure, unit=unit,
+                              cpu=cpu, rss=rss, server_cpu=server_cpu, note=note))
+        cpu_s = f" cpu {cpu:.2f}s" if cpu is not None else ""
+        rss_s = f" rss {rss:.0f}MiB" if rss is not None else ""
+        print(f"  {scenario:8} {tool:28} {figure:10.1f} {unit}{cpu_s}{rss_s} {note}", flush=True)
+
+
+def small_files(res, args, work, server, endpoint, scenario, count, transfers_list, aws):
+    """`count` 4 KiB files through s3spool (defaults), rclone and (loopback) awscli."""
+    size = 4096
+    run_id = f"{scenario}-{int(time.time())}"
+    # s3spool: files renamed into a running daemon's spool, until all are done.
+    staging = work / f"{run_id}-s3spool"
+    make_files(staging, count, size, depth=1)
+    sp = Spool(work, run_id, endpoint, f"{run_id}/s3spool")
+    sp.start()
+    cpu0, scpu0 = sp.cpu(), server.cpu()
+    t0 = time.monotonic()
+    drop_all(staging, sp.spools[0])
+    t1 = sp.wait("done", count, timeout=3600)
+    cpu, scpu = sp.cpu() - cpu0, server.cpu() - scpu0
+    rss = sp.rss()
+    sp.stop()
+    assert server.count(f"{run_id}/s3spool/") == count, "s3spool: objects missing"
+    res.add(scenario, "s3spool (defaults)", count / (t1 - t0), "files/s", cpu / count * 1000, rss,
+            scpu / count * 1000, "cpu per 1,000 files")
+    # rclone at each --transfers.
+    conf = rclone_conf(work, endpoint, run_id)
+    for transfers in transfers_list:
+        src = work / f"{run_id}-rclone{transfers}"
+        make_files(src, count, size, depth=1)
+        scpu0 = server.cpu()
+        elapsed, cpu, rss = rclone(conf, src, f"{run_id}/rclone{transfers}", transfers)
+        scpu = server.cpu() - scpu0
+        assert server.count(f"{run_id}/rclone{transfers}/") == count, "rclone: objects missing"
+        res.add(scenario, f"rclone --transfers {transfers}", count / elapsed, "files/s",
+                cpu / count * 1000, rss, scpu / count * 1000, "cpu per 1,000 files")
+        shutil.rmtree(src)
+    if aws:
+        src = work / f"{run_id}-aws"
+        make_files(src, count, size, depth=1)
+        scpu0 = server.cpu()
+        elapsed, cpu, rss = awscli(aws, endpoint, src, f"{run_id}/aws")
+        scpu = server.cpu() - scpu0
+        res.add(scenario, "awscli s3 cp --recursive", count / elapsed, "files/s",
+                cpu / count * 1000, rss, scpu / count * 1000, "cpu per 1,000 files")
+        shutil.rmtree(src)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def large_file(res, args, work, server, size, aws):
+    mib = size / (1 << 20)
+    run_id = f"large-{int(time.time())}"
+    staging = work / f"{run_id}-s3spool"
+    staging.mkdir()
+    make_big(staging / "big.bin", size)
+    sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool")
+    sp.start()
+    cpu0, scpu0 = sp.cpu(), server.cpu()
+    t0 = time.monotonic()
+    drop_all(staging, sp.spools[0])
+    t1 = sp.wait("done", 1, timeout=3600)
+    cpu, scpu = sp.cpu() - cpu0, server.cpu() - scpu0
+    rss = sp.rss()
+    sp.stop()
+    res.add("large", "s3spool (defaults)", mib / (t1 - t0), "MiB/s", cpu, rss, scpu)
+    conf = rclone_conf(work, server.endpoint, run_id)
+    for transfers in (4,):
+        src = work / f"{run_id}-rclone"
+        src.mkdir()
+        make_big(src / "big.bin", size)
+        scpu0 = server.cpu()
+        elapsed, cpu, rss = rclone(conf, src, f"{run_id}/rclone", transfers)
+        res.add("large", f"rclone --transfers {transfers}", mib / elapsed, "MiB/s", cpu, rss,
+                server.cpu() - scpu0)
+        shutil.rmtree(src)
+    if aws:
+        src = work / f"{run_id}-aws"
+        src.mkdir()
+        make_big(src / "big.bin", size)
+        scpu0 = server.cpu()
+        elapsed, cpu, rss = awscli(aws, server.endpoint, src / "big.bin", f"{run_id}/aws", recursive=False)
+        res.add("large", "awscli s3 cp", mib / elapsed, "MiB/s", cpu, rss, server.cpu() - scpu0)
+        shutil.rmtree(src)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def intake(res, args, work, server, count):
+    run_id = f"intake-{int(time.time())}"
+    sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool")
+    # A first start makes the queue, so the spool can be paused before the files come.
+    sp.start()
+    sp.stop()
+    sp.cli("pause", "s0")
+    make_files(sp.spools[0], count, 16, depth=1)
+    t0 = time.monotonic()
+    sp.start()
+    t1 = sp.wait("pending", count, timeout=3600)
+    cpu, rss = sp.cpu(), sp.rss()
+    sp.stop()
+    res.add("intake", "s3spool start-up scan", count / (t1 - t0), "files/s", cpu, rss,
+            note=f"{count:,} files registered, spool paused")
+
+
+def latency(res, args, work, server, drops):
+    run_id = f"latency-{int(time.time())}"
+    sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool")
+    sp.start()
+    staging = work / f"{run_id}-staging"
+    staging.mkdir()
+    waits = []
+    for i in range(drops):
+        name = f"l{i:04d}.bin"
+        (staging / name).write_bytes(os.urandom(4096))
+        key = f"{run_id}/s3spool/s0/{name}"
+        t0 = time.monotonic()
+        os.rename(staging / name, sp.spools[0] / name)
+        while True:
+            try:
+                server.s3.head_object(Bucket=BUCKET, Key=key)
+                break
+            except server.s3.exceptions.ClientError:
+                if time.monotonic() - t0 > 60:
+                    sys.exit(f"bench: {key} not readable after 60 s")
+                time.sleep(0.001)
+        waits.append((time.monotonic() - t0) * 1000)
+        time.sleep(0.05)
+    sp.stop()
+    waits.sort()
+    p50 = statistics.median(waits)
+    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+    res.add("latency", "s3spool drop to readable", p50, "ms p50", note=f"p99 {p99:.0f} ms, settle 0s, {drops} drops")
+
+
+def idle(res, args, work, server, seconds):
+    run_id = f"idle-{int(time.time())}"
+    sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool", spools=10)
+    sp.start()
+    time.sleep(2)
+    cpu0, t0 = sp.cpu(), time.monotonic()
+    time.sleep(seconds)
+    cpu, elapsed = sp.cpu() - cpu0, time.monotonic() - t0
+    sp.stop()
+    res.add("idle", "s3spool, 10 spools", cpu / elapsed * 100, "% of a core", note=f"over {seconds:.0f} s")
+
+
+# --- report ----------------------------------------------------------------------------
+
+def machine():
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return f"{os.cpu_count()} cores ({model}), {int(mem) // (1 << 20)} GiB, Linux {platform.release()}"
+
+
+def tool_versions(server, aws):
+    v = [subprocess.run([S3SPOOL, "--version"], capture_output=True, text=True).stdout.strip(),
+         subprocess.run(["rclone", "version"], capture_output=True, text=True).stdout.splitlines()[0],
+         server.version()]
+    if aws:
+        out = subprocess.run([aws, "--version"], capture_output=True, text=True)
+        v.append((out.stdout or out.stderr).split()[0])
+    return v
+
+
+def ratio_lines(res):
+    """s3spool against the best peer, per scenario."""
+    lines = []
+    by = {}
+    for r in res.rows:
+        by.setdefault(r["scenario"], []).append(r)
+    for scenario, rows in by.items():
+        ours = [r for r in rows if r["tool"].startswith("s3spool")]
+        peers = [r for r in rows if not r["tool"].startswith("s3spool")]
+        if not ours or not peers:
+            continue
+        best = max(peers, key=lambda r: r["figure"])
+        o = ours[0]
+        line = f"- **{scenario}**: s3spool {o['figure'] / best['figure']:.2f}x the best peer ({best['tool']})"
+        if o["cpu"] and best["cpu"]:
+            line += f"; client CPU {o['cpu'] / best['cpu']:.2f}x"
+        if o["rss"] and best["rss"]:
+            line += f"; peak RSS {o['rss']:.0f} vs {best['rss']:.0f} MiB"
+        lines.append(line)
+    return lines
+
+
+def write_report(res, args, server, aws, out, started):
+    lines = [
+        "# s3spool benchmark",
+        "",
+        f"Written by `bench/run{' --quick' if args.quick else ''}` on {started:%Y-%m-%d %H:%M} UTC"
+        f" ({time.monotonic() - T0:.0f} s). Machine: {machine()}.",
+        f"Server: {server.kind} on 127.0.0.1, sharing the cores with the clients. Tools: "
+        + ", ".join(tool_versions(server, aws)) + ".",
+        f"WAN: a relay adding {args.rtt_ms:g} ms per round trip (bench/relay.py)." if not args.skip_wan else "",
+        "s3spool runs with its defaults except `settle = \"0s\"` (rclone has no settle time) and",
+        "a key template of `{spool}/{path}`.",
+        "",
+        "| scenario | tool | figure | unit | client CPU | peak RSS MiB | server CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res.rows:
+        cpu = "" if r["cpu"] is None else f"{r['cpu']:.2f}"
+        rss = "" if r["rss"] is None else f"{r['rss']:.0f}"
+        scpu = "" if r["server_cpu"] is None else f"{r['server_cpu']:.2f}"
+        lines.append(f"| {r['scenario']} | {r['tool']} | {r['figure']:.1f} | {r['unit']} | {cpu} | {rss} | {scpu} |")
+    lines += ["", "CPU columns: seconds per 1,000 files for the small-file scenarios, seconds for the",
+              "large file and intake.", "", "## s3spool against the best peer", ""]
+    lines += ratio_lines(res)
+    lines += [""] + res.notes
+    out.write_text("\n".join(l for l in lines if l is not None) + "\n")
+    print(f"bench: wrote {out}")
+
+
+T0 = time.monotonic()
+
+
+def main():
+    global S3SPOOL
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small counts (CI)")
+    p.add_argument("--rtt-ms", type=float, default=20.0)
+    p.add_argument("--server", choices=["garage", "moto"], default="garage")
+    p.add_argument("--garage", help="the garage binary")
+    p.add_argument("--s3spool", required=True, help="the s3spool binary")
+    p.add_argument("--aws", help="the aws binary (awscli); without it awscli is left out")
+    p.add_argument("--out", default=str(REPO / "bench/RESULTS.md"))
+    p.add_argument("--only", help="comma-separated scenarios: small,wan,large,intake,latency,idle")
+    p.add_argument("--skip-wan", action="store_true")
+    args = p.parse_args()
+    S3SPOOL = args.s3spool
+    GARAGE_BIN[0] = args.garage
+    q = args.quick
+    counts = dict(small=300 if q else 10_000, wan=200 if q else 2_000, large=(64 << 20) if q else (2 << 30),
+                  intake=3_000 if q else 100_000, latency=10 if q else 100, idle=3 if q else 60)
+    only = set(args.only.split(",")) if args.only else set(counts)
+    if args.skip_wan:
+        only.discard("wan")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    work = Path(tempfile.mkdtemp(prefix="s3spool-bench-"))
+    res = Results()
+    server = Server(args.server, work, args.garage, None)
+    relay = None
+    try:
+        print(f"bench: {args.server} at {server.endpoint}; work in {work}", flush=True)
+        if "small" in only:
+            small_files(res, args, work, server, server.endpoint, "small", counts["small"], [16], args.aws)
+        if "wan" in only:
+            relay = Relay(server, args.rtt_ms, sys.executable)
+            small_files(res, args, work, server, relay.endpoint, "wan", counts["wan"], [16, 64], None)
+            relay.stop()
+            relay = None
+        if "large" in only:
+            large_file(res, args, work, server, counts["large"], args.aws)
+        if "intake" in only:
+            intake(res, args, work, server, counts["intake"])
+        if "latency" in only:
+            latency(res, args, work, server, counts["latency"])
+        if "idle" in only:
+            idle(res, args, work, server, counts["idle"])
+        small_rows = [r for r in res.rows if r["scenario"] == "small" and r["server_cpu"]]
+        if small_rows:
+            per_put = statistics.median(r["server_cpu"] for r in small_rows) / 1000
+            res.notes.append(
+                f"Server ceiling: {server.kind} spends {per_put * 1000:.2f} ms of CPU per small PUT, so on "
+                f"{os.cpu_count()} cores with no client at all it could take at most "
+                f"{os.cpu_count() / per_put:,.0f} files/s.")
+        write_report(res, args, server, args.aws, Path(args.out), started)
+    finally:
+        try:
+            if relay:
+                relay.stop()
+            server.stop()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
