@@ -259,9 +259,15 @@ secret_access_key = "{SECRET}"
 
     def start(self):
         self.log = open(self.dir / "daemon.log", "w")
-        self.proc = subprocess.Popen([S3SPOOL, "--config", self.config, "run"],
-                                     stdout=self.log, stderr=self.log,
-                                     env=dict(os.environ, RUST_LOG="warn"))
+        cmd = [S3SPOOL, "--config", self.config, "run"]
+        # S3SPOOL_BENCH_PERF=DIR: every daemon runs under `perf record` (for profiles;
+        # its CPU figures are then perf's, not s3spool's).
+        perf = os.environ.get("S3SPOOL_BENCH_PERF")
+        if perf:
+            cmd = ["perf", "record", "-F", "999", "-g", "-o", f"{perf}/{self.dir.name}.data", "--"] + cmd
+        # The default log level, as deployed: per-file lines are part of the cost.
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)
         deadline = time.monotonic() + 60
         db = self.dir / "state/queue.db"
         while not db.exists() or "s3spool running" not in (self.dir / "daemon.log").read_text():

@@ -413,7 +413,7 @@ fn connect_targets(config: &Config) -> Result<Targets, DaemonError> {
             name: name.clone(),
             prefix: destination.key_prefix(),
             store,
-            limit: AdaptiveLimit::new(settings.concurrency),
+            limit: AdaptiveLimit::new(settings.concurrency, settings.memory),
             settings,
         };
         targets.insert(name.clone(), Arc::new(target));

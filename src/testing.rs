@@ -120,7 +120,7 @@ destination = "lake"
             name: "lake".into(),
             prefix: "in/".into(),
             store: Arc::new(self.store.clone()),
-            limit: AdaptiveLimit::new(settings.concurrency),
+            limit: AdaptiveLimit::new(settings.concurrency, settings.memory),
             settings,
         })
     }

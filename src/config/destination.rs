@@ -12,9 +12,11 @@ use crate::units;
 
 const MIN_PART: u64 = 5 << 20;
 const MAX_PART: u64 = 5 << 30;
-/// The most file data a destination may hold in memory at once (`concurrency ×
-/// part_size`): enough for S3's largest object at the default concurrency.
+/// The most file data a destination may hold in memory at once (`memory`).
 const MAX_IN_FLIGHT: u64 = 4 << 30;
+/// Requests in flight by default: enough to keep a link tens of milliseconds long busy
+/// with small files; big parts are held back by `memory`, not by this.
+const DEFAULT_CONCURRENCY: i64 = 64;
 
 /// An S3 bucket (and prefix) with the credentials and upload settings to reach it.
 #[derive(Debug, Clone)]
@@ -69,8 +71,13 @@ impl Destination {
 pub struct UploadSettings {
     pub multipart_threshold: u64,
     pub part_size: u64,
-    /// Requests (PUTs or parts) in flight at once.
+    /// Requests in flight at once, at most (lowered on SlowDown, see
+    /// [`crate::upload::limit`]).
     pub concurrency: usize,
+    /// File data held in memory by the requests in flight, at most: a small file takes
+    /// little of it, a part `part_size`. Separate from `concurrency`, so small files can
+    /// have many requests in flight without big parts taking more memory.
+    pub memory: u64,
     pub max_attempts: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -157,10 +164,18 @@ fn is_loopback(authority: &str) -> bool {
 fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<UploadSettings> {
     let mut s = Section::new(path, table);
     let before = p.0.len();
+    let part_size = s.size(p, "part_size").unwrap_or(16 << 20);
+    let concurrency = s.integer(p, "concurrency");
     let settings = UploadSettings {
         multipart_threshold: s.size(p, "multipart_threshold").unwrap_or(64 << 20),
-        part_size: s.size(p, "part_size").unwrap_or(16 << 20),
-        concurrency: s.integer(p, "concurrency").unwrap_or(8).clamp(0, 1 << 20) as usize,
+        part_size,
+        concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY).clamp(0, 1 << 20) as usize,
+        // Unset: what `concurrency × part_size` allowed before the two were apart (eight
+        // parts, or as many as a configured concurrency).
+        memory: s.size(p, "memory").unwrap_or_else(|| {
+            let parts = concurrency.map_or(8, |c| c.clamp(1, 256) as u64);
+            part_size.saturating_mul(parts).min(MAX_IN_FLIGHT)
+        }),
         max_attempts: s.integer(p, "max_attempts").unwrap_or(10).clamp(0, 1 << 20) as u32,
         backoff_initial: s
             .duration(p, "backoff_initial")
@@ -201,18 +216,21 @@ fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<
     }
     if !(1..=256).contains(&settings.concurrency) {
         p.add(s.key("concurrency"), "must be between 1 and 256");
-    } else if in_range(settings.part_size)
-        && settings
-            .part_size
-            .saturating_mul(settings.concurrency as u64)
-            > MAX_IN_FLIGHT
-    {
+    }
+    if settings.memory > MAX_IN_FLIGHT {
         p.add(
-            s.key("concurrency"),
+            s.key("memory"),
             format!(
-                "concurrency × part_size is {}: up to that much file data is held in memory at once; keep it at most {}",
-                units::format_size(settings.part_size.saturating_mul(settings.concurrency as u64)),
+                "must be at most {}: up to that much file data is held in memory at once",
                 units::format_size(MAX_IN_FLIGHT)
+            ),
+        );
+    } else if in_range(settings.part_size) && settings.memory < settings.part_size {
+        p.add(
+            s.key("memory"),
+            format!(
+                "must be at least part_size ({}): a part is held in memory while it is sent",
+                units::format_size(settings.part_size)
             ),
         );
     }
@@ -349,10 +367,33 @@ mod tests {
             "at most multipart_threshold (64.0 MiB)",
         );
         refused(
-            &with_upload("part_size = \"2GiB\"\nmultipart_threshold = \"2GiB\"\nconcurrency = 16"),
-            &key("concurrency"),
-            "concurrency × part_size is 32.0 GiB",
+            &with_upload("memory = \"32GiB\""),
+            &key("memory"),
+            "at most 4.0 GiB",
         );
+        refused(
+            &with_upload(
+                "part_size = \"64MiB\"\nmultipart_threshold = \"64MiB\"\nmemory = \"32MiB\"",
+            ),
+            &key("memory"),
+            "at least part_size (64.0 MiB)",
+        );
+        // Unset, memory is what concurrency × part_size allowed: eight parts by default,
+        // as many as a configured concurrency, never above 4 GiB. Requests in flight by
+        // default: 64.
+        let memory = |upload: &str| {
+            let u = parse(&with_upload(upload)).unwrap().destinations["lake"]
+                .upload
+                .clone();
+            (u.concurrency, u.memory >> 20)
+        };
+        assert_eq!(memory(""), (64, 128));
+        assert_eq!(memory("concurrency = 4"), (4, 64));
+        assert_eq!(
+            memory("part_size = \"2GiB\"\nmultipart_threshold = \"2GiB\"\nconcurrency = 16"),
+            (16, 4096)
+        );
+        assert_eq!(memory("memory = \"1GiB\""), (64, 1024));
         refused(
             &with_upload("part_size = \"1MiB\""),
             &key("part_size"),

@@ -86,7 +86,8 @@ fn defaults_fill_the_optional_keys() {
     let lake = &config.destinations["lake"];
     assert_eq!(lake.region, "us-east-1");
     assert_eq!(lake.upload.multipart_threshold, 64 << 20);
-    assert_eq!(lake.upload.concurrency, 8);
+    assert_eq!(lake.upload.concurrency, 64);
+    assert_eq!(lake.upload.memory, 128 << 20);
     assert_eq!(lake.upload.max_attempts, 10);
     let orders = &config.spools["orders"];
     assert_eq!(orders.after_upload, AfterUpload::Delete);

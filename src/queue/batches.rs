@@ -6,7 +6,7 @@
 //! manifest. The manifest is built from these rows alone, so writing it again after a
 //! crash gives the same bytes under the same key.
 
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::*;
@@ -73,7 +73,7 @@ fn batch_name(now_ms: i64) -> String {
 
 /// Puts file `id` into its spool's open batch; run inside `mark_done`'s transaction.
 pub(super) fn join_batch(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: i64,
     spool: &str,
     destination: &str,

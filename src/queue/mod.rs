@@ -31,12 +31,12 @@ mod multipart;
 mod register;
 mod report;
 mod schema;
+mod shared;
 mod transitions;
 
 use rusqlite::{Connection, Row};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use batches::Batch;
@@ -44,6 +44,7 @@ pub use batches::Batching;
 pub use multipart::StoredPart;
 pub use register::{SpoolRules, VANISHED};
 pub use schema::latest_version;
+pub use shared::SharedQueue;
 pub use transitions::{Done, Eligible};
 
 /// A failed database operation, with the database's path.
@@ -382,16 +383,24 @@ impl Queue {
         &self.path
     }
 
-    /// Runs `f` in an immediate transaction and commits it.
+    /// Runs `f` in an immediate transaction and commits it. Inside a transaction already
+    /// open (a group, see [`SharedQueue::grouped`]) it runs in a savepoint instead: its
+    /// changes are undone alone if it fails, and made durable by the group's commit.
     fn in_transaction<T>(
         &mut self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let path = self.path.clone();
         let err = |cause| QueueError {
             path: path.clone(),
             cause,
         };
+        if !self.conn.is_autocommit() {
+            let savepoint = self.conn.savepoint().map_err(err)?;
+            let out = f(&savepoint).map_err(err)?;
+            savepoint.commit().map_err(err)?;
+            return Ok(out);
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -421,36 +430,6 @@ impl Queue {
             path: self.path.clone(),
             cause,
         }
-    }
-}
-
-/// A queue shared by the daemon's tasks. Every call runs on a blocking thread, so the async
-/// runtime never waits on SQLite.
-#[derive(Clone)]
-pub struct SharedQueue(Arc<Mutex<Queue>>);
-
-impl SharedQueue {
-    pub fn new(queue: Queue) -> Self {
-        SharedQueue(Arc::new(Mutex::new(queue)))
-    }
-
-    /// Runs `f` with the queue on a blocking thread.
-    pub async fn call<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Queue) -> Result<T> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves the connection usable: SQLite
-            // rolled back whatever transaction was open.
-            let mut queue = inner
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut queue)
-        })
-        .await
-        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
 }
 

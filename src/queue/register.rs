@@ -24,7 +24,7 @@
 //!   Otherwise a new file at the old path would take the same key, so the moved file gets
 //!   a row of its own and the old row is superseded.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::*;
 
@@ -111,8 +111,8 @@ impl Queue {
 }
 
 /// One batch's registration: its transaction, and what each file of it is decided with.
-struct Registrar<'a, 't> {
-    tx: &'a Transaction<'t>,
+struct Registrar<'a> {
+    tx: &'a Connection,
     rules: SpoolRules,
     now_ms: i64,
     /// Makes a row's key from the file and the row's id.
@@ -121,7 +121,7 @@ struct Registrar<'a, 't> {
     moved_from: &'a mut dyn FnMut(&Path, FileStamp) -> bool,
 }
 
-impl Registrar<'_, '_> {
+impl Registrar<'_> {
     /// What one file is, recorded.
     fn one(&mut self, file: &NewFile) -> rusqlite::Result<Registered> {
         let (tx, rules, now_ms) = (self.tx, self.rules, self.now_ms);
@@ -332,12 +332,7 @@ impl Registrar<'_, '_> {
 
 /// A `done` row found for the file: it now records the file's path, and with `unfinish`,
 /// its clean-up is to be done (again).
-fn found_done(
-    tx: &Transaction<'_>,
-    id: i64,
-    file: &NewFile,
-    unfinish: bool,
-) -> rusqlite::Result<()> {
+fn found_done(tx: &Connection, id: i64, file: &NewFile, unfinish: bool) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE files SET rel_path = ?2, path = ?3,
              source_finished_at = CASE WHEN ?4 THEN NULL ELSE source_finished_at END,
@@ -355,7 +350,7 @@ fn found_done(
 
 /// The row waits again, for the file at its new path (with `key`, when given).
 fn follow(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: i64,
     file: &NewFile,
     key: Option<String>,
@@ -378,7 +373,7 @@ fn follow(
     Ok(())
 }
 
-fn supersede(tx: &Transaction<'_>, old: i64, by: i64) -> rusqlite::Result<()> {
+fn supersede(tx: &Connection, old: i64, by: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("UPDATE files SET superseded_by = ?2 WHERE id = ?1 AND state = 'failed'")?
         .execute(params![old, by])?;
     Ok(())
@@ -386,7 +381,7 @@ fn supersede(tx: &Transaction<'_>, old: i64, by: i64) -> rusqlite::Result<()> {
 
 /// The file was rewritten before its upload: an upload started for the old bytes must not
 /// be resumed with the new ones. Its record goes, and the daemon aborts the upload.
-fn restamp(tx: &Transaction<'_>, id: i64, file: &NewFile, now_ms: i64) -> rusqlite::Result<()> {
+fn restamp(tx: &Connection, id: i64, file: &NewFile, now_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT OR IGNORE INTO abandoned_uploads (upload_id, destination, bucket, key)
          SELECT upload_id, destination, bucket, key FROM files

@@ -50,11 +50,7 @@ struct History<'a> {
 }
 
 /// Appends an ended attempt to the file's history, in the transition's transaction.
-fn record_attempt(
-    tx: &rusqlite::Transaction<'_>,
-    id: i64,
-    h: &History<'_>,
-) -> rusqlite::Result<()> {
+fn record_attempt(tx: &rusqlite::Connection, id: i64, h: &History<'_>) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO attempts (file_id, attempt, ended_at, outcome, error)
          SELECT id, attempts, ?2, ?3, ?4 FROM files WHERE id = ?1",

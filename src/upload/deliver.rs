@@ -191,7 +191,7 @@ impl Uploader {
         let mut wait = Duration::from_millis(200);
         for attempt in 1..=RECORD_TRIES {
             let t = Arc::clone(&transition);
-            match self.queue.call(move |q| t(q, now_ms())).await {
+            match self.queue.grouped(move |q| t(q, now_ms())).await {
                 Ok(applied) => {
                     if !applied {
                         tracing::warn!(

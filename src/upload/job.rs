@@ -90,7 +90,7 @@ impl Job<'_> {
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let permit = self.target.limit.acquire().await;
+        let permit = self.target.limit.acquire(0).await;
         let result = call.await;
         drop(permit);
         self.observe(&result);

@@ -1,6 +1,10 @@
-//! Adaptive request concurrency per destination, like AWS's adaptive retry mode: a
-//! SlowDown or 503 halves the number of requests in flight; each run of successes as long
-//! as the current limit raises it by one again, up to the configured `concurrency`.
+//! What a destination may have in flight: requests, and the file data they hold.
+//!
+//! Requests are adaptive, like AWS's adaptive retry mode: a SlowDown or 503 halves the
+//! number in flight; each run of successes as long as the current limit raises it by one
+//! again, up to the configured `concurrency`. Memory is a budget of bytes (`memory`) that
+//! each request takes as much of as its body holds: many small files can be in flight at
+//! once, while big parts are bounded by the budget, not by the request count.
 
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -16,25 +20,33 @@ struct State {
     streak: usize,
 }
 
-/// The request limit of one destination.
+/// The request limit and memory budget of one destination.
 #[derive(Debug)]
 pub struct AdaptiveLimit {
     permits: Arc<Semaphore>,
     max: usize,
+    /// The memory budget, in KiB (a permit per KiB: one acquisition takes at most u32).
+    memory: Arc<Semaphore>,
+    memory_kib: u32,
     state: Mutex<State>,
 }
 
-/// Held while a request is in flight.
+/// Held while a request is in flight (and its body in memory).
 pub struct RequestPermit {
     permit: Option<OwnedSemaphorePermit>,
+    _memory: OwnedSemaphorePermit,
     limit: Arc<AdaptiveLimit>,
 }
 
 impl AdaptiveLimit {
-    pub fn new(max: usize) -> Arc<Self> {
+    /// At most `max` requests in flight, holding at most `memory` bytes of file data.
+    pub fn new(max: usize, memory: u64) -> Arc<Self> {
+        let memory_kib = u32::try_from(memory.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
         Arc::new(AdaptiveLimit {
             permits: Arc::new(Semaphore::new(max)),
             max,
+            memory: Arc::new(Semaphore::new(memory_kib as usize)),
+            memory_kib,
             state: Mutex::new(State {
                 limit: max,
                 debt: 0,
@@ -43,13 +55,25 @@ impl AdaptiveLimit {
         })
     }
 
-    pub async fn acquire(self: &Arc<Self>) -> RequestPermit {
+    /// Waits for room for one request whose body holds `bytes` of file data (0 for a
+    /// request without a body). The memory comes first: a request waiting for it holds no
+    /// request slot that small files could use meanwhile. A body larger than the whole
+    /// budget takes all of it.
+    pub async fn acquire(self: &Arc<Self>, bytes: u64) -> RequestPermit {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.memory_kib);
+        let memory = Arc::clone(&self.memory)
+            .acquire_many_owned(kib)
+            .await
+            .unwrap_or_else(|_| unreachable!("the memory semaphore is never closed"));
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .unwrap_or_else(|_| unreachable!("the request semaphore is never closed"));
         RequestPermit {
             permit: Some(permit),
+            _memory: memory,
             limit: Arc::clone(self),
         }
     }
@@ -131,17 +155,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn memory_bounds_big_bodies_and_not_small_ones() {
+        let mib = 1 << 20;
+        let limit = AdaptiveLimit::new(64, 32 * mib);
+        // Two 16 MiB parts fill the budget: a third waits, small bodies do not.
+        let a = limit.acquire(16 * mib).await;
+        let b = limit.acquire(16 * mib).await;
+        let wait = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(wait, limit.acquire(16 * mib))
+            .await
+            .is_err());
+        assert!(tokio::time::timeout(wait, limit.acquire(0)).await.is_ok());
+        drop(a);
+        let c = tokio::time::timeout(wait, limit.acquire(16 * mib)).await;
+        assert!(c.is_ok(), "room again once a part is sent");
+        drop((b, c));
+        // Many small bodies at once, up to the request limit.
+        let small: Vec<_> = futures::future::join_all((0..64).map(|_| limit.acquire(4096))).await;
+        assert_eq!(small.len(), 64);
+        assert!(tokio::time::timeout(wait, limit.acquire(4096))
+            .await
+            .is_err());
+        drop(small);
+        // A body over the whole budget takes all of it rather than waiting forever.
+        assert!(tokio::time::timeout(wait, limit.acquire(64 * mib))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
     async fn slow_down_halves_and_successes_restore() {
-        let limit = AdaptiveLimit::new(8);
-        let held: Vec<_> = futures::future::join_all((0..8).map(|_| limit.acquire())).await;
+        let limit = AdaptiveLimit::new(8, 1 << 30);
+        let held: Vec<_> = futures::future::join_all((0..8).map(|_| limit.acquire(0))).await;
         assert_eq!(limit.observe(&slow_down()), Some(4));
         assert_eq!(limit.observe(&slow_down()), Some(2));
         drop(held);
         // Only two requests may now be in flight.
-        let a = limit.acquire().await;
-        let b = limit.acquire().await;
+        let a = limit.acquire(0).await;
+        let b = limit.acquire(0).await;
         assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), limit.acquire())
+            tokio::time::timeout(std::time::Duration::from_millis(50), limit.acquire(0))
                 .await
                 .is_err()
         );
@@ -155,7 +208,7 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![3, 4, 5, 6, 7, 8]);
-        let all: Vec<_> = futures::future::join_all((0..8).map(|_| limit.acquire())).await;
+        let all: Vec<_> = futures::future::join_all((0..8).map(|_| limit.acquire(0))).await;
         assert_eq!(all.len(), 8);
         assert_eq!(limit.observe(&slow_down()), Some(4));
         assert_eq!(

@@ -240,7 +240,7 @@ async fn upload_part(
     let mut tries = 0;
     let (etag, md5) = loop {
         tries += 1;
-        let permit = job.target.limit.acquire().await;
+        let permit = job.target.limit.acquire(len).await;
         let (bytes, md5) = read_range(Arc::clone(&job.file), offset, len).await?;
         let result = job
             .store

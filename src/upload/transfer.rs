@@ -1,8 +1,8 @@
 //! Moving one file's bytes: a single PUT, or (see [`super::multipart`]) a resumable
 //! multipart upload with parts in parallel.
 //!
-//! Memory stays bounded by the destination's `concurrency × part_size`: a request holds a
-//! permit of the destination's limit from before its bytes are read until S3 answered, and
+//! Memory stays bounded by the destination's `memory`: a request holds its body's size of
+//! that budget (and a request slot) from before its bytes are read until S3 answered, and
 //! no request body is larger than one part. Files between `part_size` and
 //! `multipart_threshold` are hashed in one pass and streamed from disk in a second. Every
 //! body carries its Content-MD5, so S3 refuses bytes that changed between hashing and
@@ -22,7 +22,7 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
     let settings = &job.target.settings;
     if size <= settings.part_size {
         // Read and send under one permit: the bytes in memory count against the limit.
-        let permit = job.target.limit.acquire().await;
+        let permit = job.target.limit.acquire(size).await;
         let (bytes, md5) = read_range(Arc::clone(&job.file), 0, size).await?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         if job.maybe_sent_before() {

@@ -1,0 +1,228 @@
+//! The queue as the daemon's tasks share it: one connection behind a mutex, every call on
+//! a blocking thread so the async runtime never waits on SQLite, and group commit.
+//!
+//! Each state change is committed with `synchronous = FULL` before anything relies on it,
+//! and each commit costs an fsync. When many uploads end at once (small files, a fast
+//! link) their outcomes are written by [`SharedQueue::grouped`] in one transaction: each
+//! in a savepoint of its own (a failing one is undone alone), one commit and one fsync for
+//! all, and each caller hears back only once that commit is durable. Nobody waits for a
+//! group to fill: a group is whatever arrived while the one before was being committed.
+
+use std::sync::{Arc, Mutex};
+
+use super::{Queue, QueueError, Result};
+
+/// A change waiting for the next group: runs inside the group's transaction and returns
+/// how to answer its caller once the commit is known.
+type Job = Box<dyn FnOnce(&mut Queue) -> Reply + Send>;
+/// Answers a caller: with `Some(error)` when the group's commit failed.
+type Reply = Box<dyn FnOnce(Option<&QueueError>) + Send>;
+
+/// A queue shared by the daemon's tasks.
+#[derive(Clone)]
+pub struct SharedQueue {
+    queue: Arc<Mutex<Queue>>,
+    /// Changes waiting for the next group commit.
+    waiting: Arc<Mutex<Vec<Job>>>,
+}
+
+impl SharedQueue {
+    pub fn new(queue: Queue) -> Self {
+        SharedQueue {
+            queue: Arc::new(Mutex::new(queue)),
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Runs `f` with the queue on a blocking thread.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Queue) -> Result<T> + Send + 'static,
+    {
+        let queue = Arc::clone(&self.queue);
+        tokio::task::spawn_blocking(move || f(&mut lock(&queue)))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+
+    /// Runs `f` like [`SharedQueue::call`], in a transaction shared with the other grouped
+    /// changes made meanwhile, and returns once that transaction is committed (durable).
+    /// `f` must be a change whose transactions are the queue's own (`in_transaction`):
+    /// they become savepoints of the group.
+    pub async fn grouped<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Queue) -> Result<T> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |queue| {
+            let result = f(queue);
+            Box::new(move |commit: Option<&QueueError>| {
+                let result = match (result, commit) {
+                    (Ok(_), Some(failed)) => Err(failed.again()),
+                    (result, _) => result,
+                };
+                let _ = answer.send(result);
+            })
+        });
+        lock(&self.waiting).push(job);
+        let (queue, waiting) = (Arc::clone(&self.queue), Arc::clone(&self.waiting));
+        tokio::task::spawn_blocking(move || {
+            let mut queue = lock(&queue);
+            // Whatever arrived until the queue was free: perhaps this job and others, or
+            // nothing (an earlier group took this job along).
+            let jobs = std::mem::take(&mut *lock(&waiting));
+            if !jobs.is_empty() {
+                queue.commit_group(jobs);
+            }
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+        answered
+            .await
+            .unwrap_or_else(|_| unreachable!("a group answers each of its jobs"))
+    }
+}
+
+/// A poisoned lock is taken over: a panic inside a call leaves the connection usable
+/// (SQLite rolled back, or [`Group`] did, whatever transaction was open).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An open group transaction: rolled back if dropped uncommitted (a job panicked).
+struct Group<'q> {
+    queue: &'q mut Queue,
+    open: bool,
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.queue.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl Queue {
+    /// Runs `jobs` in one transaction, commits it, then answers each job.
+    fn commit_group(&mut self, jobs: Vec<Job>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            // No group: each job runs in transactions of its own, as if called alone.
+            tracing::debug!(error = %e, "cannot begin a group commit; committing one by one");
+            let replies: Vec<Reply> = jobs.into_iter().map(|job| job(self)).collect();
+            replies.into_iter().for_each(|reply| reply(None));
+            return;
+        }
+        let mut group = Group {
+            queue: self,
+            open: true,
+        };
+        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(group.queue)).collect();
+        let committed = group.queue.conn.execute_batch("COMMIT");
+        let failed = match committed {
+            Ok(()) => {
+                group.open = false;
+                None
+            }
+            Err(e) => Some(group.queue.err(e)),
+        };
+        drop(group);
+        replies.into_iter().for_each(|reply| reply(failed.as_ref()));
+    }
+}
+
+impl QueueError {
+    /// The same failure again, for another caller (a rusqlite error cannot be cloned).
+    fn again(&self) -> QueueError {
+        QueueError {
+            path: self.path.clone(),
+            cause: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(self.cause.to_string()),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{FileStamp, NewFile, SpoolRules};
+    use std::path::PathBuf;
+
+    fn file(rel: &str) -> NewFile {
+        NewFile {
+            spool: "orders".into(),
+            rel_path: rel.into(),
+            path: PathBuf::from("/spool").join(rel),
+            destination: "lake".into(),
+            bucket: "acme".into(),
+            stamp: FileStamp {
+                size: 1,
+                mtime_ns: 1,
+                inode: 7,
+            },
+            birth_ns: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_changes_commit_together_and_a_failing_one_alone_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let queue = SharedQueue::new(Queue::open(&path).unwrap());
+        let files: Vec<NewFile> = (0..50).map(|i| file(&format!("f{i}"))).collect();
+        queue
+            .call(move |q| {
+                q.register(
+                    &files,
+                    SpoolRules::default(),
+                    1,
+                    |f, _| Ok(f.rel_path.clone()),
+                    |_, _| false,
+                )
+            })
+            .await
+            .unwrap();
+        // Fifty changes at once, one of them failing after a write of its own.
+        let changes = (1..=50).map(|id| {
+            let queue = queue.clone();
+            async move {
+                queue
+                    .grouped(move |q| {
+                        q.in_transaction(|c| {
+                            c.execute("UPDATE files SET attempts = 7 WHERE id = ?1", [id])?;
+                            if id == 13 {
+                                c.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await
+            }
+        });
+        let results = futures::future::join_all(changes).await;
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        assert!(results[12].is_err());
+        // Durable, as another connection sees them; the failing one's write is undone.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let changed: i64 = other
+            .query_row("SELECT COUNT(*) FROM files WHERE attempts = 7", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(changed, 49);
+        let untouched: i64 = other
+            .query_row("SELECT attempts FROM files WHERE id = 13", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(untouched, 0);
+        assert!(
+            queue.call(|q| Ok(q.conn.is_autocommit())).await.unwrap(),
+            "no transaction left open"
+        );
+    }
+}
