@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
+    return_big_buffers_at_once();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -19,6 +20,19 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     // Tasks cut off at the drain deadline may still sit on blocking threads: don't wait.
     runtime.shutdown_background();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Part buffers (up to `part_size`, 16 MiB by default) come and go by the hundred in a big
+/// upload. glibc's malloc raises its mmap threshold after the first large free and then
+/// keeps such buffers in its heaps, where freed ones linger in the process's memory: peak
+/// RSS went far past the `memory` budget. A fixed threshold keeps every buffer of 1 MiB
+/// or more in a mapping of its own, returned to the system when freed.
+fn return_big_buffers_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before the runtime starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// SIGHUP: reload the config. Signals that arrive while a reload is pending fold into it.

@@ -207,7 +207,7 @@ impl Finisher {
             .collect();
         let recorded = self
             .queue
-            .call(move |q| q.mark_sources_finished(&rows, now_ms()))
+            .grouped(move |q| q.mark_sources_finished(&rows, now_ms()))
             .await;
         match recorded {
             Ok(_) => true,

@@ -198,6 +198,10 @@ const INDEXES: &str = "
     -- of this index, not a walk over every done row ever kept).
     CREATE INDEX IF NOT EXISTS files_unfinished ON files (id)
         WHERE state = 'done' AND source_finished_at IS NULL;
+    -- Rows the daemon died with (rare): every claim asks whether one is due or in flight,
+    -- which without this walks every due row of a backlog.
+    CREATE INDEX IF NOT EXISTS files_suspect ON files (state, next_attempt_at)
+        WHERE interruptions > 0;
 ";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

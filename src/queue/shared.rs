@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use super::{Queue, QueueError, Result};
 
-/// A change waiting for the next group: runs inside the group's transaction and returns
-/// how to answer its caller once the commit is known.
-type Job = Box<dyn FnOnce(&mut Queue) -> Reply + Send>;
+/// A change waiting for the next group: runs inside the group's transaction (or is given
+/// the error that kept the group from beginning) and returns how to answer its caller
+/// once the commit is known.
+type Job = Box<dyn FnOnce(std::result::Result<&mut Queue, &QueueError>) -> Reply + Send>;
 /// Answers a caller: with `Some(error)` when the group's commit failed.
 type Reply = Box<dyn FnOnce(Option<&QueueError>) + Send>;
 
@@ -48,8 +49,10 @@ impl SharedQueue {
 
     /// Runs `f` like [`SharedQueue::call`], in a transaction shared with the other grouped
     /// changes made meanwhile, and returns once that transaction is committed (durable).
-    /// `f` must be a change whose transactions are the queue's own (`in_transaction`):
-    /// they become savepoints of the group.
+    /// `f`'s writes must each be one statement or one of the queue's own transactions
+    /// (`in_transaction`), which become savepoints of the group: a failure then undoes
+    /// only its own changes. Used for every state change of the daemon's hot path:
+    /// claims, outcomes, registrations, clean-ups.
     pub async fn grouped<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -57,7 +60,10 @@ impl SharedQueue {
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |queue| {
-            let result = f(queue);
+            let result = match queue {
+                Ok(queue) => f(queue),
+                Err(cannot_begin) => Err(cannot_begin.again()),
+            };
             Box::new(move |commit: Option<&QueueError>| {
                 let result = match (result, commit) {
                     (Ok(_), Some(failed)) => Err(failed.again()),
@@ -111,9 +117,14 @@ impl Queue {
     /// Runs `jobs` in one transaction, commits it, then answers each job.
     fn commit_group(&mut self, jobs: Vec<Job>) {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            // No group: each job runs in transactions of its own, as if called alone.
-            tracing::debug!(error = %e, "cannot begin a group commit; committing one by one");
-            let replies: Vec<Reply> = jobs.into_iter().map(|job| job(self)).collect();
+            // The database is locked or failing: every caller hears it now and tries again
+            // as it would after its own failed write (running each alone would wait the
+            // busy timeout once per job, holding the queue all that while).
+            let cannot_begin = self.err(e);
+            let replies: Vec<Reply> = jobs
+                .into_iter()
+                .map(|job| job(Err(&cannot_begin)))
+                .collect();
             replies.into_iter().for_each(|reply| reply(None));
             return;
         }
@@ -121,7 +132,10 @@ impl Queue {
             queue: self,
             open: true,
         };
-        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(group.queue)).collect();
+        let replies: Vec<Reply> = jobs
+            .into_iter()
+            .map(|job| job(Ok(&mut *group.queue)))
+            .collect();
         let committed = group.queue.conn.execute_batch("COMMIT");
         let failed = match committed {
             Ok(()) => {

@@ -1040,3 +1040,29 @@ fn an_upload_no_row_needs_any_more_is_listed_for_aborting() {
     q.forget_abandoned("up-1").unwrap();
     assert!(q.abandoned_uploads(10).unwrap().is_empty());
 }
+
+#[test]
+fn claims_never_walk_the_backlog() {
+    let (_d, q) = open();
+    // Every query a claim runs, as SQLite plans it: no step may read the whole table, nor
+    // walk the due rows to find the rare one the daemon died with.
+    for sql in [transitions::claim_sql(), transitions::suspect_sql()] {
+        let mut stmt = q
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        for (name, value) in [(":now", 1), (":limit", 10), (":lease_until", 2)] {
+            if let Some(at) = stmt.parameter_index(name).unwrap() {
+                stmt.raw_bind_parameter(at, value).unwrap();
+            }
+        }
+        let mut rows = stmt.raw_query();
+        let mut plan = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            plan.push(row.get::<_, String>(3).unwrap());
+        }
+        let text = plan.join("\n");
+        assert!(!text.lines().any(|l| l.starts_with("SCAN files")), "{text}");
+        assert!(text.contains("files_suspect"), "{text}");
+    }
+}

@@ -42,6 +42,32 @@ const SUSPECT_WAITING: &str = "SELECT 1 FROM files
        AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
        AND spool NOT IN (SELECT spool FROM paused)";
 
+/// The claim of up to `:limit` due rows (see [`Queue::claim_for`]).
+pub(super) fn claim_sql() -> String {
+    format!(
+        "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
+             lease_until = :lease_until, updated_at = :now
+         WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= :now
+                      AND interruptions = 0 AND {ELIGIBLE}
+                      ORDER BY next_attempt_at, id LIMIT :limit)
+           AND NOT EXISTS ({SUSPECT_WAITING})
+         RETURNING {COLUMNS}"
+    )
+}
+
+/// The claim of a suspected poison file, alone (see [`Queue::claim_suspect`]).
+pub(super) fn suspect_sql() -> String {
+    format!(
+        "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
+             lease_until = :lease_until, updated_at = :now
+         WHERE id = (SELECT id FROM files WHERE state = 'pending' AND interruptions > 0
+                     AND next_attempt_at <= :now AND {ELIGIBLE}
+                     ORDER BY next_attempt_at, id LIMIT 1)
+           AND NOT EXISTS (SELECT 1 FROM files WHERE state = 'active')
+         RETURNING {COLUMNS}"
+    )
+}
+
 /// One ended attempt, for `s3spool show`.
 struct History<'a> {
     outcome: &'static str,
@@ -185,17 +211,8 @@ impl Queue {
         eligible: &Eligible,
     ) -> Result<Vec<FileRow>> {
         let lease_until = now_ms + lease.as_millis() as i64;
-        let sql = format!(
-            "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
-                 lease_until = :lease_until, updated_at = :now
-             WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= :now
-                          AND interruptions = 0 AND {ELIGIBLE}
-                          ORDER BY next_attempt_at, id LIMIT :limit)
-               AND NOT EXISTS ({SUSPECT_WAITING})
-             RETURNING {COLUMNS}"
-        );
         let mut rows = self.select(
-            &sql,
+            &claim_sql(),
             named_params! {
                 ":now": now_ms,
                 ":limit": limit as i64,
@@ -219,17 +236,8 @@ impl Queue {
         lease: Duration,
         eligible: &Eligible,
     ) -> Result<Vec<FileRow>> {
-        let sql = format!(
-            "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
-                 lease_until = :lease_until, updated_at = :now
-             WHERE id = (SELECT id FROM files WHERE state = 'pending' AND interruptions > 0
-                         AND next_attempt_at <= :now AND {ELIGIBLE}
-                         ORDER BY next_attempt_at, id LIMIT 1)
-               AND NOT EXISTS (SELECT 1 FROM files WHERE state = 'active')
-             RETURNING {COLUMNS}"
-        );
         self.select(
-            &sql,
+            &suspect_sql(),
             named_params! {
                 ":now": now_ms,
                 ":lease_until": now_ms + lease.as_millis() as i64,

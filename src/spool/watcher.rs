@@ -237,7 +237,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
     };
     let result = ctx
         .queue
-        .call(move |q| {
+        .grouped(move |q| {
             q.register(&files_for_db, rules, now.timestamp_millis(), |file, id| {
                 if !utf8.contains(&file.rel_path) {
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());

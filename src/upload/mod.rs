@@ -235,7 +235,7 @@ impl Uploader {
             let now = now_ms();
             let claimed = self
                 .queue
-                .call(move |q| {
+                .grouped(move |q| {
                     // A file the daemon died with runs alone, before anything else; for a
                     // blocked destination it is the probe.
                     let suspect = q.claim_suspect(now, LEASE, &suspect_scope)?;
