@@ -372,7 +372,7 @@ class Results:
         print(f"  {scenario:8} {tool:28} {figure:10.1f} {unit}{cpu_s}{rss_s} {note}", flush=True)
 
 
-def small_files(res, args, work, server, endpoint, scenario, count, transfers_list, aws):
+def small_files(res, args, work, server, endpoint, scenario, count, transfers_list, aws, relay=None):
     """`count` 4 KiB files through s3spool (defaults), rclone and (loopback) awscli."""
     size = 4096
     run_id = f"{scenario}-{int(time.time())}"
@@ -382,6 +382,7 @@ def small_files(res, args, work, server, endpoint, scenario, count, transfers_li
     sp = Spool(work, run_id, endpoint, f"{run_id}/s3spool")
     sp.start()
     cpu0, scpu0 = sp.cpu(), server.cpu()
+    rcpu0 = relay.cpu() if relay else 0
     t0 = time.monotonic()
     drop_all(staging, sp.spools[0])
     t1 = sp.wait("done", count, timeout=3600)
@@ -390,18 +391,19 @@ def small_files(res, args, work, server, endpoint, scenario, count, transfers_li
     sp.stop()
     assert server.count(f"{run_id}/s3spool/") == count, "s3spool: objects missing"
     res.add(scenario, "s3spool (defaults)", count / (t1 - t0), "files/s", cpu / count * 1000, rss,
-            scpu / count * 1000, "cpu per 1,000 files")
+            scpu / count * 1000, relay_note(relay, rcpu0, count))
     # rclone at each --transfers.
     conf = rclone_conf(work, endpoint, run_id)
     for transfers in transfers_list:
         src = work / f"{run_id}-rclone{transfers}"
         make_files(src, count, size, depth=1)
         scpu0 = server.cpu()
+        rcpu0 = relay.cpu() if relay else 0
         elapsed, cpu, rss = rclone(conf, src, f"{run_id}/rclone{transfers}", transfers)
         scpu = server.cpu() - scpu0
         assert server.count(f"{run_id}/rclone{transfers}/") == count, "rclone: objects missing"
         res.add(scenario, f"rclone --transfers {transfers}", count / elapsed, "files/s",
-                cpu / count * 1000, rss, scpu / count * 1000, "cpu per 1,000 files")
+                cpu / count * 1000, rss, scpu / count * 1000, relay_note(relay, rcpu0, count))
         shutil.rmtree(src)
     if aws:
         src = work / f"{run_id}-aws"
@@ -410,9 +412,16 @@ def small_files(res, args, work, server, endpoint, scenario, count, transfers_li
         elapsed, cpu, rss = awscli(aws, endpoint, src, f"{run_id}/aws")
         scpu = server.cpu() - scpu0
         res.add(scenario, "awscli s3 cp --recursive", count / elapsed, "files/s",
-                cpu / count * 1000, rss, scpu / count * 1000, "cpu per 1,000 files")
+                cpu / count * 1000, rss, scpu / count * 1000)
         shutil.rmtree(src)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def relay_note(relay, cpu_before, count):
+    """The relay shares the cores too: its CPU says when it, not the link, set the pace."""
+    if not relay:
+        return ""
+    return f"relay CPU {(relay.cpu() - cpu_before) / count * 1000:.2f} s per 1,000 files"
 
 
 def large_file(res, args, work, server, size, aws):
@@ -555,6 +564,45 @@ def ratio_lines(res):
     return lines
 
 
+def target_lines(res):
+    """Each target of issue 12, met or missed by how much, from this run's figures."""
+    def row(scenario, tool_prefix):
+        return next((r for r in res.rows if r["scenario"] == scenario and r["tool"].startswith(tool_prefix)), None)
+
+    def best(scenario, prefix):
+        rows = [r for r in res.rows if r["scenario"] == scenario and r["tool"].startswith(prefix)]
+        return max(rows, key=lambda r: r["figure"]) if rows else None
+
+    out = []
+
+    def check(what, value, target, ok, unit=""):
+        mark = "met" if ok else "missed"
+        out.append(f"- {what}: {value}{unit} (target {target}{unit}): **{mark}**")
+
+    ours, peer = row("small", "s3spool"), best("small", "rclone")
+    if ours and peer:
+        check("small files, files/s against rclone", f"{ours['figure'] / peer['figure']:.2f}", ">= 1.30", ours["figure"] >= 1.3 * peer["figure"], "x")
+        check("small files, client CPU per file against rclone", f"{ours['cpu'] / peer['cpu']:.2f}", "<= 0.50", ours["cpu"] <= 0.5 * peer["cpu"], "x")
+    ours, peer = row("wan", "s3spool"), best("wan", "rclone")
+    if ours and peer:
+        check("over the relay, files/s against rclone's best", f"{ours['figure'] / peer['figure']:.2f}", ">= 2.00", ours["figure"] >= 2 * peer["figure"], "x")
+    ours, peer = row("large", "s3spool"), best("large", "rclone")
+    if ours and peer:
+        check("2 GiB file, MiB/s against rclone", f"{ours['figure'] / peer['figure']:.2f}", ">= 1.20", ours["figure"] >= 1.2 * peer["figure"], "x")
+        check("2 GiB file, client CPU against rclone", f"{ours['cpu'] / peer['cpu']:.2f}", "<= 1.00", ours["cpu"] <= peer["cpu"], "x")
+        check("2 GiB file, peak RSS", f"{ours['rss']:.0f}", "<= 192 (64 + the 128 MiB budget)", ours["rss"] <= 192, " MiB")
+    r = row("intake", "s3spool")
+    if r:
+        check("intake", f"{r['figure']:,.0f}", ">= 50,000", r["figure"] >= 50_000, " files/s")
+    r = row("latency", "s3spool")
+    if r:
+        check("drop to readable, p50", f"{r['figure']:.0f}", "<= settle + 100 = 100", r["figure"] <= 100, " ms")
+    r = row("idle", "s3spool")
+    if r:
+        check("idle CPU, 10 spools", f"{r['figure']:.2f}", "<= 0.10", r["figure"] <= 0.1, "% of a core")
+    return out
+
+
 def write_report(res, args, server, aws, out, started):
     lines = [
         "# s3spool benchmark",
@@ -567,18 +615,20 @@ def write_report(res, args, server, aws, out, started):
         "s3spool runs with its defaults except `settle = \"0s\"` (rclone has no settle time) and",
         "a key template of `{spool}/{path}`.",
         "",
-        "| scenario | tool | figure | unit | client CPU | peak RSS MiB | server CPU |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | tool | figure | unit | client CPU | peak RSS MiB | server CPU | note |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res.rows:
         cpu = "" if r["cpu"] is None else f"{r['cpu']:.2f}"
         rss = "" if r["rss"] is None else f"{r['rss']:.0f}"
         scpu = "" if r["server_cpu"] is None else f"{r['server_cpu']:.2f}"
-        lines.append(f"| {r['scenario']} | {r['tool']} | {r['figure']:.1f} | {r['unit']} | {cpu} | {rss} | {scpu} |")
+        lines.append(f"| {r['scenario']} | {r['tool']} | {r['figure']:.1f} | {r['unit']} | {cpu} | {rss} | {scpu} | {r['note']} |")
     lines += ["", "CPU columns: seconds per 1,000 files for the small-file scenarios, seconds for the",
               "large file and intake.", "", "## s3spool against the best peer", ""]
     lines += ratio_lines(res)
     lines += [""] + res.notes
+    lines += ["", "## Targets (issue 12)", ""] + target_lines(res)
+    lines += ["", "What the profiles show, and what is next: bench/PROFILE.md."]
     out.write_text("\n".join(l for l in lines if l is not None) + "\n")
     print(f"bench: wrote {out}")
 
@@ -618,7 +668,7 @@ def main():
             small_files(res, args, work, server, server.endpoint, "small", counts["small"], [16], args.aws)
         if "wan" in only:
             relay = Relay(server, args.rtt_ms, sys.executable)
-            small_files(res, args, work, server, relay.endpoint, "wan", counts["wan"], [16, 64], None)
+            small_files(res, args, work, server, relay.endpoint, "wan", counts["wan"], [16, 64], None, relay)
             relay.stop()
             relay = None
         if "large" in only:
