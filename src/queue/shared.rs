@@ -165,31 +165,15 @@ impl QueueError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{FileStamp, NewFile, SpoolRules};
-    use std::path::PathBuf;
-
-    fn file(rel: &str) -> NewFile {
-        NewFile {
-            spool: "orders".into(),
-            rel_path: rel.into(),
-            path: PathBuf::from("/spool").join(rel),
-            destination: "lake".into(),
-            bucket: "acme".into(),
-            stamp: FileStamp {
-                size: 1,
-                mtime_ns: 1,
-                inode: 7,
-            },
-            birth_ns: None,
-        }
-    }
+    use crate::queue::tests::file;
+    use crate::queue::{NewFile, SpoolRules};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grouped_changes_commit_together_and_a_failing_one_alone_is_undone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.db");
         let queue = SharedQueue::new(Queue::open(&path).unwrap());
-        let files: Vec<NewFile> = (0..50).map(|i| file(&format!("f{i}"))).collect();
+        let files: Vec<NewFile> = (0..50).map(|i| file(&format!("f{i}"), 1)).collect();
         queue
             .call(move |q| {
                 q.register(

@@ -7,7 +7,7 @@ fn open() -> (tempfile::TempDir, Queue) {
     (dir, queue)
 }
 
-fn file(rel: &str, size: u64) -> NewFile {
+pub(super) fn file(rel: &str, size: u64) -> NewFile {
     NewFile {
         spool: "orders".into(),
         rel_path: rel.into(),
@@ -21,6 +21,15 @@ fn file(rel: &str, size: u64) -> NewFile {
         },
         birth_ns: None,
     }
+}
+
+/// Ids of the delivered rows whose clean-up is still to do.
+fn unfinished_ids(q: &Queue) -> Vec<i64> {
+    q.unfinished_done(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect()
 }
 
 fn delivered(etag: &str) -> Done {
@@ -284,13 +293,7 @@ fn a_clean_up_is_recorded_only_for_the_path_it_was_done_at() {
         q.claim(1, 10, Duration::from_secs(60)).unwrap();
         q.mark_done(id, 1, &delivered("e"), None, 11).unwrap();
     }
-    let unfinished: Vec<i64> = q
-        .unfinished_done(0, 10)
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(unfinished, [1, 2]);
+    assert_eq!(unfinished_ids(&q), [1, 2]);
     assert_eq!(
         q.unfinished_done(1, 10).unwrap()[0].id,
         2,
@@ -310,13 +313,11 @@ fn a_clean_up_is_recorded_only_for_the_path_it_was_done_at() {
         )
         .unwrap();
     assert_eq!(applied, 1);
-    let unfinished: Vec<i64> = q
-        .unfinished_done(0, 10)
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(unfinished, [2], "finished again where its file is now");
+    assert_eq!(
+        unfinished_ids(&q),
+        [2],
+        "finished again where its file is now"
+    );
     assert_eq!(
         q.get(1).unwrap().unwrap().source_outcome.as_deref(),
         Some("deleted")
@@ -364,13 +365,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
         vec![Registered::AlreadyDone(2)]
     );
     // ... by the finisher, which finds it among the unfinished rows.
-    let unfinished: Vec<i64> = q
-        .unfinished_done(0, 10)
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(unfinished, [2]);
+    assert_eq!(unfinished_ids(&q), [2]);
 }
 
 #[test]
