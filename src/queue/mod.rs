@@ -320,6 +320,9 @@ pub struct Queue {
     path: PathBuf,
 }
 
+/// Prepared statements kept per connection (room for every statement of the queue).
+const STATEMENT_CACHE: usize = 128;
+
 impl Queue {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Queue> {
@@ -335,6 +338,9 @@ impl Queue {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         schema::migrate(&mut conn).map_err(err)?;
+        // Every statement of the queue stays prepared: it has about sixty, rusqlite keeps
+        // 16 by default.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Queue {
             conn,
             path: path.to_path_buf(),
