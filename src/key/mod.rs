@@ -189,6 +189,14 @@ impl KeyTemplate {
             .any(|p| matches!(p, Part::Placeholder(name) if *name == "id" || *name == "uuid"))
     }
 
+    /// True when the template has `{uuid}` (a fresh one costs a read of the system's random
+    /// source, so the caller makes one only then).
+    pub fn uses_uuid(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Placeholder(name) if *name == "uuid"))
+    }
+
     /// Renders the key for one file, with the destination's `prefix` (may be empty) in front.
     ///
     /// Repeated slashes collapse (so `{dir}/{name}` works for files at the top of the spool),
@@ -340,6 +348,16 @@ mod tests {
             render(t, "inbound", "sub/a b+c.csv"),
             "inbound/orders/2026/11/22/a b+c-20261122T101500Z-42.csv"
         );
+    }
+
+    #[test]
+    fn says_whether_a_uuid_is_needed() {
+        assert!(KeyTemplate::parse("{spool}/{uuid}.csv")
+            .unwrap()
+            .uses_uuid());
+        assert!(!KeyTemplate::parse("{spool}/{id}-{name}")
+            .unwrap()
+            .uses_uuid());
     }
 
     #[test]

@@ -54,9 +54,11 @@ struct Elsewhere {
     key: Option<String>,
 }
 
+// "Begins with" is `instr(…) = 1`, not `LIKE ?`: SQLite prepares a statement again whenever
+// the pattern of a LIKE is bound (it may change the plan), which cost a prepare per file.
 const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
         source_finished_at IS NOT NULL, source_outcome,
-        state = 'failed' AND superseded_by IS NULL AND last_error LIKE ?3
+        state = 'failed' AND superseded_by IS NULL AND IFNULL(instr(last_error, ?3), 0) = 1
      FROM files WHERE spool = ?1 AND rel_path = ?2 AND superseded_by IS NULL
      ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
 
@@ -66,7 +68,7 @@ const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
      WHERE spool = ?1 AND inode = ?2 AND size = ?3 AND mtime_ns = ?4 AND rel_path != ?5
        AND (?6 IS NULL OR birth_ns IS NULL OR birth_ns = ?6)
        AND (state IN ('pending', 'active')
-            OR (state = 'failed' AND superseded_by IS NULL AND last_error LIKE ?7)
+            OR (state = 'failed' AND superseded_by IS NULL AND IFNULL(instr(last_error, ?7), 0) = 1)
             OR (state = 'done' AND (source_finished_at IS NULL OR source_outcome = 'kept'
                 OR (source_outcome IN ('gone', 'replaced') AND birth_ns = ?6))))
      ORDER BY id DESC LIMIT 1";
@@ -125,10 +127,9 @@ impl Registrar<'_> {
     /// What one file is, recorded.
     fn one(&mut self, file: &NewFile) -> rusqlite::Result<Registered> {
         let (tx, rules, now_ms) = (self.tx, self.rules, self.now_ms);
-        let vanished = format!("{VANISHED}%");
         let at_path = tx
             .prepare_cached(AT_PATH)?
-            .query_row(params![file.spool, file.rel_path, vanished], |r| {
+            .query_row(params![file.spool, file.rel_path, VANISHED], |r| {
                 Ok(AtPath {
                     id: r.get(0)?,
                     state: r.get(1)?,
@@ -192,7 +193,6 @@ impl Registrar<'_> {
         superseded: Option<i64>,
     ) -> rusqlite::Result<Option<Registered>> {
         let (tx, rules, now_ms) = (self.tx, self.rules, self.now_ms);
-        let vanished = format!("{VANISHED}%");
         let found = tx
             .prepare_cached(ELSEWHERE)?
             .query_row(
@@ -203,7 +203,7 @@ impl Registrar<'_> {
                     file.stamp.mtime_ns,
                     file.rel_path,
                     file.birth_ns,
-                    vanished
+                    VANISHED
                 ],
                 |r| {
                     Ok(Elsewhere {
@@ -290,14 +290,28 @@ impl Registrar<'_> {
     }
 
     /// A new row for the file, with its key rendered now (or refused with the reason).
+    /// The row's id is known before it is written (the table's AUTOINCREMENT sequence, in
+    /// this transaction), so the key goes in with the row: one statement, not two.
     fn insert(&mut self, file: &NewFile, superseded: Option<i64>) -> rusqlite::Result<Registered> {
         let (tx, now_ms) = (self.tx, self.now_ms);
+        let id: i64 = tx
+            .prepare_cached(
+                "SELECT max(IFNULL((SELECT seq FROM sqlite_sequence WHERE name = 'files'), 0),
+                            IFNULL((SELECT max(id) FROM files), 0)) + 1",
+            )?
+            .query_row([], |r| r.get(0))?;
+        let (key, refusal) = match (self.render_key)(file, id) {
+            Ok(key) => (Some(key), None),
+            Err(reason) => (None, Some(reason)),
+        };
         tx.prepare_cached(
-            "INSERT INTO files (spool, rel_path, path, destination, bucket, state, size,
-             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+            "INSERT INTO files (id, spool, rel_path, path, destination, bucket, state, size,
+             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at, key, last_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, IIF(?12 IS NULL, 'pending', 'failed'), ?7, ?8, ?9,
+                 ?10, ?11, ?11, ?11, ?13, ?12)",
         )?
         .execute(params![
+            id,
             file.spool,
             file.rel_path,
             file.path.to_string_lossy(),
@@ -307,26 +321,17 @@ impl Registrar<'_> {
             file.stamp.mtime_ns,
             file.stamp.inode as i64,
             file.birth_ns,
-            now_ms
+            now_ms,
+            refusal,
+            key,
         ])?;
-        let id = tx.last_insert_rowid();
         if let Some(old) = superseded {
             supersede(tx, old, id)?;
         }
-        match (self.render_key)(file, id) {
-            Ok(key) => {
-                tx.prepare_cached("UPDATE files SET key = ?2 WHERE id = ?1")?
-                    .execute(params![id, key])?;
-                Ok(Registered::Queued(id))
-            }
-            Err(reason) => {
-                tx.prepare_cached(
-                    "UPDATE files SET state = 'failed', last_error = ?2 WHERE id = ?1",
-                )?
-                .execute(params![id, reason])?;
-                Ok(Registered::Refused(id))
-            }
-        }
+        Ok(match refusal {
+            None => Registered::Queued(id),
+            Some(_) => Registered::Refused(id),
+        })
     }
 }
 

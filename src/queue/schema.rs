@@ -202,6 +202,9 @@ const INDEXES: &str = "
     -- which without this walks every due row of a backlog.
     CREATE INDEX IF NOT EXISTS files_suspect ON files (state, next_attempt_at)
         WHERE interruptions > 0;
+    -- Each spool's due rows in claim order: a claim reads only the ranges of the spools it
+    -- may take, never the backlog of a paused one.
+    CREATE INDEX IF NOT EXISTS files_spool_due ON files (state, spool, next_attempt_at);
 ";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

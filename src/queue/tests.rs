@@ -1037,11 +1037,48 @@ fn an_upload_no_row_needs_any_more_is_listed_for_aborting() {
 }
 
 #[test]
+fn claims_merge_the_spools_in_due_order_and_skip_paused_ones() {
+    let (_d, mut q) = open();
+    let in_spool = |spool: &str, rel: &str| {
+        let mut f = file(rel, 1);
+        f.spool = spool.into();
+        f
+    };
+    // Registered at different times, so their due times interleave across the spools.
+    register(&mut q, &[in_spool("a", "a1")], 10);
+    register(&mut q, &[in_spool("b", "b1")], 11);
+    register(&mut q, &[in_spool("a", "a2")], 12);
+    register(&mut q, &[in_spool("b", "b2")], 13);
+    let lease = Duration::from_secs(60);
+    let both = Eligible::only(&["a", "b"], &["lake"]);
+    let paths = |rows: Vec<FileRow>| rows.into_iter().map(|r| r.rel_path).collect::<Vec<_>>();
+    assert_eq!(
+        paths(q.claim_for(3, 20, lease, &both).unwrap()),
+        ["a1", "b1", "a2"]
+    );
+    q.pause("b", 20).unwrap();
+    assert_eq!(
+        q.next_due_for(&both).unwrap(),
+        None,
+        "b2 waits in a paused spool"
+    );
+    assert!(q.claim_for(3, 20, lease, &both).unwrap().is_empty());
+    q.resume("b").unwrap();
+    assert_eq!(q.next_due_for(&both).unwrap(), Some(13));
+    assert_eq!(paths(q.claim_for(3, 20, lease, &both).unwrap()), ["b2"]);
+    // Not due yet: left alone.
+    register(&mut q, &[in_spool("a", "a3")], 30);
+    assert!(q.claim_for(3, 20, lease, &both).unwrap().is_empty());
+    assert_eq!(paths(q.claim(3, 30, lease).unwrap()), ["a3"]);
+}
+
+#[test]
 fn claims_never_walk_the_backlog() {
     let (_d, q) = open();
     // Every query a claim runs, as SQLite plans it: no step may read the whole table, nor
-    // walk the due rows to find the rare one the daemon died with.
-    for sql in [transitions::claim_sql(), transitions::suspect_sql()] {
+    // walk the due rows to find the rare one the daemon died with, nor read another
+    // spool's (a paused one's) due rows.
+    let plan_of = |sql: &str| {
         let mut stmt = q
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -1056,8 +1093,20 @@ fn claims_never_walk_the_backlog() {
         while let Some(row) = rows.next().unwrap() {
             plan.push(row.get::<_, String>(3).unwrap());
         }
-        let text = plan.join("\n");
+        plan.join("\n")
+    };
+    for sql in [transitions::claim_sql(), transitions::suspect_sql()] {
+        let text = plan_of(&sql);
         assert!(!text.lines().any(|l| l.starts_with("SCAN files")), "{text}");
         assert!(text.contains("files_suspect"), "{text}");
+    }
+    for sql in [transitions::DUE_IN_SPOOL, transitions::NEXT_IN_SPOOL] {
+        let text = plan_of(sql);
+        assert!(!text.lines().any(|l| l.starts_with("SCAN files")), "{text}");
+        assert!(
+            text.contains("files_spool_due (state=? AND spool=?"),
+            "{text}"
+        );
+        assert!(!text.contains("TEMP B-TREE"), "no sort: {text}");
     }
 }

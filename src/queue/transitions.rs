@@ -4,7 +4,7 @@
 //! claimed with: a worker whose lease was taken back (it hung) can no longer change a row
 //! that another worker now holds.
 
-use rusqlite::{named_params, params};
+use rusqlite::{named_params, params, OptionalExtension};
 use std::time::Duration;
 
 use super::batches::{join_batch, Batching};
@@ -15,7 +15,9 @@ use super::*;
 /// instead of failing. `None` allows all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Eligible {
-    /// A JSON array of spool names.
+    /// The spools' names.
+    spool_names: Option<Vec<String>>,
+    /// The same, as a JSON array (for the suspect's claim).
     spools: Option<String>,
     /// A JSON array of destination names.
     destinations: Option<String>,
@@ -24,6 +26,7 @@ pub struct Eligible {
 impl Eligible {
     pub fn only(spools: &[&str], destinations: &[&str]) -> Eligible {
         Eligible {
+            spool_names: Some(spools.iter().map(|s| s.to_string()).collect()),
             spools: Some(serde_json::to_string(spools).expect("strings serialise")),
             destinations: Some(serde_json::to_string(destinations).expect("strings serialise")),
         }
@@ -42,14 +45,30 @@ const SUSPECT_WAITING: &str = "SELECT 1 FROM files
        AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
        AND spool NOT IN (SELECT spool FROM paused)";
 
-/// The claim of up to `:limit` due rows (see [`Queue::claim_for`]).
+/// Up to `:limit` due rows of one spool, in claim order. Claims read each open spool's own
+/// range of `files_spool_due`, so the backlog of a paused or removed spool is never walked
+/// (one range over every spool's due rows read it on every turn).
+pub(super) const DUE_IN_SPOOL: &str = "SELECT id, next_attempt_at
+     FROM files INDEXED BY files_spool_due
+     WHERE state = 'pending' AND spool = :spool AND next_attempt_at <= :now
+       AND interruptions = 0
+       AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
+     ORDER BY next_attempt_at, id LIMIT :limit";
+
+/// The earliest pending row of one spool (see [`Queue::next_due_for`]).
+pub(super) const NEXT_IN_SPOOL: &str = "SELECT next_attempt_at
+     FROM files INDEXED BY files_spool_due
+     WHERE state = 'pending' AND spool = :spool
+       AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
+     ORDER BY next_attempt_at LIMIT 1";
+
+/// The claim of the rows chosen (a JSON array `:ids`), unless a suspected poison file
+/// must run alone first.
 pub(super) fn claim_sql() -> String {
     format!(
         "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
              lease_until = :lease_until, updated_at = :now
-         WHERE id IN (SELECT id FROM files WHERE state = 'pending' AND next_attempt_at <= :now
-                      AND interruptions = 0 AND {ELIGIBLE}
-                      ORDER BY next_attempt_at, id LIMIT :limit)
+         WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'pending'
            AND NOT EXISTS ({SUSPECT_WAITING})
          RETURNING {COLUMNS}"
     )
@@ -73,6 +92,25 @@ struct History<'a> {
     outcome: &'static str,
     error: Option<&'a str>,
     now_ms: i64,
+}
+
+/// The spools whose rows `eligible` allows to be claimed now: its own, or those with
+/// pending rows when it names none, less the paused ones.
+fn open_spools(conn: &rusqlite::Connection, eligible: &Eligible) -> rusqlite::Result<Vec<String>> {
+    let paused: Vec<String> = conn
+        .prepare_cached("SELECT spool FROM paused")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let spools = match &eligible.spool_names {
+        Some(names) => names.clone(),
+        None => conn
+            .prepare_cached(
+                "SELECT DISTINCT spool FROM files INDEXED BY files_spool_due WHERE state = 'pending'",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    Ok(spools.into_iter().filter(|s| !paused.contains(s)).collect())
 }
 
 /// Appends an ended attempt to the file's history, in the transition's transaction.
@@ -202,7 +240,8 @@ impl Queue {
         self.claim_for(limit, now_ms, lease, &Eligible::default())
     }
 
-    /// [`Queue::claim`], of the rows `eligible` allows only.
+    /// [`Queue::claim`], of the rows `eligible` allows only: the earliest due rows of its
+    /// open spools, taken from each spool's range and merged.
     pub fn claim_for(
         &mut self,
         limit: usize,
@@ -211,19 +250,46 @@ impl Queue {
         eligible: &Eligible,
     ) -> Result<Vec<FileRow>> {
         let lease_until = now_ms + lease.as_millis() as i64;
-        let mut rows = self.select(
-            &claim_sql(),
-            named_params! {
-                ":now": now_ms,
-                ":limit": limit as i64,
-                ":lease_until": lease_until,
-                ":spools": eligible.spools,
-                ":destinations": eligible.destinations,
-            },
-            FileRow::from_row,
-        )?;
-        rows.sort_by_key(|r| (r.next_attempt_at, r.id));
-        Ok(rows)
+        self.in_transaction(|tx| {
+            let mut due: Vec<(i64, i64)> = Vec::new();
+            for spool in open_spools(tx, eligible)? {
+                let mut stmt = tx.prepare_cached(DUE_IN_SPOOL)?;
+                let rows = stmt.query_map(
+                    named_params! {
+                        ":spool": spool,
+                        ":now": now_ms,
+                        ":limit": limit as i64,
+                        ":destinations": eligible.destinations,
+                    },
+                    |r| Ok((r.get(1)?, r.get(0)?)),
+                )?;
+                for row in rows {
+                    due.push(row?);
+                }
+            }
+            if due.is_empty() {
+                return Ok(Vec::new());
+            }
+            due.sort_unstable();
+            due.truncate(limit);
+            let ids = serde_json::to_string(&due.iter().map(|(_, id)| id).collect::<Vec<_>>())
+                .expect("numbers serialise");
+            let mut stmt = tx.prepare_cached(&claim_sql())?;
+            let mut rows = stmt
+                .query_map(
+                    named_params! {
+                        ":ids": ids,
+                        ":now": now_ms,
+                        ":lease_until": lease_until,
+                        ":spools": eligible.spools,
+                        ":destinations": eligible.destinations,
+                    },
+                    FileRow::from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.sort_by_key(|r| (r.next_attempt_at, r.id));
+            Ok(rows)
+        })
     }
 
     /// Claims one row the daemon died with (a suspected poison file), alone: only when no
@@ -266,19 +332,28 @@ impl Queue {
 
     /// [`Queue::next_due`], among the rows `eligible` allows.
     pub fn next_due_for(&self, eligible: &Eligible) -> Result<Option<i64>> {
-        let sql = format!(
-            "SELECT MIN(next_attempt_at) FROM files WHERE state = 'pending' AND {ELIGIBLE}"
-        );
-        self.conn
-            .query_row(
-                &sql,
-                named_params! {
-                    ":spools": eligible.spools,
-                    ":destinations": eligible.destinations,
-                },
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
+        let next = || -> rusqlite::Result<Option<i64>> {
+            let mut earliest: Option<i64> = None;
+            for spool in open_spools(&self.conn, eligible)? {
+                let due: Option<i64> = self
+                    .conn
+                    .prepare_cached(NEXT_IN_SPOOL)?
+                    .query_row(
+                        named_params! {
+                            ":spool": spool,
+                            ":destinations": eligible.destinations,
+                        },
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                earliest = match (earliest, due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Ok(earliest)
+        };
+        next().map_err(|e| self.err(e))
     }
 
     /// S3 confirmed the object: the row is done, with what was delivered. With `batch`, the

@@ -113,8 +113,26 @@ fn seen(path: PathBuf, rel: String, utf8: bool, meta: &std::fs::Metadata) -> See
 /// neither walked into nor delivered.
 pub fn walk(spool: &Spool, dir: &Path, on_error: &mut dyn FnMut(&Path, io::Error)) -> Vec<Seen> {
     let mut found = Vec::new();
+    walk_in_chunks(spool, dir, usize::MAX, on_error, &mut |chunk| {
+        found.extend(chunk);
+        true
+    });
+    found
+}
+
+/// [`walk`], handing the files found to `sink` `chunk` at a time as the walk goes (so a
+/// start-up scan's files are queued while the rest of the spool is still read). The walk
+/// stops early when `sink` returns false.
+pub fn walk_in_chunks(
+    spool: &Spool,
+    dir: &Path,
+    chunk: usize,
+    on_error: &mut dyn FnMut(&Path, io::Error),
+    sink: &mut dyn FnMut(Vec<Seen>) -> bool,
+) {
+    let mut found = Vec::new();
     let Ok(start) = dir.strip_prefix(&spool.path) else {
-        return found;
+        return;
     };
     let mut stack = vec![start.to_path_buf()];
     while let Some(rel_dir) = stack.pop() {
@@ -147,7 +165,10 @@ pub fn walk(spool: &Spool, dir: &Path, on_error: &mut dyn FnMut(&Path, io::Error
                     }
                     match beneath::metadata_in(&fd, &listed.name) {
                         Ok(meta) if meta.file_type().is_file() => {
-                            found.push(seen(path, rel, utf8, &meta))
+                            found.push(seen(path, rel, utf8, &meta));
+                            if found.len() >= chunk && !sink(std::mem::take(&mut found)) {
+                                return;
+                            }
                         }
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -158,5 +179,7 @@ pub fn walk(spool: &Spool, dir: &Path, on_error: &mut dyn FnMut(&Path, io::Error
             }
         }
     }
-    found
+    if !found.is_empty() {
+        sink(found);
+    }
 }

@@ -60,7 +60,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = rescan.tick() => {
-                full_scan(&spool, &mut settler, &mut finished).await;
+                full_scan(&spool, &ctx, &mut settler).await;
                 rescanned = true;
             }
             Some(path) = events.recv() => {
@@ -70,7 +70,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
                 }
                 if overflow.swap(false, Ordering::Relaxed) {
                     tracing::warn!(spool = %spool.name, "file event buffer overflowed; rescanning the spool");
-                    full_scan(&spool, &mut settler, &mut finished).await;
+                    full_scan(&spool, &ctx, &mut settler).await;
                     rescanned = true;
                 } else {
                     look_at(&spool, paths, &mut settler, &mut finished).await;
@@ -139,31 +139,45 @@ fn start_notify(
     }
 }
 
-/// Walks the whole spool on a blocking thread and feeds every file to the settler.
-async fn full_scan(spool: &Arc<Spool>, settler: &mut Settler, finished: &mut Vec<Seen>) {
+/// Walks the whole spool. Files are observed as the walk hands them over, and those
+/// finished are queued at once, while the walk reads on (a start-up scan of a full spool
+/// reads and queues at the same time). Candidates the walk did not find are forgotten.
+async fn full_scan(spool: &Arc<Spool>, ctx: &WatchContext, settler: &mut Settler) {
+    let (tx, mut chunks) = mpsc::channel::<Vec<Seen>>(4);
     let spool_for_walk = Arc::clone(spool);
-    let walked = tokio::task::spawn_blocking(move || {
-        scan::walk(&spool_for_walk, &spool_for_walk.path, &mut |path, e| {
+    let walker = tokio::task::spawn_blocking(move || {
+        let mut on_error = |path: &Path, e: std::io::Error| {
             tracing::warn!(spool = %spool_for_walk.name, path = %path.display(), error = %e, "cannot read in spool");
-        })
-    })
-    .await;
-    let found = match walked {
-        Ok(found) => found,
-        Err(e) => {
-            // Not an empty spool: what the settler knows stays, and the next rescan tries again.
-            tracing::error!(spool = %spool.name, error = %e, "the spool walk failed; trying again at the next rescan");
-            return;
+        };
+        scan::walk_in_chunks(
+            &spool_for_walk,
+            &spool_for_walk.path,
+            BATCH,
+            &mut on_error,
+            &mut |chunk| tx.blocking_send(chunk).is_ok(),
+        );
+    });
+    let mut present = std::collections::HashSet::new();
+    let mut finished = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        let now = SystemTime::now();
+        for seen in chunk {
+            present.insert(seen.path.clone());
+            finished.extend(settler.observe(seen, now));
         }
-    };
-    let now = SystemTime::now();
-    // Candidates not found by the walk are gone.
-    let present: std::collections::HashSet<&Path> =
-        found.iter().map(|s| s.path.as_path()).collect();
-    settler.retain(|path| present.contains(path));
-    for seen in found {
-        finished.extend(settler.observe(seen, now));
+        if finished.len() >= BATCH {
+            register(spool, ctx, std::mem::take(&mut finished)).await;
+        }
     }
+    for batch in finished.chunks(BATCH) {
+        register(spool, ctx, batch.to_vec()).await;
+    }
+    if let Err(e) = walker.await {
+        // Not an empty spool: what the settler knows stays, and the next rescan tries again.
+        tracing::error!(spool = %spool.name, error = %e, "the spool walk failed; trying again at the next rescan");
+        return;
+    }
+    settler.retain(|path| present.contains(path));
 }
 
 /// Looks at single paths (from events or due candidates); folders are walked.
@@ -247,7 +261,11 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     host: &host,
                     rel_path: &file.rel_path,
                     id,
-                    uuid: uuid::Uuid::new_v4(),
+                    uuid: if spool2.key.uses_uuid() {
+                        uuid::Uuid::new_v4()
+                    } else {
+                        uuid::Uuid::nil()
+                    },
                     time: now,
                     ext: spool2.output.ext_rule(),
                 };
