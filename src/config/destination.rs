@@ -78,10 +78,24 @@ pub struct UploadSettings {
     /// little of it, a part `part_size`. Separate from `concurrency`, so small files can
     /// have many requests in flight without big parts taking more memory.
     pub memory: u64,
+    /// Where the SHA-256 of a file sent in parts goes (`large_file_sha256`).
+    pub large_file_sha256: LargeFileSha256,
     pub max_attempts: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub request_timeout: Duration,
+}
+
+/// Where the SHA-256 of a file sent in parts (above `multipart_threshold`) is kept. S3
+/// takes an object's metadata when the upload begins, before its first part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LargeFileSha256 {
+    /// On the object as `x-amz-meta-sha256`, like every other object, and in the queue
+    /// and manifest: the file is read twice (hashed first, then sent).
+    #[default]
+    Metadata,
+    /// In the queue and the manifest only: the file is read once, hashed while it is sent.
+    Manifest,
 }
 
 pub(super) fn parse(
@@ -176,6 +190,17 @@ fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<
             let parts = concurrency.map_or(8, |c| c.clamp(1, 256) as u64);
             part_size.saturating_mul(parts).min(MAX_IN_FLIGHT)
         }),
+        large_file_sha256: match s.string(p, "large_file_sha256").unwrap_or("metadata") {
+            "metadata" => LargeFileSha256::Metadata,
+            "manifest" => LargeFileSha256::Manifest,
+            other => {
+                p.add(
+                    s.key("large_file_sha256"),
+                    format!("{other:?} is not one of metadata, manifest"),
+                );
+                LargeFileSha256::Metadata
+            }
+        },
         max_attempts: s.integer(p, "max_attempts").unwrap_or(10).clamp(0, 1 << 20) as u32,
         backoff_initial: s
             .duration(p, "backoff_initial")
@@ -438,6 +463,21 @@ mod tests {
             &with_upload("request_timeout = \"10ms\""),
             &key("request_timeout"),
             "at least 1s",
+        );
+        let sha = |upload: &str| {
+            parse(&with_upload(upload)).unwrap().destinations["lake"]
+                .upload
+                .large_file_sha256
+        };
+        assert_eq!(sha(""), super::LargeFileSha256::Metadata);
+        assert_eq!(
+            sha("large_file_sha256 = \"manifest\""),
+            super::LargeFileSha256::Manifest
+        );
+        refused(
+            &with_upload("large_file_sha256 = \"later\""),
+            &key("large_file_sha256"),
+            "\"later\" is not one of metadata, manifest",
         );
     }
 

@@ -25,7 +25,7 @@ use auth::SecretSources;
 pub use auth::{AssumeRole, Auth, StaticKey};
 pub use bucket::parse_bucket_uri;
 use destination::{check_endpoint, check_region};
-pub use destination::{Destination, Secret, UploadSettings};
+pub use destination::{Destination, LargeFileSha256, Secret, UploadSettings};
 pub use object::{ObjectOptions, SHA256_METADATA};
 pub use overlap::overlaps_after_resolving;
 use reader::{Problem, Problems, Section};

@@ -183,7 +183,7 @@ impl ManifestWriter {
         let body = document::render(batch, &files);
         let md5: [u8; 16] = md5::Md5::digest(&body).into();
         let meta = ObjectMeta {
-            sha256: hex::encode(sha2::Sha256::digest(&body)),
+            sha256: Some(hex::encode(sha2::Sha256::digest(&body))),
             content_type: "application/json",
         };
         // The bucket the batch's files went to, which a reload may have changed since.

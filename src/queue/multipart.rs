@@ -34,15 +34,16 @@ pub struct RecordedUpload {
 }
 
 impl Queue {
-    /// Records a new multipart upload for the row (and the source's SHA-256, which the
-    /// upload carries as metadata); forgets any parts of an earlier one.
+    /// Records a new multipart upload for the row (and the source's SHA-256 when the
+    /// upload carries it as metadata: none when it is hashed while sent); forgets any
+    /// parts of an earlier one.
     pub fn start_upload(
         &mut self,
         id: i64,
         claim: i64,
         upload_id: &str,
         part_size: u64,
-        sha256: &str,
+        sha256: Option<&str>,
     ) -> Result<bool> {
         self.in_transaction(|tx| {
             let changed = tx.execute(
@@ -55,6 +56,20 @@ impl Queue {
             }
             Ok(changed == 1)
         })
+    }
+
+    /// Records the SHA-256 of a file hashed while its parts were sent, before the upload
+    /// is completed: an upload found complete after a crash then has it.
+    pub fn record_sha256(&mut self, id: i64, claim: i64, sha256: &str) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE files SET sha256 = ?3
+                 WHERE id = ?1 AND state = 'active' AND claim = ?2 AND upload_id IS NOT NULL",
+                params![id, claim, sha256],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
     }
 
     /// Records a part S3 confirmed.

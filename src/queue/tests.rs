@@ -580,7 +580,9 @@ fn multipart_progress_is_recorded_and_cleared_with_the_upload() {
         etag: format!("\"e{number}\""),
         md5: "00".repeat(16),
     };
-    assert!(q.start_upload(1, 1, "upload-1", 5 << 20, "sha").unwrap());
+    assert!(q
+        .start_upload(1, 1, "upload-1", 5 << 20, Some("sha"))
+        .unwrap());
     assert!(q.record_part(1, 1, &part(1)).unwrap());
     assert!(q.record_part(1, 1, &part(3)).unwrap());
     assert!(
@@ -625,7 +627,7 @@ fn starting_over_forgets_old_parts() {
     let (_d, mut q) = open();
     register(&mut q, &[file("big", 10 << 20)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.start_upload(1, 1, "u1", 5 << 20, "sha").unwrap();
+    q.start_upload(1, 1, "u1", 5 << 20, Some("sha")).unwrap();
     q.record_part(
         1,
         1,
@@ -640,7 +642,7 @@ fn starting_over_forgets_old_parts() {
     assert!(q.forget_upload(1, 1).unwrap());
     let row = q.get(1).unwrap().unwrap();
     assert_eq!((row.upload_id, q.parts(1).unwrap().len()), (None, 0));
-    q.start_upload(1, 1, "u2", 5 << 20, "sha").unwrap();
+    q.start_upload(1, 1, "u2", 5 << 20, Some("sha")).unwrap();
     assert!(q.mark_failed(1, 1, "gone", 11).unwrap());
     assert!(q.get(1).unwrap().unwrap().upload_id.is_none());
 }
@@ -650,7 +652,7 @@ fn a_file_rewritten_while_pending_does_not_resume_the_old_upload() {
     let (_d, mut q) = open();
     register(&mut q, &[file("big", 25 << 20)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.start_upload(1, 1, "old-upload", 5 << 20, "old-sha")
+    q.start_upload(1, 1, "old-upload", 5 << 20, Some("old-sha"))
         .unwrap();
     q.record_part(
         1,
@@ -1017,7 +1019,7 @@ fn an_upload_no_row_needs_any_more_is_listed_for_aborting() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    assert!(q.start_upload(1, 1, "up-1", 5 << 20, "sha").unwrap());
+    assert!(q.start_upload(1, 1, "up-1", 5 << 20, Some("sha")).unwrap());
     q.retry_later(1, 1, "SlowDown", 11, 11).unwrap();
     // Rewritten before the upload ended: the row starts over, its upload is abandoned.
     register(&mut q, &[file("a", 2)], 12);

@@ -20,7 +20,7 @@ use super::{
 pub struct Object {
     pub bytes: Bytes,
     pub etag: String,
-    pub sha256: String,
+    pub sha256: Option<String>,
     pub content_type: String,
 }
 
@@ -277,7 +277,7 @@ impl ObjectStore for MemoryStore {
             md5s.push(*md5);
         }
         let meta = upload.meta.clone().unwrap_or(ObjectMeta {
-            sha256: String::new(),
+            sha256: None,
             content_type: "application/octet-stream",
         });
         state.uploads.remove(upload_id);
@@ -343,7 +343,7 @@ impl ObjectStore for MemoryStore {
         Ok(self.lock().objects.get(key).map(|o| ObjectHead {
             size: o.bytes.len() as u64,
             etag: Some(o.etag.clone()),
-            sha256: Some(o.sha256.clone()),
+            sha256: o.sha256.clone(),
         }))
     }
 

@@ -75,8 +75,9 @@ pub struct OpenUpload {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Hex SHA-256 of the object's bytes (for raw delivery, the source's), stored as
-    /// `x-amz-meta-sha256`.
-    pub sha256: String,
+    /// `x-amz-meta-sha256`; none for a file sent in parts that is read only once
+    /// (`large_file_sha256 = "manifest"`).
+    pub sha256: Option<String>,
     pub content_type: &'static str,
 }
 

@@ -194,7 +194,7 @@ async fn probe_multipart(store: &dyn ObjectStore, key: &str, body: &Bytes) -> Ve
 
 fn probe_meta(sha256: String) -> ObjectMeta {
     ObjectMeta {
-        sha256,
+        sha256: Some(sha256),
         content_type: "text/plain",
     }
 }

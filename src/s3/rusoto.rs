@@ -87,9 +87,11 @@ fn written(
 }
 
 /// The destination's user metadata, and the object's SHA-256.
-fn metadata(options: &ObjectOptions, sha256: &str) -> HashMap<String, String> {
+fn metadata(options: &ObjectOptions, sha256: Option<&str>) -> HashMap<String, String> {
     let mut metadata: HashMap<String, String> = options.metadata.iter().cloned().collect();
-    metadata.insert(SHA256_METADATA.to_string(), sha256.to_string());
+    if let Some(sha256) = sha256 {
+        metadata.insert(SHA256_METADATA.to_string(), sha256.to_string());
+    }
     metadata
 }
 
@@ -226,7 +228,7 @@ impl ObjectStore for RusotoStore {
             body: Some(stream),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
-            metadata: Some(metadata(&self.object, &meta.sha256)),
+            metadata: Some(metadata(&self.object, meta.sha256.as_deref())),
             content_type: Some(meta.content_type.to_string()),
             tagging: self.object.tagging(),
             storage_class: self.object.storage_class.clone(),
@@ -246,7 +248,7 @@ impl ObjectStore for RusotoStore {
         let request = CreateMultipartUploadRequest {
             bucket: self.bucket.clone(),
             key: key.to_string(),
-            metadata: Some(metadata(&self.object, &meta.sha256)),
+            metadata: Some(metadata(&self.object, meta.sha256.as_deref())),
             content_type: Some(meta.content_type.to_string()),
             tagging: self.object.tagging(),
             storage_class: self.object.storage_class.clone(),

@@ -71,10 +71,10 @@ pub struct Uploaded {
 }
 
 impl Job<'_> {
-    /// The metadata the object is written with.
-    pub fn meta(&self, sha256: &str) -> ObjectMeta {
+    /// The metadata the object is written with (`sha256` as `x-amz-meta-sha256`, if any).
+    pub fn meta(&self, sha256: Option<&str>) -> ObjectMeta {
         ObjectMeta {
-            sha256: sha256.to_string(),
+            sha256: sha256.map(str::to_string),
             content_type: self.content_type,
         }
     }
@@ -132,11 +132,25 @@ pub async fn read_range(
     offset: u64,
     len: u64,
 ) -> Result<(Bytes, Md5), TransferError> {
+    let (bytes, md5, _) = read_range_hashing(file, offset, len, None).await?;
+    Ok((bytes, md5))
+}
+
+/// [`read_range`], adding the bytes to a running SHA-256 too, if one is given.
+pub async fn read_range_hashing(
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+    mut sha256: Option<Sha256>,
+) -> Result<(Bytes, Md5, Option<Sha256>), TransferError> {
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset)?;
         let md5: Md5 = Hasher::digest(&buf).into();
-        Ok::<_, std::io::Error>((Bytes::from(buf), md5))
+        if let Some(sha256) = &mut sha256 {
+            sha256.update(&buf);
+        }
+        Ok::<_, std::io::Error>((Bytes::from(buf), md5, sha256))
     })
     .await
     .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))

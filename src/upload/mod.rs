@@ -14,6 +14,7 @@ mod hold;
 mod job;
 pub mod limit;
 mod multipart;
+mod one_pass;
 pub mod pressure;
 mod sweep;
 pub mod transfer;

@@ -3,7 +3,13 @@
 //! attempt — after a transient error, a restart, a `SIGKILL` or a power loss — asks S3
 //! which parts it holds (ListParts), keeps those it and the queue agree on, uploads the
 //! rest and completes. If S3 no longer knows the upload, the object may already be
-//! complete (HEAD with the SHA-256 decides); otherwise the file starts over.
+//! complete (HEAD decides, by the SHA-256 metadata or the parts' ETag); otherwise the file
+//! starts over.
+//!
+//! With `large_file_sha256 = "metadata"` the file is hashed before the upload begins (S3
+//! takes metadata then) and read again to be sent; with `"manifest"` it is read once,
+//! hashed while sent ([`one_pass`](super::one_pass)), and its SHA-256 recorded in the
+//! queue before the upload is completed.
 
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -13,8 +19,10 @@ use std::time::Duration;
 use super::backoff;
 use super::error::TransferError;
 use super::job::{check_etag, hash_file, read_range, Job, Uploaded};
+use super::one_pass;
+use crate::config::LargeFileSha256;
 use crate::queue::{FileStamp, StoredPart};
-use crate::s3::{multipart_etag, CompletedPart, ErrorClass, Md5};
+use crate::s3::{bare_etag, multipart_etag, CompletedPart, ErrorClass, Md5};
 
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;
@@ -26,12 +34,13 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     configured.max(size.div_ceil(MAX_PARTS))
 }
 
-/// An upload to continue: its id, part size, the source's SHA-256 and the parts done.
-struct Open {
-    upload_id: String,
-    part_size: u64,
-    sha256: String,
-    done: Vec<StoredPart>,
+/// An upload to continue: its id, part size, the source's SHA-256 (none while the file
+/// is hashed as it is sent) and the parts done.
+pub(super) struct Open {
+    pub upload_id: String,
+    pub part_size: u64,
+    pub sha256: Option<String>,
+    pub done: Vec<StoredPart>,
 }
 
 pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
@@ -69,22 +78,24 @@ enum Resumed {
 /// Picks up the upload recorded for the row, if there is one S3 still knows.
 async fn resume(job: &Job<'_>) -> Result<Resumed, TransferError> {
     let row = job.row;
-    let (Some(upload_id), Some(part_size), Some(sha256)) =
-        (&row.upload_id, row.part_size, &row.sha256)
-    else {
+    let (Some(upload_id), Some(part_size)) = (&row.upload_id, row.part_size) else {
         return Ok(Resumed::Fresh);
     };
     let listed = job
         .request(job.store.list_parts(job.key, upload_id))
         .await?;
     let Some(listed) = listed else {
-        // Completed just before a crash, or aborted/expired. HEAD tells which.
-        if let Some(etag) = job.request(job.already_there(sha256)).await? {
-            return Ok(Resumed::Complete(Uploaded {
-                etag,
-                sha256: sha256.clone(),
-                sent: false,
-            }));
+        // Completed just before a crash, or aborted/expired. HEAD tells which. A file
+        // hashed while sent has its SHA-256 recorded before the upload is completed: none
+        // means it never was.
+        if let Some(sha256) = &row.sha256 {
+            if let Some(etag) = completed_before(job, sha256, part_size).await? {
+                return Ok(Resumed::Complete(Uploaded {
+                    etag,
+                    sha256: sha256.clone(),
+                    sent: false,
+                }));
+            }
         }
         tracing::info!(
             id = row.id,
@@ -95,8 +106,12 @@ async fn resume(job: &Job<'_>) -> Result<Resumed, TransferError> {
         return Ok(Resumed::Fresh);
     };
     if job.remade {
-        let (_, now) = hash_file(Arc::clone(&job.file), job.stamp.size).await?;
-        if &now != sha256 {
+        let same = match &row.sha256 {
+            Some(sha256) => &hash_file(Arc::clone(&job.file), job.stamp.size).await?.1 == sha256,
+            // Hashed while sent: not known before the end. A remade work file is new bytes.
+            None => false,
+        };
+        if !same {
             tracing::info!(
                 id = row.id,
                 key = job.key,
@@ -136,14 +151,62 @@ async fn resume(job: &Job<'_>) -> Result<Resumed, TransferError> {
     Ok(Resumed::Open(Open {
         upload_id: upload_id.clone(),
         part_size,
-        sha256: sha256.clone(),
+        sha256: row.sha256.clone(),
         done,
+    }))
+}
+
+/// The ETag of the object at the key if an earlier attempt completed this very upload:
+/// the same size, and the SHA-256 in its metadata or, on an object without it (hashed
+/// while sent), the ETag S3 makes of the parts the queue recorded.
+async fn completed_before(
+    job: &Job<'_>,
+    sha256: &str,
+    part_size: u64,
+) -> Result<Option<String>, TransferError> {
+    let id = job.row.id;
+    let parts = job.queue.call(move |q| q.parts(id)).await?;
+    let size = job.stamp.size;
+    let whole = parts.len() as u64 == size.div_ceil(part_size)
+        && parts.iter().enumerate().all(|(i, p)| {
+            let offset = i as u64 * part_size;
+            p.number as usize == i + 1 && p.size == part_size.min(size - offset)
+        });
+    let parts_etag = if whole {
+        let md5s: Vec<Md5> = parts
+            .iter()
+            .map(|p| parse_md5(&p.md5))
+            .collect::<Result<_, _>>()?;
+        Some(multipart_etag(&md5s))
+    } else {
+        None
+    };
+    let head = match job.request(job.store.head_object(job.key)).await {
+        Ok(head) => head,
+        Err(e) if e.status == Some(403) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(head.and_then(|h| {
+        let same = h.size == size
+            && match (&h.sha256, &h.etag, &parts_etag) {
+                (Some(stored), _, _) => stored == sha256,
+                (None, Some(etag), Some(parts)) => bare_etag(etag).eq_ignore_ascii_case(parts),
+                _ => false,
+            };
+        same.then(|| h.etag.unwrap_or_default())
     }))
 }
 
 /// Hashes the file (its SHA-256 goes into the object's metadata), makes sure an earlier
 /// attempt did not already complete the object, and creates and records a new upload.
+/// A file hashed while sent skips the first two: an object an earlier attempt completed
+/// cannot be told from another without reading the file, so it is sent again under the
+/// same key (the same bytes; one object).
 async fn start(job: &Job<'_>) -> Result<Resumed, TransferError> {
+    let part_size = part_size_for(job.stamp.size, job.target.settings.part_size);
+    if job.target.settings.large_file_sha256 == LargeFileSha256::Manifest {
+        return open_upload(job, part_size, None).await;
+    }
     let (_, sha256) = hash_file(Arc::clone(&job.file), job.stamp.size).await?;
     if job.maybe_sent_before() {
         if let Some(etag) = job.request(job.already_there(&sha256)).await? {
@@ -154,13 +217,24 @@ async fn start(job: &Job<'_>) -> Result<Resumed, TransferError> {
             }));
         }
     }
-    let part_size = part_size_for(job.stamp.size, job.target.settings.part_size);
+    open_upload(job, part_size, Some(sha256)).await
+}
+
+/// Creates a multipart upload (with the SHA-256 as metadata, if known) and records it.
+async fn open_upload(
+    job: &Job<'_>,
+    part_size: u64,
+    sha256: Option<String>,
+) -> Result<Resumed, TransferError> {
     let upload_id = job
-        .request(job.store.create_multipart(job.key, &job.meta(&sha256)))
+        .request(
+            job.store
+                .create_multipart(job.key, &job.meta(sha256.as_deref())),
+        )
         .await?;
     let (uid, sha) = (upload_id.clone(), sha256.clone());
     let recorded = record(job, move |q, id, claim| {
-        q.start_upload(id, claim, &uid, part_size, &sha)
+        q.start_upload(id, claim, &uid, part_size, sha.as_deref())
     })
     .await;
     if let Err(e) = recorded {
@@ -179,17 +253,23 @@ async fn start(job: &Job<'_>) -> Result<Resumed, TransferError> {
 async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
     let size = job.stamp.size;
     let count = size.div_ceil(open.part_size) as u32;
-    let have: HashMap<u32, &StoredPart> = open.done.iter().map(|p| (p.number, p)).collect();
-    let missing: Vec<u32> = (1..=count).filter(|n| !have.contains_key(n)).collect();
-    let uploaded: Vec<StoredPart> = futures::stream::iter(missing)
-        .map(|number| {
-            let offset = u64::from(number - 1) * open.part_size;
-            let len = open.part_size.min(size - offset);
-            upload_part(job, &open.upload_id, number, offset, len)
-        })
-        .buffer_unordered(job.target.settings.concurrency)
-        .try_collect()
-        .await?;
+    let (uploaded, sha256) = match &open.sha256 {
+        Some(sha256) => {
+            let have: HashMap<u32, &StoredPart> = open.done.iter().map(|p| (p.number, p)).collect();
+            let missing: Vec<u32> = (1..=count).filter(|n| !have.contains_key(n)).collect();
+            let uploaded: Vec<StoredPart> = futures::stream::iter(missing)
+                .map(|number| {
+                    let offset = u64::from(number - 1) * open.part_size;
+                    let len = open.part_size.min(size - offset);
+                    upload_part(job, &open.upload_id, number, offset, len)
+                })
+                .buffer_unordered(job.target.settings.concurrency)
+                .try_collect()
+                .await?;
+            (uploaded, sha256.clone())
+        }
+        None => one_pass::send_and_hash(job, open).await?,
+    };
 
     // Parts read from a file that changed meanwhile would make a mixed object: check
     // before completing, and abort instead.
@@ -201,6 +281,11 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
     if now != job.stamp {
         abort(job, &open.upload_id).await;
         return Err(TransferError::SourceChanged);
+    }
+    if open.sha256.is_none() {
+        // Before completing: an upload found complete after a crash has its SHA-256.
+        let sha = sha256.clone();
+        record(job, move |q, id, claim| q.record_sha256(id, claim, &sha)).await?;
     }
     let mut parts: Vec<&StoredPart> = open.done.iter().chain(uploaded.iter()).collect();
     parts.sort_by_key(|p| p.number);
@@ -224,12 +309,12 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
     let etag = check_etag("CompleteMultipartUpload", &written, &multipart_etag(&md5s))?;
     Ok(Uploaded {
         etag,
-        sha256: open.sha256.clone(),
+        sha256,
         sent: true,
     })
 }
 
-/// Uploads one part (retrying it on its own) and records it in the queue.
+/// Reads and uploads one part (retrying it on its own) and records it in the queue.
 async fn upload_part(
     job: &Job<'_>,
     upload_id: &str,
@@ -237,19 +322,33 @@ async fn upload_part(
     offset: u64,
     len: u64,
 ) -> Result<StoredPart, TransferError> {
+    let permit = job.target.limit.acquire(len).await;
+    let (bytes, md5) = read_range(Arc::clone(&job.file), offset, len).await?;
+    let part = send_part(job, upload_id, number, bytes, md5).await;
+    drop(permit);
+    part
+}
+
+/// Uploads one part's bytes, read already and held under the caller's memory permit
+/// (retrying it on its own with the same bytes), and records it in the queue.
+pub(super) async fn send_part(
+    job: &Job<'_>,
+    upload_id: &str,
+    number: u32,
+    bytes: bytes::Bytes,
+    md5: Md5,
+) -> Result<StoredPart, TransferError> {
+    let len = bytes.len() as u64;
     let mut tries = 0;
-    let (etag, md5) = loop {
+    let etag = loop {
         tries += 1;
-        let permit = job.target.limit.acquire(len).await;
-        let (bytes, md5) = read_range(Arc::clone(&job.file), offset, len).await?;
         let result = job
             .store
-            .upload_part(job.key, upload_id, number, bytes, md5)
+            .upload_part(job.key, upload_id, number, bytes.clone(), md5)
             .await;
-        drop(permit);
         job.observe(&result);
         match result {
-            Ok(written) => break (check_etag("UploadPart", &written, &hex::encode(md5))?, md5),
+            Ok(written) => break check_etag("UploadPart", &written, &hex::encode(md5))?,
             Err(e) if e.class == ErrorClass::Transient && tries < PART_TRIES => {
                 let s = &job.target.settings;
                 let wait = backoff::delay(

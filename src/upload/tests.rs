@@ -64,7 +64,7 @@ async fn a_file_is_delivered_with_its_sha256_and_handed_to_the_finisher() {
     assert!(told.is_ok(), "the finisher was not told");
     let object = f.store.object("in/a.csv").expect("the object");
     assert_eq!(&object.bytes[..], bytes);
-    assert_eq!(object.sha256, hex::encode(Sha256::digest(bytes)));
+    assert_eq!(object.sha256, Some(hex::encode(Sha256::digest(bytes))));
     assert_eq!(f.row(id).await.etag.as_deref(), Some(object.etag.as_str()));
     // A first attempt has nothing to look for: one request.
     assert_eq!(f.store.requests(), ["PutObject in/a.csv"]);
@@ -221,4 +221,98 @@ async fn slow_down_halves_the_requests_in_flight() {
     // One success since is not enough to earn a request back (that takes `limit` in a row).
     assert_eq!(target.limit.current(), 4);
     assert_eq!(outcomes(&f, id).await, ["retry", "done"]);
+}
+
+/// Parts sent one at a time, each file read once (`large_file_sha256 = "manifest"`).
+const READ_ONCE: &str = r#"part_size = "5MiB"
+multipart_threshold = "5MiB"
+concurrency = 1
+large_file_sha256 = "manifest""#;
+
+#[tokio::test(start_paused = true)]
+async fn read_once_a_big_file_is_sent_without_hashing_first_and_its_sha256_recorded() {
+    let f = Fixture::new(READ_ONCE, "");
+    let bytes = big();
+    let id = f.drop_and_queue("big.bin", &bytes).await;
+    let run = start(f.uploader(f.target()));
+    f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
+    run.stop().await;
+
+    let object = f.store.object("in/big.bin").unwrap();
+    assert_eq!(object.bytes, bytes);
+    assert_eq!(
+        object.sha256, None,
+        "no metadata: it would need a read first"
+    );
+    let row = f.row(id).await;
+    assert_eq!(row.sha256, Some(hex::encode(Sha256::digest(&bytes))));
+    assert_eq!(row.etag.as_deref(), Some(object.etag.as_str()));
+    assert_eq!(
+        f.store.requests(),
+        [
+            "CreateMultipartUpload in/big.bin",
+            "UploadPart in/big.bin",
+            "UploadPart in/big.bin",
+            "UploadPart in/big.bin",
+            "CompleteMultipartUpload in/big.bin",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_once_a_resumed_upload_hashes_the_parts_s3_has_without_sending_them() {
+    let f = Fixture::new(READ_ONCE, "");
+    let bytes = big();
+    let id = f.drop_and_queue("big.bin", &bytes).await;
+    // The third part's request: the worker loses its claim (as if it hung), so that part
+    // is never recorded and the next attempt resumes after two.
+    let (db, parts) = (f.config.queue_path(), std::sync::atomic::AtomicU32::new(0));
+    f.store.on_request(move |operation, _| {
+        if operation == "UploadPart" && parts.fetch_add(1, Ordering::SeqCst) == 2 {
+            steal_claim(&db, id);
+        }
+    });
+    let run = start(f.uploader(f.target()));
+    f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
+    run.stop().await;
+
+    assert_eq!(f.store.object("in/big.bin").unwrap().bytes, bytes);
+    assert_eq!(f.store.count("CreateMultipartUpload"), 1);
+    assert_eq!(
+        f.store.count("UploadPart"),
+        4,
+        "two parts are not sent again"
+    );
+    // The SHA-256 covers the parts read only to be hashed.
+    let row = f.row(id).await;
+    assert_eq!(row.sha256, Some(hex::encode(Sha256::digest(&bytes))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_once_an_upload_completed_before_its_outcome_was_recorded_is_recognised() {
+    let f = Fixture::new(READ_ONCE, "");
+    let bytes = big();
+    let id = f.drop_and_queue("big.bin", &bytes).await;
+    // S3 completes the upload, and the worker loses its claim before it records the
+    // outcome (as after a crash): the object carries no SHA-256 to compare.
+    let (db, stolen) = (f.config.queue_path(), AtomicBool::new(false));
+    f.store.on_request(move |operation, _| {
+        if operation == "CompleteMultipartUpload" && !stolen.swap(true, Ordering::SeqCst) {
+            steal_claim(&db, id);
+        }
+    });
+    let run = start(f.uploader(f.target()));
+    f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
+    run.stop().await;
+
+    let object = f.store.object("in/big.bin").unwrap();
+    assert_eq!(object.bytes, bytes);
+    // Recognised by the ETag of the parts recorded: nothing sent twice.
+    assert_eq!(f.store.count("CreateMultipartUpload"), 1);
+    assert_eq!(f.store.count("UploadPart"), 3);
+    assert_eq!(f.store.count("CompleteMultipartUpload"), 1);
+    assert_eq!(f.store.count("HeadObject"), 1);
+    let row = f.row(id).await;
+    assert_eq!(row.sha256, Some(hex::encode(Sha256::digest(&bytes))));
+    assert_eq!(row.etag.as_deref(), Some(object.etag.as_str()));
 }

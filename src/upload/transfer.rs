@@ -36,7 +36,12 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
         }
         let result = job
             .store
-            .put_object(job.key, PutBody::Memory(bytes), md5, &job.meta(&sha256))
+            .put_object(
+                job.key,
+                PutBody::Memory(bytes),
+                md5,
+                &job.meta(Some(&sha256)),
+            )
             .await;
         drop(permit);
         job.observe(&result);
@@ -63,7 +68,10 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
             len: size,
         };
         let written = job
-            .request(job.store.put_object(job.key, body, md5, &job.meta(&sha256)))
+            .request(
+                job.store
+                    .put_object(job.key, body, md5, &job.meta(Some(&sha256))),
+            )
             .await?;
         let etag = check_etag("PutObject", &written, &hex::encode(md5))?;
         Ok(Uploaded {

@@ -205,6 +205,54 @@ fn sigterm_during_a_multipart_upload_finishes_it_and_exits_zero() {
 }
 
 #[test]
+fn read_once_a_multipart_upload_resumes_after_sigkill_with_its_sha256_in_queue_and_manifest() {
+    use crate::proxy::{FaultProxy, Mode};
+    let server = shared_server();
+    // Slow enough to kill the daemon between parts.
+    let proxy = FaultProxy::start(server, Mode::Delay(Duration::from_millis(400)));
+    let mut o = Options::new(&proxy.endpoint());
+    // The harness's parts are 5 MiB already.
+    o.upload_extra = "large_file_sha256 = \"manifest\"";
+    o.spool_extra = "manifest = true\nmanifest_max_files = 1".into();
+    let s = Setup::new(o, Bucket::create(server));
+    let sha = s.drop_file("big.bin", &data(26 << 20, 12));
+    let daemon = s.start();
+    let show = || -> serde_json::Value {
+        serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap_or_default()
+    };
+    wait_for(WAIT, "a part recorded", || {
+        show()["parts_done"].as_u64().unwrap_or(0) >= 1
+    });
+    daemon.kill();
+    proxy.set_mode(Mode::Pass);
+    let daemon = s.start();
+    wait_for(WAIT, "delivered after restart", || s.count("done") == 1);
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(daemon.stop().success());
+
+    assert!(log.contains("resuming multipart upload"), "{log}");
+    let objects = s.bucket.objects();
+    let object = &objects["inbound/orders/big.bin"];
+    assert_eq!(object.sha256, sha, "the object is the file, byte for byte");
+    assert_eq!(object.meta_sha256, None, "read once: no SHA-256 metadata");
+    assert_eq!(
+        show()["sha256"],
+        sha.as_str(),
+        "the queue has the file's SHA-256"
+    );
+    let manifest_key = objects
+        .keys()
+        .find(|k| k.contains("/_manifests/"))
+        .expect("a manifest");
+    let path = s.dir.path().join("manifest.json");
+    s.bucket.get(manifest_key, &path);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(manifest["files"][0]["sha256"], sha.as_str(), "{manifest}");
+    assert!(s.bucket.open_uploads().is_empty());
+}
+
+#[test]
 fn sigkill_mid_run_then_restart_delivers_every_file_exactly_once() {
     let endpoint = shared_server();
     let mut options = Options::new(endpoint);
