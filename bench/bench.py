@@ -264,7 +264,9 @@ secret_access_key = "{SECRET}"
         # its CPU figures are then perf's, not s3spool's).
         perf = os.environ.get("S3SPOOL_BENCH_PERF")
         if perf:
-            cmd = ["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", f"{perf}/{self.dir.name}.data", "--"] + cmd
+            # S3SPOOL_BENCH_PERF_DELAY=MS: leave the start out of the profile.
+            delay = ["-D", os.environ["S3SPOOL_BENCH_PERF_DELAY"]] if os.environ.get("S3SPOOL_BENCH_PERF_DELAY") else []
+            cmd = ["perf", "record", "-F", "499", *delay, "--call-graph", "dwarf,16384", "-o", f"{perf}/{self.dir.name}.data", "--"] + cmd
         # The default log level, as deployed: per-file lines are part of the cost.
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)

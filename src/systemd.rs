@@ -123,13 +123,26 @@ fn status_line(pending: u64, active: u64, failed: u64, last_delivery_ms: i64, no
 /// The current status, read from the queue (an indexed count, cheap on a large queue).
 pub async fn current_status(queue: &SharedQueue, heartbeat: &Heartbeat) -> Option<String> {
     let counts = queue.call(|q| q.waiting_counts()).await.ok()?;
-    Some(status_line(
+    Some(status_of(counts, heartbeat))
+}
+
+/// [`current_status`], read in a write transaction: `None` unless the daemon could write
+/// to the queue now. An idle daemon writes nothing for long stretches, so the watchdog's
+/// check proves the queue writable itself (a stuck writer elsewhere holding its lock
+/// stops the feeding, as it would stop every claim and registration).
+async fn status_if_writable(queue: &SharedQueue, heartbeat: &Heartbeat) -> Option<String> {
+    let counts = queue.grouped(|q| q.waiting_counts()).await.ok()?;
+    Some(status_of(counts, heartbeat))
+}
+
+fn status_of(counts: crate::queue::Counts, heartbeat: &Heartbeat) -> String {
+    status_line(
         counts.pending,
         counts.active,
         counts.failed,
         heartbeat.delivered.load(Ordering::Relaxed),
         now_ms(),
-    ))
+    )
 }
 
 /// Keeps STATUS current and, when systemd asked for one, feeds the watchdog at half its
@@ -154,7 +167,7 @@ pub async fn report(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let status = current_status(&queue, &heartbeat).await;
+        let status = status_if_writable(&queue, &heartbeat).await;
         if shutdown.is_cancelled() {
             return;
         }

@@ -420,6 +420,16 @@ impl Queue {
         Ok(out)
     }
 
+    /// A number that changes whenever another connection (another process: the CLI's
+    /// `retry`, `resume`, `send`) commits a change to the queue. This connection's own
+    /// commits leave it as it is.
+    pub fn changes_by_others(&self) -> Result<i64> {
+        self.conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
     /// Runs one cached query and collects every row it returns.
     fn select<T>(
         &self,

@@ -108,15 +108,21 @@ struct Group<'q> {
 impl Drop for Group<'_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.queue.conn.execute_batch("ROLLBACK");
+            let _ = self.queue.run_cached("ROLLBACK");
         }
     }
 }
 
 impl Queue {
+    /// Runs a statement kept prepared (a group's BEGIN and COMMIT: parsing them for every
+    /// group showed in profiles).
+    fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
     /// Runs `jobs` in one transaction, commits it, then answers each job.
     fn commit_group(&mut self, jobs: Vec<Job>) {
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = self.run_cached("BEGIN IMMEDIATE") {
             // The database is locked or failing: every caller hears it now and tries again
             // as it would after its own failed write (running each alone would wait the
             // busy timeout once per job, holding the queue all that while).
@@ -136,7 +142,7 @@ impl Queue {
             .into_iter()
             .map(|job| job(Ok(&mut *group.queue)))
             .collect();
-        let committed = group.queue.conn.execute_batch("COMMIT");
+        let committed = group.queue.run_cached("COMMIT");
         let failed = match committed {
             Ok(()) => {
                 group.open = false;

@@ -1112,3 +1112,14 @@ fn claims_never_walk_the_backlog() {
         assert!(!text.contains("TEMP B-TREE"), "no sort: {text}");
     }
 }
+
+#[test]
+fn changes_by_other_connections_are_seen_and_its_own_are_not() {
+    let (d, mut q) = open();
+    let mut other = Queue::open(&d.path().join("queue.db")).unwrap();
+    let before = q.changes_by_others().unwrap();
+    register(&mut q, &[file("a", 1)], 10);
+    assert_eq!(q.changes_by_others().unwrap(), before, "its own commit");
+    other.pause("orders", 10).unwrap();
+    assert_ne!(q.changes_by_others().unwrap(), before, "another's commit");
+}

@@ -11,6 +11,7 @@ mod convert;
 mod deliver;
 mod error;
 mod hold;
+mod idle;
 mod job;
 pub mod limit;
 mod multipart;
@@ -30,6 +31,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::queue::{Eligible, SharedQueue};
 use crate::systemd::Heartbeat;
+use idle::QueueWrites;
 pub use job::Target;
 use pressure::Pressure;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
@@ -46,6 +48,8 @@ const MIN_IDLE: Duration = Duration::from_millis(200);
 /// How often an idle dispatcher looks for rows made due by the CLI (`s3spool retry`), and
 /// the longest it goes without a turn of its loop.
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
+/// The longest an idle dispatcher goes without trying a claim (see [`Uploader::idle`]).
+const IDLE_CLAIM_EVERY: Duration = REAP_EVERY;
 
 /// Everything a file delivery needs, shared by all tasks.
 pub struct Uploader {
@@ -131,6 +135,50 @@ impl Uploader {
         Eligible::only(&spools, &destinations)
     }
 
+    /// Waits while nothing can be claimed, until a claim may find something: a poke (a
+    /// file queued, a delivery ended), the time a row falls due (`due`: after `wait`), a
+    /// held-back destination's probe, or a change another process made to the queue (the
+    /// CLI's retry, resume or send). Until then it only asks the queue whether another
+    /// process changed it, every `wait`: one cheap query where a claim is a transaction
+    /// over every spool. A claim is tried every [`IDLE_CLAIM_EVERY`] anyway. Returns false
+    /// at shutdown.
+    async fn idle(
+        &self,
+        wait: Duration,
+        due: bool,
+        open: Vec<String>,
+        writes: &QueueWrites,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let since = tokio::time::Instant::now();
+        let changes = self.queue.call(|q| q.changes_by_others()).await.ok();
+        loop {
+            let look = tokio::select! {
+                _ = self.wake.notified() => return true,
+                () = writes.written() => true,
+                // A turn of the loop (for the watchdog); without a watch, a look too.
+                _ = tokio::time::sleep(wait) => !writes.watching(),
+                _ = shutdown.cancelled() => return false,
+            };
+            let now = tokio::time::Instant::now();
+            if due
+                || now - since >= IDLE_CLAIM_EVERY
+                || self.pressure.plan_peek(&self.destinations, now) != open
+            {
+                return true;
+            }
+            if look {
+                match self.queue.call(|q| q.changes_by_others()).await {
+                    Ok(seen) if Some(seen) == changes => {}
+                    _ => return true,
+                }
+            }
+            // A turn that found nothing to claim (nothing changed since the last claim).
+            self.heartbeat.beat();
+            tracing::debug!("nothing due");
+        }
+    }
+
     /// Looks at `state_dir`'s free space and says so when that changes.
     async fn check_disk(&self) {
         let dir = self.config.state_dir.clone();
@@ -179,6 +227,7 @@ impl Uploader {
         let mut tasks = JoinSet::new();
         let mut last_reap = tokio::time::Instant::now();
         let mut last_disk_check = tokio::time::Instant::now() - DISK_CHECK_EVERY;
+        let writes = QueueWrites::watch(&self.config.queue_path());
         loop {
             if last_reap.elapsed() >= REAP_EVERY {
                 last_reap = tokio::time::Instant::now();
@@ -294,15 +343,15 @@ impl Uploader {
                 // A row due yet not claimed waits for a file that runs alone (one the
                 // daemon died with): the end of a delivery wakes the loop, and this floor
                 // keeps it from spinning meanwhile.
-                let wait = match self.queue.call(move |q| q.next_due_for(&eligible)).await {
-                    Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(0) as u64)
-                        .clamp(MIN_IDLE, IDLE_POLL),
-                    _ => IDLE_POLL,
+                let (wait, due) = match self.queue.call(move |q| q.next_due_for(&eligible)).await {
+                    Ok(Some(due)) if due - now_ms() <= IDLE_POLL.as_millis() as i64 => (
+                        Duration::from_millis((due - now_ms()).max(0) as u64).max(MIN_IDLE),
+                        true,
+                    ),
+                    _ => (IDLE_POLL, false),
                 };
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.cancelled() => break,
+                if !self.idle(wait, due, plan, &writes, &shutdown).await {
+                    break;
                 }
                 continue;
             }
