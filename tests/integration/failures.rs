@@ -216,27 +216,14 @@ fn read_once_a_multipart_upload_resumes_after_sigkill_with_its_sha256_in_queue_a
     o.spool_extra = "manifest = true\nmanifest_max_files = 1".into();
     let s = Setup::new(o, Bucket::create(server));
     let sha = s.drop_file("big.bin", &data(26 << 20, 12));
-    let daemon = s.start();
-    let show = || -> serde_json::Value {
-        serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap_or_default()
-    };
-    wait_for(WAIT, "a part recorded", || {
-        show()["parts_done"].as_u64().unwrap_or(0) >= 1
-    });
-    daemon.kill();
-    proxy.set_mode(Mode::Pass);
-    let daemon = s.start();
-    wait_for(WAIT, "delivered after restart", || s.count("done") == 1);
-    let log = std::fs::read_to_string(&daemon.log).unwrap();
-    assert!(daemon.stop().success());
-
+    let log = s.kill_after_a_part_then_deliver(|| proxy.set_mode(Mode::Pass));
     assert!(log.contains("resuming multipart upload"), "{log}");
     let objects = s.bucket.objects();
     let object = &objects["inbound/orders/big.bin"];
     assert_eq!(object.sha256, sha, "the object is the file, byte for byte");
     assert_eq!(object.meta_sha256, None, "read once: no SHA-256 metadata");
     assert_eq!(
-        show()["sha256"],
+        s.show(1)["sha256"],
         sha.as_str(),
         "the queue has the file's SHA-256"
     );

@@ -520,18 +520,7 @@ fn converted_upload_after_sigkill(encrypt: bool) -> String {
     let s = Setup::new(o, Bucket::create(server));
     let source = data(26 << 20, 5);
     s.drop_file("big.bin", &source);
-    let daemon = s.start();
-    wait_for(WAIT, "a part recorded", || {
-        let row: serde_json::Value =
-            serde_json::from_slice(&s.cli(&["show", "1", "--json"]).stdout).unwrap_or_default();
-        row["parts_done"].as_u64().unwrap_or(0) >= 1
-    });
-    daemon.kill();
-    proxy.set_mode(Mode::Pass);
-    let daemon = s.start();
-    wait_for(WAIT, "delivered after restart", || s.count("done") == 1);
-    let log = std::fs::read_to_string(&daemon.log).unwrap();
-    assert!(daemon.stop().success());
+    let log = s.kill_after_a_part_then_deliver(|| proxy.set_mode(Mode::Pass));
 
     let suffix = if encrypt { ".bin.gz.gpg" } else { ".bin.gz" };
     let (key, object) = single_object(&s, suffix);

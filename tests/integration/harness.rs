@@ -435,6 +435,30 @@ key = "{key}"
         self.status()["counts"][state].as_u64().unwrap()
     }
 
+    /// `s3spool show ID --json` (null while the queue cannot be read).
+    pub fn show(&self, id: i64) -> Value {
+        serde_json::from_slice(&self.cli(&["show", &id.to_string(), "--json"]).stdout)
+            .unwrap_or_default()
+    }
+
+    /// Starts the daemon on the one file in the spool, SIGKILLs it once a part of it is
+    /// recorded, calls `let_through` (e.g. a slow proxy lets requests pass), starts it
+    /// again until the file is delivered and stops it. Returns the second run's log.
+    pub fn kill_after_a_part_then_deliver(&self, let_through: impl FnOnce()) -> String {
+        let wait = Duration::from_secs(120);
+        let daemon = self.start();
+        wait_for(wait, "a part recorded", || {
+            self.show(1)["parts_done"].as_u64().unwrap_or(0) >= 1
+        });
+        daemon.kill();
+        let_through();
+        let daemon = self.start();
+        wait_for(wait, "delivered after restart", || self.count("done") == 1);
+        let log = std::fs::read_to_string(&daemon.log).unwrap();
+        assert!(daemon.stop().success());
+        log
+    }
+
     /// Turns on `metrics_listen` on a free port, which it returns.
     pub fn serve_metrics(&self) -> u16 {
         let port = free_port();
