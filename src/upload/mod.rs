@@ -136,7 +136,7 @@ impl Uploader {
     }
 
     /// Waits while nothing can be claimed, until a claim may find something: a poke (a
-    /// file queued, a delivery ended), the time a row falls due (`due`: after `wait`), a
+    /// file queued, a delivery ended), the time the next row falls due (`due`), a
     /// held-back destination's probe, or a change another process made to the queue (the
     /// CLI's retry, resume or send). Until then it only asks the queue whether another
     /// process changed it, every `wait`: one cheap query where a claim is a transaction
@@ -144,8 +144,7 @@ impl Uploader {
     /// at shutdown.
     async fn idle(
         &self,
-        wait: Duration,
-        due: bool,
+        due: Option<tokio::time::Instant>,
         open: Vec<String>,
         writes: &QueueWrites,
         shutdown: &CancellationToken,
@@ -153,15 +152,18 @@ impl Uploader {
         let since = tokio::time::Instant::now();
         let changes = self.queue.call(|q| q.changes_by_others()).await.ok();
         loop {
+            // A turn of the loop at least every IDLE_POLL (for the watchdog).
+            let turn = (tokio::time::Instant::now() + IDLE_POLL)
+                .min(due.unwrap_or(since + IDLE_CLAIM_EVERY));
             let look = tokio::select! {
                 _ = self.wake.notified() => return true,
                 () = writes.written() => true,
-                // A turn of the loop (for the watchdog); without a watch, a look too.
-                _ = tokio::time::sleep(wait) => !writes.watching(),
+                // Without a watch, every turn looks.
+                _ = tokio::time::sleep_until(turn) => !writes.watching(),
                 _ = shutdown.cancelled() => return false,
             };
             let now = tokio::time::Instant::now();
-            if due
+            if due.is_some_and(|due| now >= due)
                 || now - since >= IDLE_CLAIM_EVERY
                 || self.pressure.plan_peek(&self.destinations, now) != open
             {
@@ -343,14 +345,16 @@ impl Uploader {
                 // A row due yet not claimed waits for a file that runs alone (one the
                 // daemon died with): the end of a delivery wakes the loop, and this floor
                 // keeps it from spinning meanwhile.
-                let (wait, due) = match self.queue.call(move |q| q.next_due_for(&eligible)).await {
-                    Ok(Some(due)) if due - now_ms() <= IDLE_POLL.as_millis() as i64 => (
-                        Duration::from_millis((due - now_ms()).max(0) as u64).max(MIN_IDLE),
-                        true,
-                    ),
-                    _ => (IDLE_POLL, false),
+                let due = match self.queue.call(move |q| q.next_due_for(&eligible)).await {
+                    Ok(Some(due)) => {
+                        let wait = Duration::from_millis((due - now_ms()).max(0) as u64);
+                        Some(tokio::time::Instant::now() + wait.max(MIN_IDLE))
+                    }
+                    // Unknown: look again as soon as a turn allows.
+                    Err(_) => Some(tokio::time::Instant::now() + IDLE_POLL),
+                    Ok(None) => None,
                 };
-                if !self.idle(wait, due, plan, &writes, &shutdown).await {
+                if !self.idle(due, plan, &writes, &shutdown).await {
                     break;
                 }
                 continue;

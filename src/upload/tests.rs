@@ -316,3 +316,35 @@ async fn read_once_an_upload_completed_before_its_outcome_was_recorded_is_recogn
     assert_eq!(row.sha256, Some(hex::encode(Sha256::digest(&bytes))));
     assert_eq!(row.etag.as_deref(), Some(object.etag.as_str()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_dispatcher_claims_a_retry_when_it_falls_due() {
+    let f = Fixture::new("backoff_initial = \"1m\"\nbackoff_max = \"1m\"", "");
+    f.store
+        .fail_next("PutObject", answer("PutObject", 500, "InternalError"));
+    // When each PUT was sent, on the queue's clock.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&sent);
+    f.store.on_request(move |operation, _| {
+        if operation == "PutObject" {
+            log.lock().unwrap().push(crate::clock::now_ms());
+        }
+    });
+    let id = f.drop_and_queue("a.csv", b"x").await;
+    let run = start(f.uploader(f.target()));
+    f.wait_row(id, WITHIN, |r| r.state == State::Pending && r.attempts == 1)
+        .await;
+    let due = f.row(id).await.next_attempt_at;
+    f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
+    run.stop().await;
+
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    // Sent again when due (a random wait of up to a minute), not at the next claim the
+    // idle dispatcher tries anyway (every 30 s).
+    assert!(
+        sent[1] >= due && sent[1] - due < 1000,
+        "due at {due}, sent at {}",
+        sent[1]
+    );
+}
