@@ -140,6 +140,25 @@ pub(super) fn parse(
     let empty = toml::Table::new();
     let upload_table = s.table(p, "upload").unwrap_or(&empty);
     let upload = upload_settings(p, &s.key("upload"), upload_table);
+    if let Some(sse) = object
+        .sse
+        .as_deref()
+        .filter(|sse| sse.starts_with("aws:kms"))
+    {
+        if upload
+            .as_ref()
+            .is_some_and(|u| u.large_file_sha256 == LargeFileSha256::Manifest)
+        {
+            // Read once, a big object carries no SHA-256: an upload completed before a
+            // crash is recognised by its ETag, which under KMS is not made of the MD5s.
+            p.add(
+                format!("{}.large_file_sha256", s.key("upload")),
+                format!(
+                    "\"manifest\" cannot be used with sse = {sse:?}: S3's ETag of a KMS-encrypted object is not an MD5, so an upload completed just before a crash could not be recognised and would be sent again; use \"metadata\""
+                ),
+            );
+        }
+    }
     s.finish(p);
     let (bucket, prefix) = bucket?;
     let auth = auth?;
@@ -478,6 +497,15 @@ mod tests {
             &with_upload("large_file_sha256 = \"later\""),
             &key("large_file_sha256"),
             "\"later\" is not one of metadata, manifest",
+        );
+        let kms = with_upload("large_file_sha256 = \"manifest\"").replace(
+            "[destinations.lake.auth]",
+            "sse = \"aws:kms\"\n[destinations.lake.auth]",
+        );
+        refused(
+            &kms,
+            &key("large_file_sha256"),
+            "cannot be used with sse = \"aws:kms\"",
         );
     }
 

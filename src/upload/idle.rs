@@ -29,9 +29,15 @@ impl QueueWrites {
                 poke.notify_one();
                 return;
             };
+            // Writes, and the close of a file written (the CLI's connection ending).
             let write = matches!(
                 event.kind,
-                EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_)
+                EventKind::Modify(_)
+                    | EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Access(notify::event::AccessKind::Close(
+                        notify::event::AccessMode::Write
+                    ))
             );
             // queue.db, queue.db-wal (not -shm: mapped memory, and its own writes).
             let ours = event.paths.iter().any(|p| {

@@ -128,12 +128,31 @@ impl AdaptiveLimit {
     }
 }
 
-impl Drop for RequestPermit {
-    fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        let mut s = self.limit.lock();
+impl RequestPermit {
+    /// Gives the request slot back while the body waits for a retry (a backoff), keeping
+    /// its memory: the bytes are still held, the request is not in flight.
+    pub fn release_slot(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.limit.give_back(permit);
+        }
+    }
+
+    /// Takes a request slot again after [`RequestPermit::release_slot`].
+    pub async fn take_slot(&mut self) {
+        if self.permit.is_none() {
+            let permit = Arc::clone(&self.limit.permits)
+                .acquire_owned()
+                .await
+                .unwrap_or_else(|_| unreachable!("the request semaphore is never closed"));
+            self.permit = Some(permit);
+        }
+    }
+}
+
+impl AdaptiveLimit {
+    /// A slot given back: kept out of use while the limit is lowered (its debt).
+    fn give_back(&self, permit: OwnedSemaphorePermit) {
+        let mut s = self.lock();
         if s.debt > 0 {
             s.debt -= 1;
             permit.forget();
@@ -141,9 +160,38 @@ impl Drop for RequestPermit {
     }
 }
 
+impl Drop for RequestPermit {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.limit.give_back(permit);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_waiting_to_retry_gives_its_slot_back_and_keeps_its_memory() {
+        use std::time::Duration;
+        let limit = AdaptiveLimit::new(1, 4096);
+        let mut part = limit.acquire(4096).await;
+        part.release_slot();
+        // A request without a body gets the slot; one with a body waits for the memory.
+        let head = tokio::time::timeout(Duration::from_secs(1), limit.acquire(0))
+            .await
+            .expect("the slot is free");
+        let body = tokio::time::timeout(Duration::from_millis(100), limit.acquire(1024)).await;
+        assert!(body.is_err(), "the memory is still held");
+        // The retry waits for the slot, then goes.
+        let retry = tokio::time::timeout(Duration::from_millis(100), part.take_slot()).await;
+        assert!(retry.is_err(), "the slot is taken");
+        drop(head);
+        tokio::time::timeout(Duration::from_secs(1), part.take_slot())
+            .await
+            .expect("the slot came back");
+    }
 
     fn slow_down() -> Result<(), StoreError> {
         Err(StoreError::from_response(

@@ -50,6 +50,10 @@ const MIN_IDLE: Duration = Duration::from_millis(200);
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
 /// The longest an idle dispatcher goes without trying a claim (see [`Uploader::idle`]).
 const IDLE_CLAIM_EVERY: Duration = REAP_EVERY;
+/// After a write to the queue's files, an idle dispatcher looks this often …
+const RECHECK: Duration = Duration::from_millis(250);
+/// … for this long, until the commit shows.
+const RECHECK_FOR: Duration = Duration::from_secs(5);
 
 /// Everything a file delivery needs, shared by all tasks.
 pub struct Uploader {
@@ -146,20 +150,28 @@ impl Uploader {
         &self,
         due: Option<tokio::time::Instant>,
         open: Vec<String>,
+        changes: Option<i64>,
         writes: &QueueWrites,
         shutdown: &CancellationToken,
     ) -> bool {
         let since = tokio::time::Instant::now();
-        let changes = self.queue.call(|q| q.changes_by_others()).await.ok();
+        // A write is seen before its commit is (SQLite syncs the WAL, then publishes the
+        // commit): after one, look again every RECHECK for a while.
+        let mut recheck_until = since;
         loop {
+            let now = tokio::time::Instant::now();
+            let rechecking = now < recheck_until;
             // A turn of the loop at least every IDLE_POLL (for the watchdog).
-            let turn = (tokio::time::Instant::now() + IDLE_POLL)
-                .min(due.unwrap_or(since + IDLE_CLAIM_EVERY));
+            let turn = now + if rechecking { RECHECK } else { IDLE_POLL };
+            let turn = turn.min(due.unwrap_or(since + IDLE_CLAIM_EVERY));
             let look = tokio::select! {
                 _ = self.wake.notified() => return true,
-                () = writes.written() => true,
+                () = writes.written() => {
+                    recheck_until = tokio::time::Instant::now() + RECHECK_FOR;
+                    true
+                }
                 // Without a watch, every turn looks.
-                _ = tokio::time::sleep_until(turn) => !writes.watching(),
+                _ = tokio::time::sleep_until(turn) => rechecking || !writes.watching(),
                 _ = shutdown.cancelled() => return false,
             };
             let now = tokio::time::Instant::now();
@@ -288,6 +300,9 @@ impl Uploader {
             let claimed = self
                 .queue
                 .grouped(move |q| {
+                    // What other processes had committed when this claim looked (for the
+                    // idle wait: a change after it is news).
+                    let seen = q.changes_by_others().ok();
                     // A file the daemon died with runs alone, before anything else; for a
                     // blocked destination it is the probe.
                     let suspect = q.claim_suspect(now, LEASE, &suspect_scope)?;
@@ -297,7 +312,7 @@ impl Uploader {
                             .map(|(d, _)| d.clone())
                             .filter(|d| *d != row.destination)
                             .collect();
-                        return Ok((suspect, unused));
+                        return Ok((suspect, unused, seen));
                     }
                     let mut rows = Vec::new();
                     let mut unused = Vec::new();
@@ -312,17 +327,17 @@ impl Uploader {
                     if rows.len() < want {
                         rows.extend(q.claim_for(want - rows.len(), now, LEASE, &open)?);
                     }
-                    Ok((rows, unused))
+                    Ok((rows, unused, seen))
                 })
                 .await;
-            let rows = match claimed {
+            let (rows, seen) = match claimed {
                 // A turn counts as healthy once the queue answered.
-                Ok((rows, unused)) => {
+                Ok((rows, unused, seen)) => {
                     self.heartbeat.beat();
                     for destination in unused {
                         self.pressure.probe_unused(&destination);
                     }
-                    rows
+                    (rows, seen)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim work from the queue; retrying in 1s");
@@ -354,7 +369,7 @@ impl Uploader {
                     Err(_) => Some(tokio::time::Instant::now() + IDLE_POLL),
                     Ok(None) => None,
                 };
-                if !self.idle(due, plan, &writes, &shutdown).await {
+                if !self.idle(due, plan, seen, &writes, &shutdown).await {
                     break;
                 }
                 continue;

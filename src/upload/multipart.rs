@@ -19,6 +19,7 @@ use std::time::Duration;
 use super::backoff;
 use super::error::TransferError;
 use super::job::{check_etag, hash_file, read_range, Job, Uploaded};
+use super::limit::RequestPermit;
 use super::one_pass;
 use crate::config::LargeFileSha256;
 use crate::queue::{FileStamp, StoredPart};
@@ -268,7 +269,15 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
                 .await?;
             (uploaded, sha256.clone())
         }
-        None => one_pass::send_and_hash(job, open).await?,
+        None => match one_pass::send_and_hash(job, open).await {
+            Ok(sent) => sent,
+            Err(TransferError::SourceChanged) => {
+                // A part S3 has is not the file's now: the upload can only make a mixed object.
+                abort(job, &open.upload_id).await;
+                return Err(TransferError::SourceChanged);
+            }
+            Err(e) => return Err(e),
+        },
     };
 
     // Parts read from a file that changed meanwhile would make a mixed object: check
@@ -322,21 +331,20 @@ async fn upload_part(
     offset: u64,
     len: u64,
 ) -> Result<StoredPart, TransferError> {
-    let permit = job.target.limit.acquire(len).await;
+    let mut permit = job.target.limit.acquire(len).await;
     let (bytes, md5) = read_range(Arc::clone(&job.file), offset, len).await?;
-    let part = send_part(job, upload_id, number, bytes, md5).await;
-    drop(permit);
-    part
+    send_part(job, upload_id, number, (bytes, md5), &mut permit).await
 }
 
-/// Uploads one part's bytes, read already and held under the caller's memory permit
-/// (retrying it on its own with the same bytes), and records it in the queue.
+/// Uploads one part's bytes, read already and held under the caller's `permit`
+/// (retrying it on its own with the same bytes), and records it in the queue. While it
+/// waits to retry, the permit's request slot is given back; its memory is kept.
 pub(super) async fn send_part(
     job: &Job<'_>,
     upload_id: &str,
     number: u32,
-    bytes: bytes::Bytes,
-    md5: Md5,
+    (bytes, md5): (bytes::Bytes, Md5),
+    permit: &mut RequestPermit,
 ) -> Result<StoredPart, TransferError> {
     let len = bytes.len() as u64;
     let mut tries = 0;
@@ -358,7 +366,9 @@ pub(super) async fn send_part(
                     &mut rand::thread_rng(),
                 );
                 tracing::debug!(part = number, error = %e, wait_ms = wait.as_millis() as u64, "part failed; retrying it");
+                permit.release_slot();
                 tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
+                permit.take_slot().await;
             }
             Err(e) => return Err(e.into()),
         }

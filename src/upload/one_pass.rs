@@ -80,9 +80,7 @@ async fn send(
     number: u32,
     bytes: bytes::Bytes,
     md5: Md5,
-    permit: RequestPermit,
+    mut permit: RequestPermit,
 ) -> Result<StoredPart, TransferError> {
-    let sent = send_part(job, upload_id, number, bytes, md5).await;
-    drop(permit);
-    sent
+    send_part(job, upload_id, number, (bytes, md5), &mut permit).await
 }

@@ -351,12 +351,18 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
     });
     s.wait_past("nothing due", 2);
     assert_eq!(s.count("pending"), 1, "not uploaded while paused");
+    // Old enough for the --max-age check below.
+    wait_for(Duration::from_secs(60), "waiting 2s", || {
+        s.status()["spools"][0]["oldest_waiting_age_seconds"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    });
     let status = s.status();
     let spool = &status["spools"][0];
     assert_eq!(spool["spool"], "orders");
     assert_eq!(spool["paused"], true);
-    assert_eq!(spool["counts"]["pending"], 1);
-    assert!(spool["oldest_waiting_age_seconds"].as_u64().unwrap() >= 2);
+    assert_eq!(spool["counts"]["pending"], 1, "still not uploaded");
     // A monitoring check: the oldest file waits longer than 1s, not longer than 1h.
     let too_old = s.cli(&["status", "--max-age", "1s"]);
     assert_eq!(too_old.status.code(), Some(3), "{}", text(&too_old));
