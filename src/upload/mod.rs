@@ -50,6 +50,8 @@ const MIN_IDLE: Duration = Duration::from_millis(200);
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
 /// The longest an idle dispatcher goes without trying a claim (see [`Uploader::idle`]).
 const IDLE_CLAIM_EVERY: Duration = REAP_EVERY;
+/// The longest a claim waits for more free slots while deliveries are in flight.
+const CLAIM_GATHER: Duration = Duration::from_millis(10);
 /// After a write to the queue's files, an idle dispatcher looks this often …
 const RECHECK: Duration = Duration::from_millis(250);
 /// … for this long, until the commit shows.
@@ -235,6 +237,23 @@ impl Uploader {
             * 2
     }
 
+    /// While deliveries are in flight, waits a moment for a few more free slots than the
+    /// one in hand, so that one claim (a transaction) takes several files instead of one
+    /// per file ending. Returns false at shutdown.
+    async fn gather_slots(&self, slots: &Semaphore, shutdown: &CancellationToken) -> bool {
+        let batch = (self.file_slots() / 16).max(1);
+        let until = tokio::time::Instant::now() + CLAIM_GATHER;
+        while slots.available_permits() + 1 < batch {
+            tokio::select! {
+                // A delivery ended (or files were queued): look again.
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shutdown.cancelled() => return false,
+            }
+        }
+        true
+    }
+
     /// Runs until `shutdown`, then drains.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.file_slots()));
@@ -284,6 +303,9 @@ impl Uploader {
                     _ = tokio::time::sleep(IDLE_POLL) => continue,
                     _ = shutdown.cancelled() => break,
                 }
+            }
+            if !tasks.is_empty() && !self.gather_slots(&slots, &shutdown).await {
+                break;
             }
             let want = 1 + slots.available_permits();
             let plan = self
