@@ -43,6 +43,17 @@ async fn outcomes(f: &Fixture, id: i64) -> Vec<String> {
     history.into_iter().map(|a| a.outcome).collect()
 }
 
+/// The worker loses its claim (as if it hung) just before the store serves the `nth`
+/// request (from 0) of `operation`: another attempt owns the row from then on.
+fn steal_claim_at(f: &Fixture, id: i64, operation: &'static str, nth: u32) {
+    let (db, seen) = (f.config.queue_path(), std::sync::atomic::AtomicU32::new(0));
+    f.store.on_request(move |op, _| {
+        if op == operation && seen.fetch_add(1, Ordering::SeqCst) == nth {
+            steal_claim(&db, id);
+        }
+    });
+}
+
 /// 11 MiB: three parts of 5 MiB.
 fn big() -> Vec<u8> {
     (0..11u32 << 20).map(|i| (i % 251) as u8).collect()
@@ -155,12 +166,7 @@ async fn a_worker_that_lost_its_claim_touches_nothing_and_the_next_attempt_resum
     let f = Fixture::new(MULTIPART, "");
     let bytes = big();
     let id = f.drop_and_queue("big.bin", &bytes).await;
-    let (db, stolen) = (f.config.queue_path(), AtomicBool::new(false));
-    f.store.on_request(move |operation, _| {
-        if operation == "UploadPart" && !stolen.swap(true, Ordering::SeqCst) {
-            steal_claim(&db, id);
-        }
-    });
+    steal_claim_at(&f, id, "UploadPart", 0);
     let run = start(f.uploader(f.target()));
     // Everything the worker does takes no time on the paused clock: a minute later it is
     // long done with the file, and the lease (two minutes) still holds.
@@ -266,12 +272,7 @@ async fn read_once_a_resumed_upload_hashes_the_parts_s3_has_without_sending_them
     let id = f.drop_and_queue("big.bin", &bytes).await;
     // The third part's request: the worker loses its claim (as if it hung), so that part
     // is never recorded and the next attempt resumes after two.
-    let (db, parts) = (f.config.queue_path(), std::sync::atomic::AtomicU32::new(0));
-    f.store.on_request(move |operation, _| {
-        if operation == "UploadPart" && parts.fetch_add(1, Ordering::SeqCst) == 2 {
-            steal_claim(&db, id);
-        }
-    });
+    steal_claim_at(&f, id, "UploadPart", 2);
     let run = start(f.uploader(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
@@ -295,12 +296,7 @@ async fn read_once_an_upload_completed_before_its_outcome_was_recorded_is_recogn
     let id = f.drop_and_queue("big.bin", &bytes).await;
     // S3 completes the upload, and the worker loses its claim before it records the
     // outcome (as after a crash): the object carries no SHA-256 to compare.
-    let (db, stolen) = (f.config.queue_path(), AtomicBool::new(false));
-    f.store.on_request(move |operation, _| {
-        if operation == "CompleteMultipartUpload" && !stolen.swap(true, Ordering::SeqCst) {
-            steal_claim(&db, id);
-        }
-    });
+    steal_claim_at(&f, id, "CompleteMultipartUpload", 0);
     let run = start(f.uploader(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
