@@ -188,7 +188,18 @@ async fn a_worker_that_lost_its_claim_touches_nothing_and_the_next_attempt_resum
 
 #[tokio::test(start_paused = true)]
 async fn a_source_changed_during_a_multipart_upload_is_aborted_and_sent_again_whole() {
-    let f = Fixture::new(MULTIPART, "");
+    source_changed_during_a_multipart_upload(MULTIPART).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_once_a_source_changed_during_its_upload_is_aborted_and_sent_again_whole() {
+    source_changed_during_a_multipart_upload(READ_ONCE).await;
+}
+
+/// The file grows while its parts go up: the upload is aborted, never completed mixed,
+/// and the file is sent again whole once it settles.
+async fn source_changed_during_a_multipart_upload(upload: &str) {
+    let f = Fixture::new(upload, "");
     let mut bytes = big();
     let id = f.drop_and_queue("big.bin", &bytes).await;
     let (path, appended) = (f.spool().join("big.bin"), AtomicBool::new(false));
