@@ -408,6 +408,12 @@ fn connect_targets(config: &Config) -> Result<Targets, DaemonError> {
             name: name.clone(),
             source,
         })?;
+        match destination.network.route(&destination.endpoint_url()) {
+            Some(proxy) => {
+                tracing::info!(destination = %name, proxy = %proxy.url, from = proxy.source, "requests go through a proxy")
+            }
+            None => tracing::debug!(destination = %name, "requests go directly to the endpoint"),
+        }
         let settings = destination.upload.clone();
         let target = Target {
             name: name.clone(),

@@ -40,6 +40,15 @@ struct DestinationReport {
     bucket: String,
     prefix: String,
     endpoint: Option<String>,
+    /// The proxy requests to the endpoint go through (`http://host:port`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<String>,
+    /// Where the proxy was configured: `proxy`, or the environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_from: Option<&'static str>,
+    /// The proxy STS requests go through, when it is not the endpoint's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sts_proxy: Option<String>,
     checks: Vec<Check>,
     #[serde(skip_serializing_if = "Option::is_none")]
     challenge_key: Option<String>,
@@ -126,11 +135,18 @@ fn print_human(config: &Config, report: &Report) {
         } else {
             format!("s3://{}/{}", d.bucket, d.prefix)
         };
+        let route = match (&d.proxy, d.proxy_from) {
+            (Some(proxy), Some(from)) => format!(", through proxy {proxy} from {from}"),
+            _ => String::new(),
+        };
         println!(
-            "destination {} ({uri} at {}):",
+            "destination {} ({uri} at {}{route}):",
             d.name,
             d.endpoint.as_deref().unwrap_or("AWS")
         );
+        if let Some(proxy) = &d.sts_proxy {
+            println!("  STS requests go through {proxy}");
+        }
         for c in &d.checks {
             match (c.ok, &c.error) {
                 (Some(true), _) => println!("  {:<22} ok", c.action),
@@ -219,11 +235,30 @@ fn skipped(action: &'static str, why: &str) -> Check {
 }
 
 async fn probe_destination(d: &Destination, challenge: bool) -> DestinationReport {
+    let route = d.network.route(&d.endpoint_url());
+    let sts_proxy = match &d.auth {
+        Auth::AssumeRole(role) => {
+            let sts = role.sts_endpoint.clone().unwrap_or_else(|| {
+                let region = role.sts_region.as_deref().unwrap_or(&d.region);
+                format!("https://sts.{region}.amazonaws.com")
+            });
+            let sts_route = d.network.route(&sts);
+            (sts_route != route).then(|| {
+                sts_route.map_or("no proxy (direct)".to_string(), |p| {
+                    format!("proxy {} from {}", p.url, p.source)
+                })
+            })
+        }
+        _ => None,
+    };
     let mut report = DestinationReport {
         name: d.name.clone(),
         bucket: d.bucket.clone(),
         prefix: d.prefix.clone(),
         endpoint: d.endpoint.clone(),
+        proxy: route.map(|p| p.url.to_string()),
+        proxy_from: route.map(|p| p.source),
+        sts_proxy,
         checks: Vec::new(),
         challenge_key: None,
     };

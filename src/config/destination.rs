@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::auth::{self, Auth, SecretSources};
+use super::network::{self, Network};
 use super::object::{self, ObjectOptions};
 use super::reader::{Problems, Section};
 use super::{parse_bucket_uri, FoundSecrets};
@@ -33,6 +34,8 @@ pub struct Destination {
     /// Tags, metadata, storage class, encryption and ACL of every object.
     pub object: ObjectOptions,
     pub upload: UploadSettings,
+    /// The proxy and the extra CA certificates its requests use.
+    pub network: Network,
 }
 
 /// A secret string that never prints itself.
@@ -56,6 +59,13 @@ impl fmt::Debug for Secret {
 }
 
 impl Destination {
+    /// The S3 endpoint requests go to: the configured one, or AWS's for the region.
+    pub fn endpoint_url(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.region))
+    }
+
     /// What every key of this destination starts with: the prefix and a `/`, or nothing.
     pub fn key_prefix(&self) -> String {
         if self.prefix.is_empty() {
@@ -136,6 +146,16 @@ pub(super) fn parse(
             None
         }
     };
+    let mut proxy_password = false;
+    let network = network::parse(
+        p,
+        &mut s,
+        sources.base,
+        sources.read,
+        &|name| std::env::var(name).ok(),
+        &mut proxy_password,
+    );
+    found.inline |= proxy_password;
     let object = object::parse(p, &mut s);
     let empty = toml::Table::new();
     let upload_table = s.table(p, "upload").unwrap_or(&empty);
@@ -174,6 +194,7 @@ pub(super) fn parse(
         refresh_margin: auth.refresh_margin,
         object,
         upload: upload?,
+        network,
     })
 }
 

@@ -6,7 +6,7 @@
 //! revoked session) drops the cache: the next request renews.
 
 use async_trait::async_trait;
-use rusoto_core::{HttpClient, Region};
+use rusoto_core::Region;
 use rusoto_credential::{
     AwsCredentials, ChainProvider, CredentialsError, ProfileProvider, ProvideAwsCredentials,
     StaticProvider,
@@ -151,8 +151,7 @@ fn assume_role(
     destination: &Destination,
     role: &AssumeRole,
 ) -> Result<Box<dyn ProvideAwsCredentials + Send + Sync>, StoreError> {
-    let http = HttpClient::new()
-        .map_err(|e| StoreError::permanent("AssumeRole", "TlsInit", e.to_string()))?;
+    let http = super::net::client("AssumeRole", &destination.network)?;
     let region_name = role
         .sts_region
         .clone()
@@ -200,6 +199,14 @@ pub fn credentials_error(operation: &'static str, e: &CredentialsError) -> Store
             message: message.unwrap_or_default(),
         },
         (Some(status), None) => StoreError::from_response(operation, status, None, String::new()),
+        _ if text.contains("HttpDispatch") => {
+            let dispatch = text
+                .split_once("message: \"")
+                .map_or(text.as_str(), |(_, rest)| {
+                    rest.split('"').next().unwrap_or(rest)
+                });
+            super::net::connect_failure(operation, dispatch)
+        }
         _ if text.contains("connect")
             || text.contains("dispatch")
             || text.contains("timed out") =>
@@ -247,6 +254,18 @@ mod tests {
         assert_eq!(
             (down.code.as_str(), down.class),
             ("ConnectionFailed", super::super::ErrorClass::Transient)
+        );
+        // How rusoto_sts words a connection that failed in our connector.
+        let untrusted = credentials_error(
+            "AssumeRole",
+            &CredentialsError::new(
+                "StsProvider get_session_token error: HttpDispatch(HttpDispatchError { message: \"Error during dispatch: error trying to connect: certificate of sts.lan not trusted (self-signed certificate): set ca_file or install the CA\" })",
+            ),
+        );
+        assert_eq!(untrusted.code, "UntrustedCertificate");
+        assert_eq!(
+            untrusted.message,
+            "certificate of sts.lan not trusted (self-signed certificate): set ca_file or install the CA"
         );
     }
 }

@@ -8,6 +8,7 @@
 mod auth;
 #[cfg(test)]
 pub mod memory;
+mod net;
 pub mod probe;
 mod rusoto;
 
@@ -300,6 +301,9 @@ fn is_destination_wide(code: &str) -> bool {
             | "AccessDenied"
             | "AllAccessDisabled"
             | "AccountProblem"
+            | "UntrustedCertificate"
+            | "ProxyRefused"
+            | "BadCaFile"
             | "InvalidAccessKeyId"
             | "SignatureDoesNotMatch"
             | "InvalidBucketName"
@@ -326,6 +330,12 @@ fn hint(code: &str) -> Option<&'static str> {
         }
         "ConnectionFailed" => {
             "endpoint unreachable: check the endpoint, the network and that the server is up"
+        }
+        "UntrustedCertificate" => {
+            "give the destination's ca_file the PEM bundle of the CA that signed the server's certificate"
+        }
+        "ProxyRefused" => {
+            "check the user and password in the proxy URL, and that the proxy allows CONNECT to the endpoint's port"
         }
         "Timeout" => "no answer in time: check the network, or raise upload.request_timeout",
         _ => return None,

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
-use rusoto_core::{ByteStream, HttpClient, Region, RusotoError};
+use rusoto_core::{ByteStream, Region, RusotoError};
 use rusoto_s3::{
     AbortMultipartUploadRequest, CompleteMultipartUploadRequest, CompletedMultipartUpload,
     CreateMultipartUploadRequest, DeleteObjectRequest, HeadObjectRequest,
@@ -39,8 +39,7 @@ struct RusotoStore {
 
 /// Builds the store for one destination. Fails only if TLS cannot be initialised.
 pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    let http = HttpClient::new()
-        .map_err(|e| StoreError::permanent("Connect", "TlsInit", e.to_string()))?;
+    let http = super::net::client("Connect", &destination.network)?;
     let region = match &destination.endpoint {
         Some(endpoint) => Region::Custom {
             name: destination.region.clone(),
@@ -150,9 +149,7 @@ fn convert<E: std::fmt::Debug>(operation: &'static str, error: RusotoError<E>) -
             let status = if code.starts_with("NoSuch") { 404 } else { 400 };
             StoreError::from_response(operation, status, Some(code), message)
         }
-        RusotoError::HttpDispatch(e) => {
-            StoreError::transport(operation, "ConnectionFailed", e.to_string())
-        }
+        RusotoError::HttpDispatch(e) => super::net::connect_failure(operation, &e.to_string()),
         // The request never left: getting credentials failed (STS, the chain).
         RusotoError::Credentials(e) => {
             let source = if e.message.contains("Sts") {

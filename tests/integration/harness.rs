@@ -401,7 +401,11 @@ key = "{key}"
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        let mut command = Command::new(BIN);
+        for var in MACHINE_ENV {
+            command.env_remove(var);
+        }
+        command
             .arg("--config")
             .arg(&self.config)
             .args(args)
@@ -599,6 +603,24 @@ pub fn write_private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// The machine's own AWS and proxy settings, which must not leak into a test.
+const MACHINE_ENV: [&str; 14] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 /// The real daemon as a child process.
 pub struct Daemon {
     child: Option<Child>,
@@ -666,15 +688,7 @@ impl Daemon {
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
         }
-        // The machine's own AWS settings must not leak into a test.
-        for var in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "AWS_CONFIG_FILE",
-        ] {
+        for var in MACHINE_ENV {
             command.env_remove(var);
         }
         command.envs(env.iter().copied());

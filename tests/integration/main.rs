@@ -11,6 +11,7 @@ mod delivery;
 mod failures;
 mod formats;
 mod manifests;
+mod network;
 mod promise;
 mod reload;
 mod resilience;

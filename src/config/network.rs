@@ -1,0 +1,510 @@
+//! A destination's way through the network: the HTTP proxy its S3 and STS requests go
+//! through and the hosts that bypass it (`proxy`, `no_proxy`, else the environment as curl
+//! reads it), and the private CA certificates it trusts besides the system's (`ca_file`).
+//!
+//! Proxy credentials in a URL are a [`Secret`]: a proxy prints as `http://host:port`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::reader::{Problems, Section};
+use super::{resolve, Secret};
+
+/// How a destination's requests reach the network.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// For `https://` endpoints.
+    pub https_proxy: Option<Proxy>,
+    /// For `http://` endpoints.
+    pub http_proxy: Option<Proxy>,
+    /// Hosts reached directly, proxy or not.
+    pub no_proxy: NoProxy,
+    /// A PEM bundle of CA certificates trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Network {
+    /// The proxy a request to `host` over `scheme` goes through, if any.
+    pub fn proxy_for(&self, scheme: &str, host: &str) -> Option<&Proxy> {
+        let proxy = match scheme {
+            "http" => self.http_proxy.as_ref(),
+            _ => self.https_proxy.as_ref(),
+        }?;
+        (!self.no_proxy.matches(host)).then_some(proxy)
+    }
+
+    /// The proxy requests to `url` go through, if any (for `check` and the log).
+    pub fn route(&self, url: &str) -> Option<&Proxy> {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        self.proxy_for(scheme, host)
+    }
+}
+
+/// A proxy and where it was configured (`proxy`, `HTTPS_PROXY`, …), for `check` and errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub url: ProxyUrl,
+    pub source: &'static str,
+}
+
+/// `http://[user:password@]host[:port]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl {
+    /// A name, an IPv4 address or an IPv6 address without brackets.
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// curl's default proxy port.
+const DEFAULT_PROXY_PORT: u16 = 1080;
+
+impl ProxyUrl {
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Never the credentials: they are a secret.
+impl fmt::Display for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority())
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A proxy URL as an operator writes it; errors never repeat a password.
+pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
+    let shown = mask_credentials(text.trim());
+    let text = text.trim().trim_end_matches('/');
+    let rest = match text.split_once("://") {
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "http" => rest,
+            "https" => {
+                return Err(format!(
+                    "{shown:?}: TLS to the proxy (https://) is not supported; use http://HOST:PORT (requests to https endpoints stay encrypted inside its CONNECT tunnel)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "{shown:?}: {other}:// proxies are not supported; use an HTTP proxy, http://HOST:PORT"
+                ))
+            }
+        },
+        None => text,
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "{shown:?} is not a proxy URL like \"http://proxy.example:3128\""
+        ));
+    }
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((userinfo, hostport)) => (Some(userinfo), hostport),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{shown:?}: an IPv6 address needs its closing ]"))?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{shown:?}: the port must be a number from 1 to 65535"))?,
+        None => DEFAULT_PROXY_PORT,
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+        return Err(format!(
+            "{shown:?}: the proxy's host is missing or malformed"
+        ));
+    }
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(userinfo) => {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            (
+                Some(percent_decode(user)),
+                Some(Secret::new(percent_decode(password))),
+            )
+        }
+    };
+    Ok(ProxyUrl {
+        host: host.to_ascii_lowercase(),
+        port,
+        user,
+        password,
+    })
+}
+
+/// `http://user:password@host` → `http://***@host`.
+fn mask_credentials(text: &str) -> String {
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}***@{host}"),
+        None => text.to_string(),
+    }
+}
+
+/// `%40` → `@`; anything that is not a valid escape stays as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hosts that bypass the proxy, by curl's rules: `*` for every host; a name matches itself
+/// and its subdomains (a leading dot changes nothing); an address or a CIDR range matches
+/// addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoProxy {
+    every_host: bool,
+    names: Vec<String>,
+    ranges: Vec<(IpAddr, u8)>,
+}
+
+impl NoProxy {
+    /// Entries separated by commas or white space.
+    pub fn parse(text: &str) -> NoProxy {
+        let mut no_proxy = NoProxy::default();
+        for entry in text.split([',', ' ', '\t', '\n']).filter(|e| !e.is_empty()) {
+            let entry = entry.to_ascii_lowercase();
+            if entry == "*" {
+                no_proxy.every_host = true;
+                continue;
+            }
+            let (address, bits) = match entry.split_once('/') {
+                Some((address, bits)) => (address, bits.parse::<u8>().ok()),
+                None => (entry.as_str(), None),
+            };
+            let address = address.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = address.parse::<IpAddr>() {
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                no_proxy.ranges.push((ip, bits.unwrap_or(max).min(max)));
+                continue;
+            }
+            let name = entry.trim_start_matches("*.").trim_start_matches('.');
+            let name = name.trim_end_matches('.');
+            if !name.is_empty() {
+                no_proxy.names.push(name.to_string());
+            }
+        }
+        no_proxy
+    }
+
+    /// Whether requests to `host` (a name or an address, IPv6 with or without brackets)
+    /// bypass the proxy.
+    pub fn matches(&self, host: &str) -> bool {
+        if self.every_host {
+            return true;
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self
+                .ranges
+                .iter()
+                .any(|(range, bits)| in_range(ip, *range, *bits));
+        }
+        self.names.iter().any(|name| {
+            host == *name
+                || host
+                    .strip_suffix(name.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
+    }
+}
+
+fn in_range(ip: IpAddr, range: IpAddr, bits: u8) -> bool {
+    match (ip, range) {
+        (IpAddr::V4(ip), IpAddr::V4(range)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(range) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(range)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(range) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The variables a proxy for `scheme` is read from, in curl's order (lower case first).
+fn proxy_variables(scheme: &str) -> [&'static str; 4] {
+    match scheme {
+        "http" => ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"],
+        _ => ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"],
+    }
+}
+
+/// Reads `proxy`, `no_proxy` and `ca_file` from a destination's table; without `proxy`,
+/// the proxy comes from the environment (`env` looks a variable up). `inline_secret` is
+/// set when the config holds a proxy password (the file must then be private).
+pub(super) fn parse(
+    p: &mut Problems,
+    s: &mut Section<'_>,
+    base: &Path,
+    check_files: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+    inline_secret: &mut bool,
+) -> Network {
+    let proxy = s.string(p, "proxy");
+    let no_proxy = s.string(p, "no_proxy");
+    let ca_file = s.string(p, "ca_file");
+    let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut network = Network {
+        no_proxy: NoProxy::parse(&match (proxy, no_proxy) {
+            (_, Some(list)) => list.to_string(),
+            // A destination's own proxy comes with its own exceptions, or none.
+            (Some(_), None) => String::new(),
+            (None, None) => env("no_proxy")
+                .or_else(|| env("NO_PROXY"))
+                .unwrap_or_default(),
+        }),
+        ..Network::default()
+    };
+    match proxy.map(str::trim) {
+        Some("" | "none") => {}
+        Some(url) => match parse_proxy_url(url) {
+            Ok(url) => {
+                *inline_secret |= url.password.is_some();
+                let proxy = Proxy {
+                    url,
+                    source: "proxy",
+                };
+                network.https_proxy = Some(proxy.clone());
+                network.http_proxy = Some(proxy);
+            }
+            Err(e) => p.add(s.key("proxy"), e),
+        },
+        None => {
+            for scheme in ["https", "http"] {
+                let found = proxy_variables(scheme)
+                    .into_iter()
+                    .find_map(|name| env(name).map(|value| (name, value)));
+                let Some((name, value)) = found else { continue };
+                match parse_proxy_url(&value) {
+                    Ok(url) => {
+                        let proxy = Some(Proxy { url, source: name });
+                        match scheme {
+                            "https" => network.https_proxy = proxy,
+                            _ => network.http_proxy = proxy,
+                        }
+                    }
+                    Err(e) => p.add(
+                        s.key("proxy"),
+                        format!("the environment's {name} is unusable: {e}; fix it, or set proxy for this destination (\"none\" to go direct)"),
+                    ),
+                }
+            }
+        }
+    }
+    if let Some(file) = ca_file {
+        let path = resolve(base, file);
+        if check_files {
+            if let Err(e) = check_ca_file(&path) {
+                p.add(s.key("ca_file"), e);
+            }
+        }
+        network.ca_file = Some(path);
+    }
+    network
+}
+
+/// A readable PEM bundle with at least one certificate. The TLS library would ignore a
+/// bundle it cannot use, and the error would only come at the first request.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&text).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA's certificates in PEM form",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_urls_read_as_curl_reads_them() {
+        let url = parse_proxy_url("http://ops:p%40ss@Proxy.Corp:3128/").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.user.as_deref()),
+            ("proxy.corp", 3128, Some("ops"))
+        );
+        assert_eq!(url.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(url.to_string(), "http://proxy.corp:3128");
+        assert_eq!(format!("{url:?}"), "http://proxy.corp:3128");
+        let bare = parse_proxy_url("10.0.0.1").unwrap();
+        assert_eq!((bare.host.as_str(), bare.port), ("10.0.0.1", 1080));
+        let v6 = parse_proxy_url("http://[::1]:8080").unwrap();
+        assert_eq!(v6.authority(), "[::1]:8080");
+        for bad in [
+            "https://u:hunter2@proxy:3128",
+            "socks5://u:hunter2@proxy:1080",
+            "http://u:hunter2@proxy:99999",
+            "http://u:hunter2@proxy:3128/path",
+            "http://u:hunter2@:3128",
+        ] {
+            let e = parse_proxy_url(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("***@proxy") || e.contains("***@:3128"), "{e}");
+        }
+    }
+
+    #[test]
+    fn no_proxy_matches_names_subdomains_addresses_and_ranges() {
+        let n = NoProxy::parse(".corp.example, localhost 10.0.0.0/8,[::1], *.internal");
+        for host in [
+            "corp.example",
+            "s3.corp.example",
+            "LOCALHOST",
+            "10.1.2.3",
+            "::1",
+            "[::1]",
+            "minio.internal",
+        ] {
+            assert!(n.matches(host), "{host} bypasses");
+        }
+        for host in ["notcorp.example", "s3.amazonaws.com", "11.0.0.1", "::2"] {
+            assert!(!n.matches(host), "{host} goes through the proxy");
+        }
+        assert!(NoProxy::parse("*").matches("anything.example"));
+        assert!(!NoProxy::parse("").matches("localhost"));
+    }
+
+    fn parsed(table: &str, env: &[(&str, &str)]) -> (Network, Vec<String>, bool) {
+        let table: toml::Table = toml::from_str(table).unwrap();
+        let mut p = Problems::default();
+        let mut s = Section::new("destinations.lake", &table);
+        let mut secret = false;
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let network = parse(
+            &mut p,
+            &mut s,
+            Path::new("/etc/s3spool"),
+            true,
+            &lookup,
+            &mut secret,
+        );
+        s.finish(&mut p);
+        (
+            network,
+            p.0.iter()
+                .map(|e| format!("{}: {}", e.key, e.message))
+                .collect(),
+            secret,
+        )
+    }
+
+    #[test]
+    fn the_environment_is_read_lower_case_first_and_a_destination_overrides_it() {
+        let env = [
+            ("HTTPS_PROXY", "http://upper:3128"),
+            ("https_proxy", "http://lower:3128"),
+            ("HTTP_PROXY", "http://plain:8080"),
+            ("NO_PROXY", "minio.lan"),
+        ];
+        let (n, problems, _) = parsed("", &env);
+        assert!(problems.is_empty(), "{problems:?}");
+        let https = n.proxy_for("https", "s3.amazonaws.com").unwrap();
+        assert_eq!(
+            (https.url.host.as_str(), https.source),
+            ("lower", "https_proxy")
+        );
+        let http = n.proxy_for("http", "s3.amazonaws.com").unwrap();
+        assert_eq!(
+            (http.url.host.as_str(), http.source),
+            ("plain", "HTTP_PROXY")
+        );
+        assert!(n.proxy_for("https", "minio.lan").is_none());
+        assert_eq!(n.route("http://minio.lan:9000"), None, "NO_PROXY bypasses");
+
+        let (own, _, secret) = parsed("proxy = \"http://u:pw@mine:3128\"", &env);
+        assert!(secret, "a password in the config makes it secret");
+        let proxy = own.proxy_for("https", "minio.lan").unwrap();
+        assert_eq!((proxy.url.host.as_str(), proxy.source), ("mine", "proxy"));
+        let (direct, _, _) = parsed("proxy = \"none\"", &env);
+        assert!(direct.proxy_for("https", "s3.amazonaws.com").is_none());
+        let (listed, _, _) = parsed("no_proxy = \"amazonaws.com\"", &env);
+        assert!(listed.proxy_for("https", "s3.amazonaws.com").is_none());
+        assert!(listed.proxy_for("https", "minio.lan").is_some());
+    }
+
+    #[test]
+    fn bad_values_name_their_key_or_variable_and_never_the_password() {
+        let (_, problems, _) = parsed("", &[("https_proxy", "https://u:hunter2@p:1")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("destinations.lake.proxy: the environment's https_proxy"));
+        assert!(!problems[0].contains("hunter2"));
+        let (_, problems, _) = parsed("ca_file = \"no-such-ca.pem\"", &[]);
+        assert!(
+            problems[0]
+                .starts_with("destinations.lake.ca_file: cannot read /etc/s3spool/no-such-ca.pem"),
+            "{problems:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let (_, problems, _) = parsed(&format!("ca_file = {:?}", empty.display().to_string()), &[]);
+        assert!(
+            problems[0].contains("holds no PEM certificate"),
+            "{problems:?}"
+        );
+    }
+}
