@@ -1,5 +1,6 @@
 //! `[destinations.NAME.auth]`: how s3spool proves who it is to S3 — a static key, the
-//! standard AWS credential chain, or an IAM role assumed through STS with an External ID.
+//! standard AWS credential chain, a credential program (`credential_process`), or an IAM
+//! role assumed through STS with an External ID.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +25,26 @@ pub enum Auth {
     Default {
         profile: Option<String>,
     },
+    /// A program that prints the AWS JSON credential document.
+    Process(CredentialProcess),
     AssumeRole(AssumeRole),
+}
+
+/// A credential program and its arguments (IAM Roles Anywhere's signing helper, for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialProcess {
+    pub argv: Vec<String>,
+}
+
+/// The identity that calls STS for an assumed role.
+#[derive(Debug, Clone)]
+pub enum BaseIdentity {
+    /// The default chain, with `profile` if given.
+    Chain {
+        profile: Option<String>,
+    },
+    Static(StaticKey),
+    Process(CredentialProcess),
 }
 
 /// An access key and its secret.
@@ -43,8 +63,8 @@ pub struct AssumeRole {
     pub duration: Duration,
     pub sts_endpoint: Option<String>,
     pub sts_region: Option<String>,
-    /// The credentials that call STS; `None` means the default chain.
-    pub base: Option<StaticKey>,
+    /// The credentials that call STS.
+    pub base: BaseIdentity,
 }
 
 /// Temporary credentials are renewed this long before they expire, unless configured.
@@ -69,7 +89,7 @@ pub struct SecretSources<'a> {
     pub read: bool,
 }
 
-const MODES: &str = "\"static\", \"default\" or \"assume_role\"";
+const MODES: &str = "\"static\", \"default\", \"process\" or \"assume_role\"";
 
 pub fn parse(
     p: &mut Problems,
@@ -86,6 +106,7 @@ pub fn parse(
     let file = s.string(p, "secret_access_key_file");
     let credential = s.string(p, "secret_access_key_credential");
     let profile = s.string(p, "profile");
+    let command = s.strings(p, "command");
     let role_arn = s.string(p, "role_arn");
     let external_id = s.string(p, "external_id");
     let session_name = s.string(p, "session_name");
@@ -116,7 +137,18 @@ pub fn parse(
     ];
     let auth = match mode {
         "static" => {
-            only_with(p, "profile", profile.is_some(), "\"default\"");
+            only_with(
+                p,
+                "profile",
+                profile.is_some(),
+                "\"default\" or \"assume_role\"",
+            );
+            only_with(
+                p,
+                "command",
+                command.is_some(),
+                "\"process\" or \"assume_role\"",
+            );
             for (name, given) in role_keys {
                 only_with(p, name, given, "\"assume_role\"");
             }
@@ -132,6 +164,12 @@ pub fn parse(
         }
         "default" => {
             only_with(p, "access_key_id", has_key, "\"static\" or \"assume_role\"");
+            only_with(
+                p,
+                "command",
+                command.is_some(),
+                "\"process\" or \"assume_role\"",
+            );
             for (name, given) in role_keys {
                 only_with(p, name, given, "\"assume_role\"");
             }
@@ -139,8 +177,29 @@ pub fn parse(
                 profile: profile.map(str::to_string),
             })
         }
+        "process" => {
+            only_with(p, "access_key_id", has_key, "\"static\" or \"assume_role\"");
+            only_with(
+                p,
+                "profile",
+                profile.is_some(),
+                "\"default\" or \"assume_role\"",
+            );
+            for (name, given) in role_keys {
+                only_with(p, name, given, "\"assume_role\"");
+            }
+            match command {
+                Some(argv) => credential_process(p, &s, argv).map(Auth::Process),
+                None => {
+                    p.add(
+                        s.key("command"),
+                        "is required with mode = \"process\" (the program and its arguments, like [\"/usr/bin/aws_signing_helper\", \"credential-process\", …])",
+                    );
+                    None
+                }
+            }
+        }
         "assume_role" => {
-            only_with(p, "profile", profile.is_some(), "\"default\"");
             let role_arn = match role_arn {
                 Some(arn) => check_role_arn(arn)
                     .map_err(|e| p.add(s.key("role_arn"), e))
@@ -178,7 +237,14 @@ pub fn parse(
                 sts_endpoint.and_then(|e| check_endpoint(p, &s.key("sts_endpoint"), e, allow_http));
             let sts_region = sts_region
                 .and_then(|r| check_region(p, &s.key("sts_region"), r).then(|| r.to_string()));
-            let base_key = if has_key {
+            let bases = [has_key, command.is_some(), profile.is_some()];
+            if bases.iter().filter(|given| **given).count() > 1 {
+                p.add(
+                    s.key("command"),
+                    "give one identity to call STS with: access_key_id (and its secret), command, or profile",
+                );
+            }
+            let base = if has_key {
                 static_key(
                     p,
                     &s,
@@ -187,8 +253,13 @@ pub fn parse(
                     &mut secret_files,
                     false,
                 )
+                .map(BaseIdentity::Static)
+            } else if let Some(argv) = command {
+                credential_process(p, &s, argv).map(BaseIdentity::Process)
             } else {
-                None
+                Some(BaseIdentity::Chain {
+                    profile: profile.map(str::to_string),
+                })
             };
             (p.0.len() == before).then(|| {
                 Auth::AssumeRole(AssumeRole {
@@ -198,7 +269,7 @@ pub fn parse(
                     duration,
                     sts_endpoint,
                     sts_region,
-                    base: base_key,
+                    base: base.unwrap_or(BaseIdentity::Chain { profile: None }),
                 })
             })
         }
@@ -217,6 +288,26 @@ pub fn parse(
         inline_secret: inline.is_some(),
         secret_files,
     })
+}
+
+/// `command = ["program", "arg", …]`: a program named by a path or found in `PATH`.
+fn credential_process(
+    p: &mut Problems,
+    s: &Section<'_>,
+    argv: Vec<&str>,
+) -> Option<CredentialProcess> {
+    match argv.first() {
+        Some(program) if !program.trim().is_empty() => Some(CredentialProcess {
+            argv: argv.into_iter().map(str::to_string).collect(),
+        }),
+        _ => {
+            p.add(
+                s.key("command"),
+                "must name a program: [\"/path/to/program\", \"arg\", …]",
+            );
+            None
+        }
+    }
 }
 
 /// A key id and its secret: inline, from a file, or from a systemd credential.
@@ -477,14 +568,20 @@ mod tests {
         };
         assert!(role.session_name.starts_with("s3spool-"));
         assert_eq!(role.duration, Duration::from_secs(3600));
-        assert!(role.base.is_none(), "no key: the default chain calls STS");
+        assert!(
+            matches!(role.base, BaseIdentity::Chain { profile: None }),
+            "no key: the default chain calls STS"
+        );
         let text = format!("{ROLE}\nexternal_id = \"acme-42\"\naccess_key_id = \"AKIABASE\"\nsecret_access_key = \"base-secret\"\nsts_endpoint = \"http://127.0.0.1:5000\"\nsts_region = \"eu-west-1\"\nsession_name = \"uploader\"\nduration = \"2h\"");
         let config = parse(&with_auth(&text)).unwrap();
         let Auth::AssumeRole(role) = &config.destinations["lake"].auth else {
             panic!()
         };
         assert_eq!(role.external_id.as_deref(), Some("acme-42"));
-        assert_eq!(role.base.as_ref().unwrap().access_key_id, "AKIABASE");
+        let BaseIdentity::Static(key) = &role.base else {
+            panic!("{:?}", role.base)
+        };
+        assert_eq!(key.access_key_id, "AKIABASE");
         assert_eq!(
             (role.sts_endpoint.as_deref(), role.sts_region.as_deref()),
             (Some("http://127.0.0.1:5000"), Some("eu-west-1"))
@@ -494,6 +591,58 @@ mod tests {
             ("uploader", Duration::from_secs(7200))
         );
         assert!(!format!("{config:?}").contains("base-secret"));
+    }
+
+    #[test]
+    fn process_mode_and_process_or_profile_as_the_base_of_a_role() {
+        let config = parse(&with_auth(
+            "mode = \"process\"\ncommand = [\"/usr/bin/aws_signing_helper\", \"credential-process\"]",
+        ))
+        .unwrap();
+        let Auth::Process(process) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        assert_eq!(
+            process.argv,
+            ["/usr/bin/aws_signing_helper", "credential-process"]
+        );
+        refused(
+            &with_auth("mode = \"process\""),
+            "destinations.lake.auth.command",
+            "is required with mode = \"process\"",
+        );
+        refused(
+            &with_auth("mode = \"process\"\ncommand = []"),
+            "destinations.lake.auth.command",
+            "must name a program",
+        );
+        refused(
+            &with_auth("mode = \"process\"\ncommand = [\"h\"]\nrole_arn = \"x\""),
+            "destinations.lake.auth.role_arn",
+            "only used with mode = \"assume_role\"",
+        );
+        refused(
+            &with_auth("mode = \"default\"\ncommand = [\"h\"]"),
+            "destinations.lake.auth.command",
+            "only used with mode = \"process\" or \"assume_role\"",
+        );
+        let config = parse(&with_auth(&format!("{ROLE}\ncommand = [\"helper\"]"))).unwrap();
+        let Auth::AssumeRole(role) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        assert!(matches!(&role.base, BaseIdentity::Process(p) if p.argv == ["helper"]));
+        let config = parse(&with_auth(&format!("{ROLE}\nprofile = \"ops\""))).unwrap();
+        let Auth::AssumeRole(role) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        assert!(matches!(&role.base, BaseIdentity::Chain { profile: Some(p) } if p == "ops"));
+        refused(
+            &with_auth(&format!(
+                "{ROLE}\nprofile = \"ops\"\ncommand = [\"helper\"]"
+            )),
+            "destinations.lake.auth.command",
+            "give one identity to call STS with",
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth::SecretSources;
-pub use auth::{AssumeRole, Auth, StaticKey};
+pub use auth::{AssumeRole, Auth, BaseIdentity, CredentialProcess, StaticKey};
 pub use bucket::parse_bucket_uri;
 use destination::{check_endpoint, check_region};
 pub use destination::{Destination, LargeFileSha256, Secret, UploadSettings};

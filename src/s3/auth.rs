@@ -1,5 +1,6 @@
-//! Credentials for S3: a static key, the standard AWS chain, or an IAM role assumed through
-//! STS with an External ID. The only user of `rusoto_sts` and `rusoto_credential`.
+//! Credentials for S3: a static key, the standard AWS chain, a credential program, or an IAM
+//! role assumed through STS with an External ID (whose own identity is any of the others).
+//! With `process.rs`, the only user of `rusoto_sts` and `rusoto_credential`.
 //!
 //! Whatever the source, credentials are cached and renewed `refresh_margin` before they
 //! expire, so uploads never stop for a renewal. An `ExpiredToken` answer (a clock step, a
@@ -15,8 +16,11 @@ use rusoto_sts::{StsAssumeRoleSessionCredentialsProvider, StsClient};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+use super::process::{self, ProcessProvider};
 use super::{classify, xml_field, StoreError};
-use crate::config::{AssumeRole, Auth, Destination, StaticKey};
+use crate::config::{AssumeRole, Auth, BaseIdentity, Destination, StaticKey};
+
+type Source = Box<dyn ProvideAwsCredentials + Send + Sync>;
 
 /// Cached, self-renewing credentials of one destination.
 pub struct Credentials {
@@ -106,24 +110,29 @@ impl Credentials {
 
 /// The credentials a destination's requests are signed with.
 pub fn credentials(destination: &Destination) -> Result<SharedCredentials, StoreError> {
-    let (source, operation): (Box<dyn ProvideAwsCredentials + Send + Sync>, &'static str) =
-        match &destination.auth {
-            Auth::Static(key) => (Box::new(static_provider(key)), "StaticCredentials"),
-            Auth::Default { profile } => (
-                Box::new(chain(profile.as_deref())?),
-                "DefaultCredentialChain",
-            ),
-            Auth::AssumeRole(role) => (assume_role(destination, role)?, "AssumeRole"),
-        };
+    let (source, operation): (Source, &'static str) = match &destination.auth {
+        Auth::Static(key) => (Box::new(static_provider(key)), "StaticCredentials"),
+        Auth::Default { profile } => (chain(profile.as_deref())?, "DefaultCredentialChain"),
+        Auth::Process(command) => (
+            Box::new(ProcessProvider::new(command.clone(), None)),
+            "CredentialProcess",
+        ),
+        Auth::AssumeRole(role) => (assume_role(destination, role)?, "AssumeRole"),
+    };
+    Ok(cached(source, operation, destination))
+}
+
+/// `source`, cached and renewed `refresh_margin` before expiry.
+fn cached(source: Source, operation: &'static str, destination: &Destination) -> SharedCredentials {
     let margin = chrono::Duration::from_std(destination.refresh_margin)
         .unwrap_or(chrono::Duration::minutes(5));
-    Ok(SharedCredentials(Arc::new(Credentials {
+    SharedCredentials(Arc::new(Credentials {
         source,
         cache: Mutex::new(None),
         margin,
         operation,
         expires_ms: std::sync::atomic::AtomicI64::new(0),
-    })))
+    }))
 }
 
 fn static_provider(key: &StaticKey) -> StaticProvider {
@@ -134,23 +143,27 @@ fn static_provider(key: &StaticKey) -> StaticProvider {
 }
 
 /// Environment, shared credentials file (with `profile`), container, instance metadata.
-fn chain(profile: Option<&str>) -> Result<ChainProvider, StoreError> {
-    Ok(match profile {
-        None => ChainProvider::new(),
-        Some(name) => {
-            let mut profiles = ProfileProvider::new().map_err(|e| {
-                StoreError::permanent("DefaultCredentialChain", "CredentialsError", e.message)
-            })?;
-            profiles.set_profile(name);
-            ChainProvider::with_profile_provider(profiles)
-        }
-    })
+/// A named profile with a `credential_process` (and no key) runs that program instead,
+/// as the AWS CLI does; rusoto would only run the default profile's.
+fn chain(profile: Option<&str>) -> Result<Source, StoreError> {
+    let Some(name) = profile else {
+        return Ok(Box::new(ChainProvider::new()));
+    };
+    let unusable = |message: String| {
+        StoreError::permanent("DefaultCredentialChain", "CredentialsError", message)
+    };
+    if let Some(command) = process::profile_process(name).map_err(unusable)? {
+        return Ok(Box::new(ProcessProvider::new(
+            command,
+            Some(name.to_string()),
+        )));
+    }
+    let mut profiles = ProfileProvider::new().map_err(|e| unusable(e.message))?;
+    profiles.set_profile(name);
+    Ok(Box::new(ChainProvider::with_profile_provider(profiles)))
 }
 
-fn assume_role(
-    destination: &Destination,
-    role: &AssumeRole,
-) -> Result<Box<dyn ProvideAwsCredentials + Send + Sync>, StoreError> {
+fn assume_role(destination: &Destination, role: &AssumeRole) -> Result<Source, StoreError> {
     let http = super::net::client("AssumeRole", &destination.network)?;
     let region_name = role
         .sts_region
@@ -163,10 +176,17 @@ fn assume_role(
         },
         None => region_name.parse().unwrap_or(Region::UsEast1),
     };
-    let client = match &role.base {
-        Some(key) => StsClient::new_with(http, static_provider(key), region),
-        None => StsClient::new_with(http, chain(None)?, region),
+    // The identity that calls STS, cached like any other: a credential program runs once
+    // per its own expiry, not once per AssumeRole.
+    let (base, operation): (Source, &'static str) = match &role.base {
+        BaseIdentity::Static(key) => (Box::new(static_provider(key)), "StaticCredentials"),
+        BaseIdentity::Chain { profile } => (chain(profile.as_deref())?, "DefaultCredentialChain"),
+        BaseIdentity::Process(command) => (
+            Box::new(ProcessProvider::new(command.clone(), None)),
+            "CredentialProcess",
+        ),
     };
+    let client = StsClient::new_with(http, cached(base, operation, destination), region);
     let duration = chrono::Duration::seconds(role.duration.as_secs() as i64);
     Ok(Box::new(StsAssumeRoleSessionCredentialsProvider::new(
         client,
@@ -184,6 +204,11 @@ fn assume_role(
 /// {status: 403, body: "<ErrorResponse>…<Code>AccessDenied</Code>…"})`.
 pub fn credentials_error(operation: &'static str, e: &CredentialsError) -> StoreError {
     let text = &e.message;
+    if let Some(at) = text.find(process::FAILED) {
+        // rusoto_sts quotes a failing base identity's message: cut at the closing quote.
+        let message = text[at..].split('"').next().unwrap_or_default();
+        return StoreError::permanent(operation, "CredentialProcessFailed", message.to_string());
+    }
     let status = text
         .split_once("status: ")
         .and_then(|(_, rest)| rest.get(..3))

@@ -10,6 +10,7 @@ mod auth;
 pub mod memory;
 mod net;
 pub mod probe;
+mod process;
 mod rusoto;
 
 use async_trait::async_trait;
@@ -304,6 +305,7 @@ fn is_destination_wide(code: &str) -> bool {
             | "UntrustedCertificate"
             | "ProxyRefused"
             | "BadCaFile"
+            | "CredentialProcessFailed"
             | "InvalidAccessKeyId"
             | "SignatureDoesNotMatch"
             | "InvalidBucketName"
@@ -336,6 +338,9 @@ fn hint(code: &str) -> Option<&'static str> {
         }
         "ProxyRefused" => {
             "check the user and password in the proxy URL, and that the proxy allows CONNECT to the endpoint's port"
+        }
+        "CredentialProcessFailed" => {
+            "run the program by hand, as the user s3spool runs as, to see what it prints"
         }
         "Timeout" => "no answer in time: check the network, or raise upload.request_timeout",
         _ => return None,

@@ -23,7 +23,7 @@ fn assume_role(mode: Mode, extra: &str) -> (Setup, FaultProxy) {
     (Setup::new(o, Bucket::create(server)), proxy)
 }
 
-fn assume_role_calls(proxy: &FaultProxy) -> Vec<String> {
+pub fn assume_role_calls(proxy: &FaultProxy) -> Vec<String> {
     proxy
         .recorded()
         .into_iter()
@@ -32,7 +32,7 @@ fn assume_role_calls(proxy: &FaultProxy) -> Vec<String> {
 }
 
 /// The S3 requests (not STS, not the sweep's listing), as recorded.
-fn s3_writes(proxy: &FaultProxy) -> Vec<String> {
+pub fn s3_writes(proxy: &FaultProxy) -> Vec<String> {
     proxy
         .recorded()
         .into_iter()
@@ -40,12 +40,12 @@ fn s3_writes(proxy: &FaultProxy) -> Vec<String> {
         .collect()
 }
 
-fn signing_key(request: &str) -> String {
+pub fn signing_key(request: &str) -> String {
     let credential = request.split("Credential=").nth(1).unwrap_or_default();
     credential.split('/').next().unwrap_or_default().to_string()
 }
 
-fn has_header(request: &str, name: &str) -> bool {
+pub fn has_header(request: &str, name: &str) -> bool {
     request
         .lines()
         .any(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))

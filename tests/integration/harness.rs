@@ -33,6 +33,14 @@ fn tool(env: &str, venv_name: &str) -> PathBuf {
     PathBuf::from(venv_name)
 }
 
+/// The Python with boto3 (the venv's), and a script of `tests/support/`.
+pub fn python_script(name: &str) -> (PathBuf, PathBuf) {
+    (
+        tool("S3SPOOL_PYTHON", "python3"),
+        repo().join("tests/support").join(name),
+    )
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -6,6 +6,7 @@ mod proxy;
 
 mod chaos;
 mod cli;
+mod credential_process;
 mod credentials;
 mod delivery;
 mod failures;

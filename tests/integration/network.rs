@@ -27,15 +27,7 @@ impl Front {
     fn start(dir: &Path, args: &[&str]) -> Front {
         let port = free_port();
         let log = dir.join(format!("front-{port}.log"));
-        let python = std::env::var("S3SPOOL_PYTHON").unwrap_or_else(|_| {
-            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
-            if venv.exists() {
-                venv.display().to_string()
-            } else {
-                "python3".into()
-            }
-        });
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/netfront.py");
+        let (python, script) = python_script("netfront.py");
         let mut command = Command::new(python);
         command.arg(script).arg(args[0]).arg(port.to_string());
         if args[0] == "proxy" {
