@@ -408,12 +408,7 @@ fn connect_targets(config: &Config) -> Result<Targets, DaemonError> {
             name: name.clone(),
             source,
         })?;
-        match destination.network.route(&destination.endpoint_url()) {
-            Some(proxy) => {
-                tracing::info!(destination = %name, proxy = %proxy.url, from = proxy.source, "requests go through a proxy")
-            }
-            None => tracing::debug!(destination = %name, "requests go directly to the endpoint"),
-        }
+        log_routes(name, destination);
         let settings = destination.upload.clone();
         let target = Target {
             name: name.clone(),
@@ -425,6 +420,28 @@ fn connect_targets(config: &Config) -> Result<Targets, DaemonError> {
         targets.insert(name.clone(), Arc::new(target));
     }
     Ok(targets)
+}
+
+/// Which proxy, if any, S3 and STS requests go through, and the proxy variables ignored.
+fn log_routes(name: &str, destination: &crate::config::Destination) {
+    let network = &destination.network;
+    let urls = [
+        Some(("S3", destination.endpoint_url())),
+        destination.sts_url().map(|u| ("STS", u)),
+    ];
+    for (service, url) in urls.into_iter().flatten() {
+        match network.route(&url) {
+            Some(proxy) => {
+                tracing::info!(destination = %name, service, proxy = %proxy.url, from = proxy.source, "requests go through a proxy")
+            }
+            None => {
+                tracing::debug!(destination = %name, service, "requests go directly to the endpoint")
+            }
+        }
+    }
+    for note in &network.ignored {
+        tracing::warn!(destination = %name, "{note}");
+    }
 }
 
 /// Creates missing spool folders and puts each spool's root in canonical form: file

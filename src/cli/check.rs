@@ -49,6 +49,9 @@ struct DestinationReport {
     /// The proxy STS requests go through, when it is not the endpoint's.
     #[serde(skip_serializing_if = "Option::is_none")]
     sts_proxy: Option<String>,
+    /// Proxy settings of the environment that are ignored, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    network_notes: Vec<String>,
     checks: Vec<Check>,
     #[serde(skip_serializing_if = "Option::is_none")]
     challenge_key: Option<String>,
@@ -147,6 +150,9 @@ fn print_human(config: &Config, report: &Report) {
         if let Some(proxy) = &d.sts_proxy {
             println!("  STS requests go through {proxy}");
         }
+        for note in &d.network_notes {
+            println!("  note: {note}");
+        }
         for c in &d.checks {
             match (c.ok, &c.error) {
                 (Some(true), _) => println!("  {:<22} ok", c.action),
@@ -236,21 +242,14 @@ fn skipped(action: &'static str, why: &str) -> Check {
 
 async fn probe_destination(d: &Destination, challenge: bool) -> DestinationReport {
     let route = d.network.route(&d.endpoint_url());
-    let sts_proxy = match &d.auth {
-        Auth::AssumeRole(role) => {
-            let sts = role.sts_endpoint.clone().unwrap_or_else(|| {
-                let region = role.sts_region.as_deref().unwrap_or(&d.region);
-                format!("https://sts.{region}.amazonaws.com")
-            });
-            let sts_route = d.network.route(&sts);
-            (sts_route != route).then(|| {
-                sts_route.map_or("no proxy (direct)".to_string(), |p| {
-                    format!("proxy {} from {}", p.url, p.source)
-                })
+    let sts_proxy = d.sts_url().and_then(|sts| {
+        let sts_route = d.network.route(&sts);
+        (sts_route != route).then(|| {
+            sts_route.map_or("no proxy (direct)".to_string(), |p| {
+                format!("proxy {} from {}", p.url, p.source)
             })
-        }
-        _ => None,
-    };
+        })
+    });
     let mut report = DestinationReport {
         name: d.name.clone(),
         bucket: d.bucket.clone(),
@@ -259,6 +258,7 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
         proxy: route.map(|p| p.url.to_string()),
         proxy_from: route.map(|p| p.source),
         sts_proxy,
+        network_notes: d.network.ignored.clone(),
         checks: Vec::new(),
         challenge_key: None,
     };

@@ -189,7 +189,7 @@ pub fn parse(
                 only_with(p, name, given, "\"assume_role\"");
             }
             match command {
-                Some(argv) => credential_process(p, &s, argv).map(Auth::Process),
+                Some(argv) => credential_process(p, &s, argv, sources.base).map(Auth::Process),
                 None => {
                     p.add(
                         s.key("command"),
@@ -255,7 +255,7 @@ pub fn parse(
                 )
                 .map(BaseIdentity::Static)
             } else if let Some(argv) = command {
-                credential_process(p, &s, argv).map(BaseIdentity::Process)
+                credential_process(p, &s, argv, sources.base).map(BaseIdentity::Process)
             } else {
                 Some(BaseIdentity::Chain {
                     profile: profile.map(str::to_string),
@@ -290,16 +290,27 @@ pub fn parse(
     })
 }
 
-/// `command = ["program", "arg", …]`: a program named by a path or found in `PATH`.
+/// `command = ["program", "arg", …]`: a program found in `PATH`, or a path (relative to
+/// the config file's folder, like every path of the config).
 fn credential_process(
     p: &mut Problems,
     s: &Section<'_>,
     argv: Vec<&str>,
+    base: &Path,
 ) -> Option<CredentialProcess> {
-    match argv.first() {
-        Some(program) if !program.trim().is_empty() => Some(CredentialProcess {
-            argv: argv.into_iter().map(str::to_string).collect(),
-        }),
+    match argv.split_first() {
+        Some((program, args)) if !program.trim().is_empty() => {
+            let program = if program.contains('/') {
+                resolve(base, program).display().to_string()
+            } else {
+                program.to_string()
+            };
+            Some(CredentialProcess {
+                argv: std::iter::once(program)
+                    .chain(args.iter().map(|a| a.to_string()))
+                    .collect(),
+            })
+        }
         _ => {
             p.add(
                 s.key("command"),
@@ -631,6 +642,18 @@ mod tests {
             panic!()
         };
         assert!(matches!(&role.base, BaseIdentity::Process(p) if p.argv == ["helper"]));
+        let config = parse(&with_auth(&format!(
+            "{ROLE}\ncommand = [\"bin/helper\", \"x\"]"
+        )))
+        .unwrap();
+        let Auth::AssumeRole(role) = &config.destinations["lake"].auth else {
+            panic!()
+        };
+        let BaseIdentity::Process(relative) = &role.base else {
+            panic!()
+        };
+        assert!(relative.argv[0].ends_with("/bin/helper") && relative.argv[0].starts_with('/'));
+        assert_eq!(relative.argv[1], "x");
         let config = parse(&with_auth(&format!("{ROLE}\nprofile = \"ops\""))).unwrap();
         let Auth::AssumeRole(role) = &config.destinations["lake"].auth else {
             panic!()

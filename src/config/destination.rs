@@ -59,6 +59,17 @@ impl fmt::Debug for Secret {
 }
 
 impl Destination {
+    /// The STS endpoint an assumed role is asked at: the configured one, or AWS's.
+    pub fn sts_url(&self) -> Option<String> {
+        let Auth::AssumeRole(role) = &self.auth else {
+            return None;
+        };
+        Some(role.sts_endpoint.clone().unwrap_or_else(|| {
+            let region = role.sts_region.as_deref().unwrap_or(&self.region);
+            format!("https://sts.{region}.amazonaws.com")
+        }))
+    }
+
     /// The S3 endpoint requests go to: the configured one, or AWS's for the region.
     pub fn endpoint_url(&self) -> String {
         self.endpoint

@@ -22,16 +22,21 @@ pub struct Network {
     pub no_proxy: NoProxy,
     /// A PEM bundle of CA certificates trusted besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// Proxy variables of the environment that cannot be used, and why: they are ignored
+    /// (requests go direct, as before s3spool read them), and said at start and in `check`.
+    pub ignored: Vec<String>,
 }
 
 impl Network {
-    /// The proxy a request to `host` over `scheme` goes through, if any.
+    /// The proxy a request to `host` over `scheme` goes through, if any. Loopback is
+    /// always reached directly: a plain-http endpoint is allowed there because its data
+    /// never leaves the host, which a proxy elsewhere would undo.
     pub fn proxy_for(&self, scheme: &str, host: &str) -> Option<&Proxy> {
         let proxy = match scheme {
             "http" => self.http_proxy.as_ref(),
             _ => self.https_proxy.as_ref(),
         }?;
-        (!self.no_proxy.matches(host)).then_some(proxy)
+        (!self.no_proxy.matches(host) && !is_loopback(host)).then_some(proxy)
     }
 
     /// The proxy requests to `url` go through, if any (for `check` and the log).
@@ -44,6 +49,18 @@ impl Network {
         };
         self.proxy_for(scheme, host)
     }
+}
+
+/// `localhost`, or an address of the loopback network.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| match ip {
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+            ip => ip.is_loopback(),
+        })
 }
 
 /// A proxy and where it was configured (`proxy`, `HTTPS_PROXY`, …), for `check` and errors.
@@ -94,7 +111,13 @@ impl fmt::Debug for ProxyUrl {
 pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
     let shown = mask_credentials(text.trim());
     let text = text.trim().trim_end_matches('/');
-    let rest = match text.split_once("://") {
+    let is_scheme = |scheme: &str| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    };
+    let rest = match text.split_once("://").filter(|(scheme, _)| is_scheme(scheme)) {
         Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
             "http" => rest,
             "https" => {
@@ -124,7 +147,23 @@ pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
             let (host, after) = v6
                 .split_once(']')
                 .ok_or_else(|| format!("{shown:?}: an IPv6 address needs its closing ]"))?;
-            (host, after.strip_prefix(':'))
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{shown:?}: [{host}] is not an IPv6 address"));
+            }
+            match after {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(after.strip_prefix(':').ok_or_else(|| {
+                        format!("{shown:?}: only :PORT may follow the ] of an IPv6 address")
+                    })?),
+                ),
+            }
+        }
+        None if hostport.matches(':').count() > 1 => {
+            return Err(format!(
+                "{shown:?}: write an IPv6 address in brackets, like http://[::1]:3128"
+            ))
         }
         None => match hostport.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -139,7 +178,8 @@ pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
             .ok_or_else(|| format!("{shown:?}: the port must be a number from 1 to 65535"))?,
         None => DEFAULT_PROXY_PORT,
     };
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+    let name_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if host.is_empty() || !host.chars().all(name_chars) {
         return Err(format!(
             "{shown:?}: the proxy's host is missing or malformed"
         ));
@@ -147,10 +187,13 @@ pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
     let (user, password) = match userinfo {
         None => (None, None),
         Some(userinfo) => {
-            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password).filter(|p| !p.is_empty())),
+                None => (userinfo, None),
+            };
             (
                 Some(percent_decode(user)),
-                Some(Secret::new(percent_decode(password))),
+                password.map(|p| Secret::new(percent_decode(p))),
             )
         }
     };
@@ -162,16 +205,19 @@ pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
     })
 }
 
-/// `http://user:password@host` → `http://***@host`.
+/// `http://user:password@host` → `http://***@host`: everything before the last `@` but a
+/// leading scheme is hidden.
 fn mask_credentials(text: &str) -> String {
-    let (scheme, rest) = match text.split_once("://") {
-        Some((scheme, rest)) => (format!("{scheme}://"), rest),
-        None => (String::new(), text),
+    let Some((before, host)) = text.rsplit_once('@') else {
+        return text.to_string();
     };
-    match rest.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}***@{host}"),
-        None => text.to_string(),
-    }
+    let scheme = match before.split_once("://") {
+        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            format!("{scheme}://")
+        }
+        _ => String::new(),
+    };
+    format!("{scheme}***@{host}")
 }
 
 /// `%40` → `@`; anything that is not a valid escape stays as written.
@@ -219,16 +265,29 @@ impl NoProxy {
                 continue;
             }
             let (address, bits) = match entry.split_once('/') {
-                Some((address, bits)) => (address, bits.parse::<u8>().ok()),
+                Some((address, bits)) => (address, Some(bits)),
                 None => (entry.as_str(), None),
             };
-            let address = address.trim_start_matches('[').trim_end_matches(']');
+            let unbracketed = address.trim_start_matches('[').trim_end_matches(']');
+            // `[v6]:port` and `v4:port`: the port is ignored, as curl does.
+            let address = match address.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None if unbracketed.matches(':').count() == 1 => {
+                    unbracketed.split(':').next().unwrap_or_default()
+                }
+                None => unbracketed,
+            };
             if let Ok(ip) = address.parse::<IpAddr>() {
                 let max = if ip.is_ipv4() { 32 } else { 128 };
-                no_proxy.ranges.push((ip, bits.unwrap_or(max).min(max)));
+                // A malformed range matches nothing rather than more than meant.
+                match bits.map(|b| b.parse::<u8>().ok().filter(|b| *b <= max)) {
+                    None => no_proxy.ranges.push((ip, max)),
+                    Some(Some(bits)) => no_proxy.ranges.push((ip, bits)),
+                    Some(None) => {}
+                }
                 continue;
             }
-            let name = entry.trim_start_matches("*.").trim_start_matches('.');
+            let name = address.trim_start_matches("*.").trim_start_matches('.');
             let name = name.trim_end_matches('.');
             if !name.is_empty() {
                 no_proxy.names.push(name.to_string());
@@ -312,7 +371,7 @@ pub(super) fn parse(
         ..Network::default()
     };
     match proxy.map(str::trim) {
-        Some("" | "none") => {}
+        Some(none) if none.is_empty() || none.eq_ignore_ascii_case("none") => {}
         Some(url) => match parse_proxy_url(url) {
             Ok(url) => {
                 *inline_secret |= url.password.is_some();
@@ -339,10 +398,12 @@ pub(super) fn parse(
                             _ => network.http_proxy = proxy,
                         }
                     }
-                    Err(e) => p.add(
-                        s.key("proxy"),
-                        format!("the environment's {name} is unusable: {e}; fix it, or set proxy for this destination (\"none\" to go direct)"),
-                    ),
+                    // Requests went direct before s3spool read these variables: a value
+                    // meant for another tool (socks5://, TLS to the proxy) must not stop
+                    // the daemon, but it is said.
+                    Err(e) => network.ignored.push(format!(
+                        "the environment's {name} is ignored for {scheme}:// endpoints (requests go direct): {e}; set proxy for this destination to choose"
+                    )),
                 }
             }
         }
@@ -401,6 +462,18 @@ mod tests {
             assert!(!e.contains("hunter2"), "{e}");
             assert!(e.contains("***@proxy") || e.contains("***@:3128"), "{e}");
         }
+        for bad in [
+            "http://[::1]8080",
+            "http://::1",
+            "http://[nope]:1",
+            "u:pa://ss@p:1/x",
+        ] {
+            let e = parse_proxy_url(bad).unwrap_err();
+            assert!(!e.contains("pa:") && !e.contains("ss@"), "{e}");
+        }
+        let no_password = parse_proxy_url("http://ops@proxy:3128").unwrap();
+        assert_eq!(no_password.user.as_deref(), Some("ops"));
+        assert!(no_password.password.is_none(), "a user alone is no secret");
     }
 
     #[test]
@@ -421,6 +494,13 @@ mod tests {
             assert!(!n.matches(host), "{host} goes through the proxy");
         }
         assert!(NoProxy::parse("*").matches("anything.example"));
+        let ports =
+            NoProxy::parse("minio.lan:9000,10.0.0.1:9000,[::2]:9000,10.9.0.0/abc,10.8.0.0/99");
+        assert!(ports.matches("minio.lan") && ports.matches("10.0.0.1") && ports.matches("::2"));
+        assert!(
+            !ports.matches("10.9.0.1") && !ports.matches("10.8.0.0"),
+            "malformed ranges match nothing"
+        );
         assert!(!NoProxy::parse("").matches("localhost"));
     }
 
@@ -479,8 +559,14 @@ mod tests {
         assert!(secret, "a password in the config makes it secret");
         let proxy = own.proxy_for("https", "minio.lan").unwrap();
         assert_eq!((proxy.url.host.as_str(), proxy.source), ("mine", "proxy"));
-        let (direct, _, _) = parsed("proxy = \"none\"", &env);
+        let (direct, _, _) = parsed("proxy = \"NONE\"", &env);
         assert!(direct.proxy_for("https", "s3.amazonaws.com").is_none());
+        for loopback in ["127.0.0.1", "localhost", "[::1]", "127.1.2.3"] {
+            assert!(
+                own.proxy_for("http", loopback).is_none(),
+                "{loopback} is reached directly"
+            );
+        }
         let (listed, _, _) = parsed("no_proxy = \"amazonaws.com\"", &env);
         assert!(listed.proxy_for("https", "s3.amazonaws.com").is_none());
         assert!(listed.proxy_for("https", "minio.lan").is_some());
@@ -488,10 +574,22 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key_or_variable_and_never_the_password() {
-        let (_, problems, _) = parsed("", &[("https_proxy", "https://u:hunter2@p:1")]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("destinations.lake.proxy: the environment's https_proxy"));
-        assert!(!problems[0].contains("hunter2"));
+        let (n, problems, _) = parsed("", &[("ALL_PROXY", "socks5://u:hunter2@p:1")]);
+        assert!(
+            problems.is_empty(),
+            "another tool's proxy does not stop the daemon"
+        );
+        assert!(n.https_proxy.is_none() && n.http_proxy.is_none());
+        assert_eq!(n.ignored.len(), 2, "{:?}", n.ignored);
+        assert!(n.ignored[0]
+            .starts_with("the environment's ALL_PROXY is ignored for https:// endpoints"));
+        assert!(!n.ignored[0].contains("hunter2"));
+        let (_, problems, _) = parsed("proxy = \"https://u:hunter2@p:1\"", &[]);
+        assert!(
+            problems[0]
+                .starts_with("destinations.lake.proxy: \"https://***@p:1\": TLS to the proxy"),
+            "{problems:?}"
+        );
         let (_, problems, _) = parsed("ca_file = \"no-such-ca.pem\"", &[]);
         assert!(
             problems[0]

@@ -135,6 +135,16 @@ fn cached(source: Source, operation: &'static str, destination: &Destination) ->
     }))
 }
 
+/// A source as a provider rusoto's clients take (they cannot take a boxed one).
+struct Uncached(Source);
+
+#[async_trait]
+impl ProvideAwsCredentials for Uncached {
+    async fn credentials(&self) -> Result<AwsCredentials, CredentialsError> {
+        self.0.credentials().await
+    }
+}
+
 fn static_provider(key: &StaticKey) -> StaticProvider {
     StaticProvider::new_minimal(
         key.access_key_id.clone(),
@@ -176,17 +186,19 @@ fn assume_role(destination: &Destination, role: &AssumeRole) -> Result<Source, S
         },
         None => region_name.parse().unwrap_or(Region::UsEast1),
     };
-    // The identity that calls STS, cached like any other: a credential program runs once
-    // per its own expiry, not once per AssumeRole.
-    let (base, operation): (Source, &'static str) = match &role.base {
-        BaseIdentity::Static(key) => (Box::new(static_provider(key)), "StaticCredentials"),
-        BaseIdentity::Chain { profile } => (chain(profile.as_deref())?, "DefaultCredentialChain"),
-        BaseIdentity::Process(command) => (
+    // The identity that calls STS. A credential program's answer is cached until its own
+    // Expiration, or it would run for every AssumeRole; the chain is asked each time, as
+    // before, so a credentials file rewritten by other tools is read again.
+    let base: Source = match &role.base {
+        BaseIdentity::Static(key) => Box::new(static_provider(key)),
+        BaseIdentity::Chain { profile } => chain(profile.as_deref())?,
+        BaseIdentity::Process(command) => Box::new(cached(
             Box::new(ProcessProvider::new(command.clone(), None)),
             "CredentialProcess",
-        ),
+            destination,
+        )),
     };
-    let client = StsClient::new_with(http, cached(base, operation, destination), region);
+    let client = StsClient::new_with(http, Uncached(base), region);
     let duration = chrono::Duration::seconds(role.duration.as_secs() as i64);
     Ok(Box::new(StsAssumeRoleSessionCredentialsProvider::new(
         client,
@@ -288,6 +300,27 @@ mod tests {
             ),
         );
         assert_eq!(untrusted.code, "UntrustedCertificate");
+        let refused = credentials_error(
+            "AssumeRole",
+            &CredentialsError::new(
+                "StsProvider get_session_token error: HttpDispatch(HttpDispatchError { message: \"Error during dispatch: error trying to connect: proxy http://p:3128 (from HTTPS_PROXY) refused the tunnel to sts.amazonaws.com:443: 407 Proxy Authentication Required\" })",
+            ),
+        );
+        assert_eq!(
+            (refused.code.as_str(), refused.is_destination_wide()),
+            ("ProxyRefused", true)
+        );
+        let program = credentials_error(
+            "AssumeRole",
+            &CredentialsError::new(
+                "StsProvider get_session_token error: Credentials(CredentialsError { message: \"credential program /usr/bin/helper exited with exit status: 1: no cert\" })",
+            ),
+        );
+        assert_eq!(program.code, "CredentialProcessFailed");
+        assert_eq!(
+            program.message,
+            "credential program /usr/bin/helper exited with exit status: 1: no cert"
+        );
         assert_eq!(
             untrusted.message,
             "certificate of sts.lan not trusted (self-signed certificate): set ca_file or install the CA"

@@ -121,11 +121,15 @@ fn name_certificate_failure(e: BoxError, host: &str) -> BoxError {
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "certificate verify failed".into());
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    Box::new(Failure(if reason.contains("hostname mismatch") {
-        format!("{UNTRUSTED}{host} does not name {host} ({reason}): use the host name the certificate was issued for in the endpoint")
+    let advice = if reason.contains("mismatch") {
+        // "hostname mismatch", "IP address mismatch"
+        format!("does not name {host} ({reason}): put a name or address the certificate was issued for in the endpoint")
+    } else if reason.contains("expired") || reason.contains("not yet valid") {
+        format!("is out of its validity period ({reason}): renew the certificate, or check this host's clock")
     } else {
-        format!("{UNTRUSTED}{host} not trusted ({reason}): set ca_file or install the CA")
-    }))
+        format!("not trusted ({reason}): set ca_file or install the CA")
+    };
+    Box::new(Failure(format!("{UNTRUSTED}{host} {advice}")))
 }
 
 /// Opens TCP connections: directly, or through the proxy `network` names for the host.
@@ -168,12 +172,31 @@ impl Service<Uri> for Tunnel {
 
 /// The longest answer head a proxy may give to CONNECT.
 const MAX_HEAD: usize = 16 * 1024;
+/// A proxy that has not opened the tunnel in this time is given up on (and named),
+/// rather than waiting for the whole request timeout.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connects to `proxy` and asks it for a tunnel to `target` (`host:port`).
 async fn through_proxy(
-    mut direct: HttpConnector,
+    direct: HttpConnector,
     proxy: Proxy,
     target: String,
+) -> Result<TcpStream, BoxError> {
+    let asking = tunnel(direct, &proxy, &target);
+    match tokio::time::timeout(CONNECT_TIMEOUT, asking).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure(format!(
+            "proxy {} (from {}) did not open a tunnel to {target} within {CONNECT_TIMEOUT:?}",
+            proxy.url, proxy.source
+        ))
+        .into()),
+    }
+}
+
+async fn tunnel(
+    mut direct: HttpConnector,
+    proxy: &Proxy,
+    target: &str,
 ) -> Result<TcpStream, BoxError> {
     let url = &proxy.url;
     let proxy_uri: Uri = format!("http://{}", url.authority()).parse()?;
@@ -193,7 +216,7 @@ async fn through_proxy(
     stream.write_all(request.as_bytes()).await?;
     // Byte by byte: what follows the head belongs to the tunnel, and the head is short.
     let mut head = Vec::with_capacity(128);
-    while !head.ends_with(b"\r\n\r\n") {
+    while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
         let mut byte = [0u8; 1];
         let lost = |why: &str| {
             Failure(format!(
@@ -209,11 +232,13 @@ async fn through_proxy(
             return Err(lost("answered with an over-long head").into());
         }
     }
-    let status_line = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let head = String::from_utf8_lossy(&head);
+    let status_line = head.lines().next().unwrap_or_default().to_string();
+    // A proxy that wants NTLM or Negotiate refuses Basic credentials whatever they are.
+    let basic_offered = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("proxy-authenticate:") && l.contains("basic")
+    });
     let status = status_line
         .split_whitespace()
         .nth(1)
@@ -226,7 +251,13 @@ async fn through_proxy(
         .collect::<String>();
     match status {
         Some(200..=299) => Ok(stream),
-        Some(401 | 403 | 405 | 407) => Err(Failure(format!(
+        Some(407) if !basic_offered => Err(Failure(format!(
+            "proxy {url} (from {}){REFUSED}{target}: {answer}; it does not offer Basic authentication, the only kind s3spool speaks",
+            proxy.source
+        ))
+        .into()),
+        // The proxy's own decision (authentication, policy) or not a proxy at all.
+        Some(400..=499) => Err(Failure(format!(
             "proxy {url} (from {}){REFUSED}{target}: {answer}",
             proxy.source
         ))
@@ -242,29 +273,24 @@ async fn through_proxy(
 /// The error for a request that failed before any answer from S3 or STS, from the text
 /// hyper and rusoto made of it.
 pub fn connect_failure(operation: &'static str, text: &str) -> StoreError {
-    // rusoto says `Error during dispatch: error trying to connect: …`: keep what follows.
-    let text = text
+    // rusoto says `Error during dispatch: error trying to connect: CAUSE`; our own causes
+    // begin with our words, and nothing a server sent comes before them.
+    let cause = text
         .split_once("error trying to connect: ")
         .map_or(text, |(_, rest)| rest);
-    let ours = |marker: &str| text.find(marker).map(|at| text[at..].to_string());
-    if let Some(message) = ours(UNTRUSTED).filter(|m| m.contains("): ")) {
-        return StoreError {
-            operation,
-            code: "UntrustedCertificate".into(),
-            status: None,
-            message,
-            class: ErrorClass::Permanent,
-        };
+    let ours = |code: &str| StoreError {
+        operation,
+        code: code.into(),
+        status: None,
+        message: cause.to_string(),
+        class: ErrorClass::Permanent,
+    };
+    if cause.starts_with(UNTRUSTED) {
+        return ours("UntrustedCertificate");
     }
-    if text.contains(REFUSED) {
-        let message = ours("proxy ").unwrap_or_else(|| text.to_string());
-        return StoreError {
-            operation,
-            code: "ProxyRefused".into(),
-            status: None,
-            message,
-            class: ErrorClass::Permanent,
-        };
+    let before_answer = cause.split(": ").next().unwrap_or_default();
+    if cause.starts_with("proxy ") && before_answer.contains(REFUSED) {
+        return ours("ProxyRefused");
     }
     StoreError::transport(operation, "ConnectionFailed", text.to_string())
 }
@@ -302,7 +328,20 @@ mod tests {
         );
         assert_eq!(unreachable.code, "ConnectionFailed");
         assert!(unreachable.is_no_answer());
-        assert!(unreachable.message.starts_with("proxy http://p:3128"));
+        assert!(unreachable
+            .message
+            .contains("error trying to connect: proxy http://p:3128"));
+        // A proxy's reason phrase that happens to hold our words changes nothing.
+        let quoted = connect_failure(
+            "PutObject",
+            "error trying to connect: proxy http://p:3128 (from proxy) could not reach s3:443: 502 proxy x refused the tunnel to y",
+        );
+        assert_eq!(quoted.code, "ConnectionFailed");
+        let other = connect_failure(
+            "PutObject",
+            "error trying to connect: dns error: certificate of x",
+        );
+        assert_eq!(other.code, "ConnectionFailed");
     }
 
     #[test]
@@ -313,9 +352,15 @@ mod tests {
             named,
             "certificate of minio.lan not trusted (self-signed certificate in certificate chain): set ca_file or install the CA"
         );
-        let e: BoxError = "certificate verify failed: (hostname mismatch)".into();
+        let e: BoxError = "certificate verify failed: (IP address mismatch)".into();
         let named = name_certificate_failure(e, "127.0.0.1").to_string();
         assert!(named.contains("does not name 127.0.0.1"), "{named}");
+        let e: BoxError = "certificate verify failed: (certificate has expired)".into();
+        let named = name_certificate_failure(e, "h").to_string();
+        assert!(
+            named.contains("renew the certificate, or check this host's clock"),
+            "{named}"
+        );
         let other: BoxError = "tcp connect error: Connection refused".into();
         assert_eq!(
             name_certificate_failure(other, "h").to_string(),

@@ -16,6 +16,8 @@ use crate::config::CredentialProcess;
 
 /// A program that has not answered in this time is killed.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// A credential document is well under a kilobyte: more output than this is not one.
+const MAX_OUTPUT: u64 = 1 << 20;
 
 /// How every error of a credential program begins (see `auth::credentials_error`).
 pub const FAILED: &str = "credential program ";
@@ -25,11 +27,16 @@ pub struct ProcessProvider {
     process: CredentialProcess,
     /// The profile the program came from, for errors.
     profile: Option<String>,
+    timeout: Duration,
 }
 
 impl ProcessProvider {
     pub fn new(process: CredentialProcess, profile: Option<String>) -> Self {
-        ProcessProvider { process, profile }
+        ProcessProvider {
+            process,
+            profile,
+            timeout: TIMEOUT,
+        }
     }
 
     /// `credential program /usr/bin/helper (profile ops)`: the program, never its arguments.
@@ -52,7 +59,7 @@ impl ProcessProvider {
             .argv
             .split_first()
             .ok_or_else(|| self.error("is empty"))?;
-        let child = tokio::process::Command::new(program)
+        let mut child = tokio::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -60,9 +67,34 @@ impl ProcessProvider {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| self.error(format!("cannot be started: {e}")))?;
-        let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(self.error("has no output pipes"));
+        };
+        let run = async {
+            use tokio::io::AsyncReadExt;
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let (mut stdout, mut stderr) = (stdout.take(MAX_OUTPUT), stderr.take(MAX_OUTPUT));
+            // Both at once: a program blocked on a full stderr pipe would never finish.
+            let (read_out, read_err, status) = tokio::join!(
+                stdout.read_to_end(&mut out),
+                stderr.read_to_end(&mut err),
+                child.wait()
+            );
+            read_out.and(read_err)?;
+            Ok::<_, std::io::Error>(std::process::Output {
+                status: status?,
+                stdout: out,
+                stderr: err,
+            })
+        };
+        let output = tokio::time::timeout(self.timeout, run)
             .await
-            .map_err(|_| self.error(format!("did not finish within {TIMEOUT:?}; it was killed")))?
+            .map_err(|_| {
+                self.error(format!(
+                    "did not finish within {:?}; it was killed",
+                    self.timeout
+                ))
+            })?
             .map_err(|e| self.error(format!("failed: {e}")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -260,6 +292,19 @@ mod tests {
             e.starts_with("credential program /nonexistent/helper cannot be started"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_program_that_hangs_is_killed_at_its_timeout() {
+        let mut p = provider("echo started >&2; sleep 30");
+        p.timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let e = p.credentials().await.unwrap_err().message;
+        assert!(
+            e.contains("did not finish within 300ms; it was killed"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

@@ -409,11 +409,18 @@ key = "{key}"
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+
+    /// An operator command with these environment variables (and none of the machine's
+    /// AWS or proxy settings).
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(BIN);
         for var in MACHINE_ENV {
             command.env_remove(var);
         }
         command
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&self.config)
             .args(args)

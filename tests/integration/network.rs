@@ -188,11 +188,18 @@ fn s3_and_sts_requests_go_through_the_proxy_and_its_password_stays_secret() {
             proxy.port
         ),
     );
+    let metrics = s.serve_metrics();
     let small = s.drop_file("a.csv", b"through the proxy\n");
     let large = s.drop_file("big.bin", &data(12 << 20, 5));
     let log = s.dir.path().join("daemon.log");
     let daemon = s.start();
     wait_for(WAIT, "both files delivered", || s.count("done") == 2);
+    let scraped = scrape(metrics);
+    assert!(scraped.contains("s3spool_"), "{scraped}");
+    assert!(
+        !scraped.contains(PROXY_PASSWORD),
+        "no password in the metrics"
+    );
     let objects = s.bucket.objects();
     assert_eq!(objects["inbound/orders/a.csv"].sha256, small);
     assert_eq!(objects["inbound/orders/big.bin"].sha256, large);
@@ -232,18 +239,32 @@ fn s3_and_sts_requests_go_through_the_proxy_and_its_password_stays_secret() {
     );
     daemon.stop();
     s.assert_secret_nowhere(PROXY_PASSWORD, &log);
+    // Nor the Basic token the proxy was sent.
+    let token = base64_basic(&format!("{PROXY_USER}:{PROXY_PASSWORD}"));
+    s.assert_secret_nowhere(&token, &log);
+}
+
+/// Base64 of `text`, as in a `Proxy-Authorization: Basic` header.
+fn base64_basic(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 #[test]
-fn the_environment_names_the_proxy_and_no_proxy_bypasses_it() {
+fn the_environment_names_the_proxy_lower_case_first_and_no_proxy_and_loopback_bypass_it() {
     let server = shared_server();
     let at = port_of(server);
     let s = setup(|o| o.endpoint = format!("http://localhost-s3.test:{at}"));
     destination_lines(&s, "allow_http = true");
     let proxy = Front::proxy(s.dir.path(), None);
     let via = format!("http://127.0.0.1:{}", proxy.port);
-    let want = s.drop_file("a.csv", b"via HTTP_PROXY\n");
-    let env = [("HTTP_PROXY", via.as_str()), ("NO_PROXY", "example.org")];
+    let want = s.drop_file("a.csv", b"via http_proxy\n");
+    // Lower case wins, as in curl: the upper-case one points at a closed port.
+    let env = [
+        ("HTTP_PROXY", "http://127.0.0.1:1"),
+        ("http_proxy", via.as_str()),
+        ("NO_PROXY", "example.org"),
+    ];
     let daemon = s.launch(|log| Daemon::start_env(&s.config, log, &env));
     wait_for(WAIT, "the file delivered through the proxy", || {
         s.count("done") == 1
@@ -253,8 +274,30 @@ fn the_environment_names_the_proxy_and_no_proxy_bypasses_it() {
     let through = proxy.connects().len();
     assert!(through > 0, "the proxy carried the requests");
 
-    // Now the endpoint is exempt: a name the proxy alone resolves cannot be reached, so a
-    // delivery proves the exemption, and the proxy sees nothing more.
+    // NO_PROXY names the endpoint: s3spool goes direct, where the name does not resolve,
+    // and the proxy sees nothing.
+    // A proxy variable meant for another tool is ignored, and said.
+    let exempt = [
+        ("http_proxy", via.as_str()),
+        ("no_proxy", ".test"),
+        ("ALL_PROXY", "socks5://u:socks-pw@127.0.0.1:1"),
+    ];
+    let check = s.cli_env(&["check"], &exempt);
+    let text = output(&check);
+    assert!(!check.status.success(), "{text}");
+    assert!(
+        text.contains("note: the environment's ALL_PROXY is ignored for https:// endpoints (requests go direct): \"socks5://***@127.0.0.1:1\": socks5:// proxies are not supported"),
+        "{text}"
+    );
+    assert!(!text.contains("through proxy"), "{text}");
+    assert!(text.contains("ConnectionFailed"), "{text}");
+    assert_eq!(
+        proxy.connects().len(),
+        through,
+        "NO_PROXY bypassed the proxy"
+    );
+
+    // A loopback endpoint is always reached directly, whatever the environment says.
     s.edit_config(|text| {
         text.replace(
             &format!("localhost-s3.test:{at}"),
@@ -262,10 +305,7 @@ fn the_environment_names_the_proxy_and_no_proxy_bypasses_it() {
         )
     });
     let want = s.drop_file("b.csv", b"direct\n");
-    let env = [
-        ("http_proxy", via.as_str()),
-        ("no_proxy", "localhost,127.0.0.0/8"),
-    ];
+    let env = [("http_proxy", via.as_str())];
     let daemon = s.launch(|log| Daemon::start_env(&s.config, log, &env));
     wait_for(WAIT, "the second file delivered directly", || {
         s.count("done") == 2
@@ -275,7 +315,7 @@ fn the_environment_names_the_proxy_and_no_proxy_bypasses_it() {
     assert_eq!(
         proxy.connects().len(),
         through,
-        "NO_PROXY bypassed the proxy"
+        "loopback bypassed the proxy"
     );
 }
 
@@ -347,7 +387,11 @@ fn a_proxy_that_cannot_reach_the_endpoint_is_named_in_check() {
     let text = output(&check);
     assert!(!check.status.success(), "{text}");
     assert!(
-        text.contains(&format!("ConnectionFailed: proxy http://127.0.0.1:{} (from proxy) could not reach localhost-s3.test:", proxy.port))
+        text.contains("FAILED: ConnectionFailed: ")
+            && text.contains(&format!(
+                "proxy http://127.0.0.1:{} (from proxy) could not reach localhost-s3.test:",
+                proxy.port
+            ))
             && text.contains("502 Bad Gateway"),
         "{text}"
     );
@@ -403,6 +447,15 @@ fn an_untrusted_certificate_holds_files_back_until_ca_file_is_set() {
     let check = s.cli(&["check"]);
     assert!(check.status.success(), "{}", output(&check));
     daemon.stop();
+
+    // A name the certificate was not issued for: said as such, with what to do.
+    s.edit_config(|t| t.replace("https://127.0.0.1:", "https://localhost:"));
+    let check = s.cli(&["check"]);
+    let text = output(&check);
+    assert!(
+        text.contains("FAILED: UntrustedCertificate: certificate of localhost does not name localhost (hostname mismatch): put a name or address the certificate was issued for in the endpoint"),
+        "{text}"
+    );
     drop(front);
 }
 
