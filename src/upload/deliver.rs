@@ -386,9 +386,13 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
         io::ErrorKind::NotFound => {
             format!("{VANISHED}: {} no longer exists", path.display())
         }
+        // Gone from its path as surely as a deleted file: a folder renamed away and replaced
+        // by a symlink took the file with it. Worded as vanished, so that the file found at
+        // its new path in the spool takes this row back (and its key, where an earlier try
+        // may have put the object) rather than a second row and a second object.
         _ if beneath::is_symlink_refusal(e) => {
             format!(
-                "{} is now a symlink, or something on its way is a symlink or no folder: refused, symlinks inside a spool are never followed",
+                "{VANISHED}: {} is now a symlink, or something on its way is a symlink or no folder: refused, symlinks inside a spool are never followed",
                 path.display()
             )
         }

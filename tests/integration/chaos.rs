@@ -467,11 +467,41 @@ fn chaos_keeps_the_promise() {
         }
     }
     for (sha, keys) in &copies {
+        // What the daemon and the producer did with that file's name, to tell the race.
+        let story = || {
+            let name = keys[0].rsplit('/').next().unwrap_or_default();
+            let name = name.rsplit_once('-').map_or(name, |(n, _)| n);
+            let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(name)).collect();
+            let acts: Vec<&String> = producer
+                .log
+                .iter()
+                .filter(|l| {
+                    l.contains(name)
+                        || l.starts_with("swap")
+                        || l.starts_with("operator")
+                        || l == &"SIGKILL"
+                })
+                .collect();
+            format!(
+                "daemon log about {name}:\n{}\nproducer:\n{}",
+                lines[lines.len().saturating_sub(80)..].join("\n"),
+                acts.iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        };
         assert_eq!(
             keys.len(),
             1,
-            "version {sha} delivered twice: {keys:?}\n{}",
-            diag(&producer)
+            "version {sha} delivered twice: {keys:?}\n{}\n{}",
+            diag(&producer),
+            if keys.len() > 1 {
+                story()
+            } else {
+                String::new()
+            }
         );
     }
     let archived: std::collections::HashSet<String> = files_under(&archive)

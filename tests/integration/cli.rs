@@ -16,21 +16,13 @@ fn check_row(text: &str, action: &str) -> String {
         .unwrap_or_else(|| panic!("no row {action} in\n{text}"))
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn check_passes_against_a_working_destination_and_leaves_nothing() {
     let endpoint = shared_server();
     let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
     let out = s.cli(&["check"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let t = text(&out);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let t = output_text(&out);
     for action in [
         "Credentials",
         "PutObject",
@@ -59,7 +51,7 @@ fn check_names_a_missing_bucket() {
     let s = Setup::new(Options::new(endpoint), Bucket::named(endpoint));
     let out = s.cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
-    let t = text(&out);
+    let t = output_text(&out);
     let put = check_row(&t, "PutObject");
     assert!(
         put.starts_with("FAILED: 404 NoSuchBucket") && put.contains("the bucket does not exist"),
@@ -74,7 +66,7 @@ fn check_names_an_unreachable_endpoint() {
     let s = Setup::new(Options::new(&endpoint), Bucket::named(&endpoint));
     let out = s.cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
-    let t = text(&out);
+    let t = output_text(&out);
     let put = check_row(&t, "PutObject");
     assert!(
         put.starts_with("FAILED: ConnectionFailed") && put.contains("endpoint unreachable"),
@@ -116,7 +108,7 @@ key = "{spool}/{date}.csv"
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(t.contains(&config.display().to_string()), "{t}");
     assert!(t.contains("has 4 errors"), "{t}");
     for key in [
@@ -140,7 +132,7 @@ fn list_show_retry_and_purge_on_a_live_queue() {
     wait_for(Duration::from_secs(60), "two done", || s.count("done") == 2);
 
     let out = s.cli(&["list", "--state", "done"]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         out.status.success() && t.contains("one.csv → inbound/orders/one.csv"),
         "{t}"
@@ -148,9 +140,9 @@ fn list_show_retry_and_purge_on_a_live_queue() {
     let empty = s.cli(&["list", "--state", "failed", "--json"]);
     assert_eq!(String::from_utf8_lossy(&empty.stdout).trim(), "[]");
     let bad_state = s.cli(&["list", "--state", "stuck"]);
-    assert!(!bad_state.status.success() && text(&bad_state).contains("not a state"));
+    assert!(!bad_state.status.success() && output_text(&bad_state).contains("not a state"));
 
-    let show = text(&s.cli(&["show", "1"]));
+    let show = output_text(&s.cli(&["show", "1"]));
     assert!(
         show.contains("state         done") && show.contains("key           inbound/orders/"),
         "{show}"
@@ -161,22 +153,22 @@ fn list_show_retry_and_purge_on_a_live_queue() {
     let retry = s.cli(&["retry", "1"]);
     assert_eq!(retry.status.code(), Some(1));
     assert!(
-        text(&retry).contains("row 1 not retried: it is done"),
+        output_text(&retry).contains("row 1 not retried: it is done"),
         "{}",
-        text(&retry)
+        output_text(&retry)
     );
 
     let purge = s.cli(&["purge", "--done", "--older-than", "7d"]);
     assert!(
-        text(&purge).contains("purged 0 done row"),
+        output_text(&purge).contains("purged 0 done row"),
         "{}",
-        text(&purge)
+        output_text(&purge)
     );
     let purge = s.cli(&["purge", "--done", "--older-than", "0s"]);
     assert!(
-        text(&purge).contains("purged 2 done row"),
+        output_text(&purge).contains("purged 2 done row"),
         "{}",
-        text(&purge)
+        output_text(&purge)
     );
     assert_eq!(s.count("done"), 0);
     assert!(daemon.stop().success());
@@ -189,9 +181,9 @@ fn status_without_a_queue_says_where_it_looked() {
     let out = s.cli(&["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains("no queue database at"),
+        output_text(&out).contains("no queue database at"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -230,7 +222,7 @@ fn check_and_the_daemon_name_credential_and_permission_problems() {
             s.set_keys(key_id, key_secret);
         }
         let out = s.cli(&["check"]);
-        let t = text(&out);
+        let t = output_text(&out);
         assert_eq!(out.status.code(), Some(1), "{t}");
         let put = check_row(&t, "PutObject");
         assert!(
@@ -296,7 +288,7 @@ fn check_json_challenge_and_offline() {
     let endpoint = shared_server();
     let s = Setup::new(Options::new(endpoint), Bucket::create(endpoint));
     let out = s.cli(&["check", "--json", "--challenge"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);
     let destination = &report["destinations"][0];
@@ -332,8 +324,8 @@ fn check_json_challenge_and_offline() {
     let unreachable = format!("http://127.0.0.1:{}", free_port());
     let offline = Setup::new(Options::new(&unreachable), Bucket::named(&unreachable));
     let out = offline.cli(&["check", "--offline"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("offline: no destination was contacted"));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("offline: no destination was contacted"));
 }
 
 #[test]
@@ -344,7 +336,7 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
 
     // Paused: files are queued, not uploaded.
     let out = s.cli(&["pause", "orders"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     s.drop_file("held.csv", b"x\n");
     wait_for(Duration::from_secs(60), "queued", || {
         s.count("pending") == 1
@@ -365,8 +357,8 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
     assert_eq!(spool["counts"]["pending"], 1, "still not uploaded");
     // A monitoring check: the oldest file waits longer than 1s, not longer than 1h.
     let too_old = s.cli(&["status", "--max-age", "1s"]);
-    assert_eq!(too_old.status.code(), Some(3), "{}", text(&too_old));
-    assert!(text(&too_old).contains("over --max-age 1s"));
+    assert_eq!(too_old.status.code(), Some(3), "{}", output_text(&too_old));
+    assert!(output_text(&too_old).contains("over --max-age 1s"));
     assert_eq!(s.cli(&["status", "--max-age", "1h"]).status.code(), Some(0));
     let table = String::from_utf8(s.cli(&["status"]).stdout).unwrap();
     assert!(
@@ -378,9 +370,9 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
     let unknown = s.cli(&["pause", "nosuch"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
-        text(&unknown).contains("no spool \"nosuch\""),
+        output_text(&unknown).contains("no spool \"nosuch\""),
         "{}",
-        text(&unknown)
+        output_text(&unknown)
     );
 
     assert!(s.cli(&["resume", "orders"]).status.success());
@@ -410,9 +402,9 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
     // A dry run changes nothing.
     let dry = s.cli(&["purge", "--done", "--older-than", "0s", "--dry-run"]);
     assert!(
-        text(&dry).contains("would purge 1 done row(s)"),
+        output_text(&dry).contains("would purge 1 done row(s)"),
         "{}",
-        text(&dry)
+        output_text(&dry)
     );
     assert_eq!(s.count("done"), 1);
 
@@ -446,7 +438,7 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
     let bytes = data(7 << 20, 3);
     std::fs::write(&outside, &bytes).unwrap();
     let out = s.cli(&["send", outside.to_str().unwrap(), "--spool", "orders"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!(
@@ -454,7 +446,7 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
             s.bucket.name
         )),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(outside.exists(), "the original is untouched");
     assert_eq!(
@@ -467,7 +459,7 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
     );
     // Sent again: followed to its own new row, not reported from the first one.
     let again = s.cli(&["send", outside.to_str().unwrap(), "--spool", "orders"]);
-    assert!(again.status.success(), "{}", text(&again));
+    assert!(again.status.success(), "{}", output_text(&again));
     assert_eq!(
         s.count("done"),
         2,
@@ -494,7 +486,7 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
 
     let unknown = s.cli(&["send", outside.to_str().unwrap(), "--spool", "nosuch"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(text(&unknown).contains("no spool \"nosuch\""));
+    assert!(output_text(&unknown).contains("no spool \"nosuch\""));
     // A file of that name already waiting in the spool is never replaced.
     assert!(s.cli(&["pause", "orders"]).status.success());
     std::fs::write(s.spool.join("report.csv"), b"another").unwrap();
@@ -505,11 +497,11 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
         "orders",
         "--no-wait",
     ]);
-    assert_eq!(clash.status.code(), Some(1), "{}", text(&clash));
+    assert_eq!(clash.status.code(), Some(1), "{}", output_text(&clash));
     assert!(
-        text(&clash).contains("already in the spool"),
+        output_text(&clash).contains("already in the spool"),
         "{}",
-        text(&clash)
+        output_text(&clash)
     );
     assert_eq!(
         std::fs::read(s.spool.join("report.csv")).unwrap(),

@@ -51,14 +51,6 @@ fn process_setup(auth: impl FnOnce(&str, &Path) -> String) -> (Setup, FaultProxy
     (s, recorder, runs)
 }
 
-fn output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn a_credential_program_signs_uploads_and_runs_again_before_expiry() {
     // An hour's credentials renewed when under 59m57s remain: 3 s after each run.
@@ -174,7 +166,7 @@ fn a_failing_or_garbage_program_is_a_clear_error_and_files_wait() {
     let (s, _recorder, log) =
         process_setup(|_, log| format!("mode = \"process\"\n{}", command(log, &["--fail"])));
     let check = s.cli(&["check"]);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(!check.status.success(), "{text}");
     let (python, _) = python_script("credproc.py");
     assert!(
@@ -187,7 +179,7 @@ fn a_failing_or_garbage_program_is_a_clear_error_and_files_wait() {
 
     s.edit_config(|t| t.replace("\"--fail\"", &format!("\"--garbage\", \"{SECRET}\"")));
     let check = s.cli(&["check"]);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(
         text.contains("printed no JSON credential document (EOF while parsing"),
         "{text}"

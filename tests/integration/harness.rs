@@ -33,6 +33,15 @@ fn tool(env: &str, venv_name: &str) -> PathBuf {
     PathBuf::from(venv_name)
 }
 
+/// A command's stdout then stderr, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The Python with boto3 (the venv's), and a script of `tests/support/`.
 pub fn python_script(name: &str) -> (PathBuf, PathBuf) {
     (

@@ -159,14 +159,6 @@ fn destination_lines(s: &Setup, lines: &str) {
     });
 }
 
-fn output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn s3_and_sts_requests_go_through_the_proxy_and_its_password_stays_secret() {
     let server = shared_server();
@@ -228,7 +220,7 @@ fn s3_and_sts_requests_go_through_the_proxy_and_its_password_stays_secret() {
     );
 
     let check = s.cli(&["check"]);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(check.status.success(), "{text}");
     assert!(
         text.contains(&format!(
@@ -283,7 +275,7 @@ fn the_environment_names_the_proxy_lower_case_first_and_no_proxy_and_loopback_by
         ("ALL_PROXY", "socks5://u:socks-pw@127.0.0.1:1"),
     ];
     let check = s.cli_env(&["check"], &exempt);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(!check.status.success(), "{text}");
     assert!(
         text.contains("note: the environment's ALL_PROXY is ignored for https:// endpoints (requests go direct): \"socks5://***@127.0.0.1:1\": socks5:// proxies are not supported"),
@@ -337,7 +329,7 @@ fn a_refusing_proxy_holds_files_back_and_check_says_so_plainly() {
         ),
     );
     let check = s.cli(&["check"]);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(!check.status.success(), "{text}");
     assert!(
         text.contains(&format!(
@@ -384,7 +376,7 @@ fn a_proxy_that_cannot_reach_the_endpoint_is_named_in_check() {
         &format!("allow_http = true\nproxy = \"127.0.0.1:{}\"", proxy.port),
     );
     let check = s.cli(&["check"]);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(!check.status.success(), "{text}");
     assert!(
         text.contains("FAILED: ConnectionFailed: ")
@@ -418,7 +410,7 @@ fn tls_setup(host: &str) -> (Setup, TestCa, Front) {
 fn an_untrusted_certificate_holds_files_back_until_ca_file_is_set() {
     let (s, ca, front) = tls_setup("127.0.0.1");
     let check = s.cli(&["check"]);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(!check.status.success(), "{text}");
     assert!(
         text.contains("FAILED: UntrustedCertificate: certificate of 127.0.0.1 not trusted (")
@@ -445,13 +437,13 @@ fn an_untrusted_certificate_holds_files_back_until_ca_file_is_set() {
     });
     assert_eq!(s.bucket.objects()["inbound/orders/a.csv"].sha256, want);
     let check = s.cli(&["check"]);
-    assert!(check.status.success(), "{}", output(&check));
+    assert!(check.status.success(), "{}", output_text(&check));
     daemon.stop();
 
     // A name the certificate was not issued for: said as such, with what to do.
     s.edit_config(|t| t.replace("https://127.0.0.1:", "https://localhost:"));
     let check = s.cli(&["check"]);
-    let text = output(&check);
+    let text = output_text(&check);
     assert!(
         text.contains("FAILED: UntrustedCertificate: certificate of localhost does not name localhost (hostname mismatch): put a name or address the certificate was issued for in the endpoint"),
         "{text}"

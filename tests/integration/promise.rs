@@ -73,6 +73,59 @@ fn a_folder_swapped_for_a_symlink_never_leaks_or_deletes_outside_files() {
     assert_eq!(s.spool_files(), vec!["d", "e", "link.txt"]);
 }
 
+/// Found by the chaos test: a PUT applied whose answer was lost, then the file's folder
+/// moved (here out and back into the spool under another name) and a symlink put in its
+/// place before the retry. The retry is refused (symlink); the file found at its new path
+/// must take that row back, with its key, and HEAD finds the object already there: one
+/// object, not two.
+#[test]
+fn a_file_moved_away_behind_a_symlink_after_a_lost_answer_is_delivered_once() {
+    let server = shared_server();
+    let proxy = FaultProxy::start(server, Mode::LoseFirstPutAnswer);
+    let mut o = Options::new(&proxy.endpoint());
+    o.key = "{spool}/{path}-{id}";
+    let s = Setup::new(o, Bucket::create(server));
+    // A long first backoff: the folder is swapped while the retry waits.
+    s.edit_config(|t| {
+        t.replace("backoff_initial = \"100ms\"", "backoff_initial = \"3s\"")
+            .replace("backoff_max = \"500ms\"", "backoff_max = \"3s\"")
+    });
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("y.txt"), "outside, never read").unwrap();
+    let want = s.drop_file("e/y.txt", b"applied once, answer lost");
+    let daemon = s.start();
+    wait_for(WAIT, "the first PUT applied and its answer lost", || {
+        proxy.faults() == 1
+    });
+    // The folder leaves the spool for a moment, so the retry meets the symlink before any
+    // scan can meet the file at its new path; then it comes back under another name.
+    let parked = s.dir.path().join("parked");
+    std::fs::rename(s.spool.join("e"), &parked).unwrap();
+    std::os::unix::fs::symlink(&outside, s.spool.join("e")).unwrap();
+    wait_for(WAIT, "the retry refused by the symlink", || {
+        s.count("failed") == 1
+    });
+    std::fs::rename(&parked, s.spool.join("e-away")).unwrap();
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    s.wait_past("rescan done", 2);
+    assert!(daemon.stop().success());
+
+    let objects = s.bucket.objects();
+    assert_eq!(
+        objects.keys().cloned().collect::<Vec<_>>(),
+        vec!["inbound/orders/e/y.txt-1"],
+        "one object, under the key the row had"
+    );
+    assert_eq!(objects["inbound/orders/e/y.txt-1"].sha256, want);
+    assert_eq!((s.count("failed"), s.count("pending")), (0, 0));
+    assert_eq!(s.spool_files(), vec!["e"], "the moved file was cleaned up");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("y.txt")).unwrap(),
+        "outside, never read"
+    );
+}
+
 #[test]
 fn ids_are_never_reused_after_a_purge_so_id_keys_never_overwrite() {
     let s = setup(|o| o.key = "{spool}/{id}.{ext}");
