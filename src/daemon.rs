@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,10 +69,15 @@ pub async fn run(
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), DaemonError> {
     let mut config = Arc::new(prepare_spools(config)?);
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
-        path: config.state_dir.clone(),
-        source,
-    })?;
+    // 0700 whatever the umask: the queue names every file the host ships.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.state_dir)
+        .map_err(|source| DaemonError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
     let _lock = lock_state_dir(&config)?;
     let mut queue = Queue::open(&config.queue_path())?;
     let max_attempts = |destination: &str| {
@@ -472,6 +478,7 @@ fn lock_state_dir(config: &Config) -> Result<File, DaemonError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|source| DaemonError::Lock {
             path: path.clone(),

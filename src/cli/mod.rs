@@ -75,6 +75,9 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Run) {
+        quiet_on_closed_pipe();
+    }
     // Made from the command line alone: no config needed.
     match cli.command {
         Command::Completions(args) => return generate::completions(args),
@@ -103,6 +106,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => pause::resume(&config, args),
         Command::Send(args) => send::run(&config, args),
         Command::Completions(_) | Command::Man => unreachable!("handled above"),
+    }
+}
+
+/// An operator command whose reader goes away (`s3spool list | head`) ends quietly, as
+/// Unix tools do: SIGPIPE's default action, instead of Rust's ignored SIGPIPE and a panic
+/// in `println!`. Sockets are unaffected (they are written with MSG_NOSIGNAL); `run` keeps
+/// SIGPIPE ignored all the same, since a daemon must never die of a closed descriptor.
+fn quiet_on_closed_pipe() {
+    // SAFETY: setting a signal's disposition to its default, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -320,6 +320,23 @@ pub struct Queue {
     path: PathBuf,
 }
 
+/// Creates the database file 0600 whatever the umask, if it does not exist: the queue names
+/// every file the host ships. SQLite gives its WAL and shared-memory files the mode of the
+/// database file.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Prepared statements kept per connection (room for every statement of the queue).
 const STATEMENT_CACHE: usize = 128;
 
@@ -330,6 +347,13 @@ impl Queue {
             path: path.to_path_buf(),
             cause,
         };
+        create_private(path).map_err(|e| QueueError {
+            path: path.to_path_buf(),
+            cause: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create the queue file: {e}")),
+            ),
+        })?;
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")

@@ -509,3 +509,86 @@ fn send_uploads_one_file_through_the_queue_and_follows_it() {
     );
     assert!(daemon.stop().success());
 }
+
+/// `s3spool man | head` and the like: the reader goes away, the command ends quietly (the
+/// default action of SIGPIPE, as for Unix tools), never a panic or "Broken pipe".
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = Setup::new(
+        Options::new(shared_server()),
+        Bucket::named(shared_server()),
+    );
+    for args in [
+        &["completions", "zsh"][..],
+        &["man"],
+        &["check", "--offline"],
+    ] {
+        let mut child = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&s.config)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first byte is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "{args:?} said: {stderr}");
+    }
+}
+
+/// The queue names every file the host ships: its files are the daemon's alone, whatever
+/// the umask it was started with.
+#[test]
+fn the_queue_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let s = setup(|_| {});
+    let log = s.dir.path().join("daemon.log");
+    let mut command = std::process::Command::new(BIN);
+    command
+        .arg("--config")
+        .arg(&s.config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: umask and prctl only, in the child before exec. The parent-death signal
+    // stops the daemon if an assertion below fails first.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "the daemon running", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("s3spool running")
+    });
+    s.drop_file("a.csv", b"makes the queue write its WAL\n");
+    wait_for(Duration::from_secs(60), "delivered", || {
+        s.count("done") == 1
+    });
+    let state = s.dir.path().join("state");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "state dir");
+    for name in ["queue.db", "queue.db-wal", "queue.db-shm", "s3spool.lock"] {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name}");
+    }
+    // SAFETY: signalling the child we started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+}
