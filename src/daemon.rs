@@ -473,8 +473,8 @@ fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
 
 /// One daemon per state_dir: two would both recover and claim the same rows.
 fn lock_state_dir(config: &Config) -> Result<File, DaemonError> {
-    let path = config.state_dir.join("s3spool.lock");
-    let file = std::fs::OpenOptions::new()
+    let path = crate::state_lock::path(&config.state_dir);
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
@@ -493,6 +493,10 @@ fn lock_state_dir(config: &Config) -> Result<File, DaemonError> {
         } else {
             DaemonError::Lock { path, source: err }
         });
+    }
+    // For `status`: which process holds the queue, since when.
+    if let Err(e) = crate::state_lock::record(&mut file, now_ms()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the pid into the lock file");
     }
     Ok(file)
 }

@@ -25,6 +25,7 @@ pub(crate) mod metrics;
 pub(crate) mod queue;
 pub(crate) mod s3;
 pub(crate) mod spool;
+pub(crate) mod state_lock;
 pub(crate) mod systemd;
 #[cfg(test)]
 mod testing;

@@ -24,18 +24,16 @@ use crate::queue::Queue;
 /// Exit code for an invalid config (sysexits' EX_CONFIG), so systemd can refuse to restart.
 pub const EXIT_CONFIG: u8 = 78;
 
-/// Exit code of `status --max-age` when the oldest waiting file is older.
-pub const EXIT_TOO_OLD: u8 = 3;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "s3spool",
     version,
     about = "Moves finished files from spool directories into S3, exactly once",
     after_help = "Exit codes: 0 success; 1 failure (the message says why: a check or retry \
-that did not pass, an unreadable queue, a failed send); 2 usage error; 3 `status --max-age`: \
-the oldest waiting file is older; 78 invalid config (every error is printed); 130 `run` \
-stopped by a second signal."
+that did not pass, an unreadable queue, a failed send); 2 usage error; 78 invalid config \
+(every error is printed); 130 `run` stopped by a second signal. `status --check` (or \
+--warn-age, --crit-age) exits as monitoring plugins do: 0 OK, 1 WARNING, 2 CRITICAL, \
+3 UNKNOWN."
 )]
 pub struct Cli {
     /// The config file.

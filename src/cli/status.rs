@@ -13,10 +13,74 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-    /// Exit with code 3 if the oldest file waiting (or in flight) was queued longer ago
-    /// than this, e.g. 1h: for monitoring checks.
+    /// A monitoring check: the first line is `S3SPOOL OK|WARNING|CRITICAL|UNKNOWN - …` and
+    /// the exit code 0, 1, 2 or 3, as monitoring plugins read them. CRITICAL: no daemon
+    /// holds the queue, or a file waits longer than --crit-age. WARNING: failed files,
+    /// held-back work, or a file waiting longer than --warn-age.
+    #[arg(long)]
+    check: bool,
+    /// WARNING when the oldest file waiting (or in flight) was queued longer ago than
+    /// this, e.g. 30m (implies --check).
     #[arg(long, value_parser = crate::config::units::parse_duration)]
+    warn_age: Option<Duration>,
+    /// CRITICAL when the oldest file waiting was queued longer ago than this, e.g. 2h
+    /// (implies --check).
+    #[arg(long, value_parser = crate::config::units::parse_duration)]
+    crit_age: Option<Duration>,
+    /// The same as --crit-age (its name before the monitoring check).
+    #[arg(long, value_parser = crate::config::units::parse_duration, conflicts_with = "crit_age")]
     max_age: Option<Duration>,
+}
+
+/// A monitoring check's verdict, by severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+enum State {
+    Ok,
+    Unknown,
+    Warning,
+    Critical,
+}
+
+impl State {
+    /// The exit code monitoring plugins give it.
+    fn code(self) -> u8 {
+        match self {
+            State::Ok => 0,
+            State::Warning => 1,
+            State::Critical => 2,
+            State::Unknown => 3,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Warning => "WARNING",
+            State::Critical => "CRITICAL",
+            State::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Verdict {
+    state: State,
+    /// Why it is not OK, worst first.
+    reasons: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct DaemonReport {
+    /// `true` a daemon holds the queue; `false` none does; absent: cannot tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<String>,
 }
 
 /// The throughput window of the per-spool table.
@@ -36,6 +100,9 @@ struct SpoolReport {
 
 #[derive(Serialize)]
 struct Report {
+    /// OK, WARNING, CRITICAL or UNKNOWN, and why.
+    check: Verdict,
+    daemon: DaemonReport,
     queue: String,
     counts: Counts,
     oldest_waiting_age_seconds: Option<u64>,
@@ -65,35 +132,44 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let summary = queue.summary()?;
     let now = crate::clock::now_ms();
     let errors = queue.latest_errors(5)?;
+    let daemon = daemon_report(&config.state_dir);
+    let oldest_waiting_age_seconds = summary
+        .oldest_waiting_queued_at
+        .map(|t| ((now - t).max(0) / 1000) as u64);
+    let held_back = queue.conditions()?;
+    let check = verdict(
+        &args,
+        &daemon,
+        summary.counts.failed,
+        oldest_waiting_age_seconds,
+        &held_back,
+    );
     let report = Report {
+        check,
+        daemon,
         queue: queue.path().display().to_string(),
         counts: summary.counts,
-        oldest_waiting_age_seconds: summary
-            .oldest_waiting_queued_at
-            .map(|t| ((now - t).max(0) / 1000) as u64),
+        oldest_waiting_age_seconds,
         bytes_waiting: summary.bytes_waiting,
-        held_back: queue.conditions()?,
+        held_back,
         spools: spool_reports(&queue, config, now)?,
         latest_errors: errors
             .iter()
             .map(|row| error_line(&queue, row))
             .collect::<anyhow::Result<_>>()?,
     };
-    let code = match (args.max_age, report.oldest_waiting_age_seconds) {
-        (Some(max), Some(age)) if age > max.as_secs() => {
-            eprintln!(
-                "s3spool: the oldest waiting file was queued {} ago, over --max-age {}",
-                format_duration(Duration::from_secs(age)),
-                format_duration(max)
-            );
-            ExitCode::from(super::EXIT_TOO_OLD)
-        }
-        _ => ExitCode::SUCCESS,
+    let checking =
+        args.check || args.warn_age.is_some() || args.crit_age.is_some() || args.max_age.is_some();
+    let code = if checking {
+        ExitCode::from(report.check.state.code())
+    } else {
+        ExitCode::SUCCESS
     };
     if args.json {
         super::print_json(&report)?;
         return Ok(code);
     }
+    println!("{}", summary_line(&report));
     print_spools(&report.spools);
     let c = &report.counts;
     println!("queue {}", report.queue);
@@ -135,6 +211,121 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+/// Whether a daemon holds the queue, from the kernel's lock table.
+fn daemon_report(state_dir: &std::path::Path) -> DaemonReport {
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    };
+    match crate::state_lock::holder(state_dir) {
+        crate::state_lock::Holder::Daemon { pid, since_ms } => DaemonReport {
+            running: Some(true),
+            pid: Some(pid),
+            since: since_ms.and_then(at),
+            unknown: None,
+        },
+        crate::state_lock::Holder::Nobody => DaemonReport {
+            running: Some(false),
+            pid: None,
+            since: None,
+            unknown: None,
+        },
+        crate::state_lock::Holder::Unknown(why) => DaemonReport {
+            running: None,
+            pid: None,
+            since: None,
+            unknown: Some(why),
+        },
+    }
+}
+
+/// The monitoring verdict: the worst condition found, and every reason.
+fn verdict(
+    args: &Args,
+    daemon: &DaemonReport,
+    failed: u64,
+    oldest: Option<u64>,
+    held_back: &[Condition],
+) -> Verdict {
+    let mut found: Vec<(State, String)> = Vec::new();
+    match (daemon.running, &daemon.unknown) {
+        (Some(false), _) => found.push((
+            State::Critical,
+            "no daemon holds the queue (is s3spool running?)".into(),
+        )),
+        (None, Some(why)) => found.push((
+            State::Unknown,
+            format!("cannot tell whether a daemon runs: {why}"),
+        )),
+        _ => {}
+    }
+    let too_old = |limit: Option<Duration>| {
+        oldest
+            .zip(limit)
+            .filter(|(age, limit)| *age > limit.as_secs())
+            .map(|(age, limit)| {
+                format!(
+                    "the oldest waiting file was queued {} ago, over {}",
+                    format_duration(Duration::from_secs(age)),
+                    format_duration(limit)
+                )
+            })
+    };
+    if let Some(why) = too_old(args.crit_age.or(args.max_age)) {
+        found.push((State::Critical, why));
+    } else if let Some(why) = too_old(args.warn_age) {
+        found.push((State::Warning, why));
+    }
+    if failed > 0 {
+        found.push((
+            State::Warning,
+            format!("{failed} failed file(s): see `s3spool list --state failed`"),
+        ));
+    }
+    for held in held_back {
+        found.push((
+            State::Warning,
+            format!("held back ({}): {}", held.name, held.reason),
+        ));
+    }
+    found.sort_by_key(|(state, _)| std::cmp::Reverse(*state));
+    Verdict {
+        state: found.first().map_or(State::Ok, |(state, _)| *state),
+        reasons: found.into_iter().map(|(_, why)| why).collect(),
+    }
+}
+
+/// `S3SPOOL OK - daemon pid 3607 since …; 2 waiting, oldest 3s; 0 failed`: what a
+/// monitoring system shows, first.
+fn summary_line(report: &Report) -> String {
+    let daemon = match (&report.daemon.running, report.daemon.pid) {
+        (Some(true), Some(pid)) => match &report.daemon.since {
+            Some(since) => format!("daemon pid {pid} since {since}"),
+            None => format!("daemon pid {pid}"),
+        },
+        (Some(false), _) => "no daemon".to_string(),
+        _ => "daemon unknown".to_string(),
+    };
+    let c = &report.counts;
+    let waiting = match report.oldest_waiting_age_seconds {
+        Some(age) => format!(
+            "{} waiting, oldest {}",
+            c.pending + c.active,
+            format_duration(Duration::from_secs(age))
+        ),
+        None => "nothing waiting".to_string(),
+    };
+    let mut line = format!(
+        "S3SPOOL {} - {daemon}; {waiting}; {} failed",
+        report.check.state.word(),
+        c.failed
+    );
+    if let Some(worst) = report.check.reasons.first() {
+        line.push_str(&format!(" ({worst})"));
+    }
+    line
 }
 
 /// Every configured spool (and any other the queue holds), with its numbers.

@@ -356,10 +356,25 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
     assert_eq!(spool["paused"], true);
     assert_eq!(spool["counts"]["pending"], 1, "still not uploaded");
     // A monitoring check: the oldest file waits longer than 1s, not longer than 1h.
-    let too_old = s.cli(&["status", "--max-age", "1s"]);
-    assert_eq!(too_old.status.code(), Some(3), "{}", output_text(&too_old));
-    assert!(output_text(&too_old).contains("over --max-age 1s"));
-    assert_eq!(s.cli(&["status", "--max-age", "1h"]).status.code(), Some(0));
+    let too_old = s.cli(&["status", "--crit-age", "1s"]);
+    let text = output_text(&too_old);
+    assert_eq!(too_old.status.code(), Some(2), "{text}");
+    assert!(text.starts_with("S3SPOOL CRITICAL - daemon pid "), "{text}");
+    assert!(
+        text.contains("the oldest waiting file was queued "),
+        "{text}"
+    );
+    let old_name = s.cli(&["status", "--max-age", "1s"]);
+    assert_eq!(old_name.status.code(), Some(2), "--max-age is --crit-age");
+    let warn = s.cli(&["status", "--warn-age", "1s", "--crit-age", "1h"]);
+    assert_eq!(warn.status.code(), Some(1), "{}", output_text(&warn));
+    let fine = s.cli(&["status", "--crit-age", "1h"]);
+    assert_eq!(fine.status.code(), Some(0), "{}", output_text(&fine));
+    assert!(output_text(&fine).starts_with("S3SPOOL OK - daemon pid "));
+    let json = s.status();
+    assert_eq!(json["daemon"]["running"], true);
+    assert!(json["daemon"]["pid"].as_u64().unwrap() > 0);
+    assert!(json["daemon"]["since"].as_str().unwrap().ends_with('Z'));
     let table = String::from_utf8(s.cli(&["status"]).stdout).unwrap();
     assert!(
         table.contains("SPOOL") && table.contains("LAST HOUR"),
@@ -381,6 +396,17 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
     });
     assert!(daemon.stop().success());
     let status = s.status();
+    assert_eq!(status["daemon"]["running"], false, "the daemon stopped");
+    // Plain status still exits 0 for scripts; as a check, no daemon is CRITICAL.
+    let down = s.cli(&["status", "--check"]);
+    let text = output_text(&down);
+    assert_eq!(down.status.code(), Some(2), "{text}");
+    assert!(
+        text.starts_with(
+            "S3SPOOL CRITICAL - no daemon; nothing waiting; 0 failed (no daemon holds the queue"
+        ),
+        "{text}"
+    );
     assert_eq!(status["spools"][0]["paused"], false);
     assert_eq!(status["spools"][0]["delivered_last_hour"], 1);
     assert_eq!(status["spools"][0]["bytes_last_hour"], 2);

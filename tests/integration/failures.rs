@@ -162,6 +162,14 @@ fn a_key_over_1024_bytes_fails_that_file_only() {
     wait_for(WAIT, "one done, one failed", || {
         s.count("done") == 1 && s.count("failed") == 1
     });
+    // As a monitoring check, a failed file is a WARNING.
+    let check = s.cli(&["status", "--check"]);
+    let text = output_text(&check);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("S3SPOOL WARNING - daemon pid ") && text.contains("1 failed file(s)"),
+        "{text}"
+    );
     assert!(daemon.stop().success());
     let failed: serde_json::Value =
         serde_json::from_slice(&s.cli(&["list", "--state", "failed", "--json"]).stdout).unwrap();
