@@ -25,8 +25,14 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber; the level comes from `S3SPOOL_LOG` (default `info`).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("S3SPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the log subscriber. The level: `level` (from `run -v` or `--log-level`), else
+/// `$S3SPOOL_LOG`, else `$RUST_LOG`, else `info`.
+pub fn init(format: LogFormat, level: Option<&str>) {
+    let filter = level
+        .and_then(|level| EnvFilter::try_new(level).ok())
+        .or_else(|| EnvFilter::try_from_env("S3SPOOL_LOG").ok())
+        .or_else(|| EnvFilter::try_from_env("RUST_LOG").ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,4 +1,5 @@
-//! `s3spool list`: queued files, filtered by state and spool.
+//! `s3spool list`: queued files, filtered by state and spool: by default the files not
+//! delivered yet, newest first, at most 50.
 
 use std::process::ExitCode;
 
@@ -14,13 +15,22 @@ pub struct Args {
     /// Only rows of this spool.
     #[arg(long)]
     spool: Option<String>,
-    /// At most this many rows.
+    /// Every row, `done` ones too (by default: the files not delivered yet).
     #[arg(long)]
-    limit: Option<u64>,
+    all: bool,
+    /// At most this many rows; 0 for no limit.
+    #[arg(long, default_value_t = DEFAULT_LIMIT)]
+    limit: u64,
+    /// Oldest first (by default the newest come first).
+    #[arg(long)]
+    oldest: bool,
     /// Print a JSON array.
     #[arg(long)]
     json: bool,
 }
+
+/// Enough for a screen; `--limit 0` for every row.
+const DEFAULT_LIMIT: u64 = 50;
 
 fn parse_state(text: &str) -> Result<State, String> {
     State::parse(text)
@@ -29,14 +39,23 @@ fn parse_state(text: &str) -> Result<State, String> {
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let queue = super::open_queue_read_only(config)?;
+    let limit = (args.limit > 0).then_some(args.limit);
     let rows = queue.list(&ListFilter {
         state: args.state,
         spool: args.spool,
-        limit: args.limit,
+        limit,
+        not_done: !args.all && args.state.is_none(),
+        newest_first: !args.oldest,
     })?;
     if args.json {
         super::print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if limit.is_some_and(|l| rows.len() as u64 == l) {
+        eprintln!(
+            "(the first {} rows: --limit N for more, 0 for all)",
+            rows.len()
+        );
     }
     println!(
         "{:>8}  {:<7}  {:>3}  {:>10}  {:<12}  PATH → KEY",

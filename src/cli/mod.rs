@@ -46,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon in the foreground until SIGTERM or SIGINT.
-    Run,
+    Run(run::Args),
     /// Validate the config, then probe every destination (put, head, delete a small object).
     Check(check::Args),
     /// Counts per state, oldest waiting file, bytes waiting, latest errors.
@@ -73,7 +73,7 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    if !matches!(cli.command, Command::Run) {
+    if !matches!(cli.command, Command::Run(_)) {
         quiet_on_closed_pipe();
     }
     // Made from the command line alone: no config needed.
@@ -83,7 +83,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     // Only commands that talk to S3 read secret files and systemd credentials.
-    let needs_secrets = matches!(cli.command, Command::Run | Command::Check(_));
+    let needs_secrets = matches!(cli.command, Command::Run(_) | Command::Check(_));
     let config = match Config::load_with(&cli.config, needs_secrets) {
         Ok(config) => config,
         Err(e) => {
@@ -91,9 +91,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    crate::logging::init(config.log_format);
+    let level = match &cli.command {
+        Command::Run(args) => args.level(),
+        _ => None,
+    };
+    crate::logging::init(config.log_format, level.as_deref());
     match cli.command {
-        Command::Run => run::run(config),
+        Command::Run(_) => run::run(config),
         Command::Check(args) => check::run(config, args),
         Command::Status(args) => status::run(&config, args),
         Command::List(args) => list::run(&config, args),

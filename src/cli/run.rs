@@ -5,6 +5,42 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// More detail in the log: -v for debug, -vv for trace (overrides $S3SPOOL_LOG).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "log_level")]
+    verbose: u8,
+    /// The log level (error, warn, info, debug, trace) or a filter such as
+    /// "info,s3spool::upload=debug"; overrides $S3SPOOL_LOG and $RUST_LOG.
+    #[arg(long, value_parser = parse_level)]
+    log_level: Option<String>,
+}
+
+impl Args {
+    /// The level asked for on the command line, if any.
+    pub fn level(&self) -> Option<String> {
+        match (&self.log_level, self.verbose) {
+            (Some(level), _) => Some(level.clone()),
+            (None, 0) => None,
+            (None, 1) => Some("debug".into()),
+            (None, _) => Some("trace".into()),
+        }
+    }
+}
+
+fn parse_level(text: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    // A bare word would pass as a target name ("loud": everything of target loud).
+    if !text.contains(['=', ',']) && !LEVELS.contains(&text.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{text:?} is not a log level; use error, warn, info, debug or trace (or a filter like \"info,s3spool::upload=debug\")"
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("{text:?} is not a log level or filter ({e}); use error, warn, info, debug or trace"))
+}
+
 pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     return_big_buffers_at_once();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -312,6 +312,10 @@ pub struct ListFilter {
     pub state: Option<State>,
     pub spool: Option<String>,
     pub limit: Option<u64>,
+    /// Leave `done` rows out (when no state is asked for).
+    pub not_done: bool,
+    /// Newest first; oldest first by default.
+    pub newest_first: bool,
 }
 
 /// An open queue database.

@@ -63,15 +63,22 @@ impl Queue {
 
     /// Rows matching `filter`, oldest first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<FileRow>> {
+        let order = if filter.newest_first { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT {COLUMNS} FROM files
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR spool = ?2)
-             ORDER BY id LIMIT ?3"
+               AND (?4 = 0 OR state != 'done')
+             ORDER BY id {order} LIMIT ?3"
         );
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
         self.select(
             &sql,
-            params![filter.state.map(State::as_str), filter.spool, limit],
+            params![
+                filter.state.map(State::as_str),
+                filter.spool,
+                limit,
+                filter.not_done
+            ],
             FileRow::from_row,
         )
     }

@@ -433,8 +433,11 @@ fn chaos_keeps_the_promise() {
     assert!(daemon.stop().success(), "{}", diag(&producer));
 
     let objects = s.bucket.objects();
-    let rows: serde_json::Value =
-        serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(
+        &s.cli(&["list", "--all", "--oldest", "--limit", "0", "--json"])
+            .stdout,
+    )
+    .unwrap();
     let row_sha: HashMap<String, String> = rows
         .as_array()
         .unwrap()

@@ -141,6 +141,27 @@ fn list_show_retry_and_purge_on_a_live_queue() {
     assert_eq!(String::from_utf8_lossy(&empty.stdout).trim(), "[]");
     let bad_state = s.cli(&["list", "--state", "stuck"]);
     assert!(!bad_state.status.success() && output_text(&bad_state).contains("not a state"));
+    // By default: what is not delivered yet (nothing here); --all for every row, newest
+    // first unless --oldest, at most --limit.
+    let ids = |args: &[&str]| -> Vec<u64> {
+        let out = s.cli(args);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids(&["list", "--json"]),
+        Vec::<u64>::new(),
+        "done rows are left out"
+    );
+    assert_eq!(ids(&["list", "--all", "--json"]), vec![2, 1]);
+    assert_eq!(ids(&["list", "--all", "--oldest", "--json"]), vec![1, 2]);
+    assert_eq!(ids(&["list", "--all", "--limit", "1", "--json"]), vec![2]);
+    let limited = s.cli(&["list", "--all", "--limit", "1"]);
+    assert!(output_text(&limited).contains("--limit N for more, 0 for all"));
 
     let show = output_text(&s.cli(&["show", "1"]));
     assert!(
@@ -617,4 +638,67 @@ fn the_queue_is_private_whatever_the_umask() {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     assert!(child.wait().unwrap().success());
+}
+
+/// `run -v` and `run --log-level`: the command line decides the level, over $S3SPOOL_LOG.
+#[test]
+fn run_takes_its_log_level_from_the_command_line() {
+    let s = setup(|_| {});
+    let log = s.dir.path().join("levels.log");
+    let start = |args: &[&str], env: Option<&str>| {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(&s.config)
+            .arg("run")
+            .args(args)
+            .env_remove("S3SPOOL_LOG")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(level) = env {
+            command.env("S3SPOOL_LOG", level);
+        }
+        command.spawn().unwrap()
+    };
+    let stop = |mut child: std::process::Child| {
+        // SAFETY: signalling the child we started.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        assert!(child.wait().unwrap().success());
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let running = || {
+        wait_for(Duration::from_secs(60), "the daemon running", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("s3spool running")
+        })
+    };
+
+    let child = start(&["-v"], None);
+    running();
+    let text = stop(child);
+    assert!(text.contains(" DEBUG "), "-v logs debug lines:\n{text}");
+    assert!(text.contains("s3spool stopped"), "{text}");
+
+    let child = start(&["--log-level", "warn"], Some("debug"));
+    // Nothing at info is written, "running" included: wait for its pid in the lock file
+    // (written after the signal handlers are in place).
+    let pid = child.id().to_string();
+    wait_for(Duration::from_secs(60), "the lock taken", || {
+        std::fs::read_to_string(s.dir.path().join("state/s3spool.lock"))
+            .is_ok_and(|t| t.split(' ').next() == Some(pid.as_str()))
+    });
+    let text = stop(child);
+    // Its exit always logs "s3spool stopped" at info: not at warn.
+    assert!(
+        !text.contains("s3spool stopped") && !text.contains(" INFO ") && !text.contains(" DEBUG "),
+        "--log-level warn wins over S3SPOOL_LOG=debug:\n{text}"
+    );
+
+    let bad = s.cli(&["run", "--log-level", "loud"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(output_text(&bad).contains("is not a log level"));
 }

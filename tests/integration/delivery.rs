@@ -134,8 +134,11 @@ fn default_key_template_is_date_partitioned_and_unique() {
         "{keys:?}"
     );
     // The key in the queue is the key in S3.
-    let listed: serde_json::Value =
-        serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(
+        &s.cli(&["list", "--all", "--oldest", "--limit", "0", "--json"])
+            .stdout,
+    )
+    .unwrap();
     let mut queued: Vec<String> = listed
         .as_array()
         .unwrap()

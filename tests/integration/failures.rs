@@ -52,8 +52,11 @@ fn a_missing_bucket_holds_files_back_until_it_exists_then_they_go_by_themselves(
     );
     // Held back, the destination is probed now and then, not hammered.
     s.wait_past("probe failed", 1);
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(
+        &s.cli(&["list", "--all", "--oldest", "--limit", "0", "--json"])
+            .stdout,
+    )
+    .unwrap();
     assert!(
         rows.iter().all(|r| r["attempts"].as_u64().unwrap() <= 1),
         "{rows:?}"

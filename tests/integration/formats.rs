@@ -228,8 +228,11 @@ fn parquet_is_typed_by_inference_in_bounded_row_groups_and_pyarrow_reads_it() {
         assert_eq!(values[i as usize], typed_row(i), "row {i}");
     }
     // The queue records the row count for manifests.
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(
+        &s.cli(&["list", "--all", "--oldest", "--limit", "0", "--json"])
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(rows[0]["rows"], 2500);
     assert_eq!(rows[0]["format"], "parquet");
     assert_eq!(rows[0]["object_size"], object.size);

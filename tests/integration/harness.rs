@@ -459,6 +459,38 @@ key = "{key}"
             .collect()
     }
 
+    /// Every row of the failed rows' paths, whole (`show --json`), and the daemon log's
+    /// lines about them: what a failure message needs to tell the story.
+    pub fn failed_story(&self) -> String {
+        let all = self.cli(&["list", "--all", "--oldest", "--limit", "0", "--json"]);
+        let rows: Value = serde_json::from_slice(&all.stdout).unwrap_or(Value::Null);
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        let failed: Vec<String> = rows
+            .iter()
+            .filter(|r| r["state"] == "failed")
+            .filter_map(|r| r["rel_path"].as_str().map(str::to_string))
+            .collect();
+        let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let mut out = String::new();
+        for path in &failed {
+            out.push_str(&format!("== {path}\n"));
+            for row in rows.iter().filter(|r| r["rel_path"] == path.as_str()) {
+                let id = row["id"].as_i64().unwrap_or_default().to_string();
+                let show = self.cli(&["show", &id, "--json"]);
+                out.push_str(&String::from_utf8_lossy(&show.stdout));
+            }
+            let name = path.rsplit('/').next().unwrap_or(path);
+            for line in log
+                .lines()
+                .filter(|l| l.contains(name) || l.contains("s3spool running"))
+            {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     pub fn count(&self, state: &str) -> u64 {
         self.status()["counts"][state].as_u64().unwrap()
     }

@@ -134,8 +134,11 @@ fn files_of_a_spool_removed_by_a_reload_wait_in_the_queue_until_it_returns() {
     daemon.signal_pid(libc::SIGHUP);
     wait_for(WAIT, "running without orders", || s.runs() == 2);
     let attempts = |s: &Setup| -> u64 {
-        let rows: Vec<serde_json::Value> =
-            serde_json::from_slice(&s.cli(&["list", "--json"]).stdout).unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(
+            &s.cli(&["list", "--all", "--oldest", "--limit", "0", "--json"])
+                .stdout,
+        )
+        .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["state"], "pending", "waiting, not failed");
         rows[0]["attempts"].as_u64().unwrap()

@@ -116,7 +116,7 @@ fn sigkill_at_random_moments_ten_times_loses_and_duplicates_nothing() {
         s.count("pending") + s.count("active") == 0 && s.spool_files().is_empty()
     });
     assert!(daemon.stop().success());
-    assert_eq!(s.count("failed"), 0, "{:?}", s.failed_errors());
+    assert_eq!(s.count("failed"), 0, "{}", s.failed_story());
     assert_exactly_once(&s, &want);
 }
 
@@ -134,7 +134,7 @@ fn faults_on_one_request_in_five_still_deliver_every_file_intact() {
         "the daemon kept running and stops cleanly"
     );
     assert!(proxy.faults() >= 10, "faults injected: {}", proxy.faults());
-    assert_eq!(s.count("failed"), 0, "{:?}", s.failed_errors());
+    assert_eq!(s.count("failed"), 0, "{}", s.failed_story());
     assert_exactly_once(&s, &want);
     assert!(
         log.contains("request concurrency adjusted"),
