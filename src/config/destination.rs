@@ -211,19 +211,7 @@ pub(super) fn parse(
 
 /// `host[:port]` names this machine.
 fn is_loopback(authority: &str) -> bool {
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    host == "localhost"
-        || match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V6(v6)) => {
-                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-            }
-            Ok(ip) => ip.is_loopback(),
-            Err(_) => false,
-        }
+    network::is_loopback(network::host_of(authority))
 }
 
 fn upload_settings(p: &mut Problems, path: &str, table: &toml::Table) -> Option<UploadSettings> {

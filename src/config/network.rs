@@ -43,17 +43,22 @@ impl Network {
     pub fn route(&self, url: &str) -> Option<&Proxy> {
         let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
         let authority = rest.split('/').next().unwrap_or_default();
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-        };
-        self.proxy_for(scheme, host)
+        self.proxy_for(scheme, host_of(authority))
     }
 }
 
-/// `localhost`, or an address of the loopback network.
-fn is_loopback(host: &str) -> bool {
+/// The host of `host[:port]` (an IPv6 address without its brackets).
+pub(super) fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    }
+}
+
+/// `localhost`, or an address of the loopback network (IPv6 with or without brackets).
+pub(super) fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.trim_end_matches('.');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| match ip {
             IpAddr::V6(v6) => {
