@@ -169,17 +169,7 @@ fn s3_and_sts_requests_go_through_the_proxy_and_its_password_stays_secret() {
         "mode = \"assume_role\"\nrole_arn = \"arn:aws:iam::123456789012:role/s3spool-upload\"\nexternal_id = \"acme-ext-42\"\naccess_key_id = \"AKIABASEKEY0000001\"\nsecret_access_key = \"base-secret\"\nsts_endpoint = \"http://localhost-sts.test:{at}\""
     ));
     let s = Setup::new(o, Bucket::create(server));
-    let proxy = Front::proxy(
-        s.dir.path(),
-        Some(&format!("{PROXY_USER}:{PROXY_PASSWORD}")),
-    );
-    destination_lines(
-        &s,
-        &format!(
-            "allow_http = true\nproxy = \"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{}\"",
-            proxy.port
-        ),
-    );
+    let proxy = authenticating_proxy(&s, PROXY_PASSWORD);
     let metrics = s.serve_metrics();
     let small = s.drop_file("a.csv", b"through the proxy\n");
     let large = s.drop_file("big.bin", &data(12 << 20, 5));
@@ -234,6 +224,23 @@ fn s3_and_sts_requests_go_through_the_proxy_and_its_password_stays_secret() {
     // Nor the Basic token the proxy was sent.
     let token = base64_basic(&format!("{PROXY_USER}:{PROXY_PASSWORD}"));
     s.assert_secret_nowhere(&token, &log);
+}
+
+/// A proxy that requires PROXY_USER:PROXY_PASSWORD, configured as the destination's
+/// `proxy` with `password` (and `allow_http`, for the `.test` endpoints).
+fn authenticating_proxy(s: &Setup, password: &str) -> Front {
+    let proxy = Front::proxy(
+        s.dir.path(),
+        Some(&format!("{PROXY_USER}:{PROXY_PASSWORD}")),
+    );
+    destination_lines(
+        s,
+        &format!(
+            "allow_http = true\nproxy = \"http://{PROXY_USER}:{password}@127.0.0.1:{}\"",
+            proxy.port
+        ),
+    );
+    proxy
 }
 
 /// Base64 of `text`, as in a `Proxy-Authorization: Basic` header.
@@ -316,18 +323,8 @@ fn a_refusing_proxy_holds_files_back_and_check_says_so_plainly() {
     let server = shared_server();
     let at = port_of(server);
     let s = setup(|o| o.endpoint = format!("http://localhost-s3.test:{at}"));
-    let proxy = Front::proxy(
-        s.dir.path(),
-        Some(&format!("{PROXY_USER}:{PROXY_PASSWORD}")),
-    );
     // The password is wrong: the proxy answers 407.
-    destination_lines(
-        &s,
-        &format!(
-            "allow_http = true\nproxy = \"http://{PROXY_USER}:wrong-pw@127.0.0.1:{}\"",
-            proxy.port
-        ),
-    );
+    let proxy = authenticating_proxy(&s, "wrong-pw");
     let check = s.cli(&["check"]);
     let text = output_text(&check);
     assert!(!check.status.success(), "{text}");
@@ -367,7 +364,7 @@ fn a_refusing_proxy_holds_files_back_and_check_says_so_plainly() {
 }
 
 #[test]
-fn a_proxy_that_cannot_reach_the_endpoint_is_named_in_check() {
+fn a_proxy_that_cannot_reach_the_endpoint_is_named_in_check_and_files_wait_it_out() {
     let server = shared_server();
     let s = setup(|o| o.endpoint = format!("http://localhost-s3.test:{}", port_of(server)));
     let proxy = Front::start(s.dir.path(), &["proxy", "--answer", "502"]);
@@ -387,6 +384,33 @@ fn a_proxy_that_cannot_reach_the_endpoint_is_named_in_check() {
             && text.contains("502 Bad Gateway"),
         "{text}"
     );
+
+    // An outage behind the proxy, longer than the retry budget: held back, never failed,
+    // delivered once a proxy gets through.
+    let want = s.drop_file("a.csv", b"waits out the proxy's outage\n");
+    let daemon = s.start();
+    wait_for(WAIT, "the destination held back", || {
+        s.log_lines("holding its files back") > 0
+    });
+    wait_for(WAIT, "more tunnels asked than max_attempts", || {
+        proxy.connects().len() >= 5
+    });
+    assert_eq!(s.count("failed"), 0, "{:?}", s.failed_errors());
+    let working = Front::proxy(s.dir.path(), None);
+    s.edit_config(|t| {
+        t.replace(
+            &format!("127.0.0.1:{}", proxy.port),
+            &format!("127.0.0.1:{}", working.port),
+        )
+    });
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "delivered through the working proxy", || {
+        s.count("done") == 1
+    });
+    assert!(daemon.stop().success());
+    let objects = s.bucket.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects["inbound/orders/a.csv"].sha256, want);
 }
 
 /// A TLS front to the shared server, with a certificate from a CA made here.
