@@ -126,6 +126,9 @@ pub async fn run(
                 .await
                 .map_err(|source| DaemonError::Metrics { address, source })?;
             tracing::info!(%address, "serving metrics at /metrics");
+            for (destination, at) in queue.call(|q| q.last_done_by_destination()).await? {
+                shared.lasting.metrics.last_delivered(&destination, at);
+            }
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
                 Arc::clone(&shared.lasting.metrics),

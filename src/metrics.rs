@@ -1,12 +1,17 @@
 //! Prometheus metrics (`metrics_listen`): counters and a histogram updated as files are
 //! delivered, queue gauges read from the queue at each scrape, and a tiny HTTP endpoint
 //! (`GET /metrics`) that serves them in the OpenMetrics text format.
+//!
+//! Names follow Prometheus' conventions (unit before `_total`, timestamps as
+//! `…_timestamp_seconds`), and every series of a configured spool or destination is there
+//! from the first scrape, at zero, so `rate()` and absence alerts never see a gap.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -37,12 +42,14 @@ type Seconds = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     files_delivered: Family<Labels, Counter>,
-    bytes_delivered: Family<Labels, Counter>,
+    delivered_bytes: Family<Labels, Counter>,
     upload_seconds: Family<Labels, Histogram>,
     attempt_errors: Family<Labels, Counter>,
     queue_files: Family<Labels, Gauge>,
+    waiting_bytes: Family<Labels, Gauge>,
     oldest_waiting: Family<Labels, Seconds>,
     credentials_expiry: Family<Labels, Seconds>,
+    last_success: Family<Labels, Seconds>,
     held_back: Family<Labels, Gauge>,
 }
 
@@ -50,15 +57,22 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("s3spool");
         let files_delivered = Family::<Labels, Counter>::default();
-        let bytes_delivered = Family::<Labels, Counter>::default();
+        let delivered_bytes = Family::<Labels, Counter>::default();
         let upload_seconds = Family::<Labels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.01, 2.0, 16))) as fn() -> Histogram,
         );
         let attempt_errors = Family::<Labels, Counter>::default();
         let queue_files = Family::<Labels, Gauge>::default();
+        let waiting_bytes = Family::<Labels, Gauge>::default();
         let oldest_waiting = Family::<Labels, Seconds>::default();
         let credentials_expiry = Family::<Labels, Seconds>::default();
+        let last_success = Family::<Labels, Seconds>::default();
         let held_back = Family::<Labels, Gauge>::default();
+        registry.register(
+            "build",
+            "The running s3spool's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         registry.register(
             "held_back",
             "1 while new files are held back: cause is disk (state_dir low on space) or destination:NAME",
@@ -70,9 +84,9 @@ impl Default for Metrics {
             files_delivered.clone(),
         );
         registry.register(
-            "bytes_delivered",
+            "delivered_bytes",
             "Bytes of the objects delivered to S3",
-            bytes_delivered.clone(),
+            delivered_bytes.clone(),
         );
         registry.register(
             "upload_duration_seconds",
@@ -90,51 +104,94 @@ impl Default for Metrics {
             queue_files.clone(),
         );
         registry.register(
+            "waiting_bytes",
+            "Bytes of the files waiting or in flight, by spool",
+            waiting_bytes.clone(),
+        );
+        registry.register(
             "oldest_waiting_seconds",
             "Age of the oldest file waiting or in flight, by spool",
             oldest_waiting.clone(),
         );
         registry.register(
-            "credentials_expiry_seconds",
-            "Seconds until a destination's temporary credentials expire",
+            "credentials_expiry_timestamp_seconds",
+            "Unix time a destination's temporary credentials expire (absent for static keys)",
             credentials_expiry.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last file delivered to a destination (0: none yet)",
+            last_success.clone(),
         );
         Metrics {
             registry,
             files_delivered,
-            bytes_delivered,
+            delivered_bytes,
             upload_seconds,
             attempt_errors,
             queue_files,
+            waiting_bytes,
             oldest_waiting,
             credentials_expiry,
+            last_success,
             held_back,
         }
     }
 }
 
 impl Metrics {
-    /// A file reached S3: counted, with its object's size and how long it took.
-    pub fn delivered(&self, spool: &str, bytes: u64, took: Duration) {
+    /// A file reached S3 at `at_ms`: counted, with its object's size and how long it took.
+    pub fn delivered(
+        &self,
+        spool: &str,
+        destination: &str,
+        bytes: u64,
+        took: Duration,
+        at_ms: i64,
+    ) {
         let labels = vec![("spool", spool.to_string())];
         self.files_delivered.get_or_create(&labels).inc();
-        self.bytes_delivered.get_or_create(&labels).inc_by(bytes);
+        self.delivered_bytes.get_or_create(&labels).inc_by(bytes);
         self.upload_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+        self.last_delivered(destination, at_ms);
+    }
+
+    /// The latest delivery to `destination` known, at `at_ms`: from a delivery, or from
+    /// the queue's history at start (so a restart does not look like a stall).
+    pub fn last_delivered(&self, destination: &str, at_ms: i64) {
+        let last = self
+            .last_success
+            .get_or_create(&vec![("destination", destination.to_string())]);
+        last.set(last.get().max(at_ms as f64 / 1000.0));
+    }
+
+    /// Creates every series of the configured spools and destinations at zero, so each
+    /// is there before its first event (creating one that exists changes nothing).
+    fn zero_series(&self, scope: &Scope) {
+        for spool in &scope.spools {
+            let labels = vec![("spool", spool.clone())];
+            let _ = self.files_delivered.get_or_create(&labels);
+            let _ = self.delivered_bytes.get_or_create(&labels);
+            let _ = self.upload_seconds.get_or_create(&labels);
+        }
+        for (destination, _) in &scope.stores {
+            for class in [ErrorClass::Transient, ErrorClass::Permanent] {
+                let _ = self
+                    .attempt_errors
+                    .get_or_create(&attempt_labels(destination, class));
+            }
+            let _ = self
+                .last_success
+                .get_or_create(&vec![("destination", destination.clone())]);
+        }
     }
 
     /// A delivery attempt failed.
     pub fn attempt_failed(&self, destination: &str, class: ErrorClass) {
-        let class = match class {
-            ErrorClass::Transient => "transient",
-            ErrorClass::Permanent => "permanent",
-        };
         self.attempt_errors
-            .get_or_create(&vec![
-                ("destination", destination.to_string()),
-                ("class", class.to_string()),
-            ])
+            .get_or_create(&attempt_labels(destination, class))
             .inc();
     }
 
@@ -142,9 +199,11 @@ impl Metrics {
     async fn scrape(&self, queue: &SharedQueue, stores: &Stores) -> String {
         let now = now_ms();
         let scope = stores.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.zero_series(&scope);
         match queue.call(|q| q.depth_by_spool()).await {
             Ok(depth) => {
                 self.queue_files.clear();
+                self.waiting_bytes.clear();
                 self.oldest_waiting.clear();
                 for spool in &scope.spools {
                     for state in ["pending", "active", "failed"] {
@@ -152,6 +211,9 @@ impl Metrics {
                             .get_or_create(&vec![("spool", spool.clone()), ("state", state.into())])
                             .set(0);
                     }
+                    self.waiting_bytes
+                        .get_or_create(&vec![("spool", spool.clone())])
+                        .set(0);
                     self.oldest_waiting
                         .get_or_create(&vec![("spool", spool.clone())])
                         .set(0.0);
@@ -161,6 +223,11 @@ impl Metrics {
                     self.queue_files
                         .get_or_create(&labels)
                         .set(row.files as i64);
+                    if row.state != "failed" {
+                        self.waiting_bytes
+                            .get_or_create(&vec![("spool", row.spool.clone())])
+                            .inc_by(row.bytes as i64);
+                    }
                     if let Some(queued) = row.oldest_queued_at {
                         let age = (now - queued).max(0) as f64 / 1000.0;
                         let oldest = self
@@ -176,6 +243,15 @@ impl Metrics {
         // sees the family empty.
         if let Ok(conditions) = queue.call(|q| q.conditions()).await {
             self.held_back.clear();
+            // Every cause at 0, so an alert on it has a series before the first hold.
+            self.held_back
+                .get_or_create(&vec![("cause", "disk".to_string())])
+                .set(0);
+            for (destination, _) in &scope.stores {
+                self.held_back
+                    .get_or_create(&vec![("cause", format!("destination:{destination}"))])
+                    .set(0);
+            }
             for c in conditions {
                 self.held_back
                     .get_or_create(&vec![("cause", c.name)])
@@ -187,13 +263,24 @@ impl Metrics {
             if let Some(at) = store.credentials_expire_at() {
                 self.credentials_expiry
                     .get_or_create(&vec![("destination", destination.clone())])
-                    .set((at - now) as f64 / 1000.0);
+                    .set(at as f64 / 1000.0);
             }
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+fn attempt_labels(destination: &str, class: ErrorClass) -> Labels {
+    let class = match class {
+        ErrorClass::Transient => "transient",
+        ErrorClass::Permanent => "permanent",
+    };
+    vec![
+        ("destination", destination.to_string()),
+        ("class", class.to_string()),
+    ]
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.

@@ -304,6 +304,8 @@ pub struct Depth {
     pub files: u64,
     /// Unix milliseconds; not for failed rows.
     pub oldest_queued_at: Option<i64>,
+    /// The sum of the rows' source sizes.
+    pub bytes: u64,
 }
 
 /// Filters for `s3spool list`.

@@ -110,7 +110,7 @@ impl Queue {
     pub fn depth_by_spool(&self) -> Result<Vec<Depth>> {
         self.select(
             "SELECT spool, state, COUNT(*),
-                    CASE WHEN state = 'failed' THEN NULL ELSE MIN(queued_at) END
+                    CASE WHEN state = 'failed' THEN NULL ELSE MIN(queued_at) END, SUM(size)
              FROM files WHERE state IN ('pending', 'active', 'failed') AND superseded_by IS NULL
              GROUP BY spool, state",
             [],
@@ -120,8 +120,20 @@ impl Queue {
                     state: r.get(1)?,
                     files: r.get::<_, i64>(2)? as u64,
                     oldest_queued_at: r.get(3)?,
+                    bytes: r.get::<_, i64>(4)? as u64,
                 })
             },
+        )
+    }
+
+    /// Per destination, when its latest delivery the queue still holds was done (Unix
+    /// milliseconds). Reads every done row: once, at start.
+    pub fn last_done_by_destination(&self) -> Result<Vec<(String, i64)>> {
+        self.select(
+            "SELECT destination, MAX(done_at) FROM files
+             WHERE state = 'done' AND done_at IS NOT NULL GROUP BY destination",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
     }
 

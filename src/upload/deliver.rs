@@ -95,8 +95,13 @@ impl Uploader {
                     self.pressure.probe_unused(&row.destination);
                 }
                 if done {
-                    self.metrics
-                        .delivered(&row.spool, delivery.size, started.elapsed());
+                    self.metrics.delivered(
+                        &row.spool,
+                        &row.destination,
+                        delivery.size,
+                        started.elapsed(),
+                        now_ms(),
+                    );
                     let how = if uploaded.sent {
                         "uploaded"
                     } else {

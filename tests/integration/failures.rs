@@ -70,6 +70,14 @@ fn a_missing_bucket_holds_files_back_until_it_exists_then_they_go_by_themselves(
     wait_for(WAIT, "nothing held back", || {
         s.status()["held_back"].as_array().unwrap().is_empty()
     });
+    assert_eq!(
+        metric_value(
+            &scrape(port),
+            "s3spool_held_back{cause=\"destination:lake\"}"
+        ),
+        Some(0.0),
+        "the series stays, at 0"
+    );
     assert!(daemon.stop().success());
     assert_eq!(s.bucket.objects()["inbound/orders/orders.csv"].sha256, sha);
     assert!(s.spool_files().is_empty());

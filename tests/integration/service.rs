@@ -232,7 +232,7 @@ fn a_metrics_scrape_matches_the_queue() {
         "{body}"
     );
     assert_eq!(
-        metric_value(&body, &format!("s3spool_bytes_delivered_total{orders}")),
+        metric_value(&body, &format!("s3spool_delivered_bytes_total{orders}")),
         Some(60.0)
     );
     assert_eq!(
@@ -263,8 +263,123 @@ fn a_metrics_scrape_matches_the_queue() {
         metric_value(&body, "s3spool_oldest_waiting_seconds{spool=\"orders\"}"),
         Some(0.0)
     );
+    assert_eq!(
+        metric_value(&body, "s3spool_waiting_bytes{spool=\"orders\"}"),
+        Some(0.0),
+        "nothing waits: {body}"
+    );
     assert!(
-        !body.contains("s3spool_credentials_expiry_seconds{"),
+        !body.contains("s3spool_credentials_expiry_timestamp_seconds{"),
         "static keys do not expire"
     );
+}
+
+/// The metric families a scrape exports, by their `# TYPE` lines.
+fn families(body: &str) -> Vec<String> {
+    let mut names: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_series_is_there_at_zero_before_the_first_file_under_conventional_names() {
+    let server = shared_server();
+    let s = Setup::new(Options::new(server), Bucket::create(server));
+    let port = s.serve_metrics();
+    let daemon = s.start();
+    wait_for(WAIT, "metrics served", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let body = scrape(port);
+    // The families, as Prometheus reads them (OpenMetrics TYPE lines drop `_total` and
+    // `_info`): names by the conventions, unit before `_total`, timestamps in seconds.
+    assert_eq!(
+        families(&body),
+        [
+            "s3spool_attempt_errors",
+            "s3spool_build",
+            "s3spool_delivered_bytes",
+            "s3spool_files_delivered",
+            "s3spool_held_back",
+            "s3spool_last_success_timestamp_seconds",
+            "s3spool_oldest_waiting_seconds",
+            "s3spool_queue_files",
+            "s3spool_upload_duration_seconds",
+            "s3spool_waiting_bytes",
+        ],
+        "{body}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let zero = [
+        "s3spool_files_delivered_total{spool=\"orders\"}".to_string(),
+        "s3spool_delivered_bytes_total{spool=\"orders\"}".to_string(),
+        "s3spool_upload_duration_seconds_count{spool=\"orders\"}".to_string(),
+        "s3spool_upload_duration_seconds_sum{spool=\"orders\"}".to_string(),
+        "s3spool_attempt_errors_total{destination=\"lake\",class=\"transient\"}".to_string(),
+        "s3spool_attempt_errors_total{destination=\"lake\",class=\"permanent\"}".to_string(),
+        "s3spool_queue_files{spool=\"orders\",state=\"pending\"}".to_string(),
+        "s3spool_queue_files{spool=\"orders\",state=\"active\"}".to_string(),
+        "s3spool_queue_files{spool=\"orders\",state=\"failed\"}".to_string(),
+        "s3spool_waiting_bytes{spool=\"orders\"}".to_string(),
+        "s3spool_oldest_waiting_seconds{spool=\"orders\"}".to_string(),
+        "s3spool_last_success_timestamp_seconds{destination=\"lake\"}".to_string(),
+        "s3spool_held_back{cause=\"disk\"}".to_string(),
+        "s3spool_held_back{cause=\"destination:lake\"}".to_string(),
+    ];
+    for series in &zero {
+        assert_eq!(metric_value(&body, series), Some(0.0), "{series} in {body}");
+    }
+    assert_eq!(
+        metric_value(
+            &body,
+            &format!("s3spool_build_info{{version=\"{version}\"}}")
+        ),
+        Some(1.0),
+        "{body}"
+    );
+
+    // Paused, a file waits: its bytes are counted by spool.
+    assert!(s.cli(&["pause", "orders"]).status.success());
+    s.drop_file("a.csv", &[b'a'; 40]);
+    wait_for(WAIT, "queued", || s.count("pending") == 1);
+    let body = scrape(port);
+    assert_eq!(
+        metric_value(&body, "s3spool_waiting_bytes{spool=\"orders\"}"),
+        Some(40.0),
+        "{body}"
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(s.cli(&["resume", "orders"]).status.success());
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    let body = scrape(port);
+    let last = metric_value(
+        &body,
+        "s3spool_last_success_timestamp_seconds{destination=\"lake\"}",
+    )
+    .unwrap();
+    assert!(
+        last >= before - 1.0 && last <= before + 120.0,
+        "{last} vs {before}"
+    );
+    assert!(daemon.stop().success());
+
+    // A restart knows the last delivery from the queue: no false stall alert.
+    let daemon = s.start();
+    wait_for(WAIT, "metrics served", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let again = metric_value(
+        &scrape(port),
+        "s3spool_last_success_timestamp_seconds{destination=\"lake\"}",
+    );
+    assert!(daemon.stop().success());
+    let again = again.expect("the last success after a restart");
+    assert!((again - last).abs() < 1.0, "{again} vs {last}");
 }
