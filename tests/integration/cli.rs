@@ -680,7 +680,7 @@ fn run_takes_its_log_level_from_the_command_line() {
     let child = start(&["-v"], None);
     running();
     let text = stop(child);
-    assert!(text.contains(" DEBUG "), "-v logs debug lines:\n{text}");
+    assert!(text.contains(" level=debug "), "-v logs debug lines:\n{text}");
     assert!(text.contains("s3spool stopped"), "{text}");
 
     let child = start(&["--log-level", "warn"], Some("debug"));
@@ -694,7 +694,7 @@ fn run_takes_its_log_level_from_the_command_line() {
     let text = stop(child);
     // Its exit always logs "s3spool stopped" at info: not at warn.
     assert!(
-        !text.contains("s3spool stopped") && !text.contains(" INFO ") && !text.contains(" DEBUG "),
+        !text.contains("s3spool stopped") && !text.contains(" level=info ") && !text.contains(" level=debug "),
         "--log-level warn wins over S3SPOOL_LOG=debug:\n{text}"
     );
 

@@ -747,13 +747,14 @@ impl Daemon {
         for var in MACHINE_ENV {
             command.env_remove(var);
         }
+        // Debug unless the test says otherwise.
+        command.env("S3SPOOL_LOG", "debug");
         command.envs(env.iter().copied());
         command
             .current_dir(cwd)
             .arg("--config")
             .arg(config)
             .arg("run")
-            .env("S3SPOOL_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log_file);
         // SAFETY: as above, prctl only.

@@ -11,6 +11,7 @@ mod credentials;
 mod delivery;
 mod failures;
 mod formats;
+mod logs;
 mod manifests;
 mod network;
 mod promise;

@@ -103,7 +103,10 @@ fn a_config_that_does_not_validate_is_refused_and_the_daemon_runs_on() {
             .any(|l| l.contains("key=spools.orders.colour")),
         "{refused:?}"
     );
-    assert!(refused.iter().all(|l| l.contains("ERROR")), "{refused:?}");
+    assert!(
+        refused.iter().all(|l| l.contains(" level=error ")),
+        "{refused:?}"
+    );
 }
 
 #[test]

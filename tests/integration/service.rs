@@ -153,62 +153,6 @@ fn the_watchdog_goes_unfed_while_the_queue_does_not_answer() {
 }
 
 #[test]
-fn logs_suit_journald_and_json_shippers() {
-    let server = shared_server();
-    let s = Setup::new(Options::new(server), Bucket::create(server));
-    // Under systemd: a priority prefix journald reads, no timestamp, fields then message.
-    let daemon =
-        s.launch(|log| Daemon::start_env(&s.config, log, &[("JOURNAL_STREAM", "8:12345")]));
-    s.drop_file("a.csv", b"x\n");
-    wait_for(WAIT, "delivered", || s.count("done") == 1);
-    assert!(daemon.stop().success());
-    let log_path = s.dir.path().join("daemon.log");
-    let text = std::fs::read_to_string(&log_path).unwrap();
-    let running = text
-        .lines()
-        .find(|l| l.ends_with("s3spool running"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        running.starts_with("<6>spools=1 destinations=1 queue="),
-        "{running}"
-    );
-    let delivered = text
-        .lines()
-        .find(|l| l.ends_with(" delivered"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        delivered.starts_with("<6>spool=orders id=1 key=inbound/orders/a.csv bytes=2 "),
-        "{delivered}"
-    );
-    assert!(
-        text.lines().all(|l| l.starts_with('<')),
-        "every line has a priority"
-    );
-    assert!(!text.contains("\u{1b}["), "no colour codes");
-
-    // log_format = "json": one object per line, fields at the top level.
-    std::fs::remove_file(&log_path).unwrap();
-    s.add_top_level("log_format = \"json\"");
-    let daemon = s.start();
-    s.drop_file("b.csv", b"y\n");
-    wait_for(WAIT, "delivered", || s.count("done") == 2);
-    assert!(daemon.stop().success());
-    let text = std::fs::read_to_string(&log_path).unwrap();
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let delivered = events
-        .iter()
-        .find(|e| e["message"] == "delivered")
-        .unwrap_or_else(|| panic!("{text}"));
-    assert_eq!(delivered["level"], "INFO");
-    assert_eq!(delivered["spool"], "orders");
-    assert_eq!(delivered["key"], "inbound/orders/b.csv");
-    assert!(delivered["timestamp"].is_string());
-}
-
-#[test]
 fn a_metrics_scrape_matches_the_queue() {
     let server = shared_server();
     let s = Setup::new(Options::new(server), Bucket::create(server));
