@@ -463,7 +463,12 @@ fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
             path: spool.path.clone(),
             source,
         };
-        std::fs::create_dir_all(&spool.path).map_err(failed)?;
+        for folder in crate::spool::folder::create(&spool.path).map_err(failed)? {
+            tracing::info!(spool = %spool.name, path = %folder.display(),
+                mode = format!("{:o}", crate::spool::folder::MODE),
+                group = crate::spool::folder::group_of(&folder),
+                "created spool folder (producers in its group may write to it)");
+        }
         let canonical = std::fs::canonicalize(&spool.path).map_err(failed)?;
         Arc::make_mut(spool).path = canonical;
     }

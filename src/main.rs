@@ -5,7 +5,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = s3spool::cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match s3spool::cli::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => match s3spool::cli::JsonError::usage(&e, &args) {
+            Some(error) => return error.print(),
+            None => e.exit(),
+        },
+    };
     match s3spool::cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

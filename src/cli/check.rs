@@ -24,7 +24,7 @@ pub struct Args {
     challenge: bool,
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Serialize)]

@@ -26,7 +26,7 @@ pub struct Args {
     oldest: bool,
     /// Print a JSON array.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Enough for a screen; `--limit 0` for every row.

@@ -1,6 +1,7 @@
 //! The operator command line: one file per subcommand. Every subcommand loads the config
 //! (`--config`, `$S3SPOOL_CONFIG`, or the default path) and returns an exit code; errors are
-//! `anyhow` chains that `main` prints whole.
+//! `anyhow` chains that `main` prints whole, or, for a command asked for `--json`, one
+//! JSON object on stdout ([`JsonError`]) so the reader of that output gets it too.
 
 mod check;
 mod generate;
@@ -67,8 +68,8 @@ pub enum Command {
     Send(send::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(generate::CompletionArgs),
-    /// Print the man page (roff).
-    Man,
+    /// Print a man page (roff), or write them all with --dir.
+    Man(generate::ManArgs),
 }
 
 /// Runs the parsed command line.
@@ -79,13 +80,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Made from the command line alone: no config needed.
     match cli.command {
         Command::Completions(args) => return generate::completions(args),
-        Command::Man => return generate::man(),
+        Command::Man(args) => return generate::man(args),
         _ => {}
     }
+    let json = wants_json(&cli.command);
     // Only commands that talk to S3 read secret files and systemd credentials.
     let needs_secrets = matches!(cli.command, Command::Run(_) | Command::Check(_));
     let config = match Config::load_with(&cli.config, needs_secrets) {
         Ok(config) => config,
+        Err(e) if json => return Ok(JsonError::config(&e).print()),
         Err(e) => {
             eprintln!("s3spool: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
@@ -96,7 +99,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     crate::logging::init(config.log_format, level.as_deref());
-    match cli.command {
+    let outcome = match cli.command {
         Command::Run(_) => run::run(config),
         Command::Check(args) => check::run(config, args),
         Command::Status(args) => status::run(&config, args),
@@ -107,7 +110,92 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => pause::pause(&config, args),
         Command::Resume(args) => pause::resume(&config, args),
         Command::Send(args) => send::run(&config, args),
-        Command::Completions(_) | Command::Man => unreachable!("handled above"),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
+    };
+    match outcome {
+        Err(e) if json => Ok(JsonError::failure(&e).print()),
+        outcome => outcome,
+    }
+}
+
+/// Whether the command was asked for JSON: then its errors are JSON too.
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Status(args) => args.json,
+        Command::List(args) => args.json,
+        Command::Show(args) => args.json,
+        Command::Check(args) => args.json,
+        _ => false,
+    }
+}
+
+/// An error for a reader of `--json` output: `{"error": {...}}` on stdout, with the exit
+/// code the command ends with, and for a config each problem under its key.
+#[derive(serde::Serialize)]
+pub struct JsonError {
+    /// `usage`, `config` or `failure`.
+    kind: &'static str,
+    message: String,
+    exit_code: u8,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<JsonProblem>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonProblem {
+    key: String,
+    message: String,
+}
+
+impl JsonError {
+    fn config(e: &crate::config::ConfigError) -> JsonError {
+        JsonError {
+            kind: "config",
+            message: e.to_string(),
+            exit_code: EXIT_CONFIG,
+            problems: e
+                .problems
+                .iter()
+                .map(|p| JsonProblem {
+                    key: p.key.clone(),
+                    message: p.message.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn failure(e: &anyhow::Error) -> JsonError {
+        JsonError {
+            kind: "failure",
+            message: format!("{e:#}"),
+            exit_code: 1,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A command line clap refused, when it asked for `--json` (help and version are not
+    /// errors: `None`).
+    pub fn usage(e: &clap::Error, args: &[std::ffi::OsString]) -> Option<JsonError> {
+        if !e.use_stderr() || !args.iter().any(|a| a == "--json") {
+            return None;
+        }
+        let text = e.render().to_string();
+        let message = text.lines().next().unwrap_or_default();
+        Some(JsonError {
+            kind: "usage",
+            message: message
+                .strip_prefix("error: ")
+                .unwrap_or(message)
+                .to_string(),
+            exit_code: 2,
+            problems: Vec::new(),
+        })
+    }
+
+    /// Prints `{"error": …}` on stdout; the exit code to end with.
+    pub fn print(&self) -> ExitCode {
+        let _ = print_json(&serde_json::json!({ "error": self }));
+        ExitCode::from(self.exit_code)
     }
 }
 

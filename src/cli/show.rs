@@ -10,14 +10,13 @@ pub struct Args {
     id: i64,
     /// Print a JSON object.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let queue = super::open_queue_read_only(config)?;
     let Some(row) = queue.get(args.id)? else {
-        eprintln!("s3spool: no queue row with id {}", args.id);
-        return Ok(ExitCode::FAILURE);
+        anyhow::bail!("no queue row with id {}", args.id);
     };
     let history = queue.attempts_of(row.id)?;
     if args.json {

@@ -12,7 +12,7 @@ use crate::queue::{Condition, Counts, FileRow, Queue, SpoolLine};
 pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// A monitoring check: the first line is `S3SPOOL OK|WARNING|CRITICAL|UNKNOWN - …` and
     /// the exit code 0, 1, 2 or 3, as monitoring plugins read them. CRITICAL: no daemon
     /// holds the queue, or a file waits longer than --crit-age. WARNING: failed files,

@@ -7,6 +7,7 @@
 //! systems that send no events still get every file delivered.
 
 pub mod filter;
+pub mod folder;
 pub mod scan;
 pub mod settle;
 pub mod watcher;

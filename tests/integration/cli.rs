@@ -468,7 +468,10 @@ fn pause_resume_status_table_max_age_history_dry_run_and_generated_docs() {
         man.starts_with(".ie") || man.contains(".TH s3spool"),
         "{man}"
     );
-    assert!(man.contains("Exit codes"), "the exit codes are documented");
+    assert!(
+        man.contains(".SH \"EXIT STATUS\""),
+        "the exit codes are documented"
+    );
     // A usage error exits 2.
     assert_eq!(
         s.cli(&["status", "--max-age", "soon"]).status.code(),
@@ -592,13 +595,122 @@ fn output_to_a_closed_pipe_ends_quietly() {
     }
 }
 
-/// The queue names every file the host ships: its files are the daemon's alone, whatever
-/// the umask it was started with.
+/// One page per command, as `man s3spool-run` expects, each with EXIT STATUS,
+/// ENVIRONMENT and FILES; read back by man(1)'s own formatter where it is installed.
 #[test]
-fn the_queue_is_private_whatever_the_umask() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
+fn man_pages_exist_for_every_command_with_exit_status_environment_and_files() {
     let s = setup(|_| {});
+    let dir = s.dir.path().join("man");
+    let out = s.cli(&["man", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "s3spool.1",
+        "s3spool-run.1",
+        "s3spool-status.1",
+        "s3spool-check.1",
+    ] {
+        assert!(pages.contains(&want.to_string()), "{want} in {pages:?}");
+    }
+    let top = std::fs::read_to_string(dir.join("s3spool.1")).unwrap();
+    for page in &pages {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        for section in ["EXIT STATUS", "ENVIRONMENT", "FILES"] {
+            assert!(
+                text.contains(&format!(".SH \"{section}\"")),
+                "{section} in {page}"
+            );
+        }
+        // The top page names each command's page: none it names is missing.
+        let name = page.trim_end_matches(".1").replace('-', "\\-");
+        if page != "s3spool.1" {
+            assert!(
+                top.contains(&format!("{name}(1)")),
+                "{name}(1) in s3spool(1)"
+            );
+        }
+    }
+    let status = std::fs::read_to_string(dir.join("s3spool-status.1")).unwrap();
+    assert!(
+        status.contains("CRITICAL") && status.contains("UNKNOWN"),
+        "{status}"
+    );
+    // One page to stdout, by command.
+    let run = s.cli(&["man", "run"]);
+    assert!(run.status.success());
+    assert_eq!(
+        String::from_utf8(run.stdout).unwrap(),
+        std::fs::read_to_string(dir.join("s3spool-run.1")).unwrap()
+    );
+    assert_eq!(s.cli(&["man", "nosuch"]).status.code(), Some(1));
+    // man(1) renders it, where it is installed.
+    if let Ok(out) = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.join("s3spool-run.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+    {
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("EXIT STATUS"), "{text}");
+            assert!(text.contains("--log-level"), "{text}");
+        }
+    }
+}
+
+/// Asked for `--json`, a command's errors are JSON on stdout too, with the exit code.
+#[test]
+fn json_errors_are_json_objects_with_the_exit_code() {
+    let s = setup(|_| {});
+    let json = |args: &[&str]| {
+        let out = s.cli(args);
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", output_text(&out)));
+        (out.status.code(), value["error"].clone())
+    };
+    // No queue yet: a failure.
+    let (code, error) = json(&["status", "--json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(error["kind"], "failure");
+    assert_eq!(error["exit_code"], 1);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("no queue database"),
+        "{error}"
+    );
+    // A bad option value: a usage error.
+    let (code, error) = json(&["list", "--json", "--limit", "many"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(error["kind"], "usage");
+    assert!(
+        error["message"].as_str().unwrap().contains("many"),
+        "{error}"
+    );
+    // Help is not an error, JSON or not.
+    let help = s.cli(&["list", "--json", "--help"]);
+    assert!(help.status.success());
+    // A broken config: each problem under its key.
+    s.edit_config(|c| c.replace("settle = ", "settle = \"soon\"\nunused_settle = "));
+    let (code, error) = json(&["show", "1", "--json"]);
+    assert_eq!(code, Some(78));
+    assert_eq!(error["kind"], "config");
+    let problems = error["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["key"] == "spools.orders.settle"),
+        "{error}"
+    );
+}
+
+/// Starts the daemon with `umask`, logging to `daemon.log`, and waits until it runs.
+fn start_with_umask(s: &Setup, umask: libc::mode_t) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
     let log = s.dir.path().join("daemon.log");
     let mut command = std::process::Command::new(BIN);
     command
@@ -608,36 +720,79 @@ fn the_queue_is_private_whatever_the_umask() {
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     // SAFETY: umask and prctl only, in the child before exec. The parent-death signal
-    // stops the daemon if an assertion below fails first.
+    // stops the daemon if an assertion fails first.
     unsafe {
-        command.pre_exec(|| {
-            libc::umask(0);
+        command.pre_exec(move || {
+            libc::umask(umask);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
-    let mut child = command.spawn().unwrap();
+    let child = command.spawn().unwrap();
     wait_for(Duration::from_secs(60), "the daemon running", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("s3spool running")
     });
-    s.drop_file("a.csv", b"makes the queue write its WAL\n");
-    wait_for(Duration::from_secs(60), "delivered", || {
-        s.count("done") == 1
-    });
-    let state = s.dir.path().join("state");
-    let mode =
-        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&state), 0o700, "state dir");
-    for name in ["queue.db", "queue.db-wal", "queue.db-shm", "s3spool.lock"] {
-        assert_eq!(mode(&state.join(name)), 0o600, "{name}");
-    }
+    child
+}
+
+fn stop(mut child: std::process::Child) {
     // SAFETY: signalling the child we started.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     assert!(child.wait().unwrap().success());
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The queue names every file the host ships: its files are the daemon's alone, whatever
+/// the umask it was started with.
+#[test]
+fn the_queue_is_private_whatever_the_umask() {
+    let s = setup(|_| {});
+    let child = start_with_umask(&s, 0);
+    s.drop_file("a.csv", b"makes the queue write its WAL\n");
+    wait_for(Duration::from_secs(60), "delivered", || {
+        s.count("done") == 1
+    });
+    let state = s.dir.path().join("state");
+    assert_eq!(mode(&state), 0o700, "state dir");
+    for name in ["queue.db", "queue.db-wal", "queue.db-shm", "s3spool.lock"] {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name}");
+    }
+    stop(child);
+}
+
+/// A spool folder the daemon must create is one producers in its group can write to, as
+/// tmpfiles would make it, even under the unit's UMask=0077; and the log says so.
+#[test]
+fn a_missing_spool_folder_is_created_group_writable_and_setgid_and_logged() {
+    let s = setup(|_| {});
+    s.edit_config(|c| c.replace("path = \"spool\"", "path = \"fresh/orders\""));
+    let child = start_with_umask(&s, 0o077);
+    let fresh = s.dir.path().join("fresh");
+    for folder in [fresh.clone(), fresh.join("orders")] {
+        assert_eq!(mode(&folder), 0o2770, "{}", folder.display());
+    }
+    std::fs::write(fresh.join("orders/a.csv"), b"x\n").unwrap();
+    wait_for(Duration::from_secs(60), "delivered", || {
+        s.count("done") == 1
+    });
+    stop(child);
+    let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap();
+    let created: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("msg=\"created spool folder"))
+        .collect();
+    assert_eq!(created.len(), 2, "{log}");
+    assert!(created[1].contains("mode=2770"), "{}", created[1]);
+    assert!(created[1].contains("/fresh/orders"), "{}", created[1]);
+    assert!(created[1].contains("group="), "{}", created[1]);
 }
 
 /// `run -v` and `run --log-level`: the command line decides the level, over $S3SPOOL_LOG.
@@ -680,7 +835,10 @@ fn run_takes_its_log_level_from_the_command_line() {
     let child = start(&["-v"], None);
     running();
     let text = stop(child);
-    assert!(text.contains(" level=debug "), "-v logs debug lines:\n{text}");
+    assert!(
+        text.contains(" level=debug "),
+        "-v logs debug lines:\n{text}"
+    );
     assert!(text.contains("s3spool stopped"), "{text}");
 
     let child = start(&["--log-level", "warn"], Some("debug"));
@@ -694,7 +852,9 @@ fn run_takes_its_log_level_from_the_command_line() {
     let text = stop(child);
     // Its exit always logs "s3spool stopped" at info: not at warn.
     assert!(
-        !text.contains("s3spool stopped") && !text.contains(" level=info ") && !text.contains(" level=debug "),
+        !text.contains("s3spool stopped")
+            && !text.contains(" level=info ")
+            && !text.contains(" level=debug "),
         "--log-level warn wins over S3SPOOL_LOG=debug:\n{text}"
     );
 
