@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 MOTO_VERSION=5.2.5
 PYARROW_VERSION=26.0.1
 LOGFMT_VERSION=0.4
-if ! .venv/bin/python -c "import moto, boto3, pyarrow, logfmt; assert moto.__version__ == '$MOTO_VERSION'; assert pyarrow.__version__ == '$PYARROW_VERSION'" 2>/dev/null; then
+if ! .venv/bin/python -c "import moto, boto3, pyarrow, logfmt, importlib.metadata as m; assert moto.__version__ == '$MOTO_VERSION'; assert pyarrow.__version__ == '$PYARROW_VERSION'; assert m.version('logfmt') == '$LOGFMT_VERSION'" 2>/dev/null; then
     echo "setting up .venv with moto $MOTO_VERSION, pyarrow $PYARROW_VERSION and logfmt $LOGFMT_VERSION" >&2
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check \

@@ -463,11 +463,15 @@ fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
             path: spool.path.clone(),
             source,
         };
-        for folder in crate::spool::folder::create(&spool.path).map_err(failed)? {
-            tracing::info!(spool = %spool.name, path = %folder.display(),
-                mode = format!("{:o}", crate::spool::folder::MODE),
-                group = crate::spool::folder::group_of(&folder),
-                "created spool folder (producers in its group may write to it)");
+        for made in crate::spool::folder::create(&spool.path).map_err(failed)? {
+            let mode = format!("{:o}", made.mode);
+            let path = made.path.display();
+            if made.path == spool.path && made.mode != crate::spool::folder::MODE {
+                tracing::warn!(spool = %spool.name, %path, mode, group = made.group,
+                    "created spool folder, but without setgid: producers' files keep their own group; set the parent's group to the daemon's");
+            } else {
+                tracing::info!(spool = %spool.name, %path, mode, group = made.group, "created spool folder");
+            }
         }
         let canonical = std::fs::canonicalize(&spool.path).map_err(failed)?;
         Arc::make_mut(spool).path = canonical;

@@ -51,6 +51,9 @@ pub struct Metrics {
     credentials_expiry: Family<Labels, Seconds>,
     last_success: Family<Labels, Seconds>,
     held_back: Family<Labels, Gauge>,
+    /// The spools and destinations whose series were last made: one a reload removed
+    /// loses its series, so no alert fires on a destination that is gone.
+    configured: std::sync::Mutex<(Vec<String>, Vec<String>)>,
 }
 
 impl Default for Metrics {
@@ -135,6 +138,7 @@ impl Default for Metrics {
             credentials_expiry,
             last_success,
             held_back,
+            configured: Default::default(),
         }
     }
 }
@@ -170,6 +174,24 @@ impl Metrics {
     /// Creates every series of the configured spools and destinations at zero, so each
     /// is there before its first event (creating one that exists changes nothing).
     fn zero_series(&self, scope: &Scope) {
+        let destinations: Vec<String> = scope.stores.iter().map(|(d, _)| d.clone()).collect();
+        {
+            let mut configured = self.configured.lock().unwrap_or_else(|p| p.into_inner());
+            for gone in configured.0.iter().filter(|s| !scope.spools.contains(s)) {
+                let labels = vec![("spool", gone.clone())];
+                self.files_delivered.remove(&labels);
+                self.delivered_bytes.remove(&labels);
+                self.upload_seconds.remove(&labels);
+            }
+            for gone in configured.1.iter().filter(|d| !destinations.contains(d)) {
+                for class in [ErrorClass::Transient, ErrorClass::Permanent] {
+                    self.attempt_errors.remove(&attempt_labels(gone, class));
+                }
+                self.last_success
+                    .remove(&vec![("destination", gone.clone())]);
+            }
+            *configured = (scope.spools.clone(), destinations);
+        }
         for spool in &scope.spools {
             let labels = vec![("spool", spool.clone())];
             let _ = self.files_delivered.get_or_create(&labels);
@@ -361,4 +383,59 @@ async fn answer(
     );
     stream.write_all(reply.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::memory::MemoryStore;
+
+    fn scope(spools: &[&str], destinations: &[&str]) -> Scope {
+        Scope {
+            spools: spools.iter().map(|s| s.to_string()).collect(),
+            stores: destinations
+                .iter()
+                .map(|d| {
+                    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new("b"));
+                    (d.to_string(), store)
+                })
+                .collect(),
+        }
+    }
+
+    fn encoded(metrics: &Metrics) -> String {
+        let mut out = String::new();
+        encode(&mut out, &metrics.registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_reload_that_removes_a_spool_or_destination_removes_its_series() {
+        let metrics = Metrics::default();
+        metrics.zero_series(&scope(&["orders", "returns"], &["lake", "old"]));
+        metrics.delivered("returns", "old", 10, Duration::from_millis(5), 1_000);
+        let before = encoded(&metrics);
+        assert!(
+            before.contains("s3spool_files_delivered_total{spool=\"returns\"} 1"),
+            "{before}"
+        );
+        assert!(
+            before.contains("s3spool_last_success_timestamp_seconds{destination=\"old\"} 1.0"),
+            "{before}"
+        );
+        metrics.zero_series(&scope(&["orders"], &["lake"]));
+        let after = encoded(&metrics);
+        assert!(!after.contains("returns"), "{after}");
+        assert!(!after.contains("\"old\""), "{after}");
+        assert!(
+            after.contains("s3spool_files_delivered_total{spool=\"orders\"} 0"),
+            "{after}"
+        );
+        assert!(
+            after.contains(
+                "s3spool_attempt_errors_total{destination=\"lake\",class=\"permanent\"} 0"
+            ),
+            "{after}"
+        );
+    }
 }

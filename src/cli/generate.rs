@@ -110,7 +110,7 @@ fn exit_status(command: &str) -> Entries {
     const USAGE: (&str, &str) = ("2", "Usage error: a bad option or value.");
     const CONFIG: (&str, &str) = (
         "78",
-        "The config is invalid (sysexits EX_CONFIG): every error is printed under its key. The unit does not restart on it.",
+        "The config is invalid (sysexits EX_CONFIG): every error is printed under its key.",
     );
     const FAILURE: (&str, &str) = ("1", "Failure: the message on stderr says why.");
     match command {

@@ -84,11 +84,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let json = wants_json(&cli.command);
+    let monitoring = matches!(&cli.command, Command::Status(args) if args.checking());
     // Only commands that talk to S3 read secret files and systemd credentials.
     let needs_secrets = matches!(cli.command, Command::Run(_) | Command::Check(_));
     let config = match Config::load_with(&cli.config, needs_secrets) {
         Ok(config) => config,
-        Err(e) if json => return Ok(JsonError::config(&e).print()),
+        Err(e) if json => return Ok(JsonError::config(&e).unknown_if(monitoring).print()),
+        Err(e) if monitoring => return Ok(status::unknown(&e.to_string())),
         Err(e) => {
             eprintln!("s3spool: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
@@ -113,7 +115,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
     };
     match outcome {
-        Err(e) if json => Ok(JsonError::failure(&e).print()),
+        Err(e) if json => Ok(JsonError::failure(&e).unknown_if(monitoring).print()),
+        Err(e) if monitoring => Ok(status::unknown(&format!("{e:#}"))),
         outcome => outcome,
     }
 }
@@ -190,6 +193,14 @@ impl JsonError {
             exit_code: 2,
             problems: Vec::new(),
         })
+    }
+
+    /// A monitoring check's error ends UNKNOWN (3), whatever went wrong.
+    fn unknown_if(mut self, monitoring: bool) -> JsonError {
+        if monitoring {
+            self.exit_code = 3;
+        }
+        self
     }
 
     /// Prints `{"error": …}` on stdout; the exit code to end with.

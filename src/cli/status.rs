@@ -127,6 +127,24 @@ struct ErrorLine {
     parts_total: Option<u64>,
 }
 
+impl Args {
+    /// Run as a monitoring check: the exit code is the verdict's, and an error is UNKNOWN.
+    pub(super) fn checking(&self) -> bool {
+        self.check || self.warn_age.is_some() || self.crit_age.is_some() || self.max_age.is_some()
+    }
+}
+
+/// What a monitoring check prints and exits with when it cannot look (an unreadable
+/// config or queue): UNKNOWN, never a code a plugin reads as WARNING.
+pub(super) fn unknown(reason: &str) -> ExitCode {
+    let first = reason.lines().next().unwrap_or_default();
+    println!("S3SPOOL UNKNOWN - {first}");
+    if reason.contains('\n') {
+        eprintln!("s3spool: {reason}");
+    }
+    ExitCode::from(State::Unknown.code())
+}
+
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let queue = super::open_queue_read_only(config)?;
     let summary = queue.summary()?;
@@ -158,9 +176,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             .map(|row| error_line(&queue, row))
             .collect::<anyhow::Result<_>>()?,
     };
-    let checking =
-        args.check || args.warn_age.is_some() || args.crit_age.is_some() || args.max_age.is_some();
-    let code = if checking {
+    let code = if args.checking() {
         ExitCode::from(report.check.state.code())
     } else {
         ExitCode::SUCCESS

@@ -3,13 +3,15 @@
 //! field as a journal field, so `journalctl -u s3spool SPOOL=orders` finds a spool's lines
 //! and `journalctl -p warning` filters by level, in text and JSON mode alike.
 //!
-//! An event the socket does not take (journald restarting, its queue full, an entry too
-//! big for a datagram) is written to stderr instead, which journald also reads: a line is
-//! never lost and never waited for.
+//! An entry the socket refuses (journald gone or restarting, an entry too big for a
+//! datagram) is written to stderr instead, which journald also reads. One it cannot take
+//! now (its queue full: the stream behind stderr would block too) is dropped and counted,
+//! and the next entry that goes through says how many: logging never stalls delivery.
 
 use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
@@ -39,6 +41,8 @@ pub struct JournalLayer {
     socket: UnixDatagram,
     path: PathBuf,
     format: LogFormat,
+    /// Entries dropped since the last one journald took.
+    dropped: AtomicU64,
 }
 
 impl JournalLayer {
@@ -51,6 +55,7 @@ impl JournalLayer {
             socket,
             path: path.to_path_buf(),
             format,
+            dropped: AtomicU64::new(0),
         })
     }
 }
@@ -67,9 +72,25 @@ impl<S: Subscriber> Layer<S> for JournalLayer {
             }
         };
         let priority = priority(*meta.level());
-        let entry = entry(&message, priority, meta.target(), &fields);
-        if self.socket.send_to(&entry, &self.path).is_err() {
-            let _ = writeln!(std::io::stderr().lock(), "<{priority}>{message}");
+        let mut entry = entry(&message, priority, meta.target(), &fields);
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            put(&mut entry, "S3SPOOL_DROPPED_BEFORE", &dropped.to_string());
+        }
+        match self.socket.send_to(&entry, &self.path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.dropped.fetch_add(dropped + 1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                if dropped > 0 {
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "<4>msg=\"log entries dropped: the journal was full\" count={dropped}"
+                    );
+                }
+                let _ = writeln!(std::io::stderr().lock(), "<{priority}>{message}");
+            }
         }
     }
 }
@@ -126,10 +147,24 @@ fn field_name(name: &str) -> Option<String> {
             .trim_start_matches(['_', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
             .len();
     out.drain(..leading);
-    if matches!(
+    // The journal's own meanings (systemd.journal-fields(7)) and the ones set here.
+    let reserved = matches!(
         out.as_str(),
-        "MESSAGE" | "PRIORITY" | "SYSLOG_IDENTIFIER" | "TARGET"
-    ) {
+        "MESSAGE"
+            | "MESSAGE_ID"
+            | "PRIORITY"
+            | "TARGET"
+            | "ERRNO"
+            | "INVOCATION_ID"
+            | "USER_INVOCATION_ID"
+            | "DOCUMENTATION"
+            | "TID"
+            | "UNIT"
+            | "USER_UNIT"
+    ) || ["SYSLOG_", "CODE_", "S3SPOOL_", "OBJECT_", "COREDUMP_"]
+        .iter()
+        .any(|prefix| out.starts_with(prefix));
+    if reserved {
         out.insert_str(0, "FIELD_");
     }
     out.truncate(64);
@@ -200,11 +235,45 @@ mod tests {
     }
 
     #[test]
+    fn a_full_journal_drops_entries_without_waiting_and_the_next_one_counts_them() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sock");
+        let journal = UnixDatagram::bind(&path).unwrap();
+        journal.set_nonblocking(true).unwrap();
+        let layer = JournalLayer::new(&path, LogFormat::Text).unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            // Nobody reads: the socket's queue fills, and sending never blocks.
+            for i in 0..2000 {
+                tracing::info!(i, "filling");
+            }
+            let mut taken = 0;
+            let mut buf = vec![0u8; 64 * 1024];
+            while journal.recv(&mut buf).is_ok() {
+                taken += 1;
+            }
+            assert!(taken < 2000, "some were dropped: {taken}");
+            tracing::info!("after");
+            let n = journal.recv(&mut buf).unwrap();
+            let entry = parse(&buf[..n]);
+            let dropped: u64 = entry
+                .iter()
+                .find(|(name, _)| name == "S3SPOOL_DROPPED_BEFORE")
+                .map(|(_, v)| v.parse().unwrap())
+                .expect("the count of dropped entries");
+            assert_eq!(dropped + taken, 2000);
+        });
+    }
+
+    #[test]
     fn names_are_made_safe_for_the_journal() {
         assert_eq!(field_name("spool").as_deref(), Some("SPOOL"));
         assert_eq!(field_name("http.status").as_deref(), Some("HTTP_STATUS"));
         assert_eq!(field_name("9lives").as_deref(), Some("LIVES"));
         assert_eq!(field_name("message").as_deref(), Some("FIELD_MESSAGE"));
+        assert_eq!(field_name("code_line").as_deref(), Some("FIELD_CODE_LINE"));
+        assert_eq!(field_name("errno").as_deref(), Some("FIELD_ERRNO"));
         assert_eq!(field_name("___"), None);
         assert_eq!(field_name(&"x".repeat(80)).map(|n| n.len()), Some(64));
     }

@@ -708,6 +708,32 @@ fn json_errors_are_json_objects_with_the_exit_code() {
     );
 }
 
+/// A monitoring check that cannot look (no queue, a broken config) says UNKNOWN and exits
+/// 3: never 1, which a plugin reads as WARNING.
+#[test]
+fn a_monitoring_check_that_cannot_look_is_unknown() {
+    let s = setup(|_| {});
+    let out = s.cli(&["status", "--check"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("S3SPOOL UNKNOWN - no queue database"),
+        "{stdout}"
+    );
+    let out = s.cli(&["status", "--crit-age", "1h", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["exit_code"], 3, "{error}");
+    s.edit_config(|c| c.replace("settle = ", "settle = \"soon\"\nunused_settle = "));
+    let out = s.cli(&["status", "--warn-age", "10m"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("S3SPOOL UNKNOWN - config "));
+    // Without a check, a broken config is still 78.
+    assert_eq!(s.cli(&["status"]).status.code(), Some(78));
+}
+
 /// Starts the daemon with `umask`, logging to `daemon.log`, and waits until it runs.
 fn start_with_umask(s: &Setup, umask: libc::mode_t) -> std::process::Child {
     use std::os::unix::process::CommandExt;
@@ -776,9 +802,8 @@ fn a_missing_spool_folder_is_created_group_writable_and_setgid_and_logged() {
     s.edit_config(|c| c.replace("path = \"spool\"", "path = \"fresh/orders\""));
     let child = start_with_umask(&s, 0o077);
     let fresh = s.dir.path().join("fresh");
-    for folder in [fresh.clone(), fresh.join("orders")] {
-        assert_eq!(mode(&folder), 0o2770, "{}", folder.display());
-    }
+    assert_eq!(mode(&fresh), 0o750, "a parent: passed through, not written");
+    assert_eq!(mode(&fresh.join("orders")), 0o2770, "the spool");
     std::fs::write(fresh.join("orders/a.csv"), b"x\n").unwrap();
     wait_for(Duration::from_secs(60), "delivered", || {
         s.count("done") == 1
@@ -787,9 +812,10 @@ fn a_missing_spool_folder_is_created_group_writable_and_setgid_and_logged() {
     let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap();
     let created: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("msg=\"created spool folder"))
+        .filter(|l| l.contains("msg=\"created spool folder\""))
         .collect();
     assert_eq!(created.len(), 2, "{log}");
+    assert!(created[0].contains("mode=750"), "{}", created[0]);
     assert!(created[1].contains("mode=2770"), "{}", created[1]);
     assert!(created[1].contains("/fresh/orders"), "{}", created[1]);
     assert!(created[1].contains("group="), "{}", created[1]);
