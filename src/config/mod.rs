@@ -140,6 +140,15 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::single(path, "", syntax_error(text, &e)))?;
         // Absolute, so every path derived from it is too, whatever the working directory.
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        // A config installed with placeholders (the package's) is refused for them alone:
+        // the operator sees what to fill in, not what else the placeholders break.
+        let unfilled = placeholders(&table, "");
+        if !unfilled.is_empty() {
+            return Err(ConfigError {
+                file: path.clone(),
+                problems: unfilled,
+            });
+        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut p = Problems::default();
         let mut top = Section::new("", &table);
@@ -251,6 +260,43 @@ fn check_private(path: &Path, what: &str) -> Result<(), ConfigError> {
 struct FoundSecrets {
     inline: bool,
     files: Vec<PathBuf>,
+}
+
+/// A value the operator must replace: it starts with this.
+pub const PLACEHOLDER: &str = "FILL IN";
+
+/// Every string value still holding a [`PLACEHOLDER`], under its dotted key. The value
+/// is not quoted: an operator may have typed a secret after the words.
+fn placeholders(table: &toml::Table, prefix: &str) -> Vec<Problem> {
+    let mut found = Vec::new();
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        placeholders_in(value, key, &mut found);
+    }
+    found
+}
+
+fn placeholders_in(value: &toml::Value, key: String, found: &mut Vec<Problem>) {
+    match value {
+        toml::Value::String(text) if text.trim_start().starts_with(PLACEHOLDER) => found
+            .push(Problem {
+            key,
+            message: format!(
+                "still holds the {PLACEHOLDER:?} placeholder: fill it in, then run `s3spool check`"
+            ),
+        }),
+        toml::Value::Table(inner) => found.extend(placeholders(inner, &key)),
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                placeholders_in(item, format!("{key}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A TOML syntax error by line and column. toml's own message quotes the offending line,

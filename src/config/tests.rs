@@ -263,3 +263,47 @@ fn log_format_rules() {
         "\"xml\" is not one of text, json",
     );
 }
+
+#[test]
+fn the_packaged_config_is_refused_until_filled_in_and_valid_once_it_is() {
+    let text = include_str!("../../packaging/config.toml");
+    let path = Path::new("/etc/s3spool/config.toml");
+    let e = Config::parse(text, path).unwrap_err();
+    let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["destinations.main.bucket", "destinations.main.region"]
+    );
+    assert!(e.to_string().contains("FILL IN"), "{e}");
+    assert!(e.to_string().contains("s3spool check"), "{e}");
+    // A secret typed after the words is never echoed; placeholders in arrays count too.
+    let typed = format!(
+        "{text}\n[destinations.main.auth.x]\nsecret_access_key = \"FILL IN: s3cr3t-typed\"\nlist = [\"ok\", \"  FILL IN later\"]\n"
+    );
+    let e = Config::parse(&typed, path).unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("s3cr3t-typed"), "{e}");
+    let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(
+        keys.contains(&"destinations.main.auth.x.secret_access_key"),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"destinations.main.auth.x.list[1]"),
+        "{keys:?}"
+    );
+    // Filled in, nothing else is wrong with it.
+    let filled = text
+        .replace(
+            "\"FILL IN: s3://bucket/prefix\"",
+            "\"s3://acme-drop/inbound\"",
+        )
+        .replace(
+            "\"FILL IN: the bucket's region, like eu-west-1\"",
+            "\"eu-west-1\"",
+        );
+    let config = Config::parse(&filled, path).unwrap();
+    assert_eq!(
+        config.spools["outbound"].path,
+        Path::new("/var/spool/s3spool/outbound")
+    );
+}
