@@ -282,13 +282,14 @@ fn placeholders(table: &toml::Table, prefix: &str) -> Vec<Problem> {
 
 fn placeholders_in(value: &toml::Value, key: String, found: &mut Vec<Problem>) {
     match value {
-        toml::Value::String(text) if text.trim_start().starts_with(PLACEHOLDER) => found
-            .push(Problem {
-            key,
-            message: format!(
+        toml::Value::String(text) if text.trim_start().starts_with(PLACEHOLDER) => {
+            found.push(Problem {
+                key,
+                message: format!(
                 "still holds the {PLACEHOLDER:?} placeholder: fill it in, then run `s3spool check`"
             ),
-        }),
+            })
+        }
         toml::Value::Table(inner) => found.extend(placeholders(inner, &key)),
         toml::Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
