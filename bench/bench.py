@@ -224,7 +224,7 @@ def make_big(path, size):
 class Spool:
     """An s3spool daemon on its own state dir and spools, delivering to `endpoint`."""
 
-    def __init__(self, work, name, endpoint, prefix, spools=1, settle="0s", extra=""):
+    def __init__(self, work, name, endpoint, prefix, spools=1, settle="0s", extra="", dest_extra=""):
         self.dir = work / f"s3spool-{name}"
         self.dir.mkdir()
         self.spools = [self.dir / f"spool{i}" for i in range(spools)]
@@ -244,6 +244,7 @@ rescan_interval = "60s"
 [destinations.bench]
 bucket = "s3://{BUCKET}/{prefix}"
 endpoint = "{endpoint}"
+{dest_extra}
 [destinations.bench.auth]
 mode = "static"
 access_key_id = "{KEY_ID}"
@@ -359,10 +360,10 @@ force_path_style = true
     return conf
 
 
-def rclone(conf, src, prefix, transfers):
+def rclone(conf, src, prefix, transfers, extra=()):
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     cmd = ["rclone", "--config", str(conf), "copy", "--s3-no-check-bucket",
-           "--transfers", str(transfers), str(src), f"bench:{BUCKET}/{prefix}/"]
+           "--transfers", str(transfers), *extra, str(src), f"bench:{BUCKET}/{prefix}/"]
     return run_measured(cmd, env)
 
 
@@ -483,6 +484,41 @@ def large_file(res, args, work, server, size, aws):
         elapsed, cpu, rss = awscli(aws, server.endpoint, src / "big.bin", f"{run_id}/aws", recursive=False)
         res.add("large", "awscli s3 cp", mib / elapsed, "MiB/s", cpu, rss, server.cpu() - scpu0)
         shutil.rmtree(src)
+
+
+def bwlimit(res, args, work, server, size, limit_mib):
+    """One file under `bwlimit`: the rate achieved against the limit (issue 15: within
+    10 %), beside rclone's --bwlimit at the same limit."""
+    mib = size / (1 << 20)
+    run_id = f"bwlimit-{int(time.time())}"
+    staging = work / f"{run_id}-staging"
+    staging.mkdir()
+    make_big(staging / "big.bin", size)
+    # Read once (no SHA-256 pass before sending): the time measured is the time sending.
+    sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool",
+               dest_extra=f'bwlimit = "{limit_mib}MiB/s"',
+               extra='[destinations.bench.upload]\nlarge_file_sha256 = "manifest"')
+    sp.start()
+    cpu0, scpu0 = sp.cpu(), server.cpu()
+    t0 = time.monotonic()
+    drop_all(staging, sp.spools[0])
+    t1 = sp.wait("done", 1, timeout=3600)
+    cpu, rss = sp.cpu() - cpu0, sp.rss()
+    sp.stop()
+    rate = mib / (t1 - t0)
+    res.add("bwlimit", f"s3spool (bwlimit {limit_mib}MiB/s, read once)", rate, "MiB/s", cpu, rss,
+            server.cpu() - scpu0, note=f"{rate / limit_mib:.3f} of the limit")
+    shutil.rmtree(staging, ignore_errors=True)
+    conf = rclone_conf(work, server.endpoint, run_id)
+    src = work / f"{run_id}-rclone"
+    src.mkdir()
+    make_big(src / "big.bin", size)
+    scpu0 = server.cpu()
+    elapsed, cpu, rss = rclone(conf, src, f"{run_id}/rclone", 4, ("--bwlimit", f"{limit_mib}M"))
+    rate = mib / elapsed
+    res.add("bwlimit", f"rclone --bwlimit {limit_mib}M", rate, "MiB/s", cpu, rss,
+            server.cpu() - scpu0, note=f"{rate / limit_mib:.3f} of the limit")
+    shutil.rmtree(src)
 
 
 def intake(res, args, work, server, count):
@@ -622,6 +658,10 @@ def target_lines(res):
         check("2 GiB file read once, MiB/s against rclone", f"{once['figure'] / peer['figure']:.2f}", ">= 1.20", once["figure"] >= 1.2 * peer["figure"], "x")
         check("2 GiB file read once, client CPU against rclone", f"{once['cpu'] / peer['cpu']:.2f}", "<= 1.00", once["cpu"] <= peer["cpu"], "x")
         check("2 GiB file read once, peak RSS", f"{once['rss']:.0f}", "<= 192 (64 + the 128 MiB budget)", once["rss"] <= 192, " MiB")
+    r = row("bwlimit", "s3spool")
+    if r:
+        ratio = float(r["note"].split()[0])
+        check("bwlimit, achieved rate against the limit", f"{ratio:.3f}", "0.90 to 1.10", 0.9 <= ratio <= 1.1, "x")
     r = row("intake", "s3spool")
     if r:
         check("intake", f"{r['figure']:,.0f}", ">= 50,000", r["figure"] >= 50_000, " files/s")
@@ -677,14 +717,15 @@ def main():
     p.add_argument("--s3spool", required=True, help="the s3spool binary")
     p.add_argument("--aws", help="the aws binary (awscli); without it awscli is left out")
     p.add_argument("--out", default=str(REPO / "bench/RESULTS.md"))
-    p.add_argument("--only", help="comma-separated scenarios: small,wan,large,intake,latency,idle")
+    p.add_argument("--only", help="comma-separated scenarios: small,wan,large,bwlimit,intake,latency,idle")
     p.add_argument("--skip-wan", action="store_true")
     args = p.parse_args()
     S3SPOOL = args.s3spool
     GARAGE_BIN[0] = args.garage
     q = args.quick
     counts = dict(small=300 if q else 10_000, wan=200 if q else 2_000, large=(64 << 20) if q else (2 << 30),
-                  intake=3_000 if q else 100_000, latency=10 if q else 100, idle=3 if q else 60)
+                  intake=3_000 if q else 100_000, latency=10 if q else 100, idle=3 if q else 60,
+                  bwlimit=(16 << 20) if q else (256 << 20))
     only = set(args.only.split(",")) if args.only else set(counts)
     if args.skip_wan:
         only.discard("wan")
@@ -704,6 +745,8 @@ def main():
             relay = None
         if "large" in only:
             large_file(res, args, work, server, counts["large"], args.aws)
+        if "bwlimit" in only:
+            bwlimit(res, args, work, server, counts["bwlimit"], 8 if q else 32)
         if "intake" in only:
             intake(res, args, work, server, counts["intake"])
         if "latency" in only:

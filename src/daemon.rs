@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::bandwidth::Throttles;
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Config};
 use crate::finish::Finisher;
@@ -116,6 +117,7 @@ pub async fn run(
         lasting: Lasting::new(&crate::host::hostname()),
         stores: Stores::default(),
         notifier: Notifier::from_env(),
+        throttles: Throttles::default(),
     };
     // Conditions a previous run recorded are looked at afresh.
     queue.call(|q| q.clear_conditions()).await?;
@@ -146,7 +148,8 @@ pub async fn run(
         crate::upload::IDLE_POLL,
         shutdown.clone(),
     ));
-    let mut targets = connect_targets(&config)?;
+    let mut targets = connect_targets(&config, &shared.throttles)?;
+    apply_bwlimits(&config, &shared.throttles);
     let mut first = true;
     loop {
         let generation = Generation::start(
@@ -168,7 +171,7 @@ pub async fn run(
         let next = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break None,
-                Some(()) = reloads.recv() => match reload(&config) {
+                Some(()) = reloads.recv() => match reload(&config, &shared.throttles) {
                     Ok(next) => break Some(next),
                     Err(()) => notifier.ready(
                         "the reloaded config was refused (see the log); running on the previous one",
@@ -223,7 +226,7 @@ pub async fn run(
 
 /// Reads the config file again. Refuses (logging every reason) a config that does not
 /// validate, or that changes what only a restart can change.
-fn reload(running: &Config) -> Result<(Arc<Config>, Targets), ()> {
+fn reload(running: &Config, throttles: &Throttles) -> Result<(Arc<Config>, Targets), ()> {
     tracing::info!(config = %running.source.display(), "SIGHUP: reloading the config");
     let next = match Config::load(&running.source) {
         Ok(next) => next,
@@ -247,10 +250,15 @@ fn reload(running: &Config) -> Result<(Arc<Config>, Targets), ()> {
         tracing::warn!("log_format and metrics_listen only change with a restart; the rest of the config is reloaded");
     }
     // Everything that could fail is tried now, before the running tasks are stopped.
-    let next = prepare_spools(next)
-        .and_then(|next| connect_targets(&next).map(|targets| (Arc::new(next), targets)));
+    let next = prepare_spools(next).and_then(|next| {
+        connect_targets(&next, throttles).map(|targets| (Arc::new(next), targets))
+    });
     match next {
-        Ok(next) => Ok(next),
+        Ok(next) => {
+            // Uploads under way take the new limits from their next chunk.
+            apply_bwlimits(&next.0, throttles);
+            Ok(next)
+        }
         Err(e) => {
             tracing::error!(error = %e, "config reload refused");
             Err(())
@@ -269,6 +277,8 @@ struct Shared {
     /// The running generation's stores, for the metrics of their credentials.
     stores: Stores,
     notifier: Notifier,
+    /// Each destination's bandwidth limit, shared by its uploads across reloads.
+    throttles: Throttles,
 }
 
 /// The tasks that run one config: watchers, uploader, finisher, manifest writer and
@@ -410,13 +420,15 @@ impl Generation {
 }
 
 /// One [`Target`] per destination: its S3 client, settings and concurrency limit.
-fn connect_targets(config: &Config) -> Result<Targets, DaemonError> {
+fn connect_targets(config: &Config, throttles: &Throttles) -> Result<Targets, DaemonError> {
     let mut targets = HashMap::new();
     for (name, destination) in &config.destinations {
-        let store = crate::s3::connect(destination).map_err(|source| DaemonError::Store {
-            name: name.clone(),
-            source,
-        })?;
+        let throttle = throttles.get(name);
+        let store =
+            crate::s3::connect(destination, throttle).map_err(|source| DaemonError::Store {
+                name: name.clone(),
+                source,
+            })?;
         log_routes(name, destination);
         let settings = destination.upload.clone();
         let target = Target {
@@ -429,6 +441,16 @@ fn connect_targets(config: &Config) -> Result<Targets, DaemonError> {
         targets.insert(name.clone(), Arc::new(target));
     }
     Ok(targets)
+}
+
+/// Each destination's `bwlimit`, in force for the uploads to it (those under way too).
+fn apply_bwlimits(config: &Config, throttles: &Throttles) {
+    throttles.apply(
+        config
+            .destinations
+            .iter()
+            .map(|(name, d)| (name.as_str(), &d.bwlimit)),
+    );
 }
 
 /// Which proxy, if any, S3 and STS requests go through, and the proxy variables ignored.

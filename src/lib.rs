@@ -11,6 +11,7 @@
 //! Only [`cli`] is public: the binary is the product. Every other module is `pub(crate)`,
 //! so what nothing uses is reported as dead code instead of passing for API.
 
+pub(crate) mod bandwidth;
 pub(crate) mod beneath;
 pub mod cli;
 pub(crate) mod clock;

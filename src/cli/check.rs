@@ -31,6 +31,8 @@ pub struct Args {
 struct Report {
     config: String,
     ok: bool,
+    /// The key each spool gives a sample file, as the daemon would render it.
+    example_keys: Vec<super::example_key::ExampleKey>,
     destinations: Vec<DestinationReport>,
 }
 
@@ -75,10 +77,12 @@ struct Check {
 
 pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     if args.offline {
+        let example_keys = super::example_key::example_keys(&config);
         if args.json {
             super::print_json(&Report {
                 config: config.source.display().to_string(),
                 ok: true,
+                example_keys,
                 destinations: Vec::new(),
             })?;
         } else {
@@ -86,6 +90,7 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
                 "config {}: ok (offline: no destination was contacted)",
                 config.source.display()
             );
+            super::example_key::print(&example_keys);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -103,6 +108,7 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let report = Report {
         config: config.source.display().to_string(),
         ok,
+        example_keys: super::example_key::example_keys(&config),
         destinations,
     };
     if args.json {
@@ -132,6 +138,7 @@ fn print_human(config: &Config, report: &Report) {
             spool.path.display()
         );
     }
+    super::example_key::print(&report.example_keys);
     for d in &report.destinations {
         let uri = if d.prefix.is_empty() {
             format!("s3://{}", d.bucket)
@@ -262,7 +269,9 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
         checks: Vec::new(),
         challenge_key: None,
     };
-    let store = match crate::s3::connect(d) {
+    // The probe's objects are a few bytes: no bandwidth limit.
+    let unlimited = std::sync::Arc::new(crate::bandwidth::Throttle::default());
+    let store = match crate::s3::connect(d, unlimited) {
         Ok(store) => store,
         Err(e) => {
             report.checks.push(row(d, "Connect", Err(e)));

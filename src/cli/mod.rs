@@ -4,6 +4,7 @@
 //! JSON object on stdout ([`JsonError`]) so the reader of that output gets it too.
 
 mod check;
+mod example_key;
 mod generate;
 mod list;
 mod pause;

@@ -5,10 +5,12 @@ use std::fmt;
 use std::time::Duration;
 
 use super::auth::{self, Auth, SecretSources};
+use super::keys::{self, KeyRulesSetting};
 use super::network::{self, Network};
 use super::object::{self, ObjectOptions};
 use super::reader::{Problems, Section};
 use super::{parse_bucket_uri, FoundSecrets};
+use crate::bandwidth::Schedule;
 use crate::units;
 
 const MIN_PART: u64 = 5 << 20;
@@ -36,6 +38,10 @@ pub struct Destination {
     pub upload: UploadSettings,
     /// The proxy and the extra CA certificates its requests use.
     pub network: Network,
+    /// Key sanitising and length for its spools (a spool may say otherwise).
+    pub key_rules: KeyRulesSetting,
+    /// The bandwidth its uploads share (`bwlimit`); no steps for no limit.
+    pub bwlimit: Schedule,
 }
 
 /// A secret string that never prints itself.
@@ -152,7 +158,7 @@ pub(super) fn parse(
         None => {
             p.add(
                 s.key("auth"),
-                "is required ([destinations.NAME.auth] with mode = \"static\", \"default\" or \"assume_role\")",
+                "is required ([destinations.NAME.auth] with mode = \"static\", \"default\", \"process\" or \"assume_role\")",
             );
             None
         }
@@ -168,6 +174,15 @@ pub(super) fn parse(
     );
     found.inline |= proxy_password;
     let object = object::parse(p, &mut s);
+    let key_rules = keys::parse(p, &mut s);
+    let bwlimit = s
+        .string_or_strings(p, "bwlimit")
+        .map(|entries| {
+            Schedule::parse(&entries)
+                .map_err(|e| p.add(s.key("bwlimit"), e))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
     let empty = toml::Table::new();
     let upload_table = s.table(p, "upload").unwrap_or(&empty);
     let upload = upload_settings(p, &s.key("upload"), upload_table);
@@ -206,6 +221,8 @@ pub(super) fn parse(
         object,
         upload: upload?,
         network,
+        key_rules,
+        bwlimit,
     })
 }
 

@@ -7,6 +7,7 @@
 mod auth;
 mod bucket;
 mod destination;
+mod keys;
 mod manifest;
 mod network;
 mod object;
@@ -201,6 +202,7 @@ impl Config {
             spool::parse(p, key, name, t, &base, &table)
         });
         top.finish(&mut p);
+        let spools = apply_key_rules(&mut p, spools, &destinations);
         overlap::check_spool_overlaps(&mut p, &spools, &state_dir);
 
         if p.0.is_empty() {
@@ -230,6 +232,29 @@ impl Config {
     pub fn queue_path(&self) -> PathBuf {
         self.state_dir.join("queue.db")
     }
+}
+
+/// Each spool's key template with its rules: the spool's own over its destination's.
+fn apply_key_rules(
+    p: &mut Problems,
+    mut spools: BTreeMap<String, Arc<Spool>>,
+    destinations: &BTreeMap<String, Arc<Destination>>,
+) -> BTreeMap<String, Arc<Spool>> {
+    for (name, spool) in spools.iter_mut() {
+        let below = destinations
+            .get(&spool.destination)
+            .map(|d| d.key_rules.clone())
+            .unwrap_or_default();
+        let rules = spool.key_rules.over(&below);
+        if !rules.any() {
+            continue;
+        }
+        match spool.key.clone().with_rules(rules) {
+            Ok(key) => Arc::make_mut(spool).key = key,
+            Err(e) => p.add(format!("spools.{name}.key"), e),
+        }
+    }
+    spools
 }
 
 /// Like ssh with its keys: a file holding a secret must not be readable by group or others.

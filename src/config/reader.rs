@@ -98,6 +98,19 @@ impl<'a> Section<'a> {
         })
     }
 
+    /// One string, or a list of them (`bwlimit = "20MiB/s"` or a timetable).
+    pub fn string_or_strings(
+        &mut self,
+        p: &mut Problems,
+        name: &'static str,
+    ) -> Option<Vec<&'a str>> {
+        self.typed(p, name, "a string or a list of strings", |v| match v {
+            Value::String(s) => Some(vec![s.as_str()]),
+            Value::Array(items) => items.iter().map(Value::as_str).collect(),
+            _ => None,
+        })
+    }
+
     /// A required string: reports a missing key.
     pub fn required_string(&mut self, p: &mut Problems, name: &'static str) -> Option<&'a str> {
         if !self.table.contains_key(name) {

@@ -5,6 +5,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::keys::{self, KeyRulesSetting};
 use super::manifest::{self, ManifestSettings};
 use super::output;
 use super::reader::{Problems, Section};
@@ -38,6 +39,9 @@ pub struct Spool {
     pub output: Output,
     /// Deliveries are grouped into batches, each closed by a manifest.
     pub manifest: Option<ManifestSettings>,
+    /// Its own key sanitising and length, over its destination's (applied to `key`
+    /// once both are read).
+    pub key_rules: KeyRulesSetting,
 }
 
 fn globs(p: &mut Problems, key: String, patterns: &[&str]) -> Option<GlobSet> {
@@ -94,6 +98,7 @@ pub(super) fn parse(
     let key = KeyTemplate::parse(key_text)
         .map_err(|e| p.add(s.key("key"), e))
         .ok();
+    let key_rules = keys::parse(p, &mut s);
     let output = output::output(p, &mut s, base);
     let manifest = manifest::manifest(p, &mut s);
     let mode = s.string(p, "after_upload").unwrap_or("delete");
@@ -140,6 +145,7 @@ pub(super) fn parse(
         after_upload: after_upload?,
         output: output?,
         manifest: manifest?,
+        key_rules,
     })
 }
 

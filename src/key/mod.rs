@@ -5,11 +5,14 @@
 //! [`KeyInput`], so keys are testable without clocks or file systems.
 
 mod manifest;
+mod rules;
 
 pub use manifest::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
+pub use rules::{check_replacement, KeyRules};
+
+use rules::Piece;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use std::fmt::Write as _;
 
 /// S3's limit on the length of an object key, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -49,6 +52,8 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTemplate {
     parts: Vec<Part>,
+    /// Sanitising and shortening of the file-derived parts (none by default).
+    rules: KeyRules,
 }
 
 /// Everything a key may be built from.
@@ -106,6 +111,8 @@ pub enum KeyError {
     DotSegment,
     #[error("object key would end with '/', which S3 tools show as a folder")]
     TrailingSlash,
+    #[error("object key cannot be cut to max_key_length = {max} characters: without the file's name it is still {left} (shorten the template or the prefix)")]
+    CannotFit { max: usize, left: usize },
 }
 
 impl KeyTemplate {
@@ -178,7 +185,26 @@ impl KeyTemplate {
                 "the template must not start with '/' (S3 keys have no leading slash)".into(),
             );
         }
-        Ok(KeyTemplate { parts })
+        Ok(KeyTemplate {
+            parts,
+            rules: KeyRules::default(),
+        })
+    }
+
+    /// The template with `rules` applied to the parts that come from file names. Two
+    /// names may then make the same text, so the template must give each row its own key.
+    pub fn with_rules(mut self, rules: KeyRules) -> Result<Self, String> {
+        if rules.any() && !self.unique_per_row() {
+            return Err("sanitize_keys and max_key_length need {id} or {uuid} in the key template: two file names that sanitise or shorten alike would share a key".into());
+        }
+        self.rules = rules;
+        Ok(self)
+    }
+
+    #[cfg(test)]
+    /// The rules this template renders with.
+    pub fn rules(&self) -> &KeyRules {
+        &self.rules
     }
 
     /// True when every row gets a key of its own (`{id}` or `{uuid}`): no two files, even
@@ -211,43 +237,66 @@ impl KeyTemplate {
         let converted_ext = input.ext.apply(source_ext);
         let ext = converted_ext.as_str();
         let t = input.time;
-        let mut out = String::with_capacity(128);
-        out.push_str(prefix);
-        out.push('/');
+        let mut pieces = vec![Piece::fixed(prefix), Piece::fixed("/")];
         for part in &self.parts {
-            match part {
-                Part::Literal(text) => out.push_str(text),
-                Part::Placeholder(placeholder) => {
-                    let _ = match *placeholder {
-                        "spool" => write!(out, "{}", input.spool),
-                        "host" => write!(out, "{}", input.host),
-                        "path" => write!(out, "{}", input.rel_path),
-                        "dir" => write!(out, "{dir}"),
-                        "name" => write!(out, "{name}"),
-                        "stem" => write!(out, "{stem}"),
-                        "ext" => {
-                            if ext.is_empty() && out.ends_with('.') {
-                                out.pop();
-                            }
-                            write!(out, "{ext}")
-                        }
-                        "id" => write!(out, "{}", input.id),
-                        "uuid" => write!(out, "{}", input.uuid),
-                        "yyyy" => write!(out, "{:04}", t.year()),
-                        "mm" => write!(out, "{:02}", t.month()),
-                        "dd" => write!(out, "{:02}", t.day()),
-                        "HH" => write!(out, "{:02}", t.hour()),
-                        "MM" => write!(out, "{:02}", t.minute()),
-                        "SS" => write!(out, "{:02}", t.second()),
-                        "date" => write!(out, "{}", t.format("%Y-%m-%d")),
-                        "timestamp" => write!(out, "{}", t.format("%Y%m%dT%H%M%SZ")),
-                        "epoch" => write!(out, "{}", t.timestamp()),
-                        other => unreachable!("placeholder {other} is checked at parse"),
-                    };
+            let text = match part {
+                Part::Literal(text) => {
+                    pieces.push(Piece::fixed(text));
+                    continue;
                 }
-            }
+                Part::Placeholder(placeholder) => match *placeholder {
+                    "spool" => input.spool.to_string(),
+                    "host" => input.host.to_string(),
+                    "path" | "dir" | "name" | "stem" | "ext" => {
+                        let raw = match *placeholder {
+                            "path" => input.rel_path,
+                            "dir" => dir,
+                            "name" => name,
+                            "stem" => stem,
+                            _ => ext,
+                        };
+                        if *placeholder == "ext" && ext.is_empty() {
+                            // `.{ext}` drops its dot for a file with no extension.
+                            if let Some(last) = pieces.iter_mut().rev().find(|p| !p.text.is_empty())
+                            {
+                                if last.text.ends_with('.') {
+                                    last.text.pop();
+                                }
+                            }
+                        }
+                        pieces.push(Piece {
+                            text: self.rules.clean(raw),
+                            from_file: true,
+                            is_ext: *placeholder == "ext",
+                        });
+                        continue;
+                    }
+                    "id" => input.id.to_string(),
+                    "uuid" => input.uuid.to_string(),
+                    "yyyy" => format!("{:04}", t.year()),
+                    "mm" => format!("{:02}", t.month()),
+                    "dd" => format!("{:02}", t.day()),
+                    "HH" => format!("{:02}", t.hour()),
+                    "MM" => format!("{:02}", t.minute()),
+                    "SS" => format!("{:02}", t.second()),
+                    "date" => t.format("%Y-%m-%d").to_string(),
+                    "timestamp" => t.format("%Y%m%dT%H%M%SZ").to_string(),
+                    "epoch" => t.timestamp().to_string(),
+                    other => unreachable!("placeholder {other} is checked at parse"),
+                },
+            };
+            pieces.push(Piece::fixed(&text));
         }
-        let key = collapse_slashes(&out);
+        let joined = |pieces: &[Piece]| {
+            let whole: String = pieces.iter().map(|p| p.text.as_str()).collect();
+            collapse_slashes(&whole)
+        };
+        if let Some(max) = self.rules.max_chars {
+            rules::shorten(&mut pieces, max, joined)
+                .map_err(|left| KeyError::CannotFit { max, left })?;
+        }
+        let out = joined(&pieces);
+        let key = out;
         if key.is_empty() {
             return Err(KeyError::Empty);
         }
@@ -339,6 +388,47 @@ mod tests {
             .unwrap()
             .render(prefix, &input(rel))
             .unwrap()
+    }
+
+    fn strict(max_chars: Option<usize>) -> KeyRules {
+        KeyRules {
+            replace_unsafe: Some("_".into()),
+            max_chars,
+        }
+    }
+
+    #[test]
+    fn rules_change_only_what_comes_from_the_file_and_need_a_unique_key() {
+        let t = KeyTemplate::parse("{spool} x/{dir}/{stem}-{id}.{ext}")
+            .unwrap()
+            .with_rules(strict(None))
+            .unwrap();
+        assert_eq!(
+            t.render("in box", &input("a b/c#d.c v")).unwrap(),
+            "in box/orders x/a_b/c_d-42.c_v",
+            "the prefix and the template's own text are the operator's"
+        );
+        let short = KeyTemplate::parse("{dir}/{stem}-{id}.{ext}")
+            .unwrap()
+            .with_rules(strict(Some(20)))
+            .unwrap();
+        let key = short
+            .render("p", &input("folder-name/long-file-name.csv"))
+            .unwrap();
+        assert_eq!(key, "p/folde/long--42.csv", "folder and name cut alike");
+        assert_eq!(
+            short.render(&"p".repeat(30), &input("a.csv")),
+            Err(KeyError::CannotFit { max: 20, left: 35 })
+        );
+        // No {id} or {uuid}: two names that sanitise alike would share a key.
+        assert!(KeyTemplate::parse("{name}")
+            .unwrap()
+            .with_rules(strict(None))
+            .is_err());
+        assert!(KeyTemplate::parse("{name}")
+            .unwrap()
+            .with_rules(KeyRules::default())
+            .is_ok());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::{
     xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
     PutBody, StoreError, Written, SHA256_METADATA,
 };
+use crate::bandwidth::{self, Throttle};
 use crate::config::{Destination, ObjectOptions};
 
 /// Streamed PUT bodies are read in chunks of this size.
@@ -35,10 +36,17 @@ struct RusotoStore {
     credentials: SharedCredentials,
     bucket: String,
     timeout: Duration,
+    /// The destination's bandwidth limit, shared by every request body it sends.
+    throttle: Arc<Throttle>,
+    /// Requests that may share the limit at once: a body's time under it grows with them.
+    concurrency: usize,
 }
 
 /// Builds the store for one destination. Fails only if TLS cannot be initialised.
-pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>, StoreError> {
+pub fn connect(
+    destination: &Destination,
+    throttle: Arc<Throttle>,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let http = super::net::client("Connect", &destination.network)?;
     let region = match &destination.endpoint {
         Some(endpoint) => Region::Custom {
@@ -61,6 +69,8 @@ pub fn connect(destination: &Destination) -> Result<Arc<dyn ObjectStore>, StoreE
         credentials,
         bucket: destination.bucket.clone(),
         timeout: destination.upload.request_timeout,
+        throttle,
+        concurrency: destination.upload.concurrency.max(1),
     }))
 }
 
@@ -105,7 +115,25 @@ impl RusotoStore {
         F: Future<Output = Result<T, RusotoError<E>>>,
         E: std::fmt::Debug,
     {
-        match tokio::time::timeout(self.timeout, fut).await {
+        self.call_sending(operation, 0, fut).await
+    }
+
+    /// `call` for a request with a body of `len` bytes: under a bandwidth limit it may take
+    /// as long as its share of the slowest rate needs, on top of `request_timeout`.
+    async fn call_sending<T, E, F>(
+        &self,
+        operation: &'static str,
+        len: u64,
+        fut: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, RusotoError<E>>>,
+        E: std::fmt::Debug,
+    {
+        let limited = self.throttle.slowest_rate().map_or(Duration::ZERO, |rate| {
+            Duration::from_secs_f64(len as f64 * self.concurrency as f64 / rate as f64)
+        });
+        match tokio::time::timeout(self.timeout + limited, fut).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 let mut e = convert(operation, e);
@@ -175,7 +203,11 @@ fn convert<E: std::fmt::Debug>(operation: &'static str, error: RusotoError<E>) -
     }
 }
 
-async fn file_stream(file: std::fs::File, len: u64) -> Result<ByteStream, StoreError> {
+async fn file_stream(
+    file: std::fs::File,
+    len: u64,
+    throttle: &Arc<Throttle>,
+) -> Result<ByteStream, StoreError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut file = tokio::fs::File::from_std(file);
     // A duplicated descriptor shares its offset with the original: start from 0.
@@ -183,7 +215,55 @@ async fn file_stream(file: std::fs::File, len: u64) -> Result<ByteStream, StoreE
         .await
         .map_err(|e| StoreError::permanent("PutObject", "SourceUnreadable", e.to_string()))?;
     let reader = tokio_util::io::ReaderStream::with_capacity(file.take(len), STREAM_CHUNK);
-    Ok(ByteStream::new_with_size(reader, len as usize))
+    Ok(ByteStream::new_with_size(
+        throttled(reader, throttle),
+        len as usize,
+    ))
+}
+
+/// A body in memory as a stream, paced by the destination's bandwidth limit.
+fn memory_stream(bytes: Bytes, throttle: &Arc<Throttle>) -> ByteStream {
+    let len = bytes.len();
+    let once = futures::stream::once(async { Ok::<_, std::io::Error>(bytes) });
+    ByteStream::new_with_size(throttled(once, throttle), len)
+}
+
+/// `chunks` cut into pieces of at most [`bandwidth::CHUNK`], each sent when the limit
+/// allows; as it is when no limit applies.
+fn throttled<S>(
+    chunks: S,
+    throttle: &Arc<Throttle>,
+) -> std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync>>
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+{
+    use futures::StreamExt;
+    if !throttle.limits() {
+        return Box::pin(chunks);
+    }
+    let throttle = Arc::clone(throttle);
+    Box::pin(
+        chunks
+            .flat_map(|chunk| {
+                let pieces: Vec<std::io::Result<Bytes>> = match chunk {
+                    Ok(bytes) => (0..bytes.len())
+                        .step_by(bandwidth::CHUNK)
+                        .map(|at| Ok(bytes.slice(at..(at + bandwidth::CHUNK).min(bytes.len()))))
+                        .collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(pieces)
+            })
+            .then(move |piece| {
+                let throttle = Arc::clone(&throttle);
+                async move {
+                    if let Ok(bytes) = &piece {
+                        throttle.take(bytes.len()).await;
+                    }
+                    piece
+                }
+            }),
+    )
 }
 
 #[async_trait]
@@ -199,6 +279,8 @@ impl ObjectStore for RusotoStore {
             credentials: self.credentials.clone(),
             bucket: bucket.to_string(),
             timeout: self.timeout,
+            throttle: Arc::clone(&self.throttle),
+            concurrency: self.concurrency,
         })
     }
 
@@ -211,13 +293,10 @@ impl ObjectStore for RusotoStore {
     ) -> Result<Written, StoreError> {
         let (stream, len) = match body {
             PutBody::Memory(bytes) => {
-                let len = bytes.len();
-                (
-                    ByteStream::new_with_size(futures::stream::once(async { Ok(bytes) }), len),
-                    len as u64,
-                )
+                let len = bytes.len() as u64;
+                (memory_stream(bytes, &self.throttle), len)
             }
-            PutBody::File { file, len } => (file_stream(file, len).await?, len),
+            PutBody::File { file, len } => (file_stream(file, len, &self.throttle).await?, len),
         };
         let request = PutObjectRequest {
             bucket: self.bucket.clone(),
@@ -235,7 +314,7 @@ impl ObjectStore for RusotoStore {
             ..Default::default()
         };
         let out = self
-            .call("PutObject", self.client.put_object(request))
+            .call_sending("PutObject", len, self.client.put_object(request))
             .await?;
         let (sse, sse_c) = (out.server_side_encryption, out.sse_customer_algorithm);
         written("PutObject", out.e_tag, sse.as_deref(), sse_c.as_deref())
@@ -285,14 +364,11 @@ impl ObjectStore for RusotoStore {
             part_number: i64::from(number),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
-            body: Some(ByteStream::new_with_size(
-                futures::stream::once(async { Ok(body) }),
-                len,
-            )),
+            body: Some(memory_stream(body, &self.throttle)),
             ..Default::default()
         };
         let out = self
-            .call("UploadPart", self.client.upload_part(request))
+            .call_sending("UploadPart", len as u64, self.client.upload_part(request))
             .await?;
         let (sse, sse_c) = (out.server_side_encryption, out.sse_customer_algorithm);
         written("UploadPart", out.e_tag, sse.as_deref(), sse_c.as_deref())

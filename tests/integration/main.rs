@@ -4,6 +4,7 @@
 mod harness;
 mod proxy;
 
+mod bandwidth;
 mod chaos;
 mod cli;
 mod credential_process;
@@ -11,6 +12,7 @@ mod credentials;
 mod delivery;
 mod failures;
 mod formats;
+mod keys;
 mod logs;
 mod manifests;
 mod network;
