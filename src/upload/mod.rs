@@ -16,6 +16,7 @@ mod job;
 pub mod limit;
 mod multipart;
 mod one_pass;
+mod part;
 pub mod pressure;
 mod sweep;
 pub mod transfer;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::TransferError;
 use super::job::{read_range_hashing, Job};
 use super::limit::RequestPermit;
-use super::multipart::{send_part, Open};
+use super::part::{send_part, Open};
 use crate::queue::StoredPart;
 use crate::s3::Md5;
 
