@@ -12,8 +12,9 @@ use std::time::Duration;
 // tokio's clock: the tests run the bucket on a paused clock.
 use tokio::time::Instant;
 
-/// The largest piece of a body sent at once: small enough that a second's average stays
-/// within a few percent of the limit even at tens of KiB/s.
+/// The largest piece of a body sent at once. Under a low limit pieces are smaller (a
+/// fiftieth of a second's bytes, see [`Throttle::piece_size`]), so every second's average
+/// stays within a few percent of the limit at any rate.
 pub const CHUNK: usize = 16 << 10;
 
 /// A rate from a time of day on: bytes per second, `None` for no limit.
@@ -154,6 +155,16 @@ impl Throttle {
             .min()
     }
 
+    /// How big a piece of a body to send at once under the rate in force now.
+    pub fn piece_size(&self) -> usize {
+        let rate = self
+            .schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rate_now();
+        rate.map_or(CHUNK, |rate| ((rate / 50) as usize).clamp(16, CHUNK))
+    }
+
     /// Waits until `bytes` (at most [`CHUNK`]) may be sent.
     pub async fn take(&self, bytes: usize) {
         loop {
@@ -170,7 +181,7 @@ impl Throttle {
                 let now = Instant::now();
                 // A burst of at most a twentieth of a second (and one chunk): the rate
                 // holds over every second, not only on average.
-                let cap = (rate as f64 / 20.0).max(CHUNK as f64);
+                let cap = (rate as f64 / 20.0).max(bytes as f64);
                 let elapsed = bucket
                     .refilled
                     .map_or(0.0, |at| now.duration_since(at).as_secs_f64());
@@ -293,6 +304,27 @@ mod tests {
         assert!((3.8..=4.2).contains(&took), "{took}");
         for (second, bytes) in sent_by_second.iter().take(4).enumerate() {
             let ratio = *bytes as f64 / (1 << 20) as f64;
+            assert!((0.9..=1.1).contains(&ratio), "second {second}: {ratio}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_low_rate_is_sent_in_small_pieces_so_each_second_holds_it() {
+        let throttle = Throttle::default();
+        throttle.set_schedule(Schedule::parse(&["20KiB/s"]).unwrap());
+        let piece = throttle.piece_size();
+        assert!(piece <= 20 * 1024 / 10, "{piece}");
+        let start = tokio::time::Instant::now();
+        let mut by_second = [0usize; 4];
+        while start.elapsed() < Duration::from_secs(4) {
+            throttle.take(piece).await;
+            let second = start.elapsed().as_secs() as usize;
+            if second < by_second.len() {
+                by_second[second] += piece;
+            }
+        }
+        for (second, bytes) in by_second.iter().enumerate() {
+            let ratio = *bytes as f64 / (20 * 1024) as f64;
             assert!((0.9..=1.1).contains(&ratio), "second {second}: {ratio}");
         }
     }

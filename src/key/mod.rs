@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(key, "p/folde/long--42.csv", "folder and name cut alike");
         assert_eq!(
             short.render(&"p".repeat(30), &input("a.csv")),
-            Err(KeyError::CannotFit { max: 20, left: 35 })
+            Err(KeyError::CannotFit { max: 20, left: 34 })
         );
         // No {id} or {uuid}: two names that sanitise alike would share a key.
         assert!(KeyTemplate::parse("{name}")

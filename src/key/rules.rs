@@ -47,11 +47,12 @@ impl KeyRules {
     }
 }
 
-/// A replacement `sanitize_replacement` may be: up to 8 of `[A-Za-z0-9_-]` (no `.` or `/`,
-/// which could make `..` segments or folders).
+/// A replacement `sanitize_replacement` may be: 1 to 8 of `[A-Za-z0-9_-]` (no `.` or `/`,
+/// which could make `..` segments or folders, and not empty, which would delete characters
+/// and could leave a folder named `.` or none at all).
 pub fn check_replacement(text: &str) -> Result<(), String> {
-    if text.chars().count() > 8 {
-        return Err("at most 8 characters".into());
+    if text.is_empty() || text.chars().count() > 8 {
+        return Err("must be 1 to 8 characters".into());
     }
     if let Some(c) = text
         .chars()
@@ -119,6 +120,18 @@ pub(super) fn shorten(
         let cut = excess.min(longest - next).max(1);
         let piece = &mut pieces[i].text;
         *piece = piece.chars().take(longest - cut).collect();
+        // A cut never leaves a folder's slash or a dot at the end: no trailing '/', no
+        // '.' segment from a hidden name, no dangling dot before an extension.
+        while piece.ends_with(['/', '.']) {
+            piece.pop();
+        }
+        if pieces[i].is_ext && pieces[i].text.is_empty() {
+            if let Some(before) = pieces[..i].iter_mut().rev().find(|p| !p.text.is_empty()) {
+                if before.text.ends_with('.') && !before.from_file {
+                    before.text.pop();
+                }
+            }
+        }
     }
 }
 
@@ -145,7 +158,10 @@ mod tests {
     #[test]
     fn replacements_cannot_make_folders_or_dot_segments() {
         assert!(check_replacement("_").is_ok());
-        assert!(check_replacement("").is_ok());
+        assert!(
+            check_replacement("").is_err(),
+            "deleting could leave '.' folders"
+        );
         assert!(check_replacement("-x-").is_ok());
         assert!(check_replacement(".").is_err());
         assert!(check_replacement("/").is_err());
@@ -188,9 +204,33 @@ mod tests {
             "every name part before the extension"
         );
         // The operator's own parts are longer than the limit: the length they leave.
-        assert_eq!(shorten(&mut pieces, 9, joined), Err(11));
+        assert_eq!(
+            shorten(&mut pieces, 9, joined),
+            Err(10),
+            "the dot went with the extension"
+        );
         let mut pieces = vec![piece("fixed/", false, false), piece("x.csv", true, true)];
         shorten(&mut pieces, 8, joined).unwrap();
-        assert_eq!(joined(&pieces), "fixed/x.");
+        assert_eq!(joined(&pieces), "fixed/x", "no dangling dot");
+    }
+
+    #[test]
+    fn a_cut_never_ends_in_a_slash_or_a_dot_segment() {
+        // {id}/{path}: the path cut inside a folder name's slash.
+        let mut pieces = vec![
+            piece("42/", false, false),
+            piece("aa/.hidden/bbbb.csv", true, false),
+        ];
+        shorten(&mut pieces, 7, joined).unwrap();
+        assert_eq!(joined(&pieces), "42/aa", "not 42/aa/ or 42/aa/.");
+        // An extension cut to nothing takes the template's dot with it.
+        let mut pieces = vec![
+            piece("p/", false, false),
+            piece("n", true, false),
+            piece("-42.", false, false),
+            piece("csvx", true, true),
+        ];
+        shorten(&mut pieces, 6, joined).unwrap();
+        assert_eq!(joined(&pieces), "p/-42");
     }
 }

@@ -23,7 +23,7 @@ use super::{
     xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
     PutBody, StoreError, Written, SHA256_METADATA,
 };
-use crate::bandwidth::{self, Throttle};
+use crate::bandwidth::Throttle;
 use crate::config::{Destination, ObjectOptions};
 
 /// Streamed PUT bodies are read in chunks of this size.
@@ -228,8 +228,9 @@ fn memory_stream(bytes: Bytes, throttle: &Arc<Throttle>) -> ByteStream {
     ByteStream::new_with_size(throttled(once, throttle), len)
 }
 
-/// `chunks` cut into pieces of at most [`bandwidth::CHUNK`], each sent when the limit
-/// allows; as it is when no limit applies.
+/// `chunks` cut into pieces sized for the rate in force (at most 16 KiB), each sent when
+/// the limit allows; as it is when no limit applies. A limit added by a reload applies to
+/// the bodies started after it.
 fn throttled<S>(
     chunks: S,
     throttle: &Arc<Throttle>,
@@ -244,15 +245,19 @@ where
     let throttle = Arc::clone(throttle);
     Box::pin(
         chunks
-            .flat_map(|chunk| {
-                let pieces: Vec<std::io::Result<Bytes>> = match chunk {
-                    Ok(bytes) => (0..bytes.len())
-                        .step_by(bandwidth::CHUNK)
-                        .map(|at| Ok(bytes.slice(at..(at + bandwidth::CHUNK).min(bytes.len()))))
-                        .collect(),
-                    Err(e) => vec![Err(e)],
-                };
-                futures::stream::iter(pieces)
+            .flat_map({
+                let throttle = Arc::clone(&throttle);
+                move |chunk| {
+                    let size = throttle.piece_size();
+                    let pieces: Vec<std::io::Result<Bytes>> = match chunk {
+                        Ok(bytes) => (0..bytes.len())
+                            .step_by(size)
+                            .map(|at| Ok(bytes.slice(at..(at + size).min(bytes.len()))))
+                            .collect(),
+                        Err(e) => vec![Err(e)],
+                    };
+                    futures::stream::iter(pieces)
+                }
             })
             .then(move |piece| {
                 let throttle = Arc::clone(&throttle);
