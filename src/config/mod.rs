@@ -143,11 +143,14 @@ impl Config {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         // A config installed with placeholders (the package's) is refused for them alone:
         // the operator sees what to fill in, not what else the placeholders break.
-        let unfilled = placeholders(&table, "");
-        if !unfilled.is_empty() {
+        let mut problems = Vec::new();
+        for (name, value) in &table {
+            unfilled(value, name, &mut problems);
+        }
+        if !problems.is_empty() {
             return Err(ConfigError {
                 file: path.clone(),
-                problems: unfilled,
+                problems,
             });
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -287,38 +290,30 @@ struct FoundSecrets {
     files: Vec<PathBuf>,
 }
 
-/// A value the operator must replace: it starts with this.
-pub const PLACEHOLDER: &str = "FILL IN";
+/// A value the operator must replace starts with this (the packaged config's).
+const FILL_IN: &str = "FILL IN";
 
-/// Every string value still holding a [`PLACEHOLDER`], under its dotted key. The value
-/// is not quoted: an operator may have typed a secret after the words.
-fn placeholders(table: &toml::Table, prefix: &str) -> Vec<Problem> {
-    let mut found = Vec::new();
-    for (name, value) in table {
-        let key = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        placeholders_in(value, key, &mut found);
-    }
-    found
-}
-
-fn placeholders_in(value: &toml::Value, key: String, found: &mut Vec<Problem>) {
+/// Adds a problem for every string under `value` still starting with [`FILL_IN`], under
+/// its dotted key. The value is not quoted: an operator may have typed a secret after the
+/// words.
+fn unfilled(value: &toml::Value, key: &str, found: &mut Vec<Problem>) {
     match value {
-        toml::Value::String(text) if text.trim_start().starts_with(PLACEHOLDER) => {
+        toml::Value::String(text) if text.trim_start().starts_with(FILL_IN) => {
             found.push(Problem {
-                key,
+                key: key.to_string(),
                 message: format!(
-                "still holds the {PLACEHOLDER:?} placeholder: fill it in, then run `s3spool check`"
-            ),
+                    "still holds the {FILL_IN:?} placeholder: fill it in, then run `s3spool check`"
+                ),
             })
         }
-        toml::Value::Table(inner) => found.extend(placeholders(inner, &key)),
+        toml::Value::Table(table) => {
+            for (name, inner) in table {
+                unfilled(inner, &format!("{key}.{name}"), found);
+            }
+        }
         toml::Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                placeholders_in(item, format!("{key}[{i}]"), found);
+                unfilled(item, &format!("{key}[{i}]"), found);
             }
         }
         _ => {}
