@@ -6,7 +6,7 @@
 //! [`s3`] is the only module that talks to S3; [`daemon`] wires it all and stops on one
 //! cancellation token; [`cli`] holds the operator subcommands. [`beneath`], [`clock`] and
 //! [`host`] are leaves that everyone may import: paths reached beneath a spool root, the
-//! time, this machine's name.
+//! time, this machine's name. [`schedule`] reads delivery windows and batch ticks.
 //!
 //! Only [`cli`] is public: the binary is the product. Every other module is `pub(crate)`,
 //! so what nothing uses is reported as dead code instead of passing for API.
@@ -25,6 +25,7 @@ pub(crate) mod manifest;
 pub(crate) mod metrics;
 pub(crate) mod queue;
 pub(crate) mod s3;
+pub(crate) mod schedule;
 pub(crate) mod spool;
 pub(crate) mod state_lock;
 pub(crate) mod systemd;

@@ -51,6 +51,9 @@ pub struct Metrics {
     credentials_expiry: Family<Labels, Seconds>,
     last_success: Family<Labels, Seconds>,
     held_back: Family<Labels, Gauge>,
+    window_open: Family<Labels, Gauge>,
+    window_opens: Family<Labels, Seconds>,
+    next_batch: Family<Labels, Seconds>,
     /// The spools and destinations whose series were last made: one a reload removed
     /// loses its series, so no alert fires on a destination that is gone.
     configured: std::sync::Mutex<(Vec<String>, Vec<String>)>,
@@ -71,6 +74,24 @@ impl Default for Metrics {
         let credentials_expiry = Family::<Labels, Seconds>::default();
         let last_success = Family::<Labels, Seconds>::default();
         let held_back = Family::<Labels, Gauge>::default();
+        let window_open = Family::<Labels, Gauge>::default();
+        let window_opens = Family::<Labels, Seconds>::default();
+        let next_batch = Family::<Labels, Seconds>::default();
+        registry.register(
+            "window_open",
+            "1 while a spool may send, 0 outside its delivery window (files wait in the queue)",
+            window_open.clone(),
+        );
+        registry.register(
+            "window_opens_timestamp_seconds",
+            "Unix time a spool outside its delivery window may send again (0 while it may send)",
+            window_opens.clone(),
+        );
+        registry.register(
+            "next_batch_timestamp_seconds",
+            "Unix time of a spool's next batch tick (deliver_every; absent without one)",
+            next_batch.clone(),
+        );
         registry.register(
             "build",
             "The running s3spool's version",
@@ -138,6 +159,9 @@ impl Default for Metrics {
             credentials_expiry,
             last_success,
             held_back,
+            window_open,
+            window_opens,
+            next_batch,
             configured: Default::default(),
         }
     }
@@ -182,6 +206,9 @@ impl Metrics {
                 self.files_delivered.remove(&labels);
                 self.delivered_bytes.remove(&labels);
                 self.upload_seconds.remove(&labels);
+                self.window_open.remove(&labels);
+                self.window_opens.remove(&labels);
+                self.next_batch.remove(&labels);
             }
             for gone in configured.1.iter().filter(|d| !destinations.contains(d)) {
                 for class in [ErrorClass::Transient, ErrorClass::Permanent] {
@@ -207,6 +234,31 @@ impl Metrics {
             let _ = self
                 .last_success
                 .get_or_create(&vec![("destination", destination.clone())]);
+        }
+    }
+
+    /// What a spool's schedule says now (see `upload::gates`): whether it may send, when
+    /// its window opens if it may not, and its next batch tick.
+    pub fn schedule(
+        &self,
+        spool: &str,
+        open: bool,
+        opens_at_ms: Option<i64>,
+        tick_ms: Option<i64>,
+    ) {
+        let labels = vec![("spool", spool.to_string())];
+        self.window_open.get_or_create(&labels).set(i64::from(open));
+        let opens = opens_at_ms.map_or(0.0, |ms| ms as f64 / 1000.0);
+        self.window_opens.get_or_create(&labels).set(opens);
+        match tick_ms {
+            Some(ms) => {
+                self.next_batch
+                    .get_or_create(&labels)
+                    .set(ms as f64 / 1000.0);
+            }
+            None => {
+                self.next_batch.remove(&labels);
+            }
         }
     }
 

@@ -63,8 +63,9 @@ pub enum Command {
     Purge(purge::Args),
     /// Stop uploading one spool's files (they stay queued) until `resume`.
     Pause(pause::Args),
-    /// Upload a paused spool's files again.
-    Resume(pause::Args),
+    /// Upload a paused spool's files again; with --now, send its queued files at once,
+    /// outside its delivery window.
+    Resume(pause::ResumeArgs),
     /// Upload one file through a spool's queue, and follow it to the end.
     Send(send::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).

@@ -3,6 +3,8 @@
 //! its real name, so the daemon picks it up like any
 //! dropped file; `send` then follows its row to the end, with a progress bar on a
 //! terminal. The original is never touched: `after_upload` applies to the spool's copy.
+//! A file sent goes at once, outside the spool's delivery window and ahead of its batch
+//! cadence (see `schedule`).
 
 use anyhow::Context as _;
 use std::io::{IsTerminal, Write};
@@ -50,7 +52,24 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         Ok(queue) => queue.last_id()?,
         Err(_) => 0,
     };
-    let inode = place(&args.file, &dest)?;
+    // Sent on purpose: it goes outside the spool's window and ahead of its cadence. The
+    // request (the copy's inode) is in the queue before the file is in the spool, so the
+    // daemon sees both. Without a queue yet there is no daemon to tell.
+    let mut queue = super::open_queue(config).ok();
+    let placed = place(&args.file, &dest, |inode| match queue.as_mut() {
+        Some(q) => Ok(q.rush_request(&spool.name, &name, inode, crate::clock::now_ms())?),
+        None => Ok(()),
+    });
+    let inode = match placed {
+        Ok(inode) => inode,
+        Err(e) => {
+            if let Some(q) = queue.as_mut() {
+                let _ = q.withdraw_rush_request(&spool.name, &name);
+            }
+            return Err(e);
+        }
+    };
+    drop(queue);
     println!(
         "{} is in spool {} as {}",
         args.file.display(),
@@ -71,9 +90,14 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Puts a copy of `source` at `dest` without ever showing a partial file there, and
-/// without replacing a file of that name. Returns the copy's inode. A copy, not a link:
-/// editing the original afterwards must not change what is uploaded.
-fn place(source: &Path, dest: &Path) -> anyhow::Result<u64> {
+/// without replacing a file of that name. Returns the copy's inode, which `announce` is
+/// told before the copy takes its name. A copy, not a link: editing the original
+/// afterwards must not change what is uploaded.
+fn place(
+    source: &Path,
+    dest: &Path,
+    announce: impl FnOnce(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
     let dir = dest.parent().context("the spool has no folder")?;
     let hidden = dir.join(format!(
         ".s3spool-send-{}.tmp",
@@ -85,6 +109,13 @@ fn place(source: &Path, dest: &Path) -> anyhow::Result<u64> {
         let _ = std::fs::remove_file(&hidden);
         return Err(e)
             .with_context(|| format!("cannot copy {} into {}", source.display(), dir.display()));
+    }
+    let announced = std::fs::metadata(&hidden)
+        .map_err(anyhow::Error::from)
+        .and_then(|m| announce(m.ino()));
+    if let Err(e) = announced {
+        let _ = std::fs::remove_file(&hidden);
+        return Err(e);
     }
     // link(2) refuses an existing name: a file already waiting there is never replaced.
     let linked = std::fs::hard_link(&hidden, dest);

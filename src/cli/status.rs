@@ -96,6 +96,65 @@ struct SpoolReport {
     delivered_last_hour: u64,
     bytes_last_hour: u64,
     last_error: Option<String>,
+    /// Its delivery windows and batch cadence, when it has either.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<ScheduleReport>,
+}
+
+/// When a spool may send, as its config and the clock say now.
+#[derive(Serialize)]
+struct ScheduleReport {
+    /// Its windows and its destination's, as written, with their time zone.
+    windows: Vec<String>,
+    /// False outside a window: files wait in the queue.
+    window_open: bool,
+    /// When the windows open next (RFC 3339), while they are closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_opens_at: Option<String>,
+    /// `deliver_every`, and its next batch tick (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_batch_at: Option<String>,
+}
+
+impl ScheduleReport {
+    fn of(config: &Config, spool: &str) -> Option<ScheduleReport> {
+        let spool = config.spools.get(spool)?;
+        let windows = config.windows_of(spool);
+        let cadence = spool.schedule.deliver_every.as_ref();
+        if windows.is_empty() && cadence.is_none() {
+            return None;
+        }
+        let at = crate::schedule::now();
+        let opens = crate::schedule::all_open_at(&windows, at);
+        let time =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Some(ScheduleReport {
+            windows: windows.iter().map(|w| w.describe()).collect(),
+            window_open: opens == Some(at),
+            window_opens_at: opens.filter(|t| *t != at).map(time),
+            deliver_every: cadence.map(|c| c.describe()),
+            next_batch_at: cadence.map(|c| time(c.next_tick(at))),
+        })
+    }
+
+    /// One line for the text report.
+    fn line(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.windows.is_empty() {
+            let windows = self.windows.join("; ");
+            parts.push(match &self.window_opens_at {
+                Some(at) => format!("outside window, opens at {at} (windows {windows})"),
+                None if self.window_open => format!("inside window (windows {windows})"),
+                None => format!("outside window, never opens (windows {windows})"),
+            });
+        }
+        if let (Some(every), Some(next)) = (&self.deliver_every, &self.next_batch_at) {
+            parts.push(format!("batches every {every}, next at {next}"));
+        }
+        parts.join("; ")
+    }
 }
 
 #[derive(Serialize)]
@@ -359,6 +418,7 @@ fn spool_reports(queue: &Queue, config: &Config, now: i64) -> anyhow::Result<Vec
     Ok(lines
         .into_iter()
         .map(|l| SpoolReport {
+            schedule: ScheduleReport::of(config, &l.spool),
             spool: l.spool,
             paused: l.paused,
             counts: l.counts,
@@ -403,6 +463,11 @@ fn print_spools(spools: &[SpoolReport]) {
             "{name:<16} {:>8} {:>7} {:>9} {:>7} {oldest:>8}  {recent:<22} {error}",
             c.pending, c.active, c.done, c.failed
         );
+    }
+    for s in spools {
+        if let Some(schedule) = &s.schedule {
+            println!("{}: {}", s.spool, schedule.line());
+        }
     }
     println!();
 }

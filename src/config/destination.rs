@@ -11,6 +11,7 @@ use super::object::{self, ObjectOptions};
 use super::reader::{Problems, Section};
 use super::{parse_bucket_uri, FoundSecrets};
 use crate::bandwidth::Schedule;
+use crate::schedule::Windows;
 use crate::units;
 
 const MIN_PART: u64 = 5 << 20;
@@ -42,6 +43,8 @@ pub struct Destination {
     pub key_rules: KeyRulesSetting,
     /// The bandwidth its uploads share (`bwlimit`); no steps for no limit.
     pub bwlimit: Schedule,
+    /// When its spools may send (`windows`); `None` for any time.
+    pub windows: Option<Windows>,
 }
 
 /// A secret string that never prints itself.
@@ -183,6 +186,7 @@ pub(super) fn parse(
                 .unwrap_or_default()
         })
         .unwrap_or_default();
+    let windows = super::schedule::parse(p, &mut s, false).windows;
     let empty = toml::Table::new();
     let upload_table = s.table(p, "upload").unwrap_or(&empty);
     let upload = upload_settings(p, &s.key("upload"), upload_table);
@@ -223,6 +227,7 @@ pub(super) fn parse(
         network,
         key_rules,
         bwlimit,
+        windows,
     })
 }
 

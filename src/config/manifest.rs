@@ -17,6 +17,9 @@ pub struct ManifestSettings {
     pub key: ManifestKey,
 }
 
+/// The most files one manifest lists: 100000 make about 50 MB of JSON, built in memory.
+pub(super) const MAX_FILES: u64 = 100_000;
+
 /// `Some(None)`: no manifests; `None`: a problem was reported.
 pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<ManifestSettings>> {
     let before = p.0.len();
@@ -41,9 +44,11 @@ pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<M
         p.add(s.key("manifest_every"), "must be at least 1s");
     }
     let max_files = max_files.unwrap_or(1000);
-    // A manifest is built in memory: 100000 files make about 50 MB of JSON.
-    if !(1..=100_000).contains(&max_files) {
-        p.add(s.key("manifest_max_files"), "must be between 1 and 100000");
+    if !(1..=MAX_FILES as i64).contains(&max_files) {
+        p.add(
+            s.key("manifest_max_files"),
+            format!("must be between 1 and {MAX_FILES}"),
+        );
     }
     let key = ManifestKey::parse(key.unwrap_or(DEFAULT_MANIFEST_KEY))
         .map_err(|e| p.add(s.key("manifest_key"), e))

@@ -14,6 +14,7 @@ mod object;
 mod output;
 mod overlap;
 mod reader;
+mod schedule;
 mod spool;
 pub(crate) use crate::units;
 
@@ -206,6 +207,7 @@ impl Config {
         });
         top.finish(&mut p);
         let spools = apply_key_rules(&mut p, spools, &destinations);
+        check_windows_overlap(&mut p, &spools, &destinations);
         overlap::check_spool_overlaps(&mut p, &spools, &state_dir);
 
         if p.0.is_empty() {
@@ -234,6 +236,43 @@ impl Config {
     /// The queue database's path.
     pub fn queue_path(&self) -> PathBuf {
         self.state_dir.join("queue.db")
+    }
+
+    /// The delivery windows `spool` sends within: its own and its destination's.
+    pub fn windows_of<'c>(&'c self, spool: &'c Spool) -> Vec<&'c crate::schedule::Windows> {
+        windows_of(spool, &self.destinations)
+    }
+}
+
+fn windows_of<'c>(
+    spool: &'c Spool,
+    destinations: &'c BTreeMap<String, Arc<Destination>>,
+) -> Vec<&'c crate::schedule::Windows> {
+    let destination = destinations
+        .get(&spool.destination)
+        .and_then(|d| d.windows.as_ref());
+    spool.schedule.windows.iter().chain(destination).collect()
+}
+
+/// A spool whose windows never overlap its destination's would never send.
+fn check_windows_overlap(
+    p: &mut Problems,
+    spools: &BTreeMap<String, Arc<Spool>>,
+    destinations: &BTreeMap<String, Arc<Destination>>,
+) {
+    for (name, spool) in spools {
+        let windows = windows_of(spool, destinations);
+        if windows.len() == 2
+            && crate::schedule::all_open_at(&windows, chrono::Utc::now()).is_none()
+        {
+            p.add(
+                format!("spools.{name}.windows"),
+                format!(
+                    "never overlaps the windows of destination {:?}: the spool could never send",
+                    spool.destination
+                ),
+            );
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use super::manifest::{self, ManifestSettings};
 use super::output;
 use super::reader::{Problems, Section};
 use super::resolve;
+use super::schedule::ScheduleSetting;
 use crate::key::KeyTemplate;
 use crate::transcode::Output;
 
@@ -42,6 +43,8 @@ pub struct Spool {
     /// Its own key sanitising and length, over its destination's (applied to `key`
     /// once both are read).
     pub key_rules: KeyRulesSetting,
+    /// When it may send (`windows`, `deliver_every`); its destination's windows apply too.
+    pub schedule: ScheduleSetting,
 }
 
 fn globs(p: &mut Problems, key: String, patterns: &[&str]) -> Option<GlobSet> {
@@ -99,8 +102,24 @@ pub(super) fn parse(
         .map_err(|e| p.add(s.key("key"), e))
         .ok();
     let key_rules = keys::parse(p, &mut s);
+    let schedule = super::schedule::parse(p, &mut s, true);
     let output = output::output(p, &mut s, base);
-    let manifest = manifest::manifest(p, &mut s);
+    let mut manifest = manifest::manifest(p, &mut s);
+    if schedule.deliver_every.is_some() {
+        // A batch is a tick's files: it closes when they are all delivered, not by age,
+        // and is not split at the default count.
+        if table.contains_key("manifest_every") {
+            p.add(
+                s.key("manifest_every"),
+                "is not used with deliver_every: a batch closes once its tick's files are all delivered",
+            );
+        }
+        if let Some(Some(settings)) = manifest.as_mut() {
+            if !table.contains_key("manifest_max_files") {
+                settings.max_files = manifest::MAX_FILES;
+            }
+        }
+    }
     let mode = s.string(p, "after_upload").unwrap_or("delete");
     let archive_dir = s.string(p, "archive_dir").map(|d| resolve(base, d));
     let after_upload = match (mode, archive_dir) {
@@ -146,6 +165,7 @@ pub(super) fn parse(
         output: output?,
         manifest: manifest?,
         key_rules,
+        schedule,
     })
 }
 

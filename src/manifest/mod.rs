@@ -1,5 +1,6 @@
-//! Delivery manifests: closing batches (full, old enough, or at shutdown) and writing each
-//! closed batch's manifest to S3, last, as the batch's completion marker.
+//! Delivery manifests: closing batches (full, old enough, or at shutdown; for a spool with
+//! `deliver_every`, once its tick's files are all delivered) and writing each closed
+//! batch's manifest to S3, last, as the batch's completion marker.
 //!
 //! Batch membership lives in the queue (see `queue::batches`): a delivery joins a batch in
 //! the transaction that marks it done, so every listed file is already in S3 and a crash
@@ -52,9 +53,15 @@ impl ManifestWriter {
     }
 
     /// At shutdown, once uploads have drained: closes every open batch and writes what it
-    /// can before `deadline`. What is left is written at the next start.
+    /// can before `deadline`. What is left is written at the next start. The batch of a
+    /// spool with `deliver_every` stays open until its tick is whole, across the restart.
     pub async fn finish(&self, deadline: Duration) {
-        match self.queue.call(|q| q.close_open_batches(now_ms())).await {
+        let whole_ticks = self.cadence_spools();
+        match self
+            .queue
+            .call(move |q| q.close_open_batches_except(&whole_ticks, now_ms()))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(batches = n, "closed manifest batches at shutdown"),
             Err(e) => tracing::warn!(error = %e, "cannot close manifest batches"),
@@ -67,6 +74,16 @@ impl ManifestWriter {
                 "manifests not written by the drain deadline are written at the next start"
             );
         }
+    }
+
+    /// The spools with manifests and a batch cadence: a batch is a tick's files.
+    fn cadence_spools(&self) -> Vec<String> {
+        self.config
+            .spools
+            .values()
+            .filter(|s| s.manifest.is_some() && s.schedule.deliver_every.is_some())
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     async fn close_old(&self) {
@@ -96,11 +113,16 @@ impl ManifestWriter {
             };
             let name = spool.name.clone();
             let every = settings.every.as_millis() as i64;
+            let by_tick = spool.schedule.deliver_every.is_some();
             let closed = self
                 .queue
                 .call(move |q| {
                     let now = now_ms();
-                    q.close_batches_opened_before(&name, now - every, now)
+                    if by_tick {
+                        q.close_tick_batch(&name, now)
+                    } else {
+                        q.close_batches_opened_before(&name, now - every, now)
+                    }
                 })
                 .await;
             if let Err(e) = closed {

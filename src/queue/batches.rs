@@ -138,16 +138,6 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Closes every open batch (at shutdown): each holds only delivered files.
-    pub fn close_open_batches(&mut self, now_ms: i64) -> Result<usize> {
-        self.conn
-            .execute(
-                "UPDATE batches SET state = 'closed', closed_at = ?1 WHERE state = 'open'",
-                [now_ms],
-            )
-            .map_err(|e| self.err(e))
-    }
-
     /// Closes the open batches of every spool not in `spools`.
     pub fn close_open_batches_except(&mut self, spools: &[String], now_ms: i64) -> Result<usize> {
         // One statement, no write lock taken when nothing is open: this runs every tick.

@@ -27,6 +27,7 @@
 //! `active` rows to `pending`: no worker can still hold them.
 
 mod batches;
+mod gates;
 mod multipart;
 mod register;
 mod report;
@@ -41,6 +42,7 @@ use std::time::Duration;
 
 pub use batches::Batch;
 pub use batches::Batching;
+pub use gates::Gate;
 pub use multipart::StoredPart;
 pub use register::{SpoolRules, VANISHED};
 pub use schema::latest_version;
@@ -199,13 +201,15 @@ pub struct FileRow {
     pub source_outcome: Option<String>,
     /// For a failed row: the row of a newer file at the same path.
     pub superseded_by: Option<i64>,
+    /// Sent by an operator on its own: it goes outside its spool's window and cadence.
+    pub rushed: bool,
 }
 
 const COLUMNS: &str =
     "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
      inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
      source_finished_at, sha256, upload_id, part_size, claim, object_size, rows, format, batch_id, \
-     source_outcome, superseded_by";
+     source_outcome, superseded_by, rushed";
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
@@ -238,6 +242,7 @@ impl FileRow {
             batch_id: r.get(26)?,
             source_outcome: r.get(27)?,
             superseded_by: r.get(28)?,
+            rushed: r.get(29)?,
         })
     }
 }

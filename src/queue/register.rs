@@ -100,6 +100,11 @@ impl Queue {
         G: FnMut(&Path, FileStamp) -> bool,
     {
         self.in_transaction(|tx| {
+            // Requests are rare (`send`): one look per batch, none per file without.
+            let rushing: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM rush_requests)", [], |r| {
+                    r.get(0)
+                })?;
             let mut registrar = Registrar {
                 tx,
                 rules,
@@ -107,7 +112,16 @@ impl Queue {
                 render_key: &mut render_key,
                 moved_from: &mut moved_from,
             };
-            files.iter().map(|file| registrar.one(file)).collect()
+            files
+                .iter()
+                .map(|file| {
+                    let registered = registrar.one(file)?;
+                    if rushing {
+                        super::gates::apply_rush_request(tx, file, &registered, now_ms)?;
+                    }
+                    Ok(registered)
+                })
+                .collect()
         })
     }
 }

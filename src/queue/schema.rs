@@ -189,6 +189,26 @@ const MIGRATIONS: &[&str] = &[
                strftime('%Y-%m-%dT%H:%M:%fZ', done_at / 1000.0, 'unixepoch')         AS done
         FROM files;
     "#,
+    // 6: delivery windows and batch cadence. `rushed` marks files an operator sent on
+    // their own (`send`, `resume --now`): they go outside their spool's window and ahead
+    // of its cadence. `ticks` holds each cadence spool's last batch tick: its rows up to
+    // `last_id` were queued by then and may go. `rush_requests` names files `send` is
+    // placing in a spool: their rows are rushed as they are queued.
+    r#"
+    ALTER TABLE files ADD COLUMN rushed INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE rush_requests (
+        spool        TEXT    NOT NULL,
+        rel_path     TEXT    NOT NULL,
+        inode        INTEGER NOT NULL,
+        requested_at INTEGER NOT NULL,
+        PRIMARY KEY (spool, rel_path)
+    ) WITHOUT ROWID;
+    CREATE TABLE ticks (
+        spool   TEXT    PRIMARY KEY,
+        tick_at INTEGER NOT NULL,
+        last_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
@@ -205,6 +225,11 @@ const INDEXES: &str = "
     -- Each spool's due rows in claim order: a claim reads only the ranges of the spools it
     -- may take, never the backlog of a paused one.
     CREATE INDEX IF NOT EXISTS files_spool_due ON files (state, spool, next_attempt_at);
+    -- A spool outside its window claims only its rushed rows, and one with a cadence only
+    -- the rows of ticks taken: neither walks the rest of its backlog.
+    CREATE INDEX IF NOT EXISTS files_rushed ON files (spool, next_attempt_at)
+        WHERE state = 'pending' AND rushed = 1;
+    CREATE INDEX IF NOT EXISTS files_pending_id ON files (spool, id) WHERE state = 'pending';
 ";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

@@ -784,7 +784,7 @@ fn deliveries_join_batches_that_close_when_full_old_or_at_shutdown() {
         1,
         "orders lost manifests"
     );
-    assert_eq!(q.close_open_batches(600).unwrap(), 0);
+    assert_eq!(q.close_open_batches_except(&[], 600).unwrap(), 0);
     let due = q.batches_to_write(1_000).unwrap();
     assert_eq!(due.len(), 3);
     assert!(due.iter().all(|b| b.files == 1 || b.files == 2));
@@ -1102,6 +1102,17 @@ fn claims_never_walk_the_backlog() {
         assert!(!text.lines().any(|l| l.starts_with("SCAN files")), "{text}");
         assert!(text.contains("files_suspect"), "{text}");
     }
+    for sql in [gates::DUE_UP_TO, gates::NEXT_UP_TO] {
+        let text = plan_of(sql);
+        assert!(
+            text.contains("files_pending_id (spool=? AND id<?)"),
+            "{text}"
+        );
+    }
+    for sql in [gates::DUE_RUSHED, gates::NEXT_RUSHED] {
+        let text = plan_of(sql);
+        assert!(text.contains("files_rushed (spool=?"), "{text}");
+    }
     for sql in [transitions::DUE_IN_SPOOL, transitions::NEXT_IN_SPOOL] {
         let text = plan_of(sql);
         assert!(!text.lines().any(|l| l.starts_with("SCAN files")), "{text}");
@@ -1122,4 +1133,200 @@ fn changes_by_other_connections_are_seen_and_its_own_are_not() {
     assert_eq!(q.changes_by_others().unwrap(), before, "its own commit");
     other.pause("orders", 10).unwrap();
     assert_ne!(q.changes_by_others().unwrap(), before, "another's commit");
+}
+
+#[test]
+fn a_closed_window_lets_only_rushed_rows_through() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1)], 10);
+    q.rush_request("orders", "c", 7, 11).unwrap();
+    // Another file's request (another inode), and one too old: neither rushes anything.
+    q.rush_request("orders", "a", 99, 11).unwrap();
+    register(&mut q, &[file("c", 1)], 11);
+    let lease = Duration::from_secs(60);
+    let closed = Eligible::gated(
+        &["orders"],
+        &["lake"],
+        [("orders".to_string(), Gate::Closed)].into(),
+    );
+    assert_eq!(q.next_due_for(&closed).unwrap(), Some(11), "only c is due");
+    let rows = q.claim_for(10, 20, lease, &closed).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.rel_path.as_str()).collect::<Vec<_>>(),
+        ["c"]
+    );
+    assert!(rows[0].rushed);
+    // The request was used up: the next file of that name waits like any other.
+    let left: i64 = q
+        .conn
+        .query_row("SELECT COUNT(*) FROM rush_requests", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "the request for another inode stays");
+    q.rush_request("orders", "d", 7, 11).unwrap();
+    register(&mut q, &[file("d", 1)], 11 + 25 * 3600 * 1000);
+    assert!(
+        !q.get(4).unwrap().unwrap().rushed,
+        "a day-old request has expired"
+    );
+    assert!(q.claim_for(10, 20, lease, &closed).unwrap().is_empty());
+    assert_eq!(q.next_due_for(&closed).unwrap(), None);
+    // `resume --now` rushes what waits.
+    assert_eq!(q.rush("orders").unwrap(), 3);
+    assert_eq!(q.claim_for(10, 20, lease, &closed).unwrap().len(), 2);
+}
+
+#[test]
+fn a_cadence_spool_claims_the_rows_of_ticks_taken_only() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1)], 10);
+    // Queued after the tick (12), before the tick was taken: not in it.
+    register(&mut q, &[file("c", 1)], 14);
+    let last = q.take_tick("orders", 1_000, 12).unwrap();
+    assert_eq!(last, 2);
+    assert_eq!(
+        q.take_tick("orders", 500, 16).unwrap(),
+        2,
+        "an earlier tick changes nothing"
+    );
+    assert_eq!(
+        q.take_tick("orders", 1_000, 16).unwrap(),
+        2,
+        "the same tick is taken once"
+    );
+    let lease = Duration::from_secs(60);
+    let gated = |last_id| {
+        Eligible::gated(
+            &["orders"],
+            &["lake"],
+            [("orders".to_string(), Gate::UpTo(last_id))].into(),
+        )
+    };
+    let rows = q.claim_for(10, 20, lease, &gated(last)).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.rel_path.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(q.claim_for(10, 20, lease, &gated(last)).unwrap().is_empty());
+    assert_eq!(
+        q.next_due_for(&gated(last)).unwrap(),
+        None,
+        "c waits for the next tick"
+    );
+    let next = q.take_tick("orders", 2_000, 20).unwrap();
+    assert_eq!(next, 3);
+    assert_eq!(q.next_due_for(&gated(next)).unwrap(), Some(14));
+    assert_eq!(q.claim_for(10, 20, lease, &gated(next)).unwrap().len(), 1);
+}
+
+#[test]
+fn a_tick_batch_closes_once_its_files_are_delivered() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1)], 10);
+    q.take_tick("orders", 1_000, 10).unwrap();
+    let rows = q.claim(10, 20, Duration::from_secs(60)).unwrap();
+    let batching = Batching {
+        max_files: 100_000,
+        host: "h".into(),
+    };
+    q.mark_done(
+        rows[0].id,
+        rows[0].claim,
+        &delivered("\"e\""),
+        Some(&batching),
+        30,
+    )
+    .unwrap();
+    assert_eq!(
+        q.close_tick_batch("orders", 40).unwrap(),
+        0,
+        "b is still in flight"
+    );
+    q.mark_done(
+        rows[1].id,
+        rows[1].claim,
+        &delivered("\"e\""),
+        Some(&batching),
+        50,
+    )
+    .unwrap();
+    // A file queued after the tick does not hold the batch open.
+    register(&mut q, &[file("c", 1)], 55);
+    assert_eq!(q.close_tick_batch("orders", 60).unwrap(), 1);
+    let due = q.batches_to_write(60).unwrap();
+    assert_eq!((due.len(), due[0].files), (1, 2));
+}
+
+#[test]
+fn a_window_pause_keeps_the_parts_and_uncounts_the_attempt() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("big", 100)], 10);
+    let row = q.claim(1, 20, Duration::from_secs(60)).unwrap().remove(0);
+    assert_eq!(row.attempts, 1);
+    q.start_upload(row.id, row.claim, "up-1", 50, Some("sha"))
+        .unwrap();
+    let part = StoredPart {
+        number: 1,
+        size: 50,
+        etag: "\"p1\"".into(),
+        md5: "00".into(),
+    };
+    q.record_part(row.id, row.claim, &part).unwrap();
+    assert!(q.pause_for_window(row.id, row.claim, 30).unwrap());
+    let paused = q.get(row.id).unwrap().unwrap();
+    assert_eq!((paused.state, paused.attempts), (State::Pending, 0));
+    assert_eq!(paused.upload_id.as_deref(), Some("up-1"));
+    assert_eq!(q.parts(row.id).unwrap().len(), 1);
+    assert!(paused.last_error.is_none(), "a pause is no error");
+    assert!(
+        !q.pause_for_window(row.id, row.claim, 31).unwrap(),
+        "not held any more"
+    );
+}
+
+#[test]
+fn a_suspect_waits_with_its_spools_window_unless_rushed_and_runs_alone_once_claimed() {
+    let (_d, mut q) = open();
+    let in_spool = |spool: &str, rel: &str| {
+        let mut f = file(rel, 1);
+        f.spool = spool.into();
+        f
+    };
+    register(&mut q, &[in_spool("a", "a1"), in_spool("b", "b1")], 10);
+    let lease = Duration::from_secs(60);
+    assert_eq!(q.claim(10, 20, lease).unwrap().len(), 2);
+    // The daemon died with both: each is now a suspect, to be claimed alone.
+    q.recover_after_crash(30, |_| 5).unwrap();
+    register(&mut q, &[in_spool("b", "b2")], 31);
+    let a_closed = Eligible::gated(
+        &["a", "b"],
+        &["lake"],
+        [("a".to_string(), Gate::Closed)].into(),
+    );
+    let suspect = q.claim_suspect(40, lease, &a_closed).unwrap();
+    assert_eq!(suspect[0].rel_path, "b1", "a1 waits for a's window");
+    assert!(
+        q.claim_for(10, 40, lease, &a_closed).unwrap().is_empty(),
+        "b1 runs alone"
+    );
+    q.mark_done(
+        suspect[0].id,
+        suspect[0].claim,
+        &delivered("\"e\""),
+        None,
+        41,
+    )
+    .unwrap();
+    // a1 waits outside its window and holds back no other spool.
+    let others = q.claim_for(10, 42, lease, &a_closed).unwrap();
+    assert_eq!(others[0].rel_path, "b2");
+    assert!(q.claim_suspect(42, lease, &a_closed).unwrap().is_empty());
+    // Rushed, it goes, alone.
+    q.mark_done(others[0].id, others[0].claim, &delivered("\"e\""), None, 43)
+        .unwrap();
+    q.rush("a").unwrap();
+    let rushed = q.claim_suspect(44, lease, &a_closed).unwrap();
+    assert_eq!(rushed[0].rel_path, "a1");
+    // In flight, it counts whatever its window says: nothing runs beside it.
+    register(&mut q, &[in_spool("b", "b3")], 45);
+    assert!(q.claim_for(10, 50, lease, &a_closed).unwrap().is_empty());
 }

@@ -5,9 +5,11 @@
 //! that another worker now holds.
 
 use rusqlite::{named_params, params, OptionalExtension};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::batches::{join_batch, Batching};
+use super::gates::{Gate, DUE_RUSHED, DUE_UP_TO, NEXT_RUSHED, NEXT_UP_TO};
 use super::*;
 
 /// Which rows a daemon may claim: those of its configured (and not paused) spools and
@@ -19,17 +21,61 @@ pub struct Eligible {
     spool_names: Option<Vec<String>>,
     /// The same, as a JSON array (for the suspect's claim).
     spools: Option<String>,
+    /// The gated spools as a JSON object, spool → the last id it may take (-1 outside
+    /// its window): rushed rows excepted (for the suspect's claim).
+    held: Option<String>,
     /// A JSON array of destination names.
     destinations: Option<String>,
+    /// What each spool's window and cadence let through; a spool not named is open.
+    gates: HashMap<String, Gate>,
 }
 
 impl Eligible {
+    #[cfg(test)]
     pub fn only(spools: &[&str], destinations: &[&str]) -> Eligible {
+        Eligible::gated(spools, destinations, HashMap::new())
+    }
+
+    /// [`Eligible::only`], each spool taking what its gate lets through.
+    pub fn gated(spools: &[&str], destinations: &[&str], gates: HashMap<String, Gate>) -> Eligible {
+        let held: serde_json::Map<String, serde_json::Value> = gates
+            .iter()
+            .filter_map(|(spool, gate)| match gate {
+                Gate::Open => None,
+                Gate::UpTo(last_id) => Some((spool.clone(), (*last_id).into())),
+                Gate::Closed => Some((spool.clone(), (-1).into())),
+            })
+            .collect();
         Eligible {
             spool_names: Some(spools.iter().map(|s| s.to_string()).collect()),
             spools: Some(serde_json::to_string(spools).expect("strings serialise")),
+            held: Some(serde_json::Value::Object(held).to_string()),
             destinations: Some(serde_json::to_string(destinations).expect("strings serialise")),
+            gates,
         }
+    }
+
+    fn gate(&self, spool: &str) -> Gate {
+        self.gates.get(spool).copied().unwrap_or(Gate::Open)
+    }
+}
+
+/// The queries that read a spool's claimable rows (id, due time) under `gate`, in claim
+/// order, with the id the gate allows up to.
+fn due_queries(gate: Gate) -> (&'static [&'static str], i64) {
+    match gate {
+        Gate::Open => (&[DUE_IN_SPOOL], 0),
+        Gate::UpTo(last_id) => (&[DUE_UP_TO, DUE_RUSHED], last_id),
+        Gate::Closed => (&[DUE_RUSHED], 0),
+    }
+}
+
+/// [`due_queries`] for the earliest pending row.
+fn next_queries(gate: Gate) -> (&'static [&'static str], i64) {
+    match gate {
+        Gate::Open => (&[NEXT_IN_SPOOL], 0),
+        Gate::UpTo(last_id) => (&[NEXT_UP_TO, NEXT_RUSHED], last_id),
+        Gate::Closed => (&[NEXT_RUSHED], 0),
     }
 }
 
@@ -38,9 +84,16 @@ const ELIGIBLE: &str = "(:spools IS NULL OR spool IN (SELECT value FROM json_eac
      AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
      AND spool NOT IN (SELECT spool FROM paused)";
 
-/// A suspected poison file is due or in flight (among the rows the claim may take).
+/// What a spool's window and cadence let through (see [`Gate`]): a rushed row, or one
+/// with an id its gate allows.
+const GATE_ALLOWS: &str = "(rushed = 1 OR NOT EXISTS (
+         SELECT 1 FROM json_each(:held) AS gate WHERE gate.key = files.spool AND files.id > gate.value))";
+
+/// A suspected poison file is due or in flight (among the rows the claim may take). One in
+/// flight counts whatever its gate says now: it runs alone even if its window closed.
 const SUSPECT_WAITING: &str = "SELECT 1 FROM files
-     WHERE interruptions > 0 AND (state = 'active' OR (state = 'pending' AND next_attempt_at <= :now))
+     WHERE interruptions > 0
+       AND (state = 'active' OR (state = 'pending' AND next_attempt_at <= :now AND {GATE_ALLOWS}))
        AND (:spools IS NULL OR spool IN (SELECT value FROM json_each(:spools)))
        AND (:destinations IS NULL OR destination IN (SELECT value FROM json_each(:destinations)))
        AND spool NOT IN (SELECT spool FROM paused)";
@@ -69,8 +122,9 @@ pub(super) fn claim_sql() -> String {
         "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
              lease_until = :lease_until, updated_at = :now
          WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'pending'
-           AND NOT EXISTS ({SUSPECT_WAITING})
-         RETURNING {COLUMNS}"
+           AND NOT EXISTS ({})
+         RETURNING {COLUMNS}",
+        SUSPECT_WAITING.replace("{GATE_ALLOWS}", GATE_ALLOWS)
     )
 }
 
@@ -80,7 +134,7 @@ pub(super) fn suspect_sql() -> String {
         "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
              lease_until = :lease_until, updated_at = :now
          WHERE id = (SELECT id FROM files WHERE state = 'pending' AND interruptions > 0
-                     AND next_attempt_at <= :now AND {ELIGIBLE}
+                     AND next_attempt_at <= :now AND {ELIGIBLE} AND {GATE_ALLOWS}
                      ORDER BY next_attempt_at, id LIMIT 1)
            AND NOT EXISTS (SELECT 1 FROM files WHERE state = 'active')
          RETURNING {COLUMNS}"
@@ -253,24 +307,31 @@ impl Queue {
         self.in_transaction(|tx| {
             let mut due: Vec<(i64, i64)> = Vec::new();
             for spool in open_spools(tx, eligible)? {
-                let mut stmt = tx.prepare_cached(DUE_IN_SPOOL)?;
-                let rows = stmt.query_map(
-                    named_params! {
-                        ":spool": spool,
-                        ":now": now_ms,
-                        ":limit": limit as i64,
-                        ":destinations": eligible.destinations,
-                    },
-                    |r| Ok((r.get(1)?, r.get(0)?)),
-                )?;
-                for row in rows {
-                    due.push(row?);
+                let (queries, last_id) = due_queries(eligible.gate(&spool));
+                for sql in queries {
+                    let mut stmt = tx.prepare_cached(sql)?;
+                    let mut params = vec![
+                        (":spool", &spool as &dyn rusqlite::ToSql),
+                        (":now", &now_ms),
+                        (":destinations", &eligible.destinations),
+                    ];
+                    let limit = limit as i64;
+                    params.push((":limit", &limit));
+                    if sql.contains(":last_id") {
+                        params.push((":last_id", &last_id));
+                    }
+                    let rows = stmt.query_map(params.as_slice(), |r| Ok((r.get(1)?, r.get(0)?)))?;
+                    for row in rows {
+                        due.push(row?);
+                    }
                 }
             }
             if due.is_empty() {
                 return Ok(Vec::new());
             }
+            // A rushed row of a tick taken is read twice.
             due.sort_unstable();
+            due.dedup();
             due.truncate(limit);
             let ids = serde_json::to_string(&due.iter().map(|(_, id)| id).collect::<Vec<_>>())
                 .expect("numbers serialise");
@@ -282,6 +343,7 @@ impl Queue {
                         ":now": now_ms,
                         ":lease_until": lease_until,
                         ":spools": eligible.spools,
+                        ":held": eligible.held,
                         ":destinations": eligible.destinations,
                     },
                     FileRow::from_row,
@@ -308,6 +370,7 @@ impl Queue {
                 ":now": now_ms,
                 ":lease_until": now_ms + lease.as_millis() as i64,
                 ":spools": eligible.spools,
+                ":held": eligible.held,
                 ":destinations": eligible.destinations,
             },
             FileRow::from_row,
@@ -335,21 +398,26 @@ impl Queue {
         let next = || -> rusqlite::Result<Option<i64>> {
             let mut earliest: Option<i64> = None;
             for spool in open_spools(&self.conn, eligible)? {
-                let due: Option<i64> = self
-                    .conn
-                    .prepare_cached(NEXT_IN_SPOOL)?
-                    .query_row(
-                        named_params! {
-                            ":spool": spool,
-                            ":destinations": eligible.destinations,
-                        },
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                earliest = match (earliest, due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let (queries, last_id) = next_queries(eligible.gate(&spool));
+                for sql in queries {
+                    let mut params = vec![
+                        (":spool", &spool as &dyn rusqlite::ToSql),
+                        (":destinations", &eligible.destinations),
+                    ];
+                    if sql.contains(":last_id") {
+                        params.push((":last_id", &last_id));
+                    }
+                    let due: Option<i64> = self
+                        .conn
+                        .prepare_cached(sql)?
+                        .query_row(params.as_slice(), |r| r.get(0))
+                        .optional()?
+                        .flatten();
+                    earliest = match (earliest, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
             }
             Ok(earliest)
         };

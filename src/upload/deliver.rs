@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::TransferError;
+use super::gates::WindowCheck;
 use super::job::{Job, Uploaded};
 use super::transfer;
 use super::{backoff, Uploader, LEASE};
@@ -129,6 +130,12 @@ impl Uploader {
                     q.requeue_changed(id, claim, stamp, birth, now + next, now)
                 })
                 .await;
+            }
+            Outcome::Failed(TransferError::OutsideWindow) => {
+                tracing::info!(spool = %row.spool, id, path = %row.rel_path,
+                    "delivery window closed: the upload stopped after its parts in flight, and goes on from there when the window opens");
+                self.record(id, move |q, now| q.pause_for_window(id, claim, now))
+                    .await;
             }
             Outcome::Failed(TransferError::ClaimLost) => {
                 tracing::warn!(spool = %row.spool, id, path = %row.rel_path, "this worker lost the row (lease ran out); another attempt owns it");
@@ -346,6 +353,10 @@ impl Uploader {
             stamp: upload_stamp,
             content_type: output.content_type(source_ext),
             remade: output.converts(),
+            window: match self.config.spools.get(&row.spool) {
+                Some(spool) => WindowCheck::new(self.config.windows_of(spool), row.rushed),
+                None => WindowCheck::always(),
+            },
         };
         let uploaded = transfer::upload(&job).await;
         // Did the file we uploaded change meanwhile? Asked of the open descriptor: a new

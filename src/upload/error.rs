@@ -33,6 +33,9 @@ pub enum TransferError {
         stored: String,
         sent: String,
     },
+    /// The spool's delivery window closed between two parts of a multipart upload: the
+    /// parts sent are kept, and the upload goes on when the window opens.
+    OutsideWindow,
     /// The file cannot be delivered as it is, whatever is tried: bad input for its
     /// format, too large for S3, its spool or destination gone from the config.
     Refused(String),
@@ -56,7 +59,8 @@ impl TransferError {
             TransferError::Source { passing: false, .. } => ErrorClass::Permanent,
             TransferError::SourceChanged
             | TransferError::Queue(_)
-            | TransferError::ETagMismatch { .. } => ErrorClass::Transient,
+            | TransferError::ETagMismatch { .. }
+            | TransferError::OutsideWindow => ErrorClass::Transient,
             TransferError::ClaimLost | TransferError::Refused(_) => ErrorClass::Permanent,
         }
     }
@@ -101,6 +105,9 @@ impl fmt::Display for TransferError {
                 "RecordProgress failed: ClaimLost: the queue row is no longer held by this worker",
             ),
             TransferError::Queue(e) => write!(f, "RecordProgress failed: QueueError: {e}"),
+            TransferError::OutsideWindow => f.write_str(
+                "UploadPart paused: OutsideWindow: the spool's delivery window closed; the upload goes on when it opens",
+            ),
             TransferError::ETagMismatch {
                 operation,
                 stored,

@@ -58,6 +58,8 @@ pub struct Job<'a> {
     /// each time, so an upload recorded by an earlier attempt is only resumed if the
     /// bytes are the same.
     pub remade: bool,
+    /// Whether the spool's delivery window closed: a multipart upload stops between parts.
+    pub window: super::gates::WindowCheck<'a>,
 }
 
 /// A confirmed object.

@@ -10,6 +10,7 @@ pub mod backoff;
 mod convert;
 mod deliver;
 mod error;
+mod gates;
 mod hold;
 mod idle;
 mod job;
@@ -32,6 +33,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::queue::{Eligible, SharedQueue};
 use crate::systemd::Heartbeat;
+use gates::Gates;
 use idle::QueueWrites;
 pub use job::Target;
 use pressure::Pressure;
@@ -78,6 +80,8 @@ pub struct Uploader {
     /// When to hold work back (low disk, failing destinations); outlives a reload.
     pressure: Arc<Pressure>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Each cadence spool's last batch tick taken (unix ms) and the last id it covers.
+    ticks: std::sync::Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// What the daemon's uploaders share across reloads: each generation's uploader is made
@@ -132,27 +136,30 @@ impl Uploader {
             heartbeat: lasting.heartbeat.clone(),
             pressure: Arc::clone(&lasting.pressure),
             metrics: Arc::clone(&lasting.metrics),
+            ticks: Default::default(),
         }
     }
 
-    /// The rows of this config's spools bound for `destinations`.
-    fn eligible(&self, destinations: &[String]) -> Eligible {
+    /// The rows of this config's spools bound for `destinations`, as far as each spool's
+    /// window and cadence let through.
+    fn eligible(&self, destinations: &[String], gates: &Gates) -> Eligible {
         let spools: Vec<&str> = self.spools.iter().map(String::as_str).collect();
         let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
-        Eligible::only(&spools, &destinations)
+        Eligible::gated(&spools, &destinations, gates.by_spool.clone())
     }
 
     /// Waits while nothing can be claimed, until a claim may find something: a poke (a
     /// file queued, a delivery ended), the time the next row falls due (`due`), a
-    /// held-back destination's probe, or a change another process made to the queue (the
-    /// CLI's retry, resume or send). Until then it only asks the queue whether another
-    /// process changed it, every `wait`: one cheap query where a claim is a transaction
-    /// over every spool. A claim is tried every [`IDLE_CLAIM_EVERY`] anyway. Returns false
-    /// at shutdown.
+    /// held-back destination's probe, a window opening or a batch tick (`gates` changing),
+    /// or a change another process made to the queue (the CLI's retry, resume or send).
+    /// Until then it only asks the queue whether another process changed it, every
+    /// `wait`: one cheap query where a claim is a transaction over every spool. A claim is
+    /// tried every [`IDLE_CLAIM_EVERY`] anyway. Returns false at shutdown.
     async fn idle(
         &self,
         due: Option<tokio::time::Instant>,
         open: Vec<String>,
+        gates: Gates,
         changes: Option<i64>,
         writes: &QueueWrites,
         shutdown: &CancellationToken,
@@ -167,6 +174,11 @@ impl Uploader {
             // A turn of the loop at least every IDLE_POLL (for the watchdog).
             let turn = now + if rechecking { RECHECK } else { IDLE_POLL };
             let turn = turn.min(due.unwrap_or(since + IDLE_CLAIM_EVERY));
+            // Floored: a change that is already due must not spin the loop.
+            let turn = match gates.next_change_in() {
+                Some(ahead) => turn.min(now + ahead.max(MIN_IDLE)),
+                None => turn,
+            };
             let look = tokio::select! {
                 _ = self.wake.notified() => return true,
                 () = writes.written() => {
@@ -181,6 +193,7 @@ impl Uploader {
             if due.is_some_and(|due| now >= due)
                 || now - since >= IDLE_CLAIM_EVERY
                 || self.pressure.plan_peek(&self.destinations, now) != open
+                || self.gates().await != gates
             {
                 return true;
             }
@@ -284,9 +297,11 @@ impl Uploader {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
-                // Every slot busy: turn anyway now and then, to show the loop is alive.
+                // Every slot busy: turn anyway now and then, to show the loop is alive, and
+                // keep the schedule's metrics current.
                 _ = tokio::time::sleep(IDLE_POLL) => {
                     self.heartbeat.beat();
+                    self.gates().await;
                     continue;
                 }
                 _ = shutdown.cancelled() => break,
@@ -312,12 +327,14 @@ impl Uploader {
             let plan = self
                 .pressure
                 .plan(&self.destinations, tokio::time::Instant::now());
-            let open = self.eligible(&plan.open);
-            let suspect_scope = self.eligible(&[plan.open.clone(), plan.probes.clone()].concat());
+            let gates = self.gates().await;
+            let open = self.eligible(&plan.open, &gates);
+            let suspect_scope =
+                self.eligible(&[plan.open.clone(), plan.probes.clone()].concat(), &gates);
             let probes: Vec<(String, Eligible)> = plan
                 .probes
                 .iter()
-                .map(|d| (d.clone(), self.eligible(std::slice::from_ref(d))))
+                .map(|d| (d.clone(), self.eligible(std::slice::from_ref(d), &gates)))
                 .collect();
             let now = now_ms();
             let claimed = self
@@ -379,7 +396,7 @@ impl Uploader {
                 let plan = self
                     .pressure
                     .plan_peek(&self.destinations, tokio::time::Instant::now());
-                let eligible = self.eligible(&plan);
+                let eligible = self.eligible(&plan, &gates);
                 // A row due yet not claimed waits for a file that runs alone (one the
                 // daemon died with): the end of a delivery wakes the loop, and this floor
                 // keeps it from spinning meanwhile.
@@ -392,7 +409,7 @@ impl Uploader {
                     Err(_) => Some(tokio::time::Instant::now() + IDLE_POLL),
                     Ok(None) => None,
                 };
-                if !self.idle(due, plan, seen, &writes, &shutdown).await {
+                if !self.idle(due, plan, gates, seen, &writes, &shutdown).await {
                     break;
                 }
                 continue;

@@ -245,7 +245,11 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
         Some(sha256) => {
             let have: HashMap<u32, &StoredPart> = open.done.iter().map(|p| (p.number, p)).collect();
             let missing: Vec<u32> = (1..=count).filter(|n| !have.contains_key(n)).collect();
+            let wanted = missing.len();
+            // Parts start only while the window is open; those in flight when it closes
+            // finish, and the rest wait for the next window.
             let uploaded: Vec<StoredPart> = futures::stream::iter(missing)
+                .take_while(|_| futures::future::ready(!job.window.closed()))
                 .map(|number| {
                     let offset = u64::from(number - 1) * open.part_size;
                     let len = open.part_size.min(size - offset);
@@ -254,6 +258,9 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
                 .buffer_unordered(job.target.settings.concurrency)
                 .try_collect()
                 .await?;
+            if uploaded.len() < wanted {
+                return Err(TransferError::OutsideWindow);
+            }
             (uploaded, sha256.clone())
         }
         None => match one_pass::send_and_hash(job, open).await {

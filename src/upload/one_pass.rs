@@ -35,6 +35,13 @@ pub async fn send_and_hash(
         while in_flight.len() >= concurrency {
             sent.push(in_flight.next().await.expect("parts in flight")?);
         }
+        if job.window.closed() {
+            // The parts in flight finish and are recorded; the rest wait for the window.
+            while let Some(one) = in_flight.next().await {
+                sent.push(one?);
+            }
+            return Err(TransferError::OutsideWindow);
+        }
         // While this part waits for memory and is read, the parts in flight go on.
         let offset = u64::from(number - 1) * part_size;
         let len = part_size.min(size - offset);

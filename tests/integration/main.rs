@@ -19,4 +19,5 @@ mod network;
 mod promise;
 mod reload;
 mod resilience;
+mod schedule;
 mod service;

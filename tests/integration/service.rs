@@ -241,6 +241,7 @@ fn every_series_is_there_at_zero_before_the_first_file_under_conventional_names(
     let body = scrape(port);
     // The families, as Prometheus reads them (OpenMetrics TYPE lines drop `_total` and
     // `_info`): names by the conventions, unit before `_total`, timestamps in seconds.
+    // (`s3spool_next_batch_timestamp_seconds` is there only for spools with a cadence.)
     assert_eq!(
         families(&body),
         [
@@ -254,6 +255,8 @@ fn every_series_is_there_at_zero_before_the_first_file_under_conventional_names(
             "s3spool_queue_files",
             "s3spool_upload_duration_seconds",
             "s3spool_waiting_bytes",
+            "s3spool_window_open",
+            "s3spool_window_opens_timestamp_seconds",
         ],
         "{body}"
     );
