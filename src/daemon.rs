@@ -114,7 +114,10 @@ pub async fn run(
 
     let shared = Shared {
         queue: queue.clone(),
-        lasting: Lasting::new(&crate::host::hostname()),
+        lasting: Lasting {
+            stopping: shutdown.clone(),
+            ..Lasting::new(&crate::host::hostname())
+        },
         stores: Stores::default(),
         notifier: Notifier::from_env(),
         throttles: Throttles::default(),
@@ -424,11 +427,12 @@ fn connect_targets(config: &Config, throttles: &Throttles) -> Result<Targets, Da
     let mut targets = HashMap::new();
     for (name, destination) in &config.destinations {
         let throttle = throttles.get(name);
-        let store =
-            crate::s3::connect(destination, throttle).map_err(|source| DaemonError::Store {
+        let store = crate::s3::connect(destination, Arc::clone(&throttle)).map_err(|source| {
+            DaemonError::Store {
                 name: name.clone(),
                 source,
-            })?;
+            }
+        })?;
         log_routes(name, destination);
         let settings = destination.upload.clone();
         let target = Target {
@@ -437,6 +441,7 @@ fn connect_targets(config: &Config, throttles: &Throttles) -> Result<Targets, Da
             store,
             limit: AdaptiveLimit::new(settings.concurrency, settings.memory),
             settings,
+            throttle,
         };
         targets.insert(name.clone(), Arc::new(target));
     }

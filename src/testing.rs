@@ -122,6 +122,7 @@ destination = "lake"
             store: Arc::new(self.store.clone()),
             limit: AdaptiveLimit::new(settings.concurrency, settings.memory),
             settings,
+            throttle: Default::default(),
         })
     }
 

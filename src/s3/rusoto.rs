@@ -23,7 +23,7 @@ use super::{
     xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
     PutBody, StoreError, Written, SHA256_METADATA,
 };
-use crate::bandwidth::Throttle;
+use crate::bandwidth::{within_progress, Progress, Throttle};
 use crate::config::{Destination, ObjectOptions};
 
 /// Streamed PUT bodies are read in chunks of this size.
@@ -38,8 +38,6 @@ struct RusotoStore {
     timeout: Duration,
     /// The destination's bandwidth limit, shared by every request body it sends.
     throttle: Arc<Throttle>,
-    /// Requests that may share the limit at once: a body's time under it grows with them.
-    concurrency: usize,
 }
 
 /// Builds the store for one destination. Fails only if TLS cannot be initialised.
@@ -70,7 +68,6 @@ pub fn connect(
         bucket: destination.bucket.clone(),
         timeout: destination.upload.request_timeout,
         throttle,
-        concurrency: destination.upload.concurrency.max(1),
     }))
 }
 
@@ -115,27 +112,29 @@ impl RusotoStore {
         F: Future<Output = Result<T, RusotoError<E>>>,
         E: std::fmt::Debug,
     {
-        self.call_sending(operation, 0, fut).await
+        self.call_sending(operation, None, fut).await
     }
 
-    /// `call` for a request with a body of `len` bytes: under a bandwidth limit it may take
-    /// as long as its share of the slowest rate needs, on top of `request_timeout`.
+    /// `call` for a request with a body. A body paced by a bandwidth limit reports its
+    /// `progress`: the request then times out after `request_timeout` without a byte
+    /// moving (waits for the limit excepted), however long the whole body takes.
     async fn call_sending<T, E, F>(
         &self,
         operation: &'static str,
-        len: u64,
+        progress: Option<Progress>,
         fut: F,
     ) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, RusotoError<E>>>,
         E: std::fmt::Debug,
     {
-        let limited = self.throttle.slowest_rate().map_or(Duration::ZERO, |rate| {
-            Duration::from_secs_f64(len as f64 * self.concurrency as f64 / rate as f64)
-        });
-        match tokio::time::timeout(self.timeout + limited, fut).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
+        let answer = match &progress {
+            None => tokio::time::timeout(self.timeout, fut).await.ok(),
+            Some(progress) => within_progress(self.timeout, progress, fut).await,
+        };
+        match answer {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(e)) => {
                 let mut e = convert(operation, e);
                 if operation == "HeadObject" && e.status == Some(400) && e.code == "HTTP400" {
                     // HEAD answers carry no body: a 400 there is how an expired token shows.
@@ -152,10 +151,14 @@ impl RusotoStore {
                 }
                 Err(e)
             }
-            Err(_) => Err(StoreError::transport(
+            None => Err(StoreError::transport(
                 operation,
                 "Timeout",
-                format!("no answer within {:?}", self.timeout),
+                if progress.is_some() {
+                    format!("nothing moved for {:?}", self.timeout)
+                } else {
+                    format!("no answer within {:?}", self.timeout)
+                },
             )),
         }
     }
@@ -203,11 +206,14 @@ fn convert<E: std::fmt::Debug>(operation: &'static str, error: RusotoError<E>) -
     }
 }
 
+/// The body of a request, and its progress when a bandwidth limit paces it.
+type Body = (ByteStream, Option<Progress>);
+
 async fn file_stream(
     file: std::fs::File,
     len: u64,
     throttle: &Arc<Throttle>,
-) -> Result<ByteStream, StoreError> {
+) -> Result<Body, StoreError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut file = tokio::fs::File::from_std(file);
     // A duplicated descriptor shares its offset with the original: start from 0.
@@ -215,60 +221,74 @@ async fn file_stream(
         .await
         .map_err(|e| StoreError::permanent("PutObject", "SourceUnreadable", e.to_string()))?;
     let reader = tokio_util::io::ReaderStream::with_capacity(file.take(len), STREAM_CHUNK);
-    Ok(ByteStream::new_with_size(
-        throttled(reader, throttle),
-        len as usize,
-    ))
+    let (stream, progress) = throttled(reader, throttle);
+    Ok((ByteStream::new_with_size(stream, len as usize), progress))
 }
 
 /// A body in memory as a stream, paced by the destination's bandwidth limit.
-fn memory_stream(bytes: Bytes, throttle: &Arc<Throttle>) -> ByteStream {
+fn memory_stream(bytes: Bytes, throttle: &Arc<Throttle>) -> Body {
     let len = bytes.len();
     let once = futures::stream::once(async { Ok::<_, std::io::Error>(bytes) });
-    ByteStream::new_with_size(throttled(once, throttle), len)
+    let (stream, progress) = throttled(once, throttle);
+    (ByteStream::new_with_size(stream, len), progress)
 }
 
+/// A body stream: paced by a limit, or as it came.
+type BodyStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync>>;
+
 /// `chunks` cut into pieces sized for the rate in force (at most 16 KiB), each sent when
-/// the limit allows; as it is when no limit applies. A limit added by a reload applies to
-/// the bodies started after it.
-fn throttled<S>(
-    chunks: S,
-    throttle: &Arc<Throttle>,
-) -> std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync>>
+/// the limit allows, with the body's progress; as it is when no limit applies. A limit
+/// added by a reload applies to the bodies started after it.
+fn throttled<S>(chunks: S, throttle: &Arc<Throttle>) -> (BodyStream, Option<Progress>)
 where
     S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
 {
     use futures::StreamExt;
     if !throttle.limits() {
-        return Box::pin(chunks);
+        return (Box::pin(chunks), None);
     }
     let throttle = Arc::clone(throttle);
-    Box::pin(
+    let progress = Progress::default();
+    let moved = progress.clone();
+    let stream = Box::pin(
         chunks
             .flat_map({
                 let throttle = Arc::clone(&throttle);
+                // Cut as sent, each piece at the rate in force then: a part of 16 MiB is
+                // not a million small pieces made up front, and a new rate applies from
+                // the next piece.
                 move |chunk| {
-                    let size = throttle.piece_size();
-                    let pieces: Vec<std::io::Result<Bytes>> = match chunk {
-                        Ok(bytes) => (0..bytes.len())
-                            .step_by(size)
-                            .map(|at| Ok(bytes.slice(at..(at + size).min(bytes.len()))))
-                            .collect(),
-                        Err(e) => vec![Err(e)],
+                    let throttle = Arc::clone(&throttle);
+                    let (bytes, error) = match chunk {
+                        Ok(bytes) => (bytes, None),
+                        Err(e) => (Bytes::new(), Some(e)),
                     };
-                    futures::stream::iter(pieces)
+                    let pieces = futures::stream::unfold((bytes, 0), move |(bytes, at)| {
+                        let size = throttle.piece_size();
+                        async move {
+                            (at < bytes.len()).then(|| {
+                                let end = (at + size).min(bytes.len());
+                                (Ok(bytes.slice(at..end)), (bytes, end))
+                            })
+                        }
+                    });
+                    futures::stream::iter(error.map(Err)).chain(pieces)
                 }
             })
             .then(move |piece| {
-                let throttle = Arc::clone(&throttle);
+                let (throttle, moved) = (Arc::clone(&throttle), moved.clone());
                 async move {
                     if let Ok(bytes) = &piece {
+                        moved.waiting(true);
                         throttle.take(bytes.len()).await;
+                        moved.waiting(false);
                     }
                     piece
                 }
             }),
-    )
+    );
+    (stream, Some(progress))
 }
 
 #[async_trait]
@@ -285,7 +305,6 @@ impl ObjectStore for RusotoStore {
             bucket: bucket.to_string(),
             timeout: self.timeout,
             throttle: Arc::clone(&self.throttle),
-            concurrency: self.concurrency,
         })
     }
 
@@ -296,7 +315,7 @@ impl ObjectStore for RusotoStore {
         md5: Md5,
         meta: &ObjectMeta,
     ) -> Result<Written, StoreError> {
-        let (stream, len) = match body {
+        let ((stream, progress), len) = match body {
             PutBody::Memory(bytes) => {
                 let len = bytes.len() as u64;
                 (memory_stream(bytes, &self.throttle), len)
@@ -319,7 +338,7 @@ impl ObjectStore for RusotoStore {
             ..Default::default()
         };
         let out = self
-            .call_sending("PutObject", len, self.client.put_object(request))
+            .call_sending("PutObject", progress, self.client.put_object(request))
             .await?;
         let (sse, sse_c) = (out.server_side_encryption, out.sse_customer_algorithm);
         written("PutObject", out.e_tag, sse.as_deref(), sse_c.as_deref())
@@ -362,6 +381,7 @@ impl ObjectStore for RusotoStore {
         md5: Md5,
     ) -> Result<Written, StoreError> {
         let len = body.len();
+        let (stream, progress) = memory_stream(body, &self.throttle);
         let request = UploadPartRequest {
             bucket: self.bucket.clone(),
             key: key.to_string(),
@@ -369,11 +389,11 @@ impl ObjectStore for RusotoStore {
             part_number: i64::from(number),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
-            body: Some(memory_stream(body, &self.throttle)),
+            body: Some(stream),
             ..Default::default()
         };
         let out = self
-            .call_sending("UploadPart", len as u64, self.client.upload_part(request))
+            .call_sending("UploadPart", progress, self.client.upload_part(request))
             .await?;
         let (sse, sse_c) = (out.server_side_encryption, out.sse_customer_algorithm);
         written("UploadPart", out.e_tag, sse.as_deref(), sse_c.as_deref())

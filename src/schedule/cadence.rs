@@ -71,12 +71,7 @@ impl Cadence {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::schedule::tests::at;
 
     fn every(text: &str) -> Result<Cadence, String> {
         Cadence::new(crate::units::parse_duration(text).unwrap(), Zone::Utc)

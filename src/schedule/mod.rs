@@ -152,10 +152,11 @@ pub fn all_open_at(windows: &[&Windows], at: DateTime<Utc>) -> Option<DateTime<U
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn at(text: &str) -> DateTime<Utc> {
+    /// A time written in RFC 3339. (2026-11-30 is a Monday.)
+    pub(super) fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
             .unwrap()
             .with_timezone(&Utc)

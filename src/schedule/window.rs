@@ -142,13 +142,7 @@ fn parse_days(text: &str) -> Option<[bool; 7]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// 2026-11-30 is a Monday.
-    fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
-    }
+    use crate::schedule::tests::at;
 
     fn utc(entries: &[&str]) -> Windows {
         Windows::parse(entries, Zone::Utc).unwrap()

@@ -28,6 +28,8 @@ pub struct Target {
     pub store: Arc<dyn ObjectStore>,
     pub settings: UploadSettings,
     pub limit: Arc<AdaptiveLimit>,
+    /// The destination's bandwidth limit (the same one its store's bodies draw from).
+    pub throttle: Arc<crate::bandwidth::Throttle>,
 }
 
 impl Target {

@@ -55,6 +55,12 @@ pub const IDLE_POLL: Duration = Duration::from_secs(2);
 const IDLE_CLAIM_EVERY: Duration = REAP_EVERY;
 /// The longest a claim waits for more free slots while deliveries are in flight.
 const CLAIM_GATHER: Duration = Duration::from_millis(10);
+/// How often a reload waiting for uploads slowed by a bandwidth limit looks again (see
+/// [`Uploader::drain`]) …
+const MOVING_CHECK: Duration = Duration::from_secs(5);
+/// … and how long past `drain_timeout` it waits at most: a reload to a mistaken limit
+/// must not hold the new config back for hours.
+const RELOAD_WAIT_MAX: Duration = Duration::from_secs(600);
 /// After a write to the queue's files, an idle dispatcher looks this often …
 const RECHECK: Duration = Duration::from_millis(250);
 /// … for this long, until the commit shows.
@@ -80,6 +86,8 @@ pub struct Uploader {
     /// When to hold work back (low disk, failing destinations); outlives a reload.
     pressure: Arc<Pressure>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Cancelled when the daemon stops, not at a reload.
+    stopping: CancellationToken,
     /// Each cadence spool's last batch tick taken (unix ms) and the last id it covers.
     ticks: std::sync::Mutex<HashMap<String, (i64, i64)>>,
 }
@@ -97,6 +105,8 @@ pub struct Lasting {
     /// When to hold work back (low disk, failing destinations).
     pub pressure: Arc<Pressure>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Cancelled when the daemon stops (not at a reload): a stop cuts at `drain_timeout`.
+    pub stopping: CancellationToken,
 }
 
 impl Lasting {
@@ -107,6 +117,7 @@ impl Lasting {
             heartbeat: Heartbeat::default(),
             pressure: Arc::new(Pressure::default()),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            stopping: CancellationToken::new(),
         }
     }
 }
@@ -136,6 +147,7 @@ impl Uploader {
             heartbeat: lasting.heartbeat.clone(),
             pressure: Arc::clone(&lasting.pressure),
             metrics: Arc::clone(&lasting.metrics),
+            stopping: lasting.stopping.clone(),
             ticks: Default::default(),
         }
     }
@@ -434,6 +446,9 @@ impl Uploader {
         self.drain(tasks).await;
     }
 
+    /// Lets the uploads in flight finish, for `drain_timeout`; then cuts those left. A
+    /// reload (not a stop) waits on while uploads under a bandwidth limit are moving: a
+    /// reload is how a limit is changed, and must not cut the uploads it slowed down.
     async fn drain(&self, mut tasks: JoinSet<()>) {
         // Finished tasks stay in the set until joined: count only those still running.
         while tasks.try_join_next().is_some() {}
@@ -445,17 +460,48 @@ impl Uploader {
             timeout_s = self.config.drain_timeout.as_secs(),
             "stopping: letting uploads in flight finish"
         );
-        let all = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.config.drain_timeout, all)
-            .await
-            .is_err()
-        {
+        let cut_at = tokio::time::Instant::now() + self.config.drain_timeout;
+        let mut deadline = cut_at;
+        let mut said = false;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(_) => continue,
+                    None => return,
+                },
+                () = tokio::time::sleep_until(deadline) => {}
+                // A stop during a reload's wait: cut as a stop does.
+                () = self.stopping.cancelled(), if deadline > cut_at => {}
+            }
+            let waiting = self.heartbeat.is_reloading()
+                && !self.stopping.is_cancelled()
+                && cut_at.elapsed() < RELOAD_WAIT_MAX
+                && self.moving_under_limit();
+            if waiting {
+                if !said {
+                    tracing::info!(files = tasks.len(), max_s = RELOAD_WAIT_MAX.as_secs(),
+                        "reload: waiting past drain_timeout for uploads sending under a bandwidth limit");
+                    said = true;
+                }
+                deadline = tokio::time::Instant::now() + MOVING_CHECK;
+                continue;
+            }
             tracing::warn!(
                 files = tasks.len(),
                 "drain timeout: stopping uploads still in flight; they resume at the next start"
             );
             tasks.shutdown().await;
+            return;
         }
+    }
+
+    /// Whether a destination's bandwidth limit let bytes through lately, or holds some
+    /// back: an upload under it is moving. "Lately" is `request_timeout`, the silence a
+    /// request is allowed anyway (S3 answering after the last byte, say).
+    fn moving_under_limit(&self) -> bool {
+        self.targets
+            .values()
+            .any(|t| t.throttle.limits() && t.throttle.sent_within(t.settings.request_timeout))
     }
 }
 

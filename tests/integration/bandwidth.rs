@@ -102,3 +102,42 @@ fn a_reload_lifts_the_limit_for_an_upload_under_way_without_starting_it_over() {
     let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap();
     assert!(log.contains("bwlimit=off"), "{log}");
 }
+
+#[test]
+fn a_reload_does_not_cut_an_upload_the_limit_slowed_past_drain_timeout() {
+    let s = setup(|o| o.drain_timeout = "2s");
+    with_bwlimit(&s, "\"1MiB/s\"");
+    // A body sent for seconds under the limit is not the server's silence: the request
+    // times out only after 2s without a byte moving. (One request at a time: a timeout
+    // worked out from the size, 2s + 5 MiB at 1 MiB/s, would cut it after the reload.)
+    s.edit_config(|c| {
+        c.replace("request_timeout = \"30s\"", "request_timeout = \"2s\"")
+            .replace("concurrency = 4", "concurrency = 1")
+    });
+    // One PUT (under the 6 MiB multipart threshold): 5 s at the first limit, about 12 s
+    // at the second.
+    let body = data(5 << 20, 13);
+    s.drop_file("slow.bin", &body);
+    let daemon = s.start();
+    wait_for(WAIT, "the upload under way", || s.count("active") == 1);
+    // Still slow after the reload: the upload outlasts drain_timeout.
+    s.edit_config(|c| c.replace("bwlimit = \"1MiB/s\"", "bwlimit = \"400KiB/s\""));
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    assert_eq!(
+        s.bucket.objects()["inbound/orders/slow.bin"].sha256,
+        sha256(&body)
+    );
+    let row = s.show(1);
+    assert_eq!(
+        row["attempts"], 1,
+        "sent once, not cut and sent again: {row}"
+    );
+    assert_eq!(
+        s.log_lines("drain timeout: stopping uploads"),
+        0,
+        "the reload cut nothing"
+    );
+    assert_eq!(s.log_lines("reload: waiting past drain_timeout"), 1);
+}
