@@ -48,7 +48,9 @@ impl Schedule {
     /// one string of space-separated entries as rclone's `--bwlimit` takes it.
     pub fn parse(entries: &[&str]) -> Result<Schedule, String> {
         if let [single] = entries {
-            if single.contains(',') && single.split_whitespace().count() > 1 {
+            // Every word an entry: "08:00, 2MiB/s" stays one entry, as it always was.
+            let words = single.split_whitespace();
+            if words.clone().count() > 1 && words.clone().all(|w| w.contains(',')) {
                 let entries: Vec<&str> = single.split_whitespace().collect();
                 return Schedule::parse(&entries);
             }
@@ -158,6 +160,11 @@ mod tests {
             Schedule::parse(&["08:00,2MiB/s 19:00,off"]).unwrap(),
             table,
             "rclone's one-string form"
+        );
+        assert_eq!(
+            Schedule::parse(&["08:00, 2MiB/s"]).unwrap().rate_at(9 * 60),
+            Some(2 << 20),
+            "a space after the comma is one entry"
         );
         assert_eq!(table.rate_at(8 * 60), Some(2 << 20));
         assert_eq!(table.rate_at(18 * 60 + 59), Some(2 << 20));

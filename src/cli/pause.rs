@@ -53,7 +53,7 @@ pub fn resume(config: &Config, args: ResumeArgs) -> anyhow::Result<ExitCode> {
     if args.now {
         let rushed = queue.rush(&args.spool)?;
         println!(
-            "{rushed} queued file(s) of spool {} go now, whatever its window or cadence says",
+            "{rushed} queued file(s) of spool {} go now, whatever its window or cadence says (a file waiting to be retried keeps its wait)",
             args.spool
         );
     }

@@ -55,7 +55,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     // Sent on purpose: it goes outside the spool's window and ahead of its cadence. The
     // request (the copy's inode) is in the queue before the file is in the spool, so the
     // daemon sees both. Without a queue yet there is no daemon to tell.
-    let mut queue = super::open_queue(config).ok();
+    let mut queue = match super::open_queue(config) {
+        Ok(queue) => Some(queue),
+        Err(e) => {
+            let scheduled =
+                !config.windows_of(spool).is_empty() || spool.schedule.deliver_every.is_some();
+            if scheduled {
+                eprintln!("note: the file cannot be marked to go at once ({e:#}); it follows the spool's delivery window and cadence");
+            }
+            None
+        }
+    };
     let placed = place(&args.file, &dest, |inode| match queue.as_mut() {
         Some(q) => Ok(q.rush_request(&spool.name, &name, inode, crate::clock::now_ms())?),
         None => Ok(()),

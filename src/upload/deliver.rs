@@ -353,9 +353,15 @@ impl Uploader {
             stamp: upload_stamp,
             content_type: output.content_type(source_ext),
             remade: output.converts(),
+            // A converted file is made again by the next attempt, and its parts can be
+            // reused only if the new bytes are the same: stopping it at a window's end
+            // could start it over at every window, and it would never arrive. It
+            // finishes instead.
             window: match self.config.spools.get(&row.spool) {
-                Some(spool) => WindowCheck::new(self.config.windows_of(spool), row.rushed),
-                None => WindowCheck::always(),
+                Some(spool) if !output.converts() => {
+                    WindowCheck::new(self.config.windows_of(spool), row.rushed)
+                }
+                _ => WindowCheck::always(),
             },
         };
         let uploaded = transfer::upload(&job).await;

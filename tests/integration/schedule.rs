@@ -221,6 +221,39 @@ fn pause_and_resume_across_windows(large_file_sha256: &'static str) {
     assert_eq!(row["attempts"], 1, "{row}");
 }
 
+#[test]
+fn a_converted_file_crossing_the_windows_end_is_finished_not_paused() {
+    // Its parts could not be reused (it is made again by each attempt): stopping it at
+    // every window's end could keep it from ever arriving.
+    let s = setup(|o| {
+        o.spool_extra = "windows = [\"Mon-Fri 19:00-07:00\"]\nschedule_timezone = \"UTC\"\n\
+                         format = \"gzip\"\ngzip_level = 0"
+            .into()
+    });
+    s.edit_config(|c| {
+        c.replace("concurrency = 4", "concurrency = 1").replace(
+            "[destinations.lake]\n",
+            "[destinations.lake]\nbwlimit = \"5MiB/s\"\n",
+        )
+    });
+    let clock = Clock::new(&s, "2026-11-30T20:00:00Z");
+    s.drop_file("big.bin", &data(20 << 20, 31));
+    let daemon = clock.start(&s);
+    wait_for(WAIT, "a part sent", || {
+        s.show(1)["parts_done"].as_u64().is_some_and(|n| n >= 1)
+    });
+    clock.set("2026-12-01T07:30:00Z");
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    assert_eq!(s.log_lines("delivery window closed"), 0);
+    assert_eq!(s.show(1)["attempts"], 1);
+    let keys: Vec<String> = s.bucket.objects().into_keys().collect();
+    assert!(
+        keys.len() == 1 && keys[0].starts_with("inbound/orders/big"),
+        "{keys:?}"
+    );
+}
+
 fn manifest_files(s: &Setup) -> Vec<Vec<String>> {
     let mut keys: Vec<String> = s
         .bucket
