@@ -126,16 +126,15 @@ impl ScheduleReport {
         if windows.is_empty() && cadence.is_none() {
             return None;
         }
-        let at = crate::schedule::now();
-        let opens = crate::schedule::all_open_at(&windows, at);
+        let outlook = crate::schedule::outlook(&windows, cadence, crate::schedule::now());
         let time =
             |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Some(ScheduleReport {
             windows: windows.iter().map(|w| w.describe()).collect(),
-            window_open: opens == Some(at),
-            window_opens_at: opens.filter(|t| *t != at).map(time),
+            window_open: outlook.open,
+            window_opens_at: outlook.opens_at.map(time),
             deliver_every: cadence.map(|c| c.describe()),
-            next_batch_at: cadence.map(|c| time(c.next_tick(at))),
+            next_batch_at: outlook.next_tick.map(time),
         })
     }
 

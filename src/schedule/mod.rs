@@ -151,6 +151,28 @@ pub fn all_open_at(windows: &[&Windows], at: DateTime<Utc>) -> Option<DateTime<U
     None
 }
 
+/// What a spool's schedule says at one moment: the daemon acts on it, `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlook {
+    /// Its windows (its own and its destination's) are all open.
+    pub open: bool,
+    /// When they open next, while they are closed (`None` too if they never would).
+    pub opens_at: Option<DateTime<Utc>>,
+    /// Its next batch tick, with `deliver_every`.
+    pub next_tick: Option<DateTime<Utc>>,
+}
+
+/// The [`Outlook`] at `at` of a spool sending within `windows` on `cadence`.
+pub fn outlook(windows: &[&Windows], cadence: Option<&Cadence>, at: DateTime<Utc>) -> Outlook {
+    let opens = all_open_at(windows, at);
+    let open = opens == Some(at);
+    Outlook {
+        open,
+        opens_at: if open { None } else { opens },
+        next_tick: cadence.map(|c| c.next_tick(at)),
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;

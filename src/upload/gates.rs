@@ -40,15 +40,14 @@ impl Uploader {
         let at = schedule::now();
         let mut gates = Gates::default();
         for spool in self.config.spools.values() {
-            let windows = self.config.windows_of(spool);
-            let opens = schedule::all_open_at(&windows, at);
-            let open = opens == Some(at);
-            // When the windows open, while they are closed.
-            let opens_at = if open { None } else { opens };
-            let mut next = opens_at;
-            let mut gate = if open { Gate::Open } else { Gate::Closed };
-            let mut next_tick = None;
-            if let Some(cadence) = &spool.schedule.deliver_every {
+            let cadence = spool.schedule.deliver_every.as_ref();
+            let outlook = schedule::outlook(&self.config.windows_of(spool), cadence, at);
+            let mut gate = if outlook.open {
+                Gate::Open
+            } else {
+                Gate::Closed
+            };
+            if let Some(cadence) = cadence {
                 let tick = cadence.tick_at(at);
                 // The same moment on the queue's clock, which stamps `queued_at` (they
                 // differ only under a test's injected schedule clock).
@@ -56,21 +55,20 @@ impl Uploader {
                 let last_id = self
                     .take_tick(&spool.name, tick.timestamp_millis(), queued_by)
                     .await;
-                if open {
+                if outlook.open {
                     gate = Gate::UpTo(last_id);
                 }
-                next_tick = Some(cadence.next_tick(at));
-                next = earliest(next, next_tick);
             }
             self.metrics.schedule(
                 &spool.name,
-                open,
-                opens_at.map(|t| t.timestamp_millis()),
-                next_tick.map(|t| t.timestamp_millis()),
+                outlook.open,
+                outlook.opens_at.map(|t| t.timestamp_millis()),
+                outlook.next_tick.map(|t| t.timestamp_millis()),
             );
             if gate != Gate::Open {
                 gates.by_spool.insert(spool.name.clone(), gate);
             }
+            let next = earliest(outlook.opens_at, outlook.next_tick);
             gates.next_change = earliest(gates.next_change, next);
         }
         gates
