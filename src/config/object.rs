@@ -5,6 +5,14 @@ use super::reader::{Problems, Section};
 /// The metadata key under which s3spool stores an object's SHA-256
 /// (`x-amz-meta-sha256`): refused as a user metadata name.
 pub const SHA256_METADATA: &str = "sha256";
+/// Where a converted or encrypted object carries its source's SHA-256: what the retry
+/// after a lost answer recognises it by (encryption makes new bytes every time).
+pub const SOURCE_SHA256_METADATA: &str = "source-sha256";
+/// Which queue row wrote the object (`QUEUE-UUID/ROW-ID`): an object found at a row's key
+/// is known to be that row's, whichever version of its file it holds.
+pub const WRITER_METADATA: &str = "s3spool-row";
+/// Metadata names s3spool writes itself, refused as user metadata names.
+pub const RESERVED_METADATA: [&str; 3] = [SHA256_METADATA, SOURCE_SHA256_METADATA, WRITER_METADATA];
 
 /// What every object of a destination is written with, besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,9 +94,9 @@ pub fn parse(p: &mut Problems, s: &mut Section<'_>) -> ObjectOptions {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
             match value.as_str() {
-                _ if name == SHA256_METADATA => p.add(
+                _ if RESERVED_METADATA.contains(&name.as_str()) => p.add(
                     format!("{key}.{name}"),
-                    "is reserved: s3spool writes the object's SHA-256 there",
+                    "is reserved: s3spool writes the object's identity there (sha256, source-sha256, s3spool-row)",
                 ),
                 Some(v) if ok_name && v.is_ascii() => {
                     total += name.len() + v.len();

@@ -47,6 +47,34 @@ pub struct Spool {
     pub schedule: ScheduleSetting,
 }
 
+impl Spool {
+    /// The object key of row `id`, for the file at `rel_path` queued at `time`: rendered
+    /// once, when the row is made, and stored with it.
+    pub fn object_key(
+        &self,
+        prefix: &str,
+        host: &str,
+        rel_path: &str,
+        id: i64,
+        time: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, String> {
+        let input = crate::key::KeyInput {
+            spool: &self.name,
+            host,
+            rel_path,
+            id,
+            uuid: if self.key.uses_uuid() {
+                uuid::Uuid::new_v4()
+            } else {
+                uuid::Uuid::nil()
+            },
+            time,
+            ext: self.output.ext_rule(),
+        };
+        self.key.render(prefix, &input).map_err(|e| e.to_string())
+    }
+}
+
 fn globs(p: &mut Problems, key: String, patterns: &[&str]) -> Option<GlobSet> {
     let mut builder = GlobSetBuilder::new();
     let mut ok = true;

@@ -207,6 +207,7 @@ impl ManifestWriter {
         let meta = ObjectMeta {
             sha256: Some(hex::encode(sha2::Sha256::digest(&body))),
             content_type: "application/json",
+            ..ObjectMeta::default()
         };
         // The bucket the batch's files went to, which a reload may have changed since.
         target

@@ -148,13 +148,15 @@ impl Queue {
 
     /// The spool's window closed during the upload: back to `pending` without counting the
     /// attempt, keeping the parts sent, to go on when the window opens again.
-    pub fn pause_for_window(&mut self, id: i64, claim: i64, now_ms: i64) -> Result<bool> {
+    pub fn pause_for_window(&mut self, ended: Ended, now_ms: i64) -> Result<bool> {
+        let id = ended.id;
         self.in_transaction(|tx| {
             let paused = tx.execute(
                 "UPDATE files SET state = 'pending', interruptions = 0, next_attempt_at = ?3,
-                     attempts = MAX(attempts - 1, 0), lease_until = NULL, updated_at = ?3
+                     attempts = MAX(attempts - 1, 0), lease_until = NULL, updated_at = ?3,
+                     maybe_sent = maybe_sent OR ?4
                  WHERE id = ?1 AND state = 'active' AND claim = ?2",
-                params![id, claim, now_ms],
+                params![id, ended.claim, now_ms, ended.maybe_sent],
             )?;
             if paused == 1 {
                 tx.execute(

@@ -47,7 +47,7 @@ pub use multipart::StoredPart;
 pub use register::{SpoolRules, VANISHED};
 pub use schema::latest_version;
 pub use shared::SharedQueue;
-pub use transitions::{Done, Eligible};
+pub use transitions::{Done, Eligible, Ended};
 
 /// A failed database operation, with the database's path.
 #[derive(Debug, thiserror::Error)]
@@ -203,13 +203,16 @@ pub struct FileRow {
     pub superseded_by: Option<i64>,
     /// Sent by an operator on its own: it goes outside its spool's window and cadence.
     pub rushed: bool,
+    /// A request that makes the object may have reached S3 unanswered (or the daemon
+    /// stopped mid-attempt): the next attempt asks HEAD before it sends.
+    pub maybe_sent: bool,
 }
 
 const COLUMNS: &str =
     "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
      inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
      source_finished_at, sha256, upload_id, part_size, claim, object_size, rows, format, batch_id, \
-     source_outcome, superseded_by, rushed";
+     source_outcome, superseded_by, rushed, maybe_sent";
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
@@ -243,6 +246,7 @@ impl FileRow {
             source_outcome: r.get(27)?,
             superseded_by: r.get(28)?,
             rushed: r.get(29)?,
+            maybe_sent: r.get(30)?,
         })
     }
 }
@@ -329,6 +333,8 @@ pub struct ListFilter {
 pub struct Queue {
     conn: Connection,
     path: PathBuf,
+    /// This queue's UUID, made with it: objects name it with the row that wrote them.
+    identity: String,
 }
 
 /// Creates the database file 0600 whatever the umask, if it does not exist: the queue names
@@ -346,6 +352,17 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The UUID the queue was made with (schema 7).
+fn read_identity(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row("SELECT uuid FROM queue_identity LIMIT 1", [], |r| r.get(0))
+}
+
+/// What an object written by row `id` of the queue `identity` carries as its writer
+/// (`x-amz-meta-s3spool-row`).
+pub fn writer_of(identity: &str, id: i64) -> String {
+    format!("{identity}/{id}")
 }
 
 /// Prepared statements kept per connection (room for every statement of the queue).
@@ -380,9 +397,11 @@ impl Queue {
         // Every statement of the queue stays prepared: it has about sixty, rusqlite keeps
         // 16 by default.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let identity = read_identity(&conn).map_err(err)?;
         Ok(Queue {
             conn,
             path: path.to_path_buf(),
+            identity,
         })
     }
 
@@ -418,14 +437,21 @@ impl Queue {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let identity = read_identity(&conn).map_err(err)?;
         Ok(Queue {
             conn,
             path: path.to_path_buf(),
+            identity,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This queue's UUID (see [`Queue::writer_of`]).
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Runs `f` in an immediate transaction and commits it. Inside a transaction already
@@ -488,5 +514,7 @@ impl Queue {
     }
 }
 
+#[cfg(test)]
+mod maybe_sent_tests;
 #[cfg(test)]
 mod tests;

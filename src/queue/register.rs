@@ -41,6 +41,8 @@ struct AtPath {
     finished: bool,
     outcome: Option<String>,
     vanished: bool,
+    /// S3 may hold an earlier version of the file under the row's key.
+    maybe_sent: bool,
 }
 
 /// A row for the same file at another path.
@@ -58,7 +60,8 @@ struct Elsewhere {
 // the pattern of a LIKE is bound (it may change the plan), which cost a prepare per file.
 const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
         source_finished_at IS NOT NULL, source_outcome,
-        state = 'failed' AND superseded_by IS NULL AND IFNULL(instr(last_error, ?3), 0) = 1
+        state = 'failed' AND superseded_by IS NULL AND IFNULL(instr(last_error, ?3), 0) = 1,
+        maybe_sent
      FROM files WHERE spool = ?1 AND rel_path = ?2 AND superseded_by IS NULL
      ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
 
@@ -126,6 +129,25 @@ impl Queue {
     }
 }
 
+/// Registers one file in the open transaction `tx`, as [`Queue::register`] would (a file
+/// at the path of a row it follows is never taken as moved: it is known to be new).
+pub(super) fn register_one_in(
+    tx: &Connection,
+    file: &NewFile,
+    rules: SpoolRules,
+    now_ms: i64,
+    render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+) -> rusqlite::Result<Registered> {
+    Registrar {
+        tx,
+        rules,
+        now_ms,
+        render_key,
+        moved_from: &mut |_, _| false,
+    }
+    .one(file)
+}
+
 /// One batch's registration: its transaction, and what each file of it is decided with.
 struct Registrar<'a> {
     tx: &'a Connection,
@@ -152,6 +174,7 @@ impl Registrar<'_> {
                     finished: r.get(6)?,
                     outcome: r.get(7)?,
                     vanished: r.get(8)?,
+                    maybe_sent: r.get(9)?,
                 })
             })
             .optional()?;
@@ -160,7 +183,11 @@ impl Registrar<'_> {
             let same = row.stamp == file.stamp && same_birth(row.birth_ns, file.birth_ns);
             match row.state.as_str() {
                 "pending" | "active" => {
-                    if row.state == "pending" && row.stamp != file.stamp {
+                    // A row whose earlier attempt may have put the old version in S3 keeps
+                    // the old version's stamp: its next attempt sees the change and asks
+                    // HEAD what is under its key before anything else (a delivered old
+                    // version must stay delivered, and the new one get a row of its own).
+                    if row.state == "pending" && row.stamp != file.stamp && !row.maybe_sent {
                         restamp(tx, row.id, file, now_ms)?;
                     }
                     return Ok(Registered::AlreadyQueued(row.id));

@@ -209,6 +209,24 @@ const MIGRATIONS: &[&str] = &[
         last_id INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 7: what S3 may hold of a row, and whose objects they are. `maybe_sent` is set, in
+    // the transaction that puts a row back, when a request that makes its object (a PUT,
+    // a CompleteMultipartUpload) went out and got no answer, or the daemon stopped or died
+    // with the row in flight: the next attempt asks HEAD first. Rows back in the queue
+    // that the earlier rule (an attempt before, an upload, an error) would have checked
+    // keep being checked. `queue_identity` names this queue in the metadata of the
+    // objects its rows write (`x-amz-meta-s3spool-row: UUID/ID`), so an object found at a
+    // row's key is known to be that row's, whatever bytes it holds.
+    r#"
+    ALTER TABLE files ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0;
+    UPDATE files SET maybe_sent = 1
+    WHERE state != 'done'
+      AND (attempts > 1 OR upload_id IS NOT NULL OR last_error IS NOT NULL OR state = 'active');
+    CREATE TABLE queue_identity (
+        uuid TEXT NOT NULL
+    );
+    INSERT INTO queue_identity (uuid) VALUES (lower(hex(randomblob(16))));
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
@@ -298,5 +316,43 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM files_readable", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn version_7_asks_head_first_where_the_earlier_rule_would_and_names_the_queue() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        let row = |id: i64, state: &str, attempts: i64, error: Option<&str>| {
+            conn.execute(
+                "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
+                     size, mtime_ns, inode, attempts, last_error, next_attempt_at, queued_at,
+                     updated_at)
+                 VALUES (?1, 's', ?1, '/s', 'd', 'b', 'k', ?2, 1, 1, 1, ?3, ?4, 0, 0, 0)",
+                rusqlite::params![id, state, attempts, error],
+            )
+            .unwrap();
+        };
+        row(1, "pending", 1, None);
+        row(2, "pending", 2, None);
+        row(3, "failed", 1, Some("denied"));
+        row(4, "active", 1, None);
+        row(5, "done", 3, None);
+        migrate(&mut conn).unwrap();
+        let flagged: Vec<i64> = conn
+            .prepare("SELECT id FROM files WHERE maybe_sent = 1 ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(flagged, [2, 3, 4]);
+        let uuid: String = conn
+            .query_row("SELECT uuid FROM queue_identity", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(uuid.len(), 32);
+        assert!(uuid.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }

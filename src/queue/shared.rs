@@ -23,6 +23,8 @@ type Reply = Box<dyn FnOnce(Option<&QueueError>) + Send>;
 #[derive(Clone)]
 pub struct SharedQueue {
     queue: Arc<Mutex<Queue>>,
+    /// The queue's UUID (it never changes).
+    identity: Arc<str>,
     /// Changes waiting for the next group commit.
     waiting: Arc<Mutex<Vec<Job>>>,
 }
@@ -30,9 +32,16 @@ pub struct SharedQueue {
 impl SharedQueue {
     pub fn new(queue: Queue) -> Self {
         SharedQueue {
+            identity: Arc::from(queue.identity()),
             queue: Arc::new(Mutex::new(queue)),
             waiting: Arc::default(),
         }
+    }
+
+    /// What an object written by row `id` carries as its writer (see
+    /// [`super::writer_of`]).
+    pub fn writer_of(&self, id: i64) -> String {
+        super::writer_of(&self.identity, id)
     }
 
     /// Runs `f` with the queue on a blocking thread.

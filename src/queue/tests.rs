@@ -165,7 +165,8 @@ fn transitions_done_retry_failed_and_changed() {
         (State::Done, Some(20), Some("\"etag\""))
     );
 
-    q.retry_later(2, 1, "503 SlowDown", 500, 20).unwrap();
+    q.retry_later(Ended::unsent(2, 1), "503 SlowDown", 500, 20)
+        .unwrap();
     let later = q.get(2).unwrap().unwrap();
     assert_eq!((later.state, later.next_attempt_at), (State::Pending, 500));
     assert_eq!(later.last_error.as_deref(), Some("503 SlowDown"));
@@ -173,7 +174,8 @@ fn transitions_done_retry_failed_and_changed() {
     assert_eq!(q.next_due().unwrap(), Some(500));
     let again = q.claim(10, 500, Duration::from_secs(1)).unwrap();
     assert_eq!((again[0].id, again[0].attempts), (2, 2));
-    q.mark_failed(2, 2, "AccessDenied", 600).unwrap();
+    q.mark_failed(Ended::unsent(2, 2), "AccessDenied", 600)
+        .unwrap();
     assert_eq!(q.get(2).unwrap().unwrap().state, State::Failed);
 
     let stamp = FileStamp {
@@ -181,7 +183,8 @@ fn transitions_done_retry_failed_and_changed() {
         mtime_ns: 2,
         inode: 7,
     };
-    q.requeue_changed(3, 1, stamp, None, 700, 30).unwrap();
+    q.requeue_changed(Ended::unsent(3, 1), stamp, None, 700, 30)
+        .unwrap();
     let changed = q.get(3).unwrap().unwrap();
     assert_eq!(
         (changed.state, changed.attempts, changed.stamp),
@@ -237,7 +240,8 @@ fn summary_retry_and_purge() {
     );
     q.claim(3, 10, Duration::from_secs(60)).unwrap();
     q.mark_done(1, 1, &delivered("e"), None, 50).unwrap();
-    q.mark_failed(2, 1, "AccessDenied", 51).unwrap();
+    q.mark_failed(Ended::unsent(2, 1), "AccessDenied", 51)
+        .unwrap();
     let s = q.summary().unwrap();
     assert_eq!(
         s.counts,
@@ -389,7 +393,8 @@ fn a_failed_row_yields_its_path_to_a_new_file() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.mark_failed(1, 1, "bad CSV at line 3", 11).unwrap();
+    q.mark_failed(Ended::unsent(1, 1), "bad CSV at line 3", 11)
+        .unwrap();
     // The same file again stays with its failed row.
     assert_eq!(
         register(&mut q, &[file("a", 1)], 12),
@@ -477,8 +482,12 @@ fn a_vanished_file_back_at_its_path_is_queued_again() {
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     // Away for a moment (a remount, a producer's rename and back): the row failed.
-    q.mark_failed(1, 1, "source disappeared: /spool/a no longer exists", 11)
-        .unwrap();
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "source disappeared: /spool/a no longer exists",
+        11,
+    )
+    .unwrap();
     assert_eq!(
         register(&mut q, &[file("a", 1)], 12),
         vec![Registered::Followed(1)]
@@ -609,7 +618,7 @@ fn multipart_progress_is_recorded_and_cleared_with_the_upload() {
     );
     assert_eq!(q.recorded_uploads().unwrap()[0].upload_id, "upload-1");
     // A transient failure keeps the upload for the next attempt.
-    q.retry_later(1, 1, "503", 20, 11).unwrap();
+    q.retry_later(Ended::unsent(1, 1), "503", 20, 11).unwrap();
     let again = q.claim(1, 20, Duration::from_secs(60)).unwrap().remove(0);
     assert_eq!(again.upload_id.as_deref(), Some("upload-1"));
     assert_eq!(q.parts(1).unwrap().len(), 2);
@@ -643,7 +652,7 @@ fn starting_over_forgets_old_parts() {
     let row = q.get(1).unwrap().unwrap();
     assert_eq!((row.upload_id, q.parts(1).unwrap().len()), (None, 0));
     q.start_upload(1, 1, "u2", 5 << 20, Some("sha")).unwrap();
-    assert!(q.mark_failed(1, 1, "gone", 11).unwrap());
+    assert!(q.mark_failed(Ended::unsent(1, 1), "gone", 11).unwrap());
     assert!(q.get(1).unwrap().unwrap().upload_id.is_none());
 }
 
@@ -665,7 +674,7 @@ fn a_file_rewritten_while_pending_does_not_resume_the_old_upload() {
         },
     )
     .unwrap();
-    q.retry_later(1, 1, "503", 20, 11).unwrap();
+    q.retry_later(Ended::unsent(1, 1), "503", 20, 11).unwrap();
     // Rewritten and settled again before the next attempt.
     assert_eq!(
         register(&mut q, &[file("big", 30 << 20)], 12),
@@ -848,7 +857,9 @@ fn a_file_the_daemon_died_with_too_often_is_set_aside() {
     // The file merely in flight beside it runs alone, comes back, and is no suspect any more.
     let next = q.claim_suspect(16, lease, &Eligible::default()).unwrap();
     assert_eq!(next[0].rel_path, "ok.csv");
-    assert!(q.retry_later(2, next[0].claim, "SlowDown", 16, 16).unwrap());
+    assert!(q
+        .retry_later(Ended::unsent(2, next[0].claim), "SlowDown", 16, 16)
+        .unwrap());
     assert_eq!(q.claim(5, 17, lease).unwrap().len(), 1);
 }
 
@@ -899,8 +910,12 @@ fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
     // does not depend on the path: the row follows (an object an earlier try may have
     // put in place is found by HEAD under that key).
     q.claim(1, 13, Duration::from_secs(60)).unwrap();
-    q.mark_failed(1, 1, "source disappeared: /spool/b no longer exists", 14)
-        .unwrap();
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "source disappeared: /spool/b no longer exists",
+        14,
+    )
+    .unwrap();
     set_key(&q, 1, "k1");
     let id_keyed = by_id(&mut q, moved("c"));
     assert_eq!(id_keyed, vec![Registered::Followed(1)]);
@@ -914,7 +929,7 @@ fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
     assert_eq!((old.state, old.superseded_by), (State::Failed, Some(2)));
     // A row failed for another reason is not revived by a move.
     q.claim(1, 15, Duration::from_secs(60)).unwrap();
-    q.mark_failed(2, 1, "bad CSV", 16).unwrap();
+    q.mark_failed(Ended::unsent(2, 1), "bad CSV", 16).unwrap();
     assert_eq!(by_id(&mut q, moved("e")), vec![Registered::Queued(3)]);
 }
 
@@ -923,7 +938,8 @@ fn with_keys_unique_per_row_a_tried_row_follows_its_file_keeping_its_key() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.retry_later(1, 1, "answer lost", 11, 11).unwrap();
+    q.retry_later(Ended::unsent(1, 1), "answer lost", 11, 11)
+        .unwrap();
     let mut moved = file("b", 1);
     moved.path = PathBuf::from("/spool/b");
     let rules = SpoolRules {
@@ -988,7 +1004,8 @@ fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
     )
     .unwrap();
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.retry_later(1, 1, "answer lost", 11, 11).unwrap();
+    q.retry_later(Ended::unsent(1, 1), "answer lost", 11, 11)
+        .unwrap();
     // Moved after a try, with keys from the path: a row of its own; row 1 superseded.
     let mut at_b = file("b", 1);
     at_b.path = PathBuf::from("/spool/b");
@@ -1020,7 +1037,8 @@ fn an_upload_no_row_needs_any_more_is_listed_for_aborting() {
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     assert!(q.start_upload(1, 1, "up-1", 5 << 20, Some("sha")).unwrap());
-    q.retry_later(1, 1, "SlowDown", 11, 11).unwrap();
+    q.retry_later(Ended::unsent(1, 1), "SlowDown", 11, 11)
+        .unwrap();
     // Rewritten before the upload ended: the row starts over, its upload is abandoned.
     register(&mut q, &[file("a", 2)], 12);
     assert_eq!(q.get(1).unwrap().unwrap().upload_id, None);
@@ -1271,14 +1289,17 @@ fn a_window_pause_keeps_the_parts_and_uncounts_the_attempt() {
         md5: "00".into(),
     };
     q.record_part(row.id, row.claim, &part).unwrap();
-    assert!(q.pause_for_window(row.id, row.claim, 30).unwrap());
+    assert!(q
+        .pause_for_window(Ended::unsent(row.id, row.claim), 30)
+        .unwrap());
     let paused = q.get(row.id).unwrap().unwrap();
     assert_eq!((paused.state, paused.attempts), (State::Pending, 0));
     assert_eq!(paused.upload_id.as_deref(), Some("up-1"));
     assert_eq!(q.parts(row.id).unwrap().len(), 1);
     assert!(paused.last_error.is_none(), "a pause is no error");
     assert!(
-        !q.pause_for_window(row.id, row.claim, 31).unwrap(),
+        !q.pause_for_window(Ended::unsent(row.id, row.claim), 31)
+            .unwrap(),
         "not held any more"
     );
 }

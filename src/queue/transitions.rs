@@ -190,12 +190,37 @@ pub struct Done {
     pub format: String,
 }
 
+/// An attempt that ended without delivering: the row and claim it held, and whether a
+/// request that makes the object may have reached S3 without an answer. Every transition
+/// that puts the row back records that in the same statement, so the next attempt asks
+/// HEAD first, whatever put the row back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub id: i64,
+    pub claim: i64,
+    pub maybe_sent: bool,
+}
+
+impl Ended {
+    /// An attempt that sent nothing that could have made the object.
+    pub fn unsent(id: i64, claim: i64) -> Ended {
+        Ended {
+            id,
+            claim,
+            maybe_sent: false,
+        }
+    }
+}
+
 impl Queue {
-    /// Returns every `active` row to `pending`; run at daemon start, when no worker exists.
+    /// Returns every `active` row to `pending`; run when no worker exists (a stop or a
+    /// reload cut them off). Their requests may have reached S3: the next attempt asks
+    /// HEAD first.
     pub fn recover_active(&mut self, now_ms: i64) -> Result<usize> {
         self.conn
             .execute(
-                "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1
+                "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
+                     maybe_sent = 1
                  WHERE state = 'active'",
                 [now_ms],
             )
@@ -221,7 +246,7 @@ impl Queue {
             let interrupted: Vec<(i64, u32, String, String)> = tx
                 .prepare(
                     "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
-                         interruptions = interruptions + 1,
+                         interruptions = interruptions + 1, maybe_sent = 1,
                          last_error = 'the daemon stopped during this attempt'
                      WHERE state = 'active' RETURNING id, interruptions, rel_path, destination",
                 )?
@@ -281,7 +306,8 @@ impl Queue {
         self.conn
             .execute(
                 "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
-                     last_error = 'the worker stopped renewing its lease; queued again'
+                     last_error = 'the worker stopped renewing its lease; queued again',
+                     maybe_sent = 1
                  WHERE state = 'active' AND lease_until < ?1",
                 [now_ms],
             )
@@ -437,50 +463,39 @@ impl Queue {
         batch: Option<&Batching>,
         now_ms: i64,
     ) -> Result<bool> {
+        self.in_transaction(|tx| done_in(tx, id, claim, done, batch, now_ms))
+    }
+
+    /// HEAD found at the row's key an object this row wrote, holding an earlier version of
+    /// its file (an answer was lost, then the file was replaced): that version *was*
+    /// delivered. In one transaction, the row is done with what S3 holds, its source is
+    /// finished as `superseded` (nothing touches the file now at its path: it is a later
+    /// version), and that file, `later`, is registered as a new row with its own key.
+    /// Returns the new row's registration, or `None` when the row is no longer this
+    /// attempt's.
+    pub fn mark_earlier_delivered<F>(
+        &mut self,
+        ended: Ended,
+        done: &Done,
+        batch: Option<&Batching>,
+        later: (&NewFile, SpoolRules),
+        now_ms: i64,
+        mut render_key: F,
+    ) -> Result<Option<Registered>>
+    where
+        F: FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+    {
         self.in_transaction(|tx| {
-            let updated = tx
-                .prepare_cached(
-                    "UPDATE files SET state = 'done', interruptions = 0, etag = ?3, sha256 = ?4, object_size = ?5,
-                         rows = ?6, format = ?7, last_error = NULL, lease_until = NULL,
-                         upload_id = NULL, part_size = NULL, done_at = ?8, updated_at = ?8
-                     WHERE id = ?1 AND state = 'active' AND claim = ?2
-                     RETURNING spool, destination, bucket",
-                )?
-                .query_row(
-                    params![
-                        id,
-                        claim,
-                        done.etag,
-                        done.sha256,
-                        done.object_size as i64,
-                        done.rows.map(|n| n as i64),
-                        done.format,
-                        now_ms
-                    ],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                        ))
-                    },
-                );
-            let (spool, destination, bucket) = match updated {
-                Ok(found) => found,
-                Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
-            let done = History {
-                outcome: "done",
-                error: None,
-                now_ms,
-            };
-            record_attempt(tx, id, &done)?;
-            if let Some(batching) = batch {
-                join_batch(tx, id, &spool, &destination, &bucket, batching, now_ms)?;
+            if !done_in(tx, ended.id, ended.claim, done, batch, now_ms)? {
+                return Ok(None);
             }
-            Ok(true)
+            tx.execute(
+                "UPDATE files SET source_finished_at = ?2, source_outcome = 'superseded'
+                 WHERE id = ?1 AND state = 'done'",
+                params![ended.id, now_ms],
+            )?;
+            let (file, rules) = later;
+            super::register::register_one_in(tx, file, rules, now_ms, &mut render_key).map(Some)
         })
     }
 
@@ -488,32 +503,29 @@ impl Queue {
     /// kept, so the next attempt resumes it.
     pub fn retry_later(
         &mut self,
-        id: i64,
-        claim: i64,
+        ended: Ended,
         error: &str,
         next_attempt_at: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        self.back_to_pending(id, claim, error, (next_attempt_at, now_ms), true)
+        self.back_to_pending(ended, error, (next_attempt_at, now_ms), true)
     }
 
     /// The destination, not the file, failed: back to `pending` at `next_attempt_at`,
     /// with the attempt not counted (the file was never really tried).
     pub fn release(
         &mut self,
-        id: i64,
-        claim: i64,
+        ended: Ended,
         error: &str,
         next_attempt_at: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        self.back_to_pending(id, claim, error, (next_attempt_at, now_ms), false)
+        self.back_to_pending(ended, error, (next_attempt_at, now_ms), false)
     }
 
     fn back_to_pending(
         &mut self,
-        id: i64,
-        claim: i64,
+        ended: Ended,
         error: &str,
         (next_attempt_at, now_ms): (i64, i64),
         counted: bool,
@@ -521,9 +533,18 @@ impl Queue {
         let uncount = if counted { 0 } else { 1 };
         self.transition(
             "UPDATE files SET state = 'pending', interruptions = 0, last_error = ?3, next_attempt_at = ?4,
-                 attempts = MAX(attempts - ?6, 0), lease_until = NULL, updated_at = ?5
+                 attempts = MAX(attempts - ?6, 0), lease_until = NULL, updated_at = ?5,
+                 maybe_sent = maybe_sent OR ?7
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
-            params![id, claim, error, next_attempt_at, now_ms, uncount],
+            params![
+                ended.id,
+                ended.claim,
+                error,
+                next_attempt_at,
+                now_ms,
+                uncount,
+                ended.maybe_sent
+            ],
             false,
             Some(History {
                 outcome: if counted { "retry" } else { "held back" },
@@ -534,13 +555,14 @@ impl Queue {
     }
 
     /// A permanent failure, or attempts used up: wait for an operator. The caller aborted
-    /// any multipart upload; its record goes.
-    pub fn mark_failed(&mut self, id: i64, claim: i64, error: &str, now_ms: i64) -> Result<bool> {
+    /// any multipart upload; its record goes. Whether the object may be in S3 stays
+    /// recorded, for the attempt after `s3spool retry`.
+    pub fn mark_failed(&mut self, ended: Ended, error: &str, now_ms: i64) -> Result<bool> {
         self.transition(
             "UPDATE files SET state = 'failed', interruptions = 0, last_error = ?3, lease_until = NULL,
-                 upload_id = NULL, part_size = NULL, updated_at = ?4
+                 upload_id = NULL, part_size = NULL, updated_at = ?4, maybe_sent = maybe_sent OR ?5
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
-            params![id, claim, error, now_ms],
+            params![ended.id, ended.claim, error, now_ms, ended.maybe_sent],
             true,
             Some(History {
                 outcome: "failed",
@@ -552,11 +574,11 @@ impl Queue {
 
     /// The source changed since it was queued or while it was uploaded: upload it again
     /// (same key) once it has settled, without using up an attempt. The caller aborted any
-    /// multipart upload; its record goes.
+    /// multipart upload; its record goes. The caller also made sure no earlier version
+    /// of the file is at the key, if one may be (see [`Queue::mark_earlier_delivered`]).
     pub fn requeue_changed(
         &mut self,
-        id: i64,
-        claim: i64,
+        ended: Ended,
         stamp: FileStamp,
         birth_ns: Option<i64>,
         next_attempt_at: i64,
@@ -567,18 +589,19 @@ impl Queue {
             "UPDATE files SET state = 'pending', interruptions = 0, attempts = MAX(attempts - 1, 0), size = ?3,
                  birth_ns = CASE WHEN inode = ?5 THEN COALESCE(?8, birth_ns) ELSE ?8 END,
                  mtime_ns = ?4, inode = ?5, next_attempt_at = ?6, lease_until = NULL,
-                 upload_id = NULL, part_size = NULL, sha256 = NULL,
+                 upload_id = NULL, part_size = NULL, sha256 = NULL, maybe_sent = maybe_sent OR ?9,
                  last_error = 'source changed; will upload again once it settles', updated_at = ?7
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
             params![
-                id,
-                claim,
+                ended.id,
+                ended.claim,
                 stamp.size as i64,
                 stamp.mtime_ns,
                 stamp.inode as i64,
                 next_attempt_at,
                 now_ms,
-                birth_ns
+                birth_ns,
+                ended.maybe_sent
             ],
             true,
             Some(History {
@@ -655,4 +678,58 @@ impl Queue {
             }
         })
     }
+}
+
+/// The row is done with what was delivered (see [`Queue::mark_done`]), in `tx`.
+fn done_in(
+    tx: &rusqlite::Connection,
+    id: i64,
+    claim: i64,
+    done: &Done,
+    batch: Option<&Batching>,
+    now_ms: i64,
+) -> rusqlite::Result<bool> {
+    let updated = tx
+            .prepare_cached(
+                "UPDATE files SET state = 'done', interruptions = 0, maybe_sent = 0, etag = ?3, sha256 = ?4, object_size = ?5,
+                     rows = ?6, format = ?7, last_error = NULL, lease_until = NULL,
+                     upload_id = NULL, part_size = NULL, done_at = ?8, updated_at = ?8
+                 WHERE id = ?1 AND state = 'active' AND claim = ?2
+                 RETURNING spool, destination, bucket",
+            )?
+            .query_row(
+                params![
+                    id,
+                    claim,
+                    done.etag,
+                    done.sha256,
+                    done.object_size as i64,
+                    done.rows.map(|n| n as i64),
+                    done.format,
+                    now_ms
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            );
+    let (spool, destination, bucket) = match updated {
+        Ok(found) => found,
+        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    tx.execute("DELETE FROM parts WHERE file_id = ?1", [id])?;
+    let done = History {
+        outcome: "done",
+        error: None,
+        now_ms,
+    };
+    record_attempt(tx, id, &done)?;
+    if let Some(batching) = batch {
+        join_batch(tx, id, &spool, &destination, &bucket, batching, now_ms)?;
+    }
+    Ok(true)
 }

@@ -21,6 +21,8 @@ pub struct Object {
     pub bytes: Bytes,
     pub etag: String,
     pub sha256: Option<String>,
+    pub source_sha256: Option<String>,
+    pub written_by: Option<String>,
     pub content_type: String,
 }
 
@@ -39,6 +41,11 @@ struct State {
     requests: Vec<String>,
     /// Errors for the next requests of an operation, in order.
     faults: VecDeque<(&'static str, StoreError)>,
+    /// Errors for the next writes of an operation, returned after the write is applied
+    /// (an answer lost on its way back).
+    lost: VecDeque<(&'static str, StoreError)>,
+    /// Objects written per key, as a versioned bucket counts them.
+    writes: HashMap<String, usize>,
     /// Every request fails with this until cleared (an outage, a missing bucket).
     down: Option<StoreError>,
     /// Called with each request's operation and key before it is served.
@@ -70,6 +77,17 @@ impl MemoryStore {
     /// queue up in the order given.
     pub fn fail_next(&self, operation: &'static str, error: StoreError) {
         self.lock().faults.push_back((operation, error));
+    }
+
+    /// The next write of `operation` (`PutObject`, `CompleteMultipartUpload`) is applied,
+    /// then answered with `error`, as if the answer were lost on its way back.
+    pub fn lose_next_answer(&self, operation: &'static str, error: StoreError) {
+        self.lock().lost.push_back((operation, error));
+    }
+
+    /// How many times an object was written under `key` (a versioned bucket's versions).
+    pub fn writes(&self, key: &str) -> usize {
+        self.lock().writes.get(key).copied().unwrap_or(0)
     }
 
     /// Every request fails with `error` until `down(None)`.
@@ -111,6 +129,27 @@ impl MemoryStore {
     /// Multipart uploads S3 would still hold.
     pub fn open_uploads(&self) -> usize {
         self.lock().uploads.len()
+    }
+
+    /// Stores `object` under `key`, counting the write; then answers as told.
+    fn write(
+        &self,
+        operation: &'static str,
+        key: &str,
+        object: Object,
+    ) -> Result<Written, StoreError> {
+        let mut state = self.lock();
+        let etag = object.etag.clone();
+        state.objects.insert(key.to_string(), object);
+        *state.writes.entry(key.to_string()).or_default() += 1;
+        if let Some(at) = state.lost.iter().position(|(op, _)| *op == operation) {
+            let (_, e) = state.lost.remove(at).expect("position is in range");
+            return Err(e);
+        }
+        Ok(Written {
+            etag,
+            etag_is_md5: true,
+        })
     }
 
     /// Records the request and returns the fault it must fail with, if any.
@@ -183,20 +222,15 @@ impl ObjectStore for MemoryStore {
         if got != md5 {
             return Err(bad_digest("PutObject"));
         }
-        let etag = quoted(&md5);
-        self.lock().objects.insert(
-            key.to_string(),
-            Object {
-                bytes,
-                etag: etag.clone(),
-                sha256: meta.sha256.clone(),
-                content_type: meta.content_type.to_string(),
-            },
-        );
-        Ok(Written {
-            etag,
-            etag_is_md5: true,
-        })
+        let object = Object {
+            bytes,
+            etag: quoted(&md5),
+            sha256: meta.sha256.clone(),
+            source_sha256: meta.source_sha256.clone(),
+            written_by: meta.written_by.clone(),
+            content_type: meta.content_type.to_string(),
+        };
+        self.write("PutObject", key, object)
     }
 
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
@@ -277,24 +311,20 @@ impl ObjectStore for MemoryStore {
             md5s.push(*md5);
         }
         let meta = upload.meta.clone().unwrap_or(ObjectMeta {
-            sha256: None,
             content_type: "application/octet-stream",
+            ..ObjectMeta::default()
         });
         state.uploads.remove(upload_id);
-        let etag = format!("\"{}\"", multipart_etag(&md5s));
-        state.objects.insert(
-            key.to_string(),
-            Object {
-                bytes: Bytes::from(joined),
-                etag: etag.clone(),
-                sha256: meta.sha256,
-                content_type: meta.content_type.to_string(),
-            },
-        );
-        Ok(Written {
-            etag,
-            etag_is_md5: true,
-        })
+        drop(state);
+        let object = Object {
+            bytes: Bytes::from(joined),
+            etag: format!("\"{}\"", multipart_etag(&md5s)),
+            sha256: meta.sha256,
+            source_sha256: meta.source_sha256,
+            written_by: meta.written_by,
+            content_type: meta.content_type.to_string(),
+        };
+        self.write("CompleteMultipartUpload", key, object)
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
@@ -344,6 +374,8 @@ impl ObjectStore for MemoryStore {
             size: o.bytes.len() as u64,
             etag: Some(o.etag.clone()),
             sha256: o.sha256.clone(),
+            source_sha256: o.source_sha256.clone(),
+            written_by: o.written_by.clone(),
         }))
     }
 

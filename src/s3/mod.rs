@@ -48,12 +48,16 @@ pub struct Written {
 }
 
 /// What HEAD tells about an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectHead {
     pub size: u64,
     pub etag: Option<String>,
     /// The `x-amz-meta-sha256` s3spool wrote with the object, if any.
     pub sha256: Option<String>,
+    /// The `x-amz-meta-source-sha256` of a converted or encrypted object.
+    pub source_sha256: Option<String>,
+    /// The `x-amz-meta-s3spool-row` of the row that wrote it (`QUEUE-UUID/ROW-ID`).
+    pub written_by: Option<String>,
 }
 
 /// A part S3 holds for an open multipart upload (ListParts).
@@ -74,20 +78,27 @@ pub struct OpenUpload {
 }
 
 /// What an object carries besides its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectMeta {
     /// Hex SHA-256 of the object's bytes (for raw delivery, the source's), stored as
     /// `x-amz-meta-sha256`; none for a file sent in parts that is read only once
     /// (`large_file_sha256 = "manifest"`).
     pub sha256: Option<String>,
+    /// Hex SHA-256 of the source of a converted or encrypted object, stored as
+    /// `x-amz-meta-source-sha256`: the same at every attempt, whatever bytes the
+    /// conversion makes.
+    pub source_sha256: Option<String>,
+    /// The row writing the object (`QUEUE-UUID/ROW-ID`), stored as `x-amz-meta-s3spool-row`.
+    pub written_by: Option<String>,
     pub content_type: &'static str,
 }
 
 /// S3's largest object: 5 TiB.
 pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 
-/// The metadata key under which the source's SHA-256 is stored (`x-amz-meta-sha256`).
-pub use crate::config::SHA256_METADATA;
+/// The metadata keys of an object's identity (`x-amz-meta-sha256`, `-source-sha256`,
+/// `-s3spool-row`).
+pub use crate::config::{SHA256_METADATA, SOURCE_SHA256_METADATA, WRITER_METADATA};
 
 /// The S3 calls s3spool makes against one bucket.
 #[async_trait]
@@ -225,6 +236,12 @@ impl StoreError {
     /// reset before an answer, DNS or TLS failed, or the request timed out.
     pub fn is_no_answer(&self) -> bool {
         self.status.is_none() && matches!(self.code.as_str(), "ConnectionFailed" | "Timeout")
+    }
+
+    /// S3 answered, refusing the request: a write it refused did not happen. A 5xx may
+    /// come after the write was applied, and no answer tells nothing.
+    pub fn refused_unwritten(&self) -> bool {
+        matches!(self.status, Some(400..=499))
     }
 
     /// Permanent errors that are the destination's, not the file's: every file would get

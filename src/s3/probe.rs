@@ -196,6 +196,7 @@ fn probe_meta(sha256: String) -> ObjectMeta {
     ObjectMeta {
         sha256: Some(sha256),
         content_type: "text/plain",
+        ..ObjectMeta::default()
     }
 }
 

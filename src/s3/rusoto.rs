@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::auth::{credentials_error, SharedCredentials};
 use super::{
     xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
-    PutBody, StoreError, Written, SHA256_METADATA,
+    PutBody, StoreError, Written, SHA256_METADATA, SOURCE_SHA256_METADATA, WRITER_METADATA,
 };
 use crate::bandwidth::{within_progress, Progress, Throttle};
 use crate::config::{Destination, ObjectOptions};
@@ -92,11 +92,18 @@ fn written(
     }
 }
 
-/// The destination's user metadata, and the object's SHA-256.
-fn metadata(options: &ObjectOptions, sha256: Option<&str>) -> HashMap<String, String> {
+/// The destination's user metadata, and the object's identity.
+fn metadata(options: &ObjectOptions, meta: &ObjectMeta) -> HashMap<String, String> {
     let mut metadata: HashMap<String, String> = options.metadata.iter().cloned().collect();
-    if let Some(sha256) = sha256 {
-        metadata.insert(SHA256_METADATA.to_string(), sha256.to_string());
+    let identity = [
+        (SHA256_METADATA, &meta.sha256),
+        (SOURCE_SHA256_METADATA, &meta.source_sha256),
+        (WRITER_METADATA, &meta.written_by),
+    ];
+    for (name, value) in identity {
+        if let Some(value) = value {
+            metadata.insert(name.to_string(), value.clone());
+        }
     }
     metadata
 }
@@ -328,7 +335,7 @@ impl ObjectStore for RusotoStore {
             body: Some(stream),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
-            metadata: Some(metadata(&self.object, meta.sha256.as_deref())),
+            metadata: Some(metadata(&self.object, meta)),
             content_type: Some(meta.content_type.to_string()),
             tagging: self.object.tagging(),
             storage_class: self.object.storage_class.clone(),
@@ -348,7 +355,7 @@ impl ObjectStore for RusotoStore {
         let request = CreateMultipartUploadRequest {
             bucket: self.bucket.clone(),
             key: key.to_string(),
-            metadata: Some(metadata(&self.object, meta.sha256.as_deref())),
+            metadata: Some(metadata(&self.object, meta)),
             content_type: Some(meta.content_type.to_string()),
             tagging: self.object.tagging(),
             storage_class: self.object.storage_class.clone(),
@@ -458,11 +465,16 @@ impl ObjectStore for RusotoStore {
             .call("HeadObject", self.client.head_object(request))
             .await
         {
-            Ok(out) => Ok(Some(ObjectHead {
-                size: out.content_length.unwrap_or(0).max(0) as u64,
-                etag: out.e_tag,
-                sha256: out.metadata.and_then(|mut m| m.remove(SHA256_METADATA)),
-            })),
+            Ok(out) => {
+                let mut metadata = out.metadata.unwrap_or_default();
+                Ok(Some(ObjectHead {
+                    size: out.content_length.unwrap_or(0).max(0) as u64,
+                    etag: out.e_tag,
+                    sha256: metadata.remove(SHA256_METADATA),
+                    source_sha256: metadata.remove(SOURCE_SHA256_METADATA),
+                    written_by: metadata.remove(WRITER_METADATA),
+                }))
+            }
             Err(e) if e.status == Some(404) && e.code != "NoSuchBucket" => Ok(None),
             Err(e) => Err(e),
         }

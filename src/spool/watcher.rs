@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::scan::{self, Looked, Seen};
 use super::settle::Settler;
 use crate::config::{AfterUpload, Destination, Spool};
-use crate::key::KeyInput;
 use crate::queue::{NewFile, Registered, SharedQueue, SpoolRules};
 
 /// Files registered per transaction.
@@ -256,20 +255,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                 if !utf8.contains(&file.rel_path) {
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
                 }
-                let input = KeyInput {
-                    spool: &spool2.name,
-                    host: &host,
-                    rel_path: &file.rel_path,
-                    id,
-                    uuid: if spool2.key.uses_uuid() {
-                        uuid::Uuid::new_v4()
-                    } else {
-                        uuid::Uuid::nil()
-                    },
-                    time: now,
-                    ext: spool2.output.ext_rule(),
-                };
-                spool2.key.render(&dest.prefix, &input).map_err(|e| e.to_string())
+                spool2.object_key(&dest.prefix, &host, &file.rel_path, id, now)
             }, |old_path, stamp| scan::moved_away(&spool2, old_path, stamp))
         })
         .await;

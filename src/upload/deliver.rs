@@ -4,9 +4,11 @@
 //!
 //! Order matters for crash safety: object confirmed → row `done` (committed) → source
 //! deleted/moved (by the finisher, from the queue). A crash between the first two is
-//! repaired by the next attempt finding the object in place (HEAD, matching SHA-256)
+//! repaired by the next attempt finding the object in place (HEAD, see [`super::earlier`])
 //! instead of sending it again; a crash between the last two by the finisher's first
-//! pass at the next start.
+//! pass at the next start. An attempt that may have made the object without hearing so
+//! (a lost answer, a stop, a crash) leaves `maybe_sent` on its row, written by whatever
+//! transition puts the row back.
 
 use std::fs::File;
 use std::io;
@@ -14,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::earlier::{self, AtKey};
 use super::error::TransferError;
 use super::gates::WindowCheck;
 use super::job::{Job, Uploaded};
@@ -22,8 +25,10 @@ use super::{backoff, Uploader, LEASE};
 use crate::beneath;
 use crate::clock::now_ms;
 use crate::key::PathParts;
-use crate::queue::{Batching, Done, FileRow, FileStamp, Queue, State, VANISHED};
-use crate::s3::ErrorClass;
+use crate::queue::{
+    Batching, Done, Ended, FileRow, FileStamp, NewFile, Queue, SpoolRules, State, VANISHED,
+};
+use crate::s3::{ErrorClass, ObjectHead};
 use crate::transcode::{self, Output};
 
 /// Tries to write one outcome to the queue before leaving the row to lease expiry.
@@ -33,6 +38,13 @@ const RECORD_TRIES: u32 = 6;
 pub(super) enum Outcome {
     /// S3 holds the object, and the file did not change while it was read.
     Delivered(Delivery),
+    /// Under the row's key, S3 holds an object this row wrote of an earlier version of
+    /// the file (its answer was lost, then the file was replaced): that version was
+    /// delivered. The file now at the path, stamped `current`, is a new file.
+    EarlierDelivered {
+        delivery: Delivery,
+        current: FileStamp,
+    },
     /// The file is not as queued (still being written, or rewritten).
     Changed { stamp: FileStamp },
     /// Not delivered: retried, held back (when the destination may fail for every file,
@@ -49,10 +61,35 @@ pub struct Delivery {
     pub rows: Option<u64>,
 }
 
+/// An attempt's outcome, and whether it may have made the object unheard (see
+/// [`super::job::Job::making`]).
+pub(super) struct Attempted {
+    pub outcome: Outcome,
+    pub maybe_sent: bool,
+}
+
+impl From<Outcome> for Attempted {
+    /// An outcome reached before anything that makes the object was sent.
+    fn from(outcome: Outcome) -> Attempted {
+        Attempted {
+            outcome,
+            maybe_sent: false,
+        }
+    }
+}
+
 impl Uploader {
     pub(super) async fn deliver(&self, row: FileRow) {
         let started = std::time::Instant::now();
-        let outcome = self.with_lease(&row, self.attempt(&row)).await;
+        let Attempted {
+            outcome,
+            maybe_sent,
+        } = self.with_lease(&row, self.attempt(&row)).await;
+        let ended = Ended {
+            id: row.id,
+            claim: row.claim,
+            maybe_sent,
+        };
         // Made again, byte for byte, by any later attempt: no need to keep it.
         if self
             .config
@@ -62,56 +99,21 @@ impl Uploader {
         {
             transcode::remove_work(&self.config.state_dir, row.id, row.claim);
         }
-        let (id, claim) = (row.id, row.claim);
+        let id = row.id;
         let held = matches!(&outcome, Outcome::Failed(e) if e.hold_cause().is_some());
-        if !held && !matches!(outcome, Outcome::Delivered(_)) {
+        if !held
+            && !matches!(
+                outcome,
+                Outcome::Delivered(_) | Outcome::EarlierDelivered { .. }
+            )
+        {
             // If this was a blocked destination's probe, it told nothing: probe again.
             self.pressure.probe_unused(&row.destination);
         }
         match outcome {
-            Outcome::Delivered(delivery) => {
-                let uploaded = &delivery.uploaded;
-                let spool = self.config.spools.get(&row.spool);
-                let done = Done {
-                    etag: uploaded.etag.clone(),
-                    sha256: uploaded.sha256.clone(),
-                    object_size: delivery.size,
-                    rows: delivery.rows,
-                    format: spool.map_or_else(|| "raw".to_string(), |s| s.output.name()),
-                };
-                let batching = spool.and_then(|s| s.manifest.as_ref()).map(|m| Batching {
-                    max_files: m.max_files,
-                    host: self.host.to_string(),
-                });
-                let done = self
-                    .record(id, move |q, now| {
-                        q.mark_done(id, claim, &done, batching.as_ref(), now)
-                    })
-                    .await;
-                if done {
-                    self.heartbeat.delivered();
-                    self.reopened(&row.destination).await;
-                } else {
-                    // The outcome was not recorded: as a probe, it told nothing.
-                    self.pressure.probe_unused(&row.destination);
-                }
-                if done {
-                    self.metrics.delivered(
-                        &row.spool,
-                        &row.destination,
-                        delivery.size,
-                        started.elapsed(),
-                        now_ms(),
-                    );
-                    let how = if uploaded.sent {
-                        "uploaded"
-                    } else {
-                        "found already uploaded"
-                    };
-                    tracing::info!(spool = %row.spool, id, key = row.key.as_deref().unwrap_or(""),
-                        bytes = row.stamp.size, ms = started.elapsed().as_millis() as u64, how, "delivered");
-                    self.finisher.notify_one();
-                }
+            Outcome::Delivered(delivery) => self.delivered(&row, delivery, None, started).await,
+            Outcome::EarlierDelivered { delivery, current } => {
+                self.delivered(&row, delivery, Some(current), started).await
             }
             Outcome::Changed { stamp } => {
                 let settle = self
@@ -127,14 +129,14 @@ impl Uploader {
                     .await
                     .unwrap_or(None);
                 self.record(id, move |q, now| {
-                    q.requeue_changed(id, claim, stamp, birth, now + next, now)
+                    q.requeue_changed(ended, stamp, birth, now + next, now)
                 })
                 .await;
             }
             Outcome::Failed(TransferError::OutsideWindow) => {
                 tracing::info!(spool = %row.spool, id, path = %row.rel_path,
                     "delivery window closed: the upload stopped after its parts in flight, and goes on from there when the window opens");
-                self.record(id, move |q, now| q.pause_for_window(id, claim, now))
+                self.record(id, move |q, now| q.pause_for_window(ended, now))
                     .await;
             }
             Outcome::Failed(TransferError::ClaimLost) => {
@@ -142,7 +144,9 @@ impl Uploader {
             }
             Outcome::Failed(e) => {
                 let Some(cause) = e.hold_cause() else {
-                    return self.after_error(&row, e.to_string(), e.class()).await;
+                    return self
+                        .after_error(&row, ended, e.to_string(), e.class())
+                        .await;
                 };
                 let error = e.to_string();
                 let current = self.targets.get(&row.destination).map(|t| t.store.bucket());
@@ -155,12 +159,136 @@ impl Uploader {
                     );
                     // As a probe of the destination's bucket in use, it told nothing.
                     self.pressure.probe_unused(&row.destination);
-                    self.after_error(&row, reason, ErrorClass::Permanent).await
+                    self.after_error(&row, ended, reason, ErrorClass::Permanent)
+                        .await
                 } else {
-                    self.hold_back(&row, error, cause).await
+                    self.hold_back(&row, ended, error, cause).await
                 }
             }
         }
+    }
+
+    /// Records a delivery: the row is done, in its spool's manifest batch if it has one.
+    /// With `later`, what was delivered is an earlier version of the file, and the file
+    /// now at the path (stamped `later`) is queued in the same commit as a new row.
+    async fn delivered(
+        &self,
+        row: &FileRow,
+        delivery: Delivery,
+        later: Option<FileStamp>,
+        started: std::time::Instant,
+    ) {
+        let (id, claim) = (row.id, row.claim);
+        let uploaded = &delivery.uploaded;
+        let spool = self.config.spools.get(&row.spool);
+        let done = Done {
+            etag: uploaded.etag.clone(),
+            sha256: uploaded.sha256.clone(),
+            object_size: delivery.size,
+            rows: delivery.rows,
+            format: spool.map_or_else(|| "raw".to_string(), |s| s.output.name()),
+        };
+        let batching = spool.and_then(|s| s.manifest.as_ref()).map(|m| Batching {
+            max_files: m.max_files,
+            host: self.host.to_string(),
+        });
+        let done = match later.and_then(|stamp| self.later_version(row, stamp)) {
+            None => {
+                self.record(id, move |q, now| {
+                    q.mark_done(id, claim, &done, batching.as_ref(), now)
+                })
+                .await
+            }
+            Some(later) => {
+                let ended = Ended::unsent(id, claim);
+                let (file, rules, keys) = later;
+                let registered = Arc::new(std::sync::Mutex::new(None));
+                let noted = Arc::clone(&registered);
+                let applied = self
+                    .record(id, move |q, now| {
+                        let made = q.mark_earlier_delivered(
+                            ended,
+                            &done,
+                            batching.as_ref(),
+                            (&file, rules),
+                            now,
+                            |file, new_id| keys(file, new_id, now),
+                        )?;
+                        let applied = made.is_some();
+                        *noted.lock().unwrap_or_else(|p| p.into_inner()) = made;
+                        Ok(applied)
+                    })
+                    .await;
+                let registered = registered.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(new) = registered {
+                    tracing::info!(spool = %row.spool, id, path = %row.rel_path, queued = ?new,
+                        "an earlier version of this file was delivered (its answer was lost); the file now at its path is queued as a new file");
+                    self.wake.notify_one();
+                }
+                applied
+            }
+        };
+        if done {
+            self.heartbeat.delivered();
+            self.reopened(&row.destination).await;
+        } else {
+            // The outcome was not recorded: as a probe, it told nothing.
+            self.pressure.probe_unused(&row.destination);
+        }
+        if done {
+            self.metrics.delivered(
+                &row.spool,
+                &row.destination,
+                delivery.size,
+                started.elapsed(),
+                now_ms(),
+            );
+            let how = match (uploaded.sent, later.is_some()) {
+                (true, _) => "uploaded",
+                (false, false) => "found already uploaded",
+                (false, true) => "earlier version found uploaded",
+            };
+            tracing::info!(spool = %row.spool, id, key = row.key.as_deref().unwrap_or(""),
+                bytes = row.stamp.size, ms = started.elapsed().as_millis() as u64, how, "delivered");
+            self.finisher.notify_one();
+        }
+    }
+
+    /// The file now at the row's path (stamped `stamp`) as a new file of the row's spool,
+    /// with the spool's rules and how its key is made; `None` if the spool or its
+    /// destination left the config (a rescan of the spool, once back, queues it).
+    #[allow(clippy::type_complexity)]
+    fn later_version(
+        &self,
+        row: &FileRow,
+        stamp: FileStamp,
+    ) -> Option<(
+        NewFile,
+        SpoolRules,
+        impl Fn(&NewFile, i64, i64) -> Result<String, String> + Send + Sync + 'static,
+    )> {
+        let spool = Arc::clone(self.config.spools.get(&row.spool)?);
+        let destination = Arc::clone(self.config.destinations.get(&spool.destination)?);
+        let (path, rel) = (row.path.clone(), row.rel_path.clone());
+        let file = NewFile {
+            spool: row.spool.clone(),
+            rel_path: row.rel_path.clone(),
+            path: row.path.clone(),
+            destination: destination.name.clone(),
+            bucket: destination.bucket.clone(),
+            stamp,
+            birth_ns: birth_at(&path, &rel, stamp),
+        };
+        let rules = SpoolRules {
+            keeps: spool.after_upload == crate::config::AfterUpload::Keep,
+            unique_keys: spool.key.unique_per_row(),
+        };
+        let host = Arc::clone(&self.host);
+        let keys = move |file: &NewFile, id: i64, now: i64| {
+            let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+            spool.object_key(&destination.prefix, &host, &file.rel_path, id, time)
+        };
+        Some((file, rules, keys))
     }
 
     /// Runs `work` while renewing the row's lease, so a long upload is never taken back.
@@ -168,8 +296,8 @@ impl Uploader {
     async fn with_lease(
         &self,
         row: &FileRow,
-        work: impl std::future::Future<Output = Outcome>,
-    ) -> Outcome {
+        work: impl std::future::Future<Output = Attempted>,
+    ) -> Attempted {
         let (id, claim) = (row.id, row.claim);
         let renew = async {
             loop {
@@ -187,8 +315,9 @@ impl Uploader {
             }
         };
         tokio::select! {
-            outcome = work => outcome,
-            () = renew => Outcome::Failed(TransferError::ClaimLost),
+            attempted = work => attempted,
+            // Whatever was sent, the row is another worker's now: nothing is recorded.
+            () = renew => Outcome::Failed(TransferError::ClaimLost).into(),
         }
     }
 
@@ -226,8 +355,14 @@ impl Uploader {
         false
     }
 
-    pub(super) async fn after_error(&self, row: &FileRow, error: String, class: ErrorClass) {
-        let (id, claim) = (row.id, row.claim);
+    pub(super) async fn after_error(
+        &self,
+        row: &FileRow,
+        ended: Ended,
+        error: String,
+        class: ErrorClass,
+    ) {
+        let id = ended.id;
         self.metrics.attempt_failed(&row.destination, class);
         let target = self.targets.get(&row.destination);
         let max_attempts = target.map_or(1, |t| t.settings.max_attempts);
@@ -244,7 +379,7 @@ impl Uploader {
                     retry_in_ms = wait.as_millis() as u64, error = %error, "upload failed; will retry");
                 let delay = wait.as_millis() as i64;
                 self.record(id, move |q, now| {
-                    q.retry_later(id, claim, &error, now + delay, now)
+                    q.retry_later(ended, &error, now + delay, now)
                 })
                 .await;
             }
@@ -258,7 +393,7 @@ impl Uploader {
                 self.abort_recorded_upload(row).await;
                 tracing::error!(spool = %row.spool, id, path = %row.rel_path, error = %reason,
                     "file failed; fix the cause, then `s3spool retry {id}`");
-                self.record(id, move |q, now| q.mark_failed(id, claim, &reason, now))
+                self.record(id, move |q, now| q.mark_failed(ended, &reason, now))
                     .await;
             }
         }
@@ -290,8 +425,8 @@ impl Uploader {
         }
     }
 
-    async fn attempt(&self, row: &FileRow) -> Outcome {
-        let refused = |reason: String| Outcome::Failed(TransferError::Refused(reason));
+    async fn attempt(&self, row: &FileRow) -> Attempted {
+        let refused = |reason: String| Outcome::Failed(TransferError::Refused(reason)).into();
         let Some(key) = row.key.as_deref() else {
             return refused("the row has no object key".into());
         };
@@ -313,28 +448,55 @@ impl Uploader {
                     message: describe_open_error(&row.path, &e),
                     passing: is_passing(&e),
                 })
+                .into()
             }
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
-        if before != row.stamp {
-            // Rewritten since it was queued: an upload of the old version is of no use.
-            self.abort_recorded_upload(row).await;
-            return Outcome::Changed { stamp: before };
-        }
         let file = Arc::new(file);
         let output = self
             .config
             .spools
             .get(&row.spool)
             .map_or_else(Output::default, |s| s.output.clone());
+        let writer = self.queue.writer_of(row.id);
+        // An upload recorded for the row, of the file as queued, is asked about by
+        // resuming it (ListParts, then HEAD if S3 no longer knows it).
+        if row.maybe_sent && (row.upload_id.is_none() || before != row.stamp) {
+            let found =
+                earlier::look(target, row, &writer, &file, before.size, output.converts()).await;
+            match found {
+                Err(e) => return Outcome::Failed(e).into(),
+                Ok((AtKey::Same(head), sha256)) if before == row.stamp => {
+                    return Outcome::Delivered(found_delivery(head, sha256, output.converts()))
+                        .into()
+                }
+                Ok((AtKey::Earlier(head), _)) => {
+                    let recorded = (!output.converts()).then(|| row.sha256.clone()).flatten();
+                    let sha256 = head.sha256.clone().or(recorded).unwrap_or_default();
+                    return Outcome::EarlierDelivered {
+                        delivery: found_delivery(head, sha256, true),
+                        current: before,
+                    }
+                    .into();
+                }
+                // Nothing this row made of any version, or the file itself after a change
+                // of its stamp alone: the row takes the new stamp first (below).
+                Ok(_) => {}
+            }
+        }
+        if before != row.stamp {
+            // Rewritten since it was queued: an upload of the old version is of no use.
+            self.abort_recorded_upload(row).await;
+            return Outcome::Changed { stamp: before }.into();
+        }
         let source_ext = PathParts::of(&row.rel_path).ext;
-        let (upload, upload_stamp, rows) = if output.converts() {
+        let (upload, upload_stamp, rows, source_sha256) = if output.converts() {
             match self.convert(row, &output, &file, before).await {
                 Ok(converted) => converted,
-                Err(outcome) => return outcome,
+                Err(outcome) => return outcome.into(),
             }
         } else {
-            (Arc::clone(&file), before, None)
+            (Arc::clone(&file), before, None, None)
         };
         if upload_stamp.size > crate::s3::MAX_OBJECT_SIZE {
             // Refused before a byte is read: S3 would take every part, then refuse the end.
@@ -353,6 +515,9 @@ impl Uploader {
             stamp: upload_stamp,
             content_type: output.content_type(source_ext),
             remade: output.converts(),
+            source_sha256,
+            written_by: writer,
+            unanswered: Default::default(),
             // A converted file is made again by the next attempt, and its parts can be
             // reused only if the new bytes are the same: stopping it at a window's end
             // could start it over at every window, and it would never arrive. It
@@ -365,12 +530,13 @@ impl Uploader {
             },
         };
         let uploaded = transfer::upload(&job).await;
+        let maybe_sent = job.maybe_sent();
         // Did the file we uploaded change meanwhile? Asked of the open descriptor: a new
         // file renamed over the path is another file (queued on its own, with its own row),
         // and the one uploaded was complete.
         let after =
             tokio::task::spawn_blocking(move || file.metadata().map(|m| FileStamp::of(&m))).await;
-        match (uploaded, after) {
+        let outcome = match (uploaded, after) {
             (_, Ok(Ok(stamp))) if stamp != before => {
                 self.abort_recorded_upload(row).await;
                 Outcome::Changed { stamp }
@@ -385,7 +551,30 @@ impl Uploader {
                 Outcome::Changed { stamp: before }
             }
             (Err(e), _) => Outcome::Failed(e),
+        };
+        Attempted {
+            outcome,
+            maybe_sent,
         }
+    }
+}
+
+/// A delivery found in place by HEAD: nothing sent. `sha256` is the object's SHA-256 (the
+/// source's, for a raw object), unless `converted`: then the object carries its own.
+fn found_delivery(head: ObjectHead, sha256: String, converted: bool) -> Delivery {
+    let sha256 = if converted {
+        head.sha256.unwrap_or(sha256)
+    } else {
+        sha256
+    };
+    Delivery {
+        uploaded: Uploaded {
+            etag: head.etag.unwrap_or_default(),
+            sha256,
+            sent: false,
+        },
+        size: head.size,
+        rows: None,
     }
 }
 

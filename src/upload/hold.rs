@@ -5,25 +5,28 @@
 use super::pressure::{Cause, Verdict};
 use super::Uploader;
 use crate::clock::now_ms;
-use crate::queue::FileRow;
+use crate::queue::{Ended, FileRow};
 use crate::s3::ErrorClass;
 
 impl Uploader {
     /// A destination-wide error: block the destination (its files wait in the queue) and
     /// put this file back untouched; or, if the destination works for other files, retry
     /// this one like a transient error.
-    pub(super) async fn hold_back(&self, row: &FileRow, error: String, cause: Cause) {
+    pub(super) async fn hold_back(&self, row: &FileRow, ended: Ended, error: String, cause: Cause) {
         let now = tokio::time::Instant::now();
         match self.pressure.failed(&row.destination, &error, cause, now) {
             // A blip (one connection lost, others getting through): retried after the
             // usual backoff. It uses attempts, but never the last one: a lost connection
             // says nothing about the file. Should it be an outage, the next failure holds
             // the files back.
-            Verdict::FileOnly if cause == Cause::NoAnswer => self.blip(row, error).await,
+            Verdict::FileOnly if cause == Cause::NoAnswer => self.blip(row, ended, error).await,
             // Bounded by max_attempts: a key the policy really denies fails in the end,
             // with the reason; a destination that just lost access holds files back on the
             // next failure.
-            Verdict::FileOnly => self.after_error(row, error, ErrorClass::Transient).await,
+            Verdict::FileOnly => {
+                self.after_error(row, ended, error, ErrorClass::Transient)
+                    .await
+            }
             Verdict::Blocked { wait, newly, probe } => {
                 let class = match cause {
                     Cause::NoAnswer | Cause::TimedOut => ErrorClass::Transient,
@@ -49,10 +52,9 @@ impl Uploader {
                     tracing::warn!(destination = %row.destination, retry_in_s = wait.as_secs(), error = %error,
                         "destination still failing");
                 }
-                let (id, claim) = (row.id, row.claim);
                 let next = wait.as_millis() as i64;
-                self.record(id, move |q, now| {
-                    q.release(id, claim, &error, now + next, now)
+                self.record(ended.id, move |q, now| {
+                    q.release(ended, &error, now + next, now)
                 })
                 .await;
             }
@@ -61,13 +63,15 @@ impl Uploader {
 
     /// Requeues a file whose request got no answer, after a backoff; its last attempt is
     /// not used up by it.
-    async fn blip(&self, row: &FileRow, error: String) {
+    async fn blip(&self, row: &FileRow, ended: Ended, error: String) {
         let Some(target) = self
             .targets
             .get(&row.destination)
             .filter(|t| row.attempts >= t.settings.max_attempts)
         else {
-            return self.after_error(row, error, ErrorClass::Transient).await;
+            return self
+                .after_error(row, ended, error, ErrorClass::Transient)
+                .await;
         };
         self.metrics
             .attempt_failed(&row.destination, ErrorClass::Transient);
@@ -80,9 +84,9 @@ impl Uploader {
         );
         tracing::warn!(spool = %row.spool, id = row.id, path = %row.rel_path,
             retry_in_ms = wait.as_millis() as u64, error = %error, "no answer from the destination; will retry");
-        let (id, claim, delay) = (row.id, row.claim, wait.as_millis() as i64);
-        self.record(id, move |q, now| {
-            q.release(id, claim, &error, now + delay, now)
+        let delay = wait.as_millis() as i64;
+        self.record(ended.id, move |q, now| {
+            q.release(ended, &error, now + delay, now)
         })
         .await;
     }

@@ -9,6 +9,7 @@ use md5::{Digest, Md5 as Hasher};
 use sha2::Sha256;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::error::TransferError;
@@ -60,6 +61,13 @@ pub struct Job<'a> {
     /// each time, so an upload recorded by an earlier attempt is only resumed if the
     /// bytes are the same.
     pub remade: bool,
+    /// The source's SHA-256, for a work file: what the object is recognised by, since the
+    /// work file's own bytes may differ at every attempt.
+    pub source_sha256: Option<String>,
+    /// The row, as the object names its writer (`x-amz-meta-s3spool-row`).
+    pub written_by: String,
+    /// A request that makes the object went out and got no answer: S3 may hold it.
+    pub unanswered: AtomicBool,
     /// Whether the spool's delivery window closed: a multipart upload stops between parts.
     pub window: super::gates::WindowCheck<'a>,
 }
@@ -75,18 +83,15 @@ pub struct Uploaded {
 }
 
 impl Job<'_> {
-    /// The metadata the object is written with (`sha256` as `x-amz-meta-sha256`, if any).
+    /// The metadata the object is written with: `sha256` (`x-amz-meta-sha256`) if known,
+    /// the source's SHA-256 for a work file, and the row that wrote it.
     pub fn meta(&self, sha256: Option<&str>) -> ObjectMeta {
         ObjectMeta {
             sha256: sha256.map(str::to_string),
+            source_sha256: self.source_sha256.clone(),
+            written_by: Some(self.written_by.clone()),
             content_type: self.content_type,
         }
-    }
-
-    /// Whether an earlier attempt may already have put the object in place.
-    pub fn maybe_sent_before(&self) -> bool {
-        // `last_error` too: `s3spool retry` resets attempts, not the history.
-        self.row.attempts > 1 || self.row.upload_id.is_some() || self.row.last_error.is_some()
     }
 
     /// Runs one request under the destination's adaptive limit.
@@ -101,32 +106,32 @@ impl Job<'_> {
         result
     }
 
+    /// Runs a request that makes the object (PutObject, CompleteMultipartUpload), noting
+    /// when it ends without an answer that rules out a write: then S3 may hold the object,
+    /// and the row must ask HEAD before its next attempt sends.
+    pub async fn making<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let result = call.await;
+        if let Err(e) = &result {
+            if !e.refused_unwritten() {
+                self.unanswered.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Whether a request that makes the object went unanswered in this attempt.
+    pub fn maybe_sent(&self) -> bool {
+        self.unanswered.load(Ordering::Relaxed)
+    }
+
     /// Feeds an outcome to the adaptive limit, saying so when the limit moves.
     pub fn observe<T>(&self, result: &Result<T, StoreError>) {
         if let Some(now) = self.target.limit.observe(result) {
             tracing::info!(destination = %self.target.name, concurrency = now, "request concurrency adjusted");
         }
-    }
-
-    /// If the object is already in place with this very content, its ETag. Takes no
-    /// request permit of its own: a caller that holds none wraps it in [`Job::request`]
-    /// (taking a second permit while holding one could deadlock).
-    pub async fn already_there(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        let head = match self.store.head_object(self.key).await {
-            Ok(head) => head,
-            // Without s3:ListBucket, S3 answers 403 for a missing key: cannot tell, so send.
-            Err(e) if e.status == Some(403) => {
-                tracing::debug!(
-                    key = self.key,
-                    "HEAD refused (no s3:ListBucket?); sending the file"
-                );
-                None
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(head
-            .filter(|h| h.size == self.stamp.size && h.sha256.as_deref() == Some(sha256))
-            .map(|h| h.etag.unwrap_or_default()))
     }
 }
 

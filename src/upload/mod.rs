@@ -9,6 +9,7 @@
 pub mod backoff;
 mod convert;
 mod deliver;
+mod earlier;
 mod error;
 mod gates;
 mod hold;
@@ -505,5 +506,7 @@ impl Uploader {
     }
 }
 
+#[cfg(test)]
+mod lost_answers;
 #[cfg(test)]
 mod tests;

@@ -185,26 +185,15 @@ async fn completed_before(
     }))
 }
 
-/// Hashes the file (its SHA-256 goes into the object's metadata), makes sure an earlier
-/// attempt did not already complete the object, and creates and records a new upload.
-/// A file hashed while sent skips the first two: an object an earlier attempt completed
-/// cannot be told from another without reading the file, so it is sent again under the
-/// same key (the same bytes; one object).
+/// Hashes the file (its SHA-256 goes into the object's metadata), and creates and records
+/// a new upload. A file hashed while sent skips the hashing. An earlier attempt that may
+/// have completed the object was looked for before (see [`super::earlier`]).
 async fn start(job: &Job<'_>) -> Result<Resumed, TransferError> {
     let part_size = part_size_for(job.stamp.size, job.target.settings.part_size);
     if job.target.settings.large_file_sha256 == LargeFileSha256::Manifest {
         return open_upload(job, part_size, None).await;
     }
     let (_, sha256) = hash_file(Arc::clone(&job.file), job.stamp.size).await?;
-    if job.maybe_sent_before() {
-        if let Some(etag) = job.request(job.already_there(&sha256)).await? {
-            return Ok(Resumed::Complete(Uploaded {
-                etag,
-                sha256,
-                sent: false,
-            }));
-        }
-    }
     open_upload(job, part_size, Some(sha256)).await
 }
 
@@ -305,8 +294,10 @@ async fn finish(job: &Job<'_>, open: &Open) -> Result<Uploaded, TransferError> {
         .collect::<Result<_, _>>()?;
     let written = job
         .request(
-            job.store
-                .complete_multipart(job.key, &open.upload_id, &completed),
+            job.making(
+                job.store
+                    .complete_multipart(job.key, &open.upload_id, &completed),
+            ),
         )
         .await?;
     let etag = check_etag("CompleteMultipartUpload", &written, &multipart_etag(&md5s))?;

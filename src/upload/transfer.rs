@@ -6,7 +6,9 @@
 //! no request body is larger than one part. Files between `part_size` and
 //! `multipart_threshold` are hashed in one pass and streamed from disk in a second. Every
 //! body carries its Content-MD5, so S3 refuses bytes that changed between hashing and
-//! sending; every object carries the source's SHA-256 as `x-amz-meta-sha256`.
+//! sending; every object carries its SHA-256 as `x-amz-meta-sha256` and the row that
+//! wrote it. An attempt that may have sent before asked HEAD first (see
+//! [`super::earlier`]), so these only send.
 
 use md5::Digest;
 use sha2::Sha256;
@@ -25,23 +27,13 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
         let permit = job.target.limit.acquire(size).await;
         let (bytes, md5) = read_range(Arc::clone(&job.file), 0, size).await?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        if job.maybe_sent_before() {
-            if let Some(etag) = job.already_there(&sha256).await? {
-                return Ok(Uploaded {
-                    etag,
-                    sha256,
-                    sent: false,
-                });
-            }
-        }
         let result = job
-            .store
-            .put_object(
+            .making(job.store.put_object(
                 job.key,
                 PutBody::Memory(bytes),
                 md5,
                 &job.meta(Some(&sha256)),
-            )
+            ))
             .await;
         drop(permit);
         job.observe(&result);
@@ -53,15 +45,6 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
         })
     } else if size < settings.multipart_threshold {
         let (md5, sha256) = hash_file(Arc::clone(&job.file), size).await?;
-        if job.maybe_sent_before() {
-            if let Some(etag) = job.request(job.already_there(&sha256)).await? {
-                return Ok(Uploaded {
-                    etag,
-                    sha256,
-                    sent: false,
-                });
-            }
-        }
         let clone = job.file.try_clone().map_err(TransferError::read)?;
         let body = PutBody::File {
             file: clone,
@@ -69,8 +52,10 @@ pub async fn upload(job: &Job<'_>) -> Result<Uploaded, TransferError> {
         };
         let written = job
             .request(
-                job.store
-                    .put_object(job.key, body, md5, &job.meta(Some(&sha256))),
+                job.making(
+                    job.store
+                        .put_object(job.key, body, md5, &job.meta(Some(&sha256))),
+                ),
             )
             .await?;
         let etag = check_etag("PutObject", &written, &hex::encode(md5))?;

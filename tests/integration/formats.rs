@@ -342,7 +342,7 @@ fn bad_csvs_fail_with_file_and_line_and_leave_no_object() {
 }
 
 /// A throwaway GnuPG home with one key pair; returns the armoured public key's path.
-fn gpg_key(home: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn gpg_key(home: &std::path::Path) -> std::path::PathBuf {
     std::fs::create_dir_all(home).unwrap();
     let gpg = |args: &[&str]| {
         let out = std::process::Command::new("gpg")
@@ -385,7 +385,7 @@ fn gpg_key(home: &std::path::Path) -> std::path::PathBuf {
     public
 }
 
-fn gpg_decrypt(home: &std::path::Path, encrypted: &std::path::Path) -> Vec<u8> {
+pub(crate) fn gpg_decrypt(home: &std::path::Path, encrypted: &std::path::Path) -> Vec<u8> {
     let out = std::process::Command::new("gpg")
         .env("GNUPGHOME", home)
         .args(["--batch", "--quiet", "--decrypt"])

@@ -244,6 +244,22 @@ impl Bucket {
         self.read(&["get", key, path.to_str().unwrap()]);
     }
 
+    /// Turns on versioning, so every write shows: a second identical PUT to a key is a
+    /// second version.
+    pub fn enable_versioning(&self) {
+        self.read(&["versioning"]);
+    }
+
+    /// Every version of every object (oldest first), with its metadata.
+    pub fn versions(&self) -> BTreeMap<String, Vec<Value>> {
+        let all = self.read(&["versions"]);
+        all.as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, v)| (key.clone(), v.as_array().unwrap().clone()))
+            .collect()
+    }
+
     /// Multipart uploads still open.
     pub fn open_uploads(&self) -> Vec<Value> {
         self.read(&["uploads"]).as_array().unwrap().clone()

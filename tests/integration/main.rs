@@ -12,6 +12,7 @@ mod credentials;
 mod delivery;
 mod failures;
 mod formats;
+mod identity;
 mod keys;
 mod logs;
 mod manifests;

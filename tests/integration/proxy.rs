@@ -23,6 +23,10 @@ pub enum Mode {
     Delay(Duration),
     /// Forward everything, but lose the answer to the first PUT (the object is stored).
     LoseFirstPutAnswer,
+    /// Forward everything, but lose the answer to the first request that makes each
+    /// object (a PutObject, or a CompleteMultipartUpload): every object is stored, and
+    /// the daemon hears of none the first time.
+    LoseFirstAnswerPerObject,
     /// Answer the first UploadPart with 400 ExpiredToken, forward everything else.
     ExpireTokenAtFirstPart,
     /// Answer 503 SlowDown to every PUT whose path contains this; forward everything else.
@@ -37,6 +41,8 @@ struct State {
     seen: AtomicU64,
     faults: AtomicU64,
     log: Mutex<Vec<String>>,
+    /// Objects whose first making answer was lost (`LoseFirstAnswerPerObject`).
+    lost: Mutex<std::collections::HashSet<String>>,
     /// Every request: head and, when short and text, body.
     full: Mutex<Vec<String>>,
 }
@@ -60,6 +66,7 @@ impl FaultProxy {
             seen: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
+            lost: Mutex::new(std::collections::HashSet::new()),
             full: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
@@ -141,6 +148,15 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
         Mode::LoseFirstPutAnswer => (request_line.starts_with("PUT ")
             && state.faults.load(Ordering::Relaxed) == 0)
             .then_some(3),
+        Mode::LoseFirstAnswerPerObject => {
+            let target = request_line.split(' ').nth(1).unwrap_or("");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let makes = (request_line.starts_with("PUT ") && query.is_empty())
+                || (request_line.starts_with("POST ")
+                    && query.contains("uploadId=")
+                    && !query.contains("partNumber="));
+            (makes && state.lost.lock().unwrap().insert(path.to_string())).then_some(3)
+        }
         Mode::ExpireTokenAtFirstPart => (request_line.contains("partNumber=")
             && state.faults.load(Ordering::Relaxed) == 0)
             .then_some(4),

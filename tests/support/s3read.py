@@ -11,6 +11,9 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
   get BUCKET KEY PATH       save one object's bytes to PATH
+  versioning BUCKET         turn on versioning: every write keeps a version of its own
+  versions BUCKET           JSON {key: [{"version_id", "size", "etag", "meta"}]}, oldest
+                            first: a second identical PUT shows as a second version
   table BUCKET KEY [--summary]
                             read a Parquet (pyarrow) or JSON-lines (json) object: JSON
                             {rows, row_groups, columns: [{name, type, nullable}], values};
@@ -115,6 +118,27 @@ def main():
         with open(args[2], "wb") as f:
             f.write(body)
         print("{}")
+    elif command == "versioning":
+        s3.put_bucket_versioning(
+            Bucket=args[0], VersioningConfiguration={"Status": "Enabled"}
+        )
+        print("{}")
+    elif command == "versions":
+        out = {}
+        pages = s3.get_paginator("list_object_versions").paginate(Bucket=args[0])
+        for page in pages:
+            for v in page.get("Versions", []):
+                head = s3.head_object(Bucket=args[0], Key=v["Key"], VersionId=v["VersionId"])
+                out.setdefault(v["Key"], []).append({
+                    "version_id": v["VersionId"],
+                    "size": v["Size"],
+                    "etag": v["ETag"].strip('"'),
+                    "modified": v["LastModified"].isoformat(),
+                    "meta": head.get("Metadata", {}),
+                })
+        for versions in out.values():
+            versions.sort(key=lambda v: v["modified"])
+        print(json.dumps(out))
     elif command == "table":
         import tempfile
 

@@ -1,0 +1,138 @@
+//! Exactly once against the events that change what a file, a spool or an answer looks
+//! like: answers lost on the way back (plain, converted and encrypted files), versions
+//! renamed over a file whose old version S3 may hold, a spool root swapped for a symlink,
+//! a spool renamed in the config, kept files restored by a copy, stops that come twice,
+//! and clocks that jump. Writes are counted in a versioned bucket: a second PUT of the
+//! same bytes to the same key is a second version, so it shows.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::formats::gpg_key;
+use crate::harness::*;
+use crate::proxy::{FaultProxy, Mode};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// How many versions each key holds.
+fn version_counts(bucket: &Bucket) -> BTreeMap<String, usize> {
+    bucket
+        .versions()
+        .into_iter()
+        .map(|(key, versions)| (key, versions.len()))
+        .collect()
+}
+
+/// A second spool table beside `orders`, delivering to the same destination.
+fn spool_table(name: &str, path: &str, extra: &str) -> String {
+    format!(
+        "\n[spools.{name}]\npath = \"{path}\"\ndestination = \"lake\"\nsettle = \"300ms\"\nkey = \"{{spool}}/{{path}}\"\n{extra}\n"
+    )
+}
+
+/// Item 1 of the identity issue: every answer to a write lost once, on four spools (raw,
+/// gzip, OpenPGP, gzip + OpenPGP). Each object must be written once: the retry finds it
+/// by what does not change between attempts (the source's SHA-256), never by bytes made
+/// again (encryption makes new ones every time).
+#[test]
+fn a_lost_answer_never_writes_a_converted_or_encrypted_object_twice() {
+    let server = shared_server();
+    let proxy = FaultProxy::start(server, Mode::LoseFirstAnswerPerObject);
+    let home = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
+    let public = gpg_key(home.path());
+    let s = Setup::new(Options::new(&proxy.endpoint()), Bucket::create(server));
+    s.bucket.enable_versioning();
+    let encrypt = format!("encrypt_to = \"{}\"", public.display());
+    s.edit_config(|text| {
+        text + &spool_table("zipped", "zipped", "format = \"gzip\"")
+            + &spool_table("sealed", "sealed", &encrypt)
+            + &spool_table("both", "both", &format!("format = \"gzip\"\n{encrypt}"))
+    });
+    let dir = s.dir.path();
+    let big = data(7 << 20, 5);
+    for spool in ["zipped", "sealed", "both"] {
+        std::fs::create_dir_all(dir.join(spool)).unwrap();
+        std::fs::write(dir.join(spool).join("a.csv"), "id,name\n1,one\n2,two\n").unwrap();
+    }
+    s.drop_file("a.csv", b"id,name\n1,one\n2,two\n");
+    // Above the multipart threshold: the lost answer is CompleteMultipartUpload's.
+    s.drop_file("big.bin", &big);
+    std::fs::write(dir.join("sealed/big.bin"), &big).unwrap();
+    let daemon = s.start();
+    wait_for(WAIT, "all six delivered", || s.count("done") == 6);
+    assert!(daemon.stop().success());
+
+    assert_eq!(proxy.faults(), 6, "every first answer was lost");
+    let counts = version_counts(&s.bucket);
+    let want: BTreeMap<String, usize> = [
+        "inbound/orders/a.csv",
+        "inbound/orders/big.bin",
+        "inbound/zipped/a.csv",
+        "inbound/sealed/a.csv",
+        "inbound/sealed/big.bin",
+        "inbound/both/a.csv",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), 1))
+    .collect();
+    assert_eq!(counts, want, "each object written once");
+    let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap();
+    assert_eq!(
+        log.matches("how=\"found already uploaded\"").count(),
+        6,
+        "each found by the retry's HEAD"
+    );
+    assert!(s.bucket.open_uploads().is_empty());
+}
+
+/// Item 2: a PUT applied whose answer was lost, then a new version renamed over the file
+/// while the retry waits. The object under the row's key is the old version, and S3
+/// delivered it: it must stay, and the new version goes under a key of its own. Counted
+/// in a versioned bucket: each key written once.
+#[test]
+fn a_version_renamed_over_a_file_whose_answer_was_lost_gets_its_own_key() {
+    let server = shared_server();
+    let proxy = FaultProxy::start(server, Mode::LoseFirstAnswerPerObject);
+    let mut o = Options::new(&proxy.endpoint());
+    o.key = "{spool}/{path}-{id}";
+    let s = Setup::new(o, Bucket::create(server));
+    s.bucket.enable_versioning();
+    // A long first backoff: the new version arrives while the retry waits.
+    s.edit_config(|t| {
+        t.replace("backoff_initial = \"100ms\"", "backoff_initial = \"3s\"")
+            .replace("backoff_max = \"500ms\"", "backoff_max = \"3s\"")
+    });
+    let old = s.drop_file("a.txt", b"version one, applied but unanswered");
+    let daemon = s.start();
+    wait_for(WAIT, "the first PUT applied and its answer lost", || {
+        proxy.faults() == 1
+    });
+    let new = s.drop_file("a.txt", b"version two, renamed over it");
+    wait_for(WAIT, "both versions delivered", || s.count("done") == 2);
+    s.wait_past("rescan done", 2);
+    assert!(daemon.stop().success());
+
+    let versions = s.bucket.versions();
+    let shas: BTreeMap<String, Vec<String>> = s
+        .bucket
+        .objects()
+        .into_iter()
+        .map(|(key, o)| (key, vec![o.sha256]))
+        .collect();
+    assert_eq!(
+        versions.values().map(Vec::len).collect::<Vec<_>>(),
+        [1, 1],
+        "each key written once: {versions:?}"
+    );
+    assert_eq!(
+        shas,
+        BTreeMap::from([
+            ("inbound/orders/a.txt-1".to_string(), vec![old]),
+            ("inbound/orders/a.txt-2".to_string(), vec![new]),
+        ])
+    );
+    let first = s.show(1);
+    assert_eq!(first["state"], "done");
+    assert_eq!(first["source_outcome"], "superseded", "{first}");
+    assert!(s.spool_files().is_empty(), "the new version was cleaned up");
+}
