@@ -2,7 +2,7 @@
 //! spool, the batch ticks taken, files an operator rushed, and the transitions a window
 //! makes (an upload paused at its close, a cadence batch closed once its tick is done).
 
-use rusqlite::{named_params, params};
+use rusqlite::{named_params, params, OptionalExtension};
 
 use super::*;
 
@@ -82,23 +82,38 @@ pub(super) fn apply_rush_request(
 impl Queue {
     /// Takes the batch tick at `tick_at` for `spool`: the rows queued up to `queued_by`
     /// (the tick on the queue's clock) belong to the ticks taken, however late the tick is
-    /// taken. A tick at or before the last one taken changes nothing. Returns the last id
-    /// the spool's ticks cover.
-    pub fn take_tick(&mut self, spool: &str, tick_at: i64, queued_by: i64) -> Result<i64> {
+    /// taken. Rows stamped after `now_ms` were stamped by a clock that ran ahead: they
+    /// belong to the tick too, rather than wait for that time to come. The last tick
+    /// taken changes nothing; a tick recorded *after* `tick_at` is in the future (the
+    /// clock was ahead, and is right again): it is dropped for this one, so the cadence
+    /// goes on. Returns the last id the spool's ticks cover, and the dropped tick if any.
+    pub fn take_tick(
+        &mut self,
+        spool: &str,
+        tick_at: i64,
+        queued_by: i64,
+        now_ms: i64,
+    ) -> Result<(i64, Option<i64>)> {
         self.in_transaction(|tx| {
+            let recorded: Option<i64> = tx
+                .query_row("SELECT tick_at FROM ticks WHERE spool = ?1", [spool], |r| {
+                    r.get(0)
+                })
+                .optional()?;
             // Ids grow with queueing time: walk down from the newest to the tick.
             tx.execute(
                 "INSERT INTO ticks (spool, tick_at, last_id)
-                 VALUES (?1, ?2, COALESCE((SELECT id FROM files WHERE queued_at <= ?3
+                 VALUES (?1, ?2, COALESCE((SELECT id FROM files WHERE queued_at <= ?3 OR queued_at > ?4
                                            ORDER BY id DESC LIMIT 1), 0))
                  ON CONFLICT (spool) DO UPDATE SET tick_at = excluded.tick_at,
                      last_id = MAX(ticks.last_id, excluded.last_id)
-                 WHERE excluded.tick_at > ticks.tick_at",
-                params![spool, tick_at, queued_by],
+                 WHERE excluded.tick_at != ticks.tick_at",
+                params![spool, tick_at, queued_by, now_ms],
             )?;
-            tx.query_row("SELECT last_id FROM ticks WHERE spool = ?1", [spool], |r| {
+            let last_id = tx.query_row("SELECT last_id FROM ticks WHERE spool = ?1", [spool], |r| {
                 r.get(0)
-            })
+            })?;
+            Ok((last_id, recorded.filter(|&at| at > tick_at)))
         })
     }
 

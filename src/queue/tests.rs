@@ -1199,16 +1199,11 @@ fn a_cadence_spool_claims_the_rows_of_ticks_taken_only() {
     register(&mut q, &[file("a", 1), file("b", 1)], 10);
     // Queued after the tick (12), before the tick was taken: not in it.
     register(&mut q, &[file("c", 1)], 14);
-    let last = q.take_tick("orders", 1_000, 12).unwrap();
+    let (last, _) = q.take_tick("orders", 1_000, 12, 20).unwrap();
     assert_eq!(last, 2);
     assert_eq!(
-        q.take_tick("orders", 500, 16).unwrap(),
-        2,
-        "an earlier tick changes nothing"
-    );
-    assert_eq!(
-        q.take_tick("orders", 1_000, 16).unwrap(),
-        2,
+        q.take_tick("orders", 1_000, 16, 20).unwrap(),
+        (2, None),
         "the same tick is taken once"
     );
     let lease = Duration::from_secs(60);
@@ -1230,17 +1225,42 @@ fn a_cadence_spool_claims_the_rows_of_ticks_taken_only() {
         None,
         "c waits for the next tick"
     );
-    let next = q.take_tick("orders", 2_000, 20).unwrap();
+    let (next, _) = q.take_tick("orders", 2_000, 20, 20).unwrap();
     assert_eq!(next, 3);
     assert_eq!(q.next_due_for(&gated(next)).unwrap(), Some(14));
     assert_eq!(q.claim_for(10, 20, lease, &gated(next)).unwrap().len(), 1);
 }
 
 #[test]
+fn a_tick_recorded_in_the_future_is_dropped_when_the_clock_is_right_again() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    // The clock four years ahead: its tick is taken and recorded.
+    let future = 4 * 365 * 86_400_000;
+    assert_eq!(q.take_tick("orders", future, 11, 11).unwrap(), (1, None));
+    // Right again: a file queued now, then the tick of now. The future one is dropped.
+    register(&mut q, &[file("b", 1)], 20);
+    let (last, dropped) = q.take_tick("orders", 1_000, 25, 30).unwrap();
+    assert_eq!((last, dropped), (2, Some(future)));
+    // From here the cadence goes on as usual.
+    register(&mut q, &[file("c", 1)], 40);
+    assert_eq!(q.take_tick("orders", 1_000, 45, 50).unwrap(), (2, None));
+    assert_eq!(q.take_tick("orders", 2_000, 45, 50).unwrap(), (3, None));
+}
+
+#[test]
+fn rows_stamped_by_a_clock_that_ran_ahead_go_with_the_next_tick() {
+    let (_d, mut q) = open();
+    // Queued while the machine's clock was an hour ahead.
+    register(&mut q, &[file("a", 1)], 3_600_000 + 10);
+    assert_eq!(q.take_tick("orders", 1_000, 900, 1_000).unwrap(), (1, None));
+}
+
+#[test]
 fn a_tick_batch_closes_once_its_files_are_delivered() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1), file("b", 1)], 10);
-    q.take_tick("orders", 1_000, 10).unwrap();
+    q.take_tick("orders", 1_000, 10, 20).unwrap();
     let rows = q.claim(10, 20, Duration::from_secs(60)).unwrap();
     let batching = Batching {
         max_files: 100_000,

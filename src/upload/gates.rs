@@ -74,7 +74,8 @@ impl Uploader {
         gates
     }
 
-    /// Takes the tick at `tick` (unix ms) for a cadence spool, once; returns the last id
+    /// Takes the tick at `tick` (unix ms) for a cadence spool, once (a tick taken later in
+    /// the clock's future, before the clock went back, is dropped); returns the last id
     /// its ticks cover. If the queue cannot say, what the last tick taken covered (or
     /// nothing): files wait rather than go early.
     async fn take_tick(&self, spool: &str, tick: i64, queued_by: i64) -> i64 {
@@ -85,17 +86,21 @@ impl Uploader {
             .get(spool)
             .copied();
         if let Some((taken, last_id)) = known {
-            if taken >= tick {
+            if taken == tick {
                 return last_id;
             }
         }
         let name = spool.to_string();
         match self
             .queue
-            .call(move |q| q.take_tick(&name, tick, queued_by))
+            .call(move |q| q.take_tick(&name, tick, queued_by, now_ms()))
             .await
         {
-            Ok(last_id) => {
+            Ok((last_id, dropped)) => {
+                if let Some(future) = dropped {
+                    tracing::warn!(spool, dropped = %schedule_time(future), tick = %schedule_time(tick),
+                        "a batch tick recorded in the future (the clock was ahead, and is right again) is dropped; the cadence goes on from now");
+                }
                 if known.map(|(_, before)| before) != Some(last_id) {
                     tracing::info!(spool, tick = %schedule_time(tick), last_id, "batch tick: the files queued so far go now");
                 }

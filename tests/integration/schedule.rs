@@ -436,3 +436,37 @@ fn local_schedules_read_the_repeated_hour_of_a_dst_change_forward() {
         "2026-11-01T05:30:00Z"
     );
 }
+
+/// Issue 23, item 7: the clock once four years ahead, then right again. The tick taken
+/// then lies in the future: it is dropped (and said so), and the cadence goes on.
+#[test]
+fn a_clock_once_far_ahead_does_not_freeze_the_cadence() {
+    let s = setup(|o| o.spool_extra = "deliver_every = \"6h\"\nschedule_timezone = \"UTC\"".into());
+    let clock = Clock::new(&s, "2030-11-30T06:00:00Z");
+    let daemon = clock.start(&s);
+    wait_for(WAIT, "the tick of 2030 taken", || {
+        s.log_lines("batch tick:") == 1
+    });
+    clock.set("2026-11-30T05:00:00Z");
+    s.drop_file("a.csv", &data(1000, 1));
+    wait_for(WAIT, "queued", || s.count("pending") == 1);
+    s.wait_past("nothing due", 2);
+    assert!(s.bucket.objects().is_empty(), "nothing before the tick");
+    clock.set("2026-11-30T06:00:00Z");
+    wait_for(WAIT, "delivered at the tick of the right time", || {
+        s.count("done") == 1
+    });
+    assert!(daemon.stop().success());
+    assert_eq!(
+        s.log_lines("a batch tick recorded in the future"),
+        1,
+        "the dropped tick is said once"
+    );
+    // And across a restart, on the right clock.
+    s.drop_file("b.csv", &data(1000, 2));
+    let daemon = clock.start(&s);
+    wait_for(WAIT, "queued", || s.count("pending") == 1);
+    clock.set("2026-11-30T12:00:00Z");
+    wait_for(WAIT, "delivered at the next tick", || s.count("done") == 2);
+    assert!(daemon.stop().success());
+}
