@@ -185,12 +185,7 @@ pub async fn run(
         match next {
             None => {
                 notifier.stopping();
-                generation.stop(&config, true).await;
-                // Uploads cut off by a stop are no crash: the next start must not count
-                // them as attempts that took the daemon down.
-                if let Err(e) = queue.call(|q| q.recover_active(now_ms())).await {
-                    tracing::warn!(error = %e, "cannot requeue files cut off by the stop; the next start does");
-                }
+                generation.stop(&config, &queue, true).await;
                 break;
             }
             Some((next, next_targets)) => {
@@ -199,17 +194,7 @@ pub async fn run(
                 tracing::info!(
                     "reloading: letting uploads in flight finish on the previous config"
                 );
-                generation.stop(&config, false).await;
-                // Files cut off at the drain deadline are picked up by the new config.
-                match queue.call(|q| q.recover_active(now_ms())).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(files = n, "files cut off by the reload are queued again")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot requeue files cut off by the reload; they return when their lease runs out")
-                    }
-                }
+                generation.stop(&config, &queue, false).await;
                 config = next;
                 targets = next_targets;
             }
@@ -401,12 +386,25 @@ impl Generation {
     }
 
     /// Stops this generation: no new work; uploads in flight and the clean-up of what
-    /// they delivered share `drain_timeout`. At the final stop, open manifest batches
-    /// close and are written; across a reload they stay open.
-    async fn stop(mut self, config: &Config, last: bool) {
+    /// they delivered share `drain_timeout`. Files cut off at the deadline are queued
+    /// again at once, before anything slower is waited for (a manifest PUT, a rescan): a
+    /// stop that systemd cuts short after that is still no crash, and the next start does
+    /// not count them as attempts that took the daemon down. At the final stop, open
+    /// manifest batches close and are written; across a reload they stay open.
+    async fn stop(mut self, config: &Config, queue: &SharedQueue, last: bool) {
         let deadline = tokio::time::Instant::now() + config.drain_timeout;
         self.token.cancel();
         let _ = self.uploader.await;
+        match queue.call(|q| q.recover_active(now_ms())).await {
+            Ok(0) => {}
+            Ok(n) if last => {
+                tracing::info!(files = n, "files cut off by the stop are queued again")
+            }
+            Ok(n) => tracing::info!(files = n, "files cut off by the reload are queued again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot requeue files cut off; the next start does, or their lease runs out")
+            }
+        }
         // The last pass starts no clean-up after the deadline (the next start's first pass
         // does those) and is awaited to its end: the next generation's finisher must not
         // find a row this one is still finishing.

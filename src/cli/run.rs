@@ -46,9 +46,10 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let queue_path = config.queue_path();
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signals(shutdown.clone()));
+        tokio::spawn(stop_on_signals(shutdown.clone(), queue_path));
         let (reload, reloads) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload_on_sighup(reload));
         crate::daemon::run(config, shutdown, reloads).await
@@ -83,9 +84,11 @@ async fn reload_on_sighup(reload: tokio::sync::mpsc::Sender<()>) {
     }
 }
 
-/// First SIGTERM/SIGINT: stop taking work and drain. Second: exit at once; the queue is
-/// consistent at every instant, so rows in flight simply return to `pending` at restart.
-async fn stop_on_signals(shutdown: CancellationToken) {
+/// First SIGTERM/SIGINT: stop taking work and drain. Second: exit at once. The queue is
+/// consistent at every instant, but rows still `active` at the next start would count as
+/// attempts the daemon died during (towards setting a poison file aside): an impatient
+/// stop is still a stop, so the rows in flight are put back first, in one transaction.
+async fn stop_on_signals(shutdown: CancellationToken, queue: std::path::PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -99,5 +102,23 @@ async fn stop_on_signals(shutdown: CancellationToken) {
     shutdown.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::warn!("second stop signal: exiting now");
+    // On a connection of its own: the daemon's may be held by a task that is cut off now.
+    let stopped = tokio::task::spawn_blocking(move || {
+        crate::queue::Queue::open(&queue).and_then(|mut q| q.recover_active(crate::clock::now_ms()))
+    })
+    .await;
+    match stopped {
+        Ok(Ok(n)) if n > 0 => {
+            tracing::info!(
+                files = n,
+                "files in flight are queued again as stopped, not crashed"
+            )
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot requeue the files in flight; the next start counts them as interrupted")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot requeue the files in flight"),
+    }
     std::process::exit(130);
 }

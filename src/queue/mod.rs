@@ -290,7 +290,7 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// Unix milliseconds.
     pub ended_at: i64,
-    /// done, retry, failed, changed, held back or interrupted.
+    /// done, retry, failed, changed, held back, paused, stopped or interrupted.
     pub outcome: String,
     pub error: Option<String>,
 }

@@ -217,14 +217,25 @@ impl Queue {
     /// reload cut them off). Their requests may have reached S3: the next attempt asks
     /// HEAD first.
     pub fn recover_active(&mut self, now_ms: i64) -> Result<usize> {
-        self.conn
-            .execute(
-                "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
-                     maybe_sent = 1
-                 WHERE state = 'active'",
-                [now_ms],
-            )
-            .map_err(|e| self.err(e))
+        self.in_transaction(|tx| {
+            let stopped: Vec<i64> = tx
+                .prepare_cached(
+                    "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
+                         maybe_sent = 1
+                     WHERE state = 'active' RETURNING id",
+                )?
+                .query_map([now_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for &id in &stopped {
+                let history = History {
+                    outcome: "stopped",
+                    error: Some("the daemon stopped (or reloaded) during this attempt"),
+                    now_ms,
+                };
+                record_attempt(tx, id, &history)?;
+            }
+            Ok(stopped.len())
+        })
     }
 
     /// At start: rows still `active` belong to a daemon that died with them (killed, out

@@ -136,3 +136,59 @@ fn a_version_renamed_over_a_file_whose_answer_was_lost_gets_its_own_key() {
     assert_eq!(first["source_outcome"], "superseded", "{first}");
     assert!(s.spool_files().is_empty(), "the new version was cleaned up");
 }
+
+/// Item 6: an operator stops the daemon impatiently (two SIGTERMs half a second apart)
+/// three times while one big file uploads, with `max_attempts = 2`. Each is a stop, not a
+/// crash: the file is never set aside as a poison file, and it is written once.
+#[test]
+fn impatient_stops_are_stops_not_crashes() {
+    let mut o = Options::new(shared_server());
+    o.max_attempts = 2;
+    let s = Setup::new(o, Bucket::create(shared_server()));
+    s.bucket.enable_versioning();
+    // Slow enough that every stop finds the upload in flight.
+    s.edit_config(|c| {
+        c.replace(
+            "[destinations.lake]\n",
+            "[destinations.lake]\nbwlimit = \"4MiB/s\"\n",
+        )
+    });
+    let want = s.drop_file("big.bin", &data(24 << 20, 6));
+    for round in 0..3 {
+        let daemon = s.start();
+        wait_for(WAIT, "the upload in flight", || s.count("active") == 1);
+        daemon.signal_pid(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(500));
+        daemon.signal_pid(libc::SIGTERM);
+        let status = daemon.wait_exit(WAIT);
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "round {round}: the second signal exits at once"
+        );
+        assert_eq!(
+            (s.count("active"), s.count("failed")),
+            (0, 0),
+            "round {round}: the file in flight was put back as stopped"
+        );
+    }
+    s.edit_config(|c| c.replace("bwlimit = \"4MiB/s\"\n", ""));
+    let daemon = s.start();
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+
+    let outcomes: Vec<String> = s.show(1)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["stopped", "stopped", "stopped", "done"],
+        "{outcomes:?}"
+    );
+    let versions = s.bucket.versions();
+    assert_eq!(versions["inbound/orders/big.bin"].len(), 1);
+    assert_eq!(s.bucket.objects()["inbound/orders/big.bin"].sha256, want);
+}
