@@ -6,8 +6,13 @@
 //! `O_NOFOLLOW | O_DIRECTORY`, and a symlink anywhere below the root fails the lookup
 //! (`ELOOP`/`ENOTDIR`) instead of leading outside. Stat, open, rename, unlink and link then
 //! act on a name *in the verified parent's handle*, so a swap between a check and an act
-//! cannot redirect the act. The root itself is the operator's (from the config) and is
-//! opened by path.
+//! cannot redirect the act.
+//!
+//! The root itself is held, not trusted: it is opened once (at start and at reload) by its
+//! canonical path with `O_DIRECTORY | O_NOFOLLOW`, and every lookup starts from that
+//! handle ([`Root`]). Whoever may write the root's parent may rename the root away and put
+//! a symlink (or another folder) in its place; [`Root::check`] then says the path no
+//! longer names the folder held, and the spool stops, touching nothing.
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use std::ffi::{OsStr, OsString};
@@ -17,36 +22,120 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+/// A spool root, held open: lookups start from the handle, never from the path again.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    dir: OwnedFd,
+    /// What the folder was when opened (device, inode): the path must still name it.
+    dev: u64,
+    ino: u64,
+    /// What the last [`Root::check`] found: the path names another folder.
+    moved: std::sync::atomic::AtomicBool,
+}
+
+/// The roots of the running config's spools, by spool name.
+pub type Roots = std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<Root>>>;
+
+/// A root whose path no longer names the folder held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the spool folder {path} {now}: the spool stops, touching nothing, until the folder is back (or the config names the right one) and the daemon is reloaded")]
+pub struct RootMoved {
+    pub path: PathBuf,
+    /// What the path is now, in words.
+    pub now: String,
+}
+
+impl Root {
+    /// Opens the folder at `path` (canonical: no symlink on the way) as a root. A symlink
+    /// there is refused.
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let dir = rustix::fs::open(path, dir_flags() | OFlags::NOFOLLOW, Mode::empty())?;
+        let st = rustix::fs::fstat(&dir)?;
+        Ok(Root {
+            path: path.to_path_buf(),
+            dir,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            moved: Default::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the root's path still names the folder held (not a symlink, not another
+    /// folder, not gone). An error that is not about the path (no access to its parent)
+    /// proves nothing and passes.
+    pub fn check(&self) -> Result<(), RootMoved> {
+        let found = self.look();
+        self.moved
+            .store(found.is_err(), std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    /// What the last [`Root::check`] found: the path names another folder (or nothing).
+    pub fn is_moved(&self) -> bool {
+        self.moved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn look(&self) -> Result<(), RootMoved> {
+        use std::os::unix::fs::MetadataExt;
+        let moved = |now: &str| RootMoved {
+            path: self.path.clone(),
+            now: now.to_string(),
+        };
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.file_type().is_symlink() => Err(moved("is now a symlink")),
+            Ok(meta) if !meta.is_dir() => Err(moved("is no longer a folder")),
+            Ok(meta) if (meta.dev(), meta.ino()) != (self.dev, self.ino) => Err(moved(
+                "names another folder than the one opened (renamed away and replaced?)",
+            )),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(moved("no longer exists")),
+            Err(e) if is_symlink_refusal(&e) => Err(moved("is no longer reached by its path")),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Opens the folder `rel_dir` beneath the root (empty: the root itself).
+    pub fn open_dir(&self, rel_dir: &Path) -> io::Result<OwnedFd> {
+        let mut dir = self.dir.try_clone()?;
+        for part in components(rel_dir)? {
+            dir = rustix::fs::openat(&dir, part, dir_flags() | OFlags::NOFOLLOW, Mode::empty())?;
+        }
+        Ok(dir)
+    }
+
+    /// The entry `rel` beneath the root: its parent opened from the root's handle, and its
+    /// last name.
+    pub fn entry(&self, rel: &Path) -> io::Result<Entry> {
+        let parts = components(rel)?;
+        let Some((name, folders)) = parts.split_last() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an empty path names no file",
+            ));
+        };
+        let dir = self.open_dir(&folders.iter().collect::<PathBuf>())?;
+        Ok(Entry {
+            dir,
+            name: name.to_os_string(),
+        })
+    }
+
+    /// `rel` of an absolute path inside the root, if it is inside.
+    pub fn relative<'a>(&self, path: &'a Path) -> Option<&'a Path> {
+        path.strip_prefix(&self.path).ok()
+    }
+}
+
 /// A name in a directory that was reached without following a symlink.
 #[derive(Debug)]
 pub struct Entry {
     dir: OwnedFd,
     name: OsString,
-}
-
-/// Opens the directory `root/rel_dir` (`rel_dir` may be empty: the root itself).
-pub fn open_dir(root: &Path, rel_dir: &Path) -> io::Result<OwnedFd> {
-    let mut dir = rustix::fs::open(root, dir_flags(), Mode::empty())?;
-    for part in components(rel_dir)? {
-        dir = rustix::fs::openat(&dir, part, dir_flags() | OFlags::NOFOLLOW, Mode::empty())?;
-    }
-    Ok(dir)
-}
-
-/// The entry `root/rel`: its parent opened beneath `root`, and its last name.
-pub fn entry(root: &Path, rel: &Path) -> io::Result<Entry> {
-    let parts = components(rel)?;
-    let Some((name, folders)) = parts.split_last() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "an empty path names no file",
-        ));
-    };
-    let dir = open_dir(root, &folders.iter().collect::<PathBuf>())?;
-    Ok(Entry {
-        dir,
-        name: name.to_os_string(),
-    })
 }
 
 /// The directory a path inside the spool ends in: `path` minus its last `depth` names,
@@ -252,19 +341,31 @@ mod tests {
         std::fs::write(root.join("real/x.txt"), b"mine").unwrap();
         symlink(&outside, root.join("d")).unwrap();
 
-        let mine = entry(&root, Path::new("real/x.txt")).unwrap();
+        let mine = Root::open(&root)
+            .unwrap()
+            .entry(Path::new("real/x.txt"))
+            .unwrap();
         assert_eq!(
             std::io::read_to_string(mine.open_file().unwrap()).unwrap(),
             "mine"
         );
-        let e = entry(&root, Path::new("d/x.txt")).unwrap_err();
+        let e = Root::open(&root)
+            .unwrap()
+            .entry(Path::new("d/x.txt"))
+            .unwrap_err();
         assert!(is_symlink_refusal(&e), "{e}");
         // The last name as a symlink: reported as one, never opened.
         symlink(outside.join("x.txt"), root.join("real/link.txt")).unwrap();
-        let link = entry(&root, Path::new("real/link.txt")).unwrap();
+        let link = Root::open(&root)
+            .unwrap()
+            .entry(Path::new("real/link.txt"))
+            .unwrap();
         assert!(link.metadata().unwrap().file_type().is_symlink());
         assert!(link.open_file().is_err());
-        assert!(entry(&root, Path::new("../outside/x.txt")).is_err());
+        assert!(Root::open(&root)
+            .unwrap()
+            .entry(Path::new("../outside/x.txt"))
+            .is_err());
         assert_eq!(std::fs::read(outside.join("x.txt")).unwrap(), b"secret");
     }
 
@@ -276,7 +377,10 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(root.join("d/x.txt"), b"mine").unwrap();
         std::fs::write(outside.join("x.txt"), b"theirs").unwrap();
-        let e = entry(&root, Path::new("d/x.txt")).unwrap();
+        let e = Root::open(&root)
+            .unwrap()
+            .entry(Path::new("d/x.txt"))
+            .unwrap();
         // The folder is renamed away and a symlink put in its place.
         std::fs::rename(root.join("d"), root.join("moved")).unwrap();
         symlink(&outside, root.join("d")).unwrap();
@@ -291,7 +395,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("f"), b"").unwrap();
         symlink(dir.path().join("sub"), dir.path().join("l")).unwrap();
-        let fd = open_dir(dir.path(), Path::new("")).unwrap();
+        let fd = Root::open(dir.path())
+            .unwrap()
+            .open_dir(Path::new(""))
+            .unwrap();
         let mut seen: Vec<(String, Kind)> = list(&fd)
             .unwrap()
             .into_iter()
@@ -306,6 +413,41 @@ mod tests {
                 ("sub".into(), Kind::Dir)
             ]
         );
+    }
+
+    #[test]
+    fn a_root_replaced_by_a_symlink_is_seen_and_the_held_folder_is_what_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("spool"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("x.txt"), b"mine").unwrap();
+        std::fs::write(outside.join("x.txt"), b"theirs").unwrap();
+        let held = Root::open(&root).unwrap();
+        assert_eq!(held.check(), Ok(()));
+        assert!(!held.is_moved());
+        // Renamed away, and a symlink to an outside folder put in its place.
+        std::fs::rename(&root, dir.path().join("away")).unwrap();
+        symlink(&outside, &root).unwrap();
+        let moved = held.check().unwrap_err();
+        assert!(moved.to_string().contains("is now a symlink"), "{moved}");
+        assert!(held.is_moved());
+        // What the handle reaches is the folder opened, never the one the path names now.
+        let file = held.entry(Path::new("x.txt")).unwrap().open_file().unwrap();
+        assert_eq!(std::io::read_to_string(file).unwrap(), "mine");
+        // Another folder under the same name is another folder.
+        std::fs::remove_file(&root).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        let moved = held.check().unwrap_err();
+        assert!(moved.to_string().contains("another folder"), "{moved}");
+        // Back where it was: the same folder again.
+        std::fs::remove_dir(&root).unwrap();
+        std::fs::rename(dir.path().join("away"), &root).unwrap();
+        assert_eq!(held.check(), Ok(()));
+        assert!(!held.is_moved());
+        // A root that is a symlink is refused at open.
+        symlink(&outside, dir.path().join("link")).unwrap();
+        assert!(Root::open(&dir.path().join("link")).is_err());
     }
 
     #[test]

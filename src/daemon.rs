@@ -14,12 +14,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bandwidth::Throttles;
+use crate::beneath::{Root, Roots};
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Config};
 use crate::finish::Finisher;
 use crate::manifest::ManifestWriter;
 use crate::metrics::Stores;
-use crate::queue::{Queue, QueueError, SharedQueue};
+use crate::queue::{FolderChange, Queue, QueueError, SharedQueue, SpoolFolder};
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
 use crate::systemd::Notifier;
@@ -58,6 +59,12 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("spools.{name}.path: cannot open {path} as the spool's folder: {source}")]
+    Root {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains and returns. Each message on
@@ -70,6 +77,7 @@ pub async fn run(
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), DaemonError> {
     let mut config = Arc::new(prepare_spools(config)?);
+    let mut roots = open_roots(&config)?;
     // 0700 whatever the umask: the queue names every file the host ships.
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -155,8 +163,15 @@ pub async fn run(
     apply_bwlimits(&config, &shared.throttles);
     let mut first = true;
     loop {
+        // Each spool is its folder: the queue learns which, before any task of the config
+        // runs (rows carried over to a renamed spool, or orphaned).
+        let refused = adopt_folders(&queue, &config).await?;
+        if !refused.is_empty() {
+            (config, roots) = without_spools(&config, &roots, &refused);
+        }
         let generation = Generation::start(
             &config,
+            &roots,
             targets.clone(),
             &shared,
             first,
@@ -165,6 +180,15 @@ pub async fn run(
         .await;
         shared.lasting.heartbeat.set_reloading(false);
         let generation = generation?;
+        for (name, reason) in refused {
+            let condition = format!("spool:{name}");
+            if let Err(e) = queue
+                .call(move |q| q.set_condition(&condition, &reason, now_ms()))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot record the spool's condition for status");
+            }
+        }
         let status = crate::systemd::current_status(&queue, &shared.lasting.heartbeat).await;
         notifier.ready(status.as_deref().unwrap_or("running"));
         tracing::info!(spools = config.spools.len(), destinations = config.destinations.len(),
@@ -188,7 +212,7 @@ pub async fn run(
                 generation.stop(&config, &queue, true).await;
                 break;
             }
-            Some((next, next_targets)) => {
+            Some((next, next_targets, next_roots)) => {
                 notifier.reloading();
                 shared.lasting.heartbeat.set_reloading(true);
                 tracing::info!(
@@ -197,6 +221,7 @@ pub async fn run(
                 generation.stop(&config, &queue, false).await;
                 config = next;
                 targets = next_targets;
+                roots = next_roots;
             }
         }
     }
@@ -214,7 +239,7 @@ pub async fn run(
 
 /// Reads the config file again. Refuses (logging every reason) a config that does not
 /// validate, or that changes what only a restart can change.
-fn reload(running: &Config, throttles: &Throttles) -> Result<(Arc<Config>, Targets), ()> {
+fn reload(running: &Config, throttles: &Throttles) -> Result<(Arc<Config>, Targets, Roots), ()> {
     tracing::info!(config = %running.source.display(), "SIGHUP: reloading the config");
     let next = match Config::load(&running.source) {
         Ok(next) => next,
@@ -239,7 +264,8 @@ fn reload(running: &Config, throttles: &Throttles) -> Result<(Arc<Config>, Targe
     }
     // Everything that could fail is tried now, before the running tasks are stopped.
     let next = prepare_spools(next).and_then(|next| {
-        connect_targets(&next, throttles).map(|targets| (Arc::new(next), targets))
+        let roots = open_roots(&next)?;
+        connect_targets(&next, throttles).map(|targets| (Arc::new(next), targets, roots))
     });
     match next {
         Ok(next) => {
@@ -290,6 +316,7 @@ impl Generation {
     /// before the previous generation was stopped).
     async fn start(
         config: &Arc<Config>,
+        roots: &Roots,
         targets: Targets,
         shared: &Shared,
         first: bool,
@@ -310,7 +337,8 @@ impl Generation {
             // counts the start as hung.
             let by = crate::upload::SWEEP_TIMEOUT * targets.len() as u32 + Duration::from_secs(30);
             shared.notifier.extend_start(by);
-            sweep_orphan_uploads(queue, &targets).await;
+            let spools: Vec<String> = config.spools.keys().cloned().collect();
+            sweep_orphan_uploads(queue, &spools, &targets).await;
         } else {
             // The new config may have fixed what held work back: look afresh.
             shared.lasting.pressure.reset();
@@ -320,6 +348,7 @@ impl Generation {
         }
         let sweeper = tokio::spawn(sweep_periodically(
             queue.clone(),
+            config.spools.keys().cloned().collect(),
             targets.clone(),
             token.clone(),
         ));
@@ -329,6 +358,7 @@ impl Generation {
         let finisher = Finisher::new(
             queue.clone(),
             config.spools.clone(),
+            Arc::clone(roots),
             Arc::clone(&finished),
             config.rescan_interval,
         );
@@ -338,6 +368,7 @@ impl Generation {
         for spool in config.spools.values() {
             let ctx = WatchContext {
                 queue: queue.clone(),
+                root: Arc::clone(&roots[&spool.name]),
                 destination: Arc::clone(&config.destinations[&spool.destination]),
                 host: Arc::clone(&shared.lasting.host),
                 rescan_interval: config.rescan_interval,
@@ -368,6 +399,7 @@ impl Generation {
             Arc::clone(config),
             queue.clone(),
             targets,
+            Arc::clone(roots),
             wake,
             finished,
             &shared.lasting,
@@ -506,6 +538,90 @@ fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
         return Err(DaemonError::Overlap(overlaps.join("; ")));
     }
     Ok(config)
+}
+
+/// Tells the queue which folder each configured spool is (see `queue/folders.rs`) and logs
+/// what that changed. Returns the spools refused, with the reason: their `path` says what
+/// it said before but leads to another folder (the folder, or one on its way, was replaced
+/// by a symlink): they must not run.
+async fn adopt_folders(
+    queue: &SharedQueue,
+    config: &Config,
+) -> Result<Vec<(String, String)>, QueueError> {
+    let folders: Vec<SpoolFolder> = config
+        .spools
+        .values()
+        .map(|spool| SpoolFolder {
+            name: spool.name.clone(),
+            root: spool.path.to_string_lossy().into_owned(),
+            configured: spool.configured_path.to_string_lossy().into_owned(),
+        })
+        .collect();
+    let changes = queue
+        .call(move |q| q.adopt_folders(&folders, now_ms()))
+        .await?;
+    let mut refused = Vec::new();
+    for change in changes {
+        match change {
+            FolderChange::Renamed { from, to } => {
+                tracing::info!(spool = %to, was = %from, "a spool renamed in the config keeps its folder's files and rows")
+            }
+            FolderChange::Orphaned {
+                name,
+                root,
+                as_name,
+            } => {
+                tracing::warn!(spool = %name, folder = %root, rows_now = %as_name,
+                    "the spool's name now stands for another folder: the rows of its old folder wait as orphans (status lists them; `s3spool purge --orphaned` drops them)")
+            }
+            FolderChange::Refused {
+                name,
+                was,
+                now,
+                configured,
+            } => {
+                let reason = format!(
+                    "spools.{name}.path = {configured:?} led to {was} and now leads to {now}: a folder on the way was replaced (a symlink?). The spool is stopped, touching nothing; put the folder back, or write the folder meant in the config, and reload"
+                );
+                tracing::error!(spool = %name, error = %reason, "spool refused");
+                refused.push((name, reason));
+            }
+        }
+    }
+    Ok(refused)
+}
+
+/// `config` and `roots` without the spools named in `refused`.
+fn without_spools(
+    config: &Arc<Config>,
+    roots: &Roots,
+    refused: &[(String, String)],
+) -> (Arc<Config>, Roots) {
+    let gone = |name: &String| refused.iter().any(|(n, _)| n == name);
+    let mut config = Config::clone(config);
+    config.spools.retain(|name, _| !gone(name));
+    let roots = roots
+        .iter()
+        .filter(|(name, _)| !gone(name))
+        .map(|(name, root)| (name.clone(), Arc::clone(root)))
+        .collect();
+    (Arc::new(config), Arc::new(roots))
+}
+
+/// Opens each spool's root (already in canonical form, see [`prepare_spools`]) and holds
+/// it: from here on every file of the spool is reached beneath that handle, and a path
+/// that comes to name another folder stops the spool instead of leading there.
+pub(crate) fn open_roots(config: &Config) -> Result<Roots, DaemonError> {
+    let mut roots = HashMap::new();
+    for spool in config.spools.values() {
+        let root = Root::open(&spool.path).map_err(|source| DaemonError::Root {
+            name: spool.name.clone(),
+            path: spool.path.clone(),
+            source,
+        })?;
+        roots.insert(spool.name.clone(), Arc::new(root));
+    }
+    Ok(Arc::new(roots))
 }
 
 /// One daemon per state_dir: two would both recover and claim the same rows.

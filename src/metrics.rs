@@ -99,7 +99,7 @@ impl Default for Metrics {
         );
         registry.register(
             "held_back",
-            "1 while new files are held back: cause is disk (state_dir low on space) or destination:NAME",
+            "1 while new files are held back: cause is disk (state_dir low on space), destination:NAME, or spool:NAME (its folder was replaced: the spool is stopped)",
             held_back.clone(),
         );
         registry.register(
@@ -324,6 +324,11 @@ impl Metrics {
             for (destination, _) in &scope.stores {
                 self.held_back
                     .get_or_create(&vec![("cause", format!("destination:{destination}"))])
+                    .set(0);
+            }
+            for spool in &scope.spools {
+                self.held_back
+                    .get_or_create(&vec![("cause", format!("spool:{spool}"))])
                     .set(0);
             }
             for c in conditions {

@@ -126,6 +126,11 @@ destination = "lake"
         })
     }
 
+    /// The spools' roots, held open as the daemon holds them.
+    pub fn roots(&self) -> crate::beneath::Roots {
+        crate::daemon::open_roots(&self.config).expect("the spools' roots open")
+    }
+
     /// An uploader for this config, sending through `target`.
     pub fn uploader(&self, target: Arc<Target>) -> Arc<Uploader> {
         let targets = HashMap::from([("lake".to_string(), target)]);
@@ -133,6 +138,7 @@ destination = "lake"
             Arc::clone(&self.config),
             self.queue.clone(),
             targets,
+            self.roots(),
             Arc::new(Notify::new()),
             Arc::clone(&self.finished),
             &self.lasting,

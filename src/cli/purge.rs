@@ -1,8 +1,11 @@
 //! `s3spool purge --done --older-than 7d`: forget delivered files.
+//! `s3spool purge --orphaned`: drop the files waiting for a spool or destination the config
+//! no longer has.
 //!
 //! A `done` row whose source file is still in place (after_upload = "keep", or a clean-up
 //! not yet done) is kept: without it the file would be delivered a second time.
 
+use crate::beneath::Root;
 use std::collections::HashSet;
 use std::process::ExitCode;
 
@@ -11,22 +14,39 @@ use crate::config::Config;
 use crate::queue::FileStamp;
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("rows").required(true).args(["done", "orphaned"])))]
 pub struct Args {
-    /// Purge rows in state done (the only kind that can be purged).
-    #[arg(long, required = true)]
+    /// Purge rows in state done older than --older-than.
+    #[arg(long, requires = "older_than")]
     done: bool,
     /// Only rows done longer ago than this, e.g. 7d or 12h.
-    #[arg(long, value_parser = parse_duration, required = true)]
-    older_than: std::time::Duration,
+    #[arg(long, value_parser = parse_duration)]
+    older_than: Option<std::time::Duration>,
+    /// Drop the files not delivered whose spool or destination the config no longer has
+    /// (`status` lists them as orphaned); a multipart upload of theirs is aborted by the
+    /// daemon. Their source files are not touched.
+    #[arg(long, conflicts_with_all = ["done", "older_than"])]
+    orphaned: bool,
     /// Say what would be purged, and change nothing.
     #[arg(long)]
     dry_run: bool,
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    debug_assert!(args.done);
     let mut queue = super::open_queue(config)?;
-    let before = crate::clock::now_ms() - args.older_than.as_millis() as i64;
+    if args.orphaned {
+        let spools: Vec<String> = config.spools.keys().cloned().collect();
+        let destinations: Vec<String> = config.destinations.keys().cloned().collect();
+        let dropped = queue.purge_orphans(&spools, &destinations, args.dry_run)?;
+        if args.dry_run {
+            println!("would drop {dropped} orphaned row(s) (dry run: nothing changed)");
+        } else {
+            println!("dropped {dropped} orphaned row(s)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let older_than = args.older_than.unwrap_or_default();
+    let before = crate::clock::now_ms() - older_than.as_millis() as i64;
     let in_spools = files_in_spools(config)?;
     let keep = |row: &crate::queue::FileRow| {
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
@@ -57,8 +77,18 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
 fn files_in_spools(config: &Config) -> anyhow::Result<HashSet<(String, FileStamp)>> {
     let mut found = HashSet::new();
     for spool in config.spools.values() {
+        let root = match std::fs::canonicalize(&spool.path).and_then(|path| Root::open(&path)) {
+            Ok(root) => root,
+            // No folder: no file of it to keep a row for.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => anyhow::bail!(
+                "cannot open spools.{}.path ({}): {e}; nothing was purged",
+                spool.name,
+                spool.path.display()
+            ),
+        };
         let mut unreadable = Vec::new();
-        let files = crate::spool::scan::walk(spool, &spool.path, &mut |path, e| {
+        let files = crate::spool::scan::walk(spool, &root, root.path(), &mut |path, e| {
             unreadable.push(format!("{}: {e}", path.display()));
         });
         if !unreadable.is_empty() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::units::{format_duration, format_size};
 use crate::config::Config;
-use crate::queue::{Condition, Counts, FileRow, Queue, SpoolLine};
+use crate::queue::{Condition, Counts, FileRow, Gone, Orphans, Queue, SpoolLine};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -167,6 +167,8 @@ struct Report {
     bytes_waiting: u64,
     /// What holds work back now, as the running daemon reports it.
     held_back: Vec<Condition>,
+    /// Files that wait for a spool or destination the config no longer has.
+    orphaned: Vec<Orphans>,
     spools: Vec<SpoolReport>,
     latest_errors: Vec<ErrorLine>,
 }
@@ -209,16 +211,21 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let now = crate::clock::now_ms();
     let errors = queue.latest_errors(5)?;
     let daemon = daemon_report(&config.state_dir);
-    let oldest_waiting_age_seconds = summary
-        .oldest_waiting_queued_at
+    let spools: Vec<String> = config.spools.keys().cloned().collect();
+    let destinations: Vec<String> = config.destinations.keys().cloned().collect();
+    // Orphans wait for no running config: their age says nothing of delivery.
+    let oldest_waiting_age_seconds = queue
+        .oldest_waiting_of(&spools, &destinations)?
         .map(|t| ((now - t).max(0) / 1000) as u64);
     let held_back = queue.conditions()?;
+    let orphaned = queue.orphans(&spools, &destinations)?;
     let check = verdict(
         &args,
         &daemon,
         summary.counts.failed,
         oldest_waiting_age_seconds,
         &held_back,
+        &orphaned,
     );
     let report = Report {
         check,
@@ -228,6 +235,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         oldest_waiting_age_seconds,
         bytes_waiting: summary.bytes_waiting,
         held_back,
+        orphaned,
         spools: spool_reports(&queue, config, now)?,
         latest_errors: errors
             .iter()
@@ -265,6 +273,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
             .unwrap_or_default();
         println!("held back ({}, since {since}): {}", held.name, held.reason);
+    }
+    for o in &report.orphaned {
+        println!("orphaned: {}", orphan_line(o));
     }
     if !report.latest_errors.is_empty() {
         println!("latest errors:");
@@ -322,6 +333,7 @@ fn verdict(
     failed: u64,
     oldest: Option<u64>,
     held_back: &[Condition],
+    orphaned: &[Orphans],
 ) -> Verdict {
     let mut found: Vec<(State, String)> = Vec::new();
     match (daemon.running, &daemon.unknown) {
@@ -359,16 +371,36 @@ fn verdict(
         ));
     }
     for held in held_back {
-        found.push((
-            State::Warning,
-            format!("held back ({}): {}", held.name, held.reason),
-        ));
+        // A stopped spool (its folder replaced) moves nothing at all until someone acts.
+        let state = if held.name.starts_with("spool:") {
+            State::Critical
+        } else {
+            State::Warning
+        };
+        found.push((state, format!("held back ({}): {}", held.name, held.reason)));
+    }
+    for o in orphaned {
+        found.push((State::Warning, format!("orphaned: {}", orphan_line(o))));
     }
     found.sort_by_key(|(state, _)| std::cmp::Reverse(*state));
     Verdict {
         state: found.first().map_or(State::Ok, |(state, _)| *state),
         reasons: found.into_iter().map(|(_, why)| why).collect(),
     }
+}
+
+/// `3 file(s) of spool orders for destination lake wait for a spool the config no longer
+/// has: …`.
+fn orphan_line(o: &Orphans) -> String {
+    let what = match o.gone {
+        Gone::Spool => "a spool",
+        Gone::Destination => "a destination",
+        Gone::Both => "a spool and a destination",
+    };
+    format!(
+        "{} file(s) of spool {} for destination {} wait for {what} the config no longer has: add it back (they go on), or drop them with `s3spool purge --orphaned`",
+        o.files, o.spool, o.destination
+    )
 }
 
 /// `S3SPOOL OK - daemon pid 3607 since …; 2 waiting, oldest 3s; 0 failed`: what a

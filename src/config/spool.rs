@@ -28,7 +28,12 @@ pub enum AfterUpload {
 #[derive(Debug, Clone)]
 pub struct Spool {
     pub name: String,
+    /// The spool's folder: `path` made absolute, then in canonical form once the daemon
+    /// has resolved it (see `daemon::prepare_spools`).
     pub path: PathBuf,
+    /// `path` as the config says it, made absolute but not resolved: the same words that
+    /// lead to another folder than last time mean the file system changed, not the config.
+    pub configured_path: PathBuf,
     pub destination: String,
     /// `None` means every file.
     pub include: Option<GlobSet>,
@@ -181,9 +186,11 @@ pub(super) fn parse(
         None => None,
         Some(set) => Some(set?),
     };
+    let dir = dir?;
     Some(Spool {
         name: name.to_string(),
-        path: dir?,
+        configured_path: dir.clone(),
+        path: dir,
         destination: destination?,
         include,
         exclude: exclude?,

@@ -36,6 +36,8 @@ const AT_ONCE: usize = 4;
 pub struct Finisher {
     queue: SharedQueue,
     spools: BTreeMap<String, Arc<Spool>>,
+    /// The spools' roots, held open: every source is reached beneath one.
+    roots: beneath::Roots,
     /// Poked when there may be something to finish.
     wake: Arc<Notify>,
     retry_after: Duration,
@@ -92,12 +94,14 @@ impl Finisher {
     pub fn new(
         queue: SharedQueue,
         spools: BTreeMap<String, Arc<Spool>>,
+        roots: beneath::Roots,
         wake: Arc<Notify>,
         retry_after: Duration,
     ) -> Finisher {
         Finisher {
             queue,
             spools,
+            roots,
             wake,
             retry_after,
             started_ms: now_ms(),
@@ -222,15 +226,23 @@ impl Finisher {
 
     /// Finishes one row's source on a blocking thread, unless the stop's deadline passed.
     async fn finish(&self, row: &FileRow, deadline: Option<Instant>) -> Step {
+        // A row of this spool's folder (a reload may have changed the folder: its rows
+        // are the old folder's, not this one's).
         let (Some(spool), Some(root)) = (
             self.spools.get(&row.spool),
-            beneath::root_of(&row.path, &row.rel_path),
+            self.roots.get(&row.spool).filter(|root| {
+                beneath::root_of(&row.path, &row.rel_path).as_deref() == Some(root.path())
+            }),
         ) else {
             return Step::NotOurs;
         };
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Step::Late;
         }
+        if let Err(moved) = root.check() {
+            return Step::Failed(moved.to_string());
+        }
+        let root = Arc::clone(root);
         let after = spool.after_upload.clone();
         let (id, rel, stamp) = (row.id, row.rel_path.clone(), row.stamp);
         let finished =
@@ -283,6 +295,7 @@ mod tests {
         let finisher = Finisher::new(
             f.queue.clone(),
             f.config.spools.clone(),
+            f.roots(),
             Arc::clone(&f.finished),
             Duration::from_secs(30),
         );
@@ -324,6 +337,7 @@ mod tests {
         let g = Finisher::new(
             f.queue.clone(),
             f.config.spools.clone(),
+            f.roots(),
             Arc::new(Notify::new()),
             Duration::from_secs(30),
         );

@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::beneath::{self, Entry};
+use crate::beneath::{self, Entry, Root};
 use crate::config::AfterUpload;
 use crate::queue::FileStamp;
 
@@ -54,12 +54,12 @@ pub fn private_name(id: i64) -> String {
 /// file of the same name was archived already.
 pub fn finish_source(
     after: &AfterUpload,
-    root: &Path,
+    root: &Root,
     rel: &str,
     stamp: FileStamp,
     id: i64,
 ) -> io::Result<Finished> {
-    let source = match beneath::entry(root, Path::new(rel)) {
+    let source = match root.entry(Path::new(rel)) {
         Ok(source) => source,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Finished::AlreadyGone),
         // A folder on the way is now a symlink: whatever it leads to is not ours.
@@ -283,10 +283,24 @@ mod tests {
         let after = AfterUpload::Archive(archive_dir.clone());
 
         std::fs::write(&source, b"one").unwrap();
-        let finished = finish_source(&after, &spool, "x/a.csv", stamp_of(&source), 1).unwrap();
+        let finished = finish_source(
+            &after,
+            &Root::open(&spool).unwrap(),
+            "x/a.csv",
+            stamp_of(&source),
+            1,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv")));
         std::fs::write(&source, b"two").unwrap();
-        let finished = finish_source(&after, &spool, "x/a.csv", stamp_of(&source), 2).unwrap();
+        let finished = finish_source(
+            &after,
+            &Root::open(&spool).unwrap(),
+            "x/a.csv",
+            stamp_of(&source),
+            2,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv.2")));
         assert_eq!(std::fs::read(archive_dir.join("x/a.csv")).unwrap(), b"one");
         assert_eq!(
@@ -302,7 +316,8 @@ mod tests {
         let claimed = spool.join("x").join(private_name(3));
         std::fs::rename(&source, &claimed).unwrap();
         std::fs::hard_link(&claimed, archive_dir.join("x/a.csv.3")).unwrap();
-        let finished = finish_source(&after, &spool, "x/a.csv", stamp, 3).unwrap();
+        let finished =
+            finish_source(&after, &Root::open(&spool).unwrap(), "x/a.csv", stamp, 3).unwrap();
         assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv.3")));
         assert_eq!(std::fs::read_dir(archive_dir.join("x")).unwrap().count(), 3);
         assert_eq!(std::fs::read_dir(spool.join("x")).unwrap().count(), 0);
@@ -325,7 +340,14 @@ mod tests {
                 == std::fs::metadata(archive_root.path()).unwrap().dev()
         };
         let after = AfterUpload::Archive(archive_root.path().to_path_buf());
-        let finished = finish_source(&after, &spool, "x/a.csv", stamp_of(&source), 9).unwrap();
+        let finished = finish_source(
+            &after,
+            &Root::open(&spool).unwrap(),
+            "x/a.csv",
+            stamp_of(&source),
+            9,
+        )
+        .unwrap();
         let placed = archive_root.path().join("x/a.csv");
         assert_eq!(finished, Finished::Archived(placed.clone()));
         assert_eq!(std::fs::read(&placed).unwrap(), b"crosses file systems");
@@ -357,7 +379,14 @@ mod tests {
         let new = spool.join(".a.csv.tmp");
         std::fs::write(&new, b"newer version").unwrap();
         std::fs::rename(&new, &source).unwrap();
-        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", uploaded, 7).unwrap();
+        let finished = finish_source(
+            &AfterUpload::Delete,
+            &Root::open(&spool).unwrap(),
+            "a.csv",
+            uploaded,
+            7,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Replaced);
         assert_eq!(std::fs::read(&source).unwrap(), b"newer version");
         assert!(!spool.join(private_name(7)).exists());
@@ -374,7 +403,14 @@ mod tests {
         std::fs::rename(&source, spool.join(private_name(4))).unwrap();
         // Meanwhile a new file took the name: it stays.
         std::fs::write(&source, b"new").unwrap();
-        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", stamp, 4).unwrap();
+        let finished = finish_source(
+            &AfterUpload::Delete,
+            &Root::open(&spool).unwrap(),
+            "a.csv",
+            stamp,
+            4,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Deleted);
         assert_eq!(std::fs::read(&source).unwrap(), b"new");
         assert!(!spool.join(private_name(4)).exists());
@@ -391,7 +427,14 @@ mod tests {
         // over the source between the check and the claim).
         std::fs::remove_file(spool.join("a.csv")).unwrap();
         std::fs::write(spool.join(private_name(6)), b"a newer version").unwrap();
-        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", uploaded, 6).unwrap();
+        let finished = finish_source(
+            &AfterUpload::Delete,
+            &Root::open(&spool).unwrap(),
+            "a.csv",
+            uploaded,
+            6,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Replaced);
         assert_eq!(
             std::fs::read(spool.join("a.csv")).unwrap(),
@@ -400,7 +443,10 @@ mod tests {
         assert!(!spool.join(private_name(6)).exists());
         // A kill inside the fallback rename left both names on one file: one is dropped.
         std::fs::hard_link(spool.join("a.csv"), spool.join(private_name(7))).unwrap();
-        let source = beneath::entry(&spool, Path::new("a.csv")).unwrap();
+        let source = Root::open(&spool)
+            .unwrap()
+            .entry(Path::new("a.csv"))
+            .unwrap();
         let claimed = source.sibling(private_name(7)).unwrap();
         put_back(&source, &claimed, 7).unwrap();
         assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
@@ -417,7 +463,14 @@ mod tests {
         )
         .unwrap();
         let stamp = stamp_of(&spool.join(private_name(2)));
-        let finished = finish_source(&AfterUpload::Keep, &spool, "a.csv", stamp, 2).unwrap();
+        let finished = finish_source(
+            &AfterUpload::Keep,
+            &Root::open(&spool).unwrap(),
+            "a.csv",
+            stamp,
+            2,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Kept);
         assert!(spool.join("a.csv").exists());
         assert!(!spool.join(private_name(2)).exists());
@@ -429,14 +482,24 @@ mod tests {
         let spool = dir.path().join("spool");
         std::fs::create_dir_all(spool.join("a.csv/inner")).unwrap();
         let stamp = stamp_of(&spool.join("a.csv"));
-        let finished = finish_source(&AfterUpload::Delete, &spool, "a.csv", stamp, 3).unwrap();
+        let finished = finish_source(
+            &AfterUpload::Delete,
+            &Root::open(&spool).unwrap(),
+            "a.csv",
+            stamp,
+            3,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Replaced);
         assert!(spool.join("a.csv/inner").is_dir());
         // A claimed file that is not the uploaded one, whose name was taken meanwhile, goes
         // beside it, keeping its extension.
         std::fs::write(spool.join("b.csv"), b"taken").unwrap();
         std::fs::write(spool.join(private_name(4)), b"newer version").unwrap();
-        let source = beneath::entry(&spool, Path::new("b.csv")).unwrap();
+        let source = Root::open(&spool)
+            .unwrap()
+            .entry(Path::new("b.csv"))
+            .unwrap();
         let claimed = source.sibling(private_name(4)).unwrap();
         put_back(&source, &claimed, 4).unwrap();
         assert_eq!(std::fs::read(spool.join("b.csv")).unwrap(), b"taken");
@@ -458,7 +521,14 @@ mod tests {
         // The outside file even has the same stamp (a hard link of the very file).
         std::fs::hard_link(dir.path().join("away/x.txt"), outside.join("x.txt")).unwrap();
         std::os::unix::fs::symlink(&outside, spool.join("d")).unwrap();
-        let finished = finish_source(&AfterUpload::Delete, &spool, "d/x.txt", stamp, 5).unwrap();
+        let finished = finish_source(
+            &AfterUpload::Delete,
+            &Root::open(&spool).unwrap(),
+            "d/x.txt",
+            stamp,
+            5,
+        )
+        .unwrap();
         assert_eq!(finished, Finished::Replaced);
         assert_eq!(std::fs::read(outside.join("x.txt")).unwrap(), b"spooled");
     }

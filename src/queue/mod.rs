@@ -27,6 +27,7 @@
 //! `active` rows to `pending`: no worker can still hold them.
 
 mod batches;
+mod folders;
 mod gates;
 mod multipart;
 mod register;
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 pub use batches::Batch;
 pub use batches::Batching;
+pub use folders::{FolderChange, Gone, Orphans, SpoolFolder};
 pub use gates::Gate;
 pub use multipart::StoredPart;
 pub use register::{SpoolRules, VANISHED};

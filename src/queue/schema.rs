@@ -227,6 +227,18 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO queue_identity (uuid) VALUES (lower(hex(randomblob(16))));
     "#,
+    // 8: a spool is its folder. Each folder a config has named (its canonical path), the
+    // name its rows carry now, and `spools.NAME.path` as the config said it: a table
+    // renamed in the config carries its rows over, and a name given to another folder
+    // leaves the old folder's rows orphaned (see queue/folders.rs).
+    r#"
+    CREATE TABLE spool_folders (
+        root       TEXT    PRIMARY KEY,
+        spool      TEXT    NOT NULL UNIQUE,
+        configured TEXT    NOT NULL,
+        seen_at    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema

@@ -1,11 +1,11 @@
 //! Walking a spool and looking at single files, without ever following a symlink: every
-//! folder and file is reached from the spool root through [`crate::beneath`].
+//! folder and file is reached from the spool's held root ([`crate::beneath::Root`]).
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::beneath::{self, Kind};
+use crate::beneath::{self, Kind, Root};
 use crate::config::Spool;
 use crate::queue::FileStamp;
 
@@ -61,12 +61,12 @@ pub enum Looked {
 
 /// Looks at one path inside the spool, resolved beneath the root. A path that runs through
 /// a symlinked folder is refused, with a reason in the log.
-pub fn look(spool: &Spool, path: &Path) -> Looked {
-    let Some((rel, utf8)) = relative(&spool.path, path) else {
+pub fn look(spool: &Spool, root: &Root, path: &Path) -> Looked {
+    let Some((rel, utf8)) = relative(root.path(), path) else {
         return Looked::Nothing;
     };
-    let rel_path = path.strip_prefix(&spool.path).unwrap_or(path);
-    let meta = match beneath::entry(&spool.path, rel_path).and_then(|e| e.metadata()) {
+    let rel_path = root.relative(path).unwrap_or(path);
+    let meta = match root.entry(rel_path).and_then(|e| e.metadata()) {
         Ok(meta) => meta,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             tracing::warn!(spool = %spool.name, path = %path.display(),
@@ -87,11 +87,11 @@ pub fn look(spool: &Spool, path: &Path) -> Looked {
 /// Whether the file of `stamp` is no longer at `path` (inside the spool): the lookup says
 /// the name is gone, or holds something else. A lookup that fails otherwise (no access,
 /// an I/O error) proves nothing, and counts as still there.
-pub fn moved_away(spool: &Spool, path: &Path, stamp: FileStamp) -> bool {
-    let Ok(rel) = path.strip_prefix(&spool.path) else {
+pub fn moved_away(root: &Root, path: &Path, stamp: FileStamp) -> bool {
+    let Some(rel) = root.relative(path) else {
         return true;
     };
-    match beneath::entry(&spool.path, rel).and_then(|e| e.metadata()) {
+    match root.entry(rel).and_then(|e| e.metadata()) {
         Ok(meta) => !(meta.file_type().is_file() && FileStamp::of(&meta) == stamp),
         Err(e) => e.kind() == io::ErrorKind::NotFound || beneath::is_symlink_refusal(&e),
     }
@@ -111,9 +111,14 @@ fn seen(path: PathBuf, rel: String, utf8: bool, meta: &std::fs::Metadata) -> See
 /// Walks `dir` (the spool root or a folder in it) and returns every wanted file. Unreadable
 /// folders are reported through `on_error` and skipped; the walk goes on. Symlinks are
 /// neither walked into nor delivered.
-pub fn walk(spool: &Spool, dir: &Path, on_error: &mut dyn FnMut(&Path, io::Error)) -> Vec<Seen> {
+pub fn walk(
+    spool: &Spool,
+    root: &Root,
+    dir: &Path,
+    on_error: &mut dyn FnMut(&Path, io::Error),
+) -> Vec<Seen> {
     let mut found = Vec::new();
-    walk_in_chunks(spool, dir, usize::MAX, on_error, &mut |chunk| {
+    walk_in_chunks(spool, root, dir, usize::MAX, on_error, &mut |chunk| {
         found.extend(chunk);
         true
     });
@@ -125,19 +130,21 @@ pub fn walk(spool: &Spool, dir: &Path, on_error: &mut dyn FnMut(&Path, io::Error
 /// stops early when `sink` returns false.
 pub fn walk_in_chunks(
     spool: &Spool,
+    root: &Root,
     dir: &Path,
     chunk: usize,
     on_error: &mut dyn FnMut(&Path, io::Error),
     sink: &mut dyn FnMut(Vec<Seen>) -> bool,
 ) {
     let mut found = Vec::new();
-    let Ok(start) = dir.strip_prefix(&spool.path) else {
+    let Some(start) = root.relative(dir) else {
         return;
     };
     let mut stack = vec![start.to_path_buf()];
     while let Some(rel_dir) = stack.pop() {
-        let abs_dir = spool.path.join(&rel_dir);
-        let listed = beneath::open_dir(&spool.path, &rel_dir)
+        let abs_dir = root.path().join(&rel_dir);
+        let listed = root
+            .open_dir(&rel_dir)
             .and_then(|fd| beneath::list(&fd).map(|names| (fd, names)));
         let (fd, names) = match listed {
             Ok(listed) => listed,
@@ -156,8 +163,8 @@ pub fn walk_in_chunks(
                     }
                 }
                 Kind::File => {
-                    let path = spool.path.join(&rel_path);
-                    let Some((rel, utf8)) = relative(&spool.path, &path) else {
+                    let path = root.path().join(&rel_path);
+                    let Some((rel, utf8)) = relative(root.path(), &path) else {
                         continue;
                     };
                     if !filter::wanted(spool, &rel) {

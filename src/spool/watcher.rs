@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::scan::{self, Looked, Seen};
 use super::settle::Settler;
+use crate::beneath::{Root, RootMoved};
+use crate::clock::now_ms;
 use crate::config::{AfterUpload, Destination, Spool};
 use crate::queue::{NewFile, Registered, SharedQueue, SpoolRules};
 
@@ -23,6 +25,8 @@ const EVENT_BUFFER: usize = 16_384;
 #[derive(Clone)]
 pub struct WatchContext {
     pub queue: SharedQueue,
+    /// The spool's root, held open: every look starts from it.
+    pub root: Arc<Root>,
     pub destination: Arc<Destination>,
     pub host: Arc<str>,
     pub rescan_interval: Duration,
@@ -45,6 +49,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
     let mut settler = Settler::new(spool.settle);
     let mut rescan = tokio::time::interval(ctx.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut moved = None;
 
     loop {
         let mut finished = Vec::new();
@@ -59,7 +64,9 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = rescan.tick() => {
-                full_scan(&spool, &ctx, &mut settler).await;
+                if root_holds(&spool, &ctx, &mut moved).await {
+                    full_scan(&spool, &ctx, &mut settler).await;
+                }
                 rescanned = true;
             }
             Some(path) = events.recv() => {
@@ -67,17 +74,22 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
                 while let Ok(more) = events.try_recv() {
                     paths.push(more);
                 }
-                if overflow.swap(false, Ordering::Relaxed) {
+                if !root_holds(&spool, &ctx, &mut moved).await {
+                    // Events of the folder renamed away still arrive under the root's
+                    // path: none is looked at.
+                } else if overflow.swap(false, Ordering::Relaxed) {
                     tracing::warn!(spool = %spool.name, "file event buffer overflowed; rescanning the spool");
                     full_scan(&spool, &ctx, &mut settler).await;
                     rescanned = true;
                 } else {
-                    look_at(&spool, paths, &mut settler, &mut finished).await;
+                    look_at(&spool, &ctx.root, paths, &mut settler, &mut finished).await;
                 }
             }
             _ = tokio::time::sleep(sleep_until) => {
                 let due = settler.due(SystemTime::now());
-                look_at(&spool, due, &mut settler, &mut finished).await;
+                if root_holds(&spool, &ctx, &mut moved).await {
+                    look_at(&spool, &ctx.root, due, &mut settler, &mut finished).await;
+                }
             }
         }
         for batch in finished.chunks(BATCH) {
@@ -86,6 +98,46 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
         if rescanned {
             // What it found is registered: tests wait for this line, not for a time.
             tracing::debug!(spool = %spool.name, "rescan done");
+        }
+    }
+}
+
+/// Whether the spool's root still is the folder opened at start (or reload), saying so
+/// when that changes: in the log, and as the condition `spool:NAME` that `status` and the
+/// metrics show. A spool whose root moved touches nothing; if the path names the same
+/// folder again (renamed back), it goes on.
+async fn root_holds(spool: &Spool, ctx: &WatchContext, moved: &mut Option<RootMoved>) -> bool {
+    let root = Arc::clone(&ctx.root);
+    let found = tokio::task::spawn_blocking(move || root.check())
+        .await
+        .unwrap_or(Ok(()));
+    let condition = format!("spool:{}", spool.name);
+    match (found, moved.is_some()) {
+        (Ok(()), false) => true,
+        (Ok(()), true) => {
+            tracing::info!(spool = %spool.name, path = %ctx.root.path().display(),
+                "the spool folder is back where it was: the spool goes on");
+            if let Err(e) = ctx.queue.call(move |q| q.clear_condition(&condition)).await {
+                tracing::warn!(error = %e, "cannot clear the spool's condition for status");
+            }
+            *moved = None;
+            true
+        }
+        // Still moved, and as before.
+        (Err(e), true) if moved.as_ref() == Some(&e) => false,
+        (Err(e), _) => {
+            tracing::error!(spool = %spool.name, path = %ctx.root.path().display(), error = %e,
+                "spool stopped: its folder was replaced; nothing in it is read, sent or deleted until it is back or the config is fixed and reloaded");
+            let reason = e.to_string();
+            let recorded = ctx
+                .queue
+                .call(move |q| q.set_condition(&condition, &reason, now_ms()))
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "cannot record the spool's condition for status");
+            }
+            *moved = Some(e);
+            false
         }
     }
 }
@@ -144,13 +196,15 @@ fn start_notify(
 async fn full_scan(spool: &Arc<Spool>, ctx: &WatchContext, settler: &mut Settler) {
     let (tx, mut chunks) = mpsc::channel::<Vec<Seen>>(4);
     let spool_for_walk = Arc::clone(spool);
+    let root = Arc::clone(&ctx.root);
     let walker = tokio::task::spawn_blocking(move || {
         let mut on_error = |path: &Path, e: std::io::Error| {
             tracing::warn!(spool = %spool_for_walk.name, path = %path.display(), error = %e, "cannot read in spool");
         };
         scan::walk_in_chunks(
             &spool_for_walk,
-            &spool_for_walk.path,
+            &root,
+            root.path(),
             BATCH,
             &mut on_error,
             &mut |chunk| tx.blocking_send(chunk).is_ok(),
@@ -182,6 +236,7 @@ async fn full_scan(spool: &Arc<Spool>, ctx: &WatchContext, settler: &mut Settler
 /// Looks at single paths (from events or due candidates); folders are walked.
 async fn look_at(
     spool: &Arc<Spool>,
+    root: &Arc<Root>,
     paths: Vec<PathBuf>,
     settler: &mut Settler,
     finished: &mut Vec<Seen>,
@@ -190,13 +245,14 @@ async fn look_at(
         return;
     }
     let spool_for_look = Arc::clone(spool);
+    let root = Arc::clone(root);
     let looked = tokio::task::spawn_blocking(move || {
         let mut results = Vec::with_capacity(paths.len());
         for path in paths {
-            match scan::look(&spool_for_look, &path) {
+            match scan::look(&spool_for_look, &root, &path) {
                 Looked::Dir => {
                     // A folder moved in arrives as one event: walk it.
-                    let files = scan::walk(&spool_for_look, &path, &mut |p, e| {
+                    let files = scan::walk(&spool_for_look, &root, &path, &mut |p, e| {
                         tracing::warn!(path = %p.display(), error = %e, "cannot read in spool");
                     });
                     results.extend(files.into_iter().map(|s| (s.path.clone(), Some(s))));
@@ -237,10 +293,11 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
         .filter(|s| s.utf8)
         .map(|s| s.rel.clone())
         .collect();
-    let (spool2, dest, host) = (
+    let (spool2, dest, host, root) = (
         Arc::clone(spool),
         Arc::clone(&ctx.destination),
         Arc::clone(&ctx.host),
+        Arc::clone(&ctx.root),
     );
     let now = chrono::Utc::now();
     let files_for_db = files.clone();
@@ -256,7 +313,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
                 }
                 spool2.object_key(&dest.prefix, &host, &file.rel_path, id, now)
-            }, |old_path, stamp| scan::moved_away(&spool2, old_path, stamp))
+            }, |old_path, stamp| scan::moved_away(&root, old_path, stamp))
         })
         .await;
     let outcomes = match result {

@@ -22,7 +22,7 @@ use super::gates::WindowCheck;
 use super::job::{Job, Uploaded};
 use super::transfer;
 use super::{backoff, Uploader, LEASE};
-use crate::beneath;
+use crate::beneath::{self, Root};
 use crate::clock::now_ms;
 use crate::key::PathParts;
 use crate::queue::{
@@ -33,6 +33,9 @@ use crate::transcode::{self, Output};
 
 /// Tries to write one outcome to the queue before leaving the row to lease expiry.
 const RECORD_TRIES: u32 = 6;
+/// How long a row of a stopped spool (its folder replaced) waits before it is looked at
+/// again; the dispatcher claims none of its rows meanwhile.
+const STOPPED_SPOOL_WAIT: i64 = 30_000;
 
 /// How one delivery attempt ended.
 pub(super) enum Outcome {
@@ -124,12 +127,23 @@ impl Uploader {
                 let next = settle.as_millis() as i64;
                 tracing::info!(spool = %row.spool, id, path = %row.rel_path, "source changed; uploading it again once it settles");
                 // The new file's birth time, so a later move of it is still recognised.
-                let (path, rel) = (row.path.clone(), row.rel_path.clone());
-                let birth = tokio::task::spawn_blocking(move || birth_at(&path, &rel, stamp))
-                    .await
-                    .unwrap_or(None);
+                let root = self.roots.get(&row.spool).cloned();
+                let rel = row.rel_path.clone();
+                let birth =
+                    tokio::task::spawn_blocking(move || birth_at(root?.as_ref(), &rel, stamp))
+                        .await
+                        .unwrap_or(None);
                 self.record(id, move |q, now| {
                     q.requeue_changed(ended, stamp, birth, now + next, now)
+                })
+                .await;
+            }
+            Outcome::Failed(TransferError::SpoolStopped(moved)) => {
+                // Touching nothing: the row waits, its attempt not counted, until the
+                // folder is back or a reload fixes the config.
+                let reason = moved.to_string();
+                self.record(id, move |q, now| {
+                    q.release(ended, &reason, now + STOPPED_SPOOL_WAIT, now)
                 })
                 .await;
             }
@@ -269,7 +283,7 @@ impl Uploader {
     )> {
         let spool = Arc::clone(self.config.spools.get(&row.spool)?);
         let destination = Arc::clone(self.config.destinations.get(&spool.destination)?);
-        let (path, rel) = (row.path.clone(), row.rel_path.clone());
+        let root = self.roots.get(&row.spool)?;
         let file = NewFile {
             spool: row.spool.clone(),
             rel_path: row.rel_path.clone(),
@@ -277,7 +291,7 @@ impl Uploader {
             destination: destination.name.clone(),
             bucket: destination.bucket.clone(),
             stamp,
-            birth_ns: birth_at(&path, &rel, stamp),
+            birth_ns: birth_at(root, &row.rel_path, stamp),
         };
         let rules = SpoolRules {
             keeps: spool.after_upload == crate::config::AfterUpload::Keep,
@@ -439,17 +453,38 @@ impl Uploader {
                 row.destination
             ));
         };
-        let (path, rel) = (row.path.clone(), row.rel_path.clone());
-        let opened = tokio::task::spawn_blocking(move || open_source(&path, &rel)).await;
+        // Its spool's folder, held open, as it was when the row was queued: a reload that
+        // gave the spool another folder left this row to the old one.
+        let Some(root) = self
+            .roots
+            .get(&row.spool)
+            .filter(|root| {
+                beneath::root_of(&row.path, &row.rel_path).as_deref() == Some(root.path())
+            })
+            .cloned()
+        else {
+            return refused(format!(
+                "the file was queued from {}, which is no longer spools.{}.path",
+                row.path.display(),
+                row.spool
+            ));
+        };
+        let rel = row.rel_path.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            root.check()?;
+            Ok(open_source(&root, &rel))
+        })
+        .await;
         let (file, before) = match opened {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => {
+            Ok(Ok(Ok(opened))) => opened,
+            Ok(Ok(Err(e))) => {
                 return Outcome::Failed(TransferError::Source {
                     message: describe_open_error(&row.path, &e),
                     passing: is_passing(&e),
                 })
                 .into()
             }
+            Ok(Err(moved)) => return Outcome::Failed(TransferError::SpoolStopped(moved)).into(),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
         let file = Arc::new(file);
@@ -578,16 +613,10 @@ fn found_delivery(head: ObjectHead, sha256: String, converted: bool) -> Delivery
     }
 }
 
-/// Opens the row's file beneath its spool root, never through a symlink, and stamps what
-/// was opened.
-fn open_source(path: &Path, rel: &str) -> io::Result<(File, FileStamp)> {
-    let root = beneath::root_of(path, rel).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the row's path does not end in its path in the spool",
-        )
-    })?;
-    let file = beneath::entry(&root, Path::new(rel))?.open_file()?;
+/// Opens the row's file beneath its spool's held root, never through a symlink, and
+/// stamps what was opened.
+fn open_source(root: &Root, rel: &str) -> io::Result<(File, FileStamp)> {
+    let file = root.entry(Path::new(rel))?.open_file()?;
     let meta = file.metadata()?;
     Ok((file, FileStamp::of(&meta)))
 }
@@ -611,12 +640,9 @@ fn describe_open_error(path: &Path, e: &io::Error) -> String {
     }
 }
 
-/// The birth time of the file now at the row's path, if it is the file of `stamp`.
-fn birth_at(path: &Path, rel: &str, stamp: FileStamp) -> Option<i64> {
-    let root = beneath::root_of(path, rel)?;
-    let meta = beneath::entry(&root, Path::new(rel))
-        .and_then(|e| e.metadata())
-        .ok()?;
+/// The birth time of the file now at `rel` beneath `root`, if it is the file of `stamp`.
+fn birth_at(root: &Root, rel: &str, stamp: FileStamp) -> Option<i64> {
+    let meta = root.entry(Path::new(rel)).and_then(|e| e.metadata()).ok()?;
     (FileStamp::of(&meta) == stamp)
         .then(|| FileStamp::birth_of(&meta))
         .flatten()

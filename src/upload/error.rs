@@ -39,6 +39,9 @@ pub enum TransferError {
     /// The file cannot be delivered as it is, whatever is tried: bad input for its
     /// format, too large for S3, its spool or destination gone from the config.
     Refused(String),
+    /// The spool's folder was replaced (its path names another folder): nothing of it is
+    /// touched until it is back or the config is fixed and reloaded.
+    SpoolStopped(crate::beneath::RootMoved),
 }
 
 impl TransferError {
@@ -60,7 +63,8 @@ impl TransferError {
             TransferError::SourceChanged
             | TransferError::Queue(_)
             | TransferError::ETagMismatch { .. }
-            | TransferError::OutsideWindow => ErrorClass::Transient,
+            | TransferError::OutsideWindow
+            | TransferError::SpoolStopped(_) => ErrorClass::Transient,
             TransferError::ClaimLost | TransferError::Refused(_) => ErrorClass::Permanent,
         }
     }
@@ -105,6 +109,7 @@ impl fmt::Display for TransferError {
                 "RecordProgress failed: ClaimLost: the queue row is no longer held by this worker",
             ),
             TransferError::Queue(e) => write!(f, "RecordProgress failed: QueueError: {e}"),
+            TransferError::SpoolStopped(moved) => write!(f, "ReadSource paused: SpoolStopped: {moved}"),
             TransferError::OutsideWindow => f.write_str(
                 "UploadPart paused: OutsideWindow: the spool's delivery window closed; the upload goes on when it opens",
             ),

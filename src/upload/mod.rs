@@ -30,6 +30,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::beneath::Roots;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::queue::{Eligible, SharedQueue};
@@ -71,6 +72,8 @@ const RECHECK_FOR: Duration = Duration::from_secs(5);
 pub struct Uploader {
     config: Arc<Config>,
     queue: SharedQueue,
+    /// The spools' roots, held open: every source is opened beneath one.
+    roots: Roots,
     targets: HashMap<String, Arc<Target>>,
     wake: Arc<Notify>,
     /// Poked when a row turned `done`: its source is the finisher's to clean up.
@@ -131,6 +134,7 @@ impl Uploader {
         config: Arc<Config>,
         queue: SharedQueue,
         targets: HashMap<String, Arc<Target>>,
+        roots: Roots,
         wake: Arc<Notify>,
         finisher: Arc<Notify>,
         lasting: &Lasting,
@@ -141,6 +145,7 @@ impl Uploader {
             config,
             queue,
             targets,
+            roots,
             wake,
             finisher,
             host: Arc::clone(&lasting.host),
@@ -156,7 +161,13 @@ impl Uploader {
     /// The rows of this config's spools bound for `destinations`, as far as each spool's
     /// window and cadence let through.
     fn eligible(&self, destinations: &[String], gates: &Gates) -> Eligible {
-        let spools: Vec<&str> = self.spools.iter().map(String::as_str).collect();
+        // A spool whose folder was replaced is stopped: none of its rows is claimed.
+        let spools: Vec<&str> = self
+            .spools
+            .iter()
+            .filter(|s| !self.roots.get(*s).is_some_and(|root| root.is_moved()))
+            .map(String::as_str)
+            .collect();
         let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
         Eligible::gated(&spools, &destinations, gates.by_spool.clone())
     }

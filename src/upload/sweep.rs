@@ -6,6 +6,10 @@
 //! At start-up, before any worker runs, every such upload is aborted. While the daemon
 //! runs, a worker may have created an upload it has not recorded yet, so the periodic sweep
 //! only aborts uploads older than [`RUNNING_MIN_AGE`].
+//!
+//! The upload of an orphaned row (its spool or destination gone from the config) is
+//! needed only while the spool may come back: once the row has been left alone for
+//! [`ORPHAN_GRACE`], its upload is given up (the row starts over if its spool returns).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,8 +28,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// a clock skew between this host and S3 cannot make a fresh upload look old.
 const RUNNING_MIN_AGE: Duration = Duration::from_secs(3600);
 
-/// The start-up sweep: aborts every orphaned upload.
-pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String, Arc<Target>>) {
+/// How long an orphaned row keeps its multipart upload.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// The start-up sweep: aborts every upload no row needs.
+pub async fn sweep_orphan_uploads(
+    queue: &SharedQueue,
+    spools: &[String],
+    targets: &HashMap<String, Arc<Target>>,
+) {
+    give_up_orphans(queue, spools, targets).await;
     sweep(queue, targets, None).await;
 }
 
@@ -33,6 +45,7 @@ pub async fn sweep_orphan_uploads(queue: &SharedQueue, targets: &HashMap<String,
 /// registration abandoned every few seconds.
 pub async fn sweep_periodically(
     queue: SharedQueue,
+    spools: Vec<String>,
     targets: HashMap<String, Arc<Target>>,
     shutdown: CancellationToken,
 ) {
@@ -40,12 +53,36 @@ pub async fn sweep_periodically(
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_sweep) => {
+                give_up_orphans(&queue, &spools, &targets).await;
                 sweep(&queue, &targets, Some(RUNNING_MIN_AGE)).await;
                 next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
             }
             _ = tokio::time::sleep(ABANDONED_EVERY) => abort_abandoned(&queue, &targets).await,
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Gives up the multipart uploads of rows orphaned for [`ORPHAN_GRACE`]: they are listed
+/// for aborting like those registration abandons.
+async fn give_up_orphans(
+    queue: &SharedQueue,
+    spools: &[String],
+    targets: &HashMap<String, Arc<Target>>,
+) {
+    let spools = spools.to_vec();
+    let destinations: Vec<String> = targets.keys().cloned().collect();
+    let before = crate::clock::now_ms() - ORPHAN_GRACE.as_millis() as i64;
+    match queue
+        .call(move |q| q.abandon_orphan_uploads(&spools, &destinations, before))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            files = n,
+            "orphaned files left alone for a day give up their multipart uploads"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot look for orphaned uploads"),
     }
 }
 

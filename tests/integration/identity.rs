@@ -192,3 +192,176 @@ fn impatient_stops_are_stops_not_crashes() {
     assert_eq!(versions["inbound/orders/big.bin"].len(), 1);
     assert_eq!(s.bucket.objects()["inbound/orders/big.bin"].sha256, want);
 }
+
+/// Item 3: whoever may write the spool's parent renames the spool away and puts a symlink
+/// to another folder in its place (a drop-box layout). The spool stops, touching nothing
+/// outside; status and the metrics say so; with the folder back, it goes on. A restart
+/// with the symlink still there refuses the spool, too.
+#[test]
+fn a_spool_root_replaced_by_a_symlink_stops_the_spool_and_touches_nothing_outside() {
+    let s = setup(|_| {});
+    s.bucket.enable_versioning();
+    let port = s.serve_metrics();
+    let dir = s.dir.path();
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for n in 0..3 {
+        std::fs::write(
+            outside.join(format!("secret-{n}.txt")),
+            format!("outside {n}"),
+        )
+        .unwrap();
+    }
+    let daemon = s.start();
+    s.drop_file("before.txt", b"delivered before the swap");
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    std::fs::rename(&s.spool, dir.join("parked")).unwrap();
+    std::os::unix::fs::symlink(&outside, &s.spool).unwrap();
+    // A file written into the renamed-away folder: its events still arrive.
+    std::fs::write(dir.join("parked/during.txt"), b"written while swapped").unwrap();
+    wait_for(WAIT, "the spool stopped", || {
+        s.status()["held_back"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "spool:orders")
+    });
+    s.wait_past("rescan done", 3);
+    let check = s.cli(&["status", "--check"]);
+    assert_eq!(check.status.code(), Some(2), "{}", output_text(&check));
+    assert!(
+        output_text(&check).contains("touching nothing"),
+        "{}",
+        output_text(&check)
+    );
+    assert_eq!(
+        metric_value(&scrape(port), "s3spool_held_back{cause=\"spool:orders\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.bucket.objects().len(),
+        1,
+        "nothing of the outside folder was sent"
+    );
+    for n in 0..3 {
+        assert!(
+            outside.join(format!("secret-{n}.txt")).exists(),
+            "nothing was deleted"
+        );
+    }
+    // A restart meanwhile: the same `path` leads elsewhere now, so the spool is refused.
+    assert!(daemon.stop().success());
+    let daemon = s.start();
+    s.wait_past("nothing due", 2);
+    assert_eq!(s.bucket.objects().len(), 1);
+    assert!(s.log_lines("spool refused") >= 1);
+    assert_eq!(s.cli(&["status", "--check"]).status.code(), Some(2));
+    // Put back, and reloaded: the spool goes on with what was written meanwhile.
+    std::fs::remove_file(&s.spool).unwrap();
+    std::fs::rename(dir.join("parked"), &s.spool).unwrap();
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "the file written meanwhile delivered", || {
+        s.count("done") == 2
+    });
+    assert!(daemon.stop().success());
+    let keys: Vec<String> = s.bucket.objects().into_keys().collect();
+    assert_eq!(
+        keys,
+        ["inbound/orders/before.txt", "inbound/orders/during.txt"]
+    );
+    for n in 0..3 {
+        assert!(outside.join(format!("secret-{n}.txt")).exists());
+    }
+}
+
+/// Item 4: a `keep` spool's table renamed in the config (same folder), then a reload. Its
+/// rows carry the new name: delivered files are not sent again, a paused spool stays
+/// paused, and what was queued goes once it is resumed.
+#[test]
+fn a_spool_renamed_in_the_config_keeps_its_rows_and_sends_nothing_twice() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    s.bucket.enable_versioning();
+    let daemon = s.start();
+    for n in 0..3 {
+        s.drop_file(&format!("d{n}.csv"), format!("delivered {n}").as_bytes());
+    }
+    wait_for(WAIT, "three delivered", || s.count("done") == 3);
+    assert!(s.cli(&["pause", "orders"]).status.success());
+    for n in 0..2 {
+        s.drop_file(&format!("q{n}.csv"), format!("queued {n}").as_bytes());
+    }
+    wait_for(WAIT, "two queued", || s.count("pending") == 2);
+    s.edit_config(|c| c.replace("[spools.orders]", "[spools.orders_eu]"));
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "reloaded", || s.runs() == 2);
+    s.wait_past("rescan done", 2);
+    let status = s.status();
+    let spools: Vec<&str> = status["spools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["spool"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        spools,
+        ["orders_eu"],
+        "the rows carry the new name: {status}"
+    );
+    assert_eq!(s.count("pending"), 2, "still paused, not queued twice");
+    assert!(status["orphaned"].as_array().unwrap().is_empty());
+    assert!(s.cli(&["resume", "orders_eu"]).status.success());
+    wait_for(WAIT, "the two queued files delivered", || {
+        s.count("done") == 5
+    });
+    s.wait_past("rescan done", 2);
+    let check = s.cli(&["status", "--check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", output_text(&check));
+    assert!(daemon.stop().success());
+
+    let versions = s.bucket.versions();
+    assert_eq!(versions.len(), 5, "{versions:?}");
+    assert!(versions.values().all(|v| v.len() == 1), "{versions:?}");
+}
+
+/// Item 4, the other way: the spool's name given to another folder. The old folder's
+/// files wait as orphans (WARNING, not CRITICAL, and no age alarm), never taken for the
+/// new folder's; `purge --orphaned` drops them.
+#[test]
+fn rows_of_a_folder_no_spool_names_any_more_are_orphans() {
+    let s = setup(|_| {});
+    let daemon = s.start();
+    assert!(s.cli(&["pause", "orders"]).status.success());
+    s.drop_file("a.csv", b"old folder");
+    wait_for(WAIT, "queued", || s.count("pending") == 1);
+    assert!(daemon.stop().success());
+    std::fs::create_dir_all(s.dir.path().join("fresh")).unwrap();
+    s.edit_config(|c| c.replace("path = \"spool\"", "path = \"fresh\""));
+    let daemon = s.start();
+    s.wait_past("nothing due", 2);
+    let status = s.status();
+    let orphaned = status["orphaned"].as_array().unwrap();
+    assert_eq!(orphaned.len(), 1, "{status}");
+    assert_eq!(orphaned[0]["files"], 1);
+    assert_eq!(orphaned[0]["gone"], "spool");
+    let check = s.cli(&["status", "--check", "--crit-age", "1s"]);
+    assert_eq!(check.status.code(), Some(1), "{}", output_text(&check));
+    assert!(
+        output_text(&check).contains("orphaned"),
+        "{}",
+        output_text(&check)
+    );
+    let dry = s.cli(&["purge", "--orphaned", "--dry-run"]);
+    assert!(
+        output_text(&dry).contains("would drop 1"),
+        "{}",
+        output_text(&dry)
+    );
+    let purge = s.cli(&["purge", "--orphaned"]);
+    assert!(purge.status.success(), "{}", output_text(&purge));
+    assert!(s.status()["orphaned"].as_array().unwrap().is_empty());
+    assert!(
+        s.spool.join("a.csv").exists(),
+        "the old folder's file is not touched"
+    );
+    assert!(daemon.stop().success());
+}

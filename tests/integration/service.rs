@@ -276,6 +276,7 @@ fn every_series_is_there_at_zero_before_the_first_file_under_conventional_names(
         "s3spool_last_success_timestamp_seconds{destination=\"lake\"}".to_string(),
         "s3spool_held_back{cause=\"disk\"}".to_string(),
         "s3spool_held_back{cause=\"destination:lake\"}".to_string(),
+        "s3spool_held_back{cause=\"spool:orders\"}".to_string(),
     ];
     for series in &zero {
         assert_eq!(metric_value(&body, series), Some(0.0), "{series} in {body}");
