@@ -92,6 +92,7 @@ destination = "lake"
             bucket: "acme".into(),
             stamp: FileStamp::of(&meta),
             birth_ns: FileStamp::birth_of(&meta),
+            sha256: None,
         };
         let now = crate::clock::now_ms();
         let outcomes = self

@@ -156,6 +156,7 @@ fn a_row_following_its_moved_file_keeps_its_flag_and_a_delivery_clears_it() {
     let done = Done {
         etag: "e".into(),
         sha256: "s".into(),
+        source_sha256: None,
         object_size: 1,
         rows: None,
         format: "raw".into(),
@@ -197,6 +198,7 @@ fn an_earlier_version_delivered_is_done_and_the_file_now_there_is_a_new_row() {
     let done = Done {
         etag: "e".into(),
         sha256: "old".into(),
+        source_sha256: None,
         object_size: 1,
         rows: None,
         format: "raw".into(),

@@ -143,6 +143,8 @@ pub struct NewFile {
     /// Birth time in unix nanoseconds, where the file system keeps one: a file that reuses
     /// a deleted file's inode (and size and mtime) still has another birth time.
     pub birth_ns: Option<i64>,
+    /// The file's SHA-256, when the registration asked for it ([`Registered::Lookalike`]).
+    pub sha256: Option<String>,
 }
 
 /// What registering a file did.
@@ -158,6 +160,13 @@ pub enum Registered {
     AlreadyDone(i64),
     /// This very file was delivered and kept (`after_upload = "keep"`): nothing to do.
     Kept(i64),
+    /// At a kept row's path, a file with the same size and mtime but another inode (a
+    /// restore, a disk move): nothing was written. Hash it and register it again with its
+    /// SHA-256: the same content is the kept file (it takes the new inode), another is new.
+    Lookalike(i64),
+    /// A [`Registered::Lookalike`] with the kept file's content: the row took the new
+    /// inode, and the file stays delivered.
+    Restored(i64),
     /// This very file, moved inside the spool, was waiting (or had failed because it
     /// vanished) under its old path: the row now follows it.
     Followed(i64),

@@ -9,7 +9,10 @@
 //!   is marked superseded (it can no longer be retried).
 //! - `done` with the same stamp and birth time: delivered. If its source was not finished
 //!   yet, or was kept and the spool no longer keeps sources, it is to be cleaned up
-//!   ([`Registered::AlreadyDone`]); if it was kept, it stays kept. A file that looks the same
+//!   ([`Registered::AlreadyDone`]); if it was kept, it stays kept. A kept file found with
+//!   another inode (a restore, a disk move) but the same size and mtime is hashed
+//!   ([`Registered::Lookalike`]): the same SHA-256 is the kept file, under its new inode;
+//!   another is a new file. A file that looks the same
 //!   after a delete or archive (a reused inode) is new.
 //!
 //! Then, for a file no row of its path claims: a row for the very same file (inode, size,
@@ -43,6 +46,8 @@ struct AtPath {
     vanished: bool,
     /// S3 may hold an earlier version of the file under the row's key.
     maybe_sent: bool,
+    /// The source's SHA-256 as delivered, for a done row.
+    source_sha256: Option<String>,
 }
 
 /// A row for the same file at another path.
@@ -61,7 +66,7 @@ struct Elsewhere {
 const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
         source_finished_at IS NOT NULL, source_outcome,
         state = 'failed' AND superseded_by IS NULL AND IFNULL(instr(last_error, ?3), 0) = 1,
-        maybe_sent
+        maybe_sent, COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END)
      FROM files WHERE spool = ?1 AND rel_path = ?2 AND superseded_by IS NULL
      ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
 
@@ -175,6 +180,7 @@ impl Registrar<'_> {
                     outcome: r.get(7)?,
                     vanished: r.get(8)?,
                     maybe_sent: r.get(9)?,
+                    source_sha256: r.get(10)?,
                 })
             })
             .optional()?;
@@ -204,6 +210,35 @@ impl Registrar<'_> {
                 _ if same
                     && matches!(row.outcome.as_deref(), Some("gone" | "replaced"))
                     && (row.birth_ns.is_none() || file.birth_ns.is_none()) => {}
+                // A kept file with another inode (or birth time) but the same size and
+                // mtime: restored, copied back, or on a mount whose inodes change. Its
+                // content decides.
+                _ if !same
+                    && row.stamp.size == file.stamp.size
+                    && row.stamp.mtime_ns == file.stamp.mtime_ns
+                    && matches!(
+                        decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
+                            .map(|d| d(row.id)),
+                        Some(Registered::Kept(_))
+                    ) =>
+                {
+                    match (&file.sha256, &row.source_sha256) {
+                        (None, Some(_)) => return Ok(Registered::Lookalike(row.id)),
+                        (Some(now), Some(then)) if now == then => {
+                            tx.prepare_cached(
+                                "UPDATE files SET inode = ?2, birth_ns = ?3 WHERE id = ?1 AND state = 'done'",
+                            )?
+                            .execute(params![
+                                row.id,
+                                file.stamp.inode as i64,
+                                file.birth_ns
+                            ])?;
+                            return Ok(Registered::Restored(row.id));
+                        }
+                        // Other content, or none recorded to compare with: a new file.
+                        _ => {}
+                    }
+                }
                 _ if same => {
                     // None: a lookalike after a delete or archive, so a new file.
                     if let Some(decided) =

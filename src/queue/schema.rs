@@ -239,6 +239,14 @@ const MIGRATIONS: &[&str] = &[
         seen_at    INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 9: the source's SHA-256 as delivered, whatever the format (`sha256` is the
+    // object's). A kept file found again with another inode but the same size and mtime
+    // (a restore, a disk move, a mount without stable inodes) is hashed and taken for the
+    // delivered one if this matches. Raw rows delivered before have it in `sha256`.
+    r#"
+    ALTER TABLE files ADD COLUMN source_sha256 TEXT;
+    UPDATE files SET source_sha256 = sha256 WHERE state = 'done' AND format = 'raw';
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema

@@ -20,6 +20,7 @@ pub(super) fn file(rel: &str, size: u64) -> NewFile {
             inode: 7,
         },
         birth_ns: None,
+        sha256: None,
     }
 }
 
@@ -36,6 +37,7 @@ fn delivered(etag: &str) -> Done {
     Done {
         etag: etag.into(),
         sha256: "sha".into(),
+        source_sha256: None,
         object_size: 1,
         rows: None,
         format: "raw".into(),
@@ -370,6 +372,54 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     );
     // ... by the finisher, which finds it among the unfinished rows.
     assert_eq!(unfinished_ids(&q), [2]);
+}
+
+#[test]
+fn a_kept_file_with_a_new_inode_is_known_by_its_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: false,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _| false,
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, "kept", 12).unwrap();
+    // Restored: same size and mtime, another inode. Hashed first, nothing written.
+    let mut restored = file("a", 1);
+    restored.stamp.inode = 99;
+    assert_eq!(
+        reg(&mut q, restored.clone(), 13),
+        [Registered::Lookalike(1)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().stamp.inode, 7);
+    // The same content: the kept file, under its new inode.
+    restored.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, restored.clone(), 14), [Registered::Restored(1)]);
+    assert_eq!(q.get(1).unwrap().unwrap().stamp.inode, 99);
+    restored.sha256 = None;
+    assert_eq!(
+        reg(&mut q, restored, 15),
+        [Registered::Kept(1)],
+        "now the very file"
+    );
+    // Other content with the same size and mtime: a new file.
+    let mut other = file("a", 1);
+    other.stamp.inode = 100;
+    other.sha256 = Some("bbb".into());
+    assert_eq!(reg(&mut q, other, 16), [Registered::Queued(2)]);
 }
 
 #[test]

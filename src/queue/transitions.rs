@@ -183,6 +183,8 @@ pub struct Done {
     pub etag: String,
     /// Hex SHA-256 of the object's bytes.
     pub sha256: String,
+    /// Hex SHA-256 of the source delivered (the same as `sha256` for raw objects).
+    pub source_sha256: Option<String>,
     pub object_size: u64,
     /// Data rows, when a table was converted.
     pub rows: Option<u64>,
@@ -704,7 +706,8 @@ fn done_in(
             .prepare_cached(
                 "UPDATE files SET state = 'done', interruptions = 0, maybe_sent = 0, etag = ?3, sha256 = ?4, object_size = ?5,
                      rows = ?6, format = ?7, last_error = NULL, lease_until = NULL,
-                     upload_id = NULL, part_size = NULL, done_at = ?8, updated_at = ?8
+                     upload_id = NULL, part_size = NULL, done_at = ?8, updated_at = ?8,
+                     source_sha256 = ?9
                  WHERE id = ?1 AND state = 'active' AND claim = ?2
                  RETURNING spool, destination, bucket",
             )?
@@ -717,7 +720,8 @@ fn done_in(
                     done.object_size as i64,
                     done.rows.map(|n| n as i64),
                     done.format,
-                    now_ms
+                    now_ms,
+                    done.source_sha256
                 ],
                 |r| {
                     Ok((

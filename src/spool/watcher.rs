@@ -276,7 +276,7 @@ async fn look_at(
 
 /// Queues finished files; files found delivered already are the finisher's.
 async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
-    let files: Vec<NewFile> = batch
+    let mut files: Vec<NewFile> = batch
         .iter()
         .map(|seen| NewFile {
             spool: spool.name.clone(),
@@ -286,21 +286,76 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
             bucket: ctx.destination.bucket.clone(),
             stamp: seen.stamp,
             birth_ns: seen.birth_ns,
+            sha256: None,
         })
         .collect();
-    let utf8: std::collections::HashSet<String> = batch
-        .iter()
-        .filter(|s| s.utf8)
-        .map(|s| s.rel.clone())
-        .collect();
-    let (spool2, dest, host, root) = (
+    let utf8: Arc<std::collections::HashSet<String>> = Arc::new(
+        batch
+            .iter()
+            .filter(|s| s.utf8)
+            .map(|s| s.rel.clone())
+            .collect(),
+    );
+    let mut queued = 0usize;
+    let mut delivered_before = false;
+    // A second round for kept files found with another inode, hashed in between.
+    for round in 0..2 {
+        let Some(outcomes) = queue_files(spool, ctx, &files, &utf8).await else {
+            return;
+        };
+        let mut lookalikes = Vec::new();
+        for (file, outcome) in files.into_iter().zip(outcomes) {
+            match outcome {
+                Registered::Queued(id) => {
+                    queued += 1;
+                    tracing::debug!(spool = %spool.name, id, path = %file.rel_path, "queued");
+                }
+                Registered::Refused(id) => {
+                    tracing::warn!(spool = %spool.name, id, path = %file.rel_path, "file cannot be delivered; see `s3spool show`");
+                }
+                Registered::AlreadyDone(_) => delivered_before = true,
+                Registered::Followed(id) => {
+                    queued += 1;
+                    tracing::info!(spool = %spool.name, id, path = %file.rel_path, "a queued file moved inside the spool; its row follows it");
+                }
+                Registered::Lookalike(_) if round == 0 => lookalikes.push(file),
+                Registered::Restored(id) => {
+                    tracing::info!(spool = %spool.name, id, path = %file.rel_path,
+                        "a kept file came back with another inode (restored or copied) and the same content: it stays delivered");
+                }
+                Registered::AlreadyQueued(_) | Registered::Kept(_) | Registered::Lookalike(_) => {}
+            }
+        }
+        if lookalikes.is_empty() {
+            break;
+        }
+        files = hashed(&ctx.root, lookalikes).await;
+    }
+    if queued > 0 {
+        tracing::info!(spool = %spool.name, files = queued, "queued");
+        ctx.wake.notify_one();
+    }
+    if delivered_before {
+        ctx.finisher.notify_one();
+    }
+}
+
+/// Registers `files` in one transaction; `None` (said in the log) if the queue failed.
+async fn queue_files(
+    spool: &Arc<Spool>,
+    ctx: &WatchContext,
+    files: &[NewFile],
+    utf8: &Arc<std::collections::HashSet<String>>,
+) -> Option<Vec<Registered>> {
+    let (spool2, dest, host, root, utf8) = (
         Arc::clone(spool),
         Arc::clone(&ctx.destination),
         Arc::clone(&ctx.host),
         Arc::clone(&ctx.root),
+        Arc::clone(utf8),
     );
     let now = chrono::Utc::now();
-    let files_for_db = files.clone();
+    let files_for_db = files.to_vec();
     let rules = SpoolRules {
         keeps: spool.after_upload == AfterUpload::Keep,
         unique_keys: spool.key.unique_per_row(),
@@ -316,38 +371,50 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
             }, |old_path, stamp| scan::moved_away(&root, old_path, stamp))
         })
         .await;
-    let outcomes = match result {
-        Ok(outcomes) => outcomes,
+    match result {
+        Ok(outcomes) => Some(outcomes),
         Err(e) => {
             // Not lost: the files are still in the spool and the next rescan tries again.
             tracing::error!(spool = %spool.name, error = %e, files = files.len(), "cannot queue files; will retry at the next rescan");
-            return;
-        }
-    };
-    let mut queued = 0usize;
-    let mut delivered_before = false;
-    for (file, outcome) in files.into_iter().zip(outcomes) {
-        match outcome {
-            Registered::Queued(id) => {
-                queued += 1;
-                tracing::debug!(spool = %spool.name, id, path = %file.rel_path, "queued");
-            }
-            Registered::Refused(id) => {
-                tracing::warn!(spool = %spool.name, id, path = %file.rel_path, "file cannot be delivered; see `s3spool show`");
-            }
-            Registered::AlreadyDone(_) => delivered_before = true,
-            Registered::Followed(id) => {
-                queued += 1;
-                tracing::info!(spool = %spool.name, id, path = %file.rel_path, "a queued file moved inside the spool; its row follows it");
-            }
-            Registered::AlreadyQueued(_) | Registered::Kept(_) => {}
+            None
         }
     }
-    if queued > 0 {
-        tracing::info!(spool = %spool.name, files = queued, "queued");
-        ctx.wake.notify_one();
+}
+
+/// The files with their SHA-256, read beneath the root on a blocking thread. A file that
+/// cannot be read, or changed meanwhile, is left out: a later look sees it again.
+async fn hashed(root: &Arc<Root>, files: Vec<NewFile>) -> Vec<NewFile> {
+    let root = Arc::clone(root);
+    tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .filter_map(|mut file| {
+                let (sha256, stamp) = sha256_of(&root, &file.rel_path).ok()?;
+                (stamp == file.stamp).then(|| {
+                    file.sha256 = Some(sha256);
+                    file
+                })
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The hex SHA-256 of the file `rel` beneath `root`, and its stamp once read.
+fn sha256_of(root: &Root, rel: &str) -> std::io::Result<(String, crate::queue::FileStamp)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = root.entry(Path::new(rel))?.open_file()?;
+    let mut sha256 = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha256.update(&buf[..n]);
     }
-    if delivered_before {
-        ctx.finisher.notify_one();
-    }
+    let stamp = crate::queue::FileStamp::of(&file.metadata()?);
+    Ok((hex::encode(sha256.finalize()), stamp))
 }

@@ -58,6 +58,8 @@ pub(super) enum Outcome {
 /// A delivered object, as the queue records it.
 pub struct Delivery {
     pub uploaded: Uploaded,
+    /// The source's SHA-256 (what a kept file found again is compared with).
+    pub source_sha256: Option<String>,
     /// Bytes of the object (of the work file when converted).
     pub size: u64,
     /// Data rows, when a table was converted.
@@ -198,6 +200,7 @@ impl Uploader {
         let done = Done {
             etag: uploaded.etag.clone(),
             sha256: uploaded.sha256.clone(),
+            source_sha256: delivery.source_sha256.clone(),
             object_size: delivery.size,
             rows: delivery.rows,
             format: spool.map_or_else(|| "raw".to_string(), |s| s.output.name()),
@@ -292,6 +295,7 @@ impl Uploader {
             bucket: destination.bucket.clone(),
             stamp,
             birth_ns: birth_at(root, &row.rel_path, stamp),
+            sha256: None,
         };
         let rules = SpoolRules {
             keeps: spool.after_upload == crate::config::AfterUpload::Keep,
@@ -502,14 +506,25 @@ impl Uploader {
             match found {
                 Err(e) => return Outcome::Failed(e).into(),
                 Ok((AtKey::Same(head), sha256)) if before == row.stamp => {
-                    return Outcome::Delivered(found_delivery(head, sha256, output.converts()))
-                        .into()
+                    let source_sha256 = Some(sha256.clone());
+                    return Outcome::Delivered(found_delivery(
+                        head,
+                        sha256,
+                        source_sha256,
+                        output.converts(),
+                    ))
+                    .into();
                 }
                 Ok((AtKey::Earlier(head), _)) => {
                     let recorded = (!output.converts()).then(|| row.sha256.clone()).flatten();
                     let sha256 = head.sha256.clone().or(recorded).unwrap_or_default();
+                    let source_sha256 = if output.converts() {
+                        head.source_sha256.clone()
+                    } else {
+                        Some(sha256.clone())
+                    };
                     return Outcome::EarlierDelivered {
-                        delivery: found_delivery(head, sha256, true),
+                        delivery: found_delivery(head, sha256, source_sha256, true),
                         current: before,
                     }
                     .into();
@@ -550,7 +565,7 @@ impl Uploader {
             stamp: upload_stamp,
             content_type: output.content_type(source_ext),
             remade: output.converts(),
-            source_sha256,
+            source_sha256: source_sha256.clone(),
             written_by: writer,
             unanswered: Default::default(),
             // A converted file is made again by the next attempt, and its parts can be
@@ -577,6 +592,7 @@ impl Uploader {
                 Outcome::Changed { stamp }
             }
             (Ok(uploaded), _) => Outcome::Delivered(Delivery {
+                source_sha256: source_sha256.or_else(|| Some(uploaded.sha256.clone())),
                 uploaded,
                 size: upload_stamp.size,
                 rows,
@@ -596,7 +612,12 @@ impl Uploader {
 
 /// A delivery found in place by HEAD: nothing sent. `sha256` is the object's SHA-256 (the
 /// source's, for a raw object), unless `converted`: then the object carries its own.
-fn found_delivery(head: ObjectHead, sha256: String, converted: bool) -> Delivery {
+fn found_delivery(
+    head: ObjectHead,
+    sha256: String,
+    source_sha256: Option<String>,
+    converted: bool,
+) -> Delivery {
     let sha256 = if converted {
         head.sha256.unwrap_or(sha256)
     } else {
@@ -610,6 +631,7 @@ fn found_delivery(head: ObjectHead, sha256: String, converted: bool) -> Delivery
         },
         size: head.size,
         rows: None,
+        source_sha256,
     }
 }
 

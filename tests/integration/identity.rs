@@ -365,3 +365,64 @@ fn rows_of_a_folder_no_spool_names_any_more_are_orphans() {
     );
     assert!(daemon.stop().success());
 }
+
+/// Item 5: a `keep` spool's files copied out with `cp -a` and back (same names, sizes,
+/// mtimes and bytes; new inodes), plus one new file and one rewritten with other bytes
+/// of the same size and mtime. Only the new and the rewritten one are sent.
+#[test]
+fn kept_files_restored_with_new_inodes_are_not_sent_again() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    s.bucket.enable_versioning();
+    let daemon = s.start();
+    for n in 0..4 {
+        s.drop_file(&format!("d{n}.csv"), format!("kept {n}").as_bytes());
+    }
+    wait_for(WAIT, "four delivered", || s.count("done") == 4);
+    let backup = s.dir.path().join("backup");
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+    };
+    cp(&s.spool, &backup);
+    for n in 0..4 {
+        std::fs::remove_file(s.spool.join(format!("d{n}.csv"))).unwrap();
+    }
+    // Other bytes, the same length and mtime: a real change.
+    std::fs::write(backup.join("d3.csv"), b"KEPT 3").unwrap();
+    let touch = std::process::Command::new("touch")
+        .arg("-r")
+        .arg(backup.join("d2.csv"))
+        .arg(backup.join("d3.csv"))
+        .status()
+        .unwrap();
+    assert!(touch.success());
+    for n in 0..4 {
+        let name = format!("d{n}.csv");
+        cp(&backup.join(&name), &s.spool.join(&name));
+    }
+    s.drop_file("new.csv", b"a new file");
+    wait_for(WAIT, "the new and the changed file delivered", || {
+        s.count("done") == 6
+    });
+    s.wait_past("rescan done", 3);
+    assert!(daemon.stop().success());
+
+    let versions: BTreeMap<String, usize> = version_counts(&s.bucket);
+    let want: BTreeMap<String, usize> = [
+        ("inbound/orders/d0.csv", 1),
+        ("inbound/orders/d1.csv", 1),
+        ("inbound/orders/d2.csv", 1),
+        ("inbound/orders/d3.csv", 2),
+        ("inbound/orders/new.csv", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(versions, want);
+    assert_eq!(s.log_lines("same content: it stays delivered"), 3);
+}
