@@ -39,7 +39,7 @@ pub type Roots = std::sync::Arc<std::collections::HashMap<String, std::sync::Arc
 
 /// A root whose path no longer names the folder held.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the spool folder {path} {now}: the spool stops, touching nothing, until the folder is back (or the config names the right one) and the daemon is reloaded")]
+#[error("{path} {now}")]
 pub struct RootMoved {
     pub path: PathBuf,
     /// What the path is now, in words.
@@ -104,6 +104,27 @@ impl Root {
         let mut dir = self.dir.try_clone()?;
         for part in components(rel_dir)? {
             dir = rustix::fs::openat(&dir, part, dir_flags() | OFlags::NOFOLLOW, Mode::empty())?;
+        }
+        Ok(dir)
+    }
+
+    /// Opens the folder `rel_dir` beneath the root, making the folders missing on the way
+    /// (mode 0750 before the umask); a symlink on the way is refused, never followed.
+    pub fn create_dirs(&self, rel_dir: &Path) -> io::Result<OwnedFd> {
+        let mut dir = self.dir.try_clone()?;
+        for part in components(rel_dir)? {
+            let flags = dir_flags() | OFlags::NOFOLLOW;
+            dir = match rustix::fs::openat(&dir, part, flags, Mode::empty()) {
+                Ok(next) => next,
+                Err(rustix::io::Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o750)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    rustix::fs::openat(&dir, part, flags, Mode::empty())?
+                }
+                Err(e) => return Err(e.into()),
+            };
         }
         Ok(dir)
     }
@@ -226,15 +247,41 @@ impl Entry {
         )?)
     }
 
-    /// Makes `target` (a path outside the spool) a second name of this file.
-    pub fn link_to(&self, target: &Path) -> io::Result<()> {
+    /// Makes `to` a second name of this file (a name in another folder reached beneath a
+    /// held root); fails if `to` exists.
+    pub fn link_as(&self, to: &Entry) -> io::Result<()> {
         Ok(rustix::fs::linkat(
             &self.dir,
             &self.name,
-            rustix::fs::CWD,
-            target,
+            &to.dir,
+            &to.name,
             AtFlags::empty(),
         )?)
+    }
+
+    /// Creates this name as a new file for writing (never an existing one, never through
+    /// a symlink).
+    pub fn create_new(&self) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            &self.name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o640),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Makes the folder this name is in durable (its entries survive a crash).
+    pub fn sync_dir(&self) -> io::Result<()> {
+        Ok(rustix::fs::fsync(&self.dir)?)
+    }
+
+    /// A name in the open folder `dir`.
+    pub fn in_dir(dir: &OwnedFd, name: impl Into<OsString>) -> io::Result<Entry> {
+        Ok(Entry {
+            dir: dir.try_clone()?,
+            name: name.into(),
+        })
     }
 }
 

@@ -46,6 +46,12 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         .and_then(|n| n.to_str())
         .context("the file needs a UTF-8 name")?
         .to_string();
+    // The daemon would never take it, and `send` would wait for it forever.
+    anyhow::ensure!(
+        crate::spool::filter::wanted(spool, &name),
+        "spools.{}: {name} is not a file this spool delivers (a hidden or temporary name, or refused by its include/exclude rules); rename the file or send it to another spool",
+        spool.name
+    );
     let dest = spool.path.join(&name);
     // Rows from before are not this file's, even if they share its name (or an inode).
     let after_id = match super::open_queue_read_only(config) {

@@ -211,18 +211,35 @@ pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
 }
 
 /// `http://user:password@host` → `http://***@host`: everything before the last `@` but a
-/// leading scheme is hidden.
+/// leading scheme is hidden. Without an `@`, a value that may still hold a password (a
+/// `user:password` whose `@` was forgotten: a second `:`, or a "port" that is no number)
+/// is not shown past its scheme.
 fn mask_credentials(text: &str) -> String {
-    let Some((before, host)) = text.rsplit_once('@') else {
-        return text.to_string();
-    };
-    let scheme = match before.split_once("://") {
+    let scheme_of = |before: &str| match before.split_once("://") {
         Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => {
             format!("{scheme}://")
         }
         _ => String::new(),
     };
-    format!("{scheme}***@{host}")
+    if let Some((before, host)) = text.rsplit_once('@') {
+        return format!("{}***@{host}", scheme_of(before));
+    }
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // An IPv6 address in brackets has colons of its own.
+    let outside = match authority.rsplit_once(']') {
+        Some((_, after)) => after,
+        None => authority,
+    };
+    let suspicious = match outside.split_once(':') {
+        None => false,
+        Some((_, port)) => port.contains(':') || !port.chars().all(|c| c.is_ascii_digit()),
+    };
+    if suspicious {
+        format!("{}*** (not shown: it may hold a password)", scheme_of(text))
+    } else {
+        text.to_string()
+    }
 }
 
 /// `%40` → `@`; anything that is not a valid escape stays as written.
@@ -589,6 +606,19 @@ mod tests {
         assert!(n.ignored[0]
             .starts_with("the environment's ALL_PROXY is ignored for https:// endpoints"));
         assert!(!n.ignored[0].contains("hunter2"));
+        // A password whose @ was forgotten is not echoed either.
+        for value in [
+            "http://ops:hunter2",
+            "http://ops:hunter2proxy:3128",
+            "ops:hunter2:3128",
+        ] {
+            let (_, problems, _) = parsed(&format!("proxy = {value:?}"), &[]);
+            assert!(!problems.is_empty(), "{value}");
+            assert!(!problems[0].contains("hunter2"), "{problems:?}");
+            assert!(problems[0].contains("not shown"), "{problems:?}");
+        }
+        let (_, problems, _) = parsed("proxy = \"http://proxy:31x8\"", &[]);
+        assert!(!problems[0].contains("31x8"), "{problems:?}");
         let (_, problems, _) = parsed("proxy = \"https://u:hunter2@p:1\"", &[]);
         assert!(
             problems[0]

@@ -1,5 +1,5 @@
 //! Where spools may be: no spool inside another or holding `state_dir`, no archive inside a
-//! spool. Checked on the paths as written at load, and again once symlinks are resolved
+//! spool or holding one. Checked on the paths as written at load, and again once symlinks are resolved
 //! (the daemon, before it watches anything).
 
 use std::collections::BTreeMap;
@@ -88,6 +88,15 @@ pub(super) fn check_spool_overlaps(
                     ),
                 );
             }
+            if let Some(held) = spools.values().find(|s| s.path.starts_with(dir)) {
+                p.add(
+                    format!("spools.{name}.archive_dir"),
+                    format!(
+                        "must hold no spool (spools.{}.path is inside it), or archived files would land in a spool and be delivered again",
+                        held.name
+                    ),
+                );
+            }
         }
         if state_dir.starts_with(&spool.path) {
             p.add("state_dir", format!("must be outside spools.{name}.path"));
@@ -108,6 +117,18 @@ mod tests {
             &text,
             "spools.orders.archive_dir",
             "inside spools.other.path",
+        );
+    }
+
+    #[test]
+    fn archive_dir_must_hold_no_spool() {
+        let text = format!(
+            "{BASE_DEST}{BASE_SPOOL}after_upload = \"archive\"\narchive_dir = \"/var/spool\"\n[spools.other]\npath = \"/var/spool/other\"\ndestination = \"lake\"\n"
+        );
+        refused(
+            &text,
+            "spools.orders.archive_dir",
+            "must hold no spool (spools.orders.path is inside it)",
         );
     }
 

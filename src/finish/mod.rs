@@ -23,9 +23,10 @@ use tokio::time::Instant;
 
 use crate::beneath;
 use crate::clock::now_ms;
-use crate::config::Spool;
+use crate::config::{AfterUpload, Spool};
 use crate::queue::{FileRow, SharedQueue};
-pub use source::{finish_source, Finished};
+pub use source::{finish_source, Finish, Finished};
+use std::path::{Path, PathBuf};
 
 /// Rows read per query.
 const PAGE: usize = 500;
@@ -38,6 +39,9 @@ pub struct Finisher {
     spools: BTreeMap<String, Arc<Spool>>,
     /// The spools' roots, held open: every source is reached beneath one.
     roots: beneath::Roots,
+    /// The archive folders, by `archive_dir`: made and opened at their first use, then held
+    /// (an archive is reached beneath its handle, never through a symlink put on its way).
+    archives: Arc<std::sync::Mutex<HashMap<PathBuf, Arc<beneath::Root>>>>,
     /// Poked when there may be something to finish.
     wake: Arc<Notify>,
     retry_after: Duration,
@@ -102,6 +106,7 @@ impl Finisher {
             queue,
             spools,
             roots,
+            archives: Arc::default(),
             wake,
             retry_after,
             started_ms: now_ms(),
@@ -240,14 +245,27 @@ impl Finisher {
             return Step::Late;
         }
         if let Err(moved) = root.check() {
-            return Step::Failed(moved.to_string());
+            return Step::Failed(format!(
+                "the spool folder {moved}: nothing in it is deleted or archived until it is back"
+            ));
         }
         let root = Arc::clone(root);
         let after = spool.after_upload.clone();
+        let archives = Arc::clone(&self.archives);
         let (id, rel, stamp) = (row.id, row.rel_path.clone(), row.stamp);
-        let finished =
-            tokio::task::spawn_blocking(move || finish_source(&after, &root, &rel, stamp, id))
-                .await;
+        let finished = tokio::task::spawn_blocking(move || {
+            let archive = match &after {
+                AfterUpload::Archive(dir) => Some(held_archive(&archives, dir)?),
+                _ => None,
+            };
+            let how = match (&after, &archive) {
+                (AfterUpload::Archive(_), Some(archive)) => Finish::Archive(archive),
+                (AfterUpload::Keep, _) => Finish::Keep,
+                _ => Finish::Delete,
+            };
+            finish_source(how, &root, &rel, stamp, id)
+        })
+        .await;
         match finished {
             Ok(Ok(outcome)) => Step::Finished(outcome),
             Ok(Err(e)) => Step::Failed(e.to_string()),
@@ -269,6 +287,28 @@ impl Finisher {
             tracing::debug!(spool = %row.spool, id = row.id, outcome = outcome.as_str(), "source finished");
         }
     }
+}
+
+/// The archive folder `dir`, held open: made and opened at its first use (resolved, so a
+/// symlink the operator put on its way is kept), then checked at every use to still be the
+/// folder opened: one put in its place later is refused, never written into.
+fn held_archive(
+    archives: &std::sync::Mutex<HashMap<PathBuf, Arc<beneath::Root>>>,
+    dir: &Path,
+) -> std::io::Result<Arc<beneath::Root>> {
+    let mut held = archives.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(root) = held.get(dir) {
+        root.check().map_err(|moved| {
+            std::io::Error::other(format!(
+                "archive_dir {moved}: nothing is archived into it until it is back (or the config is fixed and reloaded)"
+            ))
+        })?;
+        return Ok(Arc::clone(root));
+    }
+    std::fs::create_dir_all(dir)?;
+    let root = Arc::new(beneath::Root::open(&std::fs::canonicalize(dir)?)?);
+    held.insert(dir.to_path_buf(), Arc::clone(&root));
+    Ok(root)
 }
 
 #[cfg(test)]
@@ -387,5 +427,19 @@ mod tests {
         uploader.await.unwrap();
         stop.send(Instant::now()).unwrap();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn an_archive_folder_replaced_after_its_first_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        let held = std::sync::Mutex::new(HashMap::new());
+        let first = held_archive(&held, &archive).expect("made and opened");
+        assert_eq!(first.path(), archive.canonicalize().unwrap());
+        std::fs::rename(&archive, dir.path().join("away")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), &archive).unwrap();
+        let e = held_archive(&held, &archive).unwrap_err();
+        assert!(e.to_string().contains("archive_dir"), "{e}");
+        assert!(e.to_string().contains("is now a symlink"), "{e}");
     }
 }

@@ -15,7 +15,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::beneath::{self, Entry, Root};
-use crate::config::AfterUpload;
 use crate::queue::FileStamp;
 
 /// What [`finish_source`] did.
@@ -49,11 +48,20 @@ pub fn private_name(id: i64) -> String {
     format!(".s3spool-finishing-{id}")
 }
 
+/// `after_upload`, with the archive's folder held open.
+#[derive(Debug, Clone, Copy)]
+pub enum Finish<'a> {
+    Delete,
+    /// Into this folder, reached beneath its handle.
+    Archive(&'a Root),
+    Keep,
+}
+
 /// Applies `after` to the uploaded file `rel` under the spool `root`, if it is still the
 /// file of `stamp`. `id` names the claim and makes an archive name unique when an earlier
 /// file of the same name was archived already.
 pub fn finish_source(
-    after: &AfterUpload,
+    after: Finish<'_>,
     root: &Root,
     rel: &str,
     stamp: FileStamp,
@@ -73,7 +81,7 @@ pub fn finish_source(
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(e),
     };
-    if *after == AfterUpload::Keep {
+    if matches!(after, Finish::Keep) {
         if leftover {
             put_back(&source, &claimed, id)?;
         }
@@ -113,7 +121,7 @@ pub fn finish_source(
 
 /// Deletes or archives the claimed file if it is the uploaded one; `None` if it is not.
 fn finish_claimed(
-    after: &AfterUpload,
+    after: Finish<'_>,
     claimed: &Entry,
     rel: &str,
     stamp: FileStamp,
@@ -124,14 +132,14 @@ fn finish_claimed(
         return Ok(None);
     }
     match after {
-        AfterUpload::Delete => {
+        Finish::Delete => {
             claimed.unlink()?;
             Ok(Some(Finished::Deleted))
         }
-        AfterUpload::Archive(dir) => {
-            archive(claimed, &meta, dir, rel, id).map(|placed| Some(Finished::Archived(placed)))
+        Finish::Archive(into) => {
+            archive(claimed, &meta, into, rel, id).map(|placed| Some(Finished::Archived(placed)))
         }
-        AfterUpload::Keep => Ok(Some(Finished::Kept)),
+        Finish::Keep => Ok(Some(Finished::Kept)),
     }
 }
 
@@ -176,61 +184,65 @@ fn restored_name(name: &std::ffi::OsStr, id: i64) -> OsString {
     }
 }
 
-/// Moves the claimed file to `dir/rel`, or `dir/rel.<id>` if that name is taken. Never
-/// overwrites: names are made with link(2), which fails if the name exists. The archive's
-/// folder is synced before the source goes, so a crash cannot lose both names.
+/// Moves the claimed file to `rel` beneath the archive's held root, or to `rel.<id>` if
+/// that name is taken. Never overwrites: names are made with link(2), which fails if the
+/// name exists; every folder on the way is reached (or made) beneath the held root, never
+/// through a symlink. The archive's folder is synced before the source goes, so a crash
+/// cannot lose both names. Where the kernel will not link the file (another file system;
+/// another user's file under `fs.protected_hardlinks`), it is copied durably under a name
+/// of our own, and that copy is linked into place.
 fn archive(
     claimed: &Entry,
     meta: &std::fs::Metadata,
-    dir: &Path,
+    archive: &Root,
     rel: &str,
     id: i64,
 ) -> io::Result<PathBuf> {
-    let target = dir.join(rel);
-    let parent = target.parent().unwrap_or(dir).to_path_buf();
-    std::fs::create_dir_all(&parent)?;
-    let alternate = with_suffix(&target, &format!(".{id}"));
-    let placed = match place(meta, |name| claimed.link_to(name), &target, &alternate) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            // Another file system: copy under a name of our own, make it durable, link
-            // that into place, then remove the staging name.
-            let staged = with_suffix(&target, &format!(".s3spool-partial-{id}"));
-            let _ = std::fs::remove_file(&staged); // left by a crash mid-copy
+    let rel_path = Path::new(rel);
+    let (Some(name), folder) = (rel_path.file_name(), rel_path.parent()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an empty path names no file",
+        ));
+    };
+    let folder = folder.unwrap_or(Path::new(""));
+    let dir = archive.create_dirs(folder)?;
+    let target = Entry::in_dir(&dir, name)?;
+    let alternate = target.sibling(suffixed(name, &format!(".{id}")))?;
+    let placed = match place(meta, |to| claimed.link_as(to), &target, &alternate) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::EPERM)) => {
+            let staged = target.sibling(suffixed(name, &format!(".s3spool-partial-{id}")))?;
+            let _ = staged.unlink(); // left by a crash mid-copy
             copy_durably(claimed, &staged)?;
-            let staged_meta = std::fs::symlink_metadata(&staged)?;
-            let placed = place(
-                &staged_meta,
-                |name| std::fs::hard_link(&staged, name),
-                &target,
-                &alternate,
-            );
-            sync_dir(&parent)?;
-            std::fs::remove_file(&staged)?;
+            let staged_meta = staged.metadata()?;
+            let placed = place(&staged_meta, |to| staged.link_as(to), &target, &alternate);
+            target.sync_dir()?;
+            staged.unlink()?;
             placed?
         }
         other => other?,
     };
-    sync_dir(&parent)?;
+    target.sync_dir()?;
     claimed.unlink()?;
-    Ok(placed)
+    Ok(archive.path().join(folder).join(placed))
 }
 
 /// Links a file (described by `meta`) as `target`, or as `alternate` when `target` is
-/// taken by another file. A name that already is the file (a crash after linking) counts
-/// as done.
+/// taken by another file; returns the name used. A name that already is the file (a
+/// crash after linking) counts as done.
 fn place(
     meta: &std::fs::Metadata,
-    link: impl Fn(&Path) -> io::Result<()>,
-    target: &Path,
-    alternate: &Path,
-) -> io::Result<PathBuf> {
+    link: impl Fn(&Entry) -> io::Result<()>,
+    target: &Entry,
+    alternate: &Entry,
+) -> io::Result<OsString> {
     for name in [target, alternate] {
         match link(name) {
-            Ok(()) => return Ok(name.to_path_buf()),
+            Ok(()) => return Ok(name.name().to_os_string()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let there = std::fs::symlink_metadata(name)?;
+                let there = name.metadata()?;
                 if there.dev() == meta.dev() && there.ino() == meta.ino() {
-                    return Ok(name.to_path_buf());
+                    return Ok(name.name().to_os_string());
                 }
             }
             Err(e) => return Err(e),
@@ -239,31 +251,24 @@ fn place(
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
         format!(
-            "{} and {} are both taken",
-            target.display(),
-            alternate.display()
+            "{} and {} are both taken in the archive",
+            target.name().to_string_lossy(),
+            alternate.name().to_string_lossy()
         ),
     ))
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
+fn suffixed(name: &std::ffi::OsStr, suffix: &str) -> OsString {
+    let mut name = name.to_os_string();
     name.push(suffix);
-    path.with_file_name(name)
+    name
 }
 
-fn copy_durably(claimed: &Entry, staged: &Path) -> io::Result<()> {
+fn copy_durably(claimed: &Entry, staged: &Entry) -> io::Result<()> {
     let mut from = claimed.open_file()?;
-    let mut to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(staged)?;
+    let mut to = staged.create_new()?;
     io::copy(&mut from, &mut to)?;
     to.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -280,11 +285,13 @@ mod tests {
         let (spool, archive_dir) = (dir.path().join("spool"), dir.path().join("archive"));
         std::fs::create_dir_all(spool.join("x")).unwrap();
         let source = spool.join("x/a.csv");
-        let after = AfterUpload::Archive(archive_dir.clone());
+        std::fs::create_dir_all(&archive_dir).unwrap();
+        let archive = Root::open(&archive_dir).unwrap();
+        let after = Finish::Archive(&archive);
 
         std::fs::write(&source, b"one").unwrap();
         let finished = finish_source(
-            &after,
+            after,
             &Root::open(&spool).unwrap(),
             "x/a.csv",
             stamp_of(&source),
@@ -294,7 +301,7 @@ mod tests {
         assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv")));
         std::fs::write(&source, b"two").unwrap();
         let finished = finish_source(
-            &after,
+            after,
             &Root::open(&spool).unwrap(),
             "x/a.csv",
             stamp_of(&source),
@@ -317,7 +324,7 @@ mod tests {
         std::fs::rename(&source, &claimed).unwrap();
         std::fs::hard_link(&claimed, archive_dir.join("x/a.csv.3")).unwrap();
         let finished =
-            finish_source(&after, &Root::open(&spool).unwrap(), "x/a.csv", stamp, 3).unwrap();
+            finish_source(after, &Root::open(&spool).unwrap(), "x/a.csv", stamp, 3).unwrap();
         assert_eq!(finished, Finished::Archived(archive_dir.join("x/a.csv.3")));
         assert_eq!(std::fs::read_dir(archive_dir.join("x")).unwrap().count(), 3);
         assert_eq!(std::fs::read_dir(spool.join("x")).unwrap().count(), 0);
@@ -339,9 +346,10 @@ mod tests {
             std::fs::metadata(&spool).unwrap().dev()
                 == std::fs::metadata(archive_root.path()).unwrap().dev()
         };
-        let after = AfterUpload::Archive(archive_root.path().to_path_buf());
+        let archive = Root::open(archive_root.path()).unwrap();
+        let after = Finish::Archive(&archive);
         let finished = finish_source(
-            &after,
+            after,
             &Root::open(&spool).unwrap(),
             "x/a.csv",
             stamp_of(&source),
@@ -380,7 +388,7 @@ mod tests {
         std::fs::write(&new, b"newer version").unwrap();
         std::fs::rename(&new, &source).unwrap();
         let finished = finish_source(
-            &AfterUpload::Delete,
+            Finish::Delete,
             &Root::open(&spool).unwrap(),
             "a.csv",
             uploaded,
@@ -404,7 +412,7 @@ mod tests {
         // Meanwhile a new file took the name: it stays.
         std::fs::write(&source, b"new").unwrap();
         let finished = finish_source(
-            &AfterUpload::Delete,
+            Finish::Delete,
             &Root::open(&spool).unwrap(),
             "a.csv",
             stamp,
@@ -428,7 +436,7 @@ mod tests {
         std::fs::remove_file(spool.join("a.csv")).unwrap();
         std::fs::write(spool.join(private_name(6)), b"a newer version").unwrap();
         let finished = finish_source(
-            &AfterUpload::Delete,
+            Finish::Delete,
             &Root::open(&spool).unwrap(),
             "a.csv",
             uploaded,
@@ -464,7 +472,7 @@ mod tests {
         .unwrap();
         let stamp = stamp_of(&spool.join(private_name(2)));
         let finished = finish_source(
-            &AfterUpload::Keep,
+            Finish::Keep,
             &Root::open(&spool).unwrap(),
             "a.csv",
             stamp,
@@ -483,7 +491,7 @@ mod tests {
         std::fs::create_dir_all(spool.join("a.csv/inner")).unwrap();
         let stamp = stamp_of(&spool.join("a.csv"));
         let finished = finish_source(
-            &AfterUpload::Delete,
+            Finish::Delete,
             &Root::open(&spool).unwrap(),
             "a.csv",
             stamp,
@@ -522,7 +530,7 @@ mod tests {
         std::fs::hard_link(dir.path().join("away/x.txt"), outside.join("x.txt")).unwrap();
         std::os::unix::fs::symlink(&outside, spool.join("d")).unwrap();
         let finished = finish_source(
-            &AfterUpload::Delete,
+            Finish::Delete,
             &Root::open(&spool).unwrap(),
             "d/x.txt",
             stamp,
@@ -531,5 +539,30 @@ mod tests {
         .unwrap();
         assert_eq!(finished, Finished::Replaced);
         assert_eq!(std::fs::read(outside.join("x.txt")).unwrap(), b"spooled");
+    }
+
+    #[test]
+    fn an_archive_folder_swapped_for_a_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, archive_dir) = (dir.path().join("spool"), dir.path().join("archive"));
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(spool.join("x")).unwrap();
+        std::fs::create_dir_all(&archive_dir).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, archive_dir.join("x")).unwrap();
+        let source = spool.join("x/a.csv");
+        std::fs::write(&source, b"spooled").unwrap();
+        let archive = Root::open(&archive_dir).unwrap();
+        let e = finish_source(
+            Finish::Archive(&archive),
+            &Root::open(&spool).unwrap(),
+            "x/a.csv",
+            stamp_of(&source),
+            4,
+        )
+        .unwrap_err();
+        assert!(beneath::is_symlink_refusal(&e), "{e}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(std::fs::read(&source).unwrap(), b"spooled", "put back");
     }
 }

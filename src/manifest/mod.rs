@@ -114,12 +114,13 @@ impl ManifestWriter {
             let name = spool.name.clone();
             let every = settings.every.as_millis() as i64;
             let by_tick = spool.schedule.deliver_every.is_some();
+            let destinations: Vec<String> = self.config.destinations.keys().cloned().collect();
             let closed = self
                 .queue
                 .call(move |q| {
                     let now = now_ms();
                     if by_tick {
-                        q.close_tick_batch(&name, now)
+                        q.close_tick_batch(&name, &destinations, now)
                     } else {
                         q.close_batches_opened_before(&name, now - every, now)
                     }

@@ -186,8 +186,16 @@ impl Queue {
     }
 
     /// Closes a cadence spool's open manifest batch once no file of the ticks taken is
-    /// waiting or in flight: a batch lists a whole tick, never part of one.
-    pub fn close_tick_batch(&mut self, spool: &str, now_ms: i64) -> Result<usize> {
+    /// waiting or in flight: a batch lists a whole tick, never part of one. A file bound
+    /// for a destination not in `destinations` (an orphan: it waits for a destination the
+    /// config no longer has) does not hold the batch open.
+    pub fn close_tick_batch(
+        &mut self,
+        spool: &str,
+        destinations: &[String],
+        now_ms: i64,
+    ) -> Result<usize> {
+        let destinations = serde_json::to_string(destinations).expect("strings serialise");
         self.conn
             .execute(
                 "UPDATE batches SET state = 'closed', closed_at = :now
@@ -195,8 +203,9 @@ impl Queue {
                    AND NOT EXISTS (
                        SELECT 1 FROM files
                        WHERE spool = :spool AND state IN ('pending', 'active')
+                         AND destination IN (SELECT value FROM json_each(:destinations))
                          AND id <= COALESCE((SELECT last_id FROM ticks WHERE spool = :spool), 0))",
-                named_params! { ":spool": spool, ":now": now_ms },
+                named_params! { ":spool": spool, ":now": now_ms, ":destinations": destinations },
             )
             .map_err(|e| self.err(e))
     }

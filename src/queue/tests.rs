@@ -1324,11 +1324,22 @@ fn a_tick_batch_closes_once_its_files_are_delivered() {
         30,
     )
     .unwrap();
+    let lake = ["lake".to_string()];
     assert_eq!(
-        q.close_tick_batch("orders", 40).unwrap(),
+        q.close_tick_batch("orders", &lake, 40).unwrap(),
         0,
         "b is still in flight"
     );
+    // ... unless its destination left the config: then it waits as an orphan, and the
+    // tick's batch does not wait for it.
+    assert_eq!(
+        q.close_tick_batch("orders", &["sea".to_string()], 41)
+            .unwrap(),
+        1
+    );
+    q.conn
+        .execute("UPDATE batches SET state = 'open', closed_at = NULL", [])
+        .unwrap();
     q.mark_done(
         rows[1].id,
         rows[1].claim,
@@ -1339,7 +1350,7 @@ fn a_tick_batch_closes_once_its_files_are_delivered() {
     .unwrap();
     // A file queued after the tick does not hold the batch open.
     register(&mut q, &[file("c", 1)], 55);
-    assert_eq!(q.close_tick_batch("orders", 60).unwrap(), 1);
+    assert_eq!(q.close_tick_batch("orders", &lake, 60).unwrap(), 1);
     let due = q.batches_to_write(60).unwrap();
     assert_eq!((due.len(), due[0].files), (1, 2));
 }

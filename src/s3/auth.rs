@@ -93,7 +93,9 @@ impl Credentials {
         *self.cache.lock().await = None;
     }
 
-    /// Fetches credentials now (for `check`), as a [`StoreError`] if that fails.
+    /// Fetches credentials now, unless those cached are fresh (`check`, and every request
+    /// before its own clock starts), as a [`StoreError`] of the credentials' own operation
+    /// if that fails or takes longer than `timeout`.
     pub async fn verify(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
         match tokio::time::timeout(timeout, self.get()).await {
             Ok(result) => result

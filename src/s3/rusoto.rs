@@ -28,6 +28,9 @@ use crate::config::{Destination, ObjectOptions};
 
 /// Streamed PUT bodies are read in chunks of this size.
 const STREAM_CHUNK: usize = 256 * 1024;
+/// How long a request waits for credentials (a renewal through STS or a credential
+/// program) before its own `request_timeout` starts.
+const CREDENTIALS_WAIT: Duration = Duration::from_secs(120);
 
 struct RusotoStore {
     client: S3Client,
@@ -135,6 +138,10 @@ impl RusotoStore {
         F: Future<Output = Result<T, RusotoError<E>>>,
         E: std::fmt::Debug,
     {
+        // Credentials first, on their own clock: STS or a credential program slower than
+        // `request_timeout` must not pass for a silent endpoint, nor be cut off at every
+        // try and never succeed. Fresh ones are taken from the cache at once.
+        self.credentials.0.verify(CREDENTIALS_WAIT).await?;
         let answer = match &progress {
             None => tokio::time::timeout(self.timeout, fut).await.ok(),
             Some(progress) => within_progress(self.timeout, progress, fut).await,

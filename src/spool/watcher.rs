@@ -128,7 +128,9 @@ async fn root_holds(spool: &Spool, ctx: &WatchContext, moved: &mut Option<RootMo
         (Err(e), _) => {
             tracing::error!(spool = %spool.name, path = %ctx.root.path().display(), error = %e,
                 "spool stopped: its folder was replaced; nothing in it is read, sent or deleted until it is back or the config is fixed and reloaded");
-            let reason = e.to_string();
+            let reason = format!(
+                "the spool folder {e}: the spool stops, touching nothing, until the folder is back (or the config names the right one and the daemon is reloaded)"
+            );
             let recorded = ctx
                 .queue
                 .call(move |q| q.set_condition(&condition, &reason, now_ms()))

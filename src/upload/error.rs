@@ -109,7 +109,10 @@ impl fmt::Display for TransferError {
                 "RecordProgress failed: ClaimLost: the queue row is no longer held by this worker",
             ),
             TransferError::Queue(e) => write!(f, "RecordProgress failed: QueueError: {e}"),
-            TransferError::SpoolStopped(moved) => write!(f, "ReadSource paused: SpoolStopped: {moved}"),
+            TransferError::SpoolStopped(moved) => write!(
+                f,
+                "ReadSource paused: SpoolStopped: the spool folder {moved}; nothing is read until it is back"
+            ),
             TransferError::OutsideWindow => f.write_str(
                 "UploadPart paused: OutsideWindow: the spool's delivery window closed; the upload goes on when it opens",
             ),

@@ -205,3 +205,23 @@ fn a_failing_or_garbage_program_is_a_clear_error_and_files_wait() {
     daemon.stop();
     s.assert_secret_nowhere(SECRET, &daemon_log(&s));
 }
+
+/// Issue 23, item 9: a credential program slower than `request_timeout` (4 s against 2 s).
+/// Credentials are fetched on their own clock before a request's starts: the files go,
+/// and no endpoint timeout is reported for the program's slowness.
+#[test]
+fn a_credential_program_slower_than_request_timeout_still_signs() {
+    let (s, _recorder, log) =
+        process_setup(|_, log| format!("mode = \"process\"\n{}", command(log, &["--sleep", "4"])));
+    s.edit_config(|t| t.replace("request_timeout = \"30s\"", "request_timeout = \"2s\""));
+    let daemon = s.start();
+    s.drop_file("a.csv", b"signed after a slow helper");
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    assert_eq!(runs(&log).len(), 1, "one run, not one per timed-out try");
+    let text = std::fs::read_to_string(daemon_log(&s)).unwrap();
+    assert!(
+        !text.contains("no answer within"),
+        "an endpoint timeout was reported"
+    );
+}

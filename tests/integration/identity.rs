@@ -426,3 +426,75 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
     assert_eq!(versions, want);
     assert_eq!(s.log_lines("same content: it stays delivered"), 3);
 }
+
+/// Item 8: an `archive_dir` that holds spools (here the folder of two) would put archived
+/// files into a spool, to be sent again; it is refused at load, naming the key.
+#[test]
+fn an_archive_dir_holding_spools_is_refused() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"archive\"\narchive_dir = \".\"".into());
+    s.edit_config(|c| c + &spool_table("events", "events", ""));
+    for args in [&["check", "--offline"][..], &["run"]] {
+        let out = s.cli(args);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {text}");
+        assert!(text.contains("spools.orders.archive_dir"), "{text}");
+        assert!(text.contains("must hold no spool"), "{text}");
+    }
+}
+
+/// Item 9: `archive` on the same file system links the file into the archive; under
+/// `fs.protected_hardlinks = 1` (Debian's default) a daemon may not link another user's
+/// file (EPERM). It copies it instead, rather than putting it back forever. Needs root
+/// (to run the daemon as `nobody` beside files root owns) and the sysctl on.
+#[test]
+fn another_users_file_is_archived_under_protected_hardlinks() {
+    let protected =
+        std::fs::read_to_string("/proc/sys/fs/protected_hardlinks").is_ok_and(|v| v.trim() == "1");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !protected {
+        eprintln!("skipped: needs root and fs.protected_hardlinks = 1");
+        return;
+    }
+    let s =
+        setup(|o| o.spool_extra = "after_upload = \"archive\"\narchive_dir = \"archive\"".into());
+    let nobody = 65534u32;
+    for path in [s.dir.path(), s.spool.as_path(), s.config.as_path()] {
+        std::os::unix::fs::chown(path, Some(nobody), Some(nobody)).unwrap();
+    }
+    // Written by root: nobody may read it (0644) and rename it (its folder is nobody's),
+    // but not link it.
+    let want = s.drop_file("root.csv", b"owned by root");
+    let daemon = s.launch(|log| Daemon::start_as(s.dir.path(), &s.config, log, nobody));
+    wait_for(WAIT, "archived", || {
+        s.dir.path().join("archive/root.csv").exists()
+    });
+    assert!(daemon.stop().success());
+    assert_eq!(
+        sha256(&std::fs::read(s.dir.path().join("archive/root.csv")).unwrap()),
+        want
+    );
+    assert!(s.spool_files().is_empty(), "the source went, once copied");
+    assert_eq!(s.show(1)["source_outcome"], "archived");
+}
+
+/// Item 9: `send` refuses a file its spool's rules would never take (it waited forever).
+#[test]
+fn send_refuses_a_file_the_spools_rules_refuse() {
+    let s = setup(|o| o.spool_extra = "exclude = [\"*.tmp.csv\"]".into());
+    let file = s.dir.path().join("draft.tmp.csv");
+    std::fs::write(&file, b"never delivered").unwrap();
+    let out = s.cli(&[
+        "send",
+        file.to_str().unwrap(),
+        "--spool",
+        "orders",
+        "--no-wait",
+    ]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is not a file this spool delivers"), "{text}");
+    assert!(
+        s.spool_files().is_empty(),
+        "nothing was placed in the spool"
+    );
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """A credential program for the tests, as IAM Roles Anywhere's signing helper behaves.
 
-  credproc.py STS_ENDPOINT LOG [--lifetime SECONDS] [--fail] [--garbage SECRET]
+  credproc.py STS_ENDPOINT LOG [--lifetime SECONDS] [--fail] [--garbage SECRET] [--sleep SECONDS]
 
 Asks the local server's STS for temporary credentials (AssumeRole: moto gives each call
 its own key, where GetSessionToken always gives the same one), appends their
 AccessKeyId to LOG (one line per run), and prints the AWS JSON credential document with an
 Expiration SECONDS from now (default 3600). --fail writes an error to stderr and exits 2;
---garbage prints a broken document holding SECRET.
+--garbage prints a broken document holding SECRET. --sleep takes that long first (a
+slow signing helper).
 """
 
 import datetime
@@ -20,6 +21,10 @@ import boto3
 def main():
     endpoint, log = sys.argv[1], sys.argv[2]
     args = sys.argv[3:]
+    if "--sleep" in args:
+        import time
+
+        time.sleep(float(args[args.index("--sleep") + 1]))
     with open(log, "a") as f:
         if "--fail" in args:
             f.write("failed\n")
