@@ -1,15 +1,20 @@
 //! Chaos: for a bounded time, a producer writes, rewrites, renames over, moves and deletes
-//! files and swaps folders for symlinks in two spools (one deletes delivered files, one
-//! archives them); an operator purges and retries; the daemon is SIGKILLed at random; the
-//! endpoint fails requests, or disappears for spells longer than the retry budget. Then an
-//! independent check (boto3 for the objects, the file system for the rest) proves the
-//! promise:
+//! files, swaps folders (and, for a moment, a spool's root) for symlinks, and restores kept
+//! files with `cp -a`, in three spools: one deletes delivered files, one archives them in
+//! batches every (injected) minute, one encrypts and keeps them. An operator purges,
+//! retries, and renames a spool's table with a reload; the daemon is SIGKILLed, or stopped
+//! by two impatient SIGTERMs; the endpoint fails requests, loses answers to writes it
+//! applied, or disappears for spells longer than the retry budget; the schedule's clock
+//! jumps four years ahead and back. Then an independent check (boto3 for the objects, gpg
+//! for the encrypted ones, the file system for the rest) proves the promise:
 //!
 //! - every file version the producer left alone is in S3 exactly once, byte-exact, under
-//!   the key its row stores, and gone from its spool (deleted, or in the archive);
+//!   the key its row stores, and gone from its spool (deleted, or in the archive), or
+//!   still there in the keeping spool;
 //! - no object holds bytes the producer did not write (nothing from outside a spool);
-//! - no version is in S3 twice; no file outside a spool changed; no multipart upload is
-//!   left open; no private clean-up name is left behind.
+//! - no version is in S3 twice, under two keys or twice under one (the bucket keeps every
+//!   write: a second identical PUT shows); no file outside a spool changed; no multipart
+//!   upload is left open; no private clean-up name is left behind.
 //!
 //! Seeded: `S3SPOOL_CHAOS_SEED=N` replays a run's choices, `S3SPOOL_CHAOS_SEED=random`
 //! hunts with a new seed (printed), and `S3SPOOL_CHAOS_SECS=N` runs the producer longer
@@ -27,7 +32,11 @@ use crate::harness::*;
 use crate::proxy::{FaultProxy, Mode};
 
 const SETTLE: Duration = Duration::from_millis(500);
-const SPOOLS: [&str; 2] = ["orders", "events"];
+const SPOOLS: [&str; 3] = ["orders", "events", "sealed"];
+/// The spool that encrypts and keeps its files.
+const KEEPING: &str = "sealed";
+/// The schedule clock's start: `events` sends at every minute of it.
+const CLOCK_BASE: &str = "2026-11-30T00:00:00Z";
 
 /// One version of one file, as the producer made it.
 #[derive(Debug)]
@@ -55,6 +64,8 @@ struct Producer {
     counter: u64,
     swaps: u64,
     log: Vec<String>,
+    /// Where `cp -a` keeps a restored file for a moment.
+    scratch: PathBuf,
 }
 
 impl Producer {
@@ -125,6 +136,8 @@ impl Producer {
             65..=79 => self.move_file(),
             80..=89 => self.delete(),
             90..=92 => self.swap_folder(),
+            93..=94 => self.swap_root(),
+            95..=97 => self.restore_kept(),
             _ => self.write_new(),
         }
     }
@@ -259,6 +272,83 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Renames a spool's root away, puts a symlink to the outside in its place, lets the
+    /// daemon look for a moment, and puts the root back. The producer writes nothing
+    /// meanwhile (it would write outside).
+    fn swap_root(&mut self) {
+        let spool = self.pick_spool();
+        let root = self.roots[spool].clone();
+        let away = root.with_extension("away");
+        std::fs::rename(&root, &away).unwrap();
+        std::os::unix::fs::symlink(&self.outside, &root).unwrap();
+        std::thread::sleep(Duration::from_millis(self.rng.gen_range(50..800)));
+        std::fs::remove_file(&root).unwrap();
+        std::fs::rename(&away, &root).unwrap();
+        self.log.push(format!("swap root {spool} for a moment"));
+    }
+
+    /// A kept file copied out with `cp -a` and back: new inode, same bytes and mtime.
+    fn restore_kept(&mut self) {
+        let kept: Vec<(String, usize)> = self
+            .live
+            .iter()
+            .filter(|((s, _), _)| *s == KEEPING)
+            .map(|((_, rel), &i)| (rel.clone(), i))
+            .collect();
+        if kept.is_empty() {
+            return self.write_new();
+        }
+        let (rel, _) = kept[self.rng.gen_range(0..kept.len())].clone();
+        let path = self.path(KEEPING, &rel);
+        let copy = self.scratch.join("restored");
+        let cp = |from: &Path, to: &Path| {
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(from)
+                .arg(to)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let _ = std::fs::remove_file(&copy);
+        if !cp(&path, &copy) {
+            return;
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(cp(&copy, &path), "cp -a back to {}", path.display());
+        self.log.push(format!("restore {KEEPING}/{rel} with cp -a"));
+    }
+}
+
+/// The SHA-256 of what each encrypted object (those of the keeping spool) decrypts to,
+/// with gpg and the recipient's private key.
+fn decrypted(s: &Setup, gpg_home: &Path) -> HashMap<String, String> {
+    let dir = s.dir.path().join("decrypted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = s.bucket.save(&dir, &format!("inbound/{KEEPING}/"));
+    if saved.is_empty() {
+        return HashMap::new();
+    }
+    let out = std::process::Command::new("gpg")
+        .env("GNUPGHOME", gpg_home)
+        .args(["--batch", "--yes", "--quiet", "--decrypt-files"])
+        .args(saved.values())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gpg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    saved
+        .into_iter()
+        .map(|(key, path)| {
+            let plain = std::fs::read(path.with_extension("")).unwrap();
+            (key, sha256(&plain))
+        })
+        .collect()
+}
+
 fn join(folder: &str, name: &str) -> String {
     if folder.is_empty() {
         name.to_string()
@@ -310,15 +400,36 @@ fn chaos_keeps_the_promise() {
     o.max_attempts = 10;
     o.spool_extra = "after_upload = \"delete\"".into();
     let s = Setup::new(o, Bucket::create(server));
+    s.bucket.enable_versioning();
     let (events, archive) = (s.dir.path().join("events"), s.dir.path().join("archive"));
+    let sealed = s.dir.path().join("sealed");
+    let gpg_home = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
+    let public = crate::formats::gpg_key(gpg_home.path());
     s.edit_config(|text| {
         format!(
             "{text}\n[spools.events]\npath = \"{}\"\ndestination = \"lake\"\nsettle = \"500ms\"\n\
-             key = \"{{spool}}/{{path}}-{{id}}\"\nafter_upload = \"archive\"\narchive_dir = \"{}\"\n",
+             key = \"{{spool}}/{{path}}-{{id}}\"\nafter_upload = \"archive\"\narchive_dir = \"{}\"\n\
+             deliver_every = \"1m\"\nschedule_timezone = \"UTC\"\n\
+             [spools.sealed]\npath = \"{}\"\ndestination = \"lake\"\nsettle = \"500ms\"\n\
+             key = \"{{spool}}/{{path}}-{{id}}\"\nafter_upload = \"keep\"\nencrypt_to = \"{}\"\n",
             events.display(),
-            archive.display()
+            archive.display(),
+            sealed.display(),
+            public.display()
         )
     });
+    // The schedules' clock: `events` sends at each minute of it, which the loop moves on.
+    let clock_file = s.dir.path().join("clock");
+    let base = chrono::DateTime::parse_from_rfc3339(CLOCK_BASE).unwrap();
+    let mut minutes = 0i64;
+    let set_clock = |at: chrono::DateTime<chrono::FixedOffset>| {
+        let tmp = clock_file.with_extension("tmp");
+        std::fs::write(&tmp, at.to_rfc3339()).unwrap();
+        std::fs::rename(&tmp, &clock_file).unwrap();
+    };
+    set_clock(base);
+    let clock_env = [("S3SPOOL_SCHEDULE_CLOCK", clock_file.to_str().unwrap())];
+    let start_daemon = || s.launch(|log| Daemon::start_env(&s.config, log, &clock_env));
     // Bait outside the spools, named like the spooled files: never read, never touched.
     let outside = s.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -331,6 +442,7 @@ fn chaos_keeps_the_promise() {
     let mut roots = BTreeMap::new();
     roots.insert("orders", s.spool.clone());
     roots.insert("events", events.clone());
+    roots.insert("sealed", sealed.clone());
     let mut folders = BTreeMap::new();
     for (spool, root) in &roots {
         for f in ["a", "b", "c"] {
@@ -352,22 +464,31 @@ fn chaos_keeps_the_promise() {
         counter: 0,
         swaps: 0,
         log: Vec::new(),
+        scratch: s.dir.path().to_path_buf(),
     };
 
-    let mut daemon = Some(s.start());
+    let mut daemon = Some(start_daemon());
     let start = Instant::now();
     let mut next_kill = start + Duration::from_millis(rng.gen_range(3000..8000));
     let mut next_fault = start + Duration::from_millis(rng.gen_range(1000..4000));
     let mut next_operator = start + Duration::from_millis(rng.gen_range(2000..6000));
-    let (mut kills, mut outages) = (0, 0);
+    let mut next_tick = start + Duration::from_millis(rng.gen_range(1000..4000));
+    let (mut kills, mut outages, mut lost_bursts, mut renames, mut jumps) = (0, 0, 0, 0, 0);
+    let mut renamed = false;
     while start.elapsed() < Duration::from_secs(secs) {
         producer.act();
         std::thread::sleep(Duration::from_millis(rng.gen_range(10..120)));
         let now = Instant::now();
         if now >= next_fault {
-            let mode = match rng.gen_range(0..10) {
+            let mode = match rng.gen_range(0..12) {
                 0..=4 => Mode::Pass,
                 5..=7 => Mode::Faults { one_in: 4 },
+                8..=9 => {
+                    lost_bursts += 1;
+                    Mode::LoseAnswers {
+                        one_in: rng.gen_range(1..4),
+                    }
+                }
                 _ => {
                     outages += 1;
                     Mode::Down
@@ -378,14 +499,55 @@ fn chaos_keeps_the_promise() {
             // Outages last longer than the retry budget (10 attempts of 100–500 ms).
             next_fault = now + Duration::from_millis(rng.gen_range(2000..9000));
         }
+        if now >= next_tick {
+            // The next minute of the schedule's clock, or now and then four years ahead,
+            // to come back at the next move.
+            if rng.gen_ratio(1, 6) {
+                jumps += 1;
+                producer.log.push("clock jumps 4 years ahead".into());
+                let ahead =
+                    chrono::Duration::days(4 * 365 + 1) + chrono::Duration::minutes(minutes);
+                set_clock(base + ahead);
+            } else {
+                minutes += 1;
+                producer.log.push(format!("clock at minute {minutes}"));
+                set_clock(base + chrono::Duration::minutes(minutes));
+            }
+            next_tick = Instant::now() + Duration::from_millis(rng.gen_range(1000..4000));
+        }
         if now >= next_kill {
-            daemon.take().unwrap().kill();
+            let d = daemon.take().unwrap();
+            if rng.gen_bool(0.5) {
+                d.kill();
+                producer.log.push("SIGKILL".into());
+            } else {
+                // An impatient operator: a stop, and another before the drain is over.
+                d.signal_pid(libc::SIGTERM);
+                std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
+                d.signal_pid(libc::SIGTERM);
+                let _ = d.wait_exit(Duration::from_secs(60));
+                producer.log.push("two SIGTERMs".into());
+            }
             kills += 1;
-            producer.log.push("SIGKILL".into());
-            daemon = Some(s.start());
+            daemon = Some(start_daemon());
             next_kill = Instant::now() + Duration::from_millis(rng.gen_range(3000..9000));
         }
-        if now >= next_operator {
+        if now >= next_operator && rng.gen_ratio(1, 4) {
+            // The orders table renamed (and back, next time), then a reload: same folder.
+            let (from, to) = if renamed {
+                ("[spools.orders_b]", "[spools.orders]")
+            } else {
+                ("[spools.orders]", "[spools.orders_b]")
+            };
+            s.edit_config(|c| c.replace(from, to));
+            renamed = !renamed;
+            renames += 1;
+            daemon.as_ref().unwrap().signal_pid(libc::SIGHUP);
+            producer
+                .log
+                .push(format!("operator renames {from} to {to}, SIGHUP"));
+            next_operator = Instant::now() + Duration::from_millis(rng.gen_range(2000..6000));
+        } else if now >= next_operator {
             let args: &[&str] = if rng.gen_bool(0.5) {
                 &["purge", "--done", "--older-than", "0s"]
             } else {
@@ -404,13 +566,18 @@ fn chaos_keeps_the_promise() {
 
     // Calm: the endpoint works, and a fresh start forgets hold-backs' long probe waits.
     proxy.set_mode(Mode::Pass);
+    minutes += 1;
+    set_clock(base + chrono::Duration::minutes(minutes));
     assert!(daemon.take().unwrap().stop().success());
-    let daemon = s.start();
+    let daemon = start_daemon();
+    let last_move = std::cell::Cell::new(Instant::now());
+    let minutes = std::cell::Cell::new(minutes);
     let left_alone: Vec<&Version> = producer.versions.iter().filter(|v| !v.touched).collect();
     let diag = |producer: &Producer| -> String {
         let tail = producer.log.len().saturating_sub(60);
         format!(
-            "seed {seed}: {} versions, {} left alone, {kills} kills, {outages} outages\nlast actions:\n{}",
+            "seed {seed}: {} versions, {} left alone, {kills} kills or impatient stops, {outages} outages, \
+             {lost_bursts} bursts of lost answers, {renames} renames, {jumps} clock jumps\nlast actions:\n{}",
             producer.versions.len(),
             left_alone.len(),
             producer.log[tail..].join("\n")
@@ -420,9 +587,18 @@ fn chaos_keeps_the_promise() {
         Duration::from_secs(240),
         "every version left alone delivered",
         || {
+            // The batch cadence goes on: a minute of the schedule's clock every 2 s.
+            if last_move.get().elapsed() > Duration::from_secs(2) {
+                minutes.set(minutes.get() + 1);
+                set_clock(base + chrono::Duration::minutes(minutes.get()));
+                last_move.set(Instant::now());
+            }
             let objects = s.bucket.objects();
-            let shas: std::collections::HashSet<&String> =
-                objects.values().map(|o| &o.sha256).collect();
+            // Encrypted objects by the source they say they hold (checked with gpg below).
+            let shas: std::collections::HashSet<&String> = objects
+                .values()
+                .map(|o| o.meta_source_sha256.as_ref().unwrap_or(&o.sha256))
+                .collect();
             s.count("pending") == 0
                 && s.count("active") == 0
                 && left_alone.iter().all(|v| shas.contains(&v.sha))
@@ -452,14 +628,21 @@ fn chaos_keeps_the_promise() {
         .collect();
     let written: std::collections::HashSet<&String> =
         producer.versions.iter().map(|v| &v.sha).collect();
+    // What each object holds: its bytes, or for an encrypted one what gpg decrypts it to.
+    let plain = decrypted(&s, gpg_home.path());
+    let content: HashMap<&String, &String> = objects
+        .iter()
+        .map(|(key, o)| (key, plain.get(key).unwrap_or(&o.sha256)))
+        .collect();
     let mut copies: HashMap<&String, Vec<&String>> = HashMap::new();
     for (key, object) in &objects {
+        let held = content[key];
         assert!(
-            written.contains(&object.sha256),
+            written.contains(held),
             "{key} holds bytes the producer never wrote (from outside a spool?)\n{}",
             diag(&producer)
         );
-        copies.entry(&object.sha256).or_default().push(key);
+        copies.entry(held).or_default().push(key);
         if let Some(sha) = row_sha.get(key) {
             assert_eq!(
                 sha,
@@ -507,6 +690,25 @@ fn chaos_keeps_the_promise() {
             }
         );
     }
+    // Every write the bucket kept: no key holds the same file twice (a retry that sent
+    // again what a lost answer had delivered), however its bytes were made.
+    for (key, versions) in s.bucket.versions() {
+        let mut seen = std::collections::HashSet::new();
+        for v in &versions {
+            let meta = &v["meta"];
+            let what = meta["source-sha256"]
+                .as_str()
+                .or(meta["sha256"].as_str())
+                .or(v["etag"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                seen.insert(what.clone()),
+                "{key} was written twice with {what}: {versions:?}\n{}",
+                diag(&producer)
+            );
+        }
+    }
     let archived: std::collections::HashSet<String> = files_under(&archive)
         .iter()
         .map(|p| sha256(&std::fs::read(p).unwrap()))
@@ -520,6 +722,16 @@ fn chaos_keeps_the_promise() {
             diag(&producer)
         );
         let still = producer.path(v.spool, &v.rel);
+        if v.spool == KEEPING {
+            assert!(
+                std::fs::read(&still).is_ok_and(|b| sha256(&b) == v.sha),
+                "{} {} was not kept\n{}",
+                v.spool,
+                v.rel,
+                diag(&producer)
+            );
+            continue;
+        }
         assert!(
             std::fs::read(&still).map_or(true, |b| sha256(&b) != v.sha),
             "{} {} delivered but not cleaned up\n{}",
@@ -540,7 +752,7 @@ fn chaos_keeps_the_promise() {
         let bytes = std::fs::read(outside.join(name)).expect("outside file still there");
         assert_eq!(&sha256(&bytes), sha, "outside file {name} changed");
     }
-    for root in [&s.spool, &events] {
+    for root in [&s.spool, &events, &sealed] {
         for path in files_under(root) {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             assert!(

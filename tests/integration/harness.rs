@@ -131,6 +131,8 @@ pub struct Object {
     pub etag: String,
     /// The `x-amz-meta-sha256` the object carries.
     pub meta_sha256: Option<String>,
+    /// The `x-amz-meta-source-sha256` a converted or encrypted object carries.
+    pub meta_source_sha256: Option<String>,
     pub content_type: Option<String>,
     /// SHA-256 of the body after gunzip (Python's gzip), for gzip bodies.
     pub gunzip_sha256: Option<String>,
@@ -198,6 +200,7 @@ impl Bucket {
                     sha256: o["sha256"].as_str().unwrap().to_string(),
                     etag: o["etag"].as_str().unwrap().to_string(),
                     meta_sha256: o["meta_sha256"].as_str().map(str::to_string),
+                    meta_source_sha256: o["meta_source_sha256"].as_str().map(str::to_string),
                     content_type: o["content_type"].as_str().map(str::to_string),
                     gunzip_sha256: o["gunzip_sha256"].as_str().map(str::to_string),
                 };
@@ -242,6 +245,17 @@ impl Bucket {
     /// Saves one object's bytes to `path`.
     pub fn get(&self, key: &str, path: &Path) {
         self.read(&["get", key, path.to_str().unwrap()]);
+    }
+
+    /// Saves every object under `prefix` into `dir`; returns key → file.
+    pub fn save(&self, dir: &Path, prefix: &str) -> BTreeMap<String, PathBuf> {
+        let saved = self.read(&["save", dir.to_str().unwrap(), prefix]);
+        saved
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, path)| (key.clone(), PathBuf::from(path.as_str().unwrap())))
+            .collect()
     }
 
     /// Turns on versioning, so every write shows: a second identical PUT to a key is a

@@ -27,6 +27,9 @@ pub enum Mode {
     /// object (a PutObject, or a CompleteMultipartUpload): every object is stored, and
     /// the daemon hears of none the first time.
     LoseFirstAnswerPerObject,
+    /// Forward everything, and lose the answer to one request in `one_in` of those that
+    /// make an object (PutObject, CompleteMultipartUpload): applied, never heard of.
+    LoseAnswers { one_in: u64 },
     /// Answer the first UploadPart with 400 ExpiredToken, forward everything else.
     ExpireTokenAtFirstPart,
     /// Answer 503 SlowDown to every PUT whose path contains this; forward everything else.
@@ -43,6 +46,8 @@ struct State {
     log: Mutex<Vec<String>>,
     /// Objects whose first making answer was lost (`LoseFirstAnswerPerObject`).
     lost: Mutex<std::collections::HashSet<String>>,
+    /// Requests that make an object seen (`LoseAnswers`).
+    made: AtomicU64,
     /// Every request: head and, when short and text, body.
     full: Mutex<Vec<String>>,
 }
@@ -67,6 +72,7 @@ impl FaultProxy {
             faults: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             lost: Mutex::new(std::collections::HashSet::new()),
+            made: AtomicU64::new(0),
             full: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
@@ -149,13 +155,12 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
             && state.faults.load(Ordering::Relaxed) == 0)
             .then_some(3),
         Mode::LoseFirstAnswerPerObject => {
-            let target = request_line.split(' ').nth(1).unwrap_or("");
-            let (path, query) = target.split_once('?').unwrap_or((target, ""));
-            let makes = (request_line.starts_with("PUT ") && query.is_empty())
-                || (request_line.starts_with("POST ")
-                    && query.contains("uploadId=")
-                    && !query.contains("partNumber="));
+            let (path, makes) = makes_object(&request_line);
             (makes && state.lost.lock().unwrap().insert(path.to_string())).then_some(3)
+        }
+        Mode::LoseAnswers { one_in } => {
+            let (_, makes) = makes_object(&request_line);
+            (makes && state.made.fetch_add(1, Ordering::Relaxed) % one_in == 0).then_some(3)
         }
         Mode::ExpireTokenAtFirstPart => (request_line.contains("partNumber=")
             && state.faults.load(Ordering::Relaxed) == 0)
@@ -211,6 +216,18 @@ fn serve(state: &State, client: TcpStream) -> std::io::Result<()> {
     }
     client.write_all(&close_connection(&answer))?;
     Ok(())
+}
+
+/// The object path of a request, and whether it makes the object (a PutObject, or a
+/// CompleteMultipartUpload).
+fn makes_object(request_line: &str) -> (&str, bool) {
+    let target = request_line.split(' ').nth(1).unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let makes = (request_line.starts_with("PUT ") && query.is_empty())
+        || (request_line.starts_with("POST ")
+            && query.contains("uploadId=")
+            && !query.contains("partNumber="));
+    (path, makes)
 }
 
 /// Makes the answer say `Connection: close`, since this connection ends after it.

@@ -11,6 +11,7 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
   get BUCKET KEY PATH       save one object's bytes to PATH
+  save BUCKET DIR PREFIX     save every object under PREFIX to DIR/N.gpg; JSON {key: path}
   versioning BUCKET         turn on versioning: every write keeps a version of its own
   versions BUCKET           JSON {key: [{"version_id", "size", "etag", "meta"}]}, oldest
                             first: a second identical PUT shows as a second version
@@ -65,6 +66,7 @@ def main():
                     "sha256": hashlib.sha256(body).hexdigest(),
                     "etag": obj["ETag"].strip('"'),
                     "meta_sha256": got.get("Metadata", {}).get("sha256"),
+                    "meta_source_sha256": got.get("Metadata", {}).get("source-sha256"),
                     "content_type": got.get("ContentType"),
                     # Read back with the standard library, independent of s3spool.
                     "gunzip_sha256": hashlib.sha256(gzip.decompress(body)).hexdigest()
@@ -118,6 +120,19 @@ def main():
         with open(args[2], "wb") as f:
             f.write(body)
         print("{}")
+    elif command == "save":
+        import os
+
+        out, n = {}, 0
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=args[0], Prefix=args[2])
+        for page in pages:
+            for obj in page.get("Contents", []):
+                n += 1
+                path = os.path.join(args[1], f"{n}.gpg")
+                with open(path, "wb") as f:
+                    f.write(s3.get_object(Bucket=args[0], Key=obj["Key"])["Body"].read())
+                out[obj["Key"]] = path
+        print(json.dumps(out))
     elif command == "versioning":
         s3.put_bucket_versioning(
             Bucket=args[0], VersioningConfiguration={"Status": "Enabled"}
