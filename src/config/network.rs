@@ -212,7 +212,7 @@ pub fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
 
 /// `http://user:password@host` → `http://***@host`: everything before the last `@` but a
 /// leading scheme is hidden. Without an `@`, a value that may still hold a password (a
-/// `user:password` whose `@` was forgotten: a second `:`, or a "port" that is no number)
+/// `user:password` whose `@` was forgotten: a second `:`, or a "port" that is no port)
 /// is not shown past its scheme.
 fn mask_credentials(text: &str) -> String {
     let scheme_of = |before: &str| match before.split_once("://") {
@@ -233,7 +233,8 @@ fn mask_credentials(text: &str) -> String {
     };
     let suspicious = match outside.split_once(':') {
         None => false,
-        Some((_, port)) => port.contains(':') || !port.chars().all(|c| c.is_ascii_digit()),
+        // A "port" past 65535 is a numeric password (`http://ops:123456`).
+        Some((_, port)) => port.parse::<u16>().is_err(),
     };
     if suspicious {
         format!("{}*** (not shown: it may hold a password)", scheme_of(text))
@@ -611,6 +612,8 @@ mod tests {
             "http://ops:hunter2",
             "http://ops:hunter2proxy:3128",
             "ops:hunter2:3128",
+            "http://ops:1234567",
+            "http://ops:",
         ] {
             let (_, problems, _) = parsed(&format!("proxy = {value:?}"), &[]);
             assert!(!problems.is_empty(), "{value}");

@@ -216,12 +216,15 @@ const MIGRATIONS: &[&str] = &[
     // that the earlier rule (an attempt before, an upload, an error) would have checked
     // keep being checked. `queue_identity` names this queue in the metadata of the
     // objects its rows write (`x-amz-meta-s3spool-row: UUID/ID`), so an object found at a
-    // row's key is known to be that row's, whatever bytes it holds.
+    // row's key is known to be that row's, whatever bytes it holds. Any row ever claimed
+    // counts: a stop before this version put rows back with their attempt counted and no
+    // error, the same as a row that was never sent.
     r#"
     ALTER TABLE files ADD COLUMN maybe_sent INTEGER NOT NULL DEFAULT 0;
     UPDATE files SET maybe_sent = 1
     WHERE state != 'done'
-      AND (attempts > 1 OR upload_id IS NOT NULL OR last_error IS NOT NULL OR state = 'active');
+      AND (attempts >= 1 OR claim > 0 OR upload_id IS NOT NULL OR last_error IS NOT NULL
+           OR state = 'active');
     CREATE TABLE queue_identity (
         uuid TEXT NOT NULL
     );
@@ -339,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn version_7_asks_head_first_where_the_earlier_rule_would_and_names_the_queue() {
+    fn version_7_asks_head_first_of_every_row_ever_claimed_and_names_the_queue() {
         let mut conn = Connection::open_in_memory().unwrap();
         for sql in &MIGRATIONS[..6] {
             conn.execute_batch(sql).unwrap();
@@ -360,6 +363,11 @@ mod tests {
         row(3, "failed", 1, Some("denied"));
         row(4, "active", 1, None);
         row(5, "done", 3, None);
+        row(6, "pending", 0, None);
+        row(7, "pending", 0, None);
+        // Held back once: its attempt was given back, but it was claimed.
+        conn.execute("UPDATE files SET claim = 1 WHERE id = 7", [])
+            .unwrap();
         migrate(&mut conn).unwrap();
         let flagged: Vec<i64> = conn
             .prepare("SELECT id FROM files WHERE maybe_sent = 1 ORDER BY id")
@@ -368,7 +376,7 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(flagged, [2, 3, 4]);
+        assert_eq!(flagged, [1, 2, 3, 4, 7]);
         let uuid: String = conn
             .query_row("SELECT uuid FROM queue_identity", [], |r| r.get(0))
             .unwrap();

@@ -233,6 +233,31 @@ fn recover_returns_active_rows_to_pending() {
 }
 
 #[test]
+fn a_stop_gives_its_attempt_back_and_history_keeps_the_number_it_ran_as() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    for stop in 0..3 {
+        let claimed = q.claim(1, 10 + stop, Duration::from_secs(60)).unwrap();
+        assert_eq!(claimed[0].attempts, 1, "stop {stop}: the claim counts one");
+        assert_eq!(q.recover_active(11 + stop).unwrap(), 1);
+    }
+    let attempts: i64 = q
+        .conn
+        .query_row("SELECT attempts FROM files WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0, "three stops used up no attempt");
+    let history: Vec<(i64, String)> = q
+        .conn
+        .prepare("SELECT attempt, outcome FROM attempts WHERE file_id = 1 ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(history, vec![(1, "stopped".to_string()); 3]);
+}
+
+#[test]
 fn summary_retry_and_purge() {
     let (_d, mut q) = open();
     register(

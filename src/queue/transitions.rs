@@ -221,14 +221,11 @@ impl Queue {
     pub fn recover_active(&mut self, now_ms: i64) -> Result<usize> {
         self.in_transaction(|tx| {
             let stopped: Vec<i64> = tx
-                .prepare_cached(
-                    "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
-                         maybe_sent = 1
-                     WHERE state = 'active' RETURNING id",
-                )?
-                .query_map([now_ms], |r| r.get(0))?
+                .prepare_cached("SELECT id FROM files WHERE state = 'active'")?
+                .query_map([], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             for &id in &stopped {
+                // Recorded before the attempt is given back, under the number it ran as.
                 let history = History {
                     outcome: "stopped",
                     error: Some("the daemon stopped (or reloaded) during this attempt"),
@@ -236,6 +233,14 @@ impl Queue {
                 };
                 record_attempt(tx, id, &history)?;
             }
+            // A stop is not a try that failed: it gives its attempt back, so an operator's
+            // restarts never use up `max_attempts`.
+            tx.prepare_cached(
+                "UPDATE files SET state = 'pending', lease_until = NULL, updated_at = ?1,
+                     maybe_sent = 1, attempts = MAX(attempts - 1, 0)
+                 WHERE state = 'active'",
+            )?
+            .execute([now_ms])?;
             Ok(stopped.len())
         })
     }

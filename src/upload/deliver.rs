@@ -501,24 +501,26 @@ impl Uploader {
         // An upload recorded for the row, of the file as queued, is asked about by
         // resuming it (ListParts, then HEAD if S3 no longer knows it).
         if row.maybe_sent && (row.upload_id.is_none() || before != row.stamp) {
-            let found =
-                earlier::look(target, row, &writer, &file, before.size, output.converts()).await;
+            let found = earlier::look(target, row, &writer, &file, before.size).await;
             match found {
                 Err(e) => return Outcome::Failed(e).into(),
                 Ok((AtKey::Same(head), sha256)) if before == row.stamp => {
+                    // Made as the object says it was, whatever the spool's format is now.
+                    let converted = head.source_sha256.is_some();
                     let source_sha256 = Some(sha256.clone());
                     return Outcome::Delivered(found_delivery(
                         head,
                         sha256,
                         source_sha256,
-                        output.converts(),
+                        converted,
                     ))
                     .into();
                 }
                 Ok((AtKey::Earlier(head), _)) => {
-                    let recorded = (!output.converts()).then(|| row.sha256.clone()).flatten();
+                    let converted = head.source_sha256.is_some();
+                    let recorded = (!converted).then(|| row.sha256.clone()).flatten();
                     let sha256 = head.sha256.clone().or(recorded).unwrap_or_default();
-                    let source_sha256 = if output.converts() {
+                    let source_sha256 = if converted {
                         head.source_sha256.clone()
                     } else {
                         Some(sha256.clone())

@@ -33,8 +33,6 @@ pub enum AtKey {
 pub struct Source<'a> {
     pub sha256: &'a str,
     pub size: u64,
-    /// Converted or encrypted: the object holds other bytes than the source.
-    pub converted: bool,
 }
 
 /// Judges what HEAD found under the key of the row that writes as `writer`. `recorded` is
@@ -50,19 +48,15 @@ pub fn judge(
         return AtKey::Nothing;
     };
     let ours = head.written_by.as_deref() == Some(writer);
-    let carried = if source.converted {
-        head.source_sha256.as_deref()
-    } else {
-        head.sha256.as_deref()
-    };
+    // The object says how it was made, whatever the spool's format is now (a reload may
+    // have changed it between attempts): a converted or encrypted object carries its
+    // source's SHA-256, a raw one its own, which is its source's.
+    let converted = head.source_sha256.is_some();
+    let carried = head.source_sha256.as_deref().or(head.sha256.as_deref());
     // A raw object hashed while sent carries no SHA-256; its row recorded it.
-    let content = carried.or(if ours && !source.converted {
-        recorded
-    } else {
-        None
-    });
+    let content = carried.or(if ours { recorded } else { None });
     // A raw object must also be as long as the file (a work file's length may vary).
-    let same = content == Some(source.sha256) && (source.converted || head.size == source.size);
+    let same = content == Some(source.sha256) && (converted || head.size == source.size);
     match (same, ours, content) {
         (true, _, _) => AtKey::Same(head),
         (false, true, Some(_)) => AtKey::Earlier(head),
@@ -80,7 +74,6 @@ pub async fn look(
     writer: &str,
     source: &Arc<File>,
     size: u64,
-    converted: bool,
 ) -> Result<(AtKey, String), TransferError> {
     let key = row.key.as_deref().unwrap_or_default();
     let (_, sha256) = hash_file(Arc::clone(source), size).await?;
@@ -102,7 +95,6 @@ pub async fn look(
     let source = Source {
         sha256: &sha256,
         size,
-        converted,
     };
     let found = judge(head, writer, source, row.sha256.as_deref());
     Ok((found, sha256))
@@ -125,19 +117,12 @@ mod tests {
     }
 
     fn raw(sha256: &str) -> Source<'_> {
-        Source {
-            sha256,
-            size: 10,
-            converted: false,
-        }
+        Source { sha256, size: 10 }
     }
 
+    /// A spool that converts or encrypts: judged the same way, by what the object says.
     fn converted(sha256: &str) -> Source<'_> {
-        Source {
-            sha256,
-            size: 10,
-            converted: true,
-        }
+        raw(sha256)
     }
 
     #[test]
@@ -213,5 +198,21 @@ mod tests {
         // Another row's object is not judged by this row's record.
         let theirs = head(None, None, Some("q/8"), 10);
         assert_eq!(judge(Some(theirs), ME, raw("a"), Some("a")), AtKey::Nothing);
+    }
+
+    #[test]
+    fn an_object_is_judged_by_how_it_was_made_not_by_the_format_now() {
+        // Sent raw; a reload turned on gzip before the lost answer was asked about.
+        let sent_raw = head(Some("a"), None, Some(ME), 10);
+        assert_eq!(
+            judge(Some(sent_raw.clone()), ME, converted("a"), None),
+            AtKey::Same(sent_raw)
+        );
+        // Sent gzipped (the object is 4 bytes); the spool sends raw now.
+        let sent_gzipped = head(Some("gz"), Some("a"), Some(ME), 4);
+        assert_eq!(
+            judge(Some(sent_gzipped.clone()), ME, raw("a"), None),
+            AtKey::Same(sent_gzipped)
+        );
     }
 }
