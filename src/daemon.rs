@@ -540,8 +540,8 @@ fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
     Ok(config)
 }
 
-/// Tells the queue which folder each configured spool is (see `queue/folders.rs`) and logs
-/// what that changed. Returns the spools refused, with the reason: their `path` says what
+/// Tells the queue the names it runs with and which folder each configured spool is (see
+/// `queue/folders.rs`), and logs what that changed. Returns the spools refused, with the reason: their `path` says what
 /// it said before but leads to another folder (the folder, or one on its way, was replaced
 /// by a symlink): they must not run.
 async fn adopt_folders(
@@ -557,8 +557,13 @@ async fn adopt_folders(
             configured: spool.configured_path.to_string_lossy().into_owned(),
         })
         .collect();
+    let spools: Vec<String> = config.spools.keys().cloned().collect();
+    let destinations: Vec<String> = config.destinations.keys().cloned().collect();
     let changes = queue
-        .call(move |q| q.adopt_folders(&folders, now_ms()))
+        .call(move |q| {
+            q.record_running_names(&spools, &destinations)?;
+            q.adopt_folders(&folders, now_ms())
+        })
         .await?;
     let mut refused = Vec::new();
     for change in changes {

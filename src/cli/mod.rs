@@ -251,6 +251,65 @@ fn open_queue_read_only(config: &Config) -> anyhow::Result<Queue> {
     Queue::open_read_only(&path).with_context(|| format!("opening {} read-only", path.display()))
 }
 
+/// The spools and destinations whose rows are not orphans: the config's, and while a
+/// daemon runs, the ones it started or reloaded with too (the config file may have been
+/// edited since, or be another one). Says so when the two differ.
+struct LiveNames {
+    spools: Vec<String>,
+    destinations: Vec<String>,
+    /// Why the daemon's names differ from the config's, for the operator.
+    differs: Option<String>,
+}
+
+fn live_names(config: &Config, queue: &Queue) -> anyhow::Result<LiveNames> {
+    let mut spools: Vec<String> = config.spools.keys().cloned().collect();
+    let mut destinations: Vec<String> = config.destinations.keys().cloned().collect();
+    let mut differs = None;
+    if let crate::state_lock::Holder::Daemon { pid, .. } =
+        crate::state_lock::holder(&config.state_dir)
+    {
+        let (running_spools, running_destinations) = queue.running_names()?;
+        let extra: Vec<&String> = running_spools
+            .iter()
+            .filter(|n| !spools.contains(n))
+            .chain(
+                running_destinations
+                    .iter()
+                    .filter(|n| !destinations.contains(n)),
+            )
+            .chain(spools.iter().filter(|n| !running_spools.contains(n)))
+            .chain(
+                destinations
+                    .iter()
+                    .filter(|n| !running_destinations.contains(n)),
+            )
+            .collect();
+        if !extra.is_empty() {
+            let names: Vec<&str> = extra.iter().map(|n| n.as_str()).collect();
+            differs = Some(format!(
+                "the daemon running (pid {pid}) was not started or reloaded with {}: {} differ; the rows of either are not taken for orphans (reload it: systemctl reload s3spool)",
+                config.source.display(),
+                names.join(", ")
+            ));
+        }
+        for name in running_spools {
+            if !spools.contains(&name) {
+                spools.push(name);
+            }
+        }
+        for name in running_destinations {
+            if !destinations.contains(&name) {
+                destinations.push(name);
+            }
+        }
+    }
+    Ok(LiveNames {
+        spools,
+        destinations,
+        differs,
+    })
+}
+
 fn existing_queue(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     let path = config.queue_path();
     if !path.exists() {

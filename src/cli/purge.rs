@@ -23,10 +23,13 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration)]
     older_than: Option<std::time::Duration>,
     /// Drop the files not delivered whose spool or destination the config no longer has
-    /// (`status` lists them as orphaned); a multipart upload of theirs is aborted by the
-    /// daemon. Their source files are not touched.
+    /// (`status` lists them as orphaned) nor the daemon runs with; a multipart upload of
+    /// theirs is aborted by the daemon. Their source files are not touched.
     #[arg(long, conflicts_with_all = ["done", "older_than"])]
     orphaned: bool,
+    /// With --orphaned: drop the rows that may already be in S3 (an answer was lost) too.
+    #[arg(long, requires = "orphaned")]
+    force: bool,
     /// Say what would be purged, and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -35,13 +38,21 @@ pub struct Args {
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut queue = super::open_queue(config)?;
     if args.orphaned {
-        let spools: Vec<String> = config.spools.keys().cloned().collect();
-        let destinations: Vec<String> = config.destinations.keys().cloned().collect();
-        let dropped = queue.purge_orphans(&spools, &destinations, args.dry_run)?;
+        let live = super::live_names(config, &queue)?;
+        if let Some(differs) = &live.differs {
+            eprintln!("s3spool: {differs}");
+        }
+        let (dropped, kept) =
+            queue.purge_orphans(&live.spools, &live.destinations, args.force, args.dry_run)?;
         if args.dry_run {
             println!("would drop {dropped} orphaned row(s) (dry run: nothing changed)");
         } else {
             println!("dropped {dropped} orphaned row(s)");
+        }
+        if kept > 0 {
+            println!(
+                "kept {kept} orphaned row(s) that may already be in S3 (an answer was lost): added back, their spool finishes them without a second copy; drop them too with --force"
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -211,8 +211,11 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let now = crate::clock::now_ms();
     let errors = queue.latest_errors(5)?;
     let daemon = daemon_report(&config.state_dir);
-    let spools: Vec<String> = config.spools.keys().cloned().collect();
-    let destinations: Vec<String> = config.destinations.keys().cloned().collect();
+    let live = super::live_names(config, &queue)?;
+    if let Some(differs) = &live.differs {
+        eprintln!("s3spool: {differs}");
+    }
+    let (spools, destinations) = (live.spools, live.destinations);
     // Orphans wait for no running config: their age says nothing of delivery.
     let oldest_waiting_age_seconds = queue
         .oldest_waiting_of(&spools, &destinations)?

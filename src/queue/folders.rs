@@ -150,45 +150,99 @@ impl Queue {
         Ok(oldest)
     }
 
+    /// Records the spools and destinations the daemon runs with now (see
+    /// [`Queue::running_names`]).
+    pub fn record_running_names(
+        &mut self,
+        spools: &[String],
+        destinations: &[String],
+    ) -> Result<()> {
+        self.in_transaction(|tx| {
+            tx.execute("DELETE FROM running_names", [])?;
+            let mut insert =
+                tx.prepare("INSERT OR IGNORE INTO running_names (kind, name) VALUES (?1, ?2)")?;
+            for name in spools {
+                insert.execute(params!["spool", name])?;
+            }
+            for name in destinations {
+                insert.execute(params!["destination", name])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The spools and destinations the daemon last started or reloaded with.
+    pub fn running_names(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let names = |kind: &str| {
+            self.select(
+                "SELECT name FROM running_names WHERE kind = ?1 ORDER BY name",
+                [kind],
+                |r| r.get(0),
+            )
+        };
+        Ok((names("spool")?, names("destination")?))
+    }
+
     /// Drops the orphaned rows (not done) of `spools` and `destinations` as
     /// [`Queue::orphans`] finds them; their multipart uploads are listed for aborting.
-    /// With `dry_run`, only counts them. Returns how many.
+    /// Rows in flight are never dropped, and rows that may already be in S3 (`maybe_sent`:
+    /// an answer was lost) only with `force`: kept, they finish without a second copy if
+    /// their spool comes back. With `dry_run`, only counts. Returns how many were (or would
+    /// be) dropped, and how many were kept as maybe sent.
     pub fn purge_orphans(
         &mut self,
         spools: &[String],
         destinations: &[String],
+        force: bool,
         dry_run: bool,
-    ) -> Result<usize> {
+    ) -> Result<(usize, usize)> {
         let (spools, destinations) = (json_list(spools), json_list(destinations));
-        const ORPHANED: &str = "state != 'done' AND superseded_by IS NULL
+        const ORPHAN: &str = "state IN ('pending', 'failed') AND superseded_by IS NULL
                AND (spool NOT IN (SELECT value FROM json_each(?1))
                     OR destination NOT IN (SELECT value FROM json_each(?2)))";
+        let orphaned = if force {
+            ORPHAN.to_string()
+        } else {
+            format!("{ORPHAN} AND maybe_sent = 0")
+        };
+        let orphaned = orphaned.as_str();
         self.in_transaction(|tx| {
-            if dry_run {
-                return tx.query_row(
-                    &format!("SELECT COUNT(*) FROM files WHERE {ORPHANED}"),
+            let kept = if force {
+                0
+            } else {
+                tx.query_row(
+                    &format!("SELECT COUNT(*) FROM files WHERE {ORPHAN} AND maybe_sent = 1"),
                     params![spools, destinations],
                     |r| r.get::<_, i64>(0).map(|n| n as usize),
-                );
+                )?
+            };
+            if dry_run {
+                let dropped = tx.query_row(
+                    &format!("SELECT COUNT(*) FROM files WHERE {orphaned}"),
+                    params![spools, destinations],
+                    |r| r.get::<_, i64>(0).map(|n| n as usize),
+                )?;
+                return Ok((dropped, kept));
             }
             tx.execute(
                 &format!(
                     "INSERT OR IGNORE INTO abandoned_uploads (upload_id, destination, bucket, key)
                      SELECT upload_id, destination, bucket, key FROM files
-                     WHERE {ORPHANED} AND upload_id IS NOT NULL AND key IS NOT NULL"
+                     WHERE {orphaned} AND upload_id IS NOT NULL AND key IS NOT NULL"
                 ),
                 params![spools, destinations],
             )?;
             tx.execute(
                 &format!(
-                    "DELETE FROM parts WHERE file_id IN (SELECT id FROM files WHERE {ORPHANED})"
+                    "DELETE FROM parts WHERE file_id IN (SELECT id FROM files WHERE {orphaned})"
                 ),
                 params![spools, destinations],
             )?;
-            tx.execute(
-                &format!("DELETE FROM files WHERE {ORPHANED}"),
+            let dropped = tx.execute(
+                &format!("DELETE FROM files WHERE {orphaned}"),
                 params![spools, destinations],
-            )
+            )?;
+            Ok((dropped, kept))
         })
     }
 
@@ -566,10 +620,68 @@ mod tests {
         assert_eq!(q.get(orphan).unwrap().unwrap().upload_id, None);
         assert_eq!(q.abandoned_uploads(10).unwrap().len(), 1);
         // Purged: counted first, then gone; the configured spool's row stays.
-        assert_eq!(q.purge_orphans(&spools, &destinations, true).unwrap(), 1);
+        assert_eq!(
+            q.purge_orphans(&spools, &destinations, false, true)
+                .unwrap(),
+            (1, 0)
+        );
         assert!(q.get(orphan).unwrap().is_some());
-        assert_eq!(q.purge_orphans(&spools, &destinations, false).unwrap(), 1);
+        assert_eq!(
+            q.purge_orphans(&spools, &destinations, false, false)
+                .unwrap(),
+            (1, 0)
+        );
         assert!(q.get(orphan).unwrap().is_none());
         assert!(q.get(kept).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_purge_of_orphans_spares_rows_in_flight_and_without_force_rows_maybe_in_s3() {
+        let (_d, mut q) = open();
+        let in_flight = queued(&mut q, "gone", "a");
+        let maybe_sent = queued(&mut q, "gone", "b");
+        let waiting = queued(&mut q, "gone", "c");
+        q.conn
+            .execute(
+                "UPDATE files SET state = 'active' WHERE id = ?1",
+                [in_flight],
+            )
+            .unwrap();
+        q.conn
+            .execute(
+                "UPDATE files SET maybe_sent = 1 WHERE id = ?1",
+                [maybe_sent],
+            )
+            .unwrap();
+        let (spools, destinations) = (vec!["orders".to_string()], vec!["lake".to_string()]);
+        assert_eq!(
+            q.purge_orphans(&spools, &destinations, false, false)
+                .unwrap(),
+            (1, 1)
+        );
+        assert!(q.get(waiting).unwrap().is_none());
+        assert!(q.get(maybe_sent).unwrap().is_some());
+        assert_eq!(
+            q.purge_orphans(&spools, &destinations, true, false)
+                .unwrap(),
+            (1, 0)
+        );
+        assert!(q.get(maybe_sent).unwrap().is_none());
+        assert!(q.get(in_flight).unwrap().is_some(), "never a row in flight");
+    }
+
+    #[test]
+    fn the_names_the_daemon_runs_with_are_recorded_whole() {
+        let (_d, mut q) = open();
+        assert_eq!(q.running_names().unwrap(), (vec![], vec![]));
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        q.record_running_names(&names(&["b", "a"]), &names(&["lake"]))
+            .unwrap();
+        q.record_running_names(&names(&["a"]), &names(&["lake", "cold"]))
+            .unwrap();
+        assert_eq!(
+            q.running_names().unwrap(),
+            (names(&["a"]), names(&["cold", "lake"]))
+        );
     }
 }

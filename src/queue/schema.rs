@@ -250,6 +250,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE files ADD COLUMN source_sha256 TEXT;
     UPDATE files SET source_sha256 = sha256 WHERE state = 'done' AND format = 'raw';
     "#,
+    // 10: the spools and destinations the daemon runs with, written at each start and
+    // reload: `status` and `purge --orphaned` judge orphans by them while it runs, not by
+    // a config file that may have been edited, or be another one.
+    r#"
+    CREATE TABLE running_names (
+        kind TEXT NOT NULL,            -- spool or destination
+        name TEXT NOT NULL,
+        PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
