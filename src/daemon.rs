@@ -59,6 +59,12 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("spools.{name}.archive_dir: cannot create {path}: {source}")]
+    Archive {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("spools.{name}.path: cannot open {path} as the spool's folder: {source}")]
     Root {
         name: String,
@@ -532,6 +538,19 @@ fn prepare_spools(mut config: Config) -> Result<Config, DaemonError> {
         }
         let canonical = std::fs::canonicalize(&spool.path).map_err(failed)?;
         Arc::make_mut(spool).path = canonical;
+        // The archive folder too, made now and named by what it resolves to: the overlap
+        // check below sees the folder the finisher then holds (see finish::Finisher::new),
+        // not a path whose symlinks could lead elsewhere by the first clean-up.
+        if let AfterUpload::Archive(dir) = &spool.after_upload {
+            let failed = |source| DaemonError::Archive {
+                name: spool.name.clone(),
+                path: dir.clone(),
+                source,
+            };
+            std::fs::create_dir_all(dir).map_err(failed)?;
+            let canonical = std::fs::canonicalize(dir).map_err(failed)?;
+            Arc::make_mut(spool).after_upload = AfterUpload::Archive(canonical);
+        }
     }
     let overlaps = crate::config::overlaps_after_resolving(&config.spools, &config.state_dir);
     if !overlaps.is_empty() {

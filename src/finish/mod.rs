@@ -102,11 +102,22 @@ impl Finisher {
         wake: Arc<Notify>,
         retry_after: Duration,
     ) -> Finisher {
+        // Archive folders are held from the start of the generation, right after the
+        // daemon checked where they resolve; one that cannot be opened now is tried again
+        // at its first use (and says why there).
+        let mut archives = HashMap::new();
+        for spool in spools.values() {
+            if let AfterUpload::Archive(dir) = &spool.after_upload {
+                if let Ok(root) = beneath::Root::open(dir) {
+                    archives.insert(dir.clone(), Arc::new(root));
+                }
+            }
+        }
         Finisher {
             queue,
             spools,
             roots,
-            archives: Arc::default(),
+            archives: Arc::new(std::sync::Mutex::new(archives)),
             wake,
             retry_after,
             started_ms: now_ms(),
@@ -289,9 +300,10 @@ impl Finisher {
     }
 }
 
-/// The archive folder `dir`, held open: made and opened at its first use (resolved, so a
-/// symlink the operator put on its way is kept), then checked at every use to still be the
-/// folder opened: one put in its place later is refused, never written into.
+/// The archive folder `dir`, held open: opened when the finisher starts (or made and opened
+/// at its first use if it could not be then; resolved, so a symlink the operator put on its
+/// way is kept), then checked at every use to still be the folder opened: one put in its
+/// place later is refused, never written into.
 fn held_archive(
     archives: &std::sync::Mutex<HashMap<PathBuf, Arc<beneath::Root>>>,
     dir: &Path,

@@ -328,12 +328,9 @@ fn adopt(
     for folder in folders {
         match root_named(&folder.name) {
             // The same words in the config, another folder on disk: the file system
-            // changed under the config, not the operator's mind.
-            Some((was, configured))
-                if was != folder.root
-                    && configured == folder.configured
-                    && !recorded.contains_key(&folder.root) =>
-            {
+            // changed under the config, not the operator's mind. Even (above all) when
+            // the folder it leads to now is one the queue knows: another spool's.
+            Some((was, configured)) if was != folder.root && configured == folder.configured => {
                 changes.push(FolderChange::Refused {
                     name: folder.name.clone(),
                     was,
@@ -558,6 +555,30 @@ mod tests {
         assert_eq!(
             q.spool_folders().unwrap(),
             [("orders".to_string(), "/srv/out".to_string())]
+        );
+    }
+
+    #[test]
+    fn the_same_path_leading_to_a_folder_the_queue_knows_is_refused_too() {
+        let (_d, mut q) = open();
+        let a = queued(&mut q, "orders", "a");
+        let b = queued(&mut q, "events", "b");
+        q.adopt_folders(&[folder("orders", "/srv/a"), folder("events", "/srv/b")], 1)
+            .unwrap();
+        // events left the config; /srv/a is now a symlink to its old folder.
+        let swapped = SpoolFolder {
+            name: "orders".into(),
+            root: "/srv/b".into(),
+            configured: "/srv/a".into(),
+        };
+        let changes = q.adopt_folders(&[swapped], 2).unwrap();
+        assert!(
+            matches!(&changes[..], [FolderChange::Refused { now, .. }] if now == "/srv/b"),
+            "{changes:?}"
+        );
+        assert_eq!(
+            (spool_of(&q, a), spool_of(&q, b)),
+            ("orders".into(), "events".into())
         );
     }
 

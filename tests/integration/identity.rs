@@ -468,6 +468,34 @@ fn an_archive_dir_holding_spools_is_refused() {
     }
 }
 
+/// Item 8 and review: the archive folder is held from the start, right after the check of
+/// where it resolves. Replaced by a symlink to another folder before its first use, it is
+/// refused (the file stays in the spool, delivered, its clean-up retried), never followed.
+#[test]
+fn an_archive_dir_swapped_before_its_first_use_is_not_followed() {
+    let s =
+        setup(|o| o.spool_extra = "after_upload = \"archive\"\narchive_dir = \"archive\"".into());
+    let (archive, loot) = (s.dir.path().join("archive"), s.dir.path().join("loot"));
+    std::fs::create_dir(&archive).unwrap();
+    std::fs::create_dir(&loot).unwrap();
+    let daemon = s.start();
+    std::fs::rename(&archive, s.dir.path().join("archive.away")).unwrap();
+    std::os::unix::fs::symlink(&loot, &archive).unwrap();
+    s.drop_file("a.csv", b"archive me");
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    wait_for(WAIT, "the clean-up refused", || {
+        s.log_lines("cannot delete or archive a delivered file") >= 1
+    });
+    assert!(daemon.stop().success());
+    assert_eq!(
+        std::fs::read_dir(&loot).unwrap().count(),
+        0,
+        "nothing in loot"
+    );
+    assert_eq!(s.spool_files().len(), 1, "the file stays in its spool");
+    assert!(s.show(1)["source_outcome"].is_null(), "{}", s.show(1));
+}
+
 /// Item 9: `archive` on the same file system links the file into the archive; under
 /// `fs.protected_hardlinks = 1` (Debian's default) a daemon may not link another user's
 /// file (EPERM). It copies it instead, rather than putting it back forever. Needs root
