@@ -251,6 +251,32 @@ fn open_queue_read_only(config: &Config) -> anyhow::Result<Queue> {
     Queue::open_read_only(&path).with_context(|| format!("opening {} read-only", path.display()))
 }
 
+/// The spool's folder, opened by its canonical path without following a symlink, if it is
+/// the folder the queue knows for the spool (`known`, when the daemon has run).
+pub(crate) fn held_spool_root(
+    spool: &crate::config::Spool,
+    known: Option<String>,
+) -> anyhow::Result<crate::beneath::Root> {
+    let canonical = std::fs::canonicalize(&spool.path).with_context(|| {
+        format!(
+            "spools.{}.path: cannot open {}",
+            spool.name,
+            spool.path.display()
+        )
+    })?;
+    if let Some(known) = known {
+        anyhow::ensure!(
+            canonical == Path::new(&known),
+            "spools.{}.path = {:?} leads to {} now, but the daemon knows the spool as {known}: a folder on the way was replaced (a symlink?); nothing was sent",
+            spool.name,
+            spool.path.display().to_string(),
+            canonical.display()
+        );
+    }
+    crate::beneath::Root::open(&canonical)
+        .with_context(|| format!("cannot open {}", canonical.display()))
+}
+
 /// The spools and destinations whose rows are not orphans: the config's, and while a
 /// daemon runs, the ones it started or reloaded with too (the config file may have been
 /// edited since, or be another one). Says so when the two differ.

@@ -6,7 +6,8 @@
 //! not yet done) is kept: without it the file would be delivered a second time.
 
 use crate::beneath::Root;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::units::parse_duration;
@@ -58,13 +59,22 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     let older_than = args.older_than.unwrap_or_default();
     let before = crate::clock::now_ms() - older_than.as_millis() as i64;
-    let in_spools = files_in_spools(config)?;
+    let (roots, in_spools) = files_in_spools(config, &queue)?;
+    let stamp_at = |row: &crate::queue::FileRow| match roots.get(&row.spool) {
+        Some(root) => root
+            .entry(Path::new(&row.rel_path))
+            .and_then(|entry| entry.metadata())
+            .ok()
+            .map(|m| FileStamp::of(&m)),
+        // A spool the config no longer has: its rows are looked for where they were.
+        None => std::fs::symlink_metadata(&row.path)
+            .ok()
+            .map(|m| FileStamp::of(&m)),
+    };
     let keep = |row: &crate::queue::FileRow| {
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
         row.source_finished_at.is_none()
-            || (super::exists(&row.path)
-                && std::fs::symlink_metadata(&row.path)
-                    .is_ok_and(|m| FileStamp::of(&m) == row.stamp))
+            || stamp_at(row) == Some(row.stamp)
             // Gone from its path when cleaned up, but moved elsewhere in the spool: the
             // row is what tells the daemon that file was delivered.
             || (matches!(row.source_outcome.as_deref(), Some("gone" | "replaced" | "kept"))
@@ -82,22 +92,29 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Files by spool name and stamp.
+type SpoolFiles = HashSet<(String, FileStamp)>;
+
 /// Every file in every spool, by spool and stamp (walked beneath the roots, as the daemon
 /// does). A spool that cannot be read in full stops the purge: rows of files it cannot see
 /// may be what keeps them from being delivered twice.
-fn files_in_spools(config: &Config) -> anyhow::Result<HashSet<(String, FileStamp)>> {
+/// Each spool's folder is opened as the daemon holds it, and must be the folder the queue
+/// knows for the spool: through a path swapped for a symlink, kept files would look gone
+/// and their rows (what keeps them from going again) would be purged.
+fn files_in_spools(
+    config: &Config,
+    queue: &crate::queue::Queue,
+) -> anyhow::Result<(HashMap<String, Root>, SpoolFiles)> {
     let mut found = HashSet::new();
+    let mut roots = HashMap::new();
     for spool in config.spools.values() {
-        let root = match std::fs::canonicalize(&spool.path).and_then(|path| Root::open(&path)) {
-            Ok(root) => root,
+        if !super::exists(&spool.path) {
             // No folder: no file of it to keep a row for.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => anyhow::bail!(
-                "cannot open spools.{}.path ({}): {e}; nothing was purged",
-                spool.name,
-                spool.path.display()
-            ),
-        };
+            continue;
+        }
+        let known = queue.folder_of(&spool.name)?;
+        let root = super::held_spool_root(spool, known)
+            .map_err(|e| anyhow::anyhow!("{e:#}; nothing was purged"))?;
         let mut unreadable = Vec::new();
         let files = crate::spool::scan::walk(spool, &root, root.path(), &mut |path, e| {
             unreadable.push(format!("{}: {e}", path.display()));
@@ -110,6 +127,7 @@ fn files_in_spools(config: &Config) -> anyhow::Result<HashSet<(String, FileStamp
             );
         }
         found.extend(files.into_iter().map(|f| (spool.name.clone(), f.stamp)));
+        roots.insert(spool.name.clone(), root);
     }
-    Ok(found)
+    Ok((roots, found))
 }

@@ -9,6 +9,8 @@
 use anyhow::Context as _;
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
+
+use crate::beneath::Root;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -54,10 +56,13 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     );
     let dest = spool.path.join(&name);
     // Rows from before are not this file's, even if they share its name (or an inode).
-    let after_id = match super::open_queue_read_only(config) {
-        Ok(queue) => queue.last_id()?,
-        Err(_) => 0,
+    let (after_id, known_folder) = match super::open_queue_read_only(config) {
+        Ok(queue) => (queue.last_id()?, queue.folder_of(&spool.name)?),
+        Err(_) => (0, None),
     };
+    // Written beneath the folder held open, and only if it is the folder the daemon knows
+    // for this spool: a path swapped for a symlink never takes the file elsewhere.
+    let root = super::held_spool_root(spool, known_folder)?;
     // Sent on purpose: it goes outside the spool's window and ahead of its cadence. The
     // request (the copy's inode) is in the queue before the file is in the spool, so the
     // daemon sees both. Without a queue yet there is no daemon to tell.
@@ -72,7 +77,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let placed = place(&args.file, &dest, |inode| match queue.as_mut() {
+    let placed = place(&args.file, &root, &name, |inode| match queue.as_mut() {
         Some(q) => Ok(q.rush_request(&spool.name, &name, inode, crate::clock::now_ms())?),
         None => Ok(()),
     });
@@ -105,45 +110,52 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     )
 }
 
-/// Puts a copy of `source` at `dest` without ever showing a partial file there, and
-/// without replacing a file of that name. Returns the copy's inode, which `announce` is
-/// told before the copy takes its name. A copy, not a link: editing the original
-/// afterwards must not change what is uploaded.
+/// Puts a copy of `source` as `name` beneath the spool's held `root` without ever showing
+/// a partial file there, and without replacing a file of that name. Returns the copy's
+/// inode, which `announce` is told before the copy takes its name. A copy, not a link:
+/// editing the original afterwards must not change what is uploaded.
 fn place(
     source: &Path,
-    dest: &Path,
+    root: &Root,
+    name: &str,
     announce: impl FnOnce(u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let dir = dest.parent().context("the spool has no folder")?;
-    let hidden = dir.join(format!(
+    let dir = root.path().display();
+    let hidden = root.entry(Path::new(&format!(
         ".s3spool-send-{}.tmp",
         uuid::Uuid::new_v4().simple()
-    ));
-    let copied =
-        std::fs::copy(source, &hidden).and_then(|_| std::fs::File::open(&hidden)?.sync_all());
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&hidden);
-        return Err(e)
-            .with_context(|| format!("cannot copy {} into {}", source.display(), dir.display()));
-    }
-    let announced = std::fs::metadata(&hidden)
-        .map_err(anyhow::Error::from)
-        .and_then(|m| announce(m.ino()));
-    if let Err(e) = announced {
-        let _ = std::fs::remove_file(&hidden);
+    )))?;
+    let copied = (|| -> std::io::Result<u64> {
+        let mut from = std::fs::File::open(source)?;
+        let mut to = hidden.create_new()?;
+        std::io::copy(&mut from, &mut to)?;
+        // As readable as the original was (std::fs::copy's habit), for the daemon's user.
+        to.set_permissions(from.metadata()?.permissions())?;
+        to.sync_all()?;
+        Ok(to.metadata()?.ino())
+    })();
+    let inode = match copied {
+        Ok(inode) => inode,
+        Err(e) => {
+            let _ = hidden.unlink();
+            return Err(e).with_context(|| format!("cannot copy {} into {dir}", source.display()));
+        }
+    };
+    if let Err(e) = announce(inode) {
+        let _ = hidden.unlink();
         return Err(e);
     }
     // link(2) refuses an existing name: a file already waiting there is never replaced.
-    let linked = std::fs::hard_link(&hidden, dest);
-    let _ = std::fs::remove_file(&hidden);
+    let dest = root.entry(Path::new(name))?;
+    let linked = hidden.link_as(&dest);
+    let _ = hidden.unlink();
     linked.with_context(|| {
         format!(
-            "cannot put the file at {} (is a file of that name already in the spool?)",
-            dest.display()
+            "cannot put the file at {dir}/{name} (is a file of that name already in the spool?)"
         )
     })?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(std::fs::metadata(dest)?.ino())
+    dest.sync_dir()?;
+    Ok(dest.metadata()?.ino())
 }
 
 /// Follows the file's row until it is done or failed.

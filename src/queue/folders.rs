@@ -296,6 +296,16 @@ impl Queue {
         self.in_transaction(|tx| adopt(tx, folders, now_ms))
     }
 
+    /// The folder (canonical path) the queue knows for spool `name`, if it knows one.
+    pub fn folder_of(&self, name: &str) -> Result<Option<String>> {
+        let found = self.select(
+            "SELECT root FROM spool_folders WHERE spool = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        Ok(found.into_iter().next())
+    }
+
     /// The folders the queue knows, by the name their rows carry: `(name, root)`.
     #[cfg(test)]
     pub fn spool_folders(&self) -> Result<Vec<(String, String)>> {

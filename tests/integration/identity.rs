@@ -531,6 +531,59 @@ fn another_users_file_is_archived_under_protected_hardlinks() {
     assert_eq!(s.show(1)["source_outcome"], "archived");
 }
 
+/// Review: `send` writes beneath the folder the daemon knows for the spool. A spool path
+/// swapped for a symlink since is refused, and nothing lands where it leads.
+#[test]
+fn send_refuses_a_spool_path_that_leads_elsewhere_now() {
+    let s = setup(|_| {});
+    let daemon = s.start();
+    assert!(daemon.stop().success());
+    let loot = s.dir.path().join("loot");
+    std::fs::create_dir(&loot).unwrap();
+    std::fs::rename(&s.spool, s.dir.path().join("spool.away")).unwrap();
+    std::os::unix::fs::symlink(&loot, &s.spool).unwrap();
+    let file = s.dir.path().join("report.csv");
+    std::fs::write(&file, b"for the spool only").unwrap();
+    let out = s.cli(&[
+        "send",
+        file.to_str().unwrap(),
+        "--spool",
+        "orders",
+        "--no-wait",
+    ]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("but the daemon knows the spool as"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(&loot).unwrap().count(),
+        0,
+        "nothing in loot"
+    );
+}
+
+/// Review: `purge --done` looks for kept files beneath the folder the daemon knows. Through
+/// a spool path swapped for a symlink to an empty folder they would look gone, and the rows
+/// that keep them from going again would be purged: it refuses instead.
+#[test]
+fn purge_refuses_a_spool_path_that_leads_elsewhere_now() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    let daemon = s.start();
+    s.drop_file("kept.csv", b"delivered, kept");
+    wait_for(WAIT, "delivered and kept", || {
+        s.show(1)["source_outcome"] == "kept"
+    });
+    assert!(daemon.stop().success());
+    let empty = s.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::rename(&s.spool, s.dir.path().join("spool.away")).unwrap();
+    std::os::unix::fs::symlink(&empty, &s.spool).unwrap();
+    let out = s.cli(&["purge", "--done", "--older-than", "0s"]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("nothing was purged"), "{text}");
+    assert_eq!(s.count("done"), 1, "the kept file's row stays");
+}
+
 /// Item 9: `send` refuses a file its spool's rules would never take (it waited forever).
 #[test]
 fn send_refuses_a_file_the_spools_rules_refuse() {
