@@ -25,13 +25,20 @@ use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
 use crate::systemd::Notifier;
 use crate::upload::limit::AdaptiveLimit;
-use crate::upload::{sweep_orphan_uploads, sweep_periodically, Lasting, Target, Uploader};
+use crate::upload::{
+    sweep_orphan_uploads, sweep_periodically, Lasting, SourceTags, Target, Uploader,
+};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot create state_dir {path}: {source}")]
     StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read or make {path}, the key of encrypted objects' source tags: {source}")]
+    SourceTagKey {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -126,10 +133,16 @@ pub async fn run(
     let queue = SharedQueue::new(queue);
     crate::transcode::clear_work(&config.state_dir);
 
+    let source_tags =
+        SourceTags::open(&config.state_dir).map_err(|source| DaemonError::SourceTagKey {
+            path: config.state_dir.join(crate::upload::SOURCE_TAG_KEY_FILE),
+            source,
+        })?;
     let shared = Shared {
         queue: queue.clone(),
         lasting: Lasting {
             stopping: shutdown.clone(),
+            source_tags: Arc::new(source_tags),
             ..Lasting::new(&crate::host::hostname())
         },
         stores: Stores::default(),

@@ -8,11 +8,19 @@ pub const SHA256_METADATA: &str = "sha256";
 /// Where a converted or encrypted object carries its source's SHA-256: what the retry
 /// after a lost answer recognises it by (encryption makes new bytes every time).
 pub const SOURCE_SHA256_METADATA: &str = "source-sha256";
+/// Where an encrypted object carries its source's keyed hash (see `upload/source_tag.rs`):
+/// recognised as `source-sha256` is, without telling the content to the bucket's readers.
+pub const SOURCE_TAG_METADATA: &str = "source-tag";
 /// Which queue row wrote the object (`QUEUE-UUID/ROW-ID`): an object found at a row's key
 /// is known to be that row's, whichever version of its file it holds.
 pub const WRITER_METADATA: &str = "s3spool-row";
 /// Metadata names s3spool writes itself, refused as user metadata names.
-pub const RESERVED_METADATA: [&str; 3] = [SHA256_METADATA, SOURCE_SHA256_METADATA, WRITER_METADATA];
+pub const RESERVED_METADATA: [&str; 4] = [
+    SHA256_METADATA,
+    SOURCE_SHA256_METADATA,
+    SOURCE_TAG_METADATA,
+    WRITER_METADATA,
+];
 
 /// What every object of a destination is written with, besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,7 +104,7 @@ pub fn parse(p: &mut Problems, s: &mut Section<'_>) -> ObjectOptions {
             match value.as_str() {
                 _ if RESERVED_METADATA.contains(&name.as_str()) => p.add(
                     format!("{key}.{name}"),
-                    "is reserved: s3spool writes the object's identity there (sha256, source-sha256, s3spool-row)",
+                    "is reserved: s3spool writes the object's identity there (sha256, source-sha256, source-tag, s3spool-row)",
                 ),
                 Some(v) if ok_name && v.is_ascii() => {
                     total += name.len() + v.len();
@@ -239,11 +247,13 @@ mod tests {
             "destinations.lake.metadata.Team",
             "lowercase",
         );
-        refused(
-            &dest("metadata = { sha256 = \"x\" }"),
-            "destinations.lake.metadata.sha256",
-            "reserved",
-        );
+        for name in RESERVED_METADATA {
+            refused(
+                &dest(&format!("metadata = {{ {name} = \"x\" }}")),
+                &format!("destinations.lake.metadata.{name}"),
+                "reserved",
+            );
+        }
         refused(
             &dest("storage_class = \"COLD\""),
             "destinations.lake.storage_class",

@@ -166,6 +166,82 @@ fn a_row_following_its_moved_file_keeps_its_flag_and_a_delivery_clears_it() {
 }
 
 #[test]
+fn a_failed_row_that_may_have_sent_follows_its_moved_file_and_stays_failed() {
+    let (_dir, mut q) = open();
+    let (id, claim) = claimed(&mut q, "a", 10);
+    // A lost answer, then an outage longer than the retry budget.
+    let ended = Ended {
+        id,
+        claim,
+        maybe_sent: true,
+    };
+    assert!(q.mark_failed(ended, "connection refused", 11).unwrap());
+    let mut moved = file("sub/a", 1);
+    moved.stamp = q.get(id).unwrap().unwrap().stamp;
+    let register_moved = |q: &mut Queue, unique_keys: bool| {
+        q.register(
+            &[moved.clone()],
+            SpoolRules {
+                keeps: false,
+                unique_keys,
+            },
+            12,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _| true,
+        )
+        .unwrap()
+    };
+    // Not a new file: a row of its own would send again what S3 may hold.
+    assert_eq!(
+        register_moved(&mut q, true),
+        [Registered::AlreadyQueued(id)]
+    );
+    let row = q.get(id).unwrap().unwrap();
+    assert_eq!(
+        (
+            row.state,
+            row.rel_path.as_str(),
+            row.key.as_deref(),
+            row.maybe_sent
+        ),
+        (State::Failed, "sub/a", Some("k/a-1"), true)
+    );
+    // Retried, it is sent from where the file is now, asking HEAD first.
+    assert_eq!(q.retry_failed(13).unwrap(), [id]);
+    let row = q.claim(1, 14, Duration::from_secs(60)).unwrap().remove(0);
+    assert_eq!(
+        (row.id, row.rel_path.as_str(), row.maybe_sent),
+        (id, "sub/a", true)
+    );
+}
+
+#[test]
+fn a_row_refused_before_any_try_does_not_follow_a_moved_file() {
+    let (_dir, mut q) = open();
+    let refused = q
+        .register(
+            &[file("a", 1)],
+            SpoolRules::default(),
+            10,
+            |_, _| Err("the key would be too long".into()),
+            |_, _| false,
+        )
+        .unwrap();
+    assert_eq!(refused, [Registered::Refused(1)]);
+    // Nothing of it can be in S3: the file, moved, is a new row with a key of its path.
+    let again = q
+        .register(
+            &[file("b", 1)],
+            SpoolRules::default(),
+            11,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _| true,
+        )
+        .unwrap();
+    assert_eq!(again, [Registered::Queued(2)]);
+}
+
+#[test]
 fn a_pending_row_that_may_have_sent_keeps_its_stamp_when_its_file_is_replaced() {
     let (_dir, mut q) = open();
     let (id, claim) = claimed(&mut q, "a", 10);

@@ -26,6 +26,12 @@
 //!   it) if keys are unique per row (`{id}`, `{uuid}`) or do not depend on the path.
 //!   Otherwise a new file at the old path would take the same key, so the moved file gets
 //!   a row of its own and the old row is superseded.
+//! - in a spool that keeps files, no row of the same inode, but a kept row of the same
+//!   size and mtime whose path no longer holds its file: a kept file restored with another
+//!   inode and moved. Hashed, the same SHA-256 is that file (the row follows it), another
+//!   is a new file.
+//! - failed for another reason after a try: the row follows the file in the same way and
+//!   stays failed (a try may have put the file in S3; `retry` asks HEAD first).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -59,6 +65,8 @@ struct Elsewhere {
     outcome: Option<String>,
     claimed: bool,
     key: Option<String>,
+    /// Failed because its source vanished.
+    vanished: bool,
 }
 
 // "Begins with" is `instr(…) = 1`, not `LIKE ?`: SQLite prepares a statement again whenever
@@ -71,14 +79,25 @@ const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
      ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
 
 const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
-        source_outcome, claim > 0, key
+        source_outcome, claim > 0, key, IFNULL(instr(last_error, ?7), 0) = 1
      FROM files
      WHERE spool = ?1 AND inode = ?2 AND size = ?3 AND mtime_ns = ?4 AND rel_path != ?5
        AND (?6 IS NULL OR birth_ns IS NULL OR birth_ns = ?6)
        AND (state IN ('pending', 'active')
-            OR (state = 'failed' AND superseded_by IS NULL AND IFNULL(instr(last_error, ?7), 0) = 1)
+            OR (state = 'failed' AND superseded_by IS NULL
+                AND (claim > 0 OR IFNULL(instr(last_error, ?7), 0) = 1))
             OR (state = 'done' AND (source_finished_at IS NULL OR source_outcome = 'kept'
                 OR (source_outcome IN ('gone', 'replaced') AND birth_ns = ?6))))
+     ORDER BY id DESC LIMIT 1";
+
+/// The newest kept row of the spool with a file's size and mtime at another path, and
+/// the source's SHA-256 it was delivered with.
+const KEPT_ELSEWHERE: &str = "SELECT id, path, size, mtime_ns, inode,
+        COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END) AS kept_sha256
+     FROM files
+     WHERE spool = ?1 AND size = ?2 AND mtime_ns = ?3 AND rel_path != ?4
+       AND state = 'done' AND source_outcome = 'kept' AND superseded_by IS NULL
+       AND kept_sha256 IS NOT NULL
      ORDER BY id DESC LIMIT 1";
 
 /// What registration needs to know of the spool, as configured today.
@@ -199,7 +218,7 @@ impl Registrar<'_> {
                     return Ok(Registered::AlreadyQueued(row.id));
                 }
                 "failed" if same && row.vanished => {
-                    follow(tx, row.id, file, None, now_ms)?;
+                    follow(tx, row.id, file, None, now_ms, true)?;
                     return Ok(Registered::Followed(row.id));
                 }
                 "failed" if same => return Ok(Registered::AlreadyQueued(row.id)),
@@ -290,12 +309,13 @@ impl Registrar<'_> {
                         outcome: r.get(4)?,
                         claimed: r.get(5)?,
                         key: r.get(6)?,
+                        vanished: r.get(7)?,
                     })
                 },
             )
             .optional()?;
         let Some(row) = found else {
-            return Ok(None);
+            return self.kept_elsewhere(file);
         };
         if !(self.moved_from)(&row.path, file.stamp) {
             // A second name of the same file (a hard link): a file of its own.
@@ -324,6 +344,10 @@ impl Registrar<'_> {
                 // must not put two files under one key (a new file at the old path would get
                 // the old key again), nor lose track of an object an earlier try may have
                 // put under the old key.
+                // A row that failed for another reason stays failed where its file is now:
+                // its tries may have put the file in S3 (a lost answer, then an outage),
+                // and only its retry asks HEAD; a row of its own would send it again.
+                let stays_failed = row.state == "failed" && !row.vanished;
                 let rendered = (self.render_key)(file, row.id).ok();
                 // Some(new key, or None to keep the old one) when the row may follow.
                 let follows = match rendered {
@@ -335,11 +359,15 @@ impl Registrar<'_> {
                     _ => None,
                 };
                 if let Some(key) = follows {
-                    follow(tx, row.id, file, key, now_ms)?;
+                    follow(tx, row.id, file, key, now_ms, !stays_failed)?;
                     if let Some(old) = superseded {
                         supersede(tx, old, row.id)?;
                     }
-                    return Ok(Some(Registered::Followed(row.id)));
+                    return Ok(Some(if stays_failed {
+                        Registered::AlreadyQueued(row.id)
+                    } else {
+                        Registered::Followed(row.id)
+                    }));
                 }
                 let new = self.insert(file, superseded)?;
                 if let Registered::Queued(id) | Registered::Refused(id) = new {
@@ -362,6 +390,63 @@ impl Registrar<'_> {
                 }
                 Ok(Some(new))
             }
+        }
+    }
+
+    /// In a spool that keeps its files: the file as a kept file restored with another
+    /// inode (`cp -a` out and back) and moved inside the spool before a rescan saw it at
+    /// its old path. Only the content tells: a kept row of the same size and mtime whose
+    /// path no longer holds its file, with the same SHA-256 (hashed first, as for a
+    /// [`Registered::Lookalike`] at the row's own path), is this file.
+    fn kept_elsewhere(&mut self, file: &NewFile) -> rusqlite::Result<Option<Registered>> {
+        if !self.rules.keeps {
+            return Ok(None);
+        }
+        let found = self
+            .tx
+            .prepare_cached(KEPT_ELSEWHERE)?
+            .query_row(
+                params![
+                    file.spool,
+                    file.stamp.size as i64,
+                    file.stamp.mtime_ns,
+                    file.rel_path
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        PathBuf::from(r.get::<_, String>(1)?),
+                        FileStamp::from_columns(r, 2)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((id, path, stamp, kept_sha256)) = found else {
+            return Ok(None);
+        };
+        if !(self.moved_from)(&path, stamp) {
+            // The kept file is still there: this is a copy, a file of its own.
+            return Ok(None);
+        }
+        match &file.sha256 {
+            None => Ok(Some(Registered::Lookalike(id))),
+            Some(now) if *now == kept_sha256 => {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE files SET rel_path = ?2, path = ?3, inode = ?4, birth_ns = ?5
+                         WHERE id = ?1 AND state = 'done'",
+                    )?
+                    .execute(params![
+                        id,
+                        file.rel_path,
+                        file.path.to_string_lossy(),
+                        file.stamp.inode as i64,
+                        file.birth_ns
+                    ])?;
+                Ok(Some(Registered::Restored(id)))
+            }
+            Some(_) => Ok(None),
         }
     }
 
@@ -429,18 +514,24 @@ fn found_done(tx: &Connection, id: i64, file: &NewFile, unfinish: bool) -> rusql
     Ok(())
 }
 
-/// The row waits again, for the file at its new path (with `key`, when given).
+/// The row follows its file to where it is now. With `requeue`, it waits again (a row
+/// waiting, or failed because its file vanished); without, a row that failed for another
+/// reason stays failed (`retry` sends it from there, asking HEAD first if a try may have
+/// stored it).
 fn follow(
     tx: &Connection,
     id: i64,
     file: &NewFile,
     key: Option<String>,
     now_ms: i64,
+    requeue: bool,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE files SET rel_path = ?2, path = ?3, key = COALESCE(?5, key), state = 'pending',
-             next_attempt_at = MIN(next_attempt_at, ?4), updated_at = ?4,
-             last_error = CASE WHEN state = 'failed' THEN 'its file was found again; queued again'
+        "UPDATE files SET rel_path = ?2, path = ?3, key = COALESCE(?5, key), updated_at = ?4,
+             state = IIF(?6, 'pending', state),
+             next_attempt_at = IIF(?6, MIN(next_attempt_at, ?4), next_attempt_at),
+             last_error = CASE WHEN ?6 AND state = 'failed'
+                               THEN 'its file was found again; queued again'
                                ELSE last_error END
          WHERE id = ?1 AND state IN ('pending', 'failed')",
     )?
@@ -449,7 +540,8 @@ fn follow(
         file.rel_path,
         file.path.to_string_lossy(),
         now_ms,
-        key
+        key,
+        requeue
     ])?;
     Ok(())
 }

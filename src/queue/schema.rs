@@ -281,6 +281,10 @@ const INDEXES: &str = "
     CREATE INDEX IF NOT EXISTS files_rushed ON files (spool, next_attempt_at)
         WHERE state = 'pending' AND rushed = 1;
     CREATE INDEX IF NOT EXISTS files_pending_id ON files (spool, id) WHERE state = 'pending';
+    -- Kept files by size and mtime: one restored with another inode and moved is found by
+    -- its content, without a walk over the spool's rows.
+    CREATE INDEX IF NOT EXISTS files_kept ON files (spool, size, mtime_ns)
+        WHERE source_outcome = 'kept';
 ";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

@@ -489,6 +489,64 @@ fn a_failed_row_yields_its_path_to_a_new_file() {
 }
 
 #[test]
+fn a_kept_file_restored_with_another_inode_and_moved_is_found_by_its_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now, gone: bool| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |old, _| {
+                assert_eq!(old, Path::new("/spool/a"));
+                gone
+            },
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10, false);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, "kept", 12).unwrap();
+    // `cp -a` out and back (a new inode), then renamed before a rescan saw it at `a`.
+    let mut moved = file("sub/a", 1);
+    moved.stamp.inode = 99;
+    // A copy beside the kept file, which is still there: a file of its own.
+    assert_eq!(
+        reg(&mut q, moved.clone(), 13, false),
+        [Registered::Queued(2)]
+    );
+    let (_d, mut q) = open();
+    reg(&mut q, file("a", 1), 10, false);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, "kept", 12).unwrap();
+    // The kept file is gone from `a`: hashed first, nothing written.
+    assert_eq!(
+        reg(&mut q, moved.clone(), 13, true),
+        [Registered::Lookalike(1)]
+    );
+    let mut other = file("sub/b", 1);
+    other.stamp.inode = 100;
+    other.sha256 = Some("bbb".into());
+    assert_eq!(reg(&mut q, other, 14, true), [Registered::Queued(2)]);
+    // The same content: the kept file, followed to its new path and inode.
+    moved.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, moved, 15, true), [Registered::Restored(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.stamp.inode, row.state),
+        ("sub/a", 99, State::Done)
+    );
+}
+
+#[test]
 fn a_file_moved_inside_the_spool_is_its_row_file() {
     let (_d, mut q) = open();
     let mut original = file("a", 1);

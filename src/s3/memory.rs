@@ -22,6 +22,7 @@ pub struct Object {
     pub etag: String,
     pub sha256: Option<String>,
     pub source_sha256: Option<String>,
+    pub source_tag: Option<String>,
     pub written_by: Option<String>,
     pub content_type: String,
 }
@@ -227,6 +228,7 @@ impl ObjectStore for MemoryStore {
             etag: quoted(&md5),
             sha256: meta.sha256.clone(),
             source_sha256: meta.source_sha256.clone(),
+            source_tag: meta.source_tag.clone(),
             written_by: meta.written_by.clone(),
             content_type: meta.content_type.to_string(),
         };
@@ -321,6 +323,7 @@ impl ObjectStore for MemoryStore {
             etag: format!("\"{}\"", multipart_etag(&md5s)),
             sha256: meta.sha256,
             source_sha256: meta.source_sha256,
+            source_tag: meta.source_tag,
             written_by: meta.written_by,
             content_type: meta.content_type.to_string(),
         };
@@ -375,6 +378,7 @@ impl ObjectStore for MemoryStore {
             etag: Some(o.etag.clone()),
             sha256: o.sha256.clone(),
             source_sha256: o.source_sha256.clone(),
+            source_tag: o.source_tag.clone(),
             written_by: o.written_by.clone(),
         }))
     }

@@ -54,8 +54,10 @@ pub struct ObjectHead {
     pub etag: Option<String>,
     /// The `x-amz-meta-sha256` s3spool wrote with the object, if any.
     pub sha256: Option<String>,
-    /// The `x-amz-meta-source-sha256` of a converted or encrypted object.
+    /// The `x-amz-meta-source-sha256` of a converted object.
     pub source_sha256: Option<String>,
+    /// The `x-amz-meta-source-tag` of an encrypted object (its source's keyed hash).
+    pub source_tag: Option<String>,
     /// The `x-amz-meta-s3spool-row` of the row that wrote it (`QUEUE-UUID/ROW-ID`).
     pub written_by: Option<String>,
 }
@@ -84,10 +86,13 @@ pub struct ObjectMeta {
     /// `x-amz-meta-sha256`; none for a file sent in parts that is read only once
     /// (`large_file_sha256 = "manifest"`).
     pub sha256: Option<String>,
-    /// Hex SHA-256 of the source of a converted or encrypted object, stored as
+    /// Hex SHA-256 of the source of a converted object, stored as
     /// `x-amz-meta-source-sha256`: the same at every attempt, whatever bytes the
     /// conversion makes.
     pub source_sha256: Option<String>,
+    /// For an encrypted object, the source's keyed hash in place of its SHA-256, stored
+    /// as `x-amz-meta-source-tag`.
+    pub source_tag: Option<String>,
     /// The row writing the object (`QUEUE-UUID/ROW-ID`), stored as `x-amz-meta-s3spool-row`.
     pub written_by: Option<String>,
     pub content_type: &'static str,
@@ -98,7 +103,9 @@ pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 
 /// The metadata keys of an object's identity (`x-amz-meta-sha256`, `-source-sha256`,
 /// `-s3spool-row`).
-pub use crate::config::{SHA256_METADATA, SOURCE_SHA256_METADATA, WRITER_METADATA};
+pub use crate::config::{
+    SHA256_METADATA, SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA, WRITER_METADATA,
+};
 
 /// The S3 calls s3spool makes against one bucket.
 #[async_trait]

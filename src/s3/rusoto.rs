@@ -21,7 +21,8 @@ use std::time::Duration;
 use super::auth::{credentials_error, SharedCredentials};
 use super::{
     xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
-    PutBody, StoreError, Written, SHA256_METADATA, SOURCE_SHA256_METADATA, WRITER_METADATA,
+    PutBody, StoreError, Written, SHA256_METADATA, SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA,
+    WRITER_METADATA,
 };
 use crate::bandwidth::{within_progress, Progress, Throttle};
 use crate::config::{Destination, ObjectOptions};
@@ -101,6 +102,7 @@ fn metadata(options: &ObjectOptions, meta: &ObjectMeta) -> HashMap<String, Strin
     let identity = [
         (SHA256_METADATA, &meta.sha256),
         (SOURCE_SHA256_METADATA, &meta.source_sha256),
+        (SOURCE_TAG_METADATA, &meta.source_tag),
         (WRITER_METADATA, &meta.written_by),
     ];
     for (name, value) in identity {
@@ -479,6 +481,7 @@ impl ObjectStore for RusotoStore {
                     etag: out.e_tag,
                     sha256: metadata.remove(SHA256_METADATA),
                     source_sha256: metadata.remove(SOURCE_SHA256_METADATA),
+                    source_tag: metadata.remove(SOURCE_TAG_METADATA),
                     written_by: metadata.remove(WRITER_METADATA),
                 }))
             }

@@ -501,12 +501,13 @@ impl Uploader {
         // An upload recorded for the row, of the file as queued, is asked about by
         // resuming it (ListParts, then HEAD if S3 no longer knows it).
         if row.maybe_sent && (row.upload_id.is_none() || before != row.stamp) {
-            let found = earlier::look(target, row, &writer, &file, before.size).await;
+            let found =
+                earlier::look(target, row, &writer, &file, before.size, &self.source_tags).await;
             match found {
                 Err(e) => return Outcome::Failed(e).into(),
                 Ok((AtKey::Same(head), sha256)) if before == row.stamp => {
                     // Made as the object says it was, whatever the spool's format is now.
-                    let converted = head.source_sha256.is_some();
+                    let converted = earlier::converted(&head);
                     let source_sha256 = Some(sha256.clone());
                     return Outcome::Delivered(found_delivery(
                         head,
@@ -517,7 +518,8 @@ impl Uploader {
                     .into();
                 }
                 Ok((AtKey::Earlier(head), _)) => {
-                    let converted = head.source_sha256.is_some();
+                    // An encrypted object's source is told by its tag alone: unknown here.
+                    let converted = earlier::converted(&head);
                     let recorded = (!converted).then(|| row.sha256.clone()).flatten();
                     let sha256 = head.sha256.clone().or(recorded).unwrap_or_default();
                     let source_sha256 = if converted {
@@ -567,7 +569,14 @@ impl Uploader {
             stamp: upload_stamp,
             content_type: output.content_type(source_ext),
             remade: output.converts(),
-            source_sha256: source_sha256.clone(),
+            // An encrypted object carries its source's keyed hash, never the hash itself.
+            source_sha256: source_sha256
+                .clone()
+                .filter(|_| output.encrypt_to.is_none()),
+            source_tag: source_sha256
+                .as_deref()
+                .filter(|_| output.encrypt_to.is_some())
+                .map(|sha| self.source_tags.of(sha)),
             written_by: writer,
             unanswered: Default::default(),
             // A converted file is made again by the next attempt, and its parts can be

@@ -4,15 +4,17 @@
 //! CompleteMultipartUpload went out and got no answer, or the daemon stopped or died with
 //! the row in flight) asks HEAD before it sends. What it finds is judged by what does not
 //! change between attempts: the source's SHA-256 (`x-amz-meta-sha256` of a raw object,
-//! `x-amz-meta-source-sha256` of a converted or encrypted one, whose own bytes encryption
-//! makes anew each time) and the row that wrote it (`x-amz-meta-s3spool-row`), never the
-//! bytes a conversion makes again.
+//! `x-amz-meta-source-sha256` of a converted one), or for an encrypted one, whose own
+//! bytes encryption makes anew each time, its keyed hash (`x-amz-meta-source-tag`), and
+//! the row that wrote it (`x-amz-meta-s3spool-row`), never the bytes a conversion makes
+//! again.
 
 use std::fs::File;
 use std::sync::Arc;
 
 use super::error::TransferError;
 use super::job::{hash_file, Target};
+use super::source_tag::SourceTags;
 use crate::queue::FileRow;
 use crate::s3::ObjectHead;
 
@@ -33,6 +35,14 @@ pub enum AtKey {
 pub struct Source<'a> {
     pub sha256: &'a str,
     pub size: u64,
+    /// Its keyed hash, as an encrypted object carries it.
+    pub tag: &'a str,
+}
+
+/// Whether the object was made by a conversion or encryption (it says so by carrying its
+/// source's hash or tag), whatever the spool's format is now.
+pub fn converted(head: &ObjectHead) -> bool {
+    head.source_sha256.is_some() || head.source_tag.is_some()
 }
 
 /// Judges what HEAD found under the key of the row that writes as `writer`. `recorded` is
@@ -51,15 +61,25 @@ pub fn judge(
     // The object says how it was made, whatever the spool's format is now (a reload may
     // have changed it between attempts): a converted or encrypted object carries its
     // source's SHA-256, a raw one its own, which is its source's.
-    let converted = head.source_sha256.is_some();
-    let carried = head.source_sha256.as_deref().or(head.sha256.as_deref());
-    // A raw object hashed while sent carries no SHA-256; its row recorded it.
-    let content = carried.or(if ours { recorded } else { None });
-    // A raw object must also be as long as the file (a work file's length may vary).
-    let same = content == Some(source.sha256) && (converted || head.size == source.size);
+    let converted = converted(&head);
+    let same = if let Some(tag) = head.source_tag.as_deref() {
+        // Encrypted: its source is told by the tag alone.
+        tag == source.tag
+    } else {
+        let carried = head.source_sha256.as_deref().or(head.sha256.as_deref());
+        // A raw object hashed while sent carries no SHA-256; its row recorded it.
+        let content = carried.or(if ours { recorded } else { None });
+        // A raw object must also be as long as the file (a work file's length may vary).
+        content == Some(source.sha256) && (converted || head.size == source.size)
+    };
+    // Whether what it holds can be told at all.
+    let content = head.source_tag.is_some()
+        || head.source_sha256.is_some()
+        || head.sha256.is_some()
+        || (ours && recorded.is_some());
     match (same, ours, content) {
         (true, _, _) => AtKey::Same(head),
-        (false, true, Some(_)) => AtKey::Earlier(head),
+        (false, true, true) => AtKey::Earlier(head),
         // Another writer's object, or one whose content cannot be told: sent over, as
         // a key that is not unique per row means.
         _ => AtKey::Nothing,
@@ -74,6 +94,7 @@ pub async fn look(
     writer: &str,
     source: &Arc<File>,
     size: u64,
+    tags: &SourceTags,
 ) -> Result<(AtKey, String), TransferError> {
     let key = row.key.as_deref().unwrap_or_default();
     let (_, sha256) = hash_file(Arc::clone(source), size).await?;
@@ -92,9 +113,11 @@ pub async fn look(
         }
         Err(e) => return Err(TransferError::Store(e)),
     };
+    let tag = tags.of(&sha256);
     let source = Source {
         sha256: &sha256,
         size,
+        tag: &tag,
     };
     let found = judge(head, writer, source, row.sha256.as_deref());
     Ok((found, sha256))
@@ -112,17 +135,61 @@ mod tests {
             etag: Some("\"e\"".into()),
             sha256: sha256.map(str::to_string),
             source_sha256: source.map(str::to_string),
+            source_tag: None,
             written_by: by.map(str::to_string),
         }
     }
 
     fn raw(sha256: &str) -> Source<'_> {
-        Source { sha256, size: 10 }
+        Source {
+            sha256,
+            size: 10,
+            tag: "tag of another",
+        }
     }
 
-    /// A spool that converts or encrypts: judged the same way, by what the object says.
+    /// A spool that converts: judged the same way, by what the object says.
     fn converted(sha256: &str) -> Source<'_> {
         raw(sha256)
+    }
+
+    /// An encrypted object: it carries its source's tag, no hash of the source.
+    fn sealed(tag: &str, by: &str) -> ObjectHead {
+        ObjectHead {
+            source_tag: Some(tag.into()),
+            ..head(Some("random bytes"), None, Some(by), 99)
+        }
+    }
+
+    #[test]
+    fn an_encrypted_object_is_judged_by_its_sources_tag() {
+        let now = Source {
+            sha256: "a",
+            size: 10,
+            tag: "T(a)",
+        };
+        let same = sealed("T(a)", ME);
+        assert_eq!(judge(Some(same.clone()), ME, now, None), AtKey::Same(same));
+        // Another row's object with the same tag is the same source, as with a hash.
+        let theirs = sealed("T(a)", "q/8");
+        assert_eq!(
+            judge(Some(theirs.clone()), ME, now, None),
+            AtKey::Same(theirs)
+        );
+        let earlier = sealed("T(old)", ME);
+        assert_eq!(
+            judge(Some(earlier.clone()), ME, now, None),
+            AtKey::Earlier(earlier)
+        );
+        assert_eq!(
+            judge(Some(sealed("T(old)", "q/8")), ME, now, None),
+            AtKey::Nothing
+        );
+        // The tag decides, not its own SHA-256 nor a recorded one.
+        assert_eq!(
+            judge(Some(sealed("T(old)", ME)), ME, now, Some("random bytes")),
+            AtKey::Earlier(sealed("T(old)", ME))
+        );
     }
 
     #[test]
@@ -137,7 +204,7 @@ mod tests {
             judge(Some(same.clone()), ME, raw("a"), None),
             AtKey::Same(same)
         );
-        // Encrypted: the object's own SHA-256 differs at every attempt; the source's not.
+        // Converted: the object's own SHA-256 may differ at every attempt; the source's not.
         let sealed = head(Some("random"), Some("a"), Some(ME), 99);
         assert_eq!(
             judge(Some(sealed.clone()), ME, converted("a"), None),

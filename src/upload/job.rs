@@ -61,9 +61,12 @@ pub struct Job<'a> {
     /// each time, so an upload recorded by an earlier attempt is only resumed if the
     /// bytes are the same.
     pub remade: bool,
-    /// The source's SHA-256, for a work file: what the object is recognised by, since the
-    /// work file's own bytes may differ at every attempt.
+    /// The source's SHA-256, for a converted work file: what the object is recognised by,
+    /// since the work file's own bytes may differ at every attempt.
     pub source_sha256: Option<String>,
+    /// For an encrypted work file, the source's keyed hash in its place (see
+    /// [`super::source_tag`]).
+    pub source_tag: Option<String>,
     /// The row, as the object names its writer (`x-amz-meta-s3spool-row`).
     pub written_by: String,
     /// A request that makes the object went out and got no answer: S3 may hold it.
@@ -84,11 +87,12 @@ pub struct Uploaded {
 
 impl Job<'_> {
     /// The metadata the object is written with: `sha256` (`x-amz-meta-sha256`) if known,
-    /// the source's SHA-256 for a work file, and the row that wrote it.
+    /// the source's SHA-256 (or keyed hash) for a work file, and the row that wrote it.
     pub fn meta(&self, sha256: Option<&str>) -> ObjectMeta {
         ObjectMeta {
             sha256: sha256.map(str::to_string),
             source_sha256: self.source_sha256.clone(),
+            source_tag: self.source_tag.clone(),
             written_by: Some(self.written_by.clone()),
             content_type: self.content_type,
         }

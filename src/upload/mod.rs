@@ -20,6 +20,7 @@ mod multipart;
 mod one_pass;
 mod part;
 pub mod pressure;
+mod source_tag;
 mod sweep;
 pub mod transfer;
 
@@ -39,6 +40,7 @@ use gates::Gates;
 use idle::QueueWrites;
 pub use job::Target;
 use pressure::Pressure;
+pub use source_tag::{SourceTags, KEY_FILE as SOURCE_TAG_KEY_FILE};
 pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
 
 /// How often the free space of `state_dir` is looked at.
@@ -92,6 +94,7 @@ pub struct Uploader {
     metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when the daemon stops, not at a reload.
     stopping: CancellationToken,
+    source_tags: Arc<SourceTags>,
     /// Each cadence spool's last batch tick taken (unix ms) and the last id it covers.
     ticks: std::sync::Mutex<HashMap<String, (i64, i64)>>,
 }
@@ -111,6 +114,8 @@ pub struct Lasting {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when the daemon stops (not at a reload): a stop cuts at `drain_timeout`.
     pub stopping: CancellationToken,
+    /// What encrypted objects are recognised by: the daemon's key is in `state_dir`.
+    pub source_tags: Arc<SourceTags>,
 }
 
 impl Lasting {
@@ -122,6 +127,7 @@ impl Lasting {
             pressure: Arc::new(Pressure::default()),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             stopping: CancellationToken::new(),
+            source_tags: Arc::new(SourceTags::ephemeral()),
         }
     }
 }
@@ -154,6 +160,7 @@ impl Uploader {
             pressure: Arc::clone(&lasting.pressure),
             metrics: Arc::clone(&lasting.metrics),
             stopping: lasting.stopping.clone(),
+            source_tags: Arc::clone(&lasting.source_tags),
             ticks: Default::default(),
         }
     }

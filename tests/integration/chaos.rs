@@ -320,6 +320,16 @@ impl Producer {
     }
 }
 
+/// The keyed hash an encrypted object carries for the source of SHA-256 `sha`, under the
+/// daemon's key.
+fn source_tag(s: &Setup, sha: &str) -> String {
+    use hmac::Mac;
+    let key = std::fs::read(s.dir.path().join("state/source-tag.key")).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(sha.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// The SHA-256 of what each encrypted object (those of the keeping spool) decrypts to,
 /// with gpg and the recipient's private key.
 fn decrypted(s: &Setup, gpg_home: &Path) -> HashMap<String, String> {
@@ -594,14 +604,22 @@ fn chaos_keeps_the_promise() {
                 last_move.set(Instant::now());
             }
             let objects = s.bucket.objects();
-            // Encrypted objects by the source they say they hold (checked with gpg below).
+            // Encrypted objects by the keyed hash of the source they say they hold
+            // (checked with gpg below).
             let shas: std::collections::HashSet<&String> = objects
                 .values()
-                .map(|o| o.meta_source_sha256.as_ref().unwrap_or(&o.sha256))
+                .map(|o| o.meta_source_tag.as_ref().unwrap_or(&o.sha256))
                 .collect();
             s.count("pending") == 0
                 && s.count("active") == 0
-                && left_alone.iter().all(|v| shas.contains(&v.sha))
+                && left_alone.iter().all(|v| {
+                    let identity = if v.spool == KEEPING {
+                        source_tag(&s, &v.sha)
+                    } else {
+                        v.sha.clone()
+                    };
+                    shas.contains(&identity)
+                })
         },
     );
     // Two rescans more: nothing further may arrive.
@@ -696,8 +714,9 @@ fn chaos_keeps_the_promise() {
         let mut seen = std::collections::HashSet::new();
         for v in &versions {
             let meta = &v["meta"];
-            let what = meta["source-sha256"]
+            let what = meta["source-tag"]
                 .as_str()
+                .or(meta["source-sha256"].as_str())
                 .or(meta["sha256"].as_str())
                 .or(v["etag"].as_str())
                 .unwrap_or_default()

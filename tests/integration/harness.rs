@@ -131,8 +131,10 @@ pub struct Object {
     pub etag: String,
     /// The `x-amz-meta-sha256` the object carries.
     pub meta_sha256: Option<String>,
-    /// The `x-amz-meta-source-sha256` a converted or encrypted object carries.
+    /// The `x-amz-meta-source-sha256` a converted object carries.
     pub meta_source_sha256: Option<String>,
+    /// The `x-amz-meta-source-tag` an encrypted object carries.
+    pub meta_source_tag: Option<String>,
     pub content_type: Option<String>,
     /// SHA-256 of the body after gunzip (Python's gzip), for gzip bodies.
     pub gunzip_sha256: Option<String>,
@@ -201,6 +203,7 @@ impl Bucket {
                     etag: o["etag"].as_str().unwrap().to_string(),
                     meta_sha256: o["meta_sha256"].as_str().map(str::to_string),
                     meta_source_sha256: o["meta_source_sha256"].as_str().map(str::to_string),
+                    meta_source_tag: o["meta_source_tag"].as_str().map(str::to_string),
                     content_type: o["content_type"].as_str().map(str::to_string),
                     gunzip_sha256: o["gunzip_sha256"].as_str().map(str::to_string),
                 };

@@ -32,8 +32,9 @@ fn spool_table(name: &str, path: &str, extra: &str) -> String {
 
 /// Item 1 of the identity issue: every answer to a write lost once, on four spools (raw,
 /// gzip, OpenPGP, gzip + OpenPGP). Each object must be written once: the retry finds it
-/// by what does not change between attempts (the source's SHA-256), never by bytes made
-/// again (encryption makes new ones every time).
+/// by what does not change between attempts (the source's SHA-256, or for an encrypted
+/// object its keyed hash), never by bytes made again (encryption makes new ones every
+/// time). An encrypted object tells its readers nothing of its content: no source hash.
 #[test]
 fn a_lost_answer_never_writes_a_converted_or_encrypted_object_twice() {
     let server = shared_server();
@@ -83,6 +84,27 @@ fn a_lost_answer_never_writes_a_converted_or_encrypted_object_twice() {
         "each found by the retry's HEAD"
     );
     assert!(s.bucket.open_uploads().is_empty());
+    let key = std::fs::read(dir.join("state/source-tag.key")).unwrap();
+    let tag = |source: &[u8]| {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(sha256(source).as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let objects = s.bucket.objects();
+    let csv = b"id,name\n1,one\n2,two\n";
+    for (key, source) in [
+        ("inbound/sealed/a.csv", &csv[..]),
+        ("inbound/sealed/big.bin", &big[..]),
+        ("inbound/both/a.csv", &csv[..]),
+    ] {
+        let object = &objects[key];
+        assert_eq!(object.meta_source_sha256, None, "{key}: {object:?}");
+        assert_eq!(object.meta_source_tag, Some(tag(source)), "{key}");
+    }
+    let zipped = &objects["inbound/zipped/a.csv"];
+    assert_eq!(zipped.meta_source_sha256, Some(sha256(csv)));
+    assert_eq!(zipped.meta_source_tag, None);
 }
 
 /// Item 2: a PUT applied whose answer was lost, then a new version renamed over the file
@@ -393,7 +415,7 @@ fn orphans_are_judged_by_the_running_daemon_not_by_an_edited_config() {
 }
 
 /// Item 5: a `keep` spool's files copied out with `cp -a` and back (same names, sizes,
-/// mtimes and bytes; new inodes), plus one new file and one rewritten with other bytes
+/// mtimes and bytes; new inodes; one into another folder), plus one new file and one rewritten with other bytes
 /// of the same size and mtime. Only the new and the rewritten one are sent.
 #[test]
 fn kept_files_restored_with_new_inodes_are_not_sent_again() {
@@ -427,9 +449,16 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
         .status()
         .unwrap();
     assert!(touch.success());
+    // One comes back under another folder (restored, then moved, before a rescan).
+    std::fs::create_dir(s.spool.join("moved")).unwrap();
     for n in 0..4 {
         let name = format!("d{n}.csv");
-        cp(&backup.join(&name), &s.spool.join(&name));
+        let to = if n == 1 {
+            format!("moved/{name}")
+        } else {
+            name.clone()
+        };
+        cp(&backup.join(&name), &s.spool.join(to));
     }
     s.drop_file("new.csv", b"a new file");
     wait_for(WAIT, "the new and the changed file delivered", || {

@@ -67,6 +67,7 @@ def main():
                     "etag": obj["ETag"].strip('"'),
                     "meta_sha256": got.get("Metadata", {}).get("sha256"),
                     "meta_source_sha256": got.get("Metadata", {}).get("source-sha256"),
+                    "meta_source_tag": got.get("Metadata", {}).get("source-tag"),
                     "content_type": got.get("ContentType"),
                     # Read back with the standard library, independent of s3spool.
                     "gunzip_sha256": hashlib.sha256(gzip.decompress(body)).hexdigest()
