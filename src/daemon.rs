@@ -142,8 +142,7 @@ pub async fn run(
         queue: queue.clone(),
         lasting: Lasting {
             stopping: shutdown.clone(),
-            source_tags: Arc::new(source_tags),
-            ..Lasting::new(&crate::host::hostname())
+            ..Lasting::new(&crate::host::hostname(), source_tags)
         },
         stores: Stores::default(),
         notifier: Notifier::from_env(),

@@ -62,7 +62,7 @@ destination = "lake"
             config: Arc::new(config),
             queue: SharedQueue::new(queue),
             store: MemoryStore::new("acme"),
-            lasting: Lasting::new("testhost"),
+            lasting: Lasting::new("testhost", crate::upload::SourceTags::ephemeral()),
             finished: Arc::new(Notify::new()),
         }
     }
@@ -103,7 +103,7 @@ destination = "lake"
                     SpoolRules::default(),
                     now,
                     |f, _| Ok(format!("in/{}", f.rel_path)),
-                    |_, _| false,
+                    |_, _, _| false,
                 )
             })
             .await

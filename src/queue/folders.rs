@@ -444,7 +444,7 @@ mod tests {
                 SpoolRules::default(),
                 1,
                 |f, id| Ok(format!("{}-{id}", f.rel_path)),
-                |_, _| false,
+                |_, _, _| false,
             )
             .unwrap()[..]
         {
@@ -491,7 +491,7 @@ mod tests {
                 SpoolRules::default(),
                 4,
                 |f, id| Ok(format!("{}-{id}", f.rel_path)),
-                |_, _| false,
+                |_, _, _| false,
             )
             .unwrap();
         assert_eq!(seen, [Registered::AlreadyQueued(a)]);

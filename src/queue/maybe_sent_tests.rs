@@ -19,7 +19,7 @@ fn claimed(q: &mut Queue, rel: &str, now: i64) -> (i64, i64) {
         SpoolRules::default(),
         now,
         |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-        |_, _| false,
+        |_, _, _| false,
     )
     .unwrap();
     let rows = q.claim(10, now, Duration::from_secs(60)).unwrap();
@@ -141,7 +141,7 @@ fn a_row_following_its_moved_file_keeps_its_flag_and_a_delivery_clears_it() {
             },
             12,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap();
     assert_eq!(followed, [Registered::Followed(id)]);
@@ -167,17 +167,20 @@ fn a_row_following_its_moved_file_keeps_its_flag_and_a_delivery_clears_it() {
 
 #[test]
 fn a_failed_row_that_may_have_sent_follows_its_moved_file_and_stays_failed() {
-    let (_dir, mut q) = open();
-    let (id, claim) = claimed(&mut q, "a", 10);
-    // A lost answer, then an outage longer than the retry budget.
-    let ended = Ended {
-        id,
-        claim,
-        maybe_sent: true,
+    // A lost answer, then a refusal that fails the row (a policy denying the key).
+    let failed = || {
+        let (dir, mut q) = open();
+        let (id, claim) = claimed(&mut q, "a", 10);
+        let ended = Ended {
+            id,
+            claim,
+            maybe_sent: true,
+        };
+        assert!(q.mark_failed(ended, "AccessDenied", 11).unwrap());
+        (dir, q, id)
     };
-    assert!(q.mark_failed(ended, "connection refused", 11).unwrap());
     let mut moved = file("sub/a", 1);
-    moved.stamp = q.get(id).unwrap().unwrap().stamp;
+    moved.stamp = file("a", 1).stamp;
     let register_moved = |q: &mut Queue, unique_keys: bool| {
         q.register(
             &[moved.clone()],
@@ -187,14 +190,21 @@ fn a_failed_row_that_may_have_sent_follows_its_moved_file_and_stays_failed() {
             },
             12,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap()
     };
-    // Not a new file: a row of its own would send again what S3 may hold.
+    // Keys made from the path alone: a new file at the old path would take the old key,
+    // so the moved file gets a row of its own (and the failed row is superseded).
+    let (_dir, mut q, id) = failed();
+    assert_eq!(register_moved(&mut q, false), [Registered::Queued(id + 1)]);
+    assert_eq!(q.get(id).unwrap().unwrap().superseded_by, Some(id + 1));
+    // Keys unique per row: not a new file, since a row of its own would send again what
+    // S3 may hold.
+    let (_dir, mut q, id) = failed();
     assert_eq!(
         register_moved(&mut q, true),
-        [Registered::AlreadyQueued(id)]
+        [Registered::FollowedFailed(id)]
     );
     let row = q.get(id).unwrap().unwrap();
     assert_eq!(
@@ -224,7 +234,7 @@ fn a_row_refused_before_any_try_does_not_follow_a_moved_file() {
             SpoolRules::default(),
             10,
             |_, _| Err("the key would be too long".into()),
-            |_, _| false,
+            |_, _, _| false,
         )
         .unwrap();
     assert_eq!(refused, [Registered::Refused(1)]);
@@ -235,7 +245,7 @@ fn a_row_refused_before_any_try_does_not_follow_a_moved_file() {
             SpoolRules::default(),
             11,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap();
     assert_eq!(again, [Registered::Queued(2)]);
@@ -259,7 +269,7 @@ fn a_pending_row_that_may_have_sent_keeps_its_stamp_when_its_file_is_replaced() 
             SpoolRules::default(),
             12,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _| false,
+            |_, _, _| false,
         )
         .unwrap();
     assert_eq!(seen, [Registered::AlreadyQueued(id)]);
@@ -308,7 +318,7 @@ fn an_earlier_version_delivered_is_done_and_the_file_now_there_is_a_new_row() {
             SpoolRules::default(),
             21,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _| false,
+            |_, _, _| false,
         )
         .unwrap();
     assert_eq!(again, [Registered::AlreadyQueued(id + 1)]);

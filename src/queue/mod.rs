@@ -46,7 +46,7 @@ pub use batches::Batching;
 pub use folders::{FolderChange, Gone, Orphans, SpoolFolder};
 pub use gates::Gate;
 pub use multipart::StoredPart;
-pub use register::{SpoolRules, VANISHED};
+pub use register::{Likeness, SpoolRules, VANISHED};
 pub use schema::latest_version;
 pub use shared::SharedQueue;
 pub use transitions::{Done, Eligible, Ended};
@@ -170,6 +170,9 @@ pub enum Registered {
     /// This very file, moved inside the spool, was waiting (or had failed because it
     /// vanished) under its old path: the row now follows it.
     Followed(i64),
+    /// This very file, moved inside the spool, had failed for another reason after a try
+    /// (which may have stored it): the row follows it and stays failed until `retry`.
+    FollowedFailed(i64),
 }
 
 /// One row of the queue.

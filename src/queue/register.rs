@@ -90,15 +90,25 @@ const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
                 OR (source_outcome IN ('gone', 'replaced') AND birth_ns = ?6))))
      ORDER BY id DESC LIMIT 1";
 
-/// The newest kept row of the spool with a file's size and mtime at another path, and
-/// the source's SHA-256 it was delivered with.
-const KEPT_ELSEWHERE: &str = "SELECT id, path, size, mtime_ns, inode,
+/// The kept rows of the spool with a file's size and mtime at other paths (newest first,
+/// a bounded few: identical stamps are rare outside one unpacked archive), and the
+/// source's SHA-256 each was delivered with.
+pub(super) const KEPT_ELSEWHERE: &str = "SELECT id, path, size, mtime_ns, inode,
         COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END) AS kept_sha256
      FROM files
      WHERE spool = ?1 AND size = ?2 AND mtime_ns = ?3 AND rel_path != ?4
        AND state = 'done' AND source_outcome = 'kept' AND superseded_by IS NULL
        AND kept_sha256 IS NOT NULL
-     ORDER BY id DESC LIMIT 1";
+     ORDER BY id DESC LIMIT 64";
+
+/// How alike a file at a row's old path must be to the row's to be its file still.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Likeness {
+    /// The very file: inode, size and mtime.
+    Exact,
+    /// Any file of the same size and mtime: a kept row's inode may be out of date.
+    SizeAndMtime,
+}
 
 /// What registration needs to know of the spool, as configured today.
 #[derive(Debug, Clone, Copy, Default)]
@@ -112,8 +122,9 @@ pub struct SpoolRules {
 impl Queue {
     /// Queues a batch of finished files of one spool in one transaction. `render_key` makes
     /// a row's key from the file and the row's id; an error there stores the row as
-    /// `failed` with the reason. `moved_from` says whether a file is no longer at the old path of a row that
-    /// matches it (given the row's absolute path): only then is it taken as moved.
+    /// `failed` with the reason. `moved_from` says whether a file is no longer at the old path
+    /// of a row that matches it (given the row's absolute path, its stamp, and how alike
+    /// the file there must be to count): only then is it taken as moved.
     pub fn register<F, G>(
         &mut self,
         files: &[NewFile],
@@ -124,7 +135,7 @@ impl Queue {
     ) -> Result<Vec<Registered>>
     where
         F: FnMut(&NewFile, i64) -> std::result::Result<String, String>,
-        G: FnMut(&Path, FileStamp) -> bool,
+        G: FnMut(&Path, FileStamp, Likeness) -> bool,
     {
         self.in_transaction(|tx| {
             // Requests are rare (`send`): one look per batch, none per file without.
@@ -167,7 +178,7 @@ pub(super) fn register_one_in(
         rules,
         now_ms,
         render_key,
-        moved_from: &mut |_, _| false,
+        moved_from: &mut |_, _, _| false,
     }
     .one(file)
 }
@@ -180,7 +191,7 @@ struct Registrar<'a> {
     /// Makes a row's key from the file and the row's id.
     render_key: &'a mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
     /// Whether a file is no longer at the old path of a row that matches it.
-    moved_from: &'a mut dyn FnMut(&Path, FileStamp) -> bool,
+    moved_from: &'a mut dyn FnMut(&Path, FileStamp, Likeness) -> bool,
 }
 
 impl Registrar<'_> {
@@ -317,7 +328,7 @@ impl Registrar<'_> {
         let Some(row) = found else {
             return self.kept_elsewhere(file);
         };
-        if !(self.moved_from)(&row.path, file.stamp) {
+        if !(self.moved_from)(&row.path, file.stamp, Likeness::Exact) {
             // A second name of the same file (a hard link): a file of its own.
             return Ok(None);
         }
@@ -364,7 +375,7 @@ impl Registrar<'_> {
                         supersede(tx, old, row.id)?;
                     }
                     return Ok(Some(if stays_failed {
-                        Registered::AlreadyQueued(row.id)
+                        Registered::FollowedFailed(row.id)
                     } else {
                         Registered::Followed(row.id)
                     }));
@@ -396,16 +407,17 @@ impl Registrar<'_> {
     /// In a spool that keeps its files: the file as a kept file restored with another
     /// inode (`cp -a` out and back) and moved inside the spool before a rescan saw it at
     /// its old path. Only the content tells: a kept row of the same size and mtime whose
-    /// path no longer holds its file, with the same SHA-256 (hashed first, as for a
-    /// [`Registered::Lookalike`] at the row's own path), is this file.
+    /// path holds no file of that size and mtime any more (whatever its inode: a restore
+    /// leaves every kept row's inode out of date), with the same SHA-256 (hashed first, as
+    /// for a [`Registered::Lookalike`] at the row's own path), is this file.
     fn kept_elsewhere(&mut self, file: &NewFile) -> rusqlite::Result<Option<Registered>> {
         if !self.rules.keeps {
             return Ok(None);
         }
-        let found = self
+        let candidates: Vec<(i64, PathBuf, FileStamp, String)> = self
             .tx
             .prepare_cached(KEPT_ELSEWHERE)?
-            .query_row(
+            .query_map(
                 params![
                     file.spool,
                     file.stamp.size as i64,
@@ -414,40 +426,46 @@ impl Registrar<'_> {
                 ],
                 |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
+                        r.get(0)?,
                         PathBuf::from(r.get::<_, String>(1)?),
                         FileStamp::from_columns(r, 2)?,
-                        r.get::<_, String>(5)?,
+                        r.get(5)?,
                     ))
                 },
-            )
-            .optional()?;
-        let Some((id, path, stamp, kept_sha256)) = found else {
-            return Ok(None);
-        };
-        if !(self.moved_from)(&path, stamp) {
-            // The kept file is still there: this is a copy, a file of its own.
-            return Ok(None);
-        }
-        match &file.sha256 {
-            None => Ok(Some(Registered::Lookalike(id))),
-            Some(now) if *now == kept_sha256 => {
-                self.tx
-                    .prepare_cached(
-                        "UPDATE files SET rel_path = ?2, path = ?3, inode = ?4, birth_ns = ?5
-                         WHERE id = ?1 AND state = 'done'",
-                    )?
-                    .execute(params![
-                        id,
-                        file.rel_path,
-                        file.path.to_string_lossy(),
-                        file.stamp.inode as i64,
-                        file.birth_ns
-                    ])?;
-                Ok(Some(Registered::Restored(id)))
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        // A kept file still at its path makes this one a copy of it, a file of its own.
+        let gone = candidates
+            .into_iter()
+            .filter(|(_, path, stamp, _)| (self.moved_from)(path, *stamp, Likeness::SizeAndMtime));
+        let mut lookalike = None;
+        for (id, _, _, kept_sha256) in gone {
+            match &file.sha256 {
+                None => {
+                    lookalike = Some(id);
+                    break;
+                }
+                Some(now) if *now == kept_sha256 => {
+                    self.tx
+                        .prepare_cached(
+                            "UPDATE files SET rel_path = ?2, path = ?3, inode = ?4, birth_ns = ?5,
+                                 updated_at = ?6
+                             WHERE id = ?1 AND state = 'done'",
+                        )?
+                        .execute(params![
+                            id,
+                            file.rel_path,
+                            file.path.to_string_lossy(),
+                            file.stamp.inode as i64,
+                            file.birth_ns,
+                            self.now_ms
+                        ])?;
+                    return Ok(Some(Registered::Restored(id)));
+                }
+                Some(_) => {}
             }
-            Some(_) => Ok(None),
         }
+        Ok(lookalike.map(Registered::Lookalike))
     }
 
     /// A new row for the file, with its key rendered now (or refused with the reason).

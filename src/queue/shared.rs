@@ -196,7 +196,7 @@ mod tests {
                     SpoolRules::default(),
                     1,
                     |f, _| Ok(f.rel_path.clone()),
-                    |_, _| false,
+                    |_, _, _| false,
                 )
             })
             .await

@@ -50,7 +50,7 @@ fn register(q: &mut Queue, files: &[NewFile], now: i64) -> Vec<Registered> {
         SpoolRules::default(),
         now,
         |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-        |_, _| false,
+        |_, _, _| false,
     )
     .unwrap()
 }
@@ -108,7 +108,7 @@ fn a_key_error_stores_a_failed_row_with_the_reason() {
             SpoolRules::default(),
             1,
             |_, _| Err("object key is too long".into()),
-            |_, _| false,
+            |_, _, _| false,
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Refused(1)]);
@@ -386,7 +386,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
             },
             15,
             |_, id| Ok(format!("k{id}")),
-            |_, _| false,
+            |_, _, _| false,
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Kept(2)]);
@@ -412,7 +412,7 @@ fn a_kept_file_with_a_new_inode_is_known_by_its_content() {
             keeps,
             now,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _| false,
+            |_, _, _| false,
         )
         .unwrap()
     };
@@ -501,8 +501,10 @@ fn a_kept_file_restored_with_another_inode_and_moved_is_found_by_its_content() {
             keeps,
             now,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |old, _| {
+            |old, _, likeness| {
                 assert_eq!(old, Path::new("/spool/a"));
+                // Restored, a kept row's inode is out of date: any file alike will do.
+                assert_eq!(likeness, Likeness::SizeAndMtime);
                 gone
             },
         )
@@ -544,6 +546,54 @@ fn a_kept_file_restored_with_another_inode_and_moved_is_found_by_its_content() {
         (row.rel_path.as_str(), row.stamp.inode, row.state),
         ("sub/a", 99, State::Done)
     );
+    assert_eq!(
+        row.path,
+        Path::new("/spool/sub/a"),
+        "where the finisher and purge look"
+    );
+}
+
+#[test]
+fn every_kept_row_alike_is_tried_and_one_whose_file_is_still_there_is_passed_over() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    // Two kept files of the same size and mtime (unpacked from one archive).
+    for (id, rel, sha) in [(1, "a", "aaa"), (2, "b", "bbb")] {
+        let mut f = file(rel, 1);
+        f.stamp.inode = 7 + id as u64;
+        q.register(
+            &[f],
+            keeps,
+            10,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| false,
+        )
+        .unwrap();
+        q.claim(1, 10, Duration::from_secs(60)).unwrap();
+        let mut done = delivered("e");
+        done.source_sha256 = Some(sha.into());
+        q.mark_done(id, 1, &done, None, 11).unwrap();
+        q.mark_source_finished(id, "kept", 12).unwrap();
+    }
+    // `a` restored and moved to `sub/a`; `b` still in place (the newest candidate).
+    let mut moved = file("sub/a", 1);
+    moved.stamp.inode = 99;
+    moved.sha256 = Some("aaa".into());
+    let out = q
+        .register(
+            &[moved],
+            keeps,
+            13,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |old, _, _| old == Path::new("/spool/a"),
+        )
+        .unwrap();
+    assert_eq!(out, [Registered::Restored(1)]);
+    assert_eq!(q.get(1).unwrap().unwrap().path, Path::new("/spool/sub/a"));
+    assert_eq!(q.get(2).unwrap().unwrap().rel_path, "b");
 }
 
 #[test]
@@ -564,7 +614,7 @@ fn a_file_moved_inside_the_spool_is_its_row_file() {
             SpoolRules::default(),
             12,
             |_, id| Ok(format!("k{id}")),
-            |old, _| {
+            |old, _, _| {
                 assert_eq!(old, Path::new("/spool/a"));
                 gone
             },
@@ -603,7 +653,7 @@ fn a_second_name_of_a_queued_file_is_a_file_of_its_own() {
             SpoolRules::default(),
             12,
             |_, id| Ok(format!("k{id}")),
-            |_, _| false,
+            |_, _, _| false,
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Queued(2)]);
@@ -647,7 +697,7 @@ fn a_file_with_another_birth_time_is_not_the_delivered_one() {
             SpoolRules::default(),
             12,
             |_, id| Ok(format!("k{id}")),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Queued(2)]);
@@ -657,7 +707,7 @@ fn a_file_with_another_birth_time_is_not_the_delivered_one() {
             SpoolRules::default(),
             13,
             |_, id| Ok(format!("k{id}")),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Queued(3)]);
@@ -1018,7 +1068,7 @@ fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
             SpoolRules::default(),
             12,
             |_, id| Ok(format!("k{id}")),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap()
     };
@@ -1028,7 +1078,7 @@ fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
             SpoolRules::default(),
             12,
             |f, _| Ok(format!("k/{}", f.rel_path)),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap()
     };
@@ -1087,7 +1137,7 @@ fn with_keys_unique_per_row_a_tried_row_follows_its_file_keeping_its_key() {
             rules,
             12,
             |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Followed(1)]);
@@ -1118,7 +1168,7 @@ fn without_birth_times_a_file_gone_at_clean_up_is_never_taken_for_a_new_one() {
             SpoolRules::default(),
             13,
             |_, id| Ok(format!("k{id}")),
-            |old, _| old != Path::new("/spool/a"),
+            |old, _, _| old != Path::new("/spool/a"),
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Queued(3)]);
@@ -1133,7 +1183,7 @@ fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
         SpoolRules::default(),
         10,
         path_key,
-        |_, _| true,
+        |_, _, _| true,
     )
     .unwrap();
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
@@ -1143,7 +1193,7 @@ fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
     let mut at_b = file("b", 1);
     at_b.path = PathBuf::from("/spool/b");
     let out = q
-        .register(&[at_b], SpoolRules::default(), 12, path_key, |_, _| true)
+        .register(&[at_b], SpoolRules::default(), 12, path_key, |_, _, _| true)
         .unwrap();
     assert_eq!(out, vec![Registered::Queued(2)]);
     // Moved back before row 2 ran: row 2 follows it (never tried), not the superseded row 1.
@@ -1153,7 +1203,7 @@ fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
             SpoolRules::default(),
             13,
             path_key,
-            |_, _| true,
+            |_, _, _| true,
         )
         .unwrap();
     assert_eq!(out, vec![Registered::Followed(2)]);
@@ -1273,6 +1323,13 @@ fn claims_never_walk_the_backlog() {
         );
         assert!(!text.contains("TEMP B-TREE"), "no sort: {text}");
     }
+    // Asked for each new file of a spool that keeps its files: a look in the index of
+    // kept rows, not a walk over the spool's rows.
+    let text = plan_of(register::KEPT_ELSEWHERE);
+    assert!(
+        text.contains("files_kept (spool=? AND size=? AND mtime_ns=?)"),
+        "{text}"
+    );
 }
 
 #[test]

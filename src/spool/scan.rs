@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::beneath::{self, Kind, Root};
 use crate::config::Spool;
-use crate::queue::FileStamp;
+use crate::queue::{FileStamp, Likeness};
 
 use super::filter;
 
@@ -85,14 +85,24 @@ pub fn look(spool: &Spool, root: &Root, path: &Path) -> Looked {
 }
 
 /// Whether the file of `stamp` is no longer at `path` (inside the spool): the lookup says
-/// the name is gone, or holds something else. A lookup that fails otherwise (no access,
-/// an I/O error) proves nothing, and counts as still there.
-pub fn moved_away(root: &Root, path: &Path, stamp: FileStamp) -> bool {
+/// the name is gone, or holds something else (with [`Likeness::SizeAndMtime`], a file of
+/// another size or mtime). A lookup that fails otherwise (no access, an I/O error) proves
+/// nothing, and counts as still there.
+pub fn moved_away(root: &Root, path: &Path, stamp: FileStamp, likeness: Likeness) -> bool {
     let Some(rel) = root.relative(path) else {
         return true;
     };
     match root.entry(rel).and_then(|e| e.metadata()) {
-        Ok(meta) => !(meta.file_type().is_file() && FileStamp::of(&meta) == stamp),
+        Ok(meta) => {
+            let there = FileStamp::of(&meta);
+            let alike = match likeness {
+                Likeness::Exact => there == stamp,
+                Likeness::SizeAndMtime => {
+                    there.size == stamp.size && there.mtime_ns == stamp.mtime_ns
+                }
+            };
+            !(meta.file_type().is_file() && alike)
+        }
         Err(e) => e.kind() == io::ErrorKind::NotFound || beneath::is_symlink_refusal(&e),
     }
 }

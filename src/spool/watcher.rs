@@ -320,6 +320,10 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     queued += 1;
                     tracing::info!(spool = %spool.name, id, path = %file.rel_path, "a queued file moved inside the spool; its row follows it");
                 }
+                Registered::FollowedFailed(id) => {
+                    tracing::info!(spool = %spool.name, id, path = %file.rel_path,
+                        "a failed file moved inside the spool; its row follows it and stays failed: `s3spool retry ID` sends it from here");
+                }
                 Registered::Lookalike(_) if round == 0 => lookalikes.push(file),
                 Registered::Restored(id) => {
                     tracing::info!(spool = %spool.name, id, path = %file.rel_path,
@@ -370,7 +374,7 @@ async fn queue_files(
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
                 }
                 spool2.object_key(&dest.prefix, &host, &file.rel_path, id, now)
-            }, |old_path, stamp| scan::moved_away(&root, old_path, stamp))
+            }, |old_path, stamp, likeness| scan::moved_away(&root, old_path, stamp, likeness))
         })
         .await;
     match result {

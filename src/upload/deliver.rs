@@ -509,9 +509,17 @@ impl Uploader {
                     // Made as the object says it was, whatever the spool's format is now.
                     let converted = earlier::converted(&head);
                     let source_sha256 = Some(sha256.clone());
+                    // A converted object without its own SHA-256 (sent in parts and read
+                    // once) has the one its row recorded before completing, never the
+                    // source's: that would be wrong, and tell an encrypted file's content.
+                    let object_sha256 = if converted {
+                        row.sha256.clone().unwrap_or_default()
+                    } else {
+                        sha256
+                    };
                     return Outcome::Delivered(found_delivery(
                         head,
-                        sha256,
+                        object_sha256,
                         source_sha256,
                         converted,
                     ))
@@ -622,7 +630,7 @@ impl Uploader {
 }
 
 /// A delivery found in place by HEAD: nothing sent. `sha256` is the object's SHA-256 (the
-/// source's, for a raw object), unless `converted`: then the object carries its own.
+/// source's, for a raw object), unless `converted` and the object carries its own.
 fn found_delivery(
     head: ObjectHead,
     sha256: String,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::error::TransferError;
 use super::job::{hash_file, Target};
-use super::source_tag::SourceTags;
+use super::source_tag::{self, SourceTags};
 use crate::queue::FileRow;
 use crate::s3::ObjectHead;
 
@@ -72,11 +72,14 @@ pub fn judge(
         // A raw object must also be as long as the file (a work file's length may vary).
         content == Some(source.sha256) && (converted || head.size == source.size)
     };
-    // Whether what it holds can be told at all.
-    let content = head.source_tag.is_some()
-        || head.source_sha256.is_some()
-        || head.sha256.is_some()
-        || (ours && recorded.is_some());
+    // Whether what it holds can be told at all: not by a tag made under another key (the
+    // key file lost or replaced), which must not pass for an earlier version.
+    let content = match head.source_tag.as_deref() {
+        Some(tag) => source_tag::same_key(tag, source.tag),
+        None => {
+            head.source_sha256.is_some() || head.sha256.is_some() || (ours && recorded.is_some())
+        }
+    };
     match (same, ours, content) {
         (true, _, _) => AtKey::Same(head),
         (false, true, true) => AtKey::Earlier(head),
@@ -144,7 +147,7 @@ mod tests {
         Source {
             sha256,
             size: 10,
-            tag: "tag of another",
+            tag: "k1:tag of another",
         }
     }
 
@@ -166,29 +169,35 @@ mod tests {
         let now = Source {
             sha256: "a",
             size: 10,
-            tag: "T(a)",
+            tag: "k1:T(a)",
         };
-        let same = sealed("T(a)", ME);
+        let same = sealed("k1:T(a)", ME);
         assert_eq!(judge(Some(same.clone()), ME, now, None), AtKey::Same(same));
         // Another row's object with the same tag is the same source, as with a hash.
-        let theirs = sealed("T(a)", "q/8");
+        let theirs = sealed("k1:T(a)", "q/8");
         assert_eq!(
             judge(Some(theirs.clone()), ME, now, None),
             AtKey::Same(theirs)
         );
-        let earlier = sealed("T(old)", ME);
+        let earlier = sealed("k1:T(old)", ME);
         assert_eq!(
             judge(Some(earlier.clone()), ME, now, None),
             AtKey::Earlier(earlier)
         );
         assert_eq!(
-            judge(Some(sealed("T(old)", "q/8")), ME, now, None),
+            judge(Some(sealed("k1:T(old)", "q/8")), ME, now, None),
+            AtKey::Nothing
+        );
+        // Tagged under another key (the key file lost): it cannot be told, so it is sent
+        // over, never taken for an earlier version.
+        assert_eq!(
+            judge(Some(sealed("k0:T(a)", ME)), ME, now, None),
             AtKey::Nothing
         );
         // The tag decides, not its own SHA-256 nor a recorded one.
         assert_eq!(
-            judge(Some(sealed("T(old)", ME)), ME, now, Some("random bytes")),
-            AtKey::Earlier(sealed("T(old)", ME))
+            judge(Some(sealed("k1:T(old)", ME)), ME, now, Some("random bytes")),
+            AtKey::Earlier(sealed("k1:T(old)", ME))
         );
     }
 

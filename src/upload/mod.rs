@@ -119,7 +119,7 @@ pub struct Lasting {
 }
 
 impl Lasting {
-    pub fn new(host: &str) -> Lasting {
+    pub fn new(host: &str, source_tags: SourceTags) -> Lasting {
         Lasting {
             host: Arc::from(host),
             converting: Arc::new(Semaphore::new(Uploader::conversion_slots())),
@@ -127,7 +127,7 @@ impl Lasting {
             pressure: Arc::new(Pressure::default()),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             stopping: CancellationToken::new(),
-            source_tags: Arc::new(SourceTags::ephemeral()),
+            source_tags: Arc::new(source_tags),
         }
     }
 }

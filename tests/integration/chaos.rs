@@ -327,7 +327,11 @@ fn source_tag(s: &Setup, sha: &str) -> String {
     let key = std::fs::read(s.dir.path().join("state/source-tag.key")).unwrap();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(sha.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    format!(
+        "{}:{}",
+        &sha256(&key)[..8],
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// The SHA-256 of what each encrypted object (those of the keeping spool) decrypts to,

@@ -89,7 +89,12 @@ fn a_lost_answer_never_writes_a_converted_or_encrypted_object_twice() {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
         mac.update(sha256(source).as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        // `KEY-ID:HMAC`, the key's id the first 8 hex digits of its SHA-256.
+        format!(
+            "{}:{}",
+            &sha256(&key)[..8],
+            hex::encode(mac.finalize().into_bytes())
+        )
     };
     let objects = s.bucket.objects();
     let csv = b"id,name\n1,one\n2,two\n";
