@@ -335,12 +335,29 @@ fn adopt(
     };
     let mut changes = Vec::new();
     let mut accepted: HashMap<&str, &SpoolFolder> = HashMap::new();
+    // A folder the queue knows, configured with these very words, other than this one.
+    let same_words_elsewhere = |folder: &SpoolFolder| {
+        recorded
+            .iter()
+            .find(|(root, (_, configured))| {
+                *configured == folder.configured && **root != folder.root
+            })
+            .map(|(root, (_, configured))| (root.clone(), configured.clone()))
+    };
     for folder in folders {
-        match root_named(&folder.name) {
+        let known = match root_named(&folder.name) {
+            Some((was, configured)) if was != folder.root && configured == folder.configured => {
+                Some((was, configured))
+            }
+            // A name the queue does not know for that folder (a table renamed back, while
+            // the path was swapped) must not make the swap look like a new spool.
+            _ => same_words_elsewhere(folder),
+        };
+        match known {
             // The same words in the config, another folder on disk: the file system
             // changed under the config, not the operator's mind. Even (above all) when
             // the folder it leads to now is one the queue knows: another spool's.
-            Some((was, configured)) if was != folder.root && configured == folder.configured => {
+            Some((was, configured)) => {
                 changes.push(FolderChange::Refused {
                     name: folder.name.clone(),
                     was,
@@ -348,7 +365,7 @@ fn adopt(
                     configured,
                 });
             }
-            _ => {
+            None => {
                 accepted.insert(folder.root.as_str(), folder);
             }
         }
@@ -590,6 +607,41 @@ mod tests {
             (spool_of(&q, a), spool_of(&q, b)),
             ("orders".into(), "events".into())
         );
+    }
+
+    #[test]
+    fn the_same_path_under_a_name_the_queue_does_not_know_for_it_is_refused_too() {
+        let (_d, mut q) = open();
+        let a = queued(&mut q, "orders", "a");
+        q.adopt_folders(&[folder("orders", "/srv/out")], 1).unwrap();
+        // The table renamed (same path): the folder carries the new name.
+        q.adopt_folders(&[folder("orders_b", "/srv/out")], 2)
+            .unwrap();
+        assert_eq!(spool_of(&q, a), "orders_b");
+        // Renamed back while the path leads elsewhere for a moment: `orders` is a name
+        // the queue knows for no folder now, but these words name /srv/out.
+        let swapped = SpoolFolder {
+            name: "orders".into(),
+            root: "/home/eve/loot".into(),
+            configured: "/srv/out".into(),
+        };
+        let changes = q.adopt_folders(&[swapped], 3).unwrap();
+        assert_eq!(
+            changes,
+            [FolderChange::Refused {
+                name: "orders".into(),
+                was: "/srv/out".into(),
+                now: "/home/eve/loot".into(),
+                configured: "/srv/out".into()
+            }]
+        );
+        assert_eq!(
+            q.spool_folders().unwrap(),
+            [("orders_b".to_string(), "/srv/out".to_string())]
+        );
+        // Back in place, the rename back is taken.
+        q.adopt_folders(&[folder("orders", "/srv/out")], 4).unwrap();
+        assert_eq!(spool_of(&q, a), "orders");
     }
 
     #[test]
