@@ -71,14 +71,27 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             .ok()
             .map(|m| FileStamp::of(&m)),
     };
+    // Size and mtime of every file in the spools: a kept file restored with `cp -a` has
+    // another inode, and the daemon hashes it to know it (see docs/configuration.md).
+    let alike: HashSet<(String, u64, i64)> = in_spools
+        .iter()
+        .map(|(spool, stamp)| (spool.clone(), stamp.size, stamp.mtime_ns))
+        .collect();
     let keep = |row: &crate::queue::FileRow| {
+        let kept = row.source_outcome.as_deref() == Some("kept");
+        let at_path = stamp_at(row);
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
         row.source_finished_at.is_none()
-            || stamp_at(row) == Some(row.stamp)
+            || at_path == Some(row.stamp)
+            // A kept file at its path with another inode (a restore) may be the kept
+            // file: only the row's SHA-256 can tell, at the daemon's next look.
+            || (kept && at_path.is_some_and(|s| (s.size, s.mtime_ns) == (row.stamp.size, row.stamp.mtime_ns)))
             // Gone from its path when cleaned up, but moved elsewhere in the spool: the
             // row is what tells the daemon that file was delivered.
             || (matches!(row.source_outcome.as_deref(), Some("gone" | "replaced" | "kept"))
                 && in_spools.contains(&(row.spool.clone(), row.stamp)))
+            // A kept file restored and moved: found by its size, mtime and content.
+            || (kept && alike.contains(&(row.spool.clone(), row.stamp.size, row.stamp.mtime_ns)))
     };
     let (deleted, kept) = queue.purge_done(before, keep, args.dry_run)?;
     if args.dry_run {

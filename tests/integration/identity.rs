@@ -301,6 +301,47 @@ fn a_spool_root_replaced_by_a_symlink_stops_the_spool_and_touches_nothing_outsid
     }
 }
 
+/// Items 3 and 4 together: the table renamed, then renamed back at a reload that comes
+/// while the root is swapped for a symlink to an outside folder. The name is one the
+/// queue knows for no folder at that moment, but the path's words name the spool's
+/// folder: the spool is refused, nothing outside is sent or deleted, and once the folder
+/// is back a reload takes the rename.
+#[test]
+fn a_table_renamed_back_while_the_root_is_swapped_does_not_adopt_the_outside() {
+    let s = setup(|_| {});
+    let dir = s.dir.path();
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"outside").unwrap();
+    let daemon = s.start();
+    s.edit_config(|c| c.replace("[spools.orders]", "[spools.orders_b]"));
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "reloaded", || s.runs() == 2);
+    std::fs::rename(&s.spool, dir.join("parked")).unwrap();
+    std::os::unix::fs::symlink(&outside, &s.spool).unwrap();
+    s.edit_config(|c| c.replace("[spools.orders_b]", "[spools.orders]"));
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "reloaded again", || s.runs() == 3);
+    s.wait_past("nothing due", 3);
+    assert!(s.log_lines("spool refused") >= 1);
+    assert!(
+        s.bucket.objects().is_empty(),
+        "nothing of the outside folder was sent"
+    );
+    assert!(outside.join("secret.txt").exists(), "nothing was deleted");
+    // Put back, and reloaded: the rename is taken, and the spool goes on.
+    std::fs::remove_file(&s.spool).unwrap();
+    std::fs::rename(dir.join("parked"), &s.spool).unwrap();
+    daemon.signal_pid(libc::SIGHUP);
+    wait_for(WAIT, "reloaded a third time", || s.runs() == 4);
+    s.drop_file("after.txt", b"after the swap");
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    let keys: Vec<String> = s.bucket.objects().into_keys().collect();
+    assert_eq!(keys, ["inbound/orders/after.txt"]);
+    assert!(outside.join("secret.txt").exists());
+}
+
 /// Item 4: a `keep` spool's table renamed in the config (same folder), then a reload. Its
 /// rows carry the new name: delivered files are not sent again, a paused spool stays
 /// paused, and what was queued goes once it is resumed.
@@ -485,6 +526,56 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
     .collect();
     assert_eq!(versions, want);
     assert_eq!(s.log_lines("same content: it stays delivered"), 3);
+}
+
+/// Item 5 and `purge`: kept files restored with `cp -a` (new inodes) while the daemon is
+/// stopped, one of them into another folder, then `purge --done`. The rows are what keep
+/// the files from going again, so purge keeps them, and the next start sends nothing.
+#[test]
+fn purge_keeps_the_rows_of_kept_files_restored_with_new_inodes() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    s.bucket.enable_versioning();
+    let daemon = s.start();
+    s.drop_file("a.csv", b"kept a");
+    s.drop_file("b.csv", b"kept b");
+    wait_for(WAIT, "two delivered", || s.count("done") == 2);
+    assert!(daemon.stop().success());
+    let backup = s.dir.path().join("backup");
+    std::fs::create_dir(&backup).unwrap();
+    std::fs::create_dir(s.spool.join("moved")).unwrap();
+    for (name, to) in [("a.csv", "a.csv"), ("b.csv", "moved/b.csv")] {
+        let cp = |from: &std::path::Path, to: &std::path::Path| {
+            let out = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(from)
+                .arg(to)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", output_text(&out));
+        };
+        // The original is moved out (its inode stays taken), and copied back.
+        std::fs::rename(s.spool.join(name), backup.join(name)).unwrap();
+        cp(&backup.join(name), &s.spool.join(to));
+        use std::os::unix::fs::MetadataExt;
+        let inode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
+        assert_ne!(inode(backup.join(name)), inode(s.spool.join(to)));
+    }
+    let out = s.cli(&["purge", "--done", "--older-than", "0s"]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("purged 0 done row(s)") && text.contains("kept 2"),
+        "{text}"
+    );
+    let daemon = s.start();
+    s.wait_past("rescan done", 3);
+    assert!(daemon.stop().success());
+    let versions = version_counts(&s.bucket);
+    let want: BTreeMap<String, usize> = [("inbound/orders/a.csv", 1), ("inbound/orders/b.csv", 1)]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    assert_eq!(versions, want, "nothing sent again");
 }
 
 /// Item 8: an `archive_dir` that holds spools (here the folder of two) would put archived
