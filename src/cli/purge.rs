@@ -85,7 +85,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             || at_path == Some(row.stamp)
             // A kept file at its path with another inode (a restore) may be the kept
             // file: only the row's SHA-256 can tell, at the daemon's next look.
-            || (kept && at_path.is_some_and(|s| (s.size, s.mtime_ns) == (row.stamp.size, row.stamp.mtime_ns)))
+            || (kept && at_path.is_some_and(|s| s.alike(row.stamp)))
             // Gone from its path when cleaned up, but moved elsewhere in the spool: the
             // row is what tells the daemon that file was delivered.
             || (matches!(row.source_outcome.as_deref(), Some("gone" | "replaced" | "kept"))

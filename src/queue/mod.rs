@@ -117,6 +117,12 @@ impl FileStamp {
         })
     }
 
+    /// The same size and mtime, whatever the inode: what a kept file restored with `cp -a`
+    /// keeps. Only its content (hashed) can then say whether it is the same file.
+    pub fn alike(self, other: FileStamp) -> bool {
+        self.size == other.size && self.mtime_ns == other.mtime_ns
+    }
+
     pub fn of(meta: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp {

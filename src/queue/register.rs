@@ -244,8 +244,7 @@ impl Registrar<'_> {
                 // mtime: restored, copied back, or on a mount whose inodes change. Its
                 // content decides.
                 _ if !same
-                    && row.stamp.size == file.stamp.size
-                    && row.stamp.mtime_ns == file.stamp.mtime_ns
+                    && row.stamp.alike(file.stamp)
                     && matches!(
                         decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
                             .map(|d| d(row.id)),

@@ -97,9 +97,7 @@ pub fn moved_away(root: &Root, path: &Path, stamp: FileStamp, likeness: Likeness
             let there = FileStamp::of(&meta);
             let alike = match likeness {
                 Likeness::Exact => there == stamp,
-                Likeness::SizeAndMtime => {
-                    there.size == stamp.size && there.mtime_ns == stamp.mtime_ns
-                }
+                Likeness::SizeAndMtime => there.alike(stamp),
             };
             !(meta.file_type().is_file() && alike)
         }

@@ -24,6 +24,28 @@ fn version_counts(bucket: &Bucket) -> BTreeMap<String, usize> {
 }
 
 /// A second spool table beside `orders`, delivering to the same destination.
+/// `cp -a FROM TO`: a copy with the same bytes, mode and mtime, and a new inode.
+fn cp_a(from: &std::path::Path, to: &std::path::Path) {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+}
+
+/// `s3spool send FILE --spool orders --no-wait`.
+fn send_to_orders(s: &Setup, file: &std::path::Path) -> std::process::Output {
+    s.cli(&[
+        "send",
+        file.to_str().unwrap(),
+        "--spool",
+        "orders",
+        "--no-wait",
+    ])
+}
+
 fn spool_table(name: &str, path: &str, extra: &str) -> String {
     format!(
         "\n[spools.{name}]\npath = \"{path}\"\ndestination = \"lake\"\nsettle = \"300ms\"\nkey = \"{{spool}}/{{path}}\"\n{extra}\n"
@@ -473,16 +495,7 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
     }
     wait_for(WAIT, "four delivered", || s.count("done") == 4);
     let backup = s.dir.path().join("backup");
-    let cp = |from: &std::path::Path, to: &std::path::Path| {
-        let out = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", output_text(&out));
-    };
-    cp(&s.spool, &backup);
+    cp_a(&s.spool, &backup);
     for n in 0..4 {
         std::fs::remove_file(s.spool.join(format!("d{n}.csv"))).unwrap();
     }
@@ -504,7 +517,7 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
         } else {
             name.clone()
         };
-        cp(&backup.join(&name), &s.spool.join(to));
+        cp_a(&backup.join(&name), &s.spool.join(to));
     }
     s.drop_file("new.csv", b"a new file");
     wait_for(WAIT, "the new and the changed file delivered", || {
@@ -544,18 +557,9 @@ fn purge_keeps_the_rows_of_kept_files_restored_with_new_inodes() {
     std::fs::create_dir(&backup).unwrap();
     std::fs::create_dir(s.spool.join("moved")).unwrap();
     for (name, to) in [("a.csv", "a.csv"), ("b.csv", "moved/b.csv")] {
-        let cp = |from: &std::path::Path, to: &std::path::Path| {
-            let out = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(from)
-                .arg(to)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", output_text(&out));
-        };
         // The original is moved out (its inode stays taken), and copied back.
         std::fs::rename(s.spool.join(name), backup.join(name)).unwrap();
-        cp(&backup.join(name), &s.spool.join(to));
+        cp_a(&backup.join(name), &s.spool.join(to));
         use std::os::unix::fs::MetadataExt;
         let inode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
         assert_ne!(inode(backup.join(name)), inode(s.spool.join(to)));
@@ -669,13 +673,7 @@ fn send_refuses_a_spool_path_that_leads_elsewhere_now() {
     std::os::unix::fs::symlink(&loot, &s.spool).unwrap();
     let file = s.dir.path().join("report.csv");
     std::fs::write(&file, b"for the spool only").unwrap();
-    let out = s.cli(&[
-        "send",
-        file.to_str().unwrap(),
-        "--spool",
-        "orders",
-        "--no-wait",
-    ]);
+    let out = send_to_orders(&s, &file);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("but the daemon knows the spool as"), "{text}");
@@ -715,13 +713,7 @@ fn send_refuses_a_file_the_spools_rules_refuse() {
     let s = setup(|o| o.spool_extra = "exclude = [\"*.tmp.csv\"]".into());
     let file = s.dir.path().join("draft.tmp.csv");
     std::fs::write(&file, b"never delivered").unwrap();
-    let out = s.cli(&[
-        "send",
-        file.to_str().unwrap(),
-        "--spool",
-        "orders",
-        "--no-wait",
-    ]);
+    let out = send_to_orders(&s, &file);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("is not a file this spool delivers"), "{text}");
