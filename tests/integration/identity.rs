@@ -582,6 +582,25 @@ fn purge_keeps_the_rows_of_kept_files_restored_with_new_inodes() {
     assert_eq!(versions, want, "nothing sent again");
 }
 
+/// Item 1 and review: a key file of encrypted objects' tags cut short (a crash while
+/// another tool wrote it, a bad restore) stops the daemon at start with what to do, rather
+/// than tagging objects under a key that cannot match what was sent before.
+#[test]
+fn a_damaged_source_tag_key_stops_the_start_with_what_to_do() {
+    let s = setup(|_| {});
+    let state = s.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("source-tag.key"), b"short").unwrap();
+    let out = s.cli(&["run"]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("source-tag.key") && text.contains("remove it"),
+        "{text}"
+    );
+    assert!(s.bucket.objects().is_empty());
+}
+
 /// Item 8: an `archive_dir` that holds spools (here the folder of two) would put archived
 /// files into a spool, to be sent again; it is refused at load, naming the key.
 #[test]
