@@ -110,6 +110,12 @@ pub enum Likeness {
     SizeAndMtime,
 }
 
+/// A row of the spool waiting or in flight with a file's size and mtime at another path.
+pub(super) const IN_FLIGHT_ALIKE: &str = "SELECT id, path, size, mtime_ns, inode FROM files
+     WHERE spool = ?1 AND size = ?2 AND mtime_ns = ?3 AND rel_path != ?4
+       AND state IN ('pending', 'active')
+     ORDER BY id DESC LIMIT 1";
+
 /// What registration needs to know of the spool, as configured today.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpoolRules {
@@ -433,6 +439,33 @@ impl Registrar<'_> {
                 },
             )?
             .collect::<rusqlite::Result<_>>()?;
+        // A row of the same size and mtime still waiting or in flight, whose file is no
+        // longer at its path: this may be that file, restored and moved while its upload
+        // ran. Decided once that row is done (the next look hashes it against it).
+        let in_flight: Option<(i64, PathBuf, FileStamp)> = self
+            .tx
+            .prepare_cached(IN_FLIGHT_ALIKE)?
+            .query_row(
+                params![
+                    file.spool,
+                    file.stamp.size as i64,
+                    file.stamp.mtime_ns,
+                    file.rel_path
+                ],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        PathBuf::from(r.get::<_, String>(1)?),
+                        FileStamp::from_columns(r, 2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        if let Some((id, path, stamp)) = in_flight {
+            if (self.moved_from)(&path, stamp, Likeness::SizeAndMtime) {
+                return Ok(Some(Registered::AlreadyQueued(id)));
+            }
+        }
         // A kept file still at its path makes this one a copy of it, a file of its own.
         let gone = candidates
             .into_iter()

@@ -285,6 +285,8 @@ const INDEXES: &str = "
     -- its content, without a walk over the spool's rows.
     CREATE INDEX IF NOT EXISTS files_kept ON files (spool, size, mtime_ns)
         WHERE source_outcome = 'kept';
+    CREATE INDEX IF NOT EXISTS files_waiting_alike ON files (spool, size, mtime_ns)
+        WHERE state IN ('pending', 'active');
 ";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.
