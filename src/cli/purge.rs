@@ -78,7 +78,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         .map(|(spool, stamp)| (spool.clone(), stamp.size, stamp.mtime_ns))
         .collect();
     let keep = |row: &crate::queue::FileRow| {
-        let kept = row.source_outcome.as_deref() == Some("kept");
+        // Kept, or taken away while its upload ran (and maybe restored since).
+        let kept = matches!(row.source_outcome.as_deref(), Some("kept" | "gone"));
         let at_path = stamp_at(row);
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
         row.source_finished_at.is_none()

@@ -97,7 +97,7 @@ pub(super) const KEPT_ELSEWHERE: &str = "SELECT id, path, size, mtime_ns, inode,
         COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END) AS kept_sha256
      FROM files
      WHERE spool = ?1 AND size = ?2 AND mtime_ns = ?3 AND rel_path != ?4
-       AND state = 'done' AND source_outcome = 'kept' AND superseded_by IS NULL
+       AND state = 'done' AND source_outcome IN ('kept', 'gone') AND superseded_by IS NULL
        AND kept_sha256 IS NOT NULL
      ORDER BY id DESC LIMIT 64";
 
@@ -251,17 +251,14 @@ impl Registrar<'_> {
                 // content decides.
                 _ if !same
                     && row.stamp.alike(file.stamp)
-                    && matches!(
-                        decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
-                            .map(|d| d(row.id)),
-                        Some(Registered::Kept(_))
-                    ) =>
+                    && kept_then(row.finished, row.outcome.as_deref(), rules.keeps) =>
                 {
                     match (&file.sha256, &row.source_sha256) {
                         (None, Some(_)) => return Ok(Registered::Lookalike(row.id)),
                         (Some(now), Some(then)) if now == then => {
                             tx.prepare_cached(
-                                "UPDATE files SET inode = ?2, birth_ns = ?3 WHERE id = ?1 AND state = 'done'",
+                                "UPDATE files SET inode = ?2, birth_ns = ?3, source_outcome = 'kept'
+                                 WHERE id = ?1 AND state = 'done'",
                             )?
                             .execute(params![
                                 row.id,
@@ -481,7 +478,7 @@ impl Registrar<'_> {
                     self.tx
                         .prepare_cached(
                             "UPDATE files SET rel_path = ?2, path = ?3, inode = ?4, birth_ns = ?5,
-                                 updated_at = ?6
+                                 updated_at = ?6, source_outcome = 'kept'
                              WHERE id = ?1 AND state = 'done'",
                         )?
                         .execute(params![
@@ -648,6 +645,17 @@ fn same_birth(a: Option<i64>, b: Option<i64>) -> bool {
 
 /// What a file matching a `done` row is, from how the row's source was finished:
 /// `None` when it is a new file that merely looks the same.
+/// Whether a done row's file was kept when it was finished, in a spool that keeps files:
+/// kept then, or not at its path then (taken away while its upload ran, and maybe put
+/// back since: a restore). A file alike found later is that file if its content says so.
+fn kept_then(finished: bool, outcome: Option<&str>, keeps: bool) -> bool {
+    keeps
+        && (matches!(
+            decide_done(finished, outcome, keeps).map(|d| d(0)),
+            Some(Registered::Kept(_))
+        ) || (finished && outcome == Some("gone")))
+}
+
 fn decide_done(
     finished: bool,
     outcome: Option<&str>,

@@ -281,10 +281,12 @@ const INDEXES: &str = "
     CREATE INDEX IF NOT EXISTS files_rushed ON files (spool, next_attempt_at)
         WHERE state = 'pending' AND rushed = 1;
     CREATE INDEX IF NOT EXISTS files_pending_id ON files (spool, id) WHERE state = 'pending';
-    -- Kept files by size and mtime: one restored with another inode and moved is found by
-    -- its content, without a walk over the spool's rows.
-    CREATE INDEX IF NOT EXISTS files_kept ON files (spool, size, mtime_ns)
-        WHERE source_outcome = 'kept';
+    -- Kept files by size and mtime (kept, or taken away while their upload ran): one
+    -- restored with another inode and moved is found by its content, without a walk over
+    -- the spool's rows. (files_kept, its first form, took only the kept.)
+    DROP INDEX IF EXISTS files_kept;
+    CREATE INDEX IF NOT EXISTS files_kept_or_gone ON files (spool, size, mtime_ns)
+        WHERE source_outcome IN ('kept', 'gone');
     CREATE INDEX IF NOT EXISTS files_waiting_alike ON files (spool, size, mtime_ns)
         WHERE state IN ('pending', 'active');
 ";

@@ -583,13 +583,57 @@ fn a_kept_file_restored_and_moved_while_its_upload_runs_waits_for_that_row() {
     let mut done = delivered("e");
     done.source_sha256 = Some("aaa".into());
     q.mark_done(1, 1, &done, None, 12).unwrap();
+    // Not at its path when finished: the finisher records it gone, not kept.
     q.mark_source_finished(1, "gone", 12).unwrap();
-    q.conn
-        .execute("UPDATE files SET source_outcome = 'kept' WHERE id = 1", [])
-        .unwrap();
     assert_eq!(reg(&mut q, moved.clone(), 13), [Registered::Lookalike(1)]);
     moved.sha256 = Some("aaa".into());
     assert_eq!(reg(&mut q, moved, 14), [Registered::Restored(1)]);
+    let outcome: String = q
+        .conn
+        .query_row("SELECT source_outcome FROM files WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(outcome, "kept", "the file is in the spool again, kept");
+}
+
+#[test]
+fn a_kept_file_taken_away_during_its_upload_and_restored_at_its_path_is_judged_by_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, "gone", 11).unwrap();
+    // `cp -a` back to where it was: a new inode, the same size and mtime.
+    let mut back = file("a", 1);
+    back.stamp.inode = 99;
+    assert_eq!(reg(&mut q, back.clone(), 12), [Registered::Lookalike(1)]);
+    back.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, back.clone(), 13), [Registered::Restored(1)]);
+    // Other bytes of that size and mtime: a new file.
+    let mut other = back;
+    other.stamp.inode = 100;
+    other.sha256 = Some("bbb".into());
+    assert!(matches!(
+        reg(&mut q, other, 14)[..],
+        [Registered::Queued(_)]
+    ));
 }
 
 #[test]
@@ -1371,7 +1415,7 @@ fn claims_never_walk_the_backlog() {
     );
     let text = plan_of(register::KEPT_ELSEWHERE);
     assert!(
-        text.contains("files_kept (spool=? AND size=? AND mtime_ns=?)"),
+        text.contains("files_kept_or_gone (spool=? AND size=? AND mtime_ns=?)"),
         "{text}"
     );
 }

@@ -541,6 +541,44 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
     assert_eq!(s.log_lines("same content: it stays delivered"), 3);
 }
 
+/// Item 5, found by the chaos test: a kept file taken away *while its upload runs* and
+/// restored with `cp -a` under another folder (a new inode, the same bytes and mtime, no
+/// file left at the old path). The new path has no row and the old row is not done yet:
+/// the file waits for that row, then is judged by its content and not sent again.
+#[test]
+fn a_kept_file_restored_and_moved_while_its_upload_runs_is_not_sent_again() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    s.bucket.enable_versioning();
+    // Slow enough that the restore lands mid-upload: 7 MiB in parts at 1 MiB/s.
+    s.edit_config(|c| {
+        c.replace(
+            "[destinations.lake]\n",
+            "[destinations.lake]\nbwlimit = \"1MiB/s\"\n",
+        )
+    });
+    let daemon = s.start();
+    s.drop_file("b/big.csv", &data(7 << 20, 23));
+    wait_for(WAIT, "the upload under way", || s.count("active") == 1);
+    let backup = s.dir.path().join("backup");
+    std::fs::rename(s.spool.join("b"), &backup).unwrap();
+    cp_a(&backup, &s.spool.join("away"));
+    wait_for(WAIT, "the upload done", || s.count("done") >= 1);
+    s.wait_past("rescan done", 3);
+    wait_for(WAIT, "nothing left to do", || {
+        s.count("pending") + s.count("active") == 0
+    });
+    assert!(daemon.stop().success());
+
+    let versions = version_counts(&s.bucket);
+    let want: BTreeMap<String, usize> = [("inbound/orders/b/big.csv", 1)]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    assert_eq!(versions, want, "sent once, under the name it had");
+    assert!(s.bucket.open_uploads().is_empty());
+    assert_eq!(s.log_lines("same content: it stays delivered"), 1);
+}
+
 /// Item 5 and `purge`: kept files restored with `cp -a` (new inodes) while the daemon is
 /// stopped, one of them into another folder, then `purge --done`. The rows are what keep
 /// the files from going again, so purge keeps them, and the next start sends nothing.
