@@ -4,6 +4,7 @@
 mod harness;
 mod proxy;
 
+mod architecture;
 mod bandwidth;
 mod chaos;
 mod cli;
