@@ -94,7 +94,7 @@ impl Schedule {
 /// Minutes after midnight, local time, on the schedules' clock (a test may set it).
 fn local_minute_now() -> u32 {
     use chrono::Timelike;
-    let now = crate::schedule::now().with_timezone(&chrono::Local);
+    let now = crate::clock::schedule_now().with_timezone(&chrono::Local);
     now.hour() * 60 + now.minute()
 }
 

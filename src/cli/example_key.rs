@@ -35,7 +35,7 @@ pub fn example_keys(config: &Config) -> Vec<ExampleKey> {
                 rel_path: SAMPLE,
                 id: SAMPLE_ID,
                 uuid: uuid::Uuid::new_v4(),
-                time: chrono::Utc::now(),
+                time: crate::clock::now(),
                 ext: spool.output.ext_rule(),
             };
             let rendered = spool.key.render(&destination.prefix, &input);

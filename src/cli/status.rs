@@ -126,7 +126,7 @@ impl ScheduleReport {
         if windows.is_empty() && cadence.is_none() {
             return None;
         }
-        let outlook = crate::schedule::outlook(&windows, cadence, crate::schedule::now());
+        let outlook = crate::schedule::outlook(&windows, cadence, crate::clock::schedule_now());
         let time =
             |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Some(ScheduleReport {

@@ -265,7 +265,7 @@ fn check_windows_overlap(
     for (name, spool) in spools {
         let windows = windows_of(spool, destinations);
         if windows.len() == 2
-            && crate::schedule::all_open_at(&windows, chrono::Utc::now()).is_none()
+            && crate::schedule::all_open_at(&windows, crate::clock::schedule_now()).is_none()
         {
             p.add(
                 format!("spools.{name}.windows"),

@@ -67,7 +67,7 @@ impl<S: Subscriber> Layer<S> for JournalLayer {
         let message = match self.format {
             LogFormat::Text => fields.logfmt(meta.target()),
             LogFormat::Json => {
-                let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+                let now = crate::clock::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
                 fields.json(*meta.level(), meta.target(), &now.to_string())
             }
         };

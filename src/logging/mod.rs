@@ -98,7 +98,7 @@ where
         if self.journald {
             writeln!(writer, "<{}>{line}", priority(level))
         } else {
-            let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            let now = crate::clock::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
             writeln!(writer, "time={now} level={} {line}", level_word(level))
         }
     }

@@ -50,7 +50,7 @@ impl Credentials {
     async fn get(&self) -> Result<AwsCredentials, CredentialsError> {
         // Held across the fetch on purpose: one renewal at a time, the others wait for it.
         let mut cache = self.cache.lock().await;
-        let now = chrono::Utc::now();
+        let now = crate::clock::now();
         if let Some((cached, fetched)) = cache.as_ref() {
             let fresh = cached.expires_at().is_none_or(|at| at > now + self.margin);
             // Never renew more than once a second, whatever the margin and the lifetime.

@@ -87,24 +87,6 @@ pub enum Side {
     AtOrBefore,
 }
 
-/// The time schedules are read at: the wall clock. A test of the daemon may set
-/// `S3SPOOL_SCHEDULE_CLOCK` to a file holding an RFC 3339 time, re-read at every look, so
-/// it can move the schedules' clock through a day without waiting for one. Nothing else
-/// follows that file: leases, backoffs and request signing keep the real time.
-pub fn now() -> DateTime<Utc> {
-    static FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let file = FILE.get_or_init(|| std::env::var_os("S3SPOOL_SCHEDULE_CLOCK").map(Into::into));
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        match DateTime::parse_from_rfc3339(text.trim()) {
-            Ok(at) => return at.with_timezone(&Utc),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e,
-                "S3SPOOL_SCHEDULE_CLOCK: cannot read a time there; using the real clock"),
-        }
-    }
-    Utc::now()
-}
-
 /// Minutes since Monday 00:00 of the week, at wall time `wall`.
 fn minute_of_week(wall: NaiveDateTime) -> u32 {
     use chrono::{Datelike, Timelike};

@@ -5,7 +5,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +57,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
         // A candidate already past due (a slow scan, a busy queue) is looked at now.
         let sleep_until = match settler.next_due() {
             Some(due) => due
-                .duration_since(SystemTime::now())
+                .duration_since(crate::clock::now_system())
                 .unwrap_or(Duration::ZERO),
             None => Duration::from_secs(3600),
         };
@@ -86,7 +86,7 @@ pub async fn watch_spool(spool: Arc<Spool>, ctx: WatchContext, shutdown: Cancell
                 }
             }
             _ = tokio::time::sleep(sleep_until) => {
-                let due = settler.due(SystemTime::now());
+                let due = settler.due(crate::clock::now_system());
                 if root_holds(&spool, &ctx, &mut moved).await {
                     look_at(&spool, &ctx.root, due, &mut settler, &mut finished).await;
                 }
@@ -215,7 +215,7 @@ async fn full_scan(spool: &Arc<Spool>, ctx: &WatchContext, settler: &mut Settler
     let mut present = std::collections::HashSet::new();
     let mut finished = Vec::new();
     while let Some(chunk) = chunks.recv().await {
-        let now = SystemTime::now();
+        let now = crate::clock::now_system();
         for seen in chunk {
             present.insert(seen.path.clone());
             finished.extend(settler.observe(seen, now));
@@ -267,7 +267,7 @@ async fn look_at(
     })
     .await
     .unwrap_or_default();
-    let now = SystemTime::now();
+    let now = crate::clock::now_system();
     for (path, seen) in looked {
         match seen {
             Some(seen) => finished.extend(settler.observe(seen, now)),
@@ -360,7 +360,7 @@ async fn queue_files(
         Arc::clone(&ctx.root),
         Arc::clone(utf8),
     );
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     let files_for_db = files.to_vec();
     let rules = SpoolRules {
         keeps: spool.after_upload == AfterUpload::Keep,

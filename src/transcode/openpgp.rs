@@ -55,7 +55,7 @@ impl Recipient {
             )
         })?;
         let fingerprint = format!("{:X}", key.fingerprint());
-        if key.expires_at().is_some_and(|at| at <= chrono::Utc::now()) {
+        if key.expires_at().is_some_and(|at| at <= crate::clock::now()) {
             return Err(format!(
                 "the key {fingerprint} in {} has expired; ask the recipient for a current one",
                 path.display()
@@ -96,7 +96,7 @@ impl Recipient {
 /// expired and is not revoked. The algorithm alone is not enough: an RSA signing subkey
 /// could encrypt, but the recipient's tools would not look for it.
 fn encryption_subkey(key: &SignedPublicKey) -> Option<usize> {
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     key.public_subkeys
         .iter()
         .enumerate()

@@ -21,7 +21,7 @@ pub(super) struct Gates {
 impl Gates {
     /// How long from now (tokio's clock) until [`Gates::next_change`].
     pub fn next_change_in(&self) -> Option<std::time::Duration> {
-        let ahead = self.next_change? - schedule::now();
+        let ahead = self.next_change? - crate::clock::schedule_now();
         Some(ahead.to_std().unwrap_or_default())
     }
 }
@@ -37,7 +37,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 impl Uploader {
     /// Each spool's gate now, taking any batch tick that has fallen.
     pub(super) async fn gates(&self) -> Gates {
-        let at = schedule::now();
+        let at = crate::clock::schedule_now();
         let mut gates = Gates::default();
         for spool in self.config.spools.values() {
             let cadence = spool.schedule.deliver_every.as_ref();
@@ -149,7 +149,7 @@ impl<'a> WindowCheck<'a> {
         if self.rushed || self.windows.is_empty() {
             return false;
         }
-        let now = schedule::now();
+        let now = crate::clock::schedule_now();
         !self.windows.iter().all(|w| w.is_open(now))
     }
 }

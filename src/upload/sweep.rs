@@ -139,7 +139,7 @@ async fn sweep(
     };
     // Upload ids identify the uploads still needed.
     let needed: HashSet<String> = recorded.iter().map(|r| r.upload_id.clone()).collect();
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     for (name, target) in targets {
         // Every key s3spool writes for this destination starts with its prefix.
         let listed =
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn only_unneeded_and_old_enough_uploads_may_go() {
-        let now = chrono::Utc::now();
+        let now = crate::clock::now();
         let upload = |id: &str, age_s: Option<i64>| OpenUpload {
             key: "k".into(),
             upload_id: id.into(),

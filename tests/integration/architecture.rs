@@ -134,3 +134,41 @@ fn test_code_and_strings_are_no_imports_and_groups_and_child_paths_are() {
     let (circle, text) = check(&split.path().join("src"), false);
     assert!(!circle, "{text}");
 }
+
+/// Every "now" passes through src/clock.rs: the wall clock, the schedule clock and the
+/// time files are compared with. (tokio's and std's monotonic `Instant` are no "now" of
+/// the wall: timers and leases of a task keep them.)
+#[test]
+fn every_now_of_the_wall_goes_through_the_clock_room() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src.clone()];
+    let mut found = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("src/clock.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap();
+            for now in [
+                "Utc::now(",
+                "Local::now(",
+                "SystemTime::now(",
+                "S3SPOOL_SCHEDULE_CLOCK",
+            ] {
+                if code.contains(now) {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "reads the time itself:\n{}",
+        found.join("\n")
+    );
+}
