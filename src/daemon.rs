@@ -20,7 +20,9 @@ use crate::config::{AfterUpload, Config};
 use crate::finish::Finisher;
 use crate::manifest::ManifestWriter;
 use crate::metrics::Stores;
-use crate::queue::{FolderChange, Queue, QueueError, SharedQueue, SpoolFolder};
+use crate::queue::{
+    FolderChange, Held, Queue, QueueError, SharedQueue, SourceOutcome, SpoolFolder,
+};
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
 use crate::systemd::Notifier;
@@ -121,13 +123,13 @@ pub async fn run(
     }
     for spool in config.spools.values() {
         let outcome = match spool.after_upload {
-            AfterUpload::Delete => "deleted",
-            AfterUpload::Archive(_) => "archived",
-            AfterUpload::Keep => "kept",
+            AfterUpload::Delete => SourceOutcome::Deleted,
+            AfterUpload::Archive(_) => SourceOutcome::Archived,
+            AfterUpload::Keep => SourceOutcome::Kept,
         };
         let filled = queue.backfill_outcomes(&spool.name, outcome)?;
         if filled > 0 {
-            tracing::info!(spool = %spool.name, rows = filled, outcome, "recorded how delivered files were finished before this version");
+            tracing::info!(spool = %spool.name, rows = filled, %outcome, "recorded how delivered files were finished before this version");
         }
     }
     let queue = SharedQueue::new(queue);
@@ -199,7 +201,7 @@ pub async fn run(
         shared.lasting.heartbeat.set_reloading(false);
         let generation = generation?;
         for (name, reason) in refused {
-            let condition = format!("spool:{name}");
+            let condition = Held::Spool(name);
             if let Err(e) = queue
                 .call(move |q| q.set_condition(&condition, &reason, now_ms()))
                 .await

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::queue::SharedQueue;
+use crate::queue::{Held, SharedQueue};
 use crate::s3::{ErrorClass, ObjectStore};
 
 type Labels = Vec<(&'static str, String)>;
@@ -319,21 +319,24 @@ impl Metrics {
             self.held_back.clear();
             // Every cause at 0, so an alert on it has a series before the first hold.
             self.held_back
-                .get_or_create(&vec![("cause", "disk".to_string())])
+                .get_or_create(&vec![("cause", Held::Disk.to_string())])
                 .set(0);
             for (destination, _) in &scope.stores {
                 self.held_back
-                    .get_or_create(&vec![("cause", format!("destination:{destination}"))])
+                    .get_or_create(&vec![(
+                        "cause",
+                        Held::Destination(destination.clone()).to_string(),
+                    )])
                     .set(0);
             }
             for spool in &scope.spools {
                 self.held_back
-                    .get_or_create(&vec![("cause", format!("spool:{spool}"))])
+                    .get_or_create(&vec![("cause", Held::Spool(spool.clone()).to_string())])
                     .set(0);
             }
             for c in conditions {
                 self.held_back
-                    .get_or_create(&vec![("cause", c.name)])
+                    .get_or_create(&vec![("cause", c.name.to_string())])
                     .set(1);
             }
         }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use crate::config::units::parse_duration;
 use crate::config::Config;
-use crate::queue::FileStamp;
+use crate::queue::{FileStamp, SourceOutcome};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("rows").required(true).args(["done", "orphaned"])))]
@@ -79,7 +79,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let keep = |row: &crate::queue::FileRow| {
         // Kept, or taken away while its upload ran (and maybe restored since).
-        let kept = matches!(row.source_outcome.as_deref(), Some("kept" | "gone"));
+        let kept = matches!(
+            row.source_outcome,
+            Some(SourceOutcome::Kept | SourceOutcome::Gone)
+        );
         let at_path = stamp_at(row);
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
         row.source_finished_at.is_none()
@@ -89,7 +92,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             || (kept && at_path.is_some_and(|s| s.alike(row.stamp)))
             // Gone from its path when cleaned up, but moved elsewhere in the spool: the
             // row is what tells the daemon that file was delivered.
-            || (matches!(row.source_outcome.as_deref(), Some("gone" | "replaced" | "kept"))
+            || (matches!(
+                row.source_outcome,
+                Some(SourceOutcome::Gone | SourceOutcome::Replaced | SourceOutcome::Kept)
+            )
                 && in_spools.contains(&(row.spool.clone(), row.stamp)))
             // A kept file restored and moved: found by its size, mtime and content.
             || (kept && alike.contains(&(row.spool.clone(), row.stamp.size, row.stamp.mtime_ns)))

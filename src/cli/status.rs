@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::units::{format_duration, format_size};
 use crate::config::Config;
-use crate::queue::{Condition, Counts, FileRow, Gone, Orphans, Queue, SpoolLine};
+use crate::queue::{Condition, Counts, FileRow, Gone, Held, Orphans, Queue, SpoolLine};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -375,7 +375,7 @@ fn verdict(
     }
     for held in held_back {
         // A stopped spool (its folder replaced) moves nothing at all until someone acts.
-        let state = if held.name.starts_with("spool:") {
+        let state = if matches!(held.name, Held::Spool(_)) {
             State::Critical
         } else {
             State::Warning

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::beneath;
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Spool};
-use crate::queue::{FileRow, SharedQueue};
+use crate::queue::{FileRow, SharedQueue, SourceOutcome};
 pub use source::{finish_source, Finish, Finished};
 use std::path::{Path, PathBuf};
 
@@ -81,7 +81,7 @@ impl Waiting {
 struct Record {
     id: i64,
     path: String,
-    outcome: &'static str,
+    outcome: SourceOutcome,
 }
 
 /// What became of one row in a pass.
@@ -189,7 +189,7 @@ impl Finisher {
                         records.push(Record {
                             id: row.id,
                             path: row.path.to_string_lossy().into_owned(),
-                            outcome: outcome.as_str(),
+                            outcome: outcome.outcome(),
                         });
                     }
                     Step::Failed(error) => {
@@ -221,7 +221,7 @@ impl Finisher {
     /// Records how sources were finished; on failure keeps the records to write again
     /// and returns false.
     async fn record(&self, records: Vec<Record>, waiting: &mut Waiting) -> bool {
-        let rows: Vec<(i64, String, &'static str)> = records
+        let rows: Vec<(i64, String, SourceOutcome)> = records
             .iter()
             .map(|r| (r.id, r.path.clone(), r.outcome))
             .collect();
@@ -292,10 +292,10 @@ impl Finisher {
             tracing::info!(spool = %row.spool, id = row.id, path = %row.path.display(),
                 "a new file took the uploaded one's place; it will be queued on its own");
         } else if row.done_at.is_some_and(|at| at < self.started_ms) {
-            tracing::info!(spool = %row.spool, id = row.id, path = %row.rel_path, outcome = outcome.as_str(),
+            tracing::info!(spool = %row.spool, id = row.id, path = %row.rel_path, outcome = %outcome.outcome(),
                 "cleaned up a file delivered before a restart");
         } else {
-            tracing::debug!(spool = %row.spool, id = row.id, outcome = outcome.as_str(), "source finished");
+            tracing::debug!(spool = %row.spool, id = row.id, outcome = %outcome.outcome(), "source finished");
         }
     }
 }
@@ -363,7 +363,7 @@ mod tests {
         let (stop, task) = finisher(&f);
         for id in [a, b] {
             f.wait_row(id, WITHIN, |r| {
-                r.source_outcome.as_deref() == Some("deleted")
+                r.source_outcome == Some(SourceOutcome::Deleted)
             })
             .await;
         }
@@ -396,7 +396,7 @@ mod tests {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(g.run(stopped));
         f.wait_row(id, WITHIN, |r| {
-            r.source_outcome.as_deref() == Some("deleted")
+            r.source_outcome == Some(SourceOutcome::Deleted)
         })
         .await;
         stop.send(Instant::now() + WITHIN).unwrap();
@@ -423,7 +423,7 @@ mod tests {
         // Fixed: the next try (30 s later, no poke needed) archives it.
         std::fs::remove_file(&archive).unwrap();
         f.wait_row(id, WITHIN, |r| {
-            r.source_outcome.as_deref() == Some("archived")
+            r.source_outcome == Some(SourceOutcome::Archived)
         })
         .await;
         assert_eq!(std::fs::read(archive.join("a.csv")).unwrap(), b"payload");
@@ -432,7 +432,7 @@ mod tests {
         let token = CancellationToken::new();
         let uploader = tokio::spawn(f.uploader(f.target()).run(token.clone()));
         f.wait_row(next, Duration::from_secs(1), |r| {
-            r.source_outcome.as_deref() == Some("archived")
+            r.source_outcome == Some(SourceOutcome::Archived)
         })
         .await;
         token.cancel();

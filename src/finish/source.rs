@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::beneath::{self, Entry, Root};
-use crate::queue::FileStamp;
+use crate::queue::{FileStamp, SourceOutcome};
 
 /// What [`finish_source`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,14 +30,14 @@ pub enum Finished {
 }
 
 impl Finished {
-    /// How the queue records it (`source_outcome`).
-    pub fn as_str(&self) -> &'static str {
+    /// How the queue records it.
+    pub fn outcome(&self) -> SourceOutcome {
         match self {
-            Finished::Deleted => "deleted",
-            Finished::Archived(_) => "archived",
-            Finished::Kept => "kept",
-            Finished::AlreadyGone => "gone",
-            Finished::Replaced => "replaced",
+            Finished::Deleted => SourceOutcome::Deleted,
+            Finished::Archived(_) => SourceOutcome::Archived,
+            Finished::Kept => SourceOutcome::Kept,
+            Finished::AlreadyGone => SourceOutcome::Gone,
+            Finished::Replaced => SourceOutcome::Replaced,
         }
     }
 }

@@ -59,11 +59,12 @@ const PUT_BACKS: [(&str, PutBack); 6] = [
         q.requeue_changed(e, stamp, None, now + 1, now).unwrap()
     }),
     ("failed", |q, e, now| {
-        q.mark_failed(e, "denied", now).unwrap()
+        q.mark_failed(e, "denied", Failure::Refused, now).unwrap()
     }),
     // `s3spool retry` after a failure: the row waits again, its flag as it was.
     ("failed, then retried", |q, e, now| {
-        q.mark_failed(e, "denied", now).unwrap() && q.retry(Some(&[e.id]), now).unwrap() == [e.id]
+        q.mark_failed(e, "denied", Failure::Refused, now).unwrap()
+            && q.retry(Some(&[e.id]), now).unwrap() == [e.id]
     }),
 ];
 
@@ -176,7 +177,9 @@ fn a_failed_row_that_may_have_sent_follows_its_moved_file_and_stays_failed() {
             claim,
             maybe_sent: true,
         };
-        assert!(q.mark_failed(ended, "AccessDenied", 11).unwrap());
+        assert!(q
+            .mark_failed(ended, "AccessDenied", Failure::Refused, 11)
+            .unwrap());
         (dir, q, id)
     };
     let mut moved = file("sub/a", 1);
@@ -304,7 +307,7 @@ fn an_earlier_version_delivered_is_done_and_the_file_now_there_is_a_new_row() {
     assert_eq!(made, Some(Registered::Queued(id + 1)));
     let first = q.get(id).unwrap().unwrap();
     assert_eq!(first.state, State::Done);
-    assert_eq!(first.source_outcome.as_deref(), Some("superseded"));
+    assert_eq!(first.source_outcome, Some(SourceOutcome::Superseded));
     assert!(first.source_finished_at.is_some(), "nothing to clean up");
     let second = q.get(id + 1).unwrap().unwrap();
     assert_eq!(

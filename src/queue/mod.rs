@@ -46,7 +46,7 @@ pub use batches::Batching;
 pub use folders::{FolderChange, Gone, Orphans, SpoolFolder};
 pub use gates::Gate;
 pub use multipart::StoredPart;
-pub use register::{Likeness, SpoolRules, VANISHED};
+pub use register::{Likeness, SpoolRules};
 pub use schema::latest_version;
 pub use shared::SharedQueue;
 pub use transitions::{Done, Eligible, Ended};
@@ -87,6 +87,133 @@ impl State {
 
     pub fn parse(text: &str) -> Option<State> {
         State::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// How a delivered file's source was finished (`source_outcome`): later decisions about
+/// the file follow what was done to it, not today's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceOutcome {
+    /// `after_upload = "delete"` removed it.
+    Deleted,
+    /// Moved into `archive_dir`.
+    Archived,
+    /// Left in place (`after_upload = "keep"`).
+    Kept,
+    /// Not at its path when it was finished (taken away, or a crash between the step
+    /// and the record of it).
+    Gone,
+    /// Its path held another file then; that file was not touched.
+    Replaced,
+    /// A later version replaced it during its upload and got a row of its own.
+    Superseded,
+}
+
+impl SourceOutcome {
+    pub const ALL: [SourceOutcome; 6] = [
+        SourceOutcome::Deleted,
+        SourceOutcome::Archived,
+        SourceOutcome::Kept,
+        SourceOutcome::Gone,
+        SourceOutcome::Replaced,
+        SourceOutcome::Superseded,
+    ];
+
+    /// How the queue stores it (and the SQL of its queries names it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceOutcome::Deleted => "deleted",
+            SourceOutcome::Archived => "archived",
+            SourceOutcome::Kept => "kept",
+            SourceOutcome::Gone => "gone",
+            SourceOutcome::Replaced => "replaced",
+            SourceOutcome::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SourceOutcome> {
+        SourceOutcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for SourceOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::ToSql for SourceOutcome {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for SourceOutcome {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        SourceOutcome::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown source_outcome {text:?}").into())
+        })
+    }
+}
+
+/// Why a row is `failed` (`failure`): what the daemon decides by. The words for people
+/// are in `last_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// Its source was not at its path at an attempt (deleted, moved, or its way now runs
+    /// through a symlink): the file found again in the spool takes the row back.
+    Vanished,
+    /// It cannot be delivered as it is, whatever is tried (refused by S3, bad input for
+    /// its format, a key that cannot be made).
+    Refused,
+    /// Its attempts were used up on errors that might have passed.
+    GaveUp,
+    /// The daemon died during its attempts again and again: set aside so others go on.
+    SetAside,
+    /// Its file moved inside the spool before its upload ended: another row has it.
+    Moved,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 5] = [
+        Failure::Vanished,
+        Failure::Refused,
+        Failure::GaveUp,
+        Failure::SetAside,
+        Failure::Moved,
+    ];
+
+    /// How the queue stores it (and the SQL of its queries names it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Vanished => "vanished",
+            Failure::Refused => "refused",
+            Failure::GaveUp => "gave_up",
+            Failure::SetAside => "set_aside",
+            Failure::Moved => "moved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Failure> {
+        Failure::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+}
+
+impl rusqlite::types::ToSql for Failure {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for Failure {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Failure::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown failure {text:?}").into())
+        })
     }
 }
 
@@ -217,8 +344,8 @@ pub struct FileRow {
     pub format: Option<String>,
     /// The manifest batch the delivery belongs to.
     pub batch_id: Option<i64>,
-    /// How the source was finished: deleted, archived, kept, gone or replaced.
-    pub source_outcome: Option<String>,
+    /// How the source was finished.
+    pub source_outcome: Option<SourceOutcome>,
     /// For a failed row: the row of a newer file at the same path.
     pub superseded_by: Option<i64>,
     /// Sent by an operator on its own: it goes outside its spool's window and cadence.
@@ -226,13 +353,16 @@ pub struct FileRow {
     /// A request that makes the object may have reached S3 unanswered (or the daemon
     /// stopped mid-attempt): the next attempt asks HEAD before it sends.
     pub maybe_sent: bool,
+    /// Why a `failed` row failed (none for rows failed before queue schema 11, unless
+    /// their source vanished).
+    pub failure: Option<Failure>,
 }
 
 const COLUMNS: &str =
     "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
      inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
      source_finished_at, sha256, upload_id, part_size, claim, object_size, rows, format, batch_id, \
-     source_outcome, superseded_by, rushed, maybe_sent";
+     source_outcome, superseded_by, rushed, maybe_sent, failure";
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
@@ -267,6 +397,7 @@ impl FileRow {
             superseded_by: r.get(28)?,
             rushed: r.get(29)?,
             maybe_sent: r.get(30)?,
+            failure: r.get(31)?,
         })
     }
 }
@@ -315,11 +446,64 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+/// What a condition holds back (stored, shown and labelled in metrics as `disk`,
+/// `destination:NAME` or `spool:NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Held {
+    /// Every claim: `state_dir` is low on space.
+    Disk,
+    /// The files of a destination that is failing.
+    Destination(String),
+    /// A spool whose folder was replaced: nothing of it moves.
+    Spool(String),
+}
+
+impl Held {
+    pub fn parse(text: &str) -> Option<Held> {
+        match text.split_once(':') {
+            None if text == "disk" => Some(Held::Disk),
+            Some(("destination", name)) => Some(Held::Destination(name.to_string())),
+            Some(("spool", name)) => Some(Held::Spool(name.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Held::Disk => f.write_str("disk"),
+            Held::Destination(name) => write!(f, "destination:{name}"),
+            Held::Spool(name) => write!(f, "spool:{name}"),
+        }
+    }
+}
+
+impl Serialize for Held {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl rusqlite::types::ToSql for Held {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.to_string().into())
+    }
+}
+
+impl rusqlite::types::FromSql for Held {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Held::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown condition {text:?}").into())
+        })
+    }
+}
+
 /// Something holding work back, as the daemon last reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Condition {
-    /// `disk`, or `destination:NAME`.
-    pub name: String,
+    pub name: Held,
     pub reason: String,
     /// Unix milliseconds.
     pub since: i64,

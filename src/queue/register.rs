@@ -37,10 +37,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::*;
 
-/// How a row's `last_error` begins when its source vanished before an attempt (the
-/// uploader writes it; the file found again revives the row).
-pub const VANISHED: &str = "source disappeared";
-
 /// The row that claims a path, as registration needs it.
 struct AtPath {
     id: i64,
@@ -48,7 +44,7 @@ struct AtPath {
     stamp: FileStamp,
     birth_ns: Option<i64>,
     finished: bool,
-    outcome: Option<String>,
+    outcome: Option<SourceOutcome>,
     vanished: bool,
     /// S3 may hold an earlier version of the file under the row's key.
     maybe_sent: bool,
@@ -62,30 +58,28 @@ struct Elsewhere {
     path: PathBuf,
     state: String,
     finished: bool,
-    outcome: Option<String>,
+    outcome: Option<SourceOutcome>,
     claimed: bool,
     key: Option<String>,
     /// Failed because its source vanished.
     vanished: bool,
 }
 
-// "Begins with" is `instr(…) = 1`, not `LIKE ?`: SQLite prepares a statement again whenever
-// the pattern of a LIKE is bound (it may change the plan), which cost a prepare per file.
 const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
         source_finished_at IS NOT NULL, source_outcome,
-        state = 'failed' AND superseded_by IS NULL AND IFNULL(instr(last_error, ?3), 0) = 1,
+        state = 'failed' AND superseded_by IS NULL AND IFNULL(failure = 'vanished', 0),
         maybe_sent, COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END)
      FROM files WHERE spool = ?1 AND rel_path = ?2 AND superseded_by IS NULL
      ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
 
 const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
-        source_outcome, claim > 0, key, IFNULL(instr(last_error, ?7), 0) = 1
+        source_outcome, claim > 0, key, IFNULL(failure = 'vanished', 0)
      FROM files
      WHERE spool = ?1 AND inode = ?2 AND size = ?3 AND mtime_ns = ?4 AND rel_path != ?5
        AND (?6 IS NULL OR birth_ns IS NULL OR birth_ns = ?6)
        AND (state IN ('pending', 'active')
             OR (state = 'failed' AND superseded_by IS NULL
-                AND (claim > 0 OR IFNULL(instr(last_error, ?7), 0) = 1))
+                AND (claim > 0 OR IFNULL(failure = 'vanished', 0)))
             OR (state = 'done' AND (source_finished_at IS NULL OR source_outcome = 'kept'
                 OR (source_outcome IN ('gone', 'replaced') AND birth_ns = ?6))))
      ORDER BY id DESC LIMIT 1";
@@ -206,7 +200,7 @@ impl Registrar<'_> {
         let (tx, rules, now_ms) = (self.tx, self.rules, self.now_ms);
         let at_path = tx
             .prepare_cached(AT_PATH)?
-            .query_row(params![file.spool, file.rel_path, VANISHED], |r| {
+            .query_row(params![file.spool, file.rel_path], |r| {
                 Ok(AtPath {
                     id: r.get(0)?,
                     state: r.get(1)?,
@@ -244,14 +238,17 @@ impl Registrar<'_> {
                 // the delivered one only on a birth time that says so: without one, an inode
                 // reused with the same size and mtime would be deleted without upload.
                 _ if same
-                    && matches!(row.outcome.as_deref(), Some("gone" | "replaced"))
+                    && matches!(
+                        row.outcome,
+                        Some(SourceOutcome::Gone | SourceOutcome::Replaced)
+                    )
                     && (row.birth_ns.is_none() || file.birth_ns.is_none()) => {}
                 // A kept file with another inode (or birth time) but the same size and
                 // mtime: restored, copied back, or on a mount whose inodes change. Its
                 // content decides.
                 _ if !same
                     && row.stamp.alike(file.stamp)
-                    && kept_then(row.finished, row.outcome.as_deref(), rules.keeps) =>
+                    && kept_then(row.finished, row.outcome, rules.keeps) =>
                 {
                     match (&file.sha256, &row.source_sha256) {
                         (None, Some(_)) => return Ok(Registered::Lookalike(row.id)),
@@ -273,9 +270,7 @@ impl Registrar<'_> {
                 }
                 _ if same => {
                     // None: a lookalike after a delete or archive, so a new file.
-                    if let Some(decided) =
-                        decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
-                    {
+                    if let Some(decided) = decide_done(row.finished, row.outcome, rules.keeps) {
                         let decided = decided(row.id);
                         if row.finished && matches!(decided, Registered::AlreadyDone(_)) {
                             // Finished before (kept, or not there then): the finisher takes
@@ -310,8 +305,7 @@ impl Registrar<'_> {
                     file.stamp.size as i64,
                     file.stamp.mtime_ns,
                     file.rel_path,
-                    file.birth_ns,
-                    VANISHED
+                    file.birth_ns
                 ],
                 |r| {
                     Ok(Elsewhere {
@@ -337,8 +331,7 @@ impl Registrar<'_> {
         match row.state.as_str() {
             "active" => Ok(Some(Registered::AlreadyQueued(row.id))),
             "done" => {
-                let Some(decided) = decide_done(row.finished, row.outcome.as_deref(), rules.keeps)
-                else {
+                let Some(decided) = decide_done(row.finished, row.outcome, rules.keeps) else {
                     return Ok(None);
                 };
                 let decided = decided(row.id);
@@ -393,6 +386,7 @@ impl Registrar<'_> {
                 .execute([row.id])?;
                     tx.prepare_cached(
                     "UPDATE files SET state = 'failed', superseded_by = ?2, updated_at = ?3,
+                         failure = 'moved',
                          upload_id = NULL, part_size = NULL,
                          last_error = 'moved inside the spool before its upload ended; the file is row ' || ?2
                      WHERE id = ?1 AND state IN ('pending', 'failed')",
@@ -514,9 +508,10 @@ impl Registrar<'_> {
         };
         tx.prepare_cached(
             "INSERT INTO files (id, spool, rel_path, path, destination, bucket, state, size,
-             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at, key, last_error)
+             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at, key, last_error,
+             failure)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, IIF(?12 IS NULL, 'pending', 'failed'), ?7, ?8, ?9,
-                 ?10, ?11, ?11, ?11, ?13, ?12)",
+                 ?10, ?11, ?11, ?11, ?13, ?12, IIF(?12 IS NULL, NULL, 'refused'))",
         )?
         .execute(params![
             id,
@@ -579,7 +574,8 @@ fn follow(
              next_attempt_at = IIF(?6, MIN(next_attempt_at, ?4), next_attempt_at),
              last_error = CASE WHEN ?6 AND state = 'failed'
                                THEN 'its file was found again; queued again'
-                               ELSE last_error END
+                               ELSE last_error END,
+             failure = IIF(?6, NULL, failure)
          WHERE id = ?1 AND state IN ('pending', 'failed')",
     )?
     .execute(params![
@@ -648,17 +644,17 @@ fn same_birth(a: Option<i64>, b: Option<i64>) -> bool {
 /// Whether a done row's file was kept when it was finished, in a spool that keeps files:
 /// kept then, or not at its path then (taken away while its upload ran, and maybe put
 /// back since: a restore). A file alike found later is that file if its content says so.
-fn kept_then(finished: bool, outcome: Option<&str>, keeps: bool) -> bool {
+fn kept_then(finished: bool, outcome: Option<SourceOutcome>, keeps: bool) -> bool {
     keeps
         && (matches!(
             decide_done(finished, outcome, keeps).map(|d| d(0)),
             Some(Registered::Kept(_))
-        ) || (finished && outcome == Some("gone")))
+        ) || (finished && outcome == Some(SourceOutcome::Gone)))
 }
 
 fn decide_done(
     finished: bool,
-    outcome: Option<&str>,
+    outcome: Option<SourceOutcome>,
     keeps: bool,
 ) -> Option<fn(i64) -> Registered> {
     if !finished {
@@ -667,12 +663,12 @@ fn decide_done(
     match outcome {
         // Kept when it was delivered: still kept, or cleaned up now that the spool no
         // longer keeps files. Never uploaded again.
-        Some("kept") if keeps => Some(Registered::Kept),
-        Some("kept") => Some(Registered::AlreadyDone),
+        Some(SourceOutcome::Kept) if keeps => Some(Registered::Kept),
+        Some(SourceOutcome::Kept) => Some(Registered::AlreadyDone),
         // Finished before outcomes were recorded (and not backfilled): today's config.
         None if keeps => Some(Registered::Kept),
         // Not touched then (it was not where it had been): it is the delivered file.
-        Some("gone") | Some("replaced") => Some(Registered::AlreadyDone),
+        Some(SourceOutcome::Gone | SourceOutcome::Replaced) => Some(Registered::AlreadyDone),
         _ => None,
     }
 }

@@ -250,7 +250,7 @@ impl Queue {
     }
 
     /// Records a condition holding work back (kept since its first report).
-    pub fn set_condition(&mut self, name: &str, reason: &str, now_ms: i64) -> Result<()> {
+    pub fn set_condition(&mut self, name: &Held, reason: &str, now_ms: i64) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO conditions (name, reason, since) VALUES (?1, ?2, ?3)
@@ -262,7 +262,7 @@ impl Queue {
     }
 
     /// The condition is gone.
-    pub fn clear_condition(&mut self, name: &str) -> Result<()> {
+    pub fn clear_condition(&mut self, name: &Held) -> Result<()> {
         self.conn
             .execute("DELETE FROM conditions WHERE name = ?1", [name])
             .map(drop)
@@ -346,7 +346,7 @@ impl Queue {
     /// that were reset; `active` and `done` rows are left alone.
     pub fn retry(&mut self, ids: Option<&[i64]>, now_ms: i64) -> Result<Vec<i64>> {
         let sql = "UPDATE files SET state = 'pending', attempts = 0, interruptions = 0,
-                       next_attempt_at = ?2, updated_at = ?2
+                       next_attempt_at = ?2, updated_at = ?2, failure = NULL
                    WHERE state IN ('failed', 'pending') AND key IS NOT NULL AND superseded_by IS NULL
                      AND (?1 IS NULL OR id = ?1)
                    RETURNING id";

@@ -260,6 +260,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (kind, name)
     ) WITHOUT ROWID;
     "#,
+    // 11: why a failed row failed, as a code ([`super::Failure`]): the daemon decides by
+    // it (a row whose source vanished follows the file found again), never by the words
+    // of `last_error`, which are for people. Rows failed before this version are read
+    // once, here, by the words their version wrote.
+    r#"
+    ALTER TABLE files ADD COLUMN failure TEXT;
+    UPDATE files SET failure = 'vanished'
+        WHERE state = 'failed' AND instr(last_error, 'source disappeared') = 1;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
@@ -400,5 +409,42 @@ mod tests {
             .unwrap();
         assert_eq!(uuid.len(), 32);
         assert!(uuid.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn version_11_reads_the_words_of_rows_that_vanished_once_and_never_again() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..10] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 10).unwrap();
+        let row = |id: i64, state: &str, error: &str| {
+            conn.execute(
+                "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
+                     size, mtime_ns, inode, last_error, next_attempt_at, queued_at, updated_at)
+                 VALUES (?1, 's', ?1, '/s', 'd', 'b', 'k', ?2, 1, 1, 1, ?3, 0, 0, 0)",
+                rusqlite::params![id, state, error],
+            )
+            .unwrap();
+        };
+        row(1, "failed", "source disappeared: /s/1 no longer exists");
+        row(
+            2,
+            "failed",
+            "AccessDenied: source disappeared: a policy's words",
+        );
+        row(3, "pending", "source disappeared: /s/3 no longer exists");
+        migrate(&mut conn).unwrap();
+        let failures: Vec<(i64, Option<String>)> = conn
+            .prepare("SELECT id, failure FROM files ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            failures,
+            [(1, Some("vanished".to_string())), (2, None), (3, None)]
+        );
     }
 }

@@ -176,7 +176,7 @@ fn transitions_done_retry_failed_and_changed() {
     assert_eq!(q.next_due().unwrap(), Some(500));
     let again = q.claim(10, 500, Duration::from_secs(1)).unwrap();
     assert_eq!((again[0].id, again[0].attempts), (2, 2));
-    q.mark_failed(Ended::unsent(2, 2), "AccessDenied", 600)
+    q.mark_failed(Ended::unsent(2, 2), "AccessDenied", Failure::Refused, 600)
         .unwrap();
     assert_eq!(q.get(2).unwrap().unwrap().state, State::Failed);
 
@@ -267,7 +267,7 @@ fn summary_retry_and_purge() {
     );
     q.claim(3, 10, Duration::from_secs(60)).unwrap();
     q.mark_done(1, 1, &delivered("e"), None, 50).unwrap();
-    q.mark_failed(Ended::unsent(2, 1), "AccessDenied", 51)
+    q.mark_failed(Ended::unsent(2, 1), "AccessDenied", Failure::Refused, 51)
         .unwrap();
     let s = q.summary().unwrap();
     assert_eq!(
@@ -337,8 +337,8 @@ fn a_clean_up_is_recorded_only_for_the_path_it_was_done_at() {
     let applied = q
         .mark_sources_finished(
             &[
-                (1, "/spool/a".into(), "deleted"),
-                (2, "/spool/b".into(), "gone"),
+                (1, "/spool/a".into(), SourceOutcome::Deleted),
+                (2, "/spool/b".into(), SourceOutcome::Gone),
             ],
             12,
         )
@@ -350,12 +350,12 @@ fn a_clean_up_is_recorded_only_for_the_path_it_was_done_at() {
         "finished again where its file is now"
     );
     assert_eq!(
-        q.get(1).unwrap().unwrap().source_outcome.as_deref(),
-        Some("deleted")
+        q.get(1).unwrap().unwrap().source_outcome,
+        Some(SourceOutcome::Deleted)
     );
     // Recorded once: a second record of a finished row changes nothing.
     assert_eq!(
-        q.mark_sources_finished(&[(1, "/spool/a".into(), "gone")], 13)
+        q.mark_sources_finished(&[(1, "/spool/a".into(), SourceOutcome::Gone)], 13)
             .unwrap(),
         0
     );
@@ -367,7 +367,9 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
-    assert!(q.mark_source_finished(1, "deleted", 12).unwrap());
+    assert!(q
+        .mark_source_finished(1, SourceOutcome::Deleted, 12)
+        .unwrap());
     // Deleted, then a new file with a reused inode and the same size and mtime appears.
     assert_eq!(
         register(&mut q, &[file("a", 1)], 13),
@@ -376,7 +378,7 @@ fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
     // In a keep spool the same stamp is the kept file itself.
     q.claim(1, 13, Duration::from_secs(60)).unwrap();
     q.mark_done(2, 1, &delivered("e"), None, 14).unwrap();
-    q.mark_source_finished(2, "kept", 14).unwrap();
+    q.mark_source_finished(2, SourceOutcome::Kept, 14).unwrap();
     let out = q
         .register(
             &[file("a", 1)],
@@ -421,7 +423,7 @@ fn a_kept_file_with_a_new_inode_is_known_by_its_content() {
     let mut done = delivered("e");
     done.source_sha256 = Some("aaa".into());
     q.mark_done(1, 1, &done, None, 11).unwrap();
-    q.mark_source_finished(1, "kept", 12).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Kept, 12).unwrap();
     // Restored: same size and mtime, another inode. Hashed first, nothing written.
     let mut restored = file("a", 1);
     restored.stamp.inode = 99;
@@ -454,7 +456,8 @@ fn ids_are_never_reused_after_a_purge() {
     for id in 1..=3 {
         q.claim(1, 10, Duration::from_secs(60)).unwrap();
         q.mark_done(id, 1, &delivered("e"), None, 11).unwrap();
-        q.mark_source_finished(id, "deleted", 11).unwrap();
+        q.mark_source_finished(id, SourceOutcome::Deleted, 11)
+            .unwrap();
     }
     assert_eq!(q.purge_done(100, |_| false, false).unwrap(), (3, 0));
     assert_eq!(
@@ -468,8 +471,13 @@ fn a_failed_row_yields_its_path_to_a_new_file() {
     let (_d, mut q) = open();
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
-    q.mark_failed(Ended::unsent(1, 1), "bad CSV at line 3", 11)
-        .unwrap();
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "bad CSV at line 3",
+        Failure::Refused,
+        11,
+    )
+    .unwrap();
     // The same file again stays with its failed row.
     assert_eq!(
         register(&mut q, &[file("a", 1)], 12),
@@ -515,7 +523,7 @@ fn a_kept_file_restored_with_another_inode_and_moved_is_found_by_its_content() {
     let mut done = delivered("e");
     done.source_sha256 = Some("aaa".into());
     q.mark_done(1, 1, &done, None, 11).unwrap();
-    q.mark_source_finished(1, "kept", 12).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Kept, 12).unwrap();
     // `cp -a` out and back (a new inode), then renamed before a rescan saw it at `a`.
     let mut moved = file("sub/a", 1);
     moved.stamp.inode = 99;
@@ -528,7 +536,7 @@ fn a_kept_file_restored_with_another_inode_and_moved_is_found_by_its_content() {
     reg(&mut q, file("a", 1), 10, false);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     q.mark_done(1, 1, &done, None, 11).unwrap();
-    q.mark_source_finished(1, "kept", 12).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Kept, 12).unwrap();
     // The kept file is gone from `a`: hashed first, nothing written.
     assert_eq!(
         reg(&mut q, moved.clone(), 13, true),
@@ -584,7 +592,7 @@ fn a_kept_file_restored_and_moved_while_its_upload_runs_waits_for_that_row() {
     done.source_sha256 = Some("aaa".into());
     q.mark_done(1, 1, &done, None, 12).unwrap();
     // Not at its path when finished: the finisher records it gone, not kept.
-    q.mark_source_finished(1, "gone", 12).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 12).unwrap();
     assert_eq!(reg(&mut q, moved.clone(), 13), [Registered::Lookalike(1)]);
     moved.sha256 = Some("aaa".into());
     assert_eq!(reg(&mut q, moved, 14), [Registered::Restored(1)]);
@@ -619,7 +627,7 @@ fn a_kept_file_taken_away_during_its_upload_and_restored_at_its_path_is_judged_b
     let mut done = delivered("e");
     done.source_sha256 = Some("aaa".into());
     q.mark_done(1, 1, &done, None, 11).unwrap();
-    q.mark_source_finished(1, "gone", 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
     // `cp -a` back to where it was: a new inode, the same size and mtime.
     let mut back = file("a", 1);
     back.stamp.inode = 99;
@@ -659,7 +667,7 @@ fn every_kept_row_alike_is_tried_and_one_whose_file_is_still_there_is_passed_ove
         let mut done = delivered("e");
         done.source_sha256 = Some(sha.into());
         q.mark_done(id, 1, &done, None, 11).unwrap();
-        q.mark_source_finished(id, "kept", 12).unwrap();
+        q.mark_source_finished(id, SourceOutcome::Kept, 12).unwrap();
     }
     // `a` restored and moved to `sub/a`; `b` still in place (the newest candidate).
     let mut moved = file("sub/a", 1);
@@ -710,7 +718,7 @@ fn a_file_moved_inside_the_spool_is_its_row_file() {
         vec![Registered::AlreadyQueued(1)]
     );
     q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
-    q.mark_source_finished(1, "gone", 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
     // Delivered, and gone from its path when cleaned up: clean it up where it is now.
     assert_eq!(
         register_moved(&mut q, true),
@@ -751,6 +759,7 @@ fn a_vanished_file_back_at_its_path_is_queued_again() {
     q.mark_failed(
         Ended::unsent(1, 1),
         "source disappeared: /spool/a no longer exists",
+        Failure::Vanished,
         11,
     )
     .unwrap();
@@ -759,6 +768,53 @@ fn a_vanished_file_back_at_its_path_is_queued_again() {
         vec![Registered::Followed(1)]
     );
     assert_eq!(q.get(1).unwrap().unwrap().state, State::Pending);
+}
+
+#[test]
+fn a_failed_row_is_judged_by_why_it_failed_not_by_its_words() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1)], 10);
+    q.claim(2, 10, Duration::from_secs(60)).unwrap();
+    // Words that read like a vanished source, from S3 (a policy's message): refused.
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "source disappeared: AccessDenied",
+        Failure::Refused,
+        11,
+    )
+    .unwrap();
+    q.mark_failed(Ended::unsent(2, 1), "gone for now", Failure::Vanished, 11)
+        .unwrap();
+    assert_eq!(q.get(1).unwrap().unwrap().failure, Some(Failure::Refused));
+    assert_eq!(
+        register(&mut q, &[file("a", 1), file("b", 1)], 12),
+        vec![Registered::AlreadyQueued(1), Registered::Followed(2)]
+    );
+    let (a, b) = (q.get(1).unwrap().unwrap(), q.get(2).unwrap().unwrap());
+    assert_eq!(
+        (a.state, a.failure),
+        (State::Failed, Some(Failure::Refused))
+    );
+    assert_eq!((b.state, b.failure), (State::Pending, None));
+}
+
+#[test]
+fn outcomes_failures_and_holds_read_back_what_they_wrote() {
+    for outcome in SourceOutcome::ALL {
+        assert_eq!(SourceOutcome::parse(outcome.as_str()), Some(outcome));
+    }
+    for failure in Failure::ALL {
+        assert_eq!(Failure::parse(failure.as_str()), Some(failure));
+    }
+    for held in [
+        Held::Disk,
+        Held::Destination("lake".into()),
+        Held::Spool("in:box".into()),
+    ] {
+        assert_eq!(Held::parse(&held.to_string()), Some(held));
+    }
+    assert_eq!(Held::parse("destination"), None);
+    assert_eq!(SourceOutcome::parse("Kept"), None);
 }
 
 #[test]
@@ -772,7 +828,7 @@ fn a_file_with_another_birth_time_is_not_the_delivered_one() {
     register(&mut q, &[born("a", 100)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
-    q.mark_source_finished(1, "gone", 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
     // Same inode, size and mtime (an inode reused, a fixed mtime), born later: new.
     let out = q
         .register(
@@ -918,7 +974,9 @@ fn starting_over_forgets_old_parts() {
     let row = q.get(1).unwrap().unwrap();
     assert_eq!((row.upload_id, q.parts(1).unwrap().len()), (None, 0));
     q.start_upload(1, 1, "u2", 5 << 20, Some("sha")).unwrap();
-    assert!(q.mark_failed(Ended::unsent(1, 1), "gone", 11).unwrap());
+    assert!(q
+        .mark_failed(Ended::unsent(1, 1), "gone", Failure::Refused, 11)
+        .unwrap());
     assert!(q.get(1).unwrap().unwrap().upload_id.is_none());
 }
 
@@ -1179,6 +1237,7 @@ fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
     q.mark_failed(
         Ended::unsent(1, 1),
         "source disappeared: /spool/b no longer exists",
+        Failure::Vanished,
         14,
     )
     .unwrap();
@@ -1195,7 +1254,8 @@ fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
     assert_eq!((old.state, old.superseded_by), (State::Failed, Some(2)));
     // A row failed for another reason is not revived by a move.
     q.claim(1, 15, Duration::from_secs(60)).unwrap();
-    q.mark_failed(Ended::unsent(2, 1), "bad CSV", 16).unwrap();
+    q.mark_failed(Ended::unsent(2, 1), "bad CSV", Failure::Refused, 16)
+        .unwrap();
     assert_eq!(by_id(&mut q, moved("e")), vec![Registered::Queued(3)]);
 }
 
@@ -1237,7 +1297,7 @@ fn without_birth_times_a_file_gone_at_clean_up_is_never_taken_for_a_new_one() {
     register(&mut q, &[file("a", 1)], 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
-    q.mark_source_finished(1, "gone", 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
     // Same inode, size and mtime, no birth time to tell: it may be a new file reusing the
     // inode, so it is uploaded (at worst twice) rather than deleted unsent.
     assert_eq!(

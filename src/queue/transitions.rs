@@ -280,7 +280,7 @@ impl Queue {
                     );
                     tx.execute(
                         "UPDATE files SET state = 'failed', last_error = ?2, upload_id = NULL,
-                             part_size = NULL
+                             part_size = NULL, failure = 'set_aside'
                          WHERE id = ?1",
                         params![id, reason],
                     )?;
@@ -309,7 +309,7 @@ impl Queue {
     /// Records how the sources of `spool`'s rows finished before outcomes were recorded
     /// (queue schema 5) were finished: by `after_upload` as it is at the first start since,
     /// which is what finished them. Returns the rows updated.
-    pub fn backfill_outcomes(&mut self, spool: &str, outcome: &str) -> Result<usize> {
+    pub fn backfill_outcomes(&mut self, spool: &str, outcome: SourceOutcome) -> Result<usize> {
         self.conn
             .execute(
                 "UPDATE files SET source_outcome = ?2
@@ -508,9 +508,9 @@ impl Queue {
                 return Ok(None);
             }
             tx.execute(
-                "UPDATE files SET source_finished_at = ?2, source_outcome = 'superseded'
+                "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
                  WHERE id = ?1 AND state = 'done'",
-                params![ended.id, now_ms],
+                params![ended.id, now_ms, SourceOutcome::Superseded],
             )?;
             let (file, rules) = later;
             super::register::register_one_in(tx, file, rules, now_ms, &mut render_key).map(Some)
@@ -575,12 +575,19 @@ impl Queue {
     /// A permanent failure, or attempts used up: wait for an operator. The caller aborted
     /// any multipart upload; its record goes. Whether the object may be in S3 stays
     /// recorded, for the attempt after `s3spool retry`.
-    pub fn mark_failed(&mut self, ended: Ended, error: &str, now_ms: i64) -> Result<bool> {
+    pub fn mark_failed(
+        &mut self,
+        ended: Ended,
+        error: &str,
+        failure: Failure,
+        now_ms: i64,
+    ) -> Result<bool> {
         self.transition(
             "UPDATE files SET state = 'failed', interruptions = 0, last_error = ?3, lease_until = NULL,
-                 upload_id = NULL, part_size = NULL, updated_at = ?4, maybe_sent = maybe_sent OR ?5
+                 upload_id = NULL, part_size = NULL, updated_at = ?4, maybe_sent = maybe_sent OR ?5,
+                 failure = ?6
              WHERE id = ?1 AND state = 'active' AND claim = ?2",
-            params![ended.id, ended.claim, error, now_ms, ended.maybe_sent],
+            params![ended.id, ended.claim, error, now_ms, ended.maybe_sent, failure],
             true,
             Some(History {
                 outcome: "failed",
@@ -632,10 +639,15 @@ impl Queue {
 
     /// The source's `after_upload` step has run: a later file at the same path with the
     /// same stamp is a new file (or, for kept spools, the kept one), never "clean me up".
-    /// `outcome` says how ([`crate::finish::Finished::as_str`]): later decisions about the
-    /// file follow what was done, not today's config.
+    /// `outcome` says how: later decisions about the file follow what was done, not
+    /// today's config.
     #[cfg(test)]
-    pub fn mark_source_finished(&mut self, id: i64, outcome: &str, now_ms: i64) -> Result<bool> {
+    pub fn mark_source_finished(
+        &mut self,
+        id: i64,
+        outcome: SourceOutcome,
+        now_ms: i64,
+    ) -> Result<bool> {
         self.transition(
             "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
              WHERE id = ?1 AND state = 'done'",
@@ -652,7 +664,7 @@ impl Queue {
     /// it applied to.
     pub fn mark_sources_finished(
         &mut self,
-        finished: &[(i64, String, &str)],
+        finished: &[(i64, String, SourceOutcome)],
         now_ms: i64,
     ) -> Result<usize> {
         self.in_transaction(|tx| {

@@ -14,7 +14,7 @@ use super::settle::Settler;
 use crate::beneath::{Root, RootMoved};
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Destination, Spool};
-use crate::queue::{NewFile, Registered, SharedQueue, SpoolRules};
+use crate::queue::{Held, NewFile, Registered, SharedQueue, SpoolRules};
 
 /// Files registered per transaction.
 const BATCH: usize = 2000;
@@ -111,7 +111,7 @@ async fn root_holds(spool: &Spool, ctx: &WatchContext, moved: &mut Option<RootMo
     let found = tokio::task::spawn_blocking(move || root.check())
         .await
         .unwrap_or(Ok(()));
-    let condition = format!("spool:{}", spool.name);
+    let condition = Held::Spool(spool.name.clone());
     match (found, moved.is_some()) {
         (Ok(()), false) => true,
         (Ok(()), true) => {

@@ -26,7 +26,7 @@ use crate::beneath::{self, Root};
 use crate::clock::now_ms;
 use crate::key::PathParts;
 use crate::queue::{
-    Batching, Done, Ended, FileRow, FileStamp, NewFile, Queue, SpoolRules, State, VANISHED,
+    Batching, Done, Ended, Failure, FileRow, FileStamp, NewFile, Queue, SpoolRules, State,
 };
 use crate::s3::{ErrorClass, ObjectHead};
 use crate::transcode::{self, Output};
@@ -161,7 +161,7 @@ impl Uploader {
             Outcome::Failed(e) => {
                 let Some(cause) = e.hold_cause() else {
                     return self
-                        .after_error(&row, ended, e.to_string(), e.class())
+                        .after_error(&row, ended, e.to_string(), e.class(), e.failure())
                         .await;
                 };
                 let error = e.to_string();
@@ -175,7 +175,7 @@ impl Uploader {
                     );
                     // As a probe of the destination's bucket in use, it told nothing.
                     self.pressure.probe_unused(&row.destination);
-                    self.after_error(&row, ended, reason, ErrorClass::Permanent)
+                    self.after_error(&row, ended, reason, ErrorClass::Permanent, Failure::Refused)
                         .await
                 } else {
                     self.hold_back(&row, ended, error, cause).await
@@ -379,6 +379,7 @@ impl Uploader {
         ended: Ended,
         error: String,
         class: ErrorClass,
+        failure: Failure,
     ) {
         let id = ended.id;
         self.metrics.attempt_failed(&row.destination, class);
@@ -402,17 +403,20 @@ impl Uploader {
                 .await;
             }
             _ => {
-                let reason = if class == ErrorClass::Permanent {
-                    error
+                let (reason, failure) = if class == ErrorClass::Permanent {
+                    (error, failure)
                 } else {
-                    format!("{error} (gave up after {} attempts)", row.attempts)
+                    let reason = format!("{error} (gave up after {} attempts)", row.attempts);
+                    (reason, Failure::GaveUp)
                 };
                 // The upload is no longer needed: it must not keep costing storage.
                 self.abort_recorded_upload(row).await;
                 tracing::error!(spool = %row.spool, id, path = %row.rel_path, error = %reason,
                     "file failed; fix the cause, then `s3spool retry {id}`");
-                self.record(id, move |q, now| q.mark_failed(ended, &reason, now))
-                    .await;
+                self.record(id, move |q, now| {
+                    q.mark_failed(ended, &reason, failure, now)
+                })
+                .await;
             }
         }
     }
@@ -481,13 +485,7 @@ impl Uploader {
         .await;
         let (file, before) = match opened {
             Ok(Ok(Ok(opened))) => opened,
-            Ok(Ok(Err(e))) => {
-                return Outcome::Failed(TransferError::Source {
-                    message: describe_open_error(&row.path, &e),
-                    passing: is_passing(&e),
-                })
-                .into()
-            }
+            Ok(Ok(Err(e))) => return Outcome::Failed(open_error(&row.path, &e)).into(),
             Ok(Err(moved)) => return Outcome::Failed(TransferError::SpoolStopped(moved)).into(),
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
@@ -662,22 +660,24 @@ fn open_source(root: &Root, rel: &str) -> io::Result<(File, FileStamp)> {
     Ok((file, FileStamp::of(&meta)))
 }
 
-fn describe_open_error(path: &Path, e: &io::Error) -> String {
+fn open_error(path: &Path, e: &io::Error) -> TransferError {
     match e.kind() {
-        io::ErrorKind::NotFound => {
-            format!("{VANISHED}: {} no longer exists", path.display())
-        }
+        io::ErrorKind::NotFound => TransferError::Vanished(format!(
+            "source disappeared: {} no longer exists",
+            path.display()
+        )),
         // Gone from its path as surely as a deleted file: a folder renamed away and replaced
-        // by a symlink took the file with it. Worded as vanished, so that the file found at
-        // its new path in the spool takes this row back (and its key, where an earlier try
-        // may have put the object) rather than a second row and a second object.
-        _ if beneath::is_symlink_refusal(e) => {
-            format!(
-                "{VANISHED}: {} is now a symlink, or something on its way is a symlink or no folder: refused, symlinks inside a spool are never followed",
-                path.display()
-            )
-        }
-        _ => format!("cannot read {}: {e}", path.display()),
+        // by a symlink took the file with it. Vanished, so that the file found at its new
+        // path in the spool takes this row back (and its key, where an earlier try may have
+        // put the object) rather than a second row and a second object.
+        _ if beneath::is_symlink_refusal(e) => TransferError::Vanished(format!(
+            "source disappeared: {} is now a symlink, or something on its way is a symlink or no folder: refused, symlinks inside a spool are never followed",
+            path.display()
+        )),
+        _ => TransferError::Source {
+            message: format!("cannot read {}: {e}", path.display()),
+            passing: is_passing(e),
+        },
     }
 }
 

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::pressure::Cause;
-use crate::queue::QueueError;
+use crate::queue::{Failure, QueueError};
 use crate::s3::{ErrorClass, StoreError};
 
 /// A failed delivery attempt.
@@ -21,6 +21,9 @@ pub enum TransferError {
         /// descriptors or memory, the disk is full or failing.
         passing: bool,
     },
+    /// The source is not at its path (deleted, moved, or its way runs through a symlink
+    /// now): the row fails as vanished, and the file found again in the spool takes it.
+    Vanished(String),
     /// The source changed while it was read; a multipart upload of it was aborted.
     SourceChanged,
     /// The row is no longer this worker's (its lease ran out): touch nothing.
@@ -65,7 +68,17 @@ impl TransferError {
             | TransferError::ETagMismatch { .. }
             | TransferError::OutsideWindow
             | TransferError::SpoolStopped(_) => ErrorClass::Transient,
-            TransferError::ClaimLost | TransferError::Refused(_) => ErrorClass::Permanent,
+            TransferError::ClaimLost | TransferError::Refused(_) | TransferError::Vanished(_) => {
+                ErrorClass::Permanent
+            }
+        }
+    }
+
+    /// Why the row fails if this error fails it for good.
+    pub fn failure(&self) -> Failure {
+        match self {
+            TransferError::Vanished(_) => Failure::Vanished,
+            _ => Failure::Refused,
         }
     }
 
@@ -99,9 +112,9 @@ impl fmt::Display for TransferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransferError::Store(e) => e.fmt(f),
-            TransferError::Source { message, .. } | TransferError::Refused(message) => {
-                f.write_str(message)
-            }
+            TransferError::Source { message, .. }
+            | TransferError::Refused(message)
+            | TransferError::Vanished(message) => f.write_str(message),
             TransferError::SourceChanged => f.write_str(
                 "CompleteMultipartUpload failed: SourceChanged: the source changed during the upload; the upload was aborted",
             ),

@@ -5,7 +5,7 @@
 use super::pressure::{Cause, Verdict};
 use super::Uploader;
 use crate::clock::now_ms;
-use crate::queue::{Ended, FileRow};
+use crate::queue::{Ended, Failure, FileRow, Held};
 use crate::s3::ErrorClass;
 
 impl Uploader {
@@ -24,7 +24,7 @@ impl Uploader {
             // with the reason; a destination that just lost access holds files back on the
             // next failure.
             Verdict::FileOnly => {
-                self.after_error(row, ended, error, ErrorClass::Transient)
+                self.after_error(row, ended, error, ErrorClass::Transient, Failure::Refused)
                     .await
             }
             Verdict::Blocked { wait, newly, probe } => {
@@ -37,7 +37,7 @@ impl Uploader {
                     tracing::error!(destination = %row.destination, error = %error,
                         "destination failing for every file: holding its files back (they wait in the queue and are retried by themselves); fix the cause");
                     let (name, reason) =
-                        (format!("destination:{}", row.destination), error.clone());
+                        (Held::Destination(row.destination.clone()), error.clone());
                     let recorded = self
                         .queue
                         .call(move |q| q.set_condition(&name, &reason, now_ms()))
@@ -70,7 +70,7 @@ impl Uploader {
             .filter(|t| row.attempts >= t.settings.max_attempts)
         else {
             return self
-                .after_error(row, ended, error, ErrorClass::Transient)
+                .after_error(row, ended, error, ErrorClass::Transient, Failure::Refused)
                 .await;
         };
         self.metrics
@@ -100,7 +100,7 @@ impl Uploader {
             return;
         };
         tracing::info!(destination, was = %reason, "destination works again: its files go on");
-        let name = format!("destination:{destination}");
+        let name = Held::Destination(destination.to_string());
         if let Err(e) = self.queue.call(move |q| q.clear_condition(&name)).await {
             tracing::warn!(error = %e, "cannot clear the destination condition");
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::State;
+use crate::queue::{SourceOutcome, State};
 use crate::s3::StoreError;
 use crate::testing::Fixture;
 
@@ -101,7 +101,7 @@ async fn an_earlier_version_delivered_unanswered_stays_and_the_new_one_gets_its_
     task.await.unwrap();
 
     let first = f.row(id).await;
-    assert_eq!(first.source_outcome.as_deref(), Some("superseded"));
+    assert_eq!(first.source_outcome, Some(SourceOutcome::Superseded));
     assert_eq!(first.sha256, Some(sha256(b"version one")));
     assert_eq!(f.store.writes("in/a.csv"), 1, "the delivered version stays");
     assert_eq!(
@@ -147,8 +147,8 @@ async fn a_completion_applied_unanswered_before_a_new_version_counts_as_delivere
 
     let first = f.row(id).await;
     assert_eq!(
-        (first.state, first.source_outcome.as_deref()),
-        (State::Done, Some("superseded"))
+        (first.state, first.source_outcome),
+        (State::Done, Some(SourceOutcome::Superseded))
     );
     assert_eq!(f.store.writes("in/big.bin"), 1);
     assert_eq!(f.store.object("in/big.bin").unwrap().bytes.len(), big.len());

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::beneath::Roots;
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::queue::{Eligible, SharedQueue};
+use crate::queue::{Eligible, Held, SharedQueue};
 use crate::systemd::Heartbeat;
 use gates::Gates;
 use idle::QueueWrites;
@@ -253,12 +253,12 @@ impl Uploader {
             Some(Some(reason)) => {
                 tracing::error!(reason = %reason, "state_dir is low on space: not taking new files until it has room (they wait in their spools)");
                 self.queue
-                    .call(move |q| q.set_condition("disk", &reason, now_ms()))
+                    .call(move |q| q.set_condition(&Held::Disk, &reason, now_ms()))
                     .await
             }
             Some(None) => {
                 tracing::info!("state_dir has room again: taking new files");
-                self.queue.call(|q| q.clear_condition("disk")).await
+                self.queue.call(|q| q.clear_condition(&Held::Disk)).await
             }
         };
         if let Err(e) = recorded {

@@ -137,7 +137,10 @@ async fn a_missing_bucket_holds_files_back_without_using_attempts_and_a_probe_re
     tokio::time::sleep(Duration::from_secs(1800)).await;
     let conditions = f.queue.call(|q| q.conditions()).await.unwrap();
     assert_eq!(conditions.len(), 1, "{conditions:?}");
-    assert_eq!(conditions[0].name, "destination:lake");
+    assert_eq!(
+        conditions[0].name,
+        crate::queue::Held::Destination("lake".into())
+    );
     assert!(conditions[0].reason.contains("NoSuchBucket"));
     for &id in &ids {
         let row = f.row(id).await;
