@@ -17,6 +17,7 @@ use crate::bandwidth::Throttles;
 use crate::beneath::{Root, Roots};
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Config};
+use crate::dispatch::{sweep_orphan_uploads, sweep_periodically, Dispatcher, Drain, Lasting};
 use crate::finish::Finisher;
 use crate::manifest::ManifestWriter;
 use crate::metrics::Stores;
@@ -26,10 +27,9 @@ use crate::queue::{
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
 use crate::systemd::Notifier;
-use crate::upload::limit::AdaptiveLimit;
-use crate::upload::{
-    sweep_orphan_uploads, sweep_periodically, Lasting, SourceTags, Target, Uploader,
-};
+use crate::target::limit::AdaptiveLimit;
+use crate::target::Target;
+use crate::upload::SourceTags;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ pub async fn run(
         notifier.clone(),
         queue.clone(),
         shared.lasting.heartbeat.clone(),
-        crate::upload::IDLE_POLL,
+        crate::dispatch::IDLE_POLL,
         shutdown.clone(),
     ));
     let mut targets = connect_targets(&config, &shared.throttles)?;
@@ -321,7 +321,9 @@ struct Shared {
 struct Generation {
     token: CancellationToken,
     watchers: JoinSet<()>,
-    uploader: tokio::task::JoinHandle<()>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    /// How the dispatcher drains, told when the generation stops.
+    drain: tokio::sync::oneshot::Sender<Drain>,
     /// Told the stop's deadline after the uploader drained, so it finishes what the last
     /// uploads delivered.
     finisher_stop: tokio::sync::oneshot::Sender<tokio::time::Instant>,
@@ -355,7 +357,8 @@ impl Generation {
         if first {
             // Each destination may take up to SWEEP_TIMEOUT: tell systemd before it
             // counts the start as hung.
-            let by = crate::upload::SWEEP_TIMEOUT * targets.len() as u32 + Duration::from_secs(30);
+            let by =
+                crate::dispatch::SWEEP_TIMEOUT * targets.len() as u32 + Duration::from_secs(30);
             shared.notifier.extend_start(by);
             let spools: Vec<String> = config.spools.keys().cloned().collect();
             sweep_orphan_uploads(queue, &spools, &targets).await;
@@ -415,7 +418,7 @@ impl Generation {
             let (manifests, token) = (Arc::clone(&manifests), token.clone());
             tokio::spawn(async move { manifests.run(token).await })
         };
-        let uploader = Arc::new(Uploader::new(
+        let dispatcher = Arc::new(Dispatcher::new(
             Arc::clone(config),
             queue.clone(),
             targets,
@@ -424,11 +427,13 @@ impl Generation {
             finished,
             &shared.lasting,
         ));
-        let uploader = tokio::spawn(uploader.run(token.clone()));
+        let (drain, drains) = tokio::sync::oneshot::channel();
+        let dispatcher = tokio::spawn(dispatcher.run(token.clone(), drains));
         Ok(Generation {
             token,
             watchers,
-            uploader,
+            dispatcher,
+            drain,
             finisher_stop,
             finisher,
             manifests,
@@ -445,8 +450,11 @@ impl Generation {
     /// manifest batches close and are written; across a reload they stay open.
     async fn stop(mut self, config: &Config, queue: &SharedQueue, last: bool) {
         let deadline = tokio::time::Instant::now() + config.drain_timeout;
+        let _ = self
+            .drain
+            .send(if last { Drain::Stop } else { Drain::Reload });
         self.token.cancel();
-        let _ = self.uploader.await;
+        let _ = self.dispatcher.await;
         match queue.call(|q| q.recover_active(now_ms())).await {
             Ok(0) => {}
             Ok(n) if last => {

@@ -237,7 +237,7 @@ impl Metrics {
         }
     }
 
-    /// What a spool's schedule says now (see `upload::gates`): whether it may send, when
+    /// What a spool's schedule says now (see `dispatch::gates`): whether it may send, when
     /// its window opens if it may not, and its next batch tick.
     pub fn schedule(
         &self,

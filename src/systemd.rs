@@ -87,11 +87,6 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Whether a reload is draining the previous generation now.
-    pub fn is_reloading(&self) -> bool {
-        self.reloading.load(Ordering::Relaxed)
-    }
-
     pub fn set_reloading(&self, reloading: bool) {
         self.reloading.store(reloading, Ordering::Relaxed);
         self.beat();

@@ -1,6 +1,6 @@
 //! In-process fixtures for unit tests: a config with one spool and one destination in a
 //! temporary folder, its queue, and the destination's [`MemoryStore`]. Tests run the real
-//! uploader and finisher against them, on a paused tokio clock (see [`crate::clock`]).
+//! dispatcher, uploader and finisher against them, on a paused tokio clock (see [`crate::clock`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::dispatch::{Dispatcher, Drain, Lasting};
 use crate::queue::{FileRow, FileStamp, NewFile, Queue, Registered, SharedQueue, SpoolRules};
 use crate::s3::memory::MemoryStore;
-use crate::upload::limit::AdaptiveLimit;
-use crate::upload::{Lasting, Target, Uploader};
+use crate::target::limit::AdaptiveLimit;
+use crate::target::Target;
 
 /// A spool `orders` sending to destination `lake` (bucket `acme`, prefix `in/`).
 pub struct Fixture {
@@ -132,10 +133,10 @@ destination = "lake"
         crate::daemon::open_roots(&self.config).expect("the spools' roots open")
     }
 
-    /// An uploader for this config, sending through `target`.
-    pub fn uploader(&self, target: Arc<Target>) -> Arc<Uploader> {
+    /// A dispatcher (and its uploader) for this config, sending through `target`.
+    pub fn dispatcher(&self, target: Arc<Target>) -> Arc<Dispatcher> {
         let targets = HashMap::from([("lake".to_string(), target)]);
-        Arc::new(Uploader::new(
+        Arc::new(Dispatcher::new(
             Arc::clone(&self.config),
             self.queue.clone(),
             targets,
@@ -144,6 +145,11 @@ destination = "lake"
             Arc::clone(&self.finished),
             &self.lasting,
         ))
+    }
+
+    /// What a dispatcher run by a test drains as when its token is cancelled: a stop.
+    pub fn drain_as_stop() -> tokio::sync::oneshot::Receiver<Drain> {
+        tokio::sync::oneshot::channel().1
     }
 
     pub async fn row(&self, id: i64) -> FileRow {

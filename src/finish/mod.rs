@@ -336,7 +336,10 @@ mod tests {
     async fn delivered(f: &Fixture, rel: &str) -> i64 {
         let id = f.drop_and_queue(rel, b"payload").await;
         let token = CancellationToken::new();
-        let uploader = tokio::spawn(f.uploader(f.target()).run(token.clone()));
+        let uploader = tokio::spawn(
+            f.dispatcher(f.target())
+                .run(token.clone(), Fixture::drain_as_stop()),
+        );
         f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
         token.cancel();
         uploader.await.unwrap();
@@ -430,7 +433,10 @@ mod tests {
         // A poke runs a pass at once.
         let next = f.drop_and_queue("b.csv", b"second").await;
         let token = CancellationToken::new();
-        let uploader = tokio::spawn(f.uploader(f.target()).run(token.clone()));
+        let uploader = tokio::spawn(
+            f.dispatcher(f.target())
+                .run(token.clone(), Fixture::drain_as_stop()),
+        );
         f.wait_row(next, Duration::from_secs(1), |r| {
             r.source_outcome == Some(SourceOutcome::Archived)
         })

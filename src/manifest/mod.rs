@@ -16,12 +16,13 @@ use std::time::Duration;
 use md5::Digest;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
 use crate::queue::{Batch, SharedQueue};
 use crate::s3::{ObjectMeta, PutBody};
-use crate::upload::{backoff, Target};
+use crate::target::Target;
 
 /// How often batches are checked for closing and writing.
 const TICK: Duration = Duration::from_secs(1);

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use super::earlier::{self, AtKey};
 use super::error::TransferError;
-use super::gates::WindowCheck;
 use super::job::{Job, Uploaded};
 use super::transfer;
-use super::{backoff, Uploader, LEASE};
+use super::window::WindowCheck;
+use super::{Uploader, LEASE};
+use crate::backoff;
 use crate::beneath::{self, Root};
 use crate::clock::now_ms;
 use crate::key::PathParts;
@@ -84,7 +85,7 @@ impl From<Outcome> for Attempted {
 }
 
 impl Uploader {
-    pub(super) async fn deliver(&self, row: FileRow) {
+    pub async fn deliver(&self, row: FileRow) {
         let started = std::time::Instant::now();
         let Attempted {
             outcome,

@@ -13,10 +13,11 @@ use std::fs::File;
 use std::sync::Arc;
 
 use super::error::TransferError;
-use super::job::{hash_file, Target};
+use super::job::hash_file;
 use super::source_tag::{self, SourceTags};
 use crate::queue::FileRow;
 use crate::s3::ObjectHead;
+use crate::target::Target;
 
 /// What is under a row's key.
 #[derive(Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::pressure::Cause;
+use crate::pressure::Cause;
 use crate::queue::{Failure, QueueError};
 use crate::s3::{ErrorClass, StoreError};
 

@@ -1,10 +1,10 @@
 //! Back-pressure as a delivery sees it: a destination-wide error holds the destination's
-//! files back (see [`super::pressure`]), and the first success opens it again. Both are
+//! files back (see [`crate::pressure`]), and the first success opens it again. Both are
 //! recorded in the queue for `status` and said in the log.
 
-use super::pressure::{Cause, Verdict};
 use super::Uploader;
 use crate::clock::now_ms;
+use crate::pressure::{Cause, Verdict};
 use crate::queue::{Ended, Failure, FileRow, Held};
 use crate::s3::ErrorClass;
 
@@ -76,7 +76,7 @@ impl Uploader {
         self.metrics
             .attempt_failed(&row.destination, ErrorClass::Transient);
         let s = &target.settings;
-        let wait = super::backoff::delay(
+        let wait = crate::backoff::delay(
             row.attempts,
             s.backoff_initial,
             s.backoff_max,

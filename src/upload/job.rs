@@ -1,5 +1,5 @@
-//! One file's upload as the transfer code sees it: the destination's [`Target`], the
-//! [`Job`] (row, key, open file, stamp) and what S3 confirmed ([`Uploaded`]), with the
+//! One file's upload as the transfer code sees it: the destination's
+//! [`crate::target::Target`], the [`Job`] (row, key, open file, stamp) and what S3 confirmed ([`Uploaded`]), with the
 //! helpers both a single PUT ([`super::transfer`]) and a multipart upload
 //! ([`super::multipart`]) use: reading and hashing ranges of the open file, and checking
 //! an ETag against the bytes sent.
@@ -13,41 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::error::TransferError;
-use super::limit::AdaptiveLimit;
-use crate::config::UploadSettings;
 use crate::queue::{FileRow, FileStamp, SharedQueue};
 use crate::s3::{bare_etag, Md5, ObjectMeta, ObjectStore, StoreError, Written};
 
 /// Read size while hashing a file.
 const HASH_CHUNK: usize = 1 << 20;
 
-/// A destination's store and the limits shared by every upload to it.
-pub struct Target {
-    pub name: String,
-    /// The destination's key prefix (empty, or ending in `/`).
-    pub prefix: String,
-    pub store: Arc<dyn ObjectStore>,
-    pub settings: UploadSettings,
-    pub limit: Arc<AdaptiveLimit>,
-    /// The destination's bandwidth limit (the same one its store's bodies draw from).
-    pub throttle: Arc<crate::bandwidth::Throttle>,
-}
-
-impl Target {
-    /// The store for `bucket`: the destination's own, or (for a row queued before a reload
-    /// changed the bucket) the same destination writing to the bucket the row recorded.
-    pub fn store_for(&self, bucket: &str) -> Arc<dyn ObjectStore> {
-        if self.store.bucket() == bucket {
-            Arc::clone(&self.store)
-        } else {
-            self.store.with_bucket(bucket)
-        }
-    }
-}
-
 /// One file being uploaded: its row (as claimed), the open file and its stamp.
 pub struct Job<'a> {
-    pub target: &'a Target,
+    pub target: &'a crate::target::Target,
     /// The store for the bucket the row was queued for.
     pub store: Arc<dyn ObjectStore>,
     pub queue: &'a SharedQueue,
@@ -72,7 +46,7 @@ pub struct Job<'a> {
     /// A request that makes the object went out and got no answer: S3 may hold it.
     pub unanswered: AtomicBool,
     /// Whether the spool's delivery window closed: a multipart upload stops between parts.
-    pub window: super::gates::WindowCheck<'a>,
+    pub window: super::window::WindowCheck<'a>,
 }
 
 /// A confirmed object.

@@ -37,7 +37,10 @@ fn sha256(bytes: &[u8]) -> String {
 
 async fn run_until(f: &Fixture, id: i64, state: State) {
     let token = CancellationToken::new();
-    let task = tokio::spawn(f.uploader(f.target()).run(token.clone()));
+    let task = tokio::spawn(
+        f.dispatcher(f.target())
+            .run(token.clone(), Fixture::drain_as_stop()),
+    );
     f.wait_row(id, WITHIN, |r| r.state == state).await;
     token.cancel();
     task.await.unwrap();
@@ -94,7 +97,10 @@ async fn an_earlier_version_delivered_unanswered_stays_and_the_new_one_gets_its_
     });
     let id = f.drop_and_queue("a.csv", b"version one").await;
     let token = CancellationToken::new();
-    let task = tokio::spawn(f.uploader(f.target()).run(token.clone()));
+    let task = tokio::spawn(
+        f.dispatcher(f.target())
+            .run(token.clone(), Fixture::drain_as_stop()),
+    );
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     f.wait_row(id + 1, WITHIN, |r| r.state == State::Done).await;
     token.cancel();
@@ -139,7 +145,10 @@ async fn a_completion_applied_unanswered_before_a_new_version_counts_as_delivere
     let big: Vec<u8> = (0..11u32 << 20).map(|i| (i % 251) as u8).collect();
     let id = f.drop_and_queue("big.bin", &big).await;
     let token = CancellationToken::new();
-    let task = tokio::spawn(f.uploader(Arc::clone(&f.target())).run(token.clone()));
+    let task = tokio::spawn(
+        f.dispatcher(Arc::clone(&f.target()))
+            .run(token.clone(), Fixture::drain_as_stop()),
+    );
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     f.wait_row(id + 1, WITHIN, |r| r.state == State::Done).await;
     token.cancel();

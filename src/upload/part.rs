@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use super::backoff;
 use super::error::TransferError;
 use super::job::{check_etag, Job};
-use super::limit::RequestPermit;
+use crate::backoff;
 use crate::queue::StoredPart;
 use crate::s3::{ErrorClass, Md5};
+use crate::target::limit::RequestPermit;
 
 /// Tries per part before the whole file attempt fails.
 const PART_TRIES: u32 = 3;

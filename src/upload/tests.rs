@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use super::{Target, Uploader};
+use crate::dispatch::Dispatcher;
 use crate::queue::State;
 use crate::s3::StoreError;
+use crate::target::Target;
 use crate::testing::{steal_claim, Fixture};
 
 /// Long enough for any of these tests' schedules, on the paused clock.
@@ -25,9 +26,9 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(uploader: Arc<Uploader>) -> Running {
+fn start(dispatcher: Arc<Dispatcher>) -> Running {
     let token = CancellationToken::new();
-    let task = tokio::spawn(uploader.run(token.clone()));
+    let task = tokio::spawn(dispatcher.run(token.clone(), Fixture::drain_as_stop()));
     Running { token, task }
 }
 
@@ -67,7 +68,7 @@ async fn a_file_is_delivered_with_its_sha256_and_handed_to_the_finisher() {
     let f = Fixture::new("", "");
     let bytes = b"id,n\n1,2\n";
     let id = f.drop_and_queue("a.csv", bytes).await;
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     let told = tokio::time::timeout(Duration::from_secs(1), f.finished.notified()).await;
     run.stop().await;
@@ -89,7 +90,7 @@ async fn server_errors_are_retried_after_a_backoff_and_deliver_one_object() {
             .fail_next("PutObject", answer("PutObject", 500, "InternalError"));
     }
     let id = f.drop_and_queue("a.csv", b"x").await;
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
 
@@ -108,7 +109,7 @@ async fn an_error_retrying_cannot_fix_fails_the_file_at_once_with_the_reason() {
     f.store
         .fail_next("PutObject", answer("PutObject", 400, "KeyTooLongError"));
     let id = f.drop_and_queue("a.csv", b"x").await;
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Failed).await;
     run.stop().await;
 
@@ -132,7 +133,7 @@ async fn a_missing_bucket_holds_files_back_without_using_attempts_and_a_probe_re
     for i in 0..5 {
         ids.push(f.drop_and_queue(&format!("f{i}.csv"), b"x").await);
     }
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     // Half an hour of the destination failing: far past max_attempts of retries.
     tokio::time::sleep(Duration::from_secs(1800)).await;
     let conditions = f.queue.call(|q| q.conditions()).await.unwrap();
@@ -170,7 +171,7 @@ async fn a_worker_that_lost_its_claim_touches_nothing_and_the_next_attempt_resum
     let bytes = big();
     let id = f.drop_and_queue("big.bin", &bytes).await;
     steal_claim_at(&f, id, "UploadPart", 0);
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     // Everything the worker does takes no time on the paused clock: a minute later it is
     // long done with the file, and the lease (two minutes) still holds.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -216,7 +217,7 @@ async fn source_changed_during_a_multipart_upload(upload: &str) {
             file.write_all(b"more").unwrap();
         }
     });
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
 
@@ -234,7 +235,7 @@ async fn slow_down_halves_the_requests_in_flight() {
         .fail_next("PutObject", answer("PutObject", 503, "SlowDown"));
     let id = f.drop_and_queue("a.csv", b"x").await;
     let target: Arc<Target> = f.target();
-    let run = start(f.uploader(Arc::clone(&target)));
+    let run = start(f.dispatcher(Arc::clone(&target)));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
 
@@ -254,7 +255,7 @@ async fn read_once_a_big_file_is_sent_without_hashing_first_and_its_sha256_recor
     let f = Fixture::new(READ_ONCE, "");
     let bytes = big();
     let id = f.drop_and_queue("big.bin", &bytes).await;
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
 
@@ -287,7 +288,7 @@ async fn read_once_a_resumed_upload_hashes_the_parts_s3_has_without_sending_them
     // The third part's request: the worker loses its claim (as if it hung), so that part
     // is never recorded and the next attempt resumes after two.
     steal_claim_at(&f, id, "UploadPart", 2);
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
 
@@ -311,7 +312,7 @@ async fn read_once_an_upload_completed_before_its_outcome_was_recorded_is_recogn
     // S3 completes the upload, and the worker loses its claim before it records the
     // outcome (as after a crash): the object carries no SHA-256 to compare.
     steal_claim_at(&f, id, "CompleteMultipartUpload", 0);
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Done).await;
     run.stop().await;
 
@@ -341,7 +342,7 @@ async fn an_idle_dispatcher_claims_a_retry_when_it_falls_due() {
         }
     });
     let id = f.drop_and_queue("a.csv", b"x").await;
-    let run = start(f.uploader(f.target()));
+    let run = start(f.dispatcher(f.target()));
     f.wait_row(id, WITHIN, |r| r.state == State::Pending && r.attempts == 1)
         .await;
     let due = f.row(id).await.next_attempt_at;

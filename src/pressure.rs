@@ -232,8 +232,8 @@ impl Pressure {
             Ok(free) if free < min_free => Some(format!(
                 "state_dir {} has {} free, below min_free_space {}",
                 dir.display(),
-                crate::config::units::format_size(free),
-                crate::config::units::format_size(min_free)
+                crate::units::format_size(free),
+                crate::units::format_size(min_free)
             )),
             Ok(_) => None,
             // Unknown: do not stop work for it.
