@@ -485,12 +485,12 @@ fn connect_targets(config: &Config, throttles: &Throttles) -> Result<Targets, Da
     let mut targets = HashMap::new();
     for (name, destination) in &config.destinations {
         let throttle = throttles.get(name);
-        let store = crate::s3::connect(destination, Arc::clone(&throttle)).map_err(|source| {
-            DaemonError::Store {
+        let store = crate::s3::connect(&destination.s3_spec(), Arc::clone(&throttle)).map_err(
+            |source| DaemonError::Store {
                 name: name.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         log_routes(name, destination);
         let settings = destination.upload.clone();
         let target = Target {

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::process::ExitCode;
 
-use crate::config::{Auth, Config, Destination};
+use crate::config::{Config, Destination};
 use crate::s3::probe::{self, ActionResult, Probed, ACTIONS};
+use crate::s3::Auth;
 use crate::s3::StoreError;
 
 #[derive(Debug, clap::Args)]
@@ -271,7 +272,7 @@ async fn probe_destination(d: &Destination, challenge: bool) -> DestinationRepor
     };
     // The probe's objects are a few bytes: no bandwidth limit.
     let unlimited = std::sync::Arc::new(crate::bandwidth::Throttle::default());
-    let store = match crate::s3::connect(d, unlimited) {
+    let store = match crate::s3::connect(&d.s3_spec(), unlimited) {
         Ok(store) => store,
         Err(e) => {
             report.checks.push(row(d, "Connect", Err(e)));

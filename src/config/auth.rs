@@ -15,57 +15,7 @@ type KeyFields<'a> = (
 
 use super::reader::{Problems, Section};
 use super::{check_endpoint, check_region, resolve, Secret};
-
-/// How s3spool proves who it is to S3.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    Static(StaticKey),
-    /// The standard chain: environment, shared credentials file (`profile`), container and
-    /// instance metadata.
-    Default {
-        profile: Option<String>,
-    },
-    /// A program that prints the AWS JSON credential document.
-    Process(CredentialProcess),
-    AssumeRole(AssumeRole),
-}
-
-/// A credential program and its arguments (IAM Roles Anywhere's signing helper, for one).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialProcess {
-    pub argv: Vec<String>,
-}
-
-/// The identity that calls STS for an assumed role.
-#[derive(Debug, Clone)]
-pub enum BaseIdentity {
-    /// The default chain, with `profile` if given.
-    Chain {
-        profile: Option<String>,
-    },
-    Static(StaticKey),
-    Process(CredentialProcess),
-}
-
-/// An access key and its secret.
-#[derive(Debug, Clone)]
-pub struct StaticKey {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-}
-
-/// An IAM role assumed through STS.
-#[derive(Debug, Clone)]
-pub struct AssumeRole {
-    pub role_arn: String,
-    pub external_id: Option<String>,
-    pub session_name: String,
-    pub duration: Duration,
-    pub sts_endpoint: Option<String>,
-    pub sts_region: Option<String>,
-    /// The credentials that call STS.
-    pub base: BaseIdentity,
-}
+pub use crate::s3::{AssumeRole, Auth, BaseIdentity, CredentialProcess, StaticKey};
 
 /// Temporary credentials are renewed this long before they expire, unless configured.
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -477,6 +427,7 @@ pub fn default_session_name(host: &str) -> String {
 mod tests {
     use crate::config::tests::*;
     use crate::config::*;
+    use crate::s3::{Auth, BaseIdentity};
 
     #[test]
     fn auth_rules() {

@@ -1,7 +1,6 @@
 //! A destination: the bucket and prefix, region and endpoint, credentials, object options
 //! and upload settings, each rule checked at load under its dotted key.
 
-use std::fmt;
 use std::time::Duration;
 
 use super::auth::{self, Auth, SecretSources};
@@ -11,6 +10,7 @@ use super::object::{self, ObjectOptions};
 use super::reader::{Problems, Section};
 use super::{parse_bucket_uri, FoundSecrets};
 use crate::bandwidth::Schedule;
+pub use crate::s3::Secret;
 use crate::schedule::Windows;
 use crate::units;
 
@@ -47,43 +47,29 @@ pub struct Destination {
     pub windows: Option<Windows>,
 }
 
-/// A secret string that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself, for the one place that signs requests.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 impl Destination {
+    /// What the S3 client of this destination is made from.
+    pub fn s3_spec(&self) -> crate::s3::Spec {
+        crate::s3::Spec {
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            request_timeout: self.upload.request_timeout,
+            refresh_margin: self.refresh_margin,
+            auth: self.auth.clone(),
+            object: self.object.clone(),
+            network: self.network.clone(),
+        }
+    }
+
     /// The STS endpoint an assumed role is asked at: the configured one, or AWS's.
     pub fn sts_url(&self) -> Option<String> {
-        let Auth::AssumeRole(role) = &self.auth else {
-            return None;
-        };
-        Some(role.sts_endpoint.clone().unwrap_or_else(|| {
-            let region = role.sts_region.as_deref().unwrap_or(&self.region);
-            format!("https://sts.{region}.amazonaws.com")
-        }))
+        self.s3_spec().sts_url()
     }
 
     /// The S3 endpoint requests go to: the configured one, or AWS's for the region.
     pub fn endpoint_url(&self) -> String {
-        self.endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.region))
+        self.s3_spec().endpoint_url()
     }
 
     /// What every key of this destination starts with: the prefix and a `/`, or nothing.

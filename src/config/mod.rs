@@ -25,14 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth::SecretSources;
-pub use auth::{AssumeRole, Auth, BaseIdentity, CredentialProcess, StaticKey};
 pub use bucket::parse_bucket_uri;
 use destination::{check_endpoint, check_region};
 pub use destination::{Destination, LargeFileSha256, Secret, UploadSettings};
-pub use network::{Network, Proxy};
-pub use object::{
-    ObjectOptions, SHA256_METADATA, SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA, WRITER_METADATA,
-};
 pub use overlap::overlaps_after_resolving;
 use reader::{Problem, Problems, Section};
 pub use spool::{AfterUpload, Spool};

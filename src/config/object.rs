@@ -1,41 +1,7 @@
 //! Per-destination object options: tags, user metadata, storage class, encryption, ACL.
 
 use super::reader::{Problems, Section};
-
-/// The metadata key under which s3spool stores an object's SHA-256
-/// (`x-amz-meta-sha256`): refused as a user metadata name.
-pub const SHA256_METADATA: &str = "sha256";
-/// Where a converted or encrypted object carries its source's SHA-256: what the retry
-/// after a lost answer recognises it by (encryption makes new bytes every time).
-pub const SOURCE_SHA256_METADATA: &str = "source-sha256";
-/// Where an encrypted object carries its source's keyed hash (see `upload/source_tag.rs`):
-/// recognised as `source-sha256` is, without telling the content to the bucket's readers.
-pub const SOURCE_TAG_METADATA: &str = "source-tag";
-/// Which queue row wrote the object (`QUEUE-UUID/ROW-ID`): an object found at a row's key
-/// is known to be that row's, whichever version of its file it holds.
-pub const WRITER_METADATA: &str = "s3spool-row";
-/// Metadata names s3spool writes itself, refused as user metadata names.
-pub const RESERVED_METADATA: [&str; 4] = [
-    SHA256_METADATA,
-    SOURCE_SHA256_METADATA,
-    SOURCE_TAG_METADATA,
-    WRITER_METADATA,
-];
-
-/// What every object of a destination is written with, besides its bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ObjectOptions {
-    /// Object tags (lifecycle rules can filter on them).
-    pub tags: Vec<(String, String)>,
-    /// User metadata (`x-amz-meta-*`).
-    pub metadata: Vec<(String, String)>,
-    pub storage_class: Option<String>,
-    /// `AES256`, `aws:kms` or `aws:kms:dsse`.
-    pub sse: Option<String>,
-    pub kms_key_id: Option<String>,
-    /// A canned ACL, e.g. `bucket-owner-full-control` for cross-account buckets.
-    pub acl: Option<String>,
-}
+pub use crate::s3::{ObjectOptions, RESERVED_METADATA};
 
 const STORAGE_CLASSES: &[&str] = &[
     "STANDARD",

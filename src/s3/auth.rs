@@ -17,8 +17,8 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::process::{self, ProcessProvider};
+use super::spec::{AssumeRole, Auth, BaseIdentity, Spec, StaticKey};
 use super::{classify, xml_field, StoreError};
-use crate::config::{AssumeRole, Auth, BaseIdentity, Destination, StaticKey};
 
 type Source = Box<dyn ProvideAwsCredentials + Send + Sync>;
 
@@ -111,7 +111,7 @@ impl Credentials {
 }
 
 /// The credentials a destination's requests are signed with.
-pub fn credentials(destination: &Destination) -> Result<SharedCredentials, StoreError> {
+pub fn credentials(destination: &Spec) -> Result<SharedCredentials, StoreError> {
     let (source, operation): (Source, &'static str) = match &destination.auth {
         Auth::Static(key) => (Box::new(static_provider(key)), "StaticCredentials"),
         Auth::Default { profile } => (chain(profile.as_deref())?, "DefaultCredentialChain"),
@@ -125,7 +125,7 @@ pub fn credentials(destination: &Destination) -> Result<SharedCredentials, Store
 }
 
 /// `source`, cached and renewed `refresh_margin` before expiry.
-fn cached(source: Source, operation: &'static str, destination: &Destination) -> SharedCredentials {
+fn cached(source: Source, operation: &'static str, destination: &Spec) -> SharedCredentials {
     let margin = chrono::Duration::from_std(destination.refresh_margin)
         .unwrap_or(chrono::Duration::minutes(5));
     SharedCredentials(Arc::new(Credentials {
@@ -175,7 +175,7 @@ fn chain(profile: Option<&str>) -> Result<Source, StoreError> {
     Ok(Box::new(ChainProvider::with_profile_provider(profiles)))
 }
 
-fn assume_role(destination: &Destination, role: &AssumeRole) -> Result<Source, StoreError> {
+fn assume_role(destination: &Spec, role: &AssumeRole) -> Result<Source, StoreError> {
     let http = super::net::client("AssumeRole", &destination.network)?;
     let region_name = role
         .sts_region

@@ -12,6 +12,7 @@ mod net;
 pub mod probe;
 mod process;
 mod rusoto;
+mod spec;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -101,10 +102,11 @@ pub struct ObjectMeta {
 /// S3's largest object: 5 TiB.
 pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 
-/// The metadata keys of an object's identity (`x-amz-meta-sha256`, `-source-sha256`,
-/// `-s3spool-row`).
-pub use crate::config::{
-    SHA256_METADATA, SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA, WRITER_METADATA,
+pub use net::{host_of, is_loopback, Network, NoProxy, Proxy, ProxyUrl};
+pub use spec::{
+    AssumeRole, Auth, BaseIdentity, CredentialProcess, ObjectOptions, Secret, Spec, StaticKey,
+    RESERVED_METADATA, SHA256_METADATA, SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA,
+    WRITER_METADATA,
 };
 
 /// The S3 calls s3spool makes against one bucket.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::CredentialProcess;
+use super::spec::CredentialProcess;
 
 /// A program that has not answered in this time is killed.
 const TIMEOUT: Duration = Duration::from_secs(60);

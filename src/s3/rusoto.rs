@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::auth::{credentials_error, SharedCredentials};
+use super::spec::{ObjectOptions, Spec};
 use super::{
     xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
     PutBody, StoreError, Written, SHA256_METADATA, SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA,
     WRITER_METADATA,
 };
 use crate::bandwidth::{within_progress, Progress, Throttle};
-use crate::config::{Destination, ObjectOptions};
 
 /// Streamed PUT bodies are read in chunks of this size.
 const STREAM_CHUNK: usize = 256 * 1024;
@@ -46,7 +46,7 @@ struct RusotoStore {
 
 /// Builds the store for one destination. Fails only if TLS cannot be initialised.
 pub fn connect(
-    destination: &Destination,
+    destination: &Spec,
     throttle: Arc<Throttle>,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let http = super::net::client("Connect", &destination.network)?;
@@ -70,7 +70,7 @@ pub fn connect(
         object: destination.object.clone(),
         credentials,
         bucket: destination.bucket.clone(),
-        timeout: destination.upload.request_timeout,
+        timeout: destination.request_timeout,
         throttle,
     }))
 }

@@ -22,7 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ErrorClass, StoreError};
-use crate::config::{Network, Proxy};
+pub mod route;
+
+pub use route::{host_of, is_loopback, Network, NoProxy, Proxy, ProxyUrl};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
