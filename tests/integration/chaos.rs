@@ -786,10 +786,40 @@ fn chaos_keeps_the_promise() {
             );
         }
     }
-    assert!(
-        s.bucket.open_uploads().is_empty(),
-        "multipart uploads left open\n{}",
-        diag(&producer)
-    );
+    let open = s.bucket.open_uploads();
+    if !open.is_empty() {
+        // Each upload left open, with what the queue and the daemon's log say of its key.
+        let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap_or_default();
+        let told: Vec<String> = open
+            .iter()
+            .map(|u| {
+                let key = u["key"].as_str().unwrap_or_default();
+                let id = u["upload_id"].as_str().unwrap_or_default();
+                let held: Vec<String> = rows
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["key"] == key)
+                    .map(|r| r.to_string())
+                    .collect();
+                let name = key.rsplit('/').next().unwrap_or_default();
+                let name = name.rsplit_once('-').map_or(name, |(n, _)| n);
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(name) || l.contains(id))
+                    .collect();
+                format!(
+                    "{key} (upload {id})\nrows: {}\nlog:\n{}",
+                    held.join("\n"),
+                    lines[lines.len().saturating_sub(60)..].join("\n")
+                )
+            })
+            .collect();
+        panic!(
+            "multipart uploads left open:\n{}\n{}",
+            told.join("\n\n"),
+            diag(&producer)
+        );
+    }
     eprintln!("chaos: {}", diag(&producer).lines().next().unwrap());
 }
