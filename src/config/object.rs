@@ -138,52 +138,10 @@ pub fn parse(p: &mut Problems, s: &mut Section<'_>) -> ObjectOptions {
     options
 }
 
-impl ObjectOptions {
-    /// The tags as the `x-amz-tagging` header wants them: `k1=v1&k2=v2`, URL-encoded.
-    pub fn tagging(&self) -> Option<String> {
-        if self.tags.is_empty() {
-            return None;
-        }
-        let encode = |text: &str| {
-            text.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        };
-        Some(
-            self.tags
-                .iter()
-                .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-                .collect::<Vec<_>>()
-                .join("&"),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::tests::{parse, refused, BASE_DEST, BASE_SPOOL};
-
-    #[test]
-    fn tagging_is_url_encoded() {
-        let o = ObjectOptions {
-            tags: vec![
-                ("retention".into(), "30d".into()),
-                ("team name".into(), "a&b=c".into()),
-            ],
-            ..ObjectOptions::default()
-        };
-        assert_eq!(
-            o.tagging().as_deref(),
-            Some("retention=30d&team%20name=a%26b%3Dc")
-        );
-        assert_eq!(ObjectOptions::default().tagging(), None);
-    }
 
     #[test]
     fn object_option_rules() {

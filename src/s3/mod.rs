@@ -1,9 +1,14 @@
 //! Everything s3spool says to S3, behind one small interface.
 //!
-//! [`ObjectStore`] is what the uploader and `check` use; [`rusoto`] is the implementation
-//! that talks to a server and the only file that names `rusoto_*` types, so moving to
-//! another SDK touches this module alone ([`memory`] keeps a bucket in memory, for tests). Errors come back as [`StoreError`], already sorted into
-//! transient (retry) and permanent (fail the file now) with words an operator understands.
+//! [`ObjectStore`] is what the uploader, the manifest writer, the sweep and `check` use;
+//! it is made from a plain [`Spec`] (see [`spec`]), so nothing here knows the config's
+//! types. The SDK is named in four files of this room and nowhere else: [`rusoto`] (the
+//! store: S3 requests and their errors), `auth.rs` and `process.rs` (credentials: the
+//! chain, STS AssumeRole, credential programs) and `net/` (the HTTP client and its
+//! connector: proxies and private CAs), so moving to another SDK touches this room alone
+//! ([`memory`] keeps a bucket in memory, for tests). Errors come back as [`StoreError`],
+//! already sorted into transient (retry) and permanent (fail the file now) with words an
+//! operator understands.
 
 mod auth;
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! The rusoto implementation of [`ObjectStore`]: the only file that names rusoto types.
+//! The rusoto implementation of [`ObjectStore`]: S3 requests and their answers (the
+//! credentials and the HTTP client it signs and sends with are in `auth.rs`, `process.rs`
+//! and `net/`).
 //!
 //! rusoto has no per-request timeout and no retries of its own for S3 calls; every call
 //! here runs under `request_timeout`, and retrying is the uploader's business.
@@ -97,6 +99,28 @@ fn written(
 }
 
 /// The destination's user metadata, and the object's identity.
+/// A request that makes an object (PutObject, or CreateMultipartUpload), with everything
+/// the object is written with besides its bytes: its metadata, Content-Type and the
+/// destination's object options, named once for both (`$store` is a [`RusotoStore`]).
+/// The fields in braces are the request's own.
+macro_rules! object_request {
+    ($kind:ident, $store:expr, $key:expr, $meta:expr, { $($field:ident: $value:expr),* $(,)? }) => {
+        $kind {
+            bucket: $store.bucket.clone(),
+            key: $key.to_string(),
+            metadata: Some(metadata(&$store.object, $meta)),
+            content_type: Some($meta.content_type.to_string()),
+            tagging: $store.object.tagging(),
+            storage_class: $store.object.storage_class.clone(),
+            server_side_encryption: $store.object.sse.clone(),
+            ssekms_key_id: $store.object.kms_key_id.clone(),
+            acl: $store.object.acl.clone(),
+            $($field: $value,)*
+            ..Default::default()
+        }
+    };
+}
+
 fn metadata(options: &ObjectOptions, meta: &ObjectMeta) -> HashMap<String, String> {
     let mut metadata: HashMap<String, String> = options.metadata.iter().cloned().collect();
     let identity = [
@@ -338,21 +362,11 @@ impl ObjectStore for RusotoStore {
             }
             PutBody::File { file, len } => (file_stream(file, len, &self.throttle).await?, len),
         };
-        let request = PutObjectRequest {
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
+        let request = object_request!(PutObjectRequest, self, key, meta, {
             body: Some(stream),
             content_length: Some(len as i64),
             content_md5: Some(content_md5(&md5)),
-            metadata: Some(metadata(&self.object, meta)),
-            content_type: Some(meta.content_type.to_string()),
-            tagging: self.object.tagging(),
-            storage_class: self.object.storage_class.clone(),
-            server_side_encryption: self.object.sse.clone(),
-            ssekms_key_id: self.object.kms_key_id.clone(),
-            acl: self.object.acl.clone(),
-            ..Default::default()
-        };
+        });
         let out = self
             .call_sending("PutObject", progress, self.client.put_object(request))
             .await?;
@@ -361,18 +375,7 @@ impl ObjectStore for RusotoStore {
     }
 
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> Result<String, StoreError> {
-        let request = CreateMultipartUploadRequest {
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-            metadata: Some(metadata(&self.object, meta)),
-            content_type: Some(meta.content_type.to_string()),
-            tagging: self.object.tagging(),
-            storage_class: self.object.storage_class.clone(),
-            server_side_encryption: self.object.sse.clone(),
-            ssekms_key_id: self.object.kms_key_id.clone(),
-            acl: self.object.acl.clone(),
-            ..Default::default()
-        };
+        let request = object_request!(CreateMultipartUploadRequest, self, key, meta, {});
         let out = self
             .call(
                 "CreateMultipartUpload",
