@@ -27,8 +27,8 @@ use crate::queue::{
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
 use crate::systemd::Notifier;
-use crate::target::limit::AdaptiveLimit;
-use crate::target::Target;
+use crate::outbound::limit::AdaptiveLimit;
+use crate::outbound::Target;
 use crate::upload::SourceTags;
 
 /// Why the daemon could not start.

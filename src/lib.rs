@@ -8,7 +8,7 @@
 //! cancellation token; [`cli`] holds the operator subcommands. [`beneath`], [`clock`] and
 //! [`host`] are leaves that everyone may import: paths reached beneath a spool root, the
 //! time, this machine's name. [`schedule`] reads delivery windows and batch ticks.
-//! [`target`] is a destination as its uploads share it (store, settings, request slots,
+//! [`outbound`] is a destination as its uploads share it (store, settings, request slots,
 //! bandwidth); [`pressure`] says when work is held back (low disk, a failing destination);
 //! [`backoff`] spaces retries. The dispatcher, the uploader and the manifest writer use
 //! them; none of them imports a room above it.
@@ -30,6 +30,7 @@ pub(crate) mod key;
 pub(crate) mod logging;
 pub(crate) mod manifest;
 pub(crate) mod metrics;
+pub(crate) mod outbound;
 pub(crate) mod pressure;
 pub(crate) mod queue;
 pub(crate) mod s3;
@@ -37,7 +38,6 @@ pub(crate) mod schedule;
 pub(crate) mod spool;
 pub(crate) mod state_lock;
 pub(crate) mod systemd;
-pub(crate) mod target;
 #[cfg(test)]
 mod testing;
 pub(crate) mod transcode;

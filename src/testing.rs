@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::dispatch::{Dispatcher, Drain, Lasting};
 use crate::queue::{FileRow, FileStamp, NewFile, Queue, Registered, SharedQueue, SpoolRules};
 use crate::s3::memory::MemoryStore;
-use crate::target::limit::AdaptiveLimit;
-use crate::target::Target;
+use crate::outbound::limit::AdaptiveLimit;
+use crate::outbound::Target;
 
 /// A spool `orders` sending to destination `lake` (bucket `acme`, prefix `in/`).
 pub struct Fixture {

@@ -88,7 +88,7 @@ pub struct UploadSettings {
     pub multipart_threshold: u64,
     pub part_size: u64,
     /// Requests in flight at once, at most (lowered on SlowDown, see
-    /// [`crate::target::limit`]).
+    /// [`crate::outbound::limit`]).
     pub concurrency: usize,
     /// File data held in memory by the requests in flight, at most: a small file takes
     /// little of it, a part `part_size`. Separate from `concurrency`, so small files can

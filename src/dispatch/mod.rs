@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::pressure::Pressure;
 use crate::queue::{Eligible, Held, SharedQueue};
 use crate::systemd::Heartbeat;
-use crate::target::Target;
+use crate::outbound::Target;
 use crate::upload::{SourceTags, Uploader, LEASE};
 use gates::{Gates, Ticks};
 use idle::QueueWrites;

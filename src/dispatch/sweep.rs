@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::SharedQueue;
 use crate::s3::OpenUpload;
-use crate::target::Target;
+use crate::outbound::Target;
 
 /// How long the sweep may take per destination before it gives up for this round.
 pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
 use crate::queue::{Batch, SharedQueue};
 use crate::s3::{ObjectMeta, PutBody};
-use crate::target::Target;
+use crate::outbound::Target;
 
 /// How often batches are checked for closing and writing.
 const TICK: Duration = Duration::from_secs(1);

@@ -17,7 +17,7 @@ use super::job::hash_file;
 use super::source_tag::{self, SourceTags};
 use crate::queue::FileRow;
 use crate::s3::ObjectHead;
-use crate::target::Target;
+use crate::outbound::Target;
 
 /// What is under a row's key.
 #[derive(Debug, PartialEq, Eq)]

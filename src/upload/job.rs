@@ -1,5 +1,5 @@
 //! One file's upload as the transfer code sees it: the destination's
-//! [`crate::target::Target`], the [`Job`] (row, key, open file, stamp) and what S3 confirmed ([`Uploaded`]), with the
+//! [`crate::outbound::Target`], the [`Job`] (row, key, open file, stamp) and what S3 confirmed ([`Uploaded`]), with the
 //! helpers both a single PUT ([`super::transfer`]) and a multipart upload
 //! ([`super::multipart`]) use: reading and hashing ranges of the open file, and checking
 //! an ETag against the bytes sent.
@@ -21,7 +21,7 @@ const HASH_CHUNK: usize = 1 << 20;
 
 /// One file being uploaded: its row (as claimed), the open file and its stamp.
 pub struct Job<'a> {
-    pub target: &'a crate::target::Target,
+    pub target: &'a crate::outbound::Target,
     /// The store for the bucket the row was queued for.
     pub store: Arc<dyn ObjectStore>,
     pub queue: &'a SharedQueue,

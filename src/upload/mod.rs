@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::pressure::Pressure;
 use crate::queue::SharedQueue;
 use crate::systemd::Heartbeat;
-use crate::target::Target;
+use crate::outbound::Target;
 pub use source_tag::{SourceTags, KEY_FILE as SOURCE_TAG_KEY_FILE};
 
 /// How long a claim lasts unless renewed; a delivery renews it every quarter of that.

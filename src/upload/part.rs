@@ -10,7 +10,7 @@ use super::job::{check_etag, Job};
 use crate::backoff;
 use crate::queue::StoredPart;
 use crate::s3::{ErrorClass, Md5};
-use crate::target::limit::RequestPermit;
+use crate::outbound::limit::RequestPermit;
 
 /// Tries per part before the whole file attempt fails.
 const PART_TRIES: u32 = 3;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::Dispatcher;
 use crate::queue::State;
 use crate::s3::StoreError;
-use crate::target::Target;
+use crate::outbound::Target;
 use crate::testing::{steal_claim, Fixture};
 
 /// Long enough for any of these tests' schedules, on the paused clock.
