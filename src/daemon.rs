@@ -21,14 +21,14 @@ use crate::dispatch::{sweep_orphan_uploads, sweep_periodically, Dispatcher, Drai
 use crate::finish::Finisher;
 use crate::manifest::ManifestWriter;
 use crate::metrics::Stores;
+use crate::outbound::limit::AdaptiveLimit;
+use crate::outbound::Target;
 use crate::queue::{
     FolderChange, Held, Queue, QueueError, SharedQueue, SourceOutcome, SpoolFolder,
 };
 use crate::s3::StoreError;
 use crate::spool::{watch_spool, WatchContext};
 use crate::systemd::Notifier;
-use crate::outbound::limit::AdaptiveLimit;
-use crate::outbound::Target;
 use crate::upload::SourceTags;
 
 /// Why the daemon could not start.

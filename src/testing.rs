@@ -10,10 +10,10 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Drain, Lasting};
-use crate::queue::{FileRow, FileStamp, NewFile, Queue, Registered, SharedQueue, SpoolRules};
-use crate::s3::memory::MemoryStore;
 use crate::outbound::limit::AdaptiveLimit;
 use crate::outbound::Target;
+use crate::queue::{FileRow, FileStamp, NewFile, Queue, Registered, SharedQueue, SpoolRules};
+use crate::s3::memory::MemoryStore;
 
 /// A spool `orders` sending to destination `lake` (bucket `acme`, prefix `in/`).
 pub struct Fixture {

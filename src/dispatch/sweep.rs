@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbound::Target;
 use crate::queue::SharedQueue;
 use crate::s3::OpenUpload;
-use crate::outbound::Target;
 
 /// How long the sweep may take per destination before it gives up for this round.
 pub const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);

@@ -20,9 +20,9 @@ use crate::backoff;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
+use crate::outbound::Target;
 use crate::queue::{Batch, SharedQueue};
 use crate::s3::{ObjectMeta, PutBody};
-use crate::outbound::Target;
 
 /// How often batches are checked for closing and writing.
 const TICK: Duration = Duration::from_secs(1);

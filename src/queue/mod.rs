@@ -358,46 +358,114 @@ pub struct FileRow {
     pub failure: Option<Failure>,
 }
 
-const COLUMNS: &str =
-    "id, spool, rel_path, path, destination, bucket, key, state, size, mtime_ns, \
-     inode, attempts, next_attempt_at, last_error, etag, queued_at, updated_at, done_at, \
-     source_finished_at, sha256, upload_id, part_size, claim, object_size, rows, format, batch_id, \
-     source_outcome, superseded_by, rushed, maybe_sent, failure";
+/// The columns a [`FileRow`] is read from, named once: the SELECT list and the reader
+/// agree by construction, and a reader naming a column not in the list fails to compile.
+macro_rules! file_columns {
+    ($first:ident $(, $rest:ident)* $(,)?) => {
+        const COLUMNS: &str = concat!(stringify!($first) $(, ", ", stringify!($rest))*);
+        const COLUMN_NAMES: &[&str] = &[stringify!($first) $(, stringify!($rest))*];
+    };
+}
+
+file_columns!(
+    id,
+    spool,
+    rel_path,
+    path,
+    destination,
+    bucket,
+    key,
+    state,
+    size,
+    mtime_ns,
+    inode,
+    attempts,
+    next_attempt_at,
+    last_error,
+    etag,
+    queued_at,
+    updated_at,
+    done_at,
+    source_finished_at,
+    sha256,
+    upload_id,
+    part_size,
+    claim,
+    object_size,
+    rows,
+    format,
+    batch_id,
+    source_outcome,
+    superseded_by,
+    rushed,
+    maybe_sent,
+    failure
+);
+
+/// Where column `$name` is in [`COLUMNS`], known at compile time.
+macro_rules! at {
+    ($name:ident) => {
+        const { column(stringify!($name)) }
+    };
+}
+
+// A stamp is read from three columns side by side.
+const _: () = assert!(column("mtime_ns") == column("size") + 1);
+const _: () = assert!(column("inode") == column("size") + 2);
+
+/// The position of `name` in [`COLUMNS`], at compile time.
+const fn column(name: &str) -> usize {
+    let mut i = 0;
+    while i < COLUMN_NAMES.len() {
+        let (a, b) = (COLUMN_NAMES[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a column of FileRow");
+}
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
-        let state: String = r.get(7)?;
+        let state: String = r.get(at!(state))?;
         Ok(FileRow {
-            id: r.get(0)?,
-            spool: r.get(1)?,
-            rel_path: r.get(2)?,
-            path: PathBuf::from(r.get::<_, String>(3)?),
-            destination: r.get(4)?,
-            bucket: r.get(5)?,
-            key: r.get(6)?,
+            id: r.get(at!(id))?,
+            spool: r.get(at!(spool))?,
+            rel_path: r.get(at!(rel_path))?,
+            path: PathBuf::from(r.get::<_, String>(at!(path))?),
+            destination: r.get(at!(destination))?,
+            bucket: r.get(at!(bucket))?,
+            key: r.get(at!(key))?,
             state: State::parse(&state).unwrap_or(State::Failed),
-            stamp: FileStamp::from_columns(r, 8)?,
-            attempts: r.get(11)?,
-            next_attempt_at: r.get(12)?,
-            last_error: r.get(13)?,
-            etag: r.get(14)?,
-            queued_at: r.get(15)?,
-            updated_at: r.get(16)?,
-            done_at: r.get(17)?,
-            source_finished_at: r.get(18)?,
-            sha256: r.get(19)?,
-            upload_id: r.get(20)?,
-            part_size: r.get::<_, Option<i64>>(21)?.map(|p| p as u64),
-            claim: r.get(22)?,
-            object_size: r.get::<_, Option<i64>>(23)?.map(|n| n as u64),
-            rows: r.get::<_, Option<i64>>(24)?.map(|n| n as u64),
-            format: r.get(25)?,
-            batch_id: r.get(26)?,
-            source_outcome: r.get(27)?,
-            superseded_by: r.get(28)?,
-            rushed: r.get(29)?,
-            maybe_sent: r.get(30)?,
-            failure: r.get(31)?,
+            stamp: FileStamp::from_columns(r, at!(size))?,
+            attempts: r.get(at!(attempts))?,
+            next_attempt_at: r.get(at!(next_attempt_at))?,
+            last_error: r.get(at!(last_error))?,
+            etag: r.get(at!(etag))?,
+            queued_at: r.get(at!(queued_at))?,
+            updated_at: r.get(at!(updated_at))?,
+            done_at: r.get(at!(done_at))?,
+            source_finished_at: r.get(at!(source_finished_at))?,
+            sha256: r.get(at!(sha256))?,
+            upload_id: r.get(at!(upload_id))?,
+            part_size: r.get::<_, Option<i64>>(at!(part_size))?.map(|p| p as u64),
+            claim: r.get(at!(claim))?,
+            object_size: r.get::<_, Option<i64>>(at!(object_size))?.map(|n| n as u64),
+            rows: r.get::<_, Option<i64>>(at!(rows))?.map(|n| n as u64),
+            format: r.get(at!(format))?,
+            batch_id: r.get(at!(batch_id))?,
+            source_outcome: r.get(at!(source_outcome))?,
+            superseded_by: r.get(at!(superseded_by))?,
+            rushed: r.get(at!(rushed))?,
+            maybe_sent: r.get(at!(maybe_sent))?,
+            failure: r.get(at!(failure))?,
         })
     }
 }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use super::error::TransferError;
 use super::job::hash_file;
 use super::source_tag::{self, SourceTags};
+use crate::outbound::Target;
 use crate::queue::FileRow;
 use crate::s3::ObjectHead;
-use crate::outbound::Target;
 
 /// What is under a row's key.
 #[derive(Debug, PartialEq, Eq)]

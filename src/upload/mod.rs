@@ -25,10 +25,10 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::beneath::Roots;
 use crate::config::Config;
+use crate::outbound::Target;
 use crate::pressure::Pressure;
 use crate::queue::SharedQueue;
 use crate::systemd::Heartbeat;
-use crate::outbound::Target;
 pub use source_tag::{SourceTags, KEY_FILE as SOURCE_TAG_KEY_FILE};
 
 /// How long a claim lasts unless renewed; a delivery renews it every quarter of that.

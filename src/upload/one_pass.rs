@@ -13,9 +13,9 @@ use std::sync::Arc;
 use super::error::TransferError;
 use super::job::{read_range_hashing, Job};
 use super::part::{send_part, Open};
+use crate::outbound::limit::RequestPermit;
 use crate::queue::StoredPart;
 use crate::s3::Md5;
-use crate::outbound::limit::RequestPermit;
 
 /// Sends the parts `open` lacks, hashing the whole file on the way. Returns the parts
 /// sent and the file's hex SHA-256.

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::error::TransferError;
 use super::job::{check_etag, Job};
 use crate::backoff;
+use crate::outbound::limit::RequestPermit;
 use crate::queue::StoredPart;
 use crate::s3::{ErrorClass, Md5};
-use crate::outbound::limit::RequestPermit;
 
 /// Tries per part before the whole file attempt fails.
 const PART_TRIES: u32 = 3;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
+use crate::outbound::Target;
 use crate::queue::State;
 use crate::s3::StoreError;
-use crate::outbound::Target;
 use crate::testing::{steal_claim, Fixture};
 
 /// Long enough for any of these tests' schedules, on the paused clock.
