@@ -392,7 +392,7 @@ impl Generation {
             let ctx = WatchContext {
                 queue: queue.clone(),
                 root: Arc::clone(&roots[&spool.name]),
-                destination: Arc::clone(&config.destinations[&spool.destination]),
+                bound: Arc::new(config.destinations[&spool.destination].bound()),
                 host: Arc::clone(&shared.lasting.host),
                 rescan_interval: config.rescan_interval,
                 wake: Arc::clone(&wake),

@@ -70,7 +70,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         Ok(queue) => Some(queue),
         Err(e) => {
             let scheduled =
-                !config.windows_of(spool).is_empty() || spool.schedule.deliver_every.is_some();
+                !spool.send_windows.is_empty() || spool.schedule.deliver_every.is_some();
             if scheduled {
                 eprintln!("note: the file cannot be marked to go at once ({e:#}); it follows the spool's delivery window and cadence");
             }

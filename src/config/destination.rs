@@ -47,7 +47,25 @@ pub struct Destination {
     pub windows: Option<Windows>,
 }
 
+/// The part of a destination that registration needs: its name and bucket (recorded on
+/// each row) and its key prefix (rendered into each key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub destination: String,
+    pub bucket: String,
+    pub prefix: String,
+}
+
 impl Destination {
+    /// Where its spools' rows go, for registration.
+    pub fn bound(&self) -> Bound {
+        Bound {
+            destination: self.name.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+
     /// What the S3 client of this destination is made from.
     pub fn s3_spec(&self) -> crate::s3::Spec {
         crate::s3::Spec {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use auth::SecretSources;
 pub use bucket::parse_bucket_uri;
 use destination::{check_endpoint, check_region};
-pub use destination::{Destination, LargeFileSha256, Secret, UploadSettings};
+pub use destination::{Bound, Destination, LargeFileSha256, Secret, UploadSettings};
 pub use overlap::overlaps_after_resolving;
 use reader::{Problem, Problems, Section};
 pub use spool::{AfterUpload, Spool};
@@ -204,7 +204,8 @@ impl Config {
         });
         top.finish(&mut p);
         let spools = apply_key_rules(&mut p, spools, &destinations);
-        check_windows_overlap(&mut p, &spools, &destinations);
+        let spools = with_send_windows(spools, &destinations);
+        check_windows_overlap(&mut p, &spools);
         overlap::check_spool_overlaps(&mut p, &spools, &state_dir);
 
         if p.0.is_empty() {
@@ -234,31 +235,33 @@ impl Config {
     pub fn queue_path(&self) -> PathBuf {
         self.state_dir.join("queue.db")
     }
-
-    /// The delivery windows `spool` sends within: its own and its destination's.
-    pub fn windows_of<'c>(&'c self, spool: &'c Spool) -> Vec<&'c crate::schedule::Windows> {
-        windows_of(spool, &self.destinations)
-    }
 }
 
-fn windows_of<'c>(
-    spool: &'c Spool,
-    destinations: &'c BTreeMap<String, Arc<Destination>>,
-) -> Vec<&'c crate::schedule::Windows> {
-    let destination = destinations
-        .get(&spool.destination)
-        .and_then(|d| d.windows.as_ref());
-    spool.schedule.windows.iter().chain(destination).collect()
+/// Each spool's send windows: its own and its destination's (the one place that rule is
+/// written; the dispatcher, the uploader, `send` and `status` read the result).
+fn with_send_windows(
+    mut spools: BTreeMap<String, Arc<Spool>>,
+    destinations: &BTreeMap<String, Arc<Destination>>,
+) -> BTreeMap<String, Arc<Spool>> {
+    for spool in spools.values_mut() {
+        let destination = destinations
+            .get(&spool.destination)
+            .and_then(|d| d.windows.clone());
+        let windows = spool
+            .schedule
+            .windows
+            .clone()
+            .into_iter()
+            .chain(destination);
+        Arc::make_mut(spool).send_windows = windows.collect();
+    }
+    spools
 }
 
 /// A spool whose windows never overlap its destination's would never send.
-fn check_windows_overlap(
-    p: &mut Problems,
-    spools: &BTreeMap<String, Arc<Spool>>,
-    destinations: &BTreeMap<String, Arc<Destination>>,
-) {
+fn check_windows_overlap(p: &mut Problems, spools: &BTreeMap<String, Arc<Spool>>) {
     for (name, spool) in spools {
-        let windows = windows_of(spool, destinations);
+        let windows = spool.windows();
         if windows.len() == 2
             && crate::schedule::all_open_at(&windows, crate::clock::schedule_now()).is_none()
         {

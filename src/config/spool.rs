@@ -50,9 +50,17 @@ pub struct Spool {
     pub key_rules: KeyRulesSetting,
     /// When it may send (`windows`, `deliver_every`); its destination's windows apply too.
     pub schedule: ScheduleSetting,
+    /// The windows it sends within: its own and its destination's (made at load, once
+    /// both are read). Empty: any time.
+    pub send_windows: Vec<crate::schedule::Windows>,
 }
 
 impl Spool {
+    /// The windows it sends within, as the schedule reads them.
+    pub fn windows(&self) -> Vec<&crate::schedule::Windows> {
+        self.send_windows.iter().collect()
+    }
+
     /// The object key of row `id`, for the file at `rel_path` queued at `time`: rendered
     /// once, when the row is made, and stored with it.
     pub fn object_key(
@@ -201,6 +209,7 @@ pub(super) fn parse(
         manifest: manifest?,
         key_rules,
         schedule,
+        send_windows: Vec::new(),
     })
 }
 

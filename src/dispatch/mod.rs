@@ -139,7 +139,7 @@ impl Dispatcher {
         lasting: &Lasting,
     ) -> Dispatcher {
         let uploader = Uploader::new(
-            Arc::clone(&config),
+            &config,
             queue.clone(),
             targets.clone(),
             Arc::clone(&roots),

@@ -13,7 +13,7 @@ use super::scan::{self, Looked, Seen};
 use super::settle::Settler;
 use crate::beneath::{Root, RootMoved};
 use crate::clock::now_ms;
-use crate::config::{AfterUpload, Destination, Spool};
+use crate::config::{AfterUpload, Bound, Spool};
 use crate::queue::{Held, NewFile, Registered, SharedQueue, SpoolRules};
 
 /// Files registered per transaction.
@@ -27,7 +27,8 @@ pub struct WatchContext {
     pub queue: SharedQueue,
     /// The spool's root, held open: every look starts from it.
     pub root: Arc<Root>,
-    pub destination: Arc<Destination>,
+    /// Where the spool's rows go: what registration records and renders keys with.
+    pub bound: Arc<Bound>,
     pub host: Arc<str>,
     pub rescan_interval: Duration,
     /// Poked whenever files were queued, so the uploader need not poll.
@@ -284,8 +285,8 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
             spool: spool.name.clone(),
             rel_path: seen.rel.clone(),
             path: seen.path.clone(),
-            destination: ctx.destination.name.clone(),
-            bucket: ctx.destination.bucket.clone(),
+            destination: ctx.bound.destination.clone(),
+            bucket: ctx.bound.bucket.clone(),
             stamp: seen.stamp,
             birth_ns: seen.birth_ns,
             sha256: None,
@@ -355,7 +356,7 @@ async fn queue_files(
 ) -> Option<Vec<Registered>> {
     let (spool2, dest, host, root, utf8) = (
         Arc::clone(spool),
-        Arc::clone(&ctx.destination),
+        Arc::clone(&ctx.bound),
         Arc::clone(&ctx.host),
         Arc::clone(&ctx.root),
         Arc::clone(utf8),

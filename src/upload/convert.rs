@@ -46,7 +46,7 @@ impl Uploader {
         before: FileStamp,
     ) -> Result<Converted, Outcome> {
         let source = Arc::clone(source);
-        let out = work_path(&self.config.state_dir, row.id, row.claim);
+        let out = work_path(&self.state_dir, row.id, row.claim);
         let output = output.clone();
         // Conversions are CPU work, each holding up to a row group: at most one per core.
         let _slot = self.converting.acquire().await;

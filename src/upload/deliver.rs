@@ -98,12 +98,11 @@ impl Uploader {
         };
         // Made again, byte for byte, by any later attempt: no need to keep it.
         if self
-            .config
             .spools
             .get(&row.spool)
             .is_some_and(|s| s.output.converts())
         {
-            transcode::remove_work(&self.config.state_dir, row.id, row.claim);
+            transcode::remove_work(&self.state_dir, row.id, row.claim);
         }
         let id = row.id;
         let held = matches!(&outcome, Outcome::Failed(e) if e.hold_cause().is_some());
@@ -123,7 +122,6 @@ impl Uploader {
             }
             Outcome::Changed { stamp } => {
                 let settle = self
-                    .config
                     .spools
                     .get(&row.spool)
                     .map_or(Duration::from_secs(5), |s| s.settle);
@@ -197,7 +195,7 @@ impl Uploader {
     ) {
         let (id, claim) = (row.id, row.claim);
         let uploaded = &delivery.uploaded;
-        let spool = self.config.spools.get(&row.spool);
+        let spool = self.spools.get(&row.spool);
         let done = Done {
             etag: uploaded.etag.clone(),
             sha256: uploaded.sha256.clone(),
@@ -285,15 +283,15 @@ impl Uploader {
         SpoolRules,
         impl Fn(&NewFile, i64, i64) -> Result<String, String> + Send + Sync + 'static,
     )> {
-        let spool = Arc::clone(self.config.spools.get(&row.spool)?);
-        let destination = Arc::clone(self.config.destinations.get(&spool.destination)?);
+        let spool = Arc::clone(self.spools.get(&row.spool)?);
+        let bound = Arc::clone(self.bounds.get(&spool.destination)?);
         let root = self.roots.get(&row.spool)?;
         let file = NewFile {
             spool: row.spool.clone(),
             rel_path: row.rel_path.clone(),
             path: row.path.clone(),
-            destination: destination.name.clone(),
-            bucket: destination.bucket.clone(),
+            destination: bound.destination.clone(),
+            bucket: bound.bucket.clone(),
             stamp,
             birth_ns: birth_at(root, &row.rel_path, stamp),
             sha256: None,
@@ -305,7 +303,7 @@ impl Uploader {
         let host = Arc::clone(&self.host);
         let keys = move |file: &NewFile, id: i64, now: i64| {
             let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
-            spool.object_key(&destination.prefix, &host, &file.rel_path, id, time)
+            spool.object_key(&bound.prefix, &host, &file.rel_path, id, time)
         };
         Some((file, rules, keys))
     }
@@ -453,7 +451,7 @@ impl Uploader {
         let Some(key) = row.key.as_deref() else {
             return refused("the row has no object key".into());
         };
-        if !self.config.spools.contains_key(&row.spool) {
+        if !self.spools.contains_key(&row.spool) {
             return refused(format!("spool {:?} is no longer in the config", row.spool));
         }
         let Some(target) = self.targets.get(&row.destination) else {
@@ -492,7 +490,6 @@ impl Uploader {
         };
         let file = Arc::new(file);
         let output = self
-            .config
             .spools
             .get(&row.spool)
             .map_or_else(Output::default, |s| s.output.clone());
@@ -590,10 +587,8 @@ impl Uploader {
             // reused only if the new bytes are the same: stopping it at a window's end
             // could start it over at every window, and it would never arrive. It
             // finishes instead.
-            window: match self.config.spools.get(&row.spool) {
-                Some(spool) if !output.converts() => {
-                    WindowCheck::new(self.config.windows_of(spool), row.rushed)
-                }
+            window: match self.spools.get(&row.spool) {
+                Some(spool) if !output.converts() => WindowCheck::new(spool.windows(), row.rushed),
                 _ => WindowCheck::always(),
             },
         };

@@ -18,13 +18,14 @@ mod source_tag;
 pub mod transfer;
 mod window;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::beneath::Roots;
-use crate::config::Config;
+use crate::config::{Bound, Config, Spool};
 use crate::outbound::Target;
 use crate::pressure::Pressure;
 use crate::queue::SharedQueue;
@@ -36,7 +37,13 @@ pub const LEASE: Duration = Duration::from_secs(120);
 
 /// Everything a file delivery needs, shared by all deliveries of one config.
 pub struct Uploader {
-    config: Arc<Config>,
+    /// The config's spools, by name: how each file is delivered and finished.
+    spools: BTreeMap<String, Arc<Spool>>,
+    /// Each destination's name, bucket and key prefix, by name: a later version of a file
+    /// gets its row and key here.
+    bounds: HashMap<String, Arc<Bound>>,
+    /// Where work files are made (`state_dir/work`).
+    state_dir: PathBuf,
     queue: SharedQueue,
     /// The spools' roots, held open: every source is opened beneath one.
     roots: Roots,
@@ -68,10 +75,11 @@ pub struct Shared {
 }
 
 impl Uploader {
-    /// The uploader of one config, sending to `targets`; it pokes `wake` when a delivery
-    /// ends and `finisher` when a row turns `done`.
+    /// The uploader of one config (it keeps the parts it uses: spools, destinations' key
+    /// prefixes, `state_dir`), sending to `targets`; it pokes `wake` when a delivery ends
+    /// and `finisher` when a row turns `done`.
     pub fn new(
-        config: Arc<Config>,
+        config: &Config,
         queue: SharedQueue,
         targets: HashMap<String, Arc<Target>>,
         roots: Roots,
@@ -80,7 +88,13 @@ impl Uploader {
         shared: Shared,
     ) -> Uploader {
         Uploader {
-            config,
+            spools: config.spools.clone(),
+            bounds: config
+                .destinations
+                .iter()
+                .map(|(name, d)| (name.clone(), Arc::new(d.bound())))
+                .collect(),
+            state_dir: config.state_dir.clone(),
             queue,
             targets,
             roots,
