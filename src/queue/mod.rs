@@ -787,6 +787,20 @@ impl Queue {
 }
 
 #[cfg(test)]
+mod batches_tests;
+#[cfg(test)]
+mod gates_tests;
+#[cfg(test)]
 mod maybe_sent_tests;
 #[cfg(test)]
+mod mod_tests;
+#[cfg(test)]
+mod multipart_tests;
+#[cfg(test)]
+mod register_tests;
+#[cfg(test)]
+mod report_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transitions_tests;

@@ -1,0 +1,696 @@
+//! Tests of `register.rs`: what registering a file found in a spool does to the queue's rows.
+
+use super::tests::*;
+use super::*;
+
+#[test]
+fn register_renders_the_key_once_with_the_row_id() {
+    let (_d, mut q) = open();
+    let out = register(&mut q, &[file("a.csv", 3), file("b.csv", 4)], 100);
+    assert_eq!(out, vec![Registered::Queued(1), Registered::Queued(2)]);
+    let row = q.get(2).unwrap().unwrap();
+    assert_eq!(row.key.as_deref(), Some("k/b.csv-2"));
+    assert_eq!(row.state, State::Pending);
+    assert_eq!(row.queued_at, 100);
+    // The same file again is not queued twice.
+    assert_eq!(
+        register(&mut q, &[file("a.csv", 3)], 200),
+        vec![Registered::AlreadyQueued(1)]
+    );
+}
+
+#[test]
+fn a_key_error_stores_a_failed_row_with_the_reason() {
+    let (_d, mut q) = open();
+    let out = q
+        .register(
+            &[file("a.csv", 3)],
+            SpoolRules::default(),
+            1,
+            |_, _| Err("object key is too long".into()),
+            |_, _, _| false,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Refused(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(row.state, State::Failed);
+    assert_eq!(row.last_error.as_deref(), Some("object key is too long"));
+    assert_eq!(row.key, None);
+    // Retrying cannot help a file with no key; it stays failed.
+    assert!(q.retry_failed(5).unwrap().is_empty());
+    assert_eq!(
+        register(&mut q, &[file("a.csv", 3)], 2),
+        vec![Registered::AlreadyQueued(1)]
+    );
+}
+
+#[test]
+fn pending_row_takes_the_new_stamp_when_the_file_changed_before_upload() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a.csv", 3)], 1);
+    assert_eq!(
+        register(&mut q, &[file("a.csv", 9)], 2),
+        vec![Registered::AlreadyQueued(1)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().stamp.size, 9);
+}
+
+#[test]
+fn done_file_seen_again_is_recognised_and_a_changed_one_is_new() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    assert!(q.mark_done(1, 1, &delivered("e"), None, 11).unwrap());
+    assert!(
+        !q.mark_done(1, 1, &delivered("e"), None, 11).unwrap(),
+        "a second transition changes nothing"
+    );
+    // Delivered but not yet cleaned up (the daemon died in between): clean it up.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::AlreadyDone(1)]
+    );
+    assert_eq!(
+        register(&mut q, &[file("a", 2)], 13),
+        vec![Registered::Queued(2)]
+    );
+}
+
+#[test]
+fn after_clean_up_a_lookalike_file_is_new_unless_the_spool_keeps_files() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
+    assert!(q
+        .mark_source_finished(1, SourceOutcome::Deleted, 12)
+        .unwrap());
+    // Deleted, then a new file with a reused inode and the same size and mtime appears.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 13),
+        vec![Registered::Queued(2)]
+    );
+    // In a keep spool the same stamp is the kept file itself.
+    q.claim(1, 13, Duration::from_secs(60)).unwrap();
+    q.mark_done(2, 1, &delivered("e"), None, 14).unwrap();
+    q.mark_source_finished(2, SourceOutcome::Kept, 14).unwrap();
+    let out = q
+        .register(
+            &[file("a", 1)],
+            SpoolRules {
+                keeps: true,
+                unique_keys: false,
+            },
+            15,
+            |_, id| Ok(format!("k{id}")),
+            |_, _, _| false,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Kept(2)]);
+    // The spool switched from keep to delete: the kept file is cleaned up, not sent again.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 16),
+        vec![Registered::AlreadyDone(2)]
+    );
+    // ... by the finisher, which finds it among the unfinished rows.
+    assert_eq!(unfinished_ids(&q), [2]);
+}
+
+#[test]
+fn a_kept_file_with_a_new_inode_is_known_by_its_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: false,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| false,
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Kept, 12).unwrap();
+    // Restored: same size and mtime, another inode. Hashed first, nothing written.
+    let mut restored = file("a", 1);
+    restored.stamp.inode = 99;
+    assert_eq!(
+        reg(&mut q, restored.clone(), 13),
+        [Registered::Lookalike(1)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().stamp.inode, 7);
+    // The same content: the kept file, under its new inode.
+    restored.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, restored.clone(), 14), [Registered::Restored(1)]);
+    assert_eq!(q.get(1).unwrap().unwrap().stamp.inode, 99);
+    restored.sha256 = None;
+    assert_eq!(
+        reg(&mut q, restored, 15),
+        [Registered::Kept(1)],
+        "now the very file"
+    );
+    // Other content with the same size and mtime: a new file.
+    let mut other = file("a", 1);
+    other.stamp.inode = 100;
+    other.sha256 = Some("bbb".into());
+    assert_eq!(reg(&mut q, other, 16), [Registered::Queued(2)]);
+}
+
+#[test]
+fn a_failed_row_yields_its_path_to_a_new_file() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "bad CSV at line 3",
+        Failure::Refused,
+        11,
+    )
+    .unwrap();
+    // The same file again stays with its failed row.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::AlreadyQueued(1)]
+    );
+    // A corrected file (another stamp) gets a row of its own; the failed one cannot be
+    // retried any more (it would upload the new file a second time).
+    assert_eq!(
+        register(&mut q, &[file("a", 9)], 13),
+        vec![Registered::Queued(2)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().superseded_by, Some(2));
+    // Counts leave it out: a newer row took over its path (list still shows it).
+    assert_eq!(q.summary().unwrap().counts.failed, 0);
+    assert!(q.retry(Some(&[1]), 14).unwrap().is_empty());
+    assert!(q.retry_failed(14).unwrap().is_empty());
+}
+
+#[test]
+fn a_kept_file_restored_with_another_inode_and_moved_is_found_by_its_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now, gone: bool| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |old, _, likeness| {
+                // Restored, a kept row's inode is out of date: any file alike will do.
+                assert_eq!(likeness, Likeness::SizeAndMtime);
+                // Only `a` may be gone; the other files are where they were queued.
+                old == Path::new("/spool/a") && gone
+            },
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10, false);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Kept, 12).unwrap();
+    // `cp -a` out and back (a new inode), then renamed before a rescan saw it at `a`.
+    let mut moved = file("sub/a", 1);
+    moved.stamp.inode = 99;
+    // A copy beside the kept file, which is still there: a file of its own.
+    assert_eq!(
+        reg(&mut q, moved.clone(), 13, false),
+        [Registered::Queued(2)]
+    );
+    let (_d, mut q) = open();
+    reg(&mut q, file("a", 1), 10, false);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Kept, 12).unwrap();
+    // The kept file is gone from `a`: hashed first, nothing written.
+    assert_eq!(
+        reg(&mut q, moved.clone(), 13, true),
+        [Registered::Lookalike(1)]
+    );
+    let mut other = file("sub/b", 1);
+    other.stamp.inode = 100;
+    other.sha256 = Some("bbb".into());
+    assert_eq!(reg(&mut q, other, 14, true), [Registered::Queued(2)]);
+    // The same content: the kept file, followed to its new path and inode.
+    moved.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, moved, 15, true), [Registered::Restored(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.stamp.inode, row.state),
+        ("sub/a", 99, State::Done)
+    );
+    assert_eq!(
+        row.path,
+        Path::new("/spool/sub/a"),
+        "where the finisher and purge look"
+    );
+}
+
+#[test]
+fn a_kept_file_restored_and_moved_while_its_upload_runs_waits_for_that_row() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |old, _, _| old == Path::new("/spool/a"),
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    // In flight; `a` restored with a new inode and moved to `sub/a` meanwhile.
+    let mut moved = file("sub/a", 1);
+    moved.stamp.inode = 99;
+    assert_eq!(
+        reg(&mut q, moved.clone(), 11),
+        [Registered::AlreadyQueued(1)]
+    );
+    // Delivered and kept: now its content decides.
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 12).unwrap();
+    // Not at its path when finished: the finisher records it gone, not kept.
+    q.mark_source_finished(1, SourceOutcome::Gone, 12).unwrap();
+    assert_eq!(reg(&mut q, moved.clone(), 13), [Registered::Lookalike(1)]);
+    moved.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, moved, 14), [Registered::Restored(1)]);
+    let outcome: String = q
+        .conn
+        .query_row("SELECT source_outcome FROM files WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(outcome, "kept", "the file is in the spool again, kept");
+}
+
+#[test]
+fn a_kept_file_taken_away_during_its_upload_and_restored_at_its_path_is_judged_by_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
+    // `cp -a` back to where it was: a new inode, the same size and mtime.
+    let mut back = file("a", 1);
+    back.stamp.inode = 99;
+    assert_eq!(reg(&mut q, back.clone(), 12), [Registered::Lookalike(1)]);
+    back.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, back.clone(), 13), [Registered::Restored(1)]);
+    // Other bytes of that size and mtime: a new file.
+    let mut other = back;
+    other.stamp.inode = 100;
+    other.sha256 = Some("bbb".into());
+    assert!(matches!(
+        reg(&mut q, other, 14)[..],
+        [Registered::Queued(_)]
+    ));
+}
+
+#[test]
+fn every_kept_row_alike_is_tried_and_one_whose_file_is_still_there_is_passed_over() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    // Two kept files of the same size and mtime (unpacked from one archive).
+    for (id, rel, sha) in [(1, "a", "aaa"), (2, "b", "bbb")] {
+        let mut f = file(rel, 1);
+        f.stamp.inode = 7 + id as u64;
+        q.register(
+            &[f],
+            keeps,
+            10,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| false,
+        )
+        .unwrap();
+        q.claim(1, 10, Duration::from_secs(60)).unwrap();
+        let mut done = delivered("e");
+        done.source_sha256 = Some(sha.into());
+        q.mark_done(id, 1, &done, None, 11).unwrap();
+        q.mark_source_finished(id, SourceOutcome::Kept, 12).unwrap();
+    }
+    // `a` restored and moved to `sub/a`; `b` still in place (the newest candidate).
+    let mut moved = file("sub/a", 1);
+    moved.stamp.inode = 99;
+    moved.sha256 = Some("aaa".into());
+    let out = q
+        .register(
+            &[moved],
+            keeps,
+            13,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |old, _, _| old == Path::new("/spool/a"),
+        )
+        .unwrap();
+    assert_eq!(out, [Registered::Restored(1)]);
+    assert_eq!(q.get(1).unwrap().unwrap().path, Path::new("/spool/sub/a"));
+    assert_eq!(q.get(2).unwrap().unwrap().rel_path, "b");
+}
+
+#[test]
+fn a_file_moved_inside_the_spool_is_its_row_file() {
+    let (_d, mut q) = open();
+    let mut original = file("a", 1);
+    original.birth_ns = Some(100);
+    register(&mut q, &[original], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let moved = || {
+        let mut f = file("sub/a", 1);
+        f.birth_ns = Some(100);
+        f
+    };
+    let register_moved = |q: &mut Queue, gone: bool| {
+        q.register(
+            &[moved()],
+            SpoolRules::default(),
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |old, _, _| {
+                assert_eq!(old, Path::new("/spool/a"));
+                gone
+            },
+        )
+        .unwrap()
+    };
+    // Moved while being uploaded: not a new file.
+    assert_eq!(
+        register_moved(&mut q, true),
+        vec![Registered::AlreadyQueued(1)]
+    );
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
+    // Delivered, and gone from its path when cleaned up: clean it up where it is now.
+    assert_eq!(
+        register_moved(&mut q, true),
+        vec![Registered::AlreadyDone(1)]
+    );
+    // The row follows the file, unfinished, so a clean-up cut off there is repaired.
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.source_finished_at),
+        ("sub/a", None)
+    );
+}
+
+#[test]
+fn a_second_name_of_a_queued_file_is_a_file_of_its_own() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    // A hard link: the same inode, size and mtime, while the first name is still there.
+    let out = q
+        .register(
+            &[file("b", 1)],
+            SpoolRules::default(),
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |_, _, _| false,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(2)]);
+}
+
+#[test]
+fn a_vanished_file_back_at_its_path_is_queued_again() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    // Away for a moment (a remount, a producer's rename and back): the row failed.
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "source disappeared: /spool/a no longer exists",
+        Failure::Vanished,
+        11,
+    )
+    .unwrap();
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::Followed(1)]
+    );
+    assert_eq!(q.get(1).unwrap().unwrap().state, State::Pending);
+}
+
+#[test]
+fn a_failed_row_is_judged_by_why_it_failed_not_by_its_words() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1), file("b", 1)], 10);
+    q.claim(2, 10, Duration::from_secs(60)).unwrap();
+    // Words that read like a vanished source, from S3 (a policy's message): refused.
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "source disappeared: AccessDenied",
+        Failure::Refused,
+        11,
+    )
+    .unwrap();
+    q.mark_failed(Ended::unsent(2, 1), "gone for now", Failure::Vanished, 11)
+        .unwrap();
+    assert_eq!(q.get(1).unwrap().unwrap().failure, Some(Failure::Refused));
+    assert_eq!(
+        register(&mut q, &[file("a", 1), file("b", 1)], 12),
+        vec![Registered::AlreadyQueued(1), Registered::Followed(2)]
+    );
+    let (a, b) = (q.get(1).unwrap().unwrap(), q.get(2).unwrap().unwrap());
+    assert_eq!(
+        (a.state, a.failure),
+        (State::Failed, Some(Failure::Refused))
+    );
+    assert_eq!((b.state, b.failure), (State::Pending, None));
+}
+
+#[test]
+fn a_file_with_another_birth_time_is_not_the_delivered_one() {
+    let (_d, mut q) = open();
+    let born = |rel: &str, birth| {
+        let mut f = file(rel, 1);
+        f.birth_ns = Some(birth);
+        f
+    };
+    register(&mut q, &[born("a", 100)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
+    // Same inode, size and mtime (an inode reused, a fixed mtime), born later: new.
+    let out = q
+        .register(
+            &[born("b", 200)],
+            SpoolRules::default(),
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |_, _, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(2)]);
+    let out = q
+        .register(
+            &[born("a", 300)],
+            SpoolRules::default(),
+            13,
+            |_, id| Ok(format!("k{id}")),
+            |_, _, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(3)]);
+}
+
+#[test]
+fn a_waiting_or_vanished_row_follows_its_file_when_it_moves() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    let moved = |rel: &str| {
+        let mut f = file(rel, 1);
+        f.path = PathBuf::from("/spool").join(rel);
+        f
+    };
+    // Keys made from the id alone, or from the path.
+    let by_id = |q: &mut Queue, f: NewFile| {
+        q.register(
+            &[f],
+            SpoolRules::default(),
+            12,
+            |_, id| Ok(format!("k{id}")),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    let by_path = |q: &mut Queue, f: NewFile| {
+        q.register(
+            &[f],
+            SpoolRules::default(),
+            12,
+            |f, _| Ok(format!("k/{}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    // Never tried: the row follows the file, with the key of its new path.
+    assert_eq!(by_path(&mut q, moved("b")), vec![Registered::Followed(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.key.as_deref()),
+        ("b", Some("k/b"))
+    );
+    // Tried, the file vanished before it was opened, then turns up elsewhere. Its key
+    // does not depend on the path: the row follows (an object an earlier try may have
+    // put in place is found by HEAD under that key).
+    q.claim(1, 13, Duration::from_secs(60)).unwrap();
+    q.mark_failed(
+        Ended::unsent(1, 1),
+        "source disappeared: /spool/b no longer exists",
+        Failure::Vanished,
+        14,
+    )
+    .unwrap();
+    set_key(&q, 1, "k1");
+    let id_keyed = by_id(&mut q, moved("c"));
+    assert_eq!(id_keyed, vec![Registered::Followed(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!((row.state, row.rel_path.as_str()), (State::Pending, "c"));
+    // Tried, and its key comes from the path: following would put it under its old name,
+    // which a new file there would take too. It gets a row of its own instead.
+    set_key(&q, 1, "k/c");
+    assert_eq!(by_path(&mut q, moved("d")), vec![Registered::Queued(2)]);
+    let old = q.get(1).unwrap().unwrap();
+    assert_eq!((old.state, old.superseded_by), (State::Failed, Some(2)));
+    // A row failed for another reason is not revived by a move.
+    q.claim(1, 15, Duration::from_secs(60)).unwrap();
+    q.mark_failed(Ended::unsent(2, 1), "bad CSV", Failure::Refused, 16)
+        .unwrap();
+    assert_eq!(by_id(&mut q, moved("e")), vec![Registered::Queued(3)]);
+}
+
+#[test]
+fn with_keys_unique_per_row_a_tried_row_follows_its_file_keeping_its_key() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.retry_later(Ended::unsent(1, 1), "answer lost", 11, 11)
+        .unwrap();
+    let mut moved = file("b", 1);
+    moved.path = PathBuf::from("/spool/b");
+    let rules = SpoolRules {
+        keeps: false,
+        unique_keys: true,
+    };
+    // The new path would render another key, but an earlier try may have stored the
+    // object under the old one: the row keeps it, and HEAD finds that object.
+    let out = q
+        .register(
+            &[moved],
+            rules,
+            12,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Followed(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.key.as_deref()),
+        ("b", Some("k/a-1"))
+    );
+}
+
+#[test]
+fn without_birth_times_a_file_gone_at_clean_up_is_never_taken_for_a_new_one() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.mark_done(1, 1, &delivered("e"), None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Gone, 11).unwrap();
+    // Same inode, size and mtime, no birth time to tell: it may be a new file reusing the
+    // inode, so it is uploaded (at worst twice) rather than deleted unsent.
+    assert_eq!(
+        register(&mut q, &[file("a", 1)], 12),
+        vec![Registered::Queued(2)]
+    );
+    // Nor at another path (row 2's file is still at a: only row 1 could match).
+    let out = q
+        .register(
+            &[file("b", 1)],
+            SpoolRules::default(),
+            13,
+            |_, id| Ok(format!("k{id}")),
+            |old, _, _| old != Path::new("/spool/a"),
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(3)]);
+}
+
+#[test]
+fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
+    let (_d, mut q) = open();
+    let path_key = |f: &NewFile, _| Ok::<_, String>(format!("k/{}", f.rel_path));
+    q.register(
+        &[file("a", 1)],
+        SpoolRules::default(),
+        10,
+        path_key,
+        |_, _, _| true,
+    )
+    .unwrap();
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    q.retry_later(Ended::unsent(1, 1), "answer lost", 11, 11)
+        .unwrap();
+    // Moved after a try, with keys from the path: a row of its own; row 1 superseded.
+    let mut at_b = file("b", 1);
+    at_b.path = PathBuf::from("/spool/b");
+    let out = q
+        .register(&[at_b], SpoolRules::default(), 12, path_key, |_, _, _| true)
+        .unwrap();
+    assert_eq!(out, vec![Registered::Queued(2)]);
+    // Moved back before row 2 ran: row 2 follows it (never tried), not the superseded row 1.
+    let out = q
+        .register(
+            &[file("a", 1)],
+            SpoolRules::default(),
+            13,
+            path_key,
+            |_, _, _| true,
+        )
+        .unwrap();
+    assert_eq!(out, vec![Registered::Followed(2)]);
+    let row = q.get(2).unwrap().unwrap();
+    assert_eq!(
+        (row.rel_path.as_str(), row.key.as_deref()),
+        ("a", Some("k/a"))
+    );
+}
