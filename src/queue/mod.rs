@@ -90,6 +90,15 @@ impl State {
     }
 }
 
+impl rusqlite::types::FromSql for State {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        State::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown state {text:?}").into())
+        })
+    }
+}
+
 /// How a delivered file's source was finished (`source_outcome`): later decisions about
 /// the file follow what was done to it, not today's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -434,7 +443,6 @@ const fn column(name: &str) -> usize {
 
 impl FileRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
-        let state: String = r.get(at!(state))?;
         Ok(FileRow {
             id: r.get(at!(id))?,
             spool: r.get(at!(spool))?,
@@ -443,7 +451,7 @@ impl FileRow {
             destination: r.get(at!(destination))?,
             bucket: r.get(at!(bucket))?,
             key: r.get(at!(key))?,
-            state: State::parse(&state).unwrap_or(State::Failed),
+            state: r.get(at!(state))?,
             stamp: FileStamp::from_columns(r, at!(size))?,
             attempts: r.get(at!(attempts))?,
             next_attempt_at: r.get(at!(next_attempt_at))?,

@@ -40,7 +40,7 @@ use super::*;
 /// The row that claims a path, as registration needs it.
 struct AtPath {
     id: i64,
-    state: String,
+    state: State,
     stamp: FileStamp,
     birth_ns: Option<i64>,
     finished: bool,
@@ -56,7 +56,7 @@ struct AtPath {
 struct Elsewhere {
     id: i64,
     path: PathBuf,
-    state: String,
+    state: State,
     finished: bool,
     outcome: Option<SourceOutcome>,
     claimed: bool,
@@ -217,23 +217,23 @@ impl Registrar<'_> {
         let mut superseded = None;
         if let Some(row) = at_path {
             let same = row.stamp == file.stamp && same_birth(row.birth_ns, file.birth_ns);
-            match row.state.as_str() {
-                "pending" | "active" => {
+            match row.state {
+                State::Pending | State::Active => {
                     // A row whose earlier attempt may have put the old version in S3 keeps
                     // the old version's stamp: its next attempt sees the change and asks
                     // HEAD what is under its key before anything else (a delivered old
                     // version must stay delivered, and the new one get a row of its own).
-                    if row.state == "pending" && row.stamp != file.stamp && !row.maybe_sent {
+                    if row.state == State::Pending && row.stamp != file.stamp && !row.maybe_sent {
                         restamp(tx, row.id, file, now_ms)?;
                     }
                     return Ok(Registered::AlreadyQueued(row.id));
                 }
-                "failed" if same && row.vanished => {
+                State::Failed if same && row.vanished => {
                     follow(tx, row.id, file, None, now_ms, true)?;
                     return Ok(Registered::Followed(row.id));
                 }
-                "failed" if same => return Ok(Registered::AlreadyQueued(row.id)),
-                "failed" => superseded = Some(row.id),
+                State::Failed if same => return Ok(Registered::AlreadyQueued(row.id)),
+                State::Failed => superseded = Some(row.id),
                 // A file we did not touch when cleaning up (gone or replaced then) is taken for
                 // the delivered one only on a birth time that says so: without one, an inode
                 // reused with the same size and mtime would be deleted without upload.
@@ -328,9 +328,9 @@ impl Registrar<'_> {
             // A second name of the same file (a hard link): a file of its own.
             return Ok(None);
         }
-        match row.state.as_str() {
-            "active" => Ok(Some(Registered::AlreadyQueued(row.id))),
-            "done" => {
+        match row.state {
+            State::Active => Ok(Some(Registered::AlreadyQueued(row.id))),
+            State::Done => {
                 let Some(decided) = decide_done(row.finished, row.outcome, rules.keeps) else {
                     return Ok(None);
                 };
@@ -353,7 +353,7 @@ impl Registrar<'_> {
                 // A row that failed for another reason stays failed where its file is now:
                 // its tries may have put the file in S3 (a lost answer, then an outage),
                 // and only its retry asks HEAD; a row of its own would send it again.
-                let stays_failed = row.state == "failed" && !row.vanished;
+                let stays_failed = row.state == State::Failed && !row.vanished;
                 let rendered = (self.render_key)(file, row.id).ok();
                 // Some(new key, or None to keep the old one) when the row may follow.
                 let follows = match rendered {

@@ -314,14 +314,16 @@ impl Queue {
             .map_err(|e| self.err(e))?;
         for (state, count, bytes, oldest) in rows {
             let count = count as u64;
-            match State::parse(&state) {
-                Some(State::Pending) => summary.counts.pending = count,
-                Some(State::Active) => summary.counts.active = count,
-                Some(State::Done) => summary.counts.done = count,
-                Some(State::Failed) => summary.counts.failed = count,
-                None => continue,
+            let Some(state) = State::parse(&state) else {
+                continue;
+            };
+            match state {
+                State::Pending => summary.counts.pending = count,
+                State::Active => summary.counts.active = count,
+                State::Done => summary.counts.done = count,
+                State::Failed => summary.counts.failed = count,
             }
-            if matches!(state.as_str(), "pending" | "active") {
+            if matches!(state, State::Pending | State::Active) {
                 summary.bytes_waiting += bytes.unwrap_or(0) as u64;
                 summary.oldest_waiting_queued_at = match (summary.oldest_waiting_queued_at, oldest)
                 {
