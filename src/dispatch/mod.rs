@@ -8,6 +8,7 @@
 //! to finish (a reload waits longer for uploads a bandwidth limit slowed: [`Drain`]); a
 //! file cut off then stays `active` and returns to `pending` at the next start.
 
+mod claim;
 mod gates;
 mod idle;
 mod sweep;
@@ -24,9 +25,9 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::outbound::Target;
 use crate::pressure::Pressure;
-use crate::queue::{Eligible, Held, SharedQueue};
+use crate::queue::{Held, SharedQueue};
 use crate::systemd::Heartbeat;
-use crate::upload::{SourceTags, Uploader, LEASE};
+use crate::upload::{SourceTags, Uploader};
 use gates::{Gates, Ticks};
 use idle::QueueWrites;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
@@ -169,20 +170,6 @@ impl Dispatcher {
             stopping: lasting.stopping.clone(),
             ticks: Ticks::default(),
         }
-    }
-
-    /// The rows of this config's spools bound for `destinations`, as far as each spool's
-    /// window and cadence let through.
-    fn eligible(&self, destinations: &[String], gates: &Gates) -> Eligible {
-        // A spool whose folder was replaced is stopped: none of its rows is claimed.
-        let spools: Vec<&str> = self
-            .spools
-            .iter()
-            .filter(|s| !self.roots.get(*s).is_some_and(|root| root.is_moved()))
-            .map(String::as_str)
-            .collect();
-        let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
-        Eligible::gated(&spools, &destinations, gates.by_spool.clone())
     }
 
     /// Waits while nothing can be claimed, until a claim may find something: a poke (a
@@ -367,54 +354,10 @@ impl Dispatcher {
                 break;
             }
             let want = 1 + slots.available_permits();
-            let plan = self
-                .pressure
-                .plan(&self.destinations, tokio::time::Instant::now());
             let look = self.look();
             self.show(&look);
             let gates = self.take_gates(look).await;
-            let open = self.eligible(&plan.open, &gates);
-            let suspect_scope =
-                self.eligible(&[plan.open.clone(), plan.probes.clone()].concat(), &gates);
-            let probes: Vec<(String, Eligible)> = plan
-                .probes
-                .iter()
-                .map(|d| (d.clone(), self.eligible(std::slice::from_ref(d), &gates)))
-                .collect();
-            let now = now_ms();
-            let claimed = self
-                .queue
-                .grouped(move |q| {
-                    // What other processes had committed when this claim looked (for the
-                    // idle wait: a change after it is news).
-                    let seen = q.changes_by_others().ok();
-                    // A file the daemon died with runs alone, before anything else; for a
-                    // blocked destination it is the probe.
-                    let suspect = q.claim_suspect(now, LEASE, &suspect_scope)?;
-                    if let Some(row) = suspect.first() {
-                        let unused = probes
-                            .iter()
-                            .map(|(d, _)| d.clone())
-                            .filter(|d| *d != row.destination)
-                            .collect();
-                        return Ok((suspect, unused, seen));
-                    }
-                    let mut rows = Vec::new();
-                    let mut unused = Vec::new();
-                    // One file probes each blocked destination that is due.
-                    for (destination, eligible) in &probes {
-                        let probe = q.claim_for(1, now, LEASE, eligible)?;
-                        if probe.is_empty() {
-                            unused.push(destination.clone());
-                        }
-                        rows.extend(probe);
-                    }
-                    if rows.len() < want {
-                        rows.extend(q.claim_for(want - rows.len(), now, LEASE, &open)?);
-                    }
-                    Ok((rows, unused, seen))
-                })
-                .await;
+            let claimed = self.claim(want, &gates).await;
             let (rows, seen) = match claimed {
                 // A turn counts as healthy once the queue answered.
                 Ok((rows, unused, seen)) => {

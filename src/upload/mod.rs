@@ -14,6 +14,7 @@ mod job;
 mod multipart;
 mod one_pass;
 mod part;
+mod retry;
 mod source_tag;
 pub mod transfer;
 mod window;
