@@ -1,7 +1,7 @@
 //! When a spool may send: delivery windows (`windows`) and a batch cadence
 //! (`deliver_every`), read on the wall clock of the time zone the config names
-//! (`schedule_timezone`). Pure time arithmetic: the uploader and the manifest writer decide
-//! what a closed window or a tick means for the queue.
+//! (`schedule_timezone`). Pure time arithmetic: the dispatcher, the uploader and the manifest
+//! writer decide what a closed window or a tick means for the queue.
 
 mod cadence;
 mod window;
