@@ -110,6 +110,15 @@ pub(super) const IN_FLIGHT_ALIKE: &str = "SELECT id, path, size, mtime_ns, inode
        AND state IN ('pending', 'active')
      ORDER BY id DESC LIMIT 1";
 
+/// A row of the spool that failed because its file vanished, with a file's size and
+/// mtime, at another path (its columns as [`ELSEWHERE`]'s).
+pub(super) const VANISHED_ALIKE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
+        source_outcome, claim > 0, key, 1
+     FROM files
+     WHERE spool = ?1 AND size = ?2 AND mtime_ns = ?3 AND rel_path != ?4
+       AND state = 'failed' AND failure = 'vanished' AND superseded_by IS NULL
+     ORDER BY id DESC LIMIT 1";
+
 /// What registration needs to know of the spool, as configured today.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpoolRules {
@@ -321,12 +330,25 @@ impl Registrar<'_> {
                 },
             )
             .optional()?;
-        let Some(row) = found else {
-            return self.kept_elsewhere(file);
+        // Else a row that failed because its file vanished, with this file's size and
+        // mtime: the file may be that one, restored with another inode (`cp -a`) and moved
+        // while its row was tried. Following it is safe either way: the row asks HEAD
+        // before it sends again, so an object an earlier try stored is found, and one
+        // holding other bytes stays delivered while this file gets a row of its own.
+        let (row, likeness) = match found {
+            Some(row) => (row, Likeness::Exact),
+            None => match self.vanished_alike(file)? {
+                Some(row) => (row, Likeness::SizeAndMtime),
+                None => return self.kept_elsewhere(file),
+            },
         };
-        if !(self.moved_from)(&row.path, file.stamp, Likeness::Exact) {
-            // A second name of the same file (a hard link): a file of its own.
-            return Ok(None);
+        if !(self.moved_from)(&row.path, file.stamp, likeness) {
+            return match likeness {
+                // A second name of the same file (a hard link): a file of its own.
+                Likeness::Exact => Ok(None),
+                // A copy of a file still where it was.
+                Likeness::SizeAndMtime => self.kept_elsewhere(file),
+            };
         }
         match row.state {
             State::Active => Ok(Some(Registered::AlreadyQueued(row.id))),
@@ -398,6 +420,34 @@ impl Registrar<'_> {
                 Ok(Some(new))
             }
         }
+    }
+
+    /// The newest row of the spool that failed because its file vanished, with `file`'s
+    /// size and mtime at another path.
+    fn vanished_alike(&mut self, file: &NewFile) -> rusqlite::Result<Option<Elsewhere>> {
+        self.tx
+            .prepare_cached(VANISHED_ALIKE)?
+            .query_row(
+                params![
+                    file.spool,
+                    file.stamp.size as i64,
+                    file.stamp.mtime_ns,
+                    file.rel_path
+                ],
+                |r| {
+                    Ok(Elsewhere {
+                        id: r.get(0)?,
+                        path: PathBuf::from(r.get::<_, String>(1)?),
+                        state: r.get(2)?,
+                        finished: r.get(3)?,
+                        outcome: r.get(4)?,
+                        claimed: r.get(5)?,
+                        key: r.get(6)?,
+                        vanished: r.get(7)?,
+                    })
+                },
+            )
+            .optional()
     }
 
     /// In a spool that keeps its files: the file as a kept file restored with another

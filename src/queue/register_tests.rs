@@ -260,6 +260,59 @@ fn a_kept_file_restored_with_another_inode_and_moved_is_found_by_its_content() {
 }
 
 #[test]
+fn a_file_restored_and_moved_while_its_row_was_tried_takes_the_vanished_row_back() {
+    // Found by the chaos test: a file restored with `cp -a` (another inode) while its row
+    // was tried, then its folder swapped away; the row failed as vanished. The file at
+    // its new path is that row's again, so the row's next try asks HEAD first.
+    for keeps in [true, false] {
+        let (_d, mut q) = open();
+        let rules = SpoolRules {
+            keeps,
+            unique_keys: true,
+        };
+        let reg = |q: &mut Queue, f: NewFile, gone: bool| {
+            q.register(
+                &[f],
+                rules,
+                20,
+                |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+                move |_, _, _| gone,
+            )
+            .unwrap()
+        };
+        reg(&mut q, file("a/x", 1), true);
+        let ended = Ended {
+            maybe_sent: true,
+            ..Ended::unsent(1, 1)
+        };
+        assert_eq!(q.claim(1, 21, Duration::from_secs(60)).unwrap().len(), 1);
+        assert!(q
+            .mark_failed(ended, "source disappeared", Failure::Vanished, 22)
+            .unwrap());
+        let mut restored = file("b/x", 1);
+        restored.stamp.inode = 99;
+        // A copy while the old path still holds a file alike: a file of its own.
+        assert!(matches!(
+            reg(&mut q, restored.clone(), false)[..],
+            [Registered::Queued(2)]
+        ));
+        let (_d, mut q) = open();
+        reg(&mut q, file("a/x", 1), true);
+        assert_eq!(q.claim(1, 21, Duration::from_secs(60)).unwrap().len(), 1);
+        assert!(q
+            .mark_failed(ended, "source disappeared", Failure::Vanished, 22)
+            .unwrap());
+        assert_eq!(reg(&mut q, restored, true), [Registered::Followed(1)]);
+        let row = q.get(1).unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.rel_path.as_str(), row.key.as_deref()),
+            (State::Pending, "b/x", Some("k/a/x-1"))
+        );
+        assert!(row.maybe_sent, "its next try asks HEAD first");
+    }
+}
+
+#[test]
 fn a_kept_file_restored_and_moved_while_its_upload_runs_waits_for_that_row() {
     let (_d, mut q) = open();
     let keeps = SpoolRules {

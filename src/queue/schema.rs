@@ -298,6 +298,10 @@ const INDEXES: &str = "
         WHERE source_outcome IN ('kept', 'gone');
     CREATE INDEX IF NOT EXISTS files_waiting_alike ON files (spool, size, mtime_ns)
         WHERE state IN ('pending', 'active');
+    -- Rows failed because their file vanished, by size and mtime: a file restored with
+    -- another inode and moved is found without a walk.
+    CREATE INDEX IF NOT EXISTS files_vanished_alike ON files (spool, size, mtime_ns)
+        WHERE state = 'failed' AND failure = 'vanished';
 ";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.

@@ -330,6 +330,11 @@ fn claims_never_walk_the_backlog() {
         text.contains("files_waiting_alike (spool=? AND size=? AND mtime_ns=?)"),
         "{text}"
     );
+    let text = plan_of(register::VANISHED_ALIKE);
+    assert!(
+        text.contains("files_vanished_alike (spool=? AND size=? AND mtime_ns=?)"),
+        "{text}"
+    );
     let text = plan_of(register::KEPT_ELSEWHERE);
     assert!(
         text.contains("files_kept_or_gone (spool=? AND size=? AND mtime_ns=?)"),
