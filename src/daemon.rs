@@ -410,7 +410,7 @@ impl Generation {
         }
         shared.lasting.heartbeat.beat();
         let manifests = Arc::new(ManifestWriter {
-            config: Arc::clone(config),
+            spools: config.spools.clone(),
             queue: queue.clone(),
             targets: targets.clone(),
         });

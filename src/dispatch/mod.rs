@@ -214,10 +214,14 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => return false,
             };
             let now = tokio::time::Instant::now();
+            // The schedule as it is now: its metrics kept current, and whether a window
+            // opened or closed or a batch tick fell since the gates were made.
+            let schedule = self.look();
+            self.show(&schedule);
             if due.is_some_and(|due| now >= due)
                 || now - since >= IDLE_CLAIM_EVERY
                 || self.pressure.plan_peek(&self.destinations, now) != open
-                || self.schedule_moved(&gates)
+                || !schedule.same_gates(&gates.look)
             {
                 return true;
             }
@@ -231,14 +235,6 @@ impl Dispatcher {
             self.heartbeat.beat();
             tracing::debug!("nothing due");
         }
-    }
-
-    /// Whether the schedule moved since `gates` were made: a window opened or closed, or
-    /// a batch tick fell. Shows the schedule's metrics as it is now.
-    fn schedule_moved(&self, gates: &Gates) -> bool {
-        let look = self.look();
-        self.show(&look);
-        !look.same_gates(&gates.look)
     }
 
     /// Looks at `state_dir`'s free space and says so when that changes.

@@ -9,7 +9,7 @@
 
 mod document;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::Spool;
 use crate::key::{ManifestKey, ManifestKeyInput, DEFAULT_MANIFEST_KEY};
 use crate::outbound::Target;
 use crate::queue::{Batch, SharedQueue};
@@ -31,7 +31,8 @@ const IDLE_TICK: Duration = Duration::from_secs(30);
 
 /// Closes and writes manifests for the daemon.
 pub struct ManifestWriter {
-    pub config: Arc<Config>,
+    /// The config's spools, by name: which have manifests, with which key and cadence.
+    pub spools: BTreeMap<String, Arc<Spool>>,
     pub queue: SharedQueue,
     pub targets: HashMap<String, Arc<Target>>,
 }
@@ -40,7 +41,7 @@ impl ManifestWriter {
     /// Closes due batches and writes manifests until `shutdown`. Batches left by an
     /// earlier run are closed and written too, even if no spool has manifests any more.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let any = self.config.spools.values().any(|s| s.manifest.is_some());
+        let any = self.spools.values().any(|s| s.manifest.is_some());
         // Without manifests, only leftovers (and their retries) are looked after: rarely.
         let tick = if any { TICK } else { IDLE_TICK };
         loop {
@@ -79,8 +80,7 @@ impl ManifestWriter {
 
     /// The spools with manifests and a batch cadence: a batch is a tick's files.
     fn cadence_spools(&self) -> Vec<String> {
-        self.config
-            .spools
+        self.spools
             .values()
             .filter(|s| s.manifest.is_some() && s.schedule.deliver_every.is_some())
             .map(|s| s.name.clone())
@@ -90,7 +90,6 @@ impl ManifestWriter {
     async fn close_old(&self) {
         // Open batches of spools that no longer have manifests close now.
         let with: Vec<String> = self
-            .config
             .spools
             .values()
             .filter(|s| s.manifest.is_some())
@@ -108,14 +107,14 @@ impl ManifestWriter {
             ),
             Err(e) => tracing::warn!(error = %e, "cannot close manifest batches"),
         }
-        for spool in self.config.spools.values() {
+        for spool in self.spools.values() {
             let Some(settings) = &spool.manifest else {
                 continue;
             };
             let name = spool.name.clone();
             let every = settings.every.as_millis() as i64;
             let by_tick = spool.schedule.deliver_every.is_some();
-            let destinations: Vec<String> = self.config.destinations.keys().cloned().collect();
+            let destinations: Vec<String> = self.targets.keys().cloned().collect();
             let closed = self
                 .queue
                 .call(move |q| {
@@ -179,7 +178,6 @@ impl ManifestWriter {
             )
         })?;
         let template = self
-            .config
             .spools
             .get(&batch.spool)
             .and_then(|s| s.manifest.as_ref())
