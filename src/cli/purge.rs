@@ -43,8 +43,13 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(differs) = &live.differs {
             eprintln!("s3spool: {differs}");
         }
-        let (dropped, kept) =
-            queue.purge_orphans(&live.spools, &live.destinations, args.force, args.dry_run)?;
+        let (dropped, kept) = queue.purge_orphans(
+            &live.spools,
+            &live.destinations,
+            args.force,
+            args.dry_run,
+            crate::clock::now_ms(),
+        )?;
         if args.dry_run {
             println!("would drop {dropped} orphaned row(s) (dry run: nothing changed)");
         } else {
@@ -100,7 +105,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             // A kept file restored and moved: found by its size, mtime and content.
             || (kept && alike.contains(&(row.spool.clone(), row.stamp.size, row.stamp.mtime_ns)))
     };
-    let (deleted, kept) = queue.purge_done(before, keep, args.dry_run)?;
+    let (deleted, kept) = queue.purge_done(before, keep, args.dry_run, crate::clock::now_ms())?;
     if args.dry_run {
         println!("would purge {deleted} done row(s) (dry run: nothing changed)");
     } else {

@@ -140,6 +140,10 @@ async fn sweep(
     // Upload ids identify the uploads still needed.
     let needed: HashSet<String> = recorded.iter().map(|r| r.upload_id.clone()).collect();
     let now = crate::clock::now();
+    // Keys purged before this are done with once the sweep below aborted every upload
+    // under them: no row can make an upload under a key after its row is gone, so one
+    // left there is at least as old as its purge.
+    let purged_before = now.timestamp_millis() - min_age.map_or(0, |a| a.as_millis() as i64);
     for (name, target) in targets {
         // Every key s3spool writes for this destination starts with its prefix.
         let listed =
@@ -155,6 +159,7 @@ async fn sweep(
                 continue;
             }
         };
+        let mut all_gone = true;
         for upload in uploads {
             if !may_abort(&upload, &needed, min_age, now) {
                 continue;
@@ -176,8 +181,18 @@ async fn sweep(
                     tracing::info!(destination = %name, key = %upload.key, "aborted a multipart upload no row needs")
                 }
                 Err(e) => {
+                    all_gone = false;
                     tracing::warn!(destination = %name, key = %upload.key, error = %e, "cannot abort an orphaned multipart upload")
                 }
+            }
+        }
+        if all_gone {
+            let dest = name.clone();
+            let forgotten = queue
+                .call(move |q| q.forget_purged_keys(&dest, purged_before))
+                .await;
+            if let Err(e) = forgotten {
+                tracing::warn!(destination = %name, error = %e, "cannot forget purged keys; the next sweep does");
             }
         }
     }
@@ -239,5 +254,55 @@ mod tests {
             !may_abort(&upload("orphan", Some(-7200)), &needed, hour, now),
             "from the future: skewed clock"
         );
+    }
+}
+
+#[cfg(test)]
+mod purged {
+    use super::*;
+    use crate::queue::State;
+    use crate::s3::{ObjectMeta, ObjectStore};
+    use crate::testing::Fixture;
+
+    /// An upload whose creation was answered too late for its row to record it (the row
+    /// delivered through another) is s3spool's, and the sweep aborts it even after
+    /// `purge` dropped the row; the key is then forgotten.
+    #[tokio::test]
+    async fn an_upload_under_a_purged_key_is_still_swept() {
+        let f = Fixture::new("", "");
+        let id = f.drop_and_queue("a.csv", b"id\n1\n").await;
+        let store: &dyn ObjectStore = &f.store;
+        let meta = ObjectMeta {
+            content_type: "text/csv",
+            ..ObjectMeta::default()
+        };
+        store.create_multipart("in/a.csv", &meta).await.unwrap();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(
+            f.dispatcher(f.target())
+                .run(token.clone(), Fixture::drain_as_stop()),
+        );
+        f.wait_row(id, Duration::from_secs(30), |r| r.state == State::Done)
+            .await;
+        token.cancel();
+        task.await.unwrap();
+        let now = crate::clock::now_ms();
+        let purged = f
+            .queue
+            .call(move |q| q.purge_done(now + 1, |_| false, false, now))
+            .await
+            .unwrap();
+        assert_eq!(purged, (1, 0));
+        assert_eq!(f.store.open_uploads(), 1);
+
+        let targets = HashMap::from([("lake".to_string(), f.target())]);
+        sweep_orphan_uploads(&f.queue, &["orders".to_string()], &targets).await;
+        assert_eq!(f.store.open_uploads(), 0, "aborted as s3spool's");
+        let known = f
+            .queue
+            .call(|q| q.has_key("lake", "in/a.csv"))
+            .await
+            .unwrap();
+        assert!(!known, "forgotten once swept");
     }
 }

@@ -195,6 +195,7 @@ impl Queue {
         destinations: &[String],
         force: bool,
         dry_run: bool,
+        now_ms: i64,
     ) -> Result<(usize, usize)> {
         let (spools, destinations) = (json_list(spools), json_list(destinations));
         const ORPHAN: &str = "state IN ('pending', 'failed') AND superseded_by IS NULL
@@ -231,6 +232,14 @@ impl Queue {
                      WHERE {orphaned} AND upload_id IS NOT NULL AND key IS NOT NULL"
                 ),
                 params![spools, destinations],
+            )?;
+            // Their keys stay known to the sweep for a while (see `purged_keys`).
+            tx.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO purged_keys (destination, key, purged_at)
+                     SELECT destination, key, ?3 FROM files WHERE {orphaned} AND key IS NOT NULL"
+                ),
+                params![spools, destinations, now_ms],
             )?;
             tx.execute(
                 &format!(
@@ -704,13 +713,13 @@ mod tests {
         assert_eq!(q.abandoned_uploads(10).unwrap().len(), 1);
         // Purged: counted first, then gone; the configured spool's row stays.
         assert_eq!(
-            q.purge_orphans(&spools, &destinations, false, true)
+            q.purge_orphans(&spools, &destinations, false, true, 0)
                 .unwrap(),
             (1, 0)
         );
         assert!(q.get(orphan).unwrap().is_some());
         assert_eq!(
-            q.purge_orphans(&spools, &destinations, false, false)
+            q.purge_orphans(&spools, &destinations, false, false, 0)
                 .unwrap(),
             (1, 0)
         );
@@ -738,14 +747,14 @@ mod tests {
             .unwrap();
         let (spools, destinations) = (vec!["orders".to_string()], vec!["lake".to_string()]);
         assert_eq!(
-            q.purge_orphans(&spools, &destinations, false, false)
+            q.purge_orphans(&spools, &destinations, false, false, 0)
                 .unwrap(),
             (1, 1)
         );
         assert!(q.get(waiting).unwrap().is_none());
         assert!(q.get(maybe_sent).unwrap().is_some());
         assert_eq!(
-            q.purge_orphans(&spools, &destinations, true, false)
+            q.purge_orphans(&spools, &destinations, true, false, 0)
                 .unwrap(),
             (1, 0)
         );

@@ -172,13 +172,26 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Whether some row of `destination` has this object key (so an upload under it is ours).
+    /// Whether some row of `destination` has this object key, or had it until a purge not
+    /// long ago (so an upload under it is ours).
     pub fn has_key(&self, destination: &str, key: &str) -> Result<bool> {
         self.conn
             .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM files WHERE destination = ?1 AND key = ?2)",
+                "SELECT EXISTS (SELECT 1 FROM files WHERE destination = ?1 AND key = ?2)
+                     OR EXISTS (SELECT 1 FROM purged_keys WHERE destination = ?1 AND key = ?2)",
             )
             .and_then(|mut s| s.query_row(params![destination, key], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets the keys purged from `destination` before `before_ms`: a sweep that could
+    /// abort every upload under them has run. Returns how many.
+    pub fn forget_purged_keys(&mut self, destination: &str, before_ms: i64) -> Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM purged_keys WHERE destination = ?1 AND purged_at < ?2",
+                params![destination, before_ms],
+            )
             .map_err(|e| self.err(e))
     }
 

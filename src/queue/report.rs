@@ -392,6 +392,7 @@ impl Queue {
         before_ms: i64,
         keep: impl Fn(&FileRow) -> bool,
         dry_run: bool,
+        now_ms: i64,
     ) -> Result<(usize, usize)> {
         // A file listed in a manifest not yet written stays: the manifest is built from it.
         let sql = format!(
@@ -413,11 +414,18 @@ impl Queue {
                 let mut delete =
                     tx.prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")?;
                 let mut history = tx.prepare_cached("DELETE FROM attempts WHERE file_id = ?1")?;
+                let mut remember = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO purged_keys (destination, key, purged_at)
+                     VALUES (?1, ?2, ?3)",
+                )?;
                 let mut n = 0;
                 for row in chunk {
                     let gone = delete.execute([row.id])?;
                     if gone == 1 {
                         history.execute([row.id])?;
+                        if let Some(key) = &row.key {
+                            remember.execute(params![row.destination, key, now_ms])?;
+                        }
                     }
                     n += gone;
                 }

@@ -35,22 +35,22 @@ fn summary_retry_and_purge() {
     assert_eq!(q.retry_failed(61).unwrap(), Vec::<i64>::new());
 
     assert_eq!(
-        q.purge_done(50, |_| false, false).unwrap(),
+        q.purge_done(50, |_| false, false, 0).unwrap(),
         (0, 0),
         "done_at 50 is not before 50"
     );
     assert_eq!(
-        q.purge_done(51, |_| true, false).unwrap(),
+        q.purge_done(51, |_| true, false, 0).unwrap(),
         (0, 1),
         "kept rows stay"
     );
     assert_eq!(
-        q.purge_done(51, |_| false, true).unwrap(),
+        q.purge_done(51, |_| false, true, 0).unwrap(),
         (1, 0),
         "dry run"
     );
-    assert_eq!(q.purge_done(51, |_| false, false).unwrap(), (1, 0));
-    assert_eq!(q.purge_done(51, |_| false, false).unwrap(), (0, 0));
+    assert_eq!(q.purge_done(51, |_| false, false, 0).unwrap(), (1, 0));
+    assert_eq!(q.purge_done(51, |_| false, false, 0).unwrap(), (0, 0));
     assert!(q.get(1).unwrap().is_none());
 
     let listed = q
@@ -72,7 +72,7 @@ fn ids_are_never_reused_after_a_purge() {
         q.mark_source_finished(id, SourceOutcome::Deleted, 11)
             .unwrap();
     }
-    assert_eq!(q.purge_done(100, |_| false, false).unwrap(), (3, 0));
+    assert_eq!(q.purge_done(100, |_| false, false, 0).unwrap(), (3, 0));
     assert_eq!(
         register(&mut q, &[file("d", 4)], 200),
         vec![Registered::Queued(4)]

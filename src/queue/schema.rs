@@ -269,6 +269,17 @@ const MIGRATIONS: &[&str] = &[
     UPDATE files SET failure = 'vanished'
         WHERE state = 'failed' AND instr(last_error, 'source disappeared') = 1;
     "#,
+    // 12: the keys of rows `purge` dropped, until a sweep that could abort every upload
+    // under them has run: an upload whose creation was answered too late for its row to
+    // record it is s3spool's, and must not pass for another tool's once the row is gone.
+    r#"
+    CREATE TABLE purged_keys (
+        destination TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        purged_at   INTEGER NOT NULL,
+        PRIMARY KEY (destination, key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
