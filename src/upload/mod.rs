@@ -118,6 +118,6 @@ impl Uploader {
 }
 
 #[cfg(test)]
-mod lost_answers;
+mod lost_answers_tests;
 #[cfg(test)]
 mod tests;
