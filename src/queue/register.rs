@@ -388,6 +388,18 @@ impl Registrar<'_> {
                 };
                 if let Some(key) = follows {
                     follow(tx, row.id, file, key, now_ms, !stays_failed)?;
+                    if likeness == Likeness::SizeAndMtime {
+                        // Another inode (a restore): the row is this file's now, so its
+                        // clean-up and rescans know it as the row's.
+                        tx.prepare_cached(
+                            "UPDATE files SET inode = ?2, birth_ns = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![
+                            row.id,
+                            file.stamp.inode as i64,
+                            file.birth_ns
+                        ])?;
+                    }
                     if let Some(old) = superseded {
                         supersede(tx, old, row.id)?;
                     }
