@@ -233,8 +233,13 @@ impl Config {
 
     /// The queue database's path.
     pub fn queue_path(&self) -> PathBuf {
-        self.state_dir.join("queue.db")
+        queue_path(&self.state_dir)
     }
+}
+
+/// The queue database's path in `state_dir`.
+pub fn queue_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("queue.db")
 }
 
 /// Each spool's send windows: its own and its destination's (the one place that rule is

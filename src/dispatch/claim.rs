@@ -69,7 +69,7 @@ impl Dispatcher {
         // A spool whose folder was replaced is stopped: none of its rows is claimed.
         let spools: Vec<&str> = self
             .spools
-            .iter()
+            .keys()
             .filter(|s| !self.roots.get(*s).is_some_and(|root| root.is_moved()))
             .map(String::as_str)
             .collect();

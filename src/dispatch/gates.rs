@@ -79,7 +79,7 @@ impl Dispatcher {
             at: Some(at),
             ..Look::default()
         };
-        for spool in self.config.spools.values() {
+        for spool in self.spools.values() {
             let cadence = spool.schedule.deliver_every.as_ref();
             let outlook = schedule::outlook(&spool.windows(), cadence, at);
             look.next_change = earliest(

@@ -13,7 +13,8 @@ mod gates;
 mod idle;
 mod sweep;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify, Semaphore};
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::beneath::Roots;
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{Config, Spool};
 use crate::outbound::Target;
 use crate::pressure::Pressure;
 use crate::queue::{Held, SharedQueue};
@@ -69,7 +70,14 @@ pub enum Drain {
 
 /// One config's dispatcher.
 pub struct Dispatcher {
-    config: Arc<Config>,
+    /// This config's spools, by name: only their rows are claimed, each as its schedule
+    /// allows.
+    spools: BTreeMap<String, Arc<Spool>>,
+    /// Where the queue and work files are (`state_dir`), and the free space to keep there.
+    state_dir: PathBuf,
+    min_free_space: u64,
+    /// How long uploads in flight may finish at a stop.
+    drain_timeout: Duration,
     queue: SharedQueue,
     /// The spools' roots: a spool whose folder was replaced is stopped, none of its rows
     /// is claimed.
@@ -86,8 +94,7 @@ pub struct Dispatcher {
     metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when the daemon stops, not at a reload.
     stopping: CancellationToken,
-    /// This config's spools and destinations: only their rows are claimed.
-    spools: Vec<String>,
+    /// This config's destinations: only their rows are claimed.
     destinations: Vec<String>,
     /// The batch ticks taken (see [`gates`]).
     ticks: Ticks,
@@ -156,9 +163,11 @@ impl Dispatcher {
             },
         );
         Dispatcher {
-            spools: config.spools.keys().cloned().collect(),
+            spools: config.spools.clone(),
+            state_dir: config.state_dir.clone(),
+            min_free_space: config.min_free_space,
+            drain_timeout: config.drain_timeout,
             destinations: config.destinations.keys().cloned().collect(),
-            config,
             queue,
             targets,
             roots,
@@ -239,8 +248,8 @@ impl Dispatcher {
 
     /// Looks at `state_dir`'s free space and says so when that changes.
     async fn check_disk(&self) {
-        let dir = self.config.state_dir.clone();
-        let min_free = self.config.min_free_space;
+        let dir = self.state_dir.clone();
+        let min_free = self.min_free_space;
         let pressure = Arc::clone(&self.pressure);
         let changed = tokio::task::spawn_blocking(move || pressure.check_disk(&dir, min_free))
             .await
@@ -300,7 +309,7 @@ impl Dispatcher {
         let mut tasks = JoinSet::new();
         let mut last_reap = tokio::time::Instant::now();
         let mut last_disk_check = tokio::time::Instant::now() - DISK_CHECK_EVERY;
-        let writes = QueueWrites::watch(&self.config.queue_path());
+        let writes = QueueWrites::watch(&crate::config::queue_path(&self.state_dir));
         loop {
             if last_reap.elapsed() >= REAP_EVERY {
                 last_reap = tokio::time::Instant::now();
@@ -430,10 +439,10 @@ impl Dispatcher {
         }
         tracing::info!(
             files = tasks.len(),
-            timeout_s = self.config.drain_timeout.as_secs(),
+            timeout_s = self.drain_timeout.as_secs(),
             "stopping: letting uploads in flight finish"
         );
-        let cut_at = tokio::time::Instant::now() + self.config.drain_timeout;
+        let cut_at = tokio::time::Instant::now() + self.drain_timeout;
         let mut deadline = cut_at;
         let mut said = false;
         loop {
