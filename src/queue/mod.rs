@@ -64,6 +64,33 @@ pub struct QueueError {
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 /// The four states a row can be in.
+/// A type stored as text in a column: read back with its `parse` (an unknown text is an
+/// error naming `$what`), and, with `as_str`, written the same way.
+macro_rules! column_text {
+    ($t:ty, $what:literal) => {
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let text = value.as_str()?;
+                <$t>::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!(concat!("unknown ", $what, " {:?}"), text).into(),
+                    )
+                })
+            }
+        }
+    };
+    ($t:ty, $what:literal, as_str) => {
+        column_text!($t, $what);
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -90,14 +117,7 @@ impl State {
     }
 }
 
-impl rusqlite::types::FromSql for State {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = value.as_str()?;
-        State::parse(text).ok_or_else(|| {
-            rusqlite::types::FromSqlError::Other(format!("unknown state {text:?}").into())
-        })
-    }
-}
+column_text!(State, "state");
 
 /// How a delivered file's source was finished (`source_outcome`): later decisions about
 /// the file follow what was done to it, not today's config.
@@ -152,20 +172,7 @@ impl std::fmt::Display for SourceOutcome {
     }
 }
 
-impl rusqlite::types::ToSql for SourceOutcome {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for SourceOutcome {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = value.as_str()?;
-        SourceOutcome::parse(text).ok_or_else(|| {
-            rusqlite::types::FromSqlError::Other(format!("unknown source_outcome {text:?}").into())
-        })
-    }
-}
+column_text!(SourceOutcome, "source_outcome", as_str);
 
 /// Why a row is `failed` (`failure`): what the daemon decides by. The words for people
 /// are in `last_error`.
@@ -211,20 +218,7 @@ impl Failure {
     }
 }
 
-impl rusqlite::types::ToSql for Failure {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for Failure {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = value.as_str()?;
-        Failure::parse(text).ok_or_else(|| {
-            rusqlite::types::FromSqlError::Other(format!("unknown failure {text:?}").into())
-        })
-    }
-}
+column_text!(Failure, "failure", as_str);
 
 /// Identity of a file's contents as far as the file system tells: if any of these change,
 /// the file changed.
@@ -567,14 +561,7 @@ impl rusqlite::types::ToSql for Held {
     }
 }
 
-impl rusqlite::types::FromSql for Held {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = value.as_str()?;
-        Held::parse(text).ok_or_else(|| {
-            rusqlite::types::FromSqlError::Other(format!("unknown condition {text:?}").into())
-        })
-    }
-}
+column_text!(Held, "condition");
 
 /// Something holding work back, as the daemon last reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -65,6 +65,22 @@ struct Elsewhere {
     vanished: bool,
 }
 
+impl Elsewhere {
+    /// Reads the columns of [`ELSEWHERE`] (and of [`VANISHED_ALIKE`], which has the same).
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Elsewhere> {
+        Ok(Elsewhere {
+            id: r.get(0)?,
+            path: PathBuf::from(r.get::<_, String>(1)?),
+            state: r.get(2)?,
+            finished: r.get(3)?,
+            outcome: r.get(4)?,
+            claimed: r.get(5)?,
+            key: r.get(6)?,
+            vanished: r.get(7)?,
+        })
+    }
+}
+
 const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
         source_finished_at IS NOT NULL, source_outcome,
         state = 'failed' AND superseded_by IS NULL AND IFNULL(failure = 'vanished', 0),
@@ -316,18 +332,7 @@ impl Registrar<'_> {
                     file.rel_path,
                     file.birth_ns
                 ],
-                |r| {
-                    Ok(Elsewhere {
-                        id: r.get(0)?,
-                        path: PathBuf::from(r.get::<_, String>(1)?),
-                        state: r.get(2)?,
-                        finished: r.get(3)?,
-                        outcome: r.get(4)?,
-                        claimed: r.get(5)?,
-                        key: r.get(6)?,
-                        vanished: r.get(7)?,
-                    })
-                },
+                Elsewhere::from_row,
             )
             .optional()?;
         // Else a row that failed because its file vanished, with this file's size and
@@ -446,18 +451,7 @@ impl Registrar<'_> {
                     file.stamp.mtime_ns,
                     file.rel_path
                 ],
-                |r| {
-                    Ok(Elsewhere {
-                        id: r.get(0)?,
-                        path: PathBuf::from(r.get::<_, String>(1)?),
-                        state: r.get(2)?,
-                        finished: r.get(3)?,
-                        outcome: r.get(4)?,
-                        claimed: r.get(5)?,
-                        key: r.get(6)?,
-                        vanished: r.get(7)?,
-                    })
-                },
+                Elsewhere::from_row,
             )
             .optional()
     }
