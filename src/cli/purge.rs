@@ -83,10 +83,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         .map(|(spool, stamp)| (spool.clone(), stamp.size, stamp.mtime_ns))
         .collect();
     let keep = |row: &crate::queue::FileRow| {
-        // Kept, or taken away while its upload ran (and maybe restored since).
+        // Kept, or taken away or put back with another inode while its upload ran.
         let kept = matches!(
             row.source_outcome,
-            Some(SourceOutcome::Kept | SourceOutcome::Gone)
+            Some(SourceOutcome::Kept | SourceOutcome::Gone | SourceOutcome::Replaced)
         );
         let at_path = stamp_at(row);
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.

@@ -290,7 +290,7 @@ impl Finisher {
     fn log_finished(&self, row: &FileRow, outcome: &Finished) {
         if *outcome == Finished::Replaced {
             tracing::info!(spool = %row.spool, id = row.id, path = %row.path.display(),
-                "a new file took the uploaded one's place; it will be queued on its own");
+                "the uploaded file is not at its path as it was (a new file took its place, or a symlink stands on the way): nothing was touched, and a file there is judged on its own");
         } else if row.done_at.is_some_and(|at| at < self.started_ms) {
             tracing::info!(spool = %row.spool, id = row.id, path = %row.rel_path, outcome = %outcome.outcome(),
                 "cleaned up a file delivered before a restart");

@@ -107,7 +107,8 @@ pub(super) const KEPT_ELSEWHERE: &str = "SELECT id, path, size, mtime_ns, inode,
         COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END) AS kept_sha256
      FROM files
      WHERE spool = ?1 AND size = ?2 AND mtime_ns = ?3 AND rel_path != ?4
-       AND state = 'done' AND source_outcome IN ('kept', 'gone') AND superseded_by IS NULL
+       AND state = 'done' AND source_outcome IN ('kept', 'gone', 'replaced')
+       AND superseded_by IS NULL
        AND kept_sha256 IS NOT NULL
      ORDER BY id DESC LIMIT 64";
 
@@ -695,19 +696,21 @@ fn same_birth(a: Option<i64>, b: Option<i64>) -> bool {
     }
 }
 
-/// What a file matching a `done` row is, from how the row's source was finished:
-/// `None` when it is a new file that merely looks the same.
 /// Whether a done row's file was kept when it was finished, in a spool that keeps files:
-/// kept then, or not at its path then (taken away while its upload ran, and maybe put
-/// back since: a restore). A file alike found later is that file if its content says so.
+/// kept then, or not found as it was at its path then (taken away while its upload ran,
+/// or already put back with another inode: a restore while the row waited). A file alike
+/// found later is that file if its content says so.
 fn kept_then(finished: bool, outcome: Option<SourceOutcome>, keeps: bool) -> bool {
     keeps
         && (matches!(
             decide_done(finished, outcome, keeps).map(|d| d(0)),
             Some(Registered::Kept(_))
-        ) || (finished && outcome == Some(SourceOutcome::Gone)))
+        ) || (finished
+            && matches!(outcome, Some(SourceOutcome::Gone | SourceOutcome::Replaced))))
 }
 
+/// What a file matching a `done` row is, from how the row's source was finished:
+/// `None` when it is a new file that merely looks the same.
 fn decide_done(
     finished: bool,
     outcome: Option<SourceOutcome>,

@@ -399,6 +399,66 @@ fn a_kept_file_taken_away_during_its_upload_and_restored_at_its_path_is_judged_b
     ));
 }
 
+/// Found by the chaos test: a kept file's PUT applied and its answer lost; while the row
+/// waited, the file was restored with `cp -a` at its own path (a new inode). The retry
+/// found the object and the finisher, seeing another inode at the path, recorded the row
+/// `replaced`. A file alike at the path is still judged by its content, as for `gone`.
+#[test]
+fn a_kept_file_restored_at_its_path_while_its_row_waited_is_judged_by_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Replaced, 11)
+        .unwrap();
+    let mut back = file("a", 1);
+    back.stamp.inode = 99;
+    assert_eq!(reg(&mut q, back.clone(), 12), [Registered::Lookalike(1)]);
+    back.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, back.clone(), 13), [Registered::Restored(1)]);
+    let row = q.get(1).unwrap().unwrap();
+    assert_eq!(row.source_outcome, Some(SourceOutcome::Kept));
+    assert_eq!(row.stamp.inode, 99, "the row knows the restored file now");
+    // Restored and then moved: found at its new path by its content too.
+    q.mark_source_finished(1, SourceOutcome::Replaced, 14)
+        .unwrap();
+    let mut moved = file("sub/a", 1);
+    moved.stamp.inode = 100;
+    moved.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, moved, 15), [Registered::Restored(1)]);
+    // Other bytes of that size and mtime at a replaced row's path: a file of its own.
+    let mut other = file("b", 2);
+    reg(&mut q, other.clone(), 16);
+    let b = q.claim(1, 16, Duration::from_secs(60)).unwrap()[0].id;
+    let mut done = delivered("f");
+    done.source_sha256 = Some("ccc".into());
+    q.mark_done(b, 1, &done, None, 17).unwrap();
+    q.mark_source_finished(b, SourceOutcome::Replaced, 17)
+        .unwrap();
+    other.stamp.inode = 101;
+    other.sha256 = Some("ddd".into());
+    assert!(matches!(
+        reg(&mut q, other, 18)[..],
+        [Registered::Queued(_)]
+    ));
+}
+
 #[test]
 fn every_kept_row_alike_is_tried_and_one_whose_file_is_still_there_is_passed_over() {
     let (_d, mut q) = open();

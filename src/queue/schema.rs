@@ -301,12 +301,14 @@ const INDEXES: &str = "
     CREATE INDEX IF NOT EXISTS files_rushed ON files (spool, next_attempt_at)
         WHERE state = 'pending' AND rushed = 1;
     CREATE INDEX IF NOT EXISTS files_pending_id ON files (spool, id) WHERE state = 'pending';
-    -- Kept files by size and mtime (kept, or taken away while their upload ran): one
-    -- restored with another inode and moved is found by its content, without a walk over
-    -- the spool's rows. (files_kept, its first form, took only the kept.)
+    -- Kept files by size and mtime (kept, or taken away or put back with another inode
+    -- while their upload ran): one restored with another inode and moved is found by its
+    -- content, without a walk over the spool's rows. (files_kept, its first form, took
+    -- only the kept; files_kept_or_gone, its second, not the replaced.)
     DROP INDEX IF EXISTS files_kept;
-    CREATE INDEX IF NOT EXISTS files_kept_or_gone ON files (spool, size, mtime_ns)
-        WHERE source_outcome IN ('kept', 'gone');
+    DROP INDEX IF EXISTS files_kept_or_gone;
+    CREATE INDEX IF NOT EXISTS files_done_alike ON files (spool, size, mtime_ns)
+        WHERE source_outcome IN ('kept', 'gone', 'replaced');
     CREATE INDEX IF NOT EXISTS files_waiting_alike ON files (spool, size, mtime_ns)
         WHERE state IN ('pending', 'active');
     -- Rows failed because their file vanished, by size and mtime: a file restored with

@@ -337,7 +337,7 @@ fn claims_never_walk_the_backlog() {
     );
     let text = plan_of(register::KEPT_ELSEWHERE);
     assert!(
-        text.contains("files_kept_or_gone (spool=? AND size=? AND mtime_ns=?)"),
+        text.contains("files_done_alike (spool=? AND size=? AND mtime_ns=?)"),
         "{text}"
     );
 }

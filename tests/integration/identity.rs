@@ -579,6 +579,71 @@ fn a_kept_file_restored_and_moved_while_its_upload_runs_is_not_sent_again() {
     assert_eq!(s.log_lines("same content: it stays delivered"), 1);
 }
 
+/// Item 5, found by the chaos test: while a kept file's upload runs, its folder is renamed
+/// away and a symlink put in its place; the clean-up cannot reach the file through the
+/// symlink and records the row `replaced`. Then, the daemon stopped, the file is restored
+/// with `cp -a` (a new inode, the same bytes and mtime) and the queue purged. `purge`
+/// keeps the row, and the daemon judges the file by its content: not sent again.
+#[test]
+fn a_kept_file_whose_folder_was_swapped_and_which_was_restored_is_not_sent_again() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    s.bucket.enable_versioning();
+    // Slow enough that the swap lands mid-upload: 7 MiB in parts at 1 MiB/s.
+    s.edit_config(|c| {
+        c.replace(
+            "[destinations.lake]\n",
+            "[destinations.lake]\nbwlimit = \"1MiB/s\"\n",
+        )
+    });
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let daemon = s.start();
+    s.drop_file("d/big.csv", &data(7 << 20, 29));
+    wait_for(WAIT, "the upload under way", || s.count("active") == 1);
+    std::fs::rename(s.spool.join("d"), s.spool.join("away")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.spool.join("d")).unwrap();
+    wait_for(WAIT, "the upload done and its source finished", || {
+        !s.show(1)["source_outcome"].is_null()
+    });
+    assert!(daemon.stop().success());
+    // Whatever the clean-up found (the symlink, or the file if a rescan saw it moved
+    // first), the file is now restored with a new inode, and `purge` must keep the row
+    // that tells the daemon it was delivered.
+    // The original moved out keeps its inode taken: the copy's is another.
+    let backup = s.dir.path().join("backup.csv");
+    let file = s.spool.join("away/big.csv");
+    std::fs::rename(&file, &backup).unwrap();
+    cp_a(&backup, &file);
+    let out = s.cli(&["purge", "--done", "--older-than", "0s"]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("purged 0 done row(s)") && text.contains("kept 1"),
+        "{text}"
+    );
+    let daemon = s.start();
+    s.wait_past("rescan done", 3);
+    wait_for(WAIT, "nothing left to do", || {
+        s.count("pending") + s.count("active") == 0
+    });
+    assert!(daemon.stop().success());
+
+    let versions = version_counts(&s.bucket);
+    let want: BTreeMap<String, usize> = [("inbound/orders/d/big.csv", 1)]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    assert_eq!(versions, want, "sent once");
+    assert_eq!(s.count("done"), 1, "no second row");
+    assert!(s.bucket.open_uploads().is_empty());
+    assert!(
+        outside.read_dir().unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    assert_eq!(s.show(1)["source_outcome"], "kept");
+    assert!(s.log_lines("same content: it stays delivered") >= 1);
+}
+
 /// Item 5 and `purge`: kept files restored with `cp -a` (new inodes) while the daemon is
 /// stopped, one of them into another folder, then `purge --done`. The rows are what keep
 /// the files from going again, so purge keeps them, and the next start sends nothing.
