@@ -65,16 +65,14 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let older_than = args.older_than.unwrap_or_default();
     let before = crate::clock::now_ms() - older_than.as_millis() as i64;
     let (roots, in_spools) = files_in_spools(config, &queue)?;
-    let stamp_at = |row: &crate::queue::FileRow| match roots.get(&row.spool) {
+    // What is at a row's path: a file's stamp, or the lookup's error.
+    let look = |row: &crate::queue::FileRow| match roots.get(&row.spool) {
         Some(root) => root
             .entry(Path::new(&row.rel_path))
             .and_then(|entry| entry.metadata())
-            .ok()
             .map(|m| FileStamp::of(&m)),
         // A spool the config no longer has: its rows are looked for where they were.
-        None => std::fs::symlink_metadata(&row.path)
-            .ok()
-            .map(|m| FileStamp::of(&m)),
+        None => std::fs::symlink_metadata(&row.path).map(|m| FileStamp::of(&m)),
     };
     // Size and mtime of every file in the spools: a kept file restored with `cp -a` has
     // another inode, and the daemon hashes it to know it (see docs/configuration.md).
@@ -88,9 +86,13 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             row.source_outcome,
             Some(SourceOutcome::Kept | SourceOutcome::Gone | SourceOutcome::Replaced)
         );
-        let at_path = stamp_at(row);
+        let looked = look(row);
+        let at_path = looked.as_ref().ok().copied();
         // Not cleaned up yet (maybe mid-claim under a private name): the row finishes it.
         row.source_finished_at.is_none()
+            // A folder on the way is a symlink now (moved to another disk, swapped): its
+            // files are out of the walk's sight, not gone, and may come back.
+            || looked.as_ref().is_err_and(crate::beneath::is_symlink_refusal)
             || at_path == Some(row.stamp)
             // A kept file at its path with another inode (a restore) may be the kept
             // file: only the row's SHA-256 can tell, at the daemon's next look.

@@ -243,6 +243,13 @@ impl Registrar<'_> {
         let mut superseded = None;
         if let Some(row) = at_path {
             let same = row.stamp == file.stamp && same_birth(row.birth_ns, file.birth_ns);
+            // The same inode at the path of a row whose file was not touched at clean-up,
+            // with no birth time to tell: the delivered file put back, or a reused inode.
+            let unsure =
+                same && matches!(
+                    row.outcome,
+                    Some(SourceOutcome::Gone | SourceOutcome::Replaced)
+                ) && (row.birth_ns.is_none() || file.birth_ns.is_none());
             match row.state {
                 State::Pending | State::Active => {
                     // A row whose earlier attempt may have put the old version in S3 keeps
@@ -262,17 +269,13 @@ impl Registrar<'_> {
                 State::Failed => superseded = Some(row.id),
                 // A file we did not touch when cleaning up (gone or replaced then) is taken for
                 // the delivered one only on a birth time that says so: without one, an inode
-                // reused with the same size and mtime would be deleted without upload.
-                _ if same
-                    && matches!(
-                        row.outcome,
-                        Some(SourceOutcome::Gone | SourceOutcome::Replaced)
-                    )
-                    && (row.birth_ns.is_none() || file.birth_ns.is_none()) => {}
+                // reused with the same size and mtime would be deleted without upload. (In a
+                // spool that keeps files, nothing is deleted: the content decides, below.)
+                _ if unsure && !rules.keeps => {}
                 // A kept file with another inode (or birth time) but the same size and
                 // mtime: restored, copied back, or on a mount whose inodes change. Its
                 // content decides.
-                _ if !same
+                _ if (!same || unsure)
                     && row.stamp.alike(file.stamp)
                     && kept_then(row.finished, row.outcome, rules.keeps) =>
                 {

@@ -459,6 +459,57 @@ fn a_kept_file_restored_at_its_path_while_its_row_waited_is_judged_by_content() 
     ));
 }
 
+/// Review: a kept file's folder swapped for a symlink at clean-up (`replaced`), then put
+/// back as it was, on a file system without birth times: the same inode, size and mtime
+/// at the row's path, and nothing to tell it from a reused inode but its content.
+#[test]
+fn a_kept_file_put_back_without_birth_times_is_judged_by_content() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    for (id, outcome) in [(1, SourceOutcome::Replaced), (2, SourceOutcome::Gone)] {
+        let rel = format!("d/{id}");
+        reg(&mut q, file(&rel, id as u64), 10);
+        q.claim(1, 10, Duration::from_secs(60)).unwrap();
+        let mut done = delivered("e");
+        done.source_sha256 = Some(format!("sha{id}"));
+        q.mark_done(id, 1, &done, None, 11).unwrap();
+        q.mark_source_finished(id, outcome, 11).unwrap();
+        let mut back = file(&rel, id as u64);
+        assert_eq!(reg(&mut q, back.clone(), 12), [Registered::Lookalike(id)]);
+        back.sha256 = Some(format!("sha{id}"));
+        assert_eq!(reg(&mut q, back.clone(), 13), [Registered::Restored(id)]);
+        // Once known as kept, the same file is the kept one, without hashing again.
+        back.sha256 = None;
+        assert_eq!(reg(&mut q, back, 14), [Registered::Kept(id)]);
+    }
+    // Other bytes under a reused inode: a file of its own.
+    reg(&mut q, file("e", 9), 20);
+    let id = q.claim(1, 20, Duration::from_secs(60)).unwrap()[0].id;
+    let mut done = delivered("f");
+    done.source_sha256 = Some("old".into());
+    q.mark_done(id, 1, &done, None, 21).unwrap();
+    q.mark_source_finished(id, SourceOutcome::Gone, 21).unwrap();
+    let mut reused = file("e", 9);
+    reused.sha256 = Some("new".into());
+    assert!(matches!(
+        reg(&mut q, reused, 22)[..],
+        [Registered::Queued(_)]
+    ));
+}
+
 #[test]
 fn every_kept_row_alike_is_tried_and_one_whose_file_is_still_there_is_passed_over() {
     let (_d, mut q) = open();

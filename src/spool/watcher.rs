@@ -396,7 +396,17 @@ async fn hashed(root: &Arc<Root>, files: Vec<NewFile>) -> Vec<NewFile> {
         files
             .into_iter()
             .filter_map(|mut file| {
-                let (sha256, stamp) = sha256_of(&root, &file.rel_path).ok()?;
+                let (sha256, stamp) = match sha256_of(&root, &file.rel_path) {
+                    Ok(read) => read,
+                    // Gone meanwhile: nothing to say. Unreadable: said, or it would wait
+                    // unseen by `status` (it is neither queued nor failed).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                    Err(e) => {
+                        tracing::warn!(path = %file.rel_path, error = %e,
+                            "a file like a delivered kept one cannot be read to compare its content; it waits until it can be");
+                        return None;
+                    }
+                };
                 (stamp == file.stamp).then(|| {
                     file.sha256 = Some(sha256);
                     file

@@ -685,6 +685,40 @@ fn purge_keeps_the_rows_of_kept_files_restored_with_new_inodes() {
     assert_eq!(versions, want, "nothing sent again");
 }
 
+/// Review: `purge --done` while a folder of a keeping spool is a symlink (moved to another
+/// disk and linked back, or swapped). Its files are out of the walk's sight, not gone:
+/// their rows stay, and once the folder is back nothing is sent again.
+#[test]
+fn purge_keeps_the_rows_of_files_behind_a_symlinked_folder() {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    s.bucket.enable_versioning();
+    let daemon = s.start();
+    s.drop_file("d/a.csv", b"kept behind a folder");
+    wait_for(WAIT, "delivered", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    let elsewhere = s.dir.path().join("other-disk");
+    std::fs::rename(s.spool.join("d"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, s.spool.join("d")).unwrap();
+    let out = s.cli(&["purge", "--done", "--older-than", "0s"]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("purged 0 done row(s)") && text.contains("kept 1"),
+        "{text}"
+    );
+    std::fs::remove_file(s.spool.join("d")).unwrap();
+    std::fs::rename(&elsewhere, s.spool.join("d")).unwrap();
+    let daemon = s.start();
+    s.wait_past("rescan done", 3);
+    assert!(daemon.stop().success());
+    let versions = version_counts(&s.bucket);
+    let want: BTreeMap<String, usize> = [("inbound/orders/d/a.csv", 1)]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    assert_eq!(versions, want, "nothing sent again");
+}
+
 /// Item 1 and review: a key file of encrypted objects' tags cut short (a crash while
 /// another tool wrote it, a bad restore) stops the daemon at start with what to do, rather
 /// than tagging objects under a key that cannot match what was sent before.
