@@ -43,3 +43,4 @@ mod testing;
 pub(crate) mod transcode;
 pub(crate) mod units;
 pub(crate) mod upload;
+pub(crate) mod verify;

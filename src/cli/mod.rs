@@ -14,6 +14,7 @@ mod run;
 mod send;
 mod show;
 mod status;
+mod verify;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -68,6 +69,9 @@ pub enum Command {
     Resume(pause::ResumeArgs),
     /// Upload one file through a spool's queue, and follow it to the end.
     Send(send::Args),
+    /// Check the delivered files against the bucket: each object where the queue says,
+    /// as it was sent (exit 0 all good, 1 discrepancies, 2 could not check).
+    Verify(verify::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(generate::CompletionArgs),
     /// Print a man page (roff), or write them all with --dir.
@@ -114,6 +118,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => pause::pause(&config, args),
         Command::Resume(args) => pause::resume(&config, args),
         Command::Send(args) => send::run(&config, args),
+        Command::Verify(args) => verify::run(&config, args),
         Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
     };
     match outcome {
@@ -130,6 +135,7 @@ fn wants_json(command: &Command) -> bool {
         Command::List(args) => args.json,
         Command::Show(args) => args.json,
         Command::Check(args) => args.json,
+        Command::Verify(args) => args.json,
         _ => false,
     }
 }

@@ -223,6 +223,23 @@ impl KeyTemplate {
             .any(|p| matches!(p, Part::Placeholder(name) if *name == "uuid"))
     }
 
+    /// The start every key of this template has for the spool `spool` on `host`, with the
+    /// destination's `prefix`: the text before the first placeholder that changes from
+    /// file to file (or with the time). Listing under it finds every object the spool
+    /// wrote; an empty or a short one is shared with whatever else writes there.
+    pub fn fixed_head(&self, prefix: &str, spool: &str, host: &str) -> String {
+        let mut head = format!("{prefix}/");
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => head.push_str(text),
+                Part::Placeholder("spool") => head.push_str(spool),
+                Part::Placeholder("host") => head.push_str(host),
+                Part::Placeholder(_) => break,
+            }
+        }
+        collapse_slashes(&head)
+    }
+
     /// Renders the key for one file, with the destination's `prefix` (may be empty) in front.
     ///
     /// Repeated slashes collapse (so `{dir}/{name}` works for files at the top of the spool),
@@ -370,6 +387,26 @@ fn collapse_slashes(key: &str) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_fixed_head_is_the_text_before_the_first_placeholder_that_varies() {
+        let head = |template: &str, prefix: &str| {
+            let t = KeyTemplate::parse(template).unwrap();
+            let head = t.fixed_head(prefix, "orders", "web1");
+            // Every key the template renders starts with it.
+            let key = t.render(prefix, &input("a/b.csv")).unwrap();
+            assert!(key.starts_with(&head), "{key} {head}");
+            head
+        };
+        assert_eq!(head("{spool}/{path}", "inbound"), "inbound/orders/");
+        assert_eq!(
+            head("{host}/{spool}/{yyyy}/{path}", "in/x"),
+            "in/x/web1/orders/"
+        );
+        assert_eq!(head("data-{id}", ""), "data-");
+        assert_eq!(head("{yyyy}/{path}", "inbound"), "inbound/");
+        assert_eq!(head("{path}", ""), "");
+    }
 
     fn input(rel_path: &str) -> KeyInput<'_> {
         KeyInput {

@@ -39,11 +39,11 @@ pub struct Batch {
     pub last_error: Option<String>,
 }
 
-const BATCH_COLUMNS: &str = "id, name, spool, destination, bucket, host, state, files, \
+pub(super) const BATCH_COLUMNS: &str = "id, name, spool, destination, bucket, host, state, files, \
     opened_at, closed_at, manifest_key, written_at, attempts, last_error";
 
 impl Batch {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Batch> {
+    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Batch> {
         Ok(Batch {
             id: r.get(0)?,
             name: r.get(1)?,

@@ -26,6 +26,7 @@
 //! (the source is deleted only after its row is `done` on disk). At start the daemon returns
 //! `active` rows to `pending`: no worker can still hold them.
 
+mod audit;
 mod batches;
 mod folders;
 mod gates;
@@ -41,6 +42,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use audit::AuditRange;
 pub use batches::Batch;
 pub use batches::Batching;
 pub use folders::{FolderChange, Gone, Orphans, SpoolFolder};

@@ -418,6 +418,11 @@ impl Queue {
                     "INSERT OR REPLACE INTO purged_keys (destination, key, purged_at)
                      VALUES (?1, ?2, ?3)",
                 )?;
+                let mut horizon = tx.prepare_cached(
+                    "INSERT INTO purge_horizons (bucket, done_before) VALUES (?1, ?2)
+                     ON CONFLICT (bucket) DO UPDATE
+                     SET done_before = MAX(done_before, excluded.done_before)",
+                )?;
                 let mut n = 0;
                 for row in chunk {
                     let gone = delete.execute([row.id])?;
@@ -426,6 +431,7 @@ impl Queue {
                         if let Some(key) = &row.key {
                             remember.execute(params![row.destination, key, now_ms])?;
                         }
+                        horizon.execute(params![row.bucket, row.done_at.unwrap_or(now_ms)])?;
                     }
                     n += gone;
                 }

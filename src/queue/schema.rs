@@ -280,6 +280,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (destination, key)
     ) WITHOUT ROWID;
     "#,
+    // 13: per bucket, the newest delivery whose row a purge removed: `verify --unexplained`
+    // judges only objects written after it (an older object may be a purged row's).
+    r#"
+    CREATE TABLE purge_horizons (
+        bucket      TEXT    NOT NULL PRIMARY KEY,
+        done_before INTEGER NOT NULL           -- unix milliseconds
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema

@@ -383,6 +383,47 @@ impl ObjectStore for MemoryStore {
         }))
     }
 
+    async fn list_objects(
+        &self,
+        prefix: &str,
+        after: Option<String>,
+    ) -> Result<super::ListedPage, StoreError> {
+        self.begin("ListObjectsV2", prefix)?;
+        let state = self.lock();
+        let mut keys: Vec<&String> = state
+            .objects
+            .keys()
+            .filter(|k| k.starts_with(prefix) && after.as_ref().is_none_or(|a| *k > a))
+            .collect();
+        keys.sort();
+        // Pages of two: paging is exercised by the smallest test.
+        let next = (keys.len() > 2).then(|| keys[1].clone());
+        let objects = keys
+            .into_iter()
+            .take(2)
+            .map(|k| super::ListedObject {
+                key: k.clone(),
+                size: state.objects[k].bytes.len() as u64,
+                etag: Some(state.objects[k].etag.clone()),
+                last_modified: None,
+            })
+            .collect();
+        Ok(super::ListedPage { objects, next })
+    }
+
+    async fn read_object(
+        &self,
+        key: &str,
+        chunk: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
+    ) -> Result<Option<u64>, StoreError> {
+        self.begin("GetObject", key)?;
+        let bytes = self.lock().objects.get(key).map(|o| o.bytes.clone());
+        Ok(bytes.map(|b| {
+            chunk(&b);
+            b.len() as u64
+        }))
+    }
+
     async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
         self.begin("DeleteObject", key)?;
         self.lock().objects.remove(key);

@@ -85,6 +85,23 @@ pub struct OpenUpload {
     pub initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// An object as a listing shows it (ListObjectsV2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// When S3 says it was last written.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One page of a listing, and where the next one starts (`None`: the last page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedPage {
+    pub objects: Vec<ListedObject>,
+    pub next: Option<String>,
+}
+
 /// What an object carries besides its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectMeta {
@@ -156,6 +173,21 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Open multipart uploads whose keys start with `prefix`.
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, StoreError>;
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError>;
+    /// One page of the objects whose keys start with `prefix`, from the start (`after:
+    /// None`) or from a page's `next`. A page at a time: a bucket of millions of objects
+    /// is never held whole.
+    async fn list_objects(
+        &self,
+        prefix: &str,
+        after: Option<String>,
+    ) -> Result<ListedPage, StoreError>;
+    /// Reads the object's bytes, handing them to `chunk` as they arrive; its size, or
+    /// `None` if there is no such object. Each chunk must come within the request timeout.
+    async fn read_object(
+        &self,
+        key: &str,
+        chunk: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
+    ) -> Result<Option<u64>, StoreError>;
     async fn delete_object(&self, key: &str) -> Result<(), StoreError>;
     /// Fetches fresh credentials (assuming the role, where configured).
     async fn verify_credentials(&self) -> Result<(), StoreError>;

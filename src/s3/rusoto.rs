@@ -11,9 +11,9 @@ use bytes::Bytes;
 use rusoto_core::{ByteStream, Region, RusotoError};
 use rusoto_s3::{
     AbortMultipartUploadRequest, CompleteMultipartUploadRequest, CompletedMultipartUpload,
-    CreateMultipartUploadRequest, DeleteObjectRequest, HeadObjectRequest,
-    ListMultipartUploadsRequest, ListPartsRequest, PutObjectRequest, S3Client, UploadPartRequest,
-    S3,
+    CreateMultipartUploadRequest, DeleteObjectRequest, GetObjectRequest, HeadObjectRequest,
+    ListMultipartUploadsRequest, ListObjectsV2Request, ListPartsRequest, PutObjectRequest,
+    S3Client, UploadPartRequest, S3,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,9 +23,9 @@ use std::time::Duration;
 use super::auth::{credentials_error, SharedCredentials};
 use super::spec::{ObjectOptions, Spec};
 use super::{
-    xml_field, CompletedPart, Md5, ObjectHead, ObjectMeta, ObjectStore, OpenUpload, PartInfo,
-    PutBody, StoreError, Written, SHA256_METADATA, SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA,
-    WRITER_METADATA,
+    xml_field, CompletedPart, ListedObject, ListedPage, Md5, ObjectHead, ObjectMeta, ObjectStore,
+    OpenUpload, PartInfo, PutBody, StoreError, Written, SHA256_METADATA, SOURCE_SHA256_METADATA,
+    SOURCE_TAG_METADATA, WRITER_METADATA,
 };
 use crate::bandwidth::{within_progress, Progress, Throttle};
 
@@ -490,6 +490,94 @@ impl ObjectStore for RusotoStore {
             }
             Err(e) if e.status == Some(404) && e.code != "NoSuchBucket" => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    async fn list_objects(
+        &self,
+        prefix: &str,
+        after: Option<String>,
+    ) -> Result<ListedPage, StoreError> {
+        let request = ListObjectsV2Request {
+            bucket: self.bucket.clone(),
+            prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+            continuation_token: after,
+            ..Default::default()
+        };
+        let out = self
+            .call("ListObjectsV2", self.client.list_objects_v2(request))
+            .await?;
+        let objects = out
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| {
+                Some(ListedObject {
+                    key: o.key?,
+                    size: o.size.unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag,
+                    last_modified: o
+                        .last_modified
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc)),
+                })
+            })
+            .collect();
+        let next = out
+            .next_continuation_token
+            .filter(|_| out.is_truncated == Some(true));
+        Ok(ListedPage { objects, next })
+    }
+
+    async fn read_object(
+        &self,
+        key: &str,
+        chunk: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
+    ) -> Result<Option<u64>, StoreError> {
+        use futures::StreamExt;
+        let request = GetObjectRequest {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            ..Default::default()
+        };
+        let out = match self
+            .call("GetObject", self.client.get_object(request))
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.status == Some(404) && e.code != "NoSuchBucket" => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(mut body) = out.body else {
+            return Ok(Some(0));
+        };
+        let mut read = 0u64;
+        loop {
+            // A body that stops moving is a timeout, however long the whole object takes.
+            match tokio::time::timeout(self.timeout, body.next()).await {
+                Ok(Some(Ok(bytes))) => {
+                    read += bytes.len() as u64;
+                    chunk(&bytes);
+                }
+                Ok(None) => return Ok(Some(read)),
+                Ok(Some(Err(e))) => {
+                    return Err(StoreError::transport(
+                        "GetObject",
+                        "ReadError",
+                        format!("reading the object failed: {e}"),
+                    ))
+                }
+                Err(_) => {
+                    return Err(StoreError::transport(
+                        "GetObject",
+                        "Timeout",
+                        format!(
+                            "no bytes of the object for {} s (request_timeout)",
+                            self.timeout.as_secs()
+                        ),
+                    ))
+                }
+            }
         }
     }
 

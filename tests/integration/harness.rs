@@ -212,9 +212,29 @@ impl Bucket {
             .collect()
     }
 
+    /// Writes `bytes` under `key` as another writer would (no s3spool metadata).
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        self.read(&["put", key, file.path().to_str().unwrap()]);
+    }
+
+    /// Deletes one object behind s3spool's back.
+    pub fn remove(&self, key: &str) {
+        self.read(&["rm", key]);
+    }
+
     /// Creates an IAM user with no policy: (access key id, secret).
     pub fn iam_user(&self, name: &str) -> (String, String) {
-        let out = self.read(&["iam-user", name]);
+        self.iam_user_allowed(name, &[])
+    }
+
+    /// Creates an IAM user allowed `actions` (e.g. `s3:GetObject`) on this bucket and its
+    /// objects: (access key id, secret).
+    pub fn iam_user_allowed(&self, name: &str, actions: &[&str]) -> (String, String) {
+        let mut args = vec!["iam-user", name];
+        args.extend_from_slice(actions);
+        let out = self.read(&args);
         let id = out["access_key_id"].as_str().unwrap().to_string();
         (id, out["secret"].as_str().unwrap().to_string())
     }

@@ -23,3 +23,4 @@ mod reload;
 mod resilience;
 mod schedule;
 mod service;
+mod verify;

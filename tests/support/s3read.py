@@ -8,7 +8,11 @@ usage: s3read.py ENDPOINT COMMAND ARGS...
   uploads BUCKET            JSON list of open multipart uploads [{key, upload_id}]
   describe BUCKET KEY       JSON: tags, metadata, storage class, SSE, content type, ACL grants
   abort-all BUCKET          abort every open multipart upload (as a lifecycle rule would)
-  iam-user BUCKET NAME      create an IAM user with no policy; JSON {access_key_id, secret}
+  iam-user BUCKET NAME [ACTION...]
+                            create an IAM user, allowed ACTIONs (e.g. s3:GetObject) on the
+                            bucket and its objects, or nothing; JSON {access_key_id, secret}
+  put BUCKET KEY PATH       write PATH's bytes under KEY, as another writer would
+  rm BUCKET KEY             delete one object
   auth-on BUCKET            make moto check signatures, keys and IAM policies from now on
   get BUCKET KEY PATH       save one object's bytes to PATH
   save BUCKET DIR PREFIX     save every object under PREFIX to DIR/N.gpg; JSON {key: path}
@@ -104,8 +108,21 @@ def main():
             aws_secret_access_key="testing",
             region_name="us-east-1",
         )
-        iam.create_user(UserName=args[-1])
-        key = iam.create_access_key(UserName=args[-1])["AccessKey"]
+        name, actions = args[1], args[2:]
+        iam.create_user(UserName=name)
+        if actions:
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Action": actions,
+                    "Resource": [f"arn:aws:s3:::{args[0]}", f"arn:aws:s3:::{args[0]}/*"],
+                }],
+            }
+            iam.put_user_policy(
+                UserName=name, PolicyName="test", PolicyDocument=json.dumps(policy)
+            )
+        key = iam.create_access_key(UserName=name)["AccessKey"]
         print(json.dumps({"access_key_id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
     elif command == "auth-on":
         request = urllib.request.Request(
@@ -115,6 +132,13 @@ def main():
             method="POST",
         )
         urllib.request.urlopen(request).read()
+        print("{}")
+    elif command == "put":
+        with open(args[2], "rb") as f:
+            s3.put_object(Bucket=args[0], Key=args[1], Body=f.read())
+        print("{}")
+    elif command == "rm":
+        s3.delete_object(Bucket=args[0], Key=args[1])
         print("{}")
     elif command == "get":
         body = s3.get_object(Bucket=args[0], Key=args[1])["Body"].read()
