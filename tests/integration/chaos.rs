@@ -821,5 +821,15 @@ fn chaos_keeps_the_promise() {
             diag(&producer)
         );
     }
+    // s3spool's own audit agrees: every delivered row's object is where and as the queue
+    // says, read back, and no object under a spool's prefix is unexplained.
+    let audit = s.cli(&["verify", "--all", "--deep", "--unexplained"]);
+    assert_eq!(
+        audit.status.code(),
+        Some(0),
+        "verify:\n{}\n{}",
+        output_text(&audit),
+        diag(&producer)
+    );
     eprintln!("chaos: {}", diag(&producer).lines().next().unwrap());
 }
