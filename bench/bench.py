@@ -411,6 +411,13 @@ def small_files(res, args, work, server, endpoint, scenario, count, transfers_li
     assert server.count(f"{run_id}/s3spool/") == count, "s3spool: objects missing"
     res.add(scenario, "s3spool (defaults)", count / (t1 - t0), "files/s", cpu / count * 1000, rss,
             scpu / count * 1000, relay_note(relay, rcpu0, count))
+    if scenario == "small":
+        # The audit of what was just delivered: one HEAD per row.
+        scpu0 = server.cpu()
+        elapsed, vcpu, vrss = run_measured(
+            [S3SPOOL, "--config", sp.config, "verify", "--all", "--json"])
+        res.add("verify", "s3spool verify --all", count / elapsed, "rows/s", vcpu / count * 1000,
+                vrss, (server.cpu() - scpu0) / count * 1000, f"{count:,} delivered rows, HEAD each")
     # rclone at each --transfers.
     conf = rclone_conf(work, endpoint, run_id)
     for transfers in transfers_list:
@@ -662,6 +669,9 @@ def target_lines(res):
     if r:
         ratio = float(r["note"].split()[0])
         check("bwlimit, achieved rate against the limit", f"{ratio:.3f}", "0.90 to 1.10", 0.9 <= ratio <= 1.1, "x")
+    r = row("verify", "s3spool")
+    if r:
+        check("verify", f"{r['figure']:,.0f}", ">= 2,000", r["figure"] >= 2_000, " rows/s")
     r = row("intake", "s3spool")
     if r:
         check("intake", f"{r['figure']:,.0f}", ">= 50,000", r["figure"] >= 50_000, " files/s")

@@ -331,6 +331,8 @@ struct Generation {
     manifests: Arc<ManifestWriter>,
     manifest_task: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    /// Forgets delivered rows older than `history`.
+    historian: tokio::task::JoinHandle<()>,
 }
 
 impl Generation {
@@ -373,6 +375,12 @@ impl Generation {
             queue.clone(),
             config.spools.keys().cloned().collect(),
             targets.clone(),
+            token.clone(),
+        ));
+        let historian = tokio::spawn(crate::dispatch::keep_history(
+            queue.clone(),
+            config.history,
+            config.state_dir.clone(),
             token.clone(),
         ));
         let wake = Arc::new(Notify::new());
@@ -439,6 +447,7 @@ impl Generation {
             manifests,
             manifest_task,
             sweeper,
+            historian,
         })
     }
 
@@ -477,6 +486,7 @@ impl Generation {
         }
         while self.watchers.join_next().await.is_some() {}
         let _ = self.sweeper.await;
+        let _ = self.historian.await;
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Metrics {
     window_open: Family<Labels, Gauge>,
     window_opens: Family<Labels, Seconds>,
     next_batch: Family<Labels, Seconds>,
+    queue_bytes: Gauge,
+    oldest_row: Seconds,
     /// The spools and destinations whose series were last made: one a reload removed
     /// loses its series, so no alert fires on a destination that is gone.
     configured: std::sync::Mutex<(Vec<String>, Vec<String>)>,
@@ -77,6 +79,18 @@ impl Default for Metrics {
         let window_open = Family::<Labels, Gauge>::default();
         let window_opens = Family::<Labels, Seconds>::default();
         let next_batch = Family::<Labels, Seconds>::default();
+        let queue_bytes = Gauge::default();
+        let oldest_row = Seconds::default();
+        registry.register(
+            "queue_bytes",
+            "Size of the queue on disk (its file and write-ahead log): flat once history is reached",
+            queue_bytes.clone(),
+        );
+        registry.register(
+            "queue_oldest_row_timestamp_seconds",
+            "Unix time the oldest row the queue keeps was queued: how far its history reaches",
+            oldest_row.clone(),
+        );
         registry.register(
             "window_open",
             "1 while a spool may send, 0 outside its delivery window (files wait in the queue)",
@@ -162,6 +176,8 @@ impl Default for Metrics {
             window_open,
             window_opens,
             next_batch,
+            queue_bytes,
+            oldest_row,
             configured: Default::default(),
         }
     }
@@ -312,6 +328,14 @@ impl Metrics {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the queue"),
+        }
+        if let Ok((bytes, oldest)) = queue
+            .call(|q| Ok((q.file_size()?, q.oldest_row_at()?)))
+            .await
+        {
+            self.queue_bytes.set(bytes as i64);
+            self.oldest_row
+                .set(oldest.map_or(0.0, |ms| ms as f64 / 1000.0));
         }
         // Read first, then clear and fill with no await between: a concurrent scrape never
         // sees the family empty.

@@ -162,6 +162,10 @@ struct Report {
     check: Verdict,
     daemon: DaemonReport,
     queue: String,
+    /// The queue's size on disk (its file and write-ahead log).
+    queue_bytes: u64,
+    /// When the oldest row still kept was queued (RFC 3339): how far the history reaches.
+    oldest_row: Option<String>,
     counts: Counts,
     oldest_waiting_age_seconds: Option<u64>,
     bytes_waiting: u64,
@@ -234,6 +238,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         check,
         daemon,
         queue: queue.path().display().to_string(),
+        queue_bytes: queue.file_size()?,
+        oldest_row: queue.oldest_row_at()?.map(rfc3339),
         counts: summary.counts,
         oldest_waiting_age_seconds,
         bytes_waiting: summary.bytes_waiting,
@@ -257,7 +263,12 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     println!("{}", summary_line(&report));
     print_spools(&report.spools);
     let c = &report.counts;
-    println!("queue {}", report.queue);
+    println!(
+        "queue {} ({}, history since {})",
+        report.queue,
+        crate::config::units::format_size(report.queue_bytes),
+        report.oldest_row.as_deref().unwrap_or("-")
+    );
     println!("  pending {:>8}", c.pending);
     println!("  active  {:>8}", c.active);
     println!("  done    {:>8}", c.done);
@@ -520,4 +531,12 @@ fn error_line(queue: &Queue, row: &FileRow) -> anyhow::Result<ErrorLine> {
         parts_done: progress.map(|p| p.0),
         parts_total: progress.map(|p| p.1),
     })
+}
+
+/// Unix milliseconds as RFC 3339, to the second.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }

@@ -37,6 +37,9 @@ use crate::logging::LogFormat;
 /// Where `--config` points when neither the flag nor `$S3SPOOL_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/s3spool/config.toml";
 
+/// How long delivered rows stay in the queue unless `history` says otherwise.
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,6 +55,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Below this much free space in `state_dir`, no new file is taken.
     pub min_free_space: u64,
+    /// How long delivered rows stay in the queue (`history`); `None`: forever.
+    pub history: Option<Duration>,
     /// Where Prometheus scrapes `GET /metrics`, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub destinations: BTreeMap<String, Arc<Destination>>,
@@ -177,6 +182,21 @@ impl Config {
             .duration(&mut p, "drain_timeout")
             .unwrap_or(Duration::from_secs(30));
         let min_free_space = top.size(&mut p, "min_free_space").unwrap_or(256 << 20);
+        let history = match top.string(&mut p, "history") {
+            None => Some(DEFAULT_HISTORY),
+            Some("forever") => None,
+            Some(text) => match units::parse_duration(text) {
+                Ok(d) if d >= Duration::from_secs(3600) => Some(d),
+                Ok(_) => {
+                    p.add("history", "must be at least 1h (or \"forever\")");
+                    None
+                }
+                Err(e) => {
+                    p.add("history", format!("{e}, or \"forever\" to keep every row"));
+                    None
+                }
+            },
+        };
         let metrics_listen = top.string(&mut p, "metrics_listen").and_then(|text| {
             text.parse::<std::net::SocketAddr>()
                 .map_err(|_| {
@@ -217,6 +237,7 @@ impl Config {
                 log_format,
                 metrics_listen,
                 min_free_space,
+                history,
                 destinations,
                 spools,
                 holds_secret: found.inline,

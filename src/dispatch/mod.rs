@@ -10,6 +10,7 @@
 
 mod claim;
 mod gates;
+mod history;
 mod idle;
 mod sweep;
 
@@ -30,6 +31,7 @@ use crate::queue::{Held, SharedQueue};
 use crate::systemd::Heartbeat;
 use crate::upload::{SourceTags, Uploader};
 use gates::{Gates, Ticks};
+pub use history::keep_history;
 use idle::QueueWrites;
 pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
 

@@ -30,6 +30,7 @@ mod audit;
 mod batches;
 mod folders;
 mod gates;
+mod history;
 mod multipart;
 mod register;
 mod report;
@@ -47,6 +48,7 @@ pub use batches::Batch;
 pub use batches::Batching;
 pub use folders::{FolderChange, Gone, Orphans, SpoolFolder};
 pub use gates::Gate;
+pub use history::FORGET_BATCH;
 pub use multipart::StoredPart;
 pub use register::{Likeness, SpoolRules};
 pub use schema::latest_version;
@@ -653,6 +655,10 @@ impl Queue {
         })?;
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // A new queue gives the pages of forgotten rows back to the file system (a bounded
+        // history); on an existing one this does nothing until a VACUUM (see `history`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         // FULL: a commit is on disk before we act on it (e.g. delete the source).
@@ -787,6 +793,8 @@ impl Queue {
 mod batches_tests;
 #[cfg(test)]
 mod gates_tests;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod maybe_sent_tests;
 #[cfg(test)]

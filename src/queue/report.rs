@@ -410,33 +410,7 @@ impl Queue {
         }
         let mut deleted = 0;
         for chunk in doomed.chunks(1000) {
-            deleted += self.in_transaction(|tx| {
-                let mut delete =
-                    tx.prepare_cached("DELETE FROM files WHERE id = ?1 AND state = 'done'")?;
-                let mut history = tx.prepare_cached("DELETE FROM attempts WHERE file_id = ?1")?;
-                let mut remember = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO purged_keys (destination, key, purged_at)
-                     VALUES (?1, ?2, ?3)",
-                )?;
-                let mut horizon = tx.prepare_cached(
-                    "INSERT INTO purge_horizons (bucket, done_before) VALUES (?1, ?2)
-                     ON CONFLICT (bucket) DO UPDATE
-                     SET done_before = MAX(done_before, excluded.done_before)",
-                )?;
-                let mut n = 0;
-                for row in chunk {
-                    let gone = delete.execute([row.id])?;
-                    if gone == 1 {
-                        history.execute([row.id])?;
-                        if let Some(key) = &row.key {
-                            remember.execute(params![row.destination, key, now_ms])?;
-                        }
-                        horizon.execute(params![row.bucket, row.done_at.unwrap_or(now_ms)])?;
-                    }
-                    n += gone;
-                }
-                Ok(n)
-            })?;
+            deleted += self.forget(chunk, now_ms)?;
         }
         Ok((deleted, kept.len()))
     }

@@ -317,6 +317,10 @@ const INDEXES: &str = "
     DROP INDEX IF EXISTS files_kept_or_gone;
     CREATE INDEX IF NOT EXISTS files_done_alike ON files (spool, size, mtime_ns)
         WHERE source_outcome IN ('kept', 'gone', 'replaced');
+    -- Delivered rows the daemon may forget once older than `history`, oldest first:
+    -- retention takes a range of this index, never a walk over the rows that stay.
+    CREATE INDEX IF NOT EXISTS files_forgettable ON files (done_at)
+        WHERE state = 'done' AND source_outcome IN ('deleted', 'archived', 'superseded');
     CREATE INDEX IF NOT EXISTS files_waiting_alike ON files (spool, size, mtime_ns)
         WHERE state IN ('pending', 'active');
     -- Rows failed because their file vanished, by size and mtime: a file restored with

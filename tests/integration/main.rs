@@ -2,6 +2,7 @@
 //! on 127.0.0.1, with objects read back by an independent client (boto3).
 
 mod harness;
+mod history;
 mod proxy;
 
 mod architecture;
