@@ -547,6 +547,49 @@ def intake(res, args, work, server, count):
             note=f"{count:,} files registered, spool paused")
 
 
+def waiting(res, args, work, server, count):
+    """A destination down for a day on a busy host: `count` files waiting in a paused
+    spool, in 1,000 folders. The start-up scan and two rescans, then `status` and `list`:
+    the daemon's peak RSS must not grow with the files waiting."""
+    run_id = f"waiting-{int(time.time())}"
+    sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool")
+    sp.config.write_text(sp.config.read_text().replace('rescan_interval = "60s"', 'rescan_interval = "5s"'))
+    sp.start()
+    sp.stop()
+    sp.cli("pause", "s0")
+    folders = 1000 if count >= 100_000 else 100
+    for i in range(count):
+        sub = sp.spools[0] / f"d{i % folders:04d}"
+        if i < folders:
+            sub.mkdir()
+        (sub / f"f{i:07d}").write_bytes(b"x")
+    sp.start()
+    t0 = time.monotonic()
+    sp.wait_registered(count, timeout=7200)
+    t1 = time.monotonic()
+    log = sp.dir / "daemon.log"
+    # Two full rescans after intake (each walks every file again).
+    def rescans():
+        return log.read_text().count("rescan done")
+    seen = rescans()
+    deadline = time.monotonic() + 3600
+    while rescans() < seen + 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    rss = sp.rss()
+    cpu = sp.cpu()
+    ts = time.monotonic()
+    subprocess.run([S3SPOOL, "--config", sp.config, "status"], check=True, stdout=subprocess.DEVNULL)
+    status_s = time.monotonic() - ts
+    ts = time.monotonic()
+    subprocess.run([S3SPOOL, "--config", sp.config, "list"], check=True, stdout=subprocess.DEVNULL)
+    list_s = time.monotonic() - ts
+    size = sum(f.stat().st_size for f in (sp.dir / "state").glob("queue.db*"))
+    sp.stop()
+    res.add("waiting", "s3spool, files waiting", rss, "MiB peak RSS", cpu, rss,
+            note=f"{count:,} files in {folders} folders; intake {count / (t1 - t0):,.0f} files/s; "
+                 f"status {status_s:.2f} s, list {list_s:.2f} s; queue {size / 2**20:.0f} MiB")
+
+
 def latency(res, args, work, server, drops):
     run_id = f"latency-{int(time.time())}"
     sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool")
@@ -672,6 +715,9 @@ def target_lines(res):
     r = row("verify", "s3spool")
     if r:
         check("verify", f"{r['figure']:,.0f}", ">= 2,000", r["figure"] >= 2_000, " rows/s")
+    r = row("waiting", "s3spool")
+    if r:
+        check("peak RSS with files waiting", f"{r['figure']:.0f}", "<= 128", r["figure"] <= 128, " MiB")
     r = row("intake", "s3spool")
     if r:
         check("intake", f"{r['figure']:,.0f}", ">= 50,000", r["figure"] >= 50_000, " files/s")
@@ -727,7 +773,7 @@ def main():
     p.add_argument("--s3spool", required=True, help="the s3spool binary")
     p.add_argument("--aws", help="the aws binary (awscli); without it awscli is left out")
     p.add_argument("--out", default=str(REPO / "bench/RESULTS.md"))
-    p.add_argument("--only", help="comma-separated scenarios: small,wan,large,bwlimit,intake,latency,idle")
+    p.add_argument("--only", help="comma-separated scenarios: small,wan,large,bwlimit,intake,latency,idle,waiting")
     p.add_argument("--skip-wan", action="store_true")
     args = p.parse_args()
     S3SPOOL = args.s3spool
@@ -735,6 +781,7 @@ def main():
     q = args.quick
     counts = dict(small=300 if q else 10_000, wan=200 if q else 2_000, large=(64 << 20) if q else (2 << 30),
                   intake=3_000 if q else 100_000, latency=10 if q else 100, idle=3 if q else 60,
+                  waiting=20_000 if q else 1_000_000,
                   bwlimit=(16 << 20) if q else (256 << 20))
     only = set(args.only.split(",")) if args.only else set(counts)
     if args.skip_wan:
@@ -761,6 +808,8 @@ def main():
             intake(res, args, work, server, counts["intake"])
         if "latency" in only:
             latency(res, args, work, server, counts["latency"])
+        if "waiting" in only:
+            waiting(res, args, work, server, counts["waiting"])
         if "idle" in only:
             idle(res, args, work, server, counts["idle"])
         small_rows = [r for r in res.rows if r["scenario"] == "small" and r["server_cpu"]]

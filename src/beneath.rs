@@ -311,9 +311,9 @@ pub enum Kind {
 }
 
 /// The names in an open directory (not `.` and `..`), with what each is, not following
-/// symlinks.
-pub fn list(dir: &OwnedFd) -> io::Result<Vec<Listed>> {
-    let mut out = Vec::new();
+/// symlinks: handed to `each` one at a time as the directory is read (a folder of a
+/// million files is never held whole); stops early when `each` returns false.
+pub fn each_listed(dir: &OwnedFd, each: &mut dyn FnMut(Listed) -> bool) -> io::Result<()> {
     for entry in rustix::fs::Dir::read_from(dir)? {
         let entry = entry?;
         let name = OsStr::from_bytes(entry.file_name().to_bytes());
@@ -336,12 +336,15 @@ pub fn list(dir: &OwnedFd) -> io::Result<Vec<Listed>> {
             }
             _ => Kind::Other,
         };
-        out.push(Listed {
+        let go_on = each(Listed {
             name: name.to_os_string(),
             kind,
         });
+        if !go_on {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// True when an error says a symlink (or a non-folder) stood where a folder was expected.
@@ -446,11 +449,12 @@ mod tests {
             .unwrap()
             .open_dir(Path::new(""))
             .unwrap();
-        let mut seen: Vec<(String, Kind)> = list(&fd)
-            .unwrap()
-            .into_iter()
-            .map(|l| (l.name.to_string_lossy().into_owned(), l.kind))
-            .collect();
+        let mut seen: Vec<(String, Kind)> = Vec::new();
+        each_listed(&fd, &mut |l| {
+            seen.push((l.name.to_string_lossy().into_owned(), l.kind));
+            true
+        })
+        .unwrap();
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             seen,

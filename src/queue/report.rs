@@ -395,23 +395,30 @@ impl Queue {
         now_ms: i64,
     ) -> Result<(usize, usize)> {
         // A file listed in a manifest not yet written stays: the manifest is built from it.
+        // A page of rows at a time, by id: a queue of millions is never held whole.
         let sql = format!(
-            "SELECT {COLUMNS} FROM files WHERE state = 'done' AND done_at < ?1
+            "SELECT {COLUMNS} FROM files WHERE id > ?2 AND state = 'done' AND done_at < ?1
              AND (batch_id IS NULL
-                  OR batch_id IN (SELECT id FROM batches WHERE state = 'written'))"
+                  OR batch_id IN (SELECT id FROM batches WHERE state = 'written'))
+             ORDER BY id LIMIT 1000"
         );
-        let candidates = self.select(&sql, [before_ms], FileRow::from_row)?;
-        // Look at the file system before taking the write lock, and delete in chunks, so
-        // the daemon is never kept waiting on a long purge.
-        let (kept, doomed): (Vec<&FileRow>, Vec<&FileRow>) =
-            candidates.iter().partition(|row| keep(row));
-        if dry_run {
-            return Ok((doomed.len(), kept.len()));
+        let (mut deleted, mut kept) = (0, 0);
+        let mut after = 0;
+        loop {
+            let page = self.select(&sql, params![before_ms, after], FileRow::from_row)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            // Look at the file system before taking the write lock, and delete a page per
+            // transaction, so the daemon is never kept waiting on a long purge.
+            let (keeping, doomed): (Vec<&FileRow>, Vec<&FileRow>) =
+                page.iter().partition(|row| keep(row));
+            kept += keeping.len();
+            deleted += if dry_run {
+                doomed.len()
+            } else {
+                self.forget(&doomed, now_ms)?
+            };
         }
-        let mut deleted = 0;
-        for chunk in doomed.chunks(1000) {
-            deleted += self.forget(chunk, now_ms)?;
-        }
-        Ok((deleted, kept.len()))
+        Ok((deleted, kept))
     }
 }

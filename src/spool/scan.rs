@@ -149,20 +149,20 @@ pub fn walk_in_chunks(
         return;
     };
     let mut stack = vec![start.to_path_buf()];
+    // False once `sink` asked to stop.
+    let mut going = true;
     while let Some(rel_dir) = stack.pop() {
         let abs_dir = root.path().join(&rel_dir);
-        let listed = root
-            .open_dir(&rel_dir)
-            .and_then(|fd| beneath::list(&fd).map(|names| (fd, names)));
-        let (fd, names) = match listed {
-            Ok(listed) => listed,
+        let fd = match root.open_dir(&rel_dir) {
+            Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 on_error(&abs_dir, e);
                 continue;
             }
         };
-        for listed in names {
+        // Streamed: each name is looked at as the folder is read.
+        let listed = beneath::each_listed(&fd, &mut |listed| {
             let rel_path = rel_dir.join(&listed.name);
             match listed.kind {
                 Kind::Dir => {
@@ -173,16 +173,17 @@ pub fn walk_in_chunks(
                 Kind::File => {
                     let path = root.path().join(&rel_path);
                     let Some((rel, utf8)) = relative(root.path(), &path) else {
-                        continue;
+                        return true;
                     };
                     if !filter::wanted(spool, &rel) {
-                        continue;
+                        return true;
                     }
                     match beneath::metadata_in(&fd, &listed.name) {
                         Ok(meta) if meta.file_type().is_file() => {
                             found.push(seen(path, rel, utf8, &meta));
                             if found.len() >= chunk && !sink(std::mem::take(&mut found)) {
-                                return;
+                                going = false;
+                                return false;
                             }
                         }
                         Ok(_) => {}
@@ -192,6 +193,13 @@ pub fn walk_in_chunks(
                 }
                 Kind::Other => {}
             }
+            true
+        });
+        if let Err(e) = listed {
+            on_error(&abs_dir, e);
+        }
+        if !going {
+            return;
         }
     }
     if !found.is_empty() {

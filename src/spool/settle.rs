@@ -18,6 +18,8 @@ struct Candidate {
     seen: Seen,
     /// When the file last changed, as far as we know.
     quiet_since: SystemTime,
+    /// The full walk that last saw it.
+    walk: u64,
 }
 
 /// Files seen but not yet finished, for one spool.
@@ -25,6 +27,10 @@ struct Candidate {
 pub struct Settler {
     settle: Duration,
     candidates: HashMap<PathBuf, Candidate>,
+    /// The full walk under way (or the last one): a candidate it did not see is gone.
+    /// Counting walks, rather than keeping what a walk saw, keeps a rescan's memory to
+    /// the candidates, however many files the spool holds.
+    walk: u64,
 }
 
 impl Settler {
@@ -32,6 +38,7 @@ impl Settler {
         Settler {
             settle,
             candidates: HashMap::new(),
+            walk: 0,
         }
     }
 
@@ -50,8 +57,15 @@ impl Settler {
             self.candidates.remove(&seen.path);
             return Some(seen);
         }
-        self.candidates
-            .insert(seen.path.clone(), Candidate { seen, quiet_since });
+        let walk = self.walk;
+        self.candidates.insert(
+            seen.path.clone(),
+            Candidate {
+                seen,
+                quiet_since,
+                walk,
+            },
+        );
         None
     }
 
@@ -77,9 +91,15 @@ impl Settler {
             .collect()
     }
 
-    /// Forgets every candidate for which `keep` says no (e.g. not found by a full walk).
-    pub fn retain(&mut self, mut keep: impl FnMut(&std::path::Path) -> bool) {
-        self.candidates.retain(|path, _| keep(path));
+    /// A full walk of the spool begins: what it sees is marked as seen by it.
+    pub fn begin_walk(&mut self) {
+        self.walk += 1;
+    }
+
+    /// The full walk ended: every candidate it did not see is gone, and forgotten.
+    pub fn end_walk(&mut self) {
+        let walk = self.walk;
+        self.candidates.retain(|_, c| c.walk == walk);
     }
 
     #[cfg(test)]
@@ -118,6 +138,24 @@ mod tests {
     fn an_old_file_is_finished_at_first_sight() {
         let mut s = Settler::new(Duration::from_secs(5));
         assert!(s.observe(seen(10, 0.0), at(60.0)).is_some());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_full_walk_forgets_the_candidates_it_did_not_see() {
+        let mut s = Settler::new(Duration::from_secs(5));
+        let mut other = seen(10, 0.0);
+        other.path = "/spool/b.csv".into();
+        assert!(s.observe(seen(10, 0.0), at(1.0)).is_none());
+        assert!(s.observe(other.clone(), at(1.0)).is_none());
+        s.begin_walk();
+        // The walk sees a.csv only: b.csv is gone.
+        assert!(s.observe(seen(10, 0.0), at(2.0)).is_none());
+        s.end_walk();
+        assert_eq!(s.due(at(9.0)), [PathBuf::from("/spool/a.csv")]);
+        // A walk that saw nothing leaves nothing.
+        s.begin_walk();
+        s.end_walk();
         assert!(s.is_empty());
     }
 

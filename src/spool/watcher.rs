@@ -213,12 +213,11 @@ async fn full_scan(spool: &Arc<Spool>, ctx: &WatchContext, settler: &mut Settler
             &mut |chunk| tx.blocking_send(chunk).is_ok(),
         );
     });
-    let mut present = std::collections::HashSet::new();
+    settler.begin_walk();
     let mut finished = Vec::new();
     while let Some(chunk) = chunks.recv().await {
         let now = crate::clock::now_system();
         for seen in chunk {
-            present.insert(seen.path.clone());
             finished.extend(settler.observe(seen, now));
         }
         if finished.len() >= BATCH {
@@ -233,7 +232,7 @@ async fn full_scan(spool: &Arc<Spool>, ctx: &WatchContext, settler: &mut Settler
         tracing::error!(spool = %spool.name, error = %e, "the spool walk failed; trying again at the next rescan");
         return;
     }
-    settler.retain(|path| present.contains(path));
+    settler.end_walk();
 }
 
 /// Looks at single paths (from events or due candidates); folders are walked.
