@@ -127,6 +127,14 @@ pub(super) const IN_FLIGHT_ALIKE: &str = "SELECT id, path, size, mtime_ns, inode
        AND state IN ('pending', 'active')
      ORDER BY id DESC LIMIT 1";
 
+/// A row of the spool delivered but not cleaned up yet, with a file's size and mtime at
+/// another path (a range of `files_unfinished`: few rows, whatever the queue holds).
+pub(super) const UNFINISHED_ALIKE: &str = "SELECT id, path, size, mtime_ns, inode
+     FROM files INDEXED BY files_unfinished
+     WHERE state = 'done' AND source_finished_at IS NULL
+       AND spool = ?1 AND size = ?2 AND mtime_ns = ?3 AND rel_path != ?4
+     ORDER BY id DESC LIMIT 1";
+
 /// A row of the spool that failed because its file vanished, with a file's size and
 /// mtime, at another path (its columns as [`ELSEWHERE`]'s).
 pub(super) const VANISHED_ALIKE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
@@ -490,31 +498,34 @@ impl Registrar<'_> {
                 },
             )?
             .collect::<rusqlite::Result<_>>()?;
-        // A row of the same size and mtime still waiting or in flight, whose file is no
-        // longer at its path: this may be that file, restored and moved while its upload
-        // ran. Decided once that row is done (the next look hashes it against it).
-        let in_flight: Option<(i64, PathBuf, FileStamp)> = self
-            .tx
-            .prepare_cached(IN_FLIGHT_ALIKE)?
-            .query_row(
-                params![
-                    file.spool,
-                    file.stamp.size as i64,
-                    file.stamp.mtime_ns,
-                    file.rel_path
-                ],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        PathBuf::from(r.get::<_, String>(1)?),
-                        FileStamp::from_columns(r, 2)?,
-                    ))
-                },
-            )
-            .optional()?;
-        if let Some((id, path, stamp)) = in_flight {
-            if (self.moved_from)(&path, stamp, Likeness::SizeAndMtime) {
-                return Ok(Some(Registered::AlreadyQueued(id)));
+        // A row of the same size and mtime still waiting, in flight or not cleaned up yet,
+        // whose file is no longer at its path: this may be that file, restored and moved
+        // while its upload ran. Decided once that row is finished (the next look hashes
+        // it against it).
+        for query in [IN_FLIGHT_ALIKE, UNFINISHED_ALIKE] {
+            let in_flight: Option<(i64, PathBuf, FileStamp)> = self
+                .tx
+                .prepare_cached(query)?
+                .query_row(
+                    params![
+                        file.spool,
+                        file.stamp.size as i64,
+                        file.stamp.mtime_ns,
+                        file.rel_path
+                    ],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            PathBuf::from(r.get::<_, String>(1)?),
+                            FileStamp::from_columns(r, 2)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            if let Some((id, path, stamp)) = in_flight {
+                if (self.moved_from)(&path, stamp, Likeness::SizeAndMtime) {
+                    return Ok(Some(Registered::AlreadyQueued(id)));
+                }
             }
         }
         // A kept file still at its path makes this one a copy of it, a file of its own.
@@ -699,17 +710,18 @@ fn same_birth(a: Option<i64>, b: Option<i64>) -> bool {
     }
 }
 
-/// Whether a done row's file was kept when it was finished, in a spool that keeps files:
-/// kept then, or not found as it was at its path then (taken away while its upload ran,
-/// or already put back with another inode: a restore while the row waited). A file alike
-/// found later is that file if its content says so.
+/// Whether a done row's file is (or was, when it was finished) a kept file, in a spool
+/// that keeps files: not finished yet (just delivered: a restore may have landed while
+/// its upload ran), kept then, or not found as it was at its path then (taken away
+/// while its upload ran, or already put back with another inode). A file alike found
+/// later is that file if its content says so.
 fn kept_then(finished: bool, outcome: Option<SourceOutcome>, keeps: bool) -> bool {
     keeps
-        && (matches!(
-            decide_done(finished, outcome, keeps).map(|d| d(0)),
-            Some(Registered::Kept(_))
-        ) || (finished
-            && matches!(outcome, Some(SourceOutcome::Gone | SourceOutcome::Replaced))))
+        && (!finished
+            || matches!(
+                outcome,
+                None | Some(SourceOutcome::Kept | SourceOutcome::Gone | SourceOutcome::Replaced)
+            ))
 }
 
 /// What a file matching a `done` row is, from how the row's source was finished:

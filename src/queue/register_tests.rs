@@ -510,6 +510,84 @@ fn a_kept_file_put_back_without_birth_times_is_judged_by_content() {
     ));
 }
 
+/// Found by the chaos test (seed 6881163041329773119): a kept file restored with `cp -a`
+/// at its path while its upload ran; the upload delivered the file it had opened, and
+/// the rescan saw the restored copy before the clean-up had finished the row. A row
+/// delivered but not finished is a kept file's too: the content decides.
+#[test]
+fn a_kept_file_restored_while_its_upload_ran_is_judged_by_content_before_clean_up() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    // Not finished yet: the restored copy (another inode) is seen first.
+    let mut back = file("a", 1);
+    back.stamp.inode = 99;
+    assert_eq!(reg(&mut q, back.clone(), 12), [Registered::Lookalike(1)]);
+    back.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, back.clone(), 13), [Registered::Restored(1)]);
+    // Other bytes there: a file of its own.
+    let mut other = file("a", 1);
+    other.stamp.inode = 100;
+    other.sha256 = Some("bbb".into());
+    assert!(matches!(
+        reg(&mut q, other, 14)[..],
+        [Registered::Queued(_)]
+    ));
+}
+
+/// The same, restored and moved to another folder before the clean-up: the copy waits
+/// for the row to be finished (then its content decides), it is not queued on its own.
+#[test]
+fn a_kept_file_restored_and_moved_before_clean_up_waits_for_its_row() {
+    let (_d, mut q) = open();
+    let keeps = SpoolRules {
+        keeps: true,
+        unique_keys: true,
+    };
+    let reg = |q: &mut Queue, f: NewFile, now| {
+        q.register(
+            &[f],
+            keeps,
+            now,
+            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+            |_, _, _| true,
+        )
+        .unwrap()
+    };
+    reg(&mut q, file("a", 1), 10);
+    q.claim(1, 10, Duration::from_secs(60)).unwrap();
+    let mut done = delivered("e");
+    done.source_sha256 = Some("aaa".into());
+    q.mark_done(1, 1, &done, None, 11).unwrap();
+    let mut moved = file("sub/a", 1);
+    moved.stamp.inode = 99;
+    assert_eq!(
+        reg(&mut q, moved.clone(), 12),
+        [Registered::AlreadyQueued(1)]
+    );
+    // Cleaned up (not found at its path), the content decides.
+    q.mark_source_finished(1, SourceOutcome::Gone, 13).unwrap();
+    moved.sha256 = Some("aaa".into());
+    assert_eq!(reg(&mut q, moved, 14), [Registered::Restored(1)]);
+}
+
 #[test]
 fn every_kept_row_alike_is_tried_and_one_whose_file_is_still_there_is_passed_over() {
     let (_d, mut q) = open();
