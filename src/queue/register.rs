@@ -489,12 +489,8 @@ impl Registrar<'_> {
                     file.rel_path
                 ],
                 |r| {
-                    Ok((
-                        r.get(0)?,
-                        PathBuf::from(r.get::<_, String>(1)?),
-                        FileStamp::from_columns(r, 2)?,
-                        r.get(5)?,
-                    ))
+                    let (id, path, stamp) = alike_row(r)?;
+                    Ok((id, path, stamp, r.get(5)?))
                 },
             )?
             .collect::<rusqlite::Result<_>>()?;
@@ -513,13 +509,7 @@ impl Registrar<'_> {
                         file.stamp.mtime_ns,
                         file.rel_path
                     ],
-                    |r| {
-                        Ok((
-                            r.get(0)?,
-                            PathBuf::from(r.get::<_, String>(1)?),
-                            FileStamp::from_columns(r, 2)?,
-                        ))
-                    },
+                    alike_row,
                 )
                 .optional()?;
             if let Some((id, path, stamp)) = in_flight {
@@ -700,6 +690,15 @@ fn restamp(tx: &Connection, id: i64, file: &NewFile, now_ms: i64) -> rusqlite::R
             .execute([id])?;
     }
     Ok(())
+}
+
+/// The first columns of the lookups of rows alike (`id, path, size, mtime_ns, inode`).
+fn alike_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, PathBuf, FileStamp)> {
+    Ok((
+        r.get(0)?,
+        PathBuf::from(r.get::<_, String>(1)?),
+        FileStamp::from_columns(r, 2)?,
+    ))
 }
 
 /// Birth times tell two files apart only where both are known.

@@ -363,20 +363,7 @@ fn a_kept_file_restored_and_moved_while_its_upload_runs_waits_for_that_row() {
 #[test]
 fn a_kept_file_taken_away_during_its_upload_and_restored_at_its_path_is_judged_by_content() {
     let (_d, mut q) = open();
-    let keeps = SpoolRules {
-        keeps: true,
-        unique_keys: true,
-    };
-    let reg = |q: &mut Queue, f: NewFile, now| {
-        q.register(
-            &[f],
-            keeps,
-            now,
-            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _, _| true,
-        )
-        .unwrap()
-    };
+    let reg = register_kept;
     reg(&mut q, file("a", 1), 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     let mut done = delivered("e");
@@ -406,20 +393,7 @@ fn a_kept_file_taken_away_during_its_upload_and_restored_at_its_path_is_judged_b
 #[test]
 fn a_kept_file_restored_at_its_path_while_its_row_waited_is_judged_by_content() {
     let (_d, mut q) = open();
-    let keeps = SpoolRules {
-        keeps: true,
-        unique_keys: true,
-    };
-    let reg = |q: &mut Queue, f: NewFile, now| {
-        q.register(
-            &[f],
-            keeps,
-            now,
-            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _, _| true,
-        )
-        .unwrap()
-    };
+    let reg = register_kept;
     reg(&mut q, file("a", 1), 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     let mut done = delivered("e");
@@ -465,20 +439,7 @@ fn a_kept_file_restored_at_its_path_while_its_row_waited_is_judged_by_content() 
 #[test]
 fn a_kept_file_put_back_without_birth_times_is_judged_by_content() {
     let (_d, mut q) = open();
-    let keeps = SpoolRules {
-        keeps: true,
-        unique_keys: true,
-    };
-    let reg = |q: &mut Queue, f: NewFile, now| {
-        q.register(
-            &[f],
-            keeps,
-            now,
-            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _, _| true,
-        )
-        .unwrap()
-    };
+    let reg = register_kept;
     for (id, outcome) in [(1, SourceOutcome::Replaced), (2, SourceOutcome::Gone)] {
         let rel = format!("d/{id}");
         reg(&mut q, file(&rel, id as u64), 10);
@@ -517,20 +478,7 @@ fn a_kept_file_put_back_without_birth_times_is_judged_by_content() {
 #[test]
 fn a_kept_file_restored_while_its_upload_ran_is_judged_by_content_before_clean_up() {
     let (_d, mut q) = open();
-    let keeps = SpoolRules {
-        keeps: true,
-        unique_keys: true,
-    };
-    let reg = |q: &mut Queue, f: NewFile, now| {
-        q.register(
-            &[f],
-            keeps,
-            now,
-            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _, _| true,
-        )
-        .unwrap()
-    };
+    let reg = register_kept;
     reg(&mut q, file("a", 1), 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     let mut done = delivered("e");
@@ -557,20 +505,7 @@ fn a_kept_file_restored_while_its_upload_ran_is_judged_by_content_before_clean_u
 #[test]
 fn a_kept_file_restored_and_moved_before_clean_up_waits_for_its_row() {
     let (_d, mut q) = open();
-    let keeps = SpoolRules {
-        keeps: true,
-        unique_keys: true,
-    };
-    let reg = |q: &mut Queue, f: NewFile, now| {
-        q.register(
-            &[f],
-            keeps,
-            now,
-            |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
-            |_, _, _| true,
-        )
-        .unwrap()
-    };
+    let reg = register_kept;
     reg(&mut q, file("a", 1), 10);
     q.claim(1, 10, Duration::from_secs(60)).unwrap();
     let mut done = delivered("e");
@@ -939,4 +874,20 @@ fn a_file_moved_away_and_back_is_found_past_its_superseded_row() {
         (row.rel_path.as_str(), row.key.as_deref()),
         ("a", Some("k/a"))
     );
+}
+
+/// Registers one file in a spool that keeps its files (keys of their own per row), every
+/// old path taken as moved away.
+fn register_kept(q: &mut Queue, f: NewFile, now: i64) -> Vec<Registered> {
+    q.register(
+        &[f],
+        SpoolRules {
+            keeps: true,
+            unique_keys: true,
+        },
+        now,
+        |f, id| Ok(format!("k/{}-{id}", f.rel_path)),
+        |_, _, _| true,
+    )
+    .unwrap()
 }

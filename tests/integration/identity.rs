@@ -35,6 +35,25 @@ fn cp_a(from: &std::path::Path, to: &std::path::Path) {
     assert!(out.status.success(), "{}", output_text(&out));
 }
 
+/// Key → versions written, as `version_counts` gives them.
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+/// A spool that keeps its files, on a versioned bucket, with uploads slow enough (7 MiB
+/// in parts at 1 MiB/s) that a restore or a swap lands while one runs.
+fn slow_keeping_setup() -> Setup {
+    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
+    s.bucket.enable_versioning();
+    s.edit_config(|c| {
+        c.replace(
+            "[destinations.lake]\n",
+            "[destinations.lake]\nbwlimit = \"1MiB/s\"\n",
+        )
+    });
+    s
+}
+
 /// `s3spool send FILE --spool orders --no-wait`.
 fn send_to_orders(s: &Setup, file: &std::path::Path) -> std::process::Output {
     s.cli(&[
@@ -527,16 +546,13 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
     assert!(daemon.stop().success());
 
     let versions: BTreeMap<String, usize> = version_counts(&s.bucket);
-    let want: BTreeMap<String, usize> = [
+    let want = counts(&[
         ("inbound/orders/d0.csv", 1),
         ("inbound/orders/d1.csv", 1),
         ("inbound/orders/d2.csv", 1),
         ("inbound/orders/d3.csv", 2),
         ("inbound/orders/new.csv", 1),
-    ]
-    .into_iter()
-    .map(|(k, n)| (k.to_string(), n))
-    .collect();
+    ]);
     assert_eq!(versions, want);
     assert_eq!(s.log_lines("same content: it stays delivered"), 3);
 }
@@ -547,15 +563,7 @@ fn kept_files_restored_with_new_inodes_are_not_sent_again() {
 /// the file waits for that row, then is judged by its content and not sent again.
 #[test]
 fn a_kept_file_restored_and_moved_while_its_upload_runs_is_not_sent_again() {
-    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
-    s.bucket.enable_versioning();
-    // Slow enough that the restore lands mid-upload: 7 MiB in parts at 1 MiB/s.
-    s.edit_config(|c| {
-        c.replace(
-            "[destinations.lake]\n",
-            "[destinations.lake]\nbwlimit = \"1MiB/s\"\n",
-        )
-    });
+    let s = slow_keeping_setup();
     let daemon = s.start();
     s.drop_file("b/big.csv", &data(7 << 20, 23));
     wait_for(WAIT, "the upload under way", || s.count("active") == 1);
@@ -570,10 +578,7 @@ fn a_kept_file_restored_and_moved_while_its_upload_runs_is_not_sent_again() {
     assert!(daemon.stop().success());
 
     let versions = version_counts(&s.bucket);
-    let want: BTreeMap<String, usize> = [("inbound/orders/b/big.csv", 1)]
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
+    let want = counts(&[("inbound/orders/b/big.csv", 1)]);
     assert_eq!(versions, want, "sent once, under the name it had");
     assert!(s.bucket.open_uploads().is_empty());
     assert_eq!(s.log_lines("same content: it stays delivered"), 1);
@@ -586,15 +591,7 @@ fn a_kept_file_restored_and_moved_while_its_upload_runs_is_not_sent_again() {
 /// keeps the row, and the daemon judges the file by its content: not sent again.
 #[test]
 fn a_kept_file_whose_folder_was_swapped_and_which_was_restored_is_not_sent_again() {
-    let s = setup(|o| o.spool_extra = "after_upload = \"keep\"".into());
-    s.bucket.enable_versioning();
-    // Slow enough that the swap lands mid-upload: 7 MiB in parts at 1 MiB/s.
-    s.edit_config(|c| {
-        c.replace(
-            "[destinations.lake]\n",
-            "[destinations.lake]\nbwlimit = \"1MiB/s\"\n",
-        )
-    });
+    let s = slow_keeping_setup();
     let outside = s.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     let daemon = s.start();
@@ -629,10 +626,7 @@ fn a_kept_file_whose_folder_was_swapped_and_which_was_restored_is_not_sent_again
     assert!(daemon.stop().success());
 
     let versions = version_counts(&s.bucket);
-    let want: BTreeMap<String, usize> = [("inbound/orders/d/big.csv", 1)]
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
+    let want = counts(&[("inbound/orders/d/big.csv", 1)]);
     assert_eq!(versions, want, "sent once");
     assert_eq!(s.count("done"), 1, "no second row");
     assert!(s.bucket.open_uploads().is_empty());
@@ -678,10 +672,7 @@ fn purge_keeps_the_rows_of_kept_files_restored_with_new_inodes() {
     s.wait_past("rescan done", 3);
     assert!(daemon.stop().success());
     let versions = version_counts(&s.bucket);
-    let want: BTreeMap<String, usize> = [("inbound/orders/a.csv", 1), ("inbound/orders/b.csv", 1)]
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
+    let want = counts(&[("inbound/orders/a.csv", 1), ("inbound/orders/b.csv", 1)]);
     assert_eq!(versions, want, "nothing sent again");
 }
 
@@ -712,10 +703,7 @@ fn purge_keeps_the_rows_of_files_behind_a_symlinked_folder() {
     s.wait_past("rescan done", 3);
     assert!(daemon.stop().success());
     let versions = version_counts(&s.bucket);
-    let want: BTreeMap<String, usize> = [("inbound/orders/d/a.csv", 1)]
-        .into_iter()
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
+    let want = counts(&[("inbound/orders/d/a.csv", 1)]);
     assert_eq!(versions, want, "nothing sent again");
 }
 
