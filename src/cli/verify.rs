@@ -137,6 +137,14 @@ fn print_text(report: &Report, took: Duration) {
         let _ = writeln!(out, "note: {note}");
     }
     let mut did = format!("verified {} delivered row(s)", report.rows);
+    if report.list_requests > 0 {
+        did += &format!(
+            " ({} by {} listing page(s), {} by HEAD)",
+            report.by_listing,
+            report.list_requests,
+            report.rows - report.by_listing
+        );
+    }
     if report.read_back > 0 {
         did += &format!(", read back {}", report.read_back);
     }

@@ -37,6 +37,80 @@ impl Queue {
         )
     }
 
+    /// Sorts the delivered rows in `range` by destination, bucket and key, in a temporary
+    /// table of this connection (on disk if it must be), for
+    /// [`Queue::delivered_page_by_key`]: rows in the order a listing returns objects.
+    pub fn order_delivered(&mut self, range: &AuditRange) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS delivered_order (
+                     o_destination TEXT, o_bucket TEXT, o_key TEXT, o_id INTEGER,
+                     PRIMARY KEY (o_destination, o_bucket, o_key, o_id)) WITHOUT ROWID;
+                 DELETE FROM temp.delivered_order;",
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "INSERT INTO temp.delivered_order
+                 SELECT destination, bucket, key, id FROM files
+                 WHERE state = 'done' AND key IS NOT NULL
+                   AND (?1 IS NULL OR done_at >= ?1) AND (?2 IS NULL OR spool = ?2)",
+                params![range.since_ms, range.spool],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Up to `limit` of the rows [`Queue::order_delivered`] sorted, after `after` (a row
+    /// of the page before) in that order.
+    pub fn delivered_page_by_key(
+        &self,
+        after: Option<&FileRow>,
+        limit: usize,
+    ) -> Result<Vec<FileRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM temp.delivered_order JOIN files ON id = o_id
+             WHERE (o_destination, o_bucket, o_key, o_id) > (?2, ?3, ?4, ?1)
+             ORDER BY o_destination, o_bucket, o_key, o_id LIMIT ?5"
+        );
+        let (id, destination, bucket, key) = match after {
+            Some(row) => (
+                row.id,
+                row.destination.as_str(),
+                row.bucket.as_str(),
+                row.key.as_deref().unwrap_or_default(),
+            ),
+            // Before every row: a destination's name is never empty.
+            None => (i64::MIN, "", "", ""),
+        };
+        self.select(
+            &sql,
+            params![id, destination, bucket, key, limit as i64],
+            FileRow::from_row,
+        )
+    }
+
+    /// The first and last key, in byte order, of the rows [`Queue::order_delivered`]
+    /// sorted for `destination` and `bucket` (empty if none).
+    pub fn delivered_key_bounds(
+        &self,
+        destination: &str,
+        bucket: &str,
+    ) -> Result<(String, String)> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE((SELECT o_key FROM temp.delivered_order
+                                  WHERE o_destination = ?1 AND o_bucket = ?2
+                                  ORDER BY o_key LIMIT 1), ''),
+                        COALESCE((SELECT o_key FROM temp.delivered_order
+                                  WHERE o_destination = ?1 AND o_bucket = ?2
+                                  ORDER BY o_key DESC LIMIT 1), '')",
+                params![destination, bucket],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// How many delivered rows `range` holds (for a progress bar).
     pub fn delivered_count(&self, range: &AuditRange) -> Result<u64> {
         self.conn

@@ -386,9 +386,14 @@ impl ObjectStore for MemoryStore {
     async fn list_objects(
         &self,
         prefix: &str,
-        after: Option<String>,
+        from: super::ListFrom,
     ) -> Result<super::ListedPage, StoreError> {
         self.begin("ListObjectsV2", prefix)?;
+        // This store's `next` is the page's last key.
+        let after = match from {
+            super::ListFrom::First => None,
+            super::ListFrom::After(key) | super::ListFrom::Next(key) => Some(key),
+        };
         let state = self.lock();
         let mut keys: Vec<&String> = state
             .objects

@@ -95,6 +95,17 @@ pub struct ListedObject {
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Where a page of a listing starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFrom {
+    /// The first key under the prefix.
+    First,
+    /// The first key after this one (which need not exist).
+    After(String),
+    /// Where the page before ended: its [`ListedPage::next`].
+    Next(String),
+}
+
 /// One page of a listing, and where the next one starts (`None`: the last page).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListedPage {
@@ -173,14 +184,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Open multipart uploads whose keys start with `prefix`.
     async fn list_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, StoreError>;
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StoreError>;
-    /// One page of the objects whose keys start with `prefix`, from the start (`after:
-    /// None`) or from a page's `next`. A page at a time: a bucket of millions of objects
-    /// is never held whole.
-    async fn list_objects(
-        &self,
-        prefix: &str,
-        after: Option<String>,
-    ) -> Result<ListedPage, StoreError>;
+    /// One page of the objects whose keys start with `prefix`, in key order, from where
+    /// `from` says. A page at a time: a bucket of millions of objects is never held whole.
+    async fn list_objects(&self, prefix: &str, from: ListFrom) -> Result<ListedPage, StoreError>;
     /// Reads the object's bytes, handing them to `chunk` as they arrive; its size, or
     /// `None` if there is no such object. Each chunk must come within the request timeout.
     async fn read_object(

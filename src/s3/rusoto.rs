@@ -23,9 +23,9 @@ use std::time::Duration;
 use super::auth::{credentials_error, SharedCredentials};
 use super::spec::{ObjectOptions, Spec};
 use super::{
-    xml_field, CompletedPart, ListedObject, ListedPage, Md5, ObjectHead, ObjectMeta, ObjectStore,
-    OpenUpload, PartInfo, PutBody, StoreError, Written, SHA256_METADATA, SOURCE_SHA256_METADATA,
-    SOURCE_TAG_METADATA, WRITER_METADATA,
+    xml_field, CompletedPart, ListFrom, ListedObject, ListedPage, Md5, ObjectHead, ObjectMeta,
+    ObjectStore, OpenUpload, PartInfo, PutBody, StoreError, Written, SHA256_METADATA,
+    SOURCE_SHA256_METADATA, SOURCE_TAG_METADATA, WRITER_METADATA,
 };
 use crate::bandwidth::{within_progress, Progress, Throttle};
 
@@ -493,15 +493,17 @@ impl ObjectStore for RusotoStore {
         }
     }
 
-    async fn list_objects(
-        &self,
-        prefix: &str,
-        after: Option<String>,
-    ) -> Result<ListedPage, StoreError> {
+    async fn list_objects(&self, prefix: &str, from: ListFrom) -> Result<ListedPage, StoreError> {
+        let (start_after, continuation_token) = match from {
+            ListFrom::First => (None, None),
+            ListFrom::After(key) => (Some(key), None),
+            ListFrom::Next(token) => (None, Some(token)),
+        };
         let request = ListObjectsV2Request {
             bucket: self.bucket.clone(),
             prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
-            continuation_token: after,
+            start_after,
+            continuation_token,
             ..Default::default()
         };
         let out = self

@@ -1,8 +1,10 @@
 //! `s3spool verify`: the bucket audited against the queue.
 //!
-//! Every delivered row in range is asked of S3 (HEAD, concurrently under each
-//! destination's `concurrency`): its object must be at the recorded bucket and key, with
-//! the recorded size, ETag and SHA-256; `--deep` reads each object back and hashes it.
+//! Every delivered row in range is checked against S3: its object must be at the
+//! recorded bucket and key, with the recorded size and ETag ([`listed`]: by listing
+//! pages, a HEAD for each row they do not clear). `--deep` asks each row by HEAD
+//! (concurrently under each destination's `concurrency`), compares its SHA-256 metadata
+//! too, and reads the object back and hashes it.
 //! [`unexplained`] lists the objects under each spool's fixed key prefix that no row or
 //! manifest explains, and checks each written manifest against its batch's rows.
 //!
@@ -10,7 +12,10 @@
 //! connection) or to S3. The room knows the queue and the S3 interface, never the config:
 //! the command line hands it [`Target`]s and [`Listing`]s.
 
+mod listed;
 mod rows;
+#[cfg(test)]
+mod tests;
 pub mod unexplained;
 
 use std::collections::HashMap;
@@ -95,6 +100,10 @@ pub struct Unchecked {
 pub struct Report {
     /// Delivered rows checked against their objects.
     pub rows: u64,
+    /// Of those, the rows a listing page cleared (the others were asked by HEAD).
+    pub by_listing: u64,
+    /// ListObjectsV2 requests made to check rows.
+    pub list_requests: u64,
     /// Objects read back and hashed (`--deep`).
     pub read_back: u64,
     /// Objects listed under the spools' prefixes (`--unexplained`).
@@ -138,13 +147,17 @@ pub async fn verify(
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
     progress.start(queue.delivered_count(&plan.range)?);
-    let mut after = 0;
-    loop {
-        let page = queue.delivered_page(&plan.range, after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        rows::check_page(&page, targets, plan.deep, &mut report).await;
-        progress.advance(page.len() as u64);
+    if plan.deep {
+        let mut after = 0;
+        loop {
+            let page = queue.delivered_page(&plan.range, after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            rows::check_page(&page, targets, true, &mut report).await;
+            progress.advance(page.len() as u64);
+        }
+    } else {
+        listed::check(queue, targets, &plan.range, &mut report, progress).await?;
     }
     progress.finish();
     if let Some(listings) = &plan.listings {

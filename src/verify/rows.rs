@@ -153,14 +153,14 @@ fn recorded_sha256(row: &FileRow) -> Option<&str> {
 }
 
 /// What the queue recorded of a row's object.
-struct Recorded<'a> {
+pub(super) struct Recorded<'a> {
     etag: Option<&'a str>,
     size: u64,
     sha256: Option<&'a str>,
 }
 
 impl<'a> Recorded<'a> {
-    fn of(row: &'a FileRow) -> Recorded<'a> {
+    pub(super) fn of(row: &'a FileRow) -> Recorded<'a> {
         Recorded {
             etag: row.etag.as_deref(),
             size: row.object_size.unwrap_or(row.stamp.size),
@@ -171,7 +171,7 @@ impl<'a> Recorded<'a> {
 
 /// The first way `head` differs from what was recorded, most telling first: another
 /// ETag means the key was written again, whatever else differs with it.
-fn compare(recorded: &Recorded<'_>, head: &ObjectHead) -> Option<(Kind, String)> {
+pub(super) fn compare(recorded: &Recorded<'_>, head: &ObjectHead) -> Option<(Kind, String)> {
     let size = recorded.size;
     if let (Some(etag), Some(found)) = (recorded.etag, head.etag.as_deref()) {
         if bare_etag(etag) != bare_etag(found) {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{refusal, with_retries, Kind, Problem, Report, Target, Unchecked};
 use crate::queue::{AuditRange, Queue};
+use crate::s3::ListFrom;
 
 /// Host and S3 clocks may differ: an object written this long after the purge horizon
 /// by the host's clock may still be a purged row's.
@@ -102,9 +103,9 @@ async fn list_one(
         (h, s) => h.or(s),
     };
     let mut not_judged = 0u64;
-    let mut next = None;
+    let mut from = ListFrom::First;
     loop {
-        let page = match with_retries(|| store.list_objects(&listing.prefix, next.clone())).await {
+        let page = match with_retries(|| store.list_objects(&listing.prefix, from.clone())).await {
             Ok(page) => page,
             Err(e) => {
                 report.unchecked.push(Unchecked {
@@ -143,7 +144,7 @@ async fn list_one(
             });
         }
         match page.next {
-            Some(token) => next = Some(token),
+            Some(token) => from = ListFrom::Next(token),
             None => break,
         }
     }

@@ -67,7 +67,8 @@ fn verify_passes_a_clean_bucket_and_names_each_kind_of_tampering() {
     let (code, text) = verify(&s, &["--all"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("verified 4 delivered row(s)") && text.contains("all good"),
+        text.contains("verified 4 delivered row(s) (4 by 1 listing page(s), 0 by HEAD)")
+            && text.contains("all good"),
         "{text}"
     );
     let (code, report) = verify_json(&s, &["--all", "--deep", "--unexplained"]);
@@ -197,7 +198,7 @@ fn verify_without_a_permission_exits_2_and_names_it() {
     let lister = bucket.iam_user_allowed("lister", &["s3:ListBucket"]);
     bucket.enforce_auth();
 
-    // HEAD allowed, listing refused: the rows check, the prefix cannot be listed.
+    // HEAD allowed, listing refused: the rows are checked, the prefix cannot be listed.
     s.set_keys(&reader.0, &reader.1);
     let (code, text) = verify(&s, &["--all"]);
     assert_eq!(code, Some(0), "{text}");
@@ -215,9 +216,21 @@ fn verify_without_a_permission_exits_2_and_names_it() {
         "{report}"
     );
 
-    // HEAD refused: every row not checked, naming s3:GetObject; nothing called missing.
+    // Listing refused, the rows were asked with HEAD instead (a note says so).
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("checked by HEAD instead"),
+        "{report}"
+    );
+
+    // HEAD refused: the listing alone checks the rows; reading them back (--deep) cannot,
+    // and every row is not checked, naming s3:GetObject; nothing called missing.
     s.set_keys(&lister.0, &lister.1);
-    let (code, text) = verify(&s, &["--all"]);
+    let (code, report) = verify_json(&s, &["--all"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["by_listing"], 2, "{report}");
+    let (code, text) = verify(&s, &["--all", "--deep"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(
         text.contains("HeadObject was refused (403): the credentials need s3:GetObject"),
