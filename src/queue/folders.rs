@@ -100,32 +100,46 @@ impl Queue {
     /// The orphaned rows (see the module doc), by spool and destination: those not done
     /// whose spool is not in `spools` or whose destination is not in `destinations`.
     pub fn orphans(&self, spools: &[String], destinations: &[String]) -> Result<Vec<Orphans>> {
-        let (spools, destinations) = (json_list(spools), json_list(destinations));
-        self.select(
-            "SELECT spool, destination, COUNT(*), MIN(queued_at),
-                    spool NOT IN (SELECT value FROM json_each(?1)),
-                    destination NOT IN (SELECT value FROM json_each(?2))
-             FROM files
-             WHERE state != 'done' AND superseded_by IS NULL
-               AND (spool NOT IN (SELECT value FROM json_each(?1))
-                    OR destination NOT IN (SELECT value FROM json_each(?2)))
-             GROUP BY spool, destination ORDER BY spool, destination",
-            params![spools, destinations],
-            |r| {
-                let gone = match (r.get::<_, bool>(4)?, r.get::<_, bool>(5)?) {
-                    (true, true) => Gone::Both,
-                    (true, false) => Gone::Spool,
-                    _ => Gone::Destination,
-                };
-                Ok(Orphans {
-                    spool: r.get(0)?,
-                    destination: r.get(1)?,
+        let mut found: Vec<Orphans> = Vec::new();
+        for t in self.tallies()? {
+            let gone = match (
+                !spools.contains(&t.spool),
+                !destinations.contains(&t.destination),
+            ) {
+                _ if t.state == State::Done => continue,
+                (true, true) => Gone::Both,
+                (true, false) => Gone::Spool,
+                (false, true) => Gone::Destination,
+                (false, false) => continue,
+            };
+            match found
+                .iter_mut()
+                .find(|o| o.spool == t.spool && o.destination == t.destination)
+            {
+                Some(o) => o.files += t.files,
+                None => found.push(Orphans {
+                    spool: t.spool,
+                    destination: t.destination,
                     gone,
-                    files: r.get::<_, i64>(2)? as u64,
-                    oldest_queued_at: r.get(3)?,
-                })
-            },
-        )
+                    files: t.files,
+                    oldest_queued_at: None,
+                }),
+            }
+        }
+        // Rare, and each a range of the (state, spool) index.
+        for o in &mut found {
+            o.oldest_queued_at = self
+                .conn
+                .query_row(
+                    "SELECT MIN(queued_at) FROM files
+                     WHERE state IN ('pending', 'active', 'failed') AND spool = ?1
+                       AND destination = ?2 AND superseded_by IS NULL",
+                    params![o.spool, o.destination],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(found)
     }
 
     /// When the oldest row waiting or in flight for a configured spool and destination was
@@ -135,18 +149,12 @@ impl Queue {
         spools: &[String],
         destinations: &[String],
     ) -> Result<Option<i64>> {
-        let (spools, destinations) = (json_list(spools), json_list(destinations));
-        let oldest = self
-            .conn
-            .query_row(
-                "SELECT MIN(queued_at) FROM files
-                 WHERE state IN ('pending', 'active')
-                   AND spool IN (SELECT value FROM json_each(?1))
-                   AND destination IN (SELECT value FROM json_each(?2))",
-                params![spools, destinations],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
+        let mut oldest: Option<i64> = None;
+        for spool in spools {
+            if let Some(at) = self.oldest_waiting_in(spool, Some(destinations))? {
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            }
+        }
         Ok(oldest)
     }
 

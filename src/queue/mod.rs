@@ -36,6 +36,7 @@ mod register;
 mod report;
 mod schema;
 mod shared;
+mod tallies;
 mod transitions;
 
 use rusqlite::{Connection, Row};

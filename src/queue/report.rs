@@ -83,23 +83,13 @@ impl Queue {
         )
     }
 
-    /// Counts per state, the oldest waiting row and the bytes waiting.
-    /// Pending, active and failed counts only: a range of the `(state, next_attempt_at)`
-    /// index, cheap however many `done` rows the queue holds (for STATUS every few seconds).
+    /// Pending, active and failed counts (from the tallies: cheap however many rows the
+    /// queue holds, for systemd's STATUS every few seconds).
     pub fn waiting_counts(&self) -> Result<Counts> {
         let mut counts = Counts::default();
-        let rows = self.select(
-            "SELECT state, COUNT(*) FROM files WHERE state IN ('pending', 'active', 'failed')
-             AND superseded_by IS NULL GROUP BY state",
-            [],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
-        )?;
-        for (state, n) in rows {
-            match State::parse(&state) {
-                Some(State::Pending) => counts.pending = n,
-                Some(State::Active) => counts.active = n,
-                Some(State::Failed) => counts.failed = n,
-                _ => {}
+        for t in self.tallies()? {
+            if t.state != State::Done {
+                counts.add(t.state, t.files);
             }
         }
         Ok(counts)
@@ -108,33 +98,63 @@ impl Queue {
     /// Files waiting, in flight or failed, per spool and state, with the oldest queue time
     /// of those waiting or in flight (for metrics).
     pub fn depth_by_spool(&self) -> Result<Vec<Depth>> {
-        self.select(
-            "SELECT spool, state, COUNT(*),
-                    CASE WHEN state = 'failed' THEN NULL ELSE MIN(queued_at) END, SUM(size)
-             FROM files WHERE state IN ('pending', 'active', 'failed') AND superseded_by IS NULL
-             GROUP BY spool, state",
-            [],
-            |r| {
-                Ok(Depth {
-                    spool: r.get(0)?,
-                    state: r.get(1)?,
-                    files: r.get::<_, i64>(2)? as u64,
-                    oldest_queued_at: r.get(3)?,
-                    bytes: r.get::<_, i64>(4)? as u64,
-                })
-            },
-        )
+        let mut depths: Vec<Depth> = Vec::new();
+        for t in self.tallies()? {
+            if t.state == State::Done {
+                continue;
+            }
+            match depths
+                .iter_mut()
+                .find(|d| d.spool == t.spool && d.state == t.state.as_str())
+            {
+                Some(d) => {
+                    d.files += t.files;
+                    d.bytes += t.bytes;
+                }
+                None => depths.push(Depth {
+                    spool: t.spool.clone(),
+                    state: t.state.as_str().to_string(),
+                    files: t.files,
+                    oldest_queued_at: self.oldest_queued(&t.spool, t.state, None)?,
+                    bytes: t.bytes,
+                }),
+            }
+        }
+        Ok(depths)
     }
 
     /// Per destination, when its latest delivery the queue still holds was done (Unix
-    /// milliseconds). Reads every done row: once, at start.
+    /// milliseconds). Once, at start: the deliveries newest first (the `files_done_at`
+    /// index) until every destination with one is found.
     pub fn last_done_by_destination(&self) -> Result<Vec<(String, i64)>> {
-        self.select(
-            "SELECT destination, MAX(done_at) FROM files
-             WHERE state = 'done' AND done_at IS NOT NULL GROUP BY destination",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        let wanted: std::collections::BTreeSet<String> = self
+            .tallies()?
+            .into_iter()
+            .filter(|t| t.state == State::Done)
+            .map(|t| t.destination)
+            .collect();
+        let mut found: Vec<(String, i64)> = Vec::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT destination, done_at FROM files INDEXED BY files_done_at
+                 WHERE state = 'done' AND done_at IS NOT NULL ORDER BY done_at DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let destination: String = row.get(0).map_err(|e| self.err(e))?;
+            if !found.iter().any(|(d, _)| *d == destination) {
+                found.push((destination, row.get(1).map_err(|e| self.err(e))?));
+                if found.len() == wanted.len() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The ended attempts of file `id`, oldest first.
@@ -155,7 +175,8 @@ impl Queue {
     }
 
     /// Per spool: counts per state, oldest waiting, deliveries since `since_ms`, the
-    /// latest error of a file not done. For `status` (a full scan: an operator's command).
+    /// latest error of a file not done. For `status`: tallies and index ranges, never a
+    /// walk over every row.
     pub fn spool_report(&self, since_ms: i64) -> Result<Vec<SpoolLine>> {
         let mut lines: std::collections::BTreeMap<String, SpoolLine> = Default::default();
         let line = |lines: &mut std::collections::BTreeMap<String, SpoolLine>, spool: &str| {
@@ -164,49 +185,43 @@ impl Queue {
                 ..SpoolLine::default()
             });
         };
-        let counts = self.select(
-            "SELECT spool, state, COUNT(*),
-                    MIN(CASE WHEN state IN ('pending', 'active') THEN queued_at END),
-                    SUM(CASE WHEN state = 'done' AND done_at >= ?1 THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN state = 'done' AND done_at >= ?1
-                             THEN COALESCE(object_size, size) ELSE 0 END)
-             FROM files WHERE superseded_by IS NULL GROUP BY spool, state",
+        for t in self.tallies()? {
+            line(&mut lines, &t.spool);
+            lines
+                .get_mut(&t.spool)
+                .expect("just made")
+                .counts
+                .add(t.state, t.files);
+        }
+        for l in lines.values_mut() {
+            l.oldest_waiting_queued_at = self.oldest_waiting_in(&l.spool, None)?;
+        }
+        // The deliveries of the window: a range of the `files_done_at` index.
+        let recent = self.select(
+            "SELECT spool, COUNT(*), SUM(COALESCE(object_size, size)) FROM files
+             WHERE state = 'done' AND done_at >= ?1 AND superseded_by IS NULL GROUP BY spool",
             [since_ms],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(1)? as u64,
                     r.get::<_, i64>(2)? as u64,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, i64>(4)? as u64,
-                    r.get::<_, i64>(5)? as u64,
                 ))
             },
         )?;
-        for (spool, state, n, oldest, recent, bytes) in counts {
+        for (spool, files, bytes) in recent {
             line(&mut lines, &spool);
             let l = lines.get_mut(&spool).expect("just made");
-            match State::parse(&state) {
-                Some(State::Pending) => l.counts.pending = n,
-                Some(State::Active) => l.counts.active = n,
-                Some(State::Done) => l.counts.done = n,
-                Some(State::Failed) => l.counts.failed = n,
-                None => {}
-            }
-            l.oldest_waiting_queued_at = match (l.oldest_waiting_queued_at, oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            l.delivered_recently += recent;
+            l.delivered_recently += files;
             l.bytes_recently += bytes;
         }
-        // One pass over the rows not done (an index range), however many are done.
+        // The rows that carry an error (the `files_erring` index), however many wait.
         let errors = self.select(
             "SELECT spool, last_error FROM (
                  SELECT spool, last_error, ROW_NUMBER() OVER (
                      PARTITION BY spool ORDER BY updated_at DESC, id DESC) AS n
                  FROM files
-                 WHERE state IN ('pending', 'active', 'failed') AND last_error IS NOT NULL)
+                 WHERE last_error IS NOT NULL AND state != 'done')
              WHERE n = 1",
             [],
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
@@ -294,43 +309,22 @@ impl Queue {
 
     pub fn summary(&self) -> Result<Summary> {
         let mut summary = Summary::default();
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT state, COUNT(*), SUM(size), MIN(queued_at) FROM files
-                 WHERE superseded_by IS NULL GROUP BY state",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
-        for (state, count, bytes, oldest) in rows {
-            let count = count as u64;
-            let Some(state) = State::parse(&state) else {
-                continue;
+        let mut spools = std::collections::BTreeSet::new();
+        for t in self.tallies()? {
+            summary.counts.add(t.state, t.files);
+            if matches!(t.state, State::Pending | State::Active) {
+                summary.bytes_waiting += t.bytes;
+                spools.insert(t.spool);
+            }
+        }
+        for spool in spools {
+            summary.oldest_waiting_queued_at = match (
+                summary.oldest_waiting_queued_at,
+                self.oldest_waiting_in(&spool, None)?,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            match state {
-                State::Pending => summary.counts.pending = count,
-                State::Active => summary.counts.active = count,
-                State::Done => summary.counts.done = count,
-                State::Failed => summary.counts.failed = count,
-            }
-            if matches!(state, State::Pending | State::Active) {
-                summary.bytes_waiting += bytes.unwrap_or(0) as u64;
-                summary.oldest_waiting_queued_at = match (summary.oldest_waiting_queued_at, oldest)
-                {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
         }
         Ok(summary)
     }

@@ -78,3 +78,87 @@ fn ids_are_never_reused_after_a_purge() {
         vec![Registered::Queued(4)]
     );
 }
+
+/// The tallies the triggers keep, against a count of the rows themselves.
+fn tallies_match_the_rows(q: &Queue) {
+    let counted: Vec<(String, String, String, i64, i64)> = q
+        .select(
+            "SELECT spool, destination, state, COUNT(*), SUM(size) FROM files
+             WHERE superseded_by IS NULL GROUP BY spool, destination, state
+             ORDER BY spool, destination, state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    let tallied: Vec<(String, String, String, i64, i64)> = q
+        .tallies()
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                t.spool,
+                t.destination,
+                t.state.as_str().to_string(),
+                t.files as i64,
+                t.bytes as i64,
+            )
+        })
+        .collect();
+    assert_eq!(tallied, counted);
+}
+
+#[test]
+fn the_tallies_follow_every_write_of_a_row() {
+    let (_d, mut q) = open();
+    register(
+        &mut q,
+        &[file("a", 10), file("b", 20), file("c", 30), file("d", 40)],
+        10,
+    );
+    tallies_match_the_rows(&q);
+    q.claim(3, 10, Duration::from_secs(60)).unwrap();
+    tallies_match_the_rows(&q);
+    q.mark_done(1, 1, &delivered("e"), None, 50).unwrap();
+    q.mark_source_finished(1, SourceOutcome::Deleted, 50)
+        .unwrap();
+    q.mark_failed(Ended::unsent(2, 1), "AccessDenied", Failure::Refused, 51)
+        .unwrap();
+    q.release(Ended::unsent(3, 1), "SlowDown", 52, 52).unwrap();
+    tallies_match_the_rows(&q);
+    // A failed row's file comes again, changed: the new row supersedes the failed one.
+    let mut b = file("b", 25);
+    b.stamp.mtime_ns = 2;
+    register(&mut q, &[b], 60);
+    assert!(q.get(2).unwrap().unwrap().superseded_by.is_some());
+    tallies_match_the_rows(&q);
+    q.retry_failed(61).unwrap();
+    q.purge_done(100, |_| false, false, 0).unwrap();
+    tallies_match_the_rows(&q);
+    let counts = q.summary().unwrap().counts;
+    assert_eq!(
+        counts,
+        Counts {
+            pending: 3,
+            active: 0,
+            done: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(q.waiting_counts().unwrap(), counts);
+}
+
+#[test]
+fn the_oldest_waiting_row_is_the_first_that_came_even_if_the_clock_went_back() {
+    let (_d, mut q) = open();
+    register(&mut q, &[file("a", 1)], 5_000);
+    // The clock jumped back an hour before "b" came: "a" still waited longest.
+    register(&mut q, &[file("b", 1)], 1_000);
+    assert_eq!(q.summary().unwrap().oldest_waiting_queued_at, Some(5_000));
+    // In flight, "b" is the oldest waiting by its own time.
+    let claimed = q.claim(2, 6_000, Duration::from_secs(60)).unwrap();
+    assert_eq!(claimed.len(), 2);
+    let a = claimed.iter().find(|r| r.id == 1).unwrap();
+    q.release(Ended::unsent(1, a.claim), "SlowDown", 6_000, 6_000)
+        .unwrap();
+    assert_eq!(q.summary().unwrap().oldest_waiting_queued_at, Some(1_000));
+}

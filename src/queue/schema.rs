@@ -288,6 +288,47 @@ const MIGRATIONS: &[&str] = &[
         done_before INTEGER NOT NULL           -- unix milliseconds
     ) WITHOUT ROWID;
     "#,
+    // 14: rows per spool, destination and state, kept by triggers in the writes' own
+    // transactions: `status` and the metrics count without a walk over millions of rows.
+    // Superseded rows (failed rows a newer row of their file replaced) are not counted.
+    r#"
+    CREATE TABLE tallies (
+        spool       TEXT    NOT NULL,
+        destination TEXT    NOT NULL,
+        state       TEXT    NOT NULL,
+        files       INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL,          -- the rows' source sizes
+        PRIMARY KEY (spool, destination, state)
+    ) WITHOUT ROWID;
+    INSERT INTO tallies (spool, destination, state, files, bytes)
+        SELECT spool, destination, state, COUNT(*), SUM(size) FROM files
+        WHERE superseded_by IS NULL GROUP BY spool, destination, state;
+    CREATE TRIGGER tally_insert AFTER INSERT ON files WHEN NEW.superseded_by IS NULL
+    BEGIN
+        INSERT INTO tallies (spool, destination, state, files, bytes)
+            VALUES (NEW.spool, NEW.destination, NEW.state, 1, NEW.size)
+            ON CONFLICT DO UPDATE SET files = files + 1, bytes = bytes + excluded.bytes;
+    END;
+    CREATE TRIGGER tally_delete AFTER DELETE ON files WHEN OLD.superseded_by IS NULL
+    BEGIN
+        UPDATE tallies SET files = files - 1, bytes = bytes - OLD.size
+            WHERE spool = OLD.spool AND destination = OLD.destination AND state = OLD.state;
+    END;
+    CREATE TRIGGER tally_update
+        AFTER UPDATE OF spool, destination, state, size, superseded_by ON files
+        WHEN OLD.spool IS NOT NEW.spool OR OLD.destination IS NOT NEW.destination
+          OR OLD.state IS NOT NEW.state OR OLD.size IS NOT NEW.size
+          OR OLD.superseded_by IS NOT NEW.superseded_by
+    BEGIN
+        UPDATE tallies SET files = files - 1, bytes = bytes - OLD.size
+            WHERE OLD.superseded_by IS NULL
+              AND spool = OLD.spool AND destination = OLD.destination AND state = OLD.state;
+        INSERT INTO tallies (spool, destination, state, files, bytes)
+            SELECT NEW.spool, NEW.destination, NEW.state, 1, NEW.size
+            WHERE NEW.superseded_by IS NULL
+            ON CONFLICT DO UPDATE SET files = files + 1, bytes = bytes + excluded.bytes;
+    END;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
@@ -327,6 +368,12 @@ const INDEXES: &str = "
     -- another inode and moved is found without a walk.
     CREATE INDEX IF NOT EXISTS files_vanished_alike ON files (spool, size, mtime_ns)
         WHERE state = 'failed' AND failure = 'vanished';
+    -- Delivered rows by when: `status` counts the last hour's without a walk.
+    CREATE INDEX IF NOT EXISTS files_done_at ON files (done_at) WHERE state = 'done';
+    -- Rows not delivered that carry an error, latest first: `status` names the latest
+    -- without a walk over every row waiting.
+    CREATE INDEX IF NOT EXISTS files_erring ON files (updated_at)
+        WHERE last_error IS NOT NULL AND state != 'done';
 ";
 
 /// Brings the schema up to date. Safe to run on every open, by the daemon and the CLI alike.
@@ -438,6 +485,57 @@ mod tests {
             .unwrap();
         assert_eq!(uuid.len(), 32);
         assert!(uuid.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn version_14_tallies_the_rows_it_finds_and_the_triggers_keep_them() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..13] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 13).unwrap();
+        let row = |id: i64, state: &str, size: i64, superseded_by: Option<i64>| {
+            conn.execute(
+                "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
+                     size, mtime_ns, inode, next_attempt_at, queued_at, updated_at,
+                     superseded_by)
+                 VALUES (?1, 's', ?1, '/s', 'd', 'b', 'k', ?2, ?3, 1, 1, 0, 0, 0, ?4)",
+                rusqlite::params![id, state, size, superseded_by],
+            )
+            .unwrap();
+        };
+        row(1, "pending", 10, None);
+        row(2, "pending", 20, None);
+        row(3, "done", 30, None);
+        row(4, "failed", 40, Some(2));
+        migrate(&mut conn).unwrap();
+        let tallies = |conn: &Connection| -> Vec<(String, i64, i64)> {
+            conn.prepare("SELECT state, files, bytes FROM tallies WHERE files > 0 ORDER BY state")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(
+            tallies(&conn),
+            [("done".into(), 1, 30), ("pending".into(), 2, 30)],
+            "the superseded row is not counted"
+        );
+        conn.execute_batch(
+            "UPDATE files SET state = 'done' WHERE id = 1;
+             UPDATE files SET superseded_by = NULL WHERE id = 4;
+             DELETE FROM files WHERE id = 3;",
+        )
+        .unwrap();
+        assert_eq!(
+            tallies(&conn),
+            [
+                ("done".into(), 1, 10),
+                ("failed".into(), 1, 40),
+                ("pending".into(), 1, 20)
+            ]
+        );
     }
 
     #[test]
