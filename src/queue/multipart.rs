@@ -129,7 +129,8 @@ impl Queue {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, destination, key, upload_id FROM files WHERE upload_id IS NOT NULL",
+                "SELECT id, destination, key, upload_id FROM files INDEXED BY files_uploading
+                 WHERE upload_id IS NOT NULL",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -172,16 +173,28 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Whether some row of `destination` has this object key, or had it until a purge not
-    /// long ago (so an upload under it is ours).
-    pub fn has_key(&self, destination: &str, key: &str) -> Result<bool> {
-        self.conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM files WHERE destination = ?1 AND key = ?2)
-                     OR EXISTS (SELECT 1 FROM purged_keys WHERE destination = ?1 AND key = ?2)",
-            )
-            .and_then(|mut s| s.query_row(params![destination, key], |r| r.get(0)))
-            .map_err(|e| self.err(e))
+    /// Which of `keys` some row of `destination` has, or had until a purge not long ago
+    /// (an upload under one is ours). All at once: the rows hold no index by key, and a
+    /// sweep walks them once however many uploads it asks about.
+    pub fn known_keys(
+        &self,
+        destination: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let keys = serde_json::to_string(keys).expect("strings serialise");
+        let known = self.select(
+            "SELECT DISTINCT key FROM files
+             WHERE destination = ?1 AND key IN (SELECT value FROM json_each(?2))
+             UNION
+             SELECT key FROM purged_keys
+             WHERE destination = ?1 AND key IN (SELECT value FROM json_each(?2))",
+            params![destination, keys],
+            |r| r.get::<_, String>(0),
+        )?;
+        Ok(known.into_iter().collect())
     }
 
     /// Forgets the keys purged from `destination` before `before_ms`: a sweep that could

@@ -52,8 +52,10 @@ fn multipart_progress_is_recorded_and_cleared_with_the_upload() {
     let done = q.get(1).unwrap().unwrap();
     assert_eq!((done.upload_id, q.parts(1).unwrap().len()), (None, 0));
     assert!(q.recorded_uploads().unwrap().is_empty());
-    assert!(q.has_key("lake", "k/big-1").unwrap());
-    assert!(!q.has_key("lake", "k/other").unwrap());
+    let asked = ["k/big-1".to_string(), "k/other".to_string()];
+    let known = q.known_keys("lake", &asked).unwrap();
+    assert_eq!(known, ["k/big-1".to_string()].into_iter().collect());
+    assert!(q.known_keys("elsewhere", &asked).unwrap().is_empty());
 }
 
 #[test]

@@ -198,7 +198,8 @@ impl Queue {
         }
         // The deliveries of the window: a range of the `files_done_at` index.
         let recent = self.select(
-            "SELECT spool, COUNT(*), SUM(COALESCE(object_size, size)) FROM files
+            "SELECT spool, COUNT(*), SUM(COALESCE(object_size, size))
+             FROM files INDEXED BY files_done_at
              WHERE state = 'done' AND done_at >= ?1 AND superseded_by IS NULL GROUP BY spool",
             [since_ms],
             |r| {
@@ -220,7 +221,7 @@ impl Queue {
             "SELECT spool, last_error FROM (
                  SELECT spool, last_error, ROW_NUMBER() OVER (
                      PARTITION BY spool ORDER BY updated_at DESC, id DESC) AS n
-                 FROM files
+                 FROM files INDEXED BY files_erring
                  WHERE last_error IS NOT NULL AND state != 'done')
              WHERE n = 1",
             [],
@@ -332,7 +333,8 @@ impl Queue {
     /// The most recently updated rows that carry an error.
     pub fn latest_errors(&self, limit: u64) -> Result<Vec<FileRow>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM files WHERE last_error IS NOT NULL AND state != 'done'
+            "SELECT {COLUMNS} FROM files INDEXED BY files_erring
+             WHERE last_error IS NOT NULL AND state != 'done'
              AND superseded_by IS NULL ORDER BY updated_at DESC, id DESC LIMIT ?1"
         );
         self.select(&sql, [limit as i64], FileRow::from_row)

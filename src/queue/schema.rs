@@ -368,6 +368,12 @@ const INDEXES: &str = "
     -- another inode and moved is found without a walk.
     CREATE INDEX IF NOT EXISTS files_vanished_alike ON files (spool, size, mtime_ns)
         WHERE state = 'failed' AND failure = 'vanished';
+    -- Rows with an open multipart upload (few): the sweeps ask for them every hour.
+    CREATE INDEX IF NOT EXISTS files_uploading ON files (id) WHERE upload_id IS NOT NULL;
+    -- Sources finished before outcomes were recorded (schema 5; none since): each start
+    -- fills them in without a walk over every row.
+    CREATE INDEX IF NOT EXISTS files_outcome_unknown ON files (spool)
+        WHERE source_finished_at IS NOT NULL AND source_outcome IS NULL;
     -- Delivered rows by when: `status` counts the last hour's without a walk.
     CREATE INDEX IF NOT EXISTS files_done_at ON files (done_at) WHERE state = 'done';
     -- Rows not delivered that carry an error, latest first: `status` names the latest

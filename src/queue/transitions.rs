@@ -312,7 +312,7 @@ impl Queue {
     pub fn backfill_outcomes(&mut self, spool: &str, outcome: SourceOutcome) -> Result<usize> {
         self.conn
             .execute(
-                "UPDATE files SET source_outcome = ?2
+                "UPDATE files INDEXED BY files_outcome_unknown SET source_outcome = ?2
                  WHERE spool = ?1 AND source_finished_at IS NOT NULL AND source_outcome IS NULL",
                 params![spool, outcome],
             )
