@@ -13,6 +13,10 @@ Scenarios (counts for the full run; --quick shrinks them so CI keeps the script 
   intake    100,000 files registered by the start-up scan with the spool paused
   latency   drop-to-readable time of single files (settle = 0s)
   idle      CPU of a daemon watching 10 empty spools
+  waiting   1,000,000 files waiting in a paused spool: peak RSS, status and list
+  history   10,000,000 delivered rows (made with SQL): intake, sending and status
+            against the same on an empty queue
+  soak      30 minutes of producers, faults, SIGHUPs and an operator (moto, versioned)
 Every tool gets fresh random bytes: garage deduplicates identical blocks.
 """
 import argparse
@@ -281,7 +285,9 @@ secret_access_key = "{SECRET}"
     def counts(self):
         db = sqlite3.connect(f"file:{self.dir}/state/queue.db?mode=ro", uri=True, timeout=10)
         try:
-            return dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+            # The tallies (schema 14): a count of ten million rows every 20 ms would take
+            # the cores from the daemon measured.
+            return dict(db.execute("SELECT state, SUM(files) FROM tallies GROUP BY state").fetchall())
         finally:
             db.close()
 
@@ -412,12 +418,12 @@ def small_files(res, args, work, server, endpoint, scenario, count, transfers_li
     res.add(scenario, "s3spool (defaults)", count / (t1 - t0), "files/s", cpu / count * 1000, rss,
             scpu / count * 1000, relay_note(relay, rcpu0, count))
     if scenario == "small":
-        # The audit of what was just delivered: one HEAD per row.
+        # The audit of what was just delivered (listing pages; a HEAD for any they miss).
         scpu0 = server.cpu()
         elapsed, vcpu, vrss = run_measured(
             [S3SPOOL, "--config", sp.config, "verify", "--all", "--json"])
         res.add("verify", "s3spool verify --all", count / elapsed, "rows/s", vcpu / count * 1000,
-                vrss, (server.cpu() - scpu0) / count * 1000, f"{count:,} delivered rows, HEAD each")
+                vrss, (server.cpu() - scpu0) / count * 1000, f"{count:,} delivered rows, by listing pages")
     # rclone at each --transfers.
     conf = rclone_conf(work, endpoint, run_id)
     for transfers in transfers_list:
@@ -628,6 +634,229 @@ def idle(res, args, work, server, seconds):
     res.add("idle", "s3spool, 10 spools", cpu / elapsed * 100, "% of a core", note=f"over {seconds:.0f} s")
 
 
+def history(res, args, work, server, rows, count):
+    """A queue that keeps a long history: `rows` delivered rows (made with SQL, not real
+    files), then `count` files registered by the start-up scan and sent, and `status`,
+    each against the same on an empty queue: the history must not slow intake or claims."""
+    figures = {}
+    for held in (0, rows):
+        run_id = f"history{held}-{int(time.time())}"
+        sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool")
+        sp.start()
+        sp.stop()
+        sp.cli("pause", "s0")
+        if held:
+            t = time.monotonic()
+            db = sqlite3.connect(sp.dir / "state/queue.db")
+            now_ms = int(time.time() * 1000)
+            # Delivered within the default `history` (30 days): the daemon keeps them.
+            db.execute("""
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                INSERT INTO files (spool, rel_path, path, destination, bucket, key, state, size,
+                    mtime_ns, inode, next_attempt_at, queued_at, updated_at, done_at,
+                    source_finished_at, etag, sha256, source_outcome, object_size, format)
+                SELECT 's0', 'old/f' || i, ?2 || '/old/f' || i, 'bench', ?3, 'old/f' || i,
+                    'done', 4096, 1, i, 0, ?4 - ?1 + i, ?4 - ?1 + i, ?4 - ?1 + i, ?4 - ?1 + i,
+                    '"e"', 'sha', 'deleted', 4096, 'raw' FROM n""",
+                       (held, str(sp.spools[0]), BUCKET, now_ms - 86_400_000))
+            db.commit()
+            db.close()
+            print(f"  history: {held:,} delivered rows made in {time.monotonic() - t:.0f} s", flush=True)
+        make_files(sp.spools[0], count, 4096, depth=1)
+        t0 = time.monotonic()
+        sp.start()
+        t1 = sp.wait_registered(held + count, timeout=3600)
+        intake_cpu = sp.cpu()
+        cpu0 = sp.cpu()
+        t2 = time.monotonic()
+        sp.cli("resume", "s0")
+        t3 = sp.wait("done", held + count, timeout=3600)
+        send_cpu = sp.cpu() - cpu0
+        ts = time.monotonic()
+        subprocess.run([S3SPOOL, "--config", sp.config, "status"], check=True, stdout=subprocess.DEVNULL)
+        status_s = time.monotonic() - ts
+        rss = sp.rss()
+        size = sum(f.stat().st_size for f in (sp.dir / "state").glob("queue.db*"))
+        sp.stop()
+        figures[held] = dict(intake=count / (t1 - t0), send=count / (t3 - t2), status=status_s,
+                             intake_cpu=intake_cpu / count * 1000, send_cpu=send_cpu / count * 1000,
+                             rss=rss, size=size)
+    for held in (0, rows):
+        f = figures[held]
+        what = f"{held:,} rows delivered before" if held else "an empty queue"
+        res.add("history", f"intake, {what}", f["intake"], "files/s", f["intake_cpu"], f["rss"],
+                note=f"{count:,} files by the start-up scan; queue {f['size'] / 2**20:,.0f} MiB")
+        res.add("history", f"sent, {what}", f["send"], "files/s", f["send_cpu"], f["rss"],
+                note=f"status {f['status']:.2f} s")
+
+
+class Sampler:
+    """The daemon's RSS, open descriptors and WAL size every `every` seconds."""
+
+    def __init__(self, sp, every=2.0):
+        self.sp, self.every, self.samples = sp, every, []
+        self.stop_flag = False
+        import threading
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        wal = self.sp.dir / "state/queue.db-wal"
+        while not self.stop_flag:
+            pid = self.sp.proc.pid
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                rss = int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) / 1024
+                fds = len(os.listdir(f"/proc/{pid}/fd"))
+                self.samples.append((time.monotonic(), rss, fds, wal.stat().st_size / 2**20 if wal.exists() else 0))
+            except (OSError, StopIteration):
+                pass
+            time.sleep(self.every)
+
+    def stop(self):
+        self.stop_flag = True
+        self.thread.join()
+
+    def thirds(self, column):
+        """The highest value of `column` (1 RSS, 2 fds, 3 WAL) in the first and last third."""
+        n = len(self.samples)
+        third = max(1, n // 3)
+        first = max(s[column] for s in self.samples[:third])
+        last = max(s[column] for s in self.samples[-third:])
+        return first, last
+
+
+def soak(res, args, work, seconds):
+    """Producers write small and multipart-sized files into a raw and a gzip spool for
+    `seconds`, through a relay that cuts 2 % of requests or their answers; a SIGHUP every
+    minute (every 5 s in the quick run); an operator runs `status` and `list` every few
+    seconds. Then: every file once and intact in a versioned bucket (moto's), read back by
+    boto3, and RSS, descriptors and WAL flat."""
+    import gzip
+    import hashlib
+    import threading
+    soak_dir = work / "soak"
+    soak_dir.mkdir()
+    server = Server("moto", soak_dir, None, None)
+    try:
+        server.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        counts_file = soak_dir / "faults.json"
+        fport = free_port()
+        faults = subprocess.Popen(
+            [sys.executable, REPO / "bench/faults.py", str(fport), f"127.0.0.1:{server.port}", "2", counts_file],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        faults.stdout.readline()
+        wait_port(fport, "faults")
+        run_id = f"soak-{int(time.time())}"
+        prefix = f"{run_id}/s3spool"
+        sp = Spool(soak_dir, run_id, f"http://127.0.0.1:{fport}", prefix, spools=2,
+                   extra='[destinations.bench.upload]\nmultipart_threshold = "5MiB"\npart_size = "5MiB"')
+        # The second spool gzips what it sends (under the source's name: {path}).
+        sp.config.write_text(sp.config.read_text() + 'format = "gzip"\n')
+        sp.start()
+        sampler = Sampler(sp)
+        produced = {}  # key -> (sha256 of the source, gzip?)
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def produce(spool_index):
+            staging = soak_dir / f"staging{spool_index}"
+            staging.mkdir()
+            spool = sp.spools[spool_index]
+            i, last_big = 0, time.monotonic()
+            while not stop.is_set():
+                i += 1
+                big = time.monotonic() - last_big > (60 if not args.quick else 10)
+                if big:
+                    last_big = time.monotonic()
+                folder = f"d{i % 10}"
+                if spool_index == 0:
+                    name = f"f{i:07d}.bin"
+                    data = os.urandom(11 << 20 if big else random.randint(1, 8192))
+                    key = f"{prefix}/s0/{folder}/{name}"
+                else:
+                    name = f"f{i:07d}.csv"
+                    n = 200_000 if big else random.randint(1, 50)
+                    data = "".join(f"{i},{j},{random.random()}\n" for j in range(n)).encode()
+                    key = f"{prefix}/s1/{folder}/{name}"
+                (staging / name).write_bytes(data)
+                (spool / folder).mkdir(exist_ok=True)
+                os.rename(staging / name, spool / folder / name)
+                with lock:
+                    produced[key] = (hashlib.sha256(data).hexdigest(), spool_index == 1)
+                time.sleep(0.05)
+
+        refused = []
+        operator_calls = [0]
+
+        def operate():
+            while not stop.is_set():
+                for cmd in (["status"], ["list", "--limit", "20"]):
+                    out = subprocess.run([S3SPOOL, "--config", sp.config, *cmd], capture_output=True, text=True)
+                    operator_calls[0] += 1
+                    if out.returncode != 0:
+                        refused.append(f"{' '.join(cmd)}: {out.returncode} {out.stderr.strip()[:200]}")
+                time.sleep(3)
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in (0, 1)]
+        threads.append(threading.Thread(target=operate))
+        for t in threads:
+            t.start()
+        cpu0 = sp.cpu()
+        t0 = time.monotonic()
+        hups = 0
+        hup_every = 5 if args.quick else 60
+        while time.monotonic() - t0 < seconds:
+            time.sleep(hup_every)
+            sp.proc.send_signal(signal.SIGHUP)
+            hups += 1
+        stop.set()
+        for t in threads:
+            t.join()
+        total = len(produced)
+        sp.wait("done", total, timeout=600)
+        cpu = sp.cpu() - cpu0
+        elapsed = time.monotonic() - t0
+        sampler.stop()
+        rss = sp.rss()
+        sp.stop()
+        faults.terminate()
+        faults.wait(10)
+        fault_counts = json.loads(counts_file.read_text())
+
+        # The independent reader: every version of every object under the prefix.
+        versions = {}
+        for page in server.s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
+            for v in page.get("Versions", []):
+                versions.setdefault(v["Key"], []).append(v)
+        problems = []
+        twice = [k for k, vs in versions.items() if len(vs) > 1]
+        problems += [f"written {len(versions[k])} times: {k}" for k in twice]
+        problems += [f"missing: {k}" for k in produced if k not in versions]
+        problems += [f"no file made it: {k}" for k in versions if k not in produced]
+        for key, (sha, gzipped) in produced.items():
+            if key not in versions:
+                continue
+            body = server.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            if gzipped:
+                body = gzip.decompress(body)
+            if hashlib.sha256(body).hexdigest() != sha:
+                problems.append(f"bytes differ: {key}")
+        if problems or refused:
+            sys.exit("bench: the soak found problems:\n" + "\n".join(problems[:50] + refused[:20]))
+        (r1, r2), (f1, f2), (w1, w2) = sampler.thirds(1), sampler.thirds(2), sampler.thirds(3)
+        res.add("soak", "s3spool, raw and gzip spools", total / elapsed, "files/s", cpu / total * 1000, rss,
+                note=f"{elapsed / 60:.0f} min, {total:,} files each once and intact ({len(versions):,} keys, "
+                     f"one version each); {fault_counts['cut_requests']} requests cut and "
+                     f"{fault_counts['lost_answers']} answers lost of {fault_counts['requests']:,}; "
+                     f"{hups} SIGHUPs; {operator_calls[0]} operator calls, none refused; "
+                     f"RSS {r1:.0f} -> {r2:.0f} MiB, fds {f1} -> {f2}, WAL {w1:.1f} -> {w2:.1f} MiB "
+                     f"(first third -> last third, highest)")
+        res.soak = dict(rss=(r1, r2), fds=(f1, f2), wal=(w1, w2))
+    finally:
+        server.stop()
+
+
 # --- report ----------------------------------------------------------------------------
 
 def machine():
@@ -714,6 +943,19 @@ def target_lines(res):
     r = row("waiting", "s3spool")
     if r:
         check("peak RSS with files waiting", f"{r['figure']:.0f}", "<= 128", r["figure"] <= 128, " MiB")
+    rows_h = [r for r in res.rows if r["scenario"] == "history"]
+    for what in ("intake", "sent"):
+        pair = [r for r in rows_h if r["tool"].startswith(what)]
+        if len(pair) == 2:
+            base, full = (pair[0], pair[1]) if "empty" in pair[0]["tool"] else (pair[1], pair[0])
+            check(f"{what} with a long history, against an empty queue", f"{full['figure'] / base['figure']:.2f}",
+                  ">= 0.90", full["figure"] >= 0.9 * base["figure"], "x")
+    soak_figures = getattr(res, "soak", None)
+    if soak_figures:
+        for what, unit, slack in (("rss", " MiB", 8), ("fds", "", 4), ("wal", " MiB", 4)):
+            first, last = soak_figures[what]
+            check(f"soak, highest {what.upper()} in the last third against the first", f"{first:.0f} -> {last:.0f}",
+                  f"<= first x 1.2 + {slack}", last <= first * 1.2 + slack, unit)
     r = row("intake", "s3spool")
     if r:
         check("intake", f"{r['figure']:,.0f}", ">= 50,000", r["figure"] >= 50_000, " files/s")
@@ -769,7 +1011,7 @@ def main():
     p.add_argument("--s3spool", required=True, help="the s3spool binary")
     p.add_argument("--aws", help="the aws binary (awscli); without it awscli is left out")
     p.add_argument("--out", default=str(REPO / "bench/RESULTS.md"))
-    p.add_argument("--only", help="comma-separated scenarios: small,wan,large,bwlimit,intake,latency,idle,waiting")
+    p.add_argument("--only", help="comma-separated scenarios: small,wan,large,bwlimit,intake,latency,idle,waiting,history,soak")
     p.add_argument("--skip-wan", action="store_true")
     args = p.parse_args()
     S3SPOOL = args.s3spool
@@ -778,6 +1020,7 @@ def main():
     counts = dict(small=300 if q else 10_000, wan=200 if q else 2_000, large=(64 << 20) if q else (2 << 30),
                   intake=3_000 if q else 100_000, latency=10 if q else 100, idle=3 if q else 60,
                   waiting=20_000 if q else 1_000_000,
+                  history=100_000 if q else 10_000_000, soak=60 if q else 1800,
                   bwlimit=(16 << 20) if q else (256 << 20))
     only = set(args.only.split(",")) if args.only else set(counts)
     if args.skip_wan:
@@ -808,6 +1051,10 @@ def main():
             waiting(res, args, work, server, counts["waiting"])
         if "idle" in only:
             idle(res, args, work, server, counts["idle"])
+        if "history" in only:
+            history(res, args, work, server, counts["history"], 500 if q else 20_000)
+        if "soak" in only:
+            soak(res, args, work, counts["soak"])
         small_rows = [r for r in res.rows if r["scenario"] == "small" and r["server_cpu"]]
         if small_rows:
             per_put = statistics.median(r["server_cpu"] for r in small_rows) / 1000
