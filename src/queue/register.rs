@@ -568,7 +568,7 @@ impl Registrar<'_> {
             Err(reason) => (None, Some(reason)),
         };
         tx.prepare_cached(
-            "INSERT INTO files (id, spool, rel_path, path, destination, bucket, state, size,
+            "INSERT OR FAIL INTO files (id, spool, rel_path, path, destination, bucket, state, size,
              mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at, key, last_error,
              failure)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, IIF(?12 IS NULL, 'pending', 'failed'), ?7, ?8, ?9,

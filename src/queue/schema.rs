@@ -291,6 +291,10 @@ const MIGRATIONS: &[&str] = &[
     // 14: rows per spool, destination and state, kept by triggers in the writes' own
     // transactions: `status` and the metrics count without a walk over millions of rows.
     // Superseded rows (failed rows a newer row of their file replaced) are not counted.
+    // No upsert and every step OR FAIL: a trigger step that may abort makes SQLite copy
+    // every page a write to `files` touches into a statement journal first (an upsert's
+    // DO UPDATE always may), which doubled the cost of registering a file. The hot writes
+    // to `files` are OR FAIL too (see `Queue::in_transaction`).
     r#"
     CREATE TABLE tallies (
         spool       TEXT    NOT NULL,
@@ -305,13 +309,16 @@ const MIGRATIONS: &[&str] = &[
         WHERE superseded_by IS NULL GROUP BY spool, destination, state;
     CREATE TRIGGER tally_insert AFTER INSERT ON files WHEN NEW.superseded_by IS NULL
     BEGIN
-        INSERT INTO tallies (spool, destination, state, files, bytes)
-            VALUES (NEW.spool, NEW.destination, NEW.state, 1, NEW.size)
-            ON CONFLICT DO UPDATE SET files = files + 1, bytes = bytes + excluded.bytes;
+        INSERT OR FAIL INTO tallies (spool, destination, state, files, bytes)
+            SELECT NEW.spool, NEW.destination, NEW.state, 0, 0
+            WHERE NOT EXISTS (SELECT 1 FROM tallies WHERE spool = NEW.spool
+                              AND destination = NEW.destination AND state = NEW.state);
+        UPDATE OR FAIL tallies SET files = files + 1, bytes = bytes + NEW.size
+            WHERE spool = NEW.spool AND destination = NEW.destination AND state = NEW.state;
     END;
     CREATE TRIGGER tally_delete AFTER DELETE ON files WHEN OLD.superseded_by IS NULL
     BEGIN
-        UPDATE tallies SET files = files - 1, bytes = bytes - OLD.size
+        UPDATE OR FAIL tallies SET files = files - 1, bytes = bytes - OLD.size
             WHERE spool = OLD.spool AND destination = OLD.destination AND state = OLD.state;
     END;
     CREATE TRIGGER tally_update
@@ -320,13 +327,17 @@ const MIGRATIONS: &[&str] = &[
           OR OLD.state IS NOT NEW.state OR OLD.size IS NOT NEW.size
           OR OLD.superseded_by IS NOT NEW.superseded_by
     BEGIN
-        UPDATE tallies SET files = files - 1, bytes = bytes - OLD.size
+        UPDATE OR FAIL tallies SET files = files - 1, bytes = bytes - OLD.size
             WHERE OLD.superseded_by IS NULL
               AND spool = OLD.spool AND destination = OLD.destination AND state = OLD.state;
-        INSERT INTO tallies (spool, destination, state, files, bytes)
-            SELECT NEW.spool, NEW.destination, NEW.state, 1, NEW.size
+        INSERT OR FAIL INTO tallies (spool, destination, state, files, bytes)
+            SELECT NEW.spool, NEW.destination, NEW.state, 0, 0
             WHERE NEW.superseded_by IS NULL
-            ON CONFLICT DO UPDATE SET files = files + 1, bytes = bytes + excluded.bytes;
+              AND NOT EXISTS (SELECT 1 FROM tallies WHERE spool = NEW.spool
+                              AND destination = NEW.destination AND state = NEW.state);
+        UPDATE OR FAIL tallies SET files = files + 1, bytes = bytes + NEW.size
+            WHERE NEW.superseded_by IS NULL
+              AND spool = NEW.spool AND destination = NEW.destination AND state = NEW.state;
     END;
     "#,
 ];

@@ -119,7 +119,7 @@ pub(super) const NEXT_IN_SPOOL: &str = "SELECT next_attempt_at
 /// must run alone first.
 pub(super) fn claim_sql() -> String {
     format!(
-        "UPDATE files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
+        "UPDATE OR FAIL files SET state = 'active', attempts = attempts + 1, claim = claim + 1,
              lease_until = :lease_until, updated_at = :now
          WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'pending'
            AND NOT EXISTS ({})
@@ -721,7 +721,7 @@ fn done_in(
 ) -> rusqlite::Result<bool> {
     let updated = tx
             .prepare_cached(
-                "UPDATE files SET state = 'done', interruptions = 0, maybe_sent = 0, etag = ?3, sha256 = ?4, object_size = ?5,
+                "UPDATE OR FAIL files SET state = 'done', interruptions = 0, maybe_sent = 0, etag = ?3, sha256 = ?4, object_size = ?5,
                      rows = ?6, format = ?7, last_error = NULL, lease_until = NULL,
                      upload_id = NULL, part_size = NULL, done_at = ?8, updated_at = ?8,
                      source_sha256 = ?9
