@@ -732,14 +732,19 @@ impl Queue {
 
     /// Runs `f` in an immediate transaction and commits it. Inside a transaction already
     /// open (a group, see [`SharedQueue::grouped`]) it runs in a savepoint instead: its
-    /// changes are undone alone if it fails, and made durable by the group's commit.
+    /// changes are undone alone if it fails (all of the group's, if SQLite rolled back
+    /// the whole transaction: a full disk, no memory), and made durable by the group's
+    /// commit.
     ///
     /// Because a failure here undoes the whole of `f`, the writes to `files` made once per
     /// file (registration, claim, done) are `OR FAIL`: with ABORT, a write that fires the
     /// tally triggers makes SQLite copy every page it touches into a statement journal
     /// first, to undo that one statement alone, which doubled the cost of each. Only a
-    /// write that always runs inside this may be OR FAIL (in autocommit, FAIL would keep
-    /// a multi-row statement's first rows).
+    /// statement that always runs inside this may be OR FAIL (in autocommit, FAIL would
+    /// keep a multi-row statement's first rows), and it calls no SQL function (a call may
+    /// abort too, and brings the journal back). The triggers' own steps are OR FAIL for
+    /// every write, autocommit too: they cannot fail on a constraint (the insert is
+    /// guarded by NOT EXISTS, and nothing they write is NULL).
     fn in_transaction<T>(
         &mut self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,

@@ -147,11 +147,30 @@ impl Queue {
             queue: self,
             open: true,
         };
+        let mut lost: Option<QueueError> = None;
         let replies: Vec<Reply> = jobs
             .into_iter()
-            .map(|job| job(Ok(&mut *group.queue)))
+            .map(|job| {
+                // A full disk, no memory or an I/O error makes SQLite roll back the whole
+                // transaction, not just the savepoint of the job that met it. The jobs
+                // after it must not run in transactions of their own (they would commit
+                // while the group's COMMIT fails, and their callers hear of a failure).
+                if lost.is_none() && group.queue.conn.is_autocommit() {
+                    lost = Some(group.queue.err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some("an earlier change of its group ended the transaction".into()),
+                    )));
+                }
+                match &lost {
+                    Some(lost) => job(Err(lost)),
+                    None => job(Ok(&mut *group.queue)),
+                }
+            })
             .collect();
-        let committed = group.queue.run_cached("COMMIT");
+        let committed = match lost {
+            Some(lost) => Err(lost.cause),
+            None => group.queue.run_cached("COMMIT"),
+        };
         let failed = match committed {
             Ok(()) => {
                 group.open = false;
@@ -237,5 +256,76 @@ mod tests {
             queue.call(|q| Ok(q.conn.is_autocommit())).await.unwrap(),
             "no transaction left open"
         );
+    }
+
+    /// Job `n` of a group: sets `attempts` of row `n` to 7, and row 2's job writes a
+    /// megabyte more than the disk has room for; its result lands in `results[n - 1]`.
+    fn job(n: i64, results: &Arc<Mutex<Vec<Option<bool>>>>) -> Job {
+        let results = Arc::clone(results);
+        Box::new(move |queue| {
+            let outcome = queue.map_err(|e| e.again()).and_then(|q| {
+                q.in_transaction(|c| {
+                    c.execute("UPDATE files SET attempts = 7 WHERE id = ?1", [n])?;
+                    if n == 2 {
+                        c.execute(
+                            "UPDATE files SET last_error = ?2 WHERE id = ?1",
+                            rusqlite::params![n, vec![b'x'; 1 << 20]],
+                        )?;
+                    }
+                    Ok(())
+                })
+            });
+            Box::new(move |commit: Option<&QueueError>| {
+                lock(&results)[n as usize - 1] = Some(outcome.is_ok() && commit.is_none());
+            })
+        })
+    }
+
+    #[test]
+    fn a_full_disk_in_a_group_fails_every_change_of_it_and_commits_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let mut queue = Queue::open(&path).unwrap();
+        let files: Vec<NewFile> = (0..3).map(|i| file(&format!("f{i}"), 1)).collect();
+        queue
+            .register(
+                &files,
+                SpoolRules::default(),
+                1,
+                |f, _| Ok(f.rel_path.clone()),
+                |_, _, _| false,
+            )
+            .unwrap();
+        // The disk is full: the database may not grow by one page. SQLite then rolls back
+        // the whole group transaction when job 2 writes, not only job 2's savepoint.
+        let pages: i64 = queue
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        queue
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .unwrap();
+        let results = Arc::new(Mutex::new(vec![None; 3]));
+        queue.commit_group((1..=3).map(|n| job(n, &results)).collect());
+        // Every caller hears of a failure, and none of the changes is in the queue: job 3
+        // did not commit on its own after the group's transaction was gone.
+        assert_eq!(*lock(&results), vec![Some(false); 3]);
+        let other = rusqlite::Connection::open(&path).unwrap();
+        let changed: i64 = other
+            .query_row("SELECT COUNT(*) FROM files WHERE attempts = 7", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(changed, 0);
+        assert!(queue.conn.is_autocommit(), "no transaction left open");
+        // Room again: the next group commits.
+        queue
+            .conn
+            .query_row("PRAGMA max_page_count = 1073741823", [], |_| Ok(()))
+            .unwrap();
+        let results = Arc::new(Mutex::new(vec![None; 3]));
+        queue.commit_group(vec![job(1, &results), job(3, &results)]);
+        assert_eq!(*lock(&results), vec![Some(true), None, Some(true)]);
     }
 }
