@@ -1018,6 +1018,9 @@ def main():
     p.add_argument("--out", default=str(REPO / "bench/RESULTS.md"))
     p.add_argument("--only", help="comma-separated scenarios: small,wan,large,bwlimit,intake,latency,idle,waiting,history,soak")
     p.add_argument("--skip-wan", action="store_true")
+    p.add_argument("--soak-seconds", type=int,
+                   help="the soak's length (default 1800; moto keeps every object in memory: "
+                        "30 minutes grew it to 17.5 GiB)")
     args = p.parse_args()
     S3SPOOL = args.s3spool
     GARAGE_BIN[0] = args.garage
@@ -1025,7 +1028,7 @@ def main():
     counts = dict(small=300 if q else 10_000, wan=200 if q else 2_000, large=(64 << 20) if q else (2 << 30),
                   intake=3_000 if q else 100_000, latency=10 if q else 100, idle=3 if q else 60,
                   waiting=20_000 if q else 1_000_000,
-                  history=100_000 if q else 10_000_000, soak=60 if q else 1800,
+                  history=100_000 if q else 10_000_000, soak=args.soak_seconds or (60 if q else 1800),
                   bwlimit=(16 << 20) if q else (256 << 20))
     only = set(args.only.split(",")) if args.only else set(counts)
     if args.skip_wan:
