@@ -202,24 +202,36 @@ mod tests {
     use crate::queue::tests::file;
     use crate::queue::{NewFile, SpoolRules};
 
+    /// A queue at `path` with `n` pending rows (ids 1 to n).
+    fn queue_of(path: &std::path::Path, n: usize) -> Queue {
+        let mut queue = Queue::open(path).unwrap();
+        let files: Vec<NewFile> = (0..n).map(|i| file(&format!("f{i}"), 1)).collect();
+        queue
+            .register(
+                &files,
+                SpoolRules::default(),
+                1,
+                |f, _| Ok(f.rel_path.clone()),
+                |_, _, _| false,
+            )
+            .unwrap();
+        queue
+    }
+
+    /// The rows the tests' changes reached, as another connection sees them (durable).
+    fn rows_changed(other: &rusqlite::Connection) -> i64 {
+        other
+            .query_row("SELECT COUNT(*) FROM files WHERE attempts = 7", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grouped_changes_commit_together_and_a_failing_one_alone_is_undone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.db");
-        let queue = SharedQueue::new(Queue::open(&path).unwrap());
-        let files: Vec<NewFile> = (0..50).map(|i| file(&format!("f{i}"), 1)).collect();
-        queue
-            .call(move |q| {
-                q.register(
-                    &files,
-                    SpoolRules::default(),
-                    1,
-                    |f, _| Ok(f.rel_path.clone()),
-                    |_, _, _| false,
-                )
-            })
-            .await
-            .unwrap();
+        let queue = SharedQueue::new(queue_of(&path, 50));
         // Fifty changes at once, one of them failing after a write of its own.
         let changes = (1..=50).map(|id| {
             let queue = queue.clone();
@@ -242,11 +254,7 @@ mod tests {
         assert!(results[12].is_err());
         // Durable, as another connection sees them; the failing one's write is undone.
         let other = rusqlite::Connection::open(&path).unwrap();
-        let changed: i64 = other
-            .query_row("SELECT COUNT(*) FROM files WHERE attempts = 7", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let changed = rows_changed(&other);
         assert_eq!(changed, 49);
         let untouched: i64 = other
             .query_row("SELECT attempts FROM files WHERE id = 13", [], |r| r.get(0))
@@ -285,17 +293,7 @@ mod tests {
     fn a_full_disk_in_a_group_fails_every_change_of_it_and_commits_none() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.db");
-        let mut queue = Queue::open(&path).unwrap();
-        let files: Vec<NewFile> = (0..3).map(|i| file(&format!("f{i}"), 1)).collect();
-        queue
-            .register(
-                &files,
-                SpoolRules::default(),
-                1,
-                |f, _| Ok(f.rel_path.clone()),
-                |_, _, _| false,
-            )
-            .unwrap();
+        let mut queue = queue_of(&path, 3);
         // The disk is full: the database may not grow by one page. SQLite then rolls back
         // the whole group transaction when job 2 writes, not only job 2's savepoint.
         let pages: i64 = queue
@@ -311,12 +309,7 @@ mod tests {
         // Every caller hears of a failure, and none of the changes is in the queue: job 3
         // did not commit on its own after the group's transaction was gone.
         assert_eq!(*lock(&results), vec![Some(false); 3]);
-        let other = rusqlite::Connection::open(&path).unwrap();
-        let changed: i64 = other
-            .query_row("SELECT COUNT(*) FROM files WHERE attempts = 7", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let changed = rows_changed(&rusqlite::Connection::open(&path).unwrap());
         assert_eq!(changed, 0);
         assert!(queue.conn.is_autocommit(), "no transaction left open");
         // Room again: the next group commits.
