@@ -16,7 +16,9 @@ Scenarios (counts for the full run; --quick shrinks them so CI keeps the script 
   waiting   1,000,000 files waiting in a paused spool: peak RSS, status and list
   history   10,000,000 delivered rows (made with SQL): intake, sending and status
             against the same on an empty queue
-  soak      30 minutes of producers, faults, SIGHUPs and an operator (moto, versioned)
+  soak      30 minutes of producers, faults, SIGHUPs and an operator; writes counted at
+            the fault relay (and versions, on moto); history = "1h", so a run longer
+            than 70 minutes shows the queue file once history is reached
 Every tool gets fresh random bytes: garage deduplicates identical blocks.
 """
 import argparse
@@ -696,7 +698,7 @@ def history(res, args, work, server, rows, count):
 
 
 class Sampler:
-    """The daemon's RSS, open descriptors and WAL size every `every` seconds."""
+    """The daemon's RSS, open descriptors, WAL and queue file sizes every `every` seconds."""
 
     def __init__(self, sp, every=2.0):
         self.sp, self.every, self.samples = sp, every, []
@@ -707,13 +709,15 @@ class Sampler:
 
     def run(self):
         wal = self.sp.dir / "state/queue.db-wal"
+        db = self.sp.dir / "state/queue.db"
         while not self.stop_flag:
             pid = self.sp.proc.pid
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
                 rss = int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) / 1024
                 fds = len(os.listdir(f"/proc/{pid}/fd"))
-                self.samples.append((time.monotonic(), rss, fds, wal.stat().st_size / 2**20 if wal.exists() else 0))
+                self.samples.append((time.monotonic(), rss, fds, wal.stat().st_size / 2**20 if wal.exists() else 0,
+                                     db.stat().st_size / 2**20))
             except (OSError, StopIteration):
                 pass
             time.sleep(self.every)
@@ -723,28 +727,49 @@ class Sampler:
         self.thread.join()
 
     def thirds(self, column):
-        """The highest value of `column` (1 RSS, 2 fds, 3 WAL) in the first and last third."""
+        """The highest value of `column` (1 RSS, 2 fds, 3 WAL, 4 queue file) in the first and
+        last third."""
         n = len(self.samples)
         third = max(1, n // 3)
         first = max(s[column] for s in self.samples[:third])
         last = max(s[column] for s in self.samples[-third:])
         return first, last
 
+    def halves_after(self, t, column):
+        """The highest value of `column` in the first and second half of the samples taken
+        after `t` (monotonic), or None when there are too few."""
+        after = [s for s in self.samples if s[0] >= t]
+        if len(after) < 10:
+            return None
+        half = len(after) // 2
+        return max(s[column] for s in after[:half]), max(s[column] for s in after[half:])
+
+
+# The soak's history, and how late its first rows are forgotten: the daemon looks every
+# 10 minutes (dispatch/history.rs), so the queue reaches its steady size by 70 minutes.
+SOAK_HISTORY = 3600
+HISTORY_ROUND = 600
+
 
 def soak(res, args, work, seconds):
     """Producers write small and multipart-sized files into a raw and a gzip spool for
-    `seconds`, through a relay that cuts 2 % of requests or their answers; a SIGHUP every
-    minute (every 5 s in the quick run); an operator runs `status` and `list` every few
-    seconds. Then: every file once and intact in a versioned bucket (moto's), read back by
-    boto3, and RSS, descriptors and WAL flat."""
+    `seconds`, through a relay that cuts 2 % of requests or their answers and counts every
+    write the server accepted; a SIGHUP every minute (every 5 s in the quick run); an
+    operator runs `status` and `list` every few seconds. Then: every file written once
+    (the relay's count; on moto also one version each in a versioned bucket) and intact,
+    read back by boto3; RSS, descriptors, WAL and queue file flat."""
+    import concurrent.futures
     import gzip
     import hashlib
     import threading
     soak_dir = work / "soak"
     soak_dir.mkdir()
-    server = Server("moto", soak_dir, None, None)
+    # A server of its own: garage keeps objects on disk; moto (quick run without garage)
+    # keeps them in memory, which 30 minutes grew to 17.5 GiB.
+    server = Server(args.server, soak_dir, args.garage, None)
     try:
-        server.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        if server.kind == "moto":
+            server.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         counts_file = soak_dir / "faults.json"
         fport = free_port()
         faults = subprocess.Popen(
@@ -756,8 +781,10 @@ def soak(res, args, work, seconds):
         prefix = f"{run_id}/s3spool"
         sp = Spool(soak_dir, run_id, f"http://127.0.0.1:{fport}", prefix, spools=2,
                    extra='[destinations.bench.upload]\nmultipart_threshold = "5MiB"\npart_size = "5MiB"')
-        # The second spool gzips what it sends (under the source's name: {path}).
-        sp.config.write_text(sp.config.read_text() + 'format = "gzip"\n')
+        # The second spool gzips what it sends (under the source's name: {path}); the
+        # history is the shortest allowed, so a long soak reaches it.
+        config = sp.config.read_text().replace("\nrescan_interval", f'\nhistory = "{SOAK_HISTORY // 3600}h"\nrescan_interval', 1)
+        sp.config.write_text(config + 'format = "gzip"\n')
         sp.start()
         sampler = Sampler(sp)
         produced = {}  # key -> (sha256 of the source, gzip?)
@@ -815,6 +842,8 @@ def soak(res, args, work, seconds):
             time.sleep(hup_every)
             sp.proc.send_signal(signal.SIGHUP)
             hups += 1
+            if not args.quick and hups % 10 == 0:
+                print(f"bench: soak {hups} min, {len(produced):,} files", flush=True)
         stop.set()
         for t in threads:
             t.join()
@@ -829,35 +858,60 @@ def soak(res, args, work, seconds):
         faults.wait(10)
         fault_counts = json.loads(counts_file.read_text())
 
-        # The independent reader: every version of every object under the prefix.
-        versions = {}
-        for page in server.s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
-            for v in page.get("Versions", []):
-                versions.setdefault(v["Key"], []).append(v)
+        # The independent reader: every object under the prefix, the writes the relay let
+        # through to the server (and every version, where the server keeps them).
+        listed = set()
+        for page in server.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            listed.update(o["Key"] for o in page.get("Contents", []))
         problems = []
-        twice = [k for k, vs in versions.items() if len(vs) > 1]
-        problems += [f"written {len(versions[k])} times: {k}" for k in twice]
-        problems += [f"missing: {k}" for k in produced if k not in versions]
-        problems += [f"no file made it: {k}" for k in versions if k not in produced]
-        for key, (sha, gzipped) in produced.items():
-            if key not in versions:
-                continue
+        if fault_counts["unreadable_answers"]:
+            problems.append(f"{fault_counts['unreadable_answers']} answers the relay could not read: writes uncounted")
+        writes = {k: v for k, v in fault_counts["writes"].items() if k.startswith(prefix + "/")}
+        for key, seen in writes.items():
+            # Completing one upload twice writes nothing new; each PUT and each upload does.
+            distinct = [w for w in seen if w == "put"] + sorted({w for w in seen if w.startswith("complete ")})
+            if "delete" in seen or len(distinct) != 1:
+                problems.append(f"written {len(distinct)} times{' and deleted' if 'delete' in seen else ''}: {key} ({seen})")
+        versions = {}
+        if server.kind == "moto":
+            for page in server.s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET, Prefix=prefix):
+                for v in page.get("Versions", []):
+                    versions.setdefault(v["Key"], []).append(v)
+            problems += [f"{len(vs)} versions: {k}" for k, vs in versions.items() if len(vs) > 1]
+        problems += [f"missing: {k}" for k in produced if k not in listed]
+        problems += [f"no write counted: {k}" for k in produced if k in listed and k not in writes]
+        problems += [f"no file made it: {k}" for k in listed if k not in produced]
+
+        def intact(item):
+            key, (sha, gzipped) = item
             body = server.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
             if gzipped:
                 body = gzip.decompress(body)
-            if hashlib.sha256(body).hexdigest() != sha:
-                problems.append(f"bytes differ: {key}")
+            return None if hashlib.sha256(body).hexdigest() == sha else f"bytes differ: {key}"
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            problems += [p for p in pool.map(intact, [i for i in produced.items() if i[0] in listed]) if p]
         if problems or refused:
             sys.exit("bench: the soak found problems:\n" + "\n".join(problems[:50] + refused[:20]))
-        (r1, r2), (f1, f2), (w1, w2) = sampler.thirds(1), sampler.thirds(2), sampler.thirds(3)
+        (r1, r2), (f1, f2), (w1, w2), (q1, q2) = (sampler.thirds(c) for c in (1, 2, 3, 4))
+        settled = sampler.halves_after(t0 + SOAK_HISTORY + HISTORY_ROUND, 4)
+        queue_note = (f"; once history was reached, queue file {settled[0]:.1f} -> {settled[1]:.1f} MiB "
+                      f"(first half -> second half of the minutes after {(SOAK_HISTORY + HISTORY_ROUND) // 60})"
+                      if settled else f"; queue file {q1:.1f} -> {q2:.1f} MiB (history of 1 h not reached)")
+        twice_completed = sum(1 for seen in writes.values() if len([w for w in seen if w != "put"]) > 1)
         res.add("soak", "s3spool, raw and gzip spools", total / elapsed, "files/s", cpu / total * 1000, rss,
-                note=f"{elapsed / 60:.0f} min, {total:,} files each once and intact ({len(versions):,} keys, "
-                     f"one version each); {fault_counts['cut_requests']} requests cut and "
+                note=f"{elapsed / 60:.0f} min on {server.kind}, {total:,} files each written once and intact "
+                     f"({sum(len(v) for v in writes.values()):,} writes counted at the relay"
+                     f"{f', {twice_completed} uploads completed again after a lost answer' if twice_completed else ''}"
+                     f"{', one version each' if versions else ''}); "
+                     f"{fault_counts['cut_requests']} requests cut and "
                      f"{fault_counts['lost_answers']} answers lost of {fault_counts['requests']:,}; "
                      f"{hups} SIGHUPs; {operator_calls[0]} operator calls, none refused; "
                      f"RSS {r1:.0f} -> {r2:.0f} MiB, fds {f1} -> {f2}, WAL {w1:.1f} -> {w2:.1f} MiB "
-                     f"(first third -> last third, highest)")
+                     f"(first third -> last third, highest){queue_note}")
         res.soak = dict(rss=(r1, r2), fds=(f1, f2), wal=(w1, w2))
+        if settled:
+            res.soak["queue file"] = settled
     finally:
         server.stop()
 
@@ -961,6 +1015,10 @@ def target_lines(res):
             first, last = soak_figures[what]
             check(f"soak, highest {what.upper()} in the last third against the first", f"{first:.0f} -> {last:.0f}",
                   f"<= first x 1.2 + {slack}", last <= first * 1.2 + slack, unit)
+        if "queue file" in soak_figures:
+            first, last = soak_figures["queue file"]
+            check("soak, queue file once history was reached (highest, second half against first)",
+                  f"{first:.1f} -> {last:.1f}", "<= first x 1.1 + 1", last <= first * 1.1 + 1, " MiB")
     r = row("intake", "s3spool")
     if r:
         check("intake", f"{r['figure']:,.0f}", ">= 50,000", r["figure"] >= 50_000, " files/s")

@@ -8,14 +8,42 @@ requests, PERCENT/2 % are cut before they reach the server (the connection is re
 the write did not happen), and of the answers, PERCENT/2 % are cut before they reach
 the client (the write happened, its answer was lost). Counts of each are written to
 COUNTS_FILE as JSON when the relay stops (SIGTERM). Listens on 127.0.0.1 only.
+
+It also counts the writes the server accepted, per key (path-style requests: the first
+path segment is the bucket): a PUT of an object, a completed multipart upload (by upload
+id: completing the same upload again writes nothing new) and a DELETE of an object. A
+write counts when the server's answer says 2xx, whether or not the client heard it, so
+a second write of a key shows even where the server keeps no versions (garage).
 """
 import asyncio
 import json
 import random
 import signal
 import sys
+from urllib.parse import parse_qs, unquote, urlsplit
 
-COUNTS = {"requests": 0, "cut_requests": 0, "lost_answers": 0}
+COUNTS = {"requests": 0, "cut_requests": 0, "lost_answers": 0, "unreadable_answers": 0}
+WRITES = {}  # key -> ["put" | "complete <upload id>" | "delete", ...]
+
+
+def write_of(request_line):
+    """(key, what) when a request line is an object write, else None."""
+    parts = request_line.decode("latin-1").split(" ")
+    if len(parts) != 3:
+        return None
+    method, target = parts[0], urlsplit(parts[1])
+    query = parse_qs(target.query, keep_blank_values=True)
+    segments = unquote(target.path).lstrip("/").split("/", 1)
+    if len(segments) < 2 or not segments[1]:
+        return None
+    key = segments[1]
+    if method == "PUT" and "partNumber" not in query and "uploadId" not in query:
+        return key, "put"
+    if method == "POST" and "uploadId" in query:
+        return key, f"complete {query['uploadId'][0]}"
+    if method == "DELETE" and "uploadId" not in query:
+        return key, "delete"
+    return None
 
 
 async def main():
@@ -31,7 +59,7 @@ async def main():
             return
         # Which way the connection last carried bytes: a chunk from the client after an
         # answer starts a request, a chunk from the server after a request an answer.
-        turn = {"last": "answer"}
+        turn = {"last": "answer", "write": None}
 
         def cut():
             for w in (client_writer, server_writer):
@@ -50,8 +78,24 @@ async def main():
                         turn["last"] = side
                         if side == "request":
                             COUNTS["requests"] += 1
+                            # A body after "100 Continue" is no request line: the
+                            # write it belongs to stays the one seen.
+                            line = data.split(b"\r\n", 1)[0]
+                            if line.endswith((b" HTTP/1.1", b" HTTP/1.0")):
+                                turn["write"] = write_of(line)
+                        else:
+                            status = data[9:12]
+                            if len(data) < 12 or not data.startswith(b"HTTP/1."):
+                                COUNTS["unreadable_answers"] += 1
+                            elif status[:1] == b"2" and turn["write"]:
+                                key, what = turn["write"]
+                                WRITES.setdefault(key, []).append(what)
+                            if status[:1] != b"1":
+                                turn["write"] = None
                         if random.random() < one_side:
                             COUNTS["cut_requests" if side == "request" else "lost_answers"] += 1
+                            if side == "request":
+                                turn["write"] = None  # it never reached the server
                             cut()
                             return
                     writer.write(data)
@@ -74,7 +118,7 @@ async def main():
     async with server:
         await stop.wait()
     with open(counts_file, "w") as f:
-        json.dump(COUNTS, f)
+        json.dump(dict(COUNTS, writes=WRITES), f)
 
 
 if __name__ == "__main__":
