@@ -15,7 +15,7 @@ Scenarios (counts for the full run; --quick shrinks them so CI keeps the script 
   idle      CPU of a daemon watching 10 empty spools
   waiting   1,000,000 files waiting in a paused spool: peak RSS, status and list
   history   10,000,000 delivered rows (made with SQL): intake, sending and status
-            against the same on an empty queue
+            against the same on an empty queue, three rounds each, taking turns
   soak      30 minutes of producers, faults, SIGHUPs and an operator; writes counted at
             the fault relay (and versions, on moto); history = "1h", so a run longer
             than 70 minutes shows the queue file once history is reached
@@ -636,11 +636,13 @@ def idle(res, args, work, server, seconds):
     res.add("idle", "s3spool, 10 spools", cpu / elapsed * 100, "% of a core", note=f"over {seconds:.0f} s")
 
 
-def history(res, args, work, server, rows, count):
+def history(res, args, work, server, rows, count, rounds=3):
     """A queue that keeps a long history: `rows` delivered rows (made with SQL, not real
-    files), then `count` files registered by the start-up scan and sent, and `status`,
-    each against the same on an empty queue: the history must not slow intake or claims."""
-    figures = {}
+    files) against an empty queue, each taking `count` files by the start-up scan and
+    sending them, `rounds` times, the two queues taking turns (the first one first in odd
+    rounds): the server fills as the run goes, and whichever queue always went second
+    would meet a fuller server. Medians; the history must not slow intake or claims."""
+    queues = {}
     for held in (0, rows):
         run_id = f"history{held}-{int(time.time())}"
         sp = Spool(work, run_id, server.endpoint, f"{run_id}/s3spool")
@@ -664,37 +666,46 @@ def history(res, args, work, server, rows, count):
             db.commit()
             db.close()
             print(f"  history: {held:,} delivered rows made in {time.monotonic() - t:.0f} s", flush=True)
-        make_files(sp.spools[0], count, 4096, depth=1)
-        ts = time.monotonic()
-        sp.start()
-        # The scan's rate from the daemon's "running" line: a fixed start-up cost would
-        # otherwise weigh on 20,000 files as if each were slower. The start is its own figure.
-        t0, start_cpu = time.monotonic(), sp.cpu()
-        start_s = t0 - ts
-        t1 = sp.wait_registered(held + count, timeout=3600)
-        intake_cpu = sp.cpu() - start_cpu
-        cpu0 = sp.cpu()
-        t2 = time.monotonic()
-        sp.cli("resume", "s0")
-        t3 = sp.wait("done", held + count, timeout=3600)
-        send_cpu = sp.cpu() - cpu0
-        ts = time.monotonic()
-        subprocess.run([S3SPOOL, "--config", sp.config, "status"], check=True, stdout=subprocess.DEVNULL)
-        status_s = time.monotonic() - ts
-        rss = sp.rss()
-        size = sum(f.stat().st_size for f in (sp.dir / "state").glob("queue.db*"))
-        sp.stop()
-        figures[held] = dict(intake=count / (t1 - t0), send=count / (t3 - t2), status=status_s, start=start_s,
-                             intake_cpu=intake_cpu / count * 1000, send_cpu=send_cpu / count * 1000,
-                             rss=rss, size=size)
+        queues[held] = dict(sp=sp, rounds=[])
+    for n in range(rounds):
+        for held in ((0, rows) if n % 2 == 0 else (rows, 0)):
+            q = queues[held]
+            sp = q["sp"]
+            before = held + n * count
+            make_files(sp.spools[0] / f"r{n}", count, 4096, depth=1)
+            ts = time.monotonic()
+            sp.start()
+            # The scan's rate from the daemon's "running" line: a fixed start-up cost would
+            # otherwise weigh on the files as if each were slower. The start is its own figure.
+            t0, start_cpu = time.monotonic(), sp.cpu()
+            start_s = t0 - ts
+            t1 = sp.wait_registered(before + count, timeout=3600)
+            intake_cpu = sp.cpu() - start_cpu
+            cpu0 = sp.cpu()
+            t2 = time.monotonic()
+            sp.cli("resume", "s0")
+            t3 = sp.wait("done", before + count, timeout=3600)
+            send_cpu = sp.cpu() - cpu0
+            sp.cli("pause", "s0")
+            ts = time.monotonic()
+            subprocess.run([S3SPOOL, "--config", sp.config, "status"], check=True, stdout=subprocess.DEVNULL)
+            status_s = time.monotonic() - ts
+            rss = sp.rss()
+            sp.stop()
+            size = sum(f.stat().st_size for f in (sp.dir / "state").glob("queue.db*"))
+            q["rounds"].append(dict(intake=count / (t1 - t0), send=count / (t3 - t2), status=status_s,
+                                    start=start_s, intake_cpu=intake_cpu / count * 1000,
+                                    send_cpu=send_cpu / count * 1000, rss=rss, size=size))
     for held in (0, rows):
-        f = figures[held]
+        r = queues[held]["rounds"]
+        med = {k: statistics.median(x[k] for x in r) for k in r[0]}
         what = f"{held:,} rows delivered before" if held else "an empty queue"
-        res.add("history", f"intake, {what}", f["intake"], "files/s", f["intake_cpu"], f["rss"],
-                note=f"{count:,} files by the start-up scan, after a start of {f['start']:.2f} s; "
-                     f"queue {f['size'] / 2**20:,.0f} MiB")
-        res.add("history", f"sent, {what}", f["send"], "files/s", f["send_cpu"], f["rss"],
-                note=f"status {f['status']:.2f} s")
+        each = lambda k, fmt: ", ".join(format(x[k], fmt) for x in r)
+        res.add("history", f"intake, {what}", med["intake"], "files/s", med["intake_cpu"], max(x["rss"] for x in r),
+                note=f"median of {rounds} rounds ({each('intake', ',.0f')}) of {count:,} files by the start-up "
+                     f"scan, after a start of {med['start']:.2f} s; queue {r[-1]['size'] / 2**20:,.0f} MiB")
+        res.add("history", f"sent, {what}", med["send"], "files/s", med["send_cpu"], max(x["rss"] for x in r),
+                note=f"median of {rounds} rounds ({each('send', ',.0f')}); status {med['status']:.2f} s")
 
 
 class Sampler:
@@ -1118,7 +1129,7 @@ def main():
         if "idle" in only:
             idle(res, args, work, server, counts["idle"])
         if "history" in only:
-            history(res, args, work, server, counts["history"], 500 if q else 20_000)
+            history(res, args, work, server, counts["history"], 500 if q else 10_000)
         if "soak" in only:
             soak(res, args, work, counts["soak"])
         small_rows = [r for r in res.rows if r["scenario"] == "small" and r["server_cpu"]]
