@@ -702,11 +702,17 @@ impl Queue {
             if version == latest_version() {
                 break;
             }
+            // A newer s3spool's queue is never waited for: this build cannot read it.
             if version > latest_version() || std::time::Instant::now() >= deadline {
+                let advice = if version > latest_version() {
+                    "a newer s3spool wrote it: use that s3spool, or one at least as new"
+                } else {
+                    "start the daemon of this version once (it upgrades the queue), or use the s3spool that wrote it"
+                };
                 return Err(err(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
                     Some(format!(
-                        "schema version {version}, this s3spool reads version {}: start the daemon of this version once (it upgrades the queue), or use the s3spool that wrote it",
+                        "schema version {version}, this s3spool reads version {}: {advice}",
                         latest_version()
                     )),
                 )));

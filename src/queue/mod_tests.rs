@@ -64,6 +64,28 @@ fn a_schema_newer_than_this_build_is_refused() {
 }
 
 #[test]
+fn a_schema_newer_than_this_build_is_refused_for_reading_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    drop(Queue::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", latest_version() + 1)
+        .unwrap();
+    drop(conn);
+    let e = Queue::open_read_only(&path)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains(&format!("schema version {}", latest_version() + 1))
+            && e.contains("a newer s3spool wrote it"),
+        "{e}"
+    );
+    // Not the advice for an older queue, which this build would upgrade.
+    assert!(!e.contains("start the daemon of this version"), "{e}");
+}
+
+#[test]
 fn read_only_open_reads_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");

@@ -888,3 +888,63 @@ fn run_takes_its_log_level_from_the_command_line() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(output_text(&bad).contains("is not a log level"));
 }
+
+/// A queue a newer s3spool wrote (a higher schema version) is refused by this one, for
+/// reading and for running, with what to do; its rows stay as they were.
+#[test]
+fn a_queue_from_a_newer_s3spool_is_refused_by_every_command() {
+    let s = setup(|_| {});
+    s.drop_file("one.csv", b"1");
+    let daemon = s.start();
+    wait_for(Duration::from_secs(60), "one done", || s.count("done") == 1);
+    assert!(daemon.stop().success());
+    let queue = s.dir.path().join("state/queue.db");
+    let ours: i64 = {
+        let db = rusqlite::Connection::open(&queue).unwrap();
+        let ours: i64 = db
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        db.pragma_update(None, "user_version", ours + 1).unwrap();
+        ours
+    };
+    let newer = format!("schema version {}", ours + 1);
+    for args in [&["status"][..], &["list", "--all"], &["show", "1"]] {
+        let out = s.cli(args);
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(
+            text.contains(&newer) && text.contains("a newer s3spool wrote it"),
+            "{args:?}: {text}"
+        );
+    }
+    let out = s.cli(&["status", "--json"]);
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a newer s3spool wrote it"),
+        "{error}"
+    );
+    let out = s.cli(&["run"]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&newer) && text.contains("newer than this s3spool"),
+        "{text}"
+    );
+    let db = rusqlite::Connection::open(&queue).unwrap();
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM files WHERE state = 'done'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        (version, rows),
+        (ours + 1, 1),
+        "the queue is left as it was"
+    );
+}
