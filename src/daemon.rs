@@ -375,6 +375,7 @@ impl Generation {
             queue.clone(),
             config.spools.keys().cloned().collect(),
             targets.clone(),
+            shared.lasting.sweeps.clone(),
             token.clone(),
         ));
         let historian = tokio::spawn(crate::dispatch::keep_history(

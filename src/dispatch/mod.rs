@@ -33,7 +33,7 @@ use crate::upload::{SourceTags, Uploader};
 use gates::{Gates, Ticks};
 pub use history::keep_history;
 use idle::QueueWrites;
-pub use sweep::{sweep_orphan_uploads, sweep_periodically, SWEEP_TIMEOUT};
+pub use sweep::{sweep_orphan_uploads, sweep_periodically, SweepSchedule, SWEEP_TIMEOUT};
 
 /// How often the free space of `state_dir` is looked at.
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -119,6 +119,8 @@ pub struct Lasting {
     pub stopping: CancellationToken,
     /// What encrypted objects are recognised by: the daemon's key is in `state_dir`.
     pub source_tags: Arc<SourceTags>,
+    /// When the hourly sweep of orphaned uploads is due, whatever reloads came between.
+    pub sweeps: SweepSchedule,
 }
 
 impl Lasting {
@@ -131,6 +133,7 @@ impl Lasting {
             metrics: Arc::new(crate::metrics::Metrics::default()),
             stopping: CancellationToken::new(),
             source_tags: Arc::new(source_tags),
+            sweeps: SweepSchedule::default(),
         }
     }
 }

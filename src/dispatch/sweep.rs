@@ -41,21 +41,47 @@ pub async fn sweep_orphan_uploads(
     sweep(queue, targets, None).await;
 }
 
-/// Sweeps every hour until `shutdown`, leaving young uploads alone; aborts the uploads
-/// registration abandoned every few seconds.
+/// When the next hourly sweep is due. It outlives a reload (it is kept in
+/// [`super::Lasting`]): each reload starts a new sweeper, and one that started its hour
+/// afresh would never sweep under a config reloaded more often than hourly (orphaned
+/// uploads kept, purged keys piling up in the queue).
+#[derive(Debug, Clone)]
+pub struct SweepSchedule(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl Default for SweepSchedule {
+    fn default() -> Self {
+        SweepSchedule(Arc::new(std::sync::Mutex::new(
+            tokio::time::Instant::now() + SWEEP_EVERY,
+        )))
+    }
+}
+
+impl SweepSchedule {
+    fn due(&self) -> tokio::time::Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn swept(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            tokio::time::Instant::now() + SWEEP_EVERY;
+    }
+}
+
+/// Sweeps every hour (on `schedule`) until `shutdown`, leaving young uploads alone;
+/// aborts the uploads registration abandoned every few seconds.
 pub async fn sweep_periodically(
     queue: SharedQueue,
     spools: Vec<String>,
     targets: HashMap<String, Arc<Target>>,
+    schedule: SweepSchedule,
     shutdown: CancellationToken,
 ) {
-    let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next_sweep) => {
+            _ = tokio::time::sleep_until(schedule.due()) => {
                 give_up_orphans(&queue, &spools, &targets).await;
                 sweep(&queue, &targets, Some(RUNNING_MIN_AGE)).await;
-                next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+                schedule.swept();
             }
             _ = tokio::time::sleep(ABANDONED_EVERY) => abort_abandoned(&queue, &targets).await,
             _ = shutdown.cancelled() => return,
@@ -312,5 +338,46 @@ mod purged {
             .await
             .unwrap();
         assert!(known.is_empty(), "forgotten once swept");
+    }
+
+    /// A config reloaded more often than hourly starts a new sweeper each time: the
+    /// hourly sweep still comes an hour after the last, not an hour after the reload.
+    #[tokio::test(start_paused = true)]
+    async fn reloads_more_often_than_hourly_do_not_put_the_sweep_off() {
+        let f = Fixture::new("", "");
+        // A row's key, and an upload under it no row recorded (its creation was answered
+        // too late): s3spool's orphan.
+        f.drop_and_queue("a.csv", b"id\n1\n").await;
+        let store: &dyn ObjectStore = &f.store;
+        store
+            .create_multipart("in/a.csv", &ObjectMeta::default())
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(5 * 60)).await;
+        let schedule = SweepSchedule::default();
+        let targets = HashMap::from([("lake".to_string(), f.target())]);
+        let generation = || {
+            let token = CancellationToken::new();
+            let task = tokio::spawn(sweep_periodically(
+                f.queue.clone(),
+                vec!["orders".to_string()],
+                targets.clone(),
+                schedule.clone(),
+                token.clone(),
+            ));
+            (token, task)
+        };
+        // Reloads at 40 and 80 minutes: the sweep is due at 65.
+        for _ in 0..2 {
+            let (token, task) = generation();
+            tokio::time::sleep(Duration::from_secs(40 * 60)).await;
+            token.cancel();
+            task.await.unwrap();
+        }
+        assert_eq!(
+            f.store.open_uploads(),
+            0,
+            "swept within the hour, reloads or not"
+        );
     }
 }

@@ -15,6 +15,10 @@ use super::*;
 /// never wait long for the lock.
 pub const FORGET_BATCH: usize = 500;
 
+/// How long after its row was done a request of the row may still reach S3 (a request
+/// times out well within this).
+const IN_FLIGHT_MARGIN_MS: i64 = 10 * 60 * 1000;
+
 impl Queue {
     /// Forgets up to `limit` delivered rows finished before `before_ms` that nothing in a
     /// spool needs (see the module doc); returns how many went. Their keys are kept for
@@ -58,7 +62,17 @@ impl Queue {
                 if gone == 1 {
                     history.execute([row.id])?;
                     if let Some(key) = &row.key {
-                        remember.execute(params![row.destination, key, now_ms])?;
+                        // Dated by the delivery, not now: a delivered row makes no upload
+                        // after it, so an orphan under its key was made before then (give
+                        // or take a request still on its way: the margin), and the next
+                        // hourly sweep, which leaves younger uploads alone, can abort it
+                        // and forget the key. Dated now, the keys `history` forgets waited
+                        // up to two sweeps and piled up in the queue meanwhile.
+                        let made_by = row
+                            .done_at
+                            .map_or(now_ms, |done| done + IN_FLIGHT_MARGIN_MS)
+                            .min(now_ms);
+                        remember.execute(params![row.destination, key, made_by])?;
                     }
                     horizon.execute(params![row.bucket, row.done_at.unwrap_or(now_ms)])?;
                 }

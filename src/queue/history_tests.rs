@@ -44,7 +44,30 @@ fn only_rows_nothing_in_a_spool_needs_are_forgotten_and_what_goes_is_remembered(
         .query_row("SELECT COUNT(*) FROM purged_keys", [], |r| r.get(0))
         .unwrap();
     assert_eq!(remembered, 2);
-    assert_eq!(q.purge_horizon("acme").unwrap(), Some(100));
+    // Dated by their delivery (and a margin for a request still on its way), not by
+    // when they were forgotten: a sweep that leaves uploads younger than that alone
+    // already covers every orphan under them.
+    let dated: Vec<i64> = q
+        .conn
+        .prepare("SELECT purged_at FROM purged_keys")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(dated, [9_000, 9_000], "no later than now");
+    let margin = 10 * 60 * 1000;
+    let long_ago = delivered_row(&mut q, "long-ago", 1_000, SourceOutcome::Deleted);
+    let now = 1_000 + 2 * margin;
+    assert_eq!(q.forget_delivered(2_000, 100, now).unwrap(), 1);
+    assert!(q.get(long_ago).unwrap().is_none());
+    // Forgotten at `now`, it is dated before a sweep cut-off far earlier than that.
+    assert_eq!(
+        q.forget_purged_keys("lake", 1_000 + margin + 1).unwrap(),
+        3,
+        "forgotten by the sweep after its delivery and margin, not an hour after now"
+    );
+    assert_eq!(q.purge_horizon("acme").unwrap(), Some(1_000));
     assert_eq!(
         q.oldest_row_at().unwrap(),
         Some(100),

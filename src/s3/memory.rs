@@ -29,6 +29,8 @@ pub struct Object {
 
 struct Upload {
     key: String,
+    /// When it was created, as S3 says in a listing.
+    initiated: chrono::DateTime<chrono::Utc>,
     meta: Option<ObjectMeta>,
     parts: BTreeMap<u32, (Bytes, Md5)>,
 }
@@ -244,6 +246,7 @@ impl ObjectStore for MemoryStore {
             id.clone(),
             Upload {
                 key: key.to_string(),
+                initiated: crate::clock::now(),
                 meta: Some(meta.clone()),
                 parts: BTreeMap::new(),
             },
@@ -366,7 +369,7 @@ impl ObjectStore for MemoryStore {
             .map(|(id, u)| OpenUpload {
                 key: u.key.clone(),
                 upload_id: id.clone(),
-                initiated: None,
+                initiated: Some(u.initiated),
             })
             .collect())
     }
