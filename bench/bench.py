@@ -859,7 +859,18 @@ def soak(res, args, work, seconds):
         for t in threads:
             t.join()
         total = len(produced)
-        sp.wait("done", total, timeout=600)
+        # Every file in the bucket and nothing left waiting (counting `done` rows would
+        # not do: `history` forgets the oldest as the run goes).
+        deadline = time.monotonic() + 600
+        while True:
+            c = sp.counts()
+            if c.get("failed"):
+                sys.exit(f"bench: s3spool failed files: {c}\n{(sp.dir / 'daemon.log').read_text()[-3000:]}")
+            if not c.get("pending") and not c.get("active") and server.count(prefix) >= total:
+                break
+            if time.monotonic() > deadline:
+                sys.exit(f"bench: the soak's files did not all arrive in 600 s: {c}")
+            time.sleep(1)
         cpu = sp.cpu() - cpu0
         elapsed = time.monotonic() - t0
         sampler.stop()

@@ -93,6 +93,7 @@ destination = "lake"
             bucket: "acme".into(),
             stamp: FileStamp::of(&meta),
             birth_ns: FileStamp::birth_of(&meta),
+            seen_at_ms: crate::clock::now_ms(),
             sha256: None,
         };
         let now = crate::clock::now_ms();

@@ -284,6 +284,9 @@ pub struct NewFile {
     /// Birth time in unix nanoseconds, where the file system keeps one: a file that reuses
     /// a deleted file's inode (and size and mtime) still has another birth time.
     pub birth_ns: Option<i64>,
+    /// When its stamp was read (unix milliseconds): a sighting older than the clean-up of
+    /// the row it matches is of the file that clean-up removed.
+    pub seen_at_ms: i64,
     /// The file's SHA-256, when the registration asked for it ([`Registered::Lookalike`]).
     pub sha256: Option<String>,
 }
@@ -314,6 +317,10 @@ pub enum Registered {
     /// This very file, moved inside the spool, had failed for another reason after a try
     /// (which may have stored it): the row follows it and stays failed until `retry`.
     FollowedFailed(i64),
+    /// This very file was delivered, and deleted or archived after it was seen: nothing
+    /// to do (a rescan that was walking while the file was cleaned up). A file at the
+    /// path now is judged at the next look.
+    CleanedUpSince(i64),
 }
 
 /// One row of the queue.

@@ -43,6 +43,8 @@ struct AtPath {
     state: State,
     stamp: FileStamp,
     birth_ns: Option<i64>,
+    /// When its source was finished, if it was.
+    finished_at: Option<i64>,
     finished: bool,
     outcome: Option<SourceOutcome>,
     vanished: bool,
@@ -82,7 +84,7 @@ impl Elsewhere {
 }
 
 const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
-        source_finished_at IS NOT NULL, source_outcome,
+        source_finished_at, source_outcome,
         state = 'failed' AND superseded_by IS NULL AND IFNULL(failure = 'vanished', 0),
         maybe_sent, COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END)
      FROM files WHERE spool = ?1 AND rel_path = ?2 AND superseded_by IS NULL
@@ -240,7 +242,8 @@ impl Registrar<'_> {
                     state: r.get(1)?,
                     stamp: FileStamp::from_columns(r, 2)?,
                     birth_ns: r.get(5)?,
-                    finished: r.get(6)?,
+                    finished_at: r.get(6)?,
+                    finished: r.get::<_, Option<i64>>(6)?.is_some(),
                     outcome: r.get(7)?,
                     vanished: r.get(8)?,
                     maybe_sent: r.get(9)?,
@@ -315,6 +318,11 @@ impl Registrar<'_> {
                             found_done(tx, row.id, file, true)?;
                         }
                         return Ok(decided);
+                    }
+                    // Seen before its clean-up deleted or archived it (a rescan walking
+                    // while the finisher ran): the file seen is gone, not a new one.
+                    if row.finished_at.is_some_and(|at| file.seen_at_ms <= at) {
+                        return Ok(Registered::CleanedUpSince(row.id));
                     }
                 }
                 _ => {}

@@ -891,3 +891,30 @@ fn register_kept(q: &mut Queue, f: NewFile, now: i64) -> Vec<Registered> {
     )
     .unwrap()
 }
+
+/// A rescan that read a file's stamp before the finisher deleted it, and registers it
+/// after the deletion was recorded, saw the delivered file: no second row (it would fail
+/// as vanished, an error for nothing; found by the soak). Seen after the clean-up, a
+/// file with the same stamp is a new one (a reused inode).
+#[test]
+fn a_file_seen_before_its_clean_up_is_not_queued_again() {
+    let (_d, mut q) = open();
+    let mut seen = file("a", 1);
+    register(&mut q, &[seen.clone()], 10);
+    let id = q.claim(1, 10, Duration::from_secs(60)).unwrap()[0].id;
+    q.mark_done(id, 1, &delivered("e"), None, 11).unwrap();
+    q.mark_sources_finished(&[(id, "/spool/a".into(), SourceOutcome::Deleted)], 20)
+        .unwrap();
+    seen.seen_at_ms = 15;
+    assert_eq!(
+        register(&mut q, &[seen.clone()], 21),
+        [Registered::CleanedUpSince(id)]
+    );
+    assert_eq!(q.last_id().unwrap(), id, "no second row");
+    seen.seen_at_ms = 25;
+    assert_eq!(
+        register(&mut q, &[seen], 26),
+        [Registered::Queued(id + 1)],
+        "seen after its clean-up: a new file"
+    );
+}

@@ -23,6 +23,8 @@ pub(super) fn file(rel: &str, size: u64) -> NewFile {
             inode: 7,
         },
         birth_ns: None,
+        // Seen after anything a test records (see `Registered::CleanedUpSince`).
+        seen_at_ms: i64::MAX,
         sha256: None,
     }
 }

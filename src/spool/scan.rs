@@ -23,6 +23,8 @@ pub struct Seen {
     pub mtime: SystemTime,
     /// Birth time in unix nanoseconds, where the file system keeps one.
     pub birth_ns: Option<i64>,
+    /// When the stamp was read (the queue's clock, unix milliseconds).
+    pub seen_at_ms: i64,
 }
 
 /// The path of `path` relative to the spool root, if it is inside it.
@@ -113,6 +115,7 @@ fn seen(path: PathBuf, rel: String, utf8: bool, meta: &std::fs::Metadata) -> See
         stamp: FileStamp::of(meta),
         mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         birth_ns: FileStamp::birth_of(meta),
+        seen_at_ms: crate::clock::now_ms(),
     }
 }
 

@@ -131,6 +131,7 @@ mod tests {
             },
             mtime: at(mtime),
             birth_ns: None,
+            seen_at_ms: 0,
         }
     }
 

@@ -288,6 +288,7 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
             bucket: ctx.bound.bucket.clone(),
             stamp: seen.stamp,
             birth_ns: seen.birth_ns,
+            seen_at_ms: seen.seen_at_ms,
             sha256: None,
         })
         .collect();
@@ -329,7 +330,10 @@ async fn register(spool: &Arc<Spool>, ctx: &WatchContext, batch: Vec<Seen>) {
                     tracing::info!(spool = %spool.name, id, path = %file.rel_path,
                         "a kept file came back with another inode (restored or copied) and the same content: it stays delivered");
                 }
-                Registered::AlreadyQueued(_) | Registered::Kept(_) | Registered::Lookalike(_) => {}
+                Registered::AlreadyQueued(_)
+                | Registered::Kept(_)
+                | Registered::Lookalike(_)
+                | Registered::CleanedUpSince(_) => {}
             }
         }
         if lookalikes.is_empty() {

@@ -293,6 +293,7 @@ impl Uploader {
             bucket: bound.bucket.clone(),
             stamp,
             birth_ns: birth_at(root, &row.rel_path, stamp),
+            seen_at_ms: crate::clock::now_ms(),
             sha256: None,
         };
         let rules = SpoolRules {

@@ -54,6 +54,7 @@ async fn delivered(store: &MemoryStore, keys: &[&str]) -> (tempfile::TempDir, Qu
                 inode: 7,
             },
             birth_ns: None,
+            seen_at_ms: i64::MAX,
             sha256: None,
         })
         .collect();
