@@ -50,28 +50,27 @@ fn outcomes_failures_and_holds_read_back_what_they_wrote() {
     assert_eq!(SourceOutcome::parse("Kept"), None);
 }
 
-#[test]
-fn a_schema_newer_than_this_build_is_refused() {
+/// A queue as a newer s3spool would leave it: one schema version past this build's.
+fn newer_queue() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
     drop(Queue::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", latest_version() + 1)
         .unwrap();
-    drop(conn);
+    (dir, path)
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused() {
+    let (_dir, path) = newer_queue();
     let e = Queue::open(&path).err().expect("refused").to_string();
     assert!(e.contains("newer than this s3spool"), "{e}");
 }
 
 #[test]
 fn a_schema_newer_than_this_build_is_refused_for_reading_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("queue.db");
-    drop(Queue::open(&path).unwrap());
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "user_version", latest_version() + 1)
-        .unwrap();
-    drop(conn);
+    let (_dir, path) = newer_queue();
     let e = Queue::open_read_only(&path)
         .err()
         .expect("refused")
