@@ -45,7 +45,6 @@ struct AtPath {
     birth_ns: Option<i64>,
     /// When its source was finished, if it was.
     finished_at: Option<i64>,
-    finished: bool,
     outcome: Option<SourceOutcome>,
     vanished: bool,
     /// S3 may hold an earlier version of the file under the row's key.
@@ -243,7 +242,6 @@ impl Registrar<'_> {
                     stamp: FileStamp::from_columns(r, 2)?,
                     birth_ns: r.get(5)?,
                     finished_at: r.get(6)?,
-                    finished: r.get::<_, Option<i64>>(6)?.is_some(),
                     outcome: r.get(7)?,
                     vanished: r.get(8)?,
                     maybe_sent: r.get(9)?,
@@ -288,7 +286,7 @@ impl Registrar<'_> {
                 // content decides.
                 _ if (!same || unsure)
                     && row.stamp.alike(file.stamp)
-                    && kept_then(row.finished, row.outcome, rules.keeps) =>
+                    && kept_then(row.finished_at.is_some(), row.outcome, rules.keeps) =>
                 {
                     match (&file.sha256, &row.source_sha256) {
                         (None, Some(_)) => return Ok(Registered::Lookalike(row.id)),
@@ -310,9 +308,10 @@ impl Registrar<'_> {
                 }
                 _ if same => {
                     // None: a lookalike after a delete or archive, so a new file.
-                    if let Some(decided) = decide_done(row.finished, row.outcome, rules.keeps) {
+                    let finished = row.finished_at.is_some();
+                    if let Some(decided) = decide_done(finished, row.outcome, rules.keeps) {
                         let decided = decided(row.id);
-                        if row.finished && matches!(decided, Registered::AlreadyDone(_)) {
+                        if finished && matches!(decided, Registered::AlreadyDone(_)) {
                             // Finished before (kept, or not there then): the finisher takes
                             // unfinished rows, so it is one again.
                             found_done(tx, row.id, file, true)?;
