@@ -168,7 +168,8 @@ async fn sweep(
     let now = crate::clock::now();
     // Keys purged before this are done with once the sweep below aborted every upload
     // under them: no row can make an upload under a key after its row is gone, so one
-    // left there is at least as old as its purge.
+    // left there is at least as old as its purge. Recorded as the destination's horizon,
+    // it also spares the keys of rows forgotten later whose uploads began before it.
     let purged_before = now.timestamp_millis() - min_age.map_or(0, |a| a.as_millis() as i64);
     for (name, target) in targets {
         // Every key s3spool writes for this destination starts with its prefix.
@@ -222,11 +223,9 @@ async fn sweep(
         }
         if all_gone {
             let dest = name.clone();
-            let forgotten = queue
-                .call(move |q| q.forget_purged_keys(&dest, purged_before))
-                .await;
+            let forgotten = queue.call(move |q| q.swept(&dest, purged_before)).await;
             if let Err(e) = forgotten {
-                tracing::warn!(destination = %name, error = %e, "cannot forget purged keys; the next sweep does");
+                tracing::warn!(destination = %name, error = %e, "cannot record the sweep (purged keys are kept); the next sweep does");
             }
         }
     }

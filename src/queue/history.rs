@@ -49,7 +49,9 @@ impl Queue {
             let mut history = tx.prepare_cached("DELETE FROM attempts WHERE file_id = ?1")?;
             let mut remember = tx.prepare_cached(
                 "INSERT OR REPLACE INTO purged_keys (destination, key, purged_at)
-                 VALUES (?1, ?2, ?3)",
+                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS (
+                     SELECT 1 FROM sweep_horizons
+                     WHERE destination = ?1 AND swept_before > ?3)",
             )?;
             let mut horizon = tx.prepare_cached(
                 "INSERT INTO purge_horizons (bucket, done_before) VALUES (?1, ?2)
@@ -67,7 +69,9 @@ impl Queue {
                         // or take a request still on its way: the margin), and the next
                         // hourly sweep, which leaves younger uploads alone, can abort it
                         // and forget the key. Dated now, the keys `history` forgets waited
-                        // up to two sweeps and piled up in the queue meanwhile.
+                        // up to two sweeps and piled up in the queue meanwhile. A clean
+                        // sweep that already reached past that date aborted every such
+                        // orphan: the key is not kept at all.
                         let made_by = row
                             .done_at
                             .map_or(now_ms, |done| done + IN_FLIGHT_MARGIN_MS)

@@ -63,7 +63,7 @@ fn only_rows_nothing_in_a_spool_needs_are_forgotten_and_what_goes_is_remembered(
     assert!(q.get(long_ago).unwrap().is_none());
     // Forgotten at `now`, it is dated before a sweep cut-off far earlier than that.
     assert_eq!(
-        q.forget_purged_keys("lake", 1_000 + margin + 1).unwrap(),
+        q.swept("lake", 1_000 + margin + 1).unwrap(),
         3,
         "forgotten by the sweep after its delivery and margin, not an hour after now"
     );
@@ -73,6 +73,46 @@ fn only_rows_nothing_in_a_spool_needs_are_forgotten_and_what_goes_is_remembered(
         Some(100),
         "the kept row is the oldest now"
     );
+}
+
+/// A clean sweep that reached past a row's delivery (and the margin) aborted every
+/// orphan under its key: forgetting the row keeps no key. A row delivered after the
+/// horizon still leaves its key for the next sweep.
+#[test]
+fn a_row_delivered_before_a_clean_sweep_reached_keeps_no_key() {
+    let (_d, mut q) = open();
+    let margin = 10 * 60 * 1000;
+    let early = delivered_row(&mut q, "early", 1_000, SourceOutcome::Deleted);
+    let late = delivered_row(&mut q, "late", 50_000, SourceOutcome::Deleted);
+    // A sweep reached past the early row's delivery and margin, not the late one's.
+    assert_eq!(q.swept("lake", 1_000 + margin + 1).unwrap(), 0);
+    // A later sweep that reached less far does not move the horizon back.
+    q.swept("lake", 500).unwrap();
+    let now = 50_000 + 2 * margin;
+    assert_eq!(q.forget_delivered(60_000, 100, now).unwrap(), 2);
+    for id in [early, late] {
+        assert!(q.get(id).unwrap().is_none());
+    }
+    let keys = |q: &Queue| -> Vec<String> {
+        q.conn
+            .prepare("SELECT key FROM purged_keys ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(
+        keys(&q),
+        [format!("k/late-{late}")],
+        "only the late row's key"
+    );
+    // Another destination's horizon says nothing of this one's.
+    q.swept("elsewhere", now).unwrap();
+    let other = delivered_row(&mut q, "other", 50_000, SourceOutcome::Deleted);
+    q.forget_delivered(60_000, 100, now).unwrap();
+    assert!(q.get(other).unwrap().is_none());
+    assert_eq!(keys(&q).len(), 2);
 }
 
 #[test]

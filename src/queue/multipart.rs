@@ -197,15 +197,23 @@ impl Queue {
         Ok(known.into_iter().collect())
     }
 
-    /// Forgets the keys purged from `destination` before `before_ms`: a sweep that could
-    /// abort every upload under them has run. Returns how many.
-    pub fn forget_purged_keys(&mut self, destination: &str, before_ms: i64) -> Result<usize> {
-        self.conn
-            .execute(
+    /// Records a clean sweep of `destination` that aborted every orphan begun before
+    /// `before_ms`: the keys purged before then are forgotten (returns how many), and
+    /// rows forgotten later whose uploads all began before then keep no key (the horizon
+    /// only moves forward).
+    pub fn swept(&mut self, destination: &str, before_ms: i64) -> Result<usize> {
+        self.in_transaction(|tx| {
+            tx.execute(
+                "INSERT INTO sweep_horizons (destination, swept_before) VALUES (?1, ?2)
+                 ON CONFLICT (destination) DO UPDATE
+                 SET swept_before = MAX(swept_before, excluded.swept_before)",
+                params![destination, before_ms],
+            )?;
+            tx.execute(
                 "DELETE FROM purged_keys WHERE destination = ?1 AND purged_at < ?2",
                 params![destination, before_ms],
             )
-            .map_err(|e| self.err(e))
+        })
     }
 
     /// (parts done, parts in all) of the row's open upload, if it has one.

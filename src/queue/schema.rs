@@ -340,6 +340,16 @@ const MIGRATIONS: &[&str] = &[
               AND spool = NEW.spool AND destination = NEW.destination AND state = NEW.state;
     END;
     "#,
+    // 15: per destination, how far the last clean orphan sweep reached: every upload
+    // begun before it under a key the queue knew then is aborted. A row forgotten by
+    // `history` whose uploads all began before that needs no entry in `purged_keys`,
+    // so a long history keeps no key of its forgotten rows at all.
+    r#"
+    CREATE TABLE sweep_horizons (
+        destination  TEXT    NOT NULL PRIMARY KEY,
+        swept_before INTEGER NOT NULL          -- unix milliseconds
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
