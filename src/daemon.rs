@@ -401,7 +401,7 @@ impl Generation {
             let ctx = WatchContext {
                 queue: queue.clone(),
                 root: Arc::clone(&roots[&spool.name]),
-                bound: Arc::new(config.destinations[&spool.destination].bound()),
+                bound: Arc::new(config.destinations[&spool.only_route().destination].bound()),
                 host: Arc::clone(&shared.lasting.host),
                 rescan_interval: config.rescan_interval,
                 wake: Arc::clone(&wake),

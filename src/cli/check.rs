@@ -135,7 +135,7 @@ fn print_human(config: &Config, report: &Report) {
         println!(
             "spool {} → {}: {} ({state})",
             spool.name,
-            spool.destination,
+            spool.only_route().destination,
             spool.path.display()
         );
     }

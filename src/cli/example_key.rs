@@ -28,7 +28,8 @@ pub fn example_keys(config: &Config) -> Vec<ExampleKey> {
         .spools
         .values()
         .filter_map(|spool| {
-            let destination = config.destinations.get(&spool.destination)?;
+            let route = spool.only_route();
+            let destination = config.destinations.get(&route.destination)?;
             let input = KeyInput {
                 spool: &spool.name,
                 host: &host,
@@ -36,9 +37,9 @@ pub fn example_keys(config: &Config) -> Vec<ExampleKey> {
                 id: SAMPLE_ID,
                 uuid: uuid::Uuid::new_v4(),
                 time: crate::clock::now(),
-                ext: spool.output.ext_rule(),
+                ext: route.output.ext_rule(),
             };
-            let rendered = spool.key.render(&destination.prefix, &input);
+            let rendered = route.key.render(&destination.prefix, &input);
             Some(ExampleKey {
                 spool: spool.name.clone(),
                 source: SAMPLE,

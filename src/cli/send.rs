@@ -69,8 +69,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut queue = match super::open_queue(config) {
         Ok(queue) => Some(queue),
         Err(e) => {
-            let scheduled =
-                !spool.send_windows.is_empty() || spool.schedule.deliver_every.is_some();
+            let scheduled = !spool.only_route().send_windows.is_empty()
+                || spool.schedule.deliver_every.is_some();
             if scheduled {
                 eprintln!("note: the file cannot be marked to go at once ({e:#}); it follows the spool's delivery window and cadence");
             }

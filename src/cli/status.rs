@@ -121,7 +121,7 @@ struct ScheduleReport {
 impl ScheduleReport {
     fn of(config: &Config, spool: &str) -> Option<ScheduleReport> {
         let spool = config.spools.get(spool)?;
-        let windows = spool.windows();
+        let windows = spool.only_route().windows();
         let cadence = spool.schedule.deliver_every.as_ref();
         if windows.is_empty() && cadence.is_none() {
             return None;

@@ -103,8 +103,9 @@ fn listings(config: &Config, only: Option<&str>) -> Vec<Listing> {
         .values()
         .filter(|s| only.is_none_or(|name| s.name == name))
         .filter_map(|spool| {
-            let d = config.destinations.get(&spool.destination)?;
-            let prefix = spool.key.fixed_head(&d.prefix, &spool.name, &host);
+            let route = spool.only_route();
+            let d = config.destinations.get(&route.destination)?;
+            let prefix = route.key.fixed_head(&d.prefix, &spool.name, &host);
             Some(Listing {
                 spool: spool.name.clone(),
                 destination: d.name.clone(),

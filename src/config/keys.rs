@@ -28,6 +28,21 @@ impl KeyRulesSetting {
     }
 }
 
+impl KeyRulesSetting {
+    /// This setting, with what it leaves unsaid taken from `fallback` (a route's rules
+    /// over its spool's).
+    pub fn or(&self, fallback: &KeyRulesSetting) -> KeyRulesSetting {
+        KeyRulesSetting {
+            strict: self.strict.or(fallback.strict),
+            replacement: self
+                .replacement
+                .clone()
+                .or_else(|| fallback.replacement.clone()),
+            max_chars: self.max_chars.or(fallback.max_chars),
+        }
+    }
+}
+
 pub fn parse(p: &mut Problems, s: &mut Section) -> KeyRulesSetting {
     let strict = match s.string(p, "sanitize_keys") {
         None => None,
@@ -71,7 +86,11 @@ mod tests {
     use crate::key::KeyRules;
 
     fn rules_of(text: &str) -> KeyRules {
-        parse(text).unwrap().spools["orders"].key.rules().clone()
+        parse(text).unwrap().spools["orders"]
+            .only_route()
+            .key
+            .rules()
+            .clone()
     }
 
     #[test]

@@ -20,9 +20,27 @@ pub struct ManifestSettings {
 /// The most files one manifest lists: 100000 make about 50 MB of JSON, built in memory.
 pub(super) const MAX_FILES: u64 = 100_000;
 
-/// `Some(None)`: no manifests; `None`: a problem was reported.
-pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<ManifestSettings>> {
+const MANIFEST_SETTINGS: [&str; 3] = ["manifest_every", "manifest_max_files", "manifest_key"];
+
+/// `Some(None)`: no manifests; `None`: a problem was reported. A route's section
+/// (`inherit` is then its spool's settings) without `manifest` keeps the spool's.
+pub(super) fn manifest(
+    p: &mut Problems,
+    s: &mut Section<'_>,
+    inherit: Option<&Option<ManifestSettings>>,
+) -> Option<Option<ManifestSettings>> {
     let before = p.0.len();
+    if let Some(spool) = inherit.filter(|_| !s.take("manifest")) {
+        for name in MANIFEST_SETTINGS {
+            if s.take(name) {
+                p.add(
+                    s.key(name),
+                    "is taken with manifest: set manifest here too (without it, the spool's manifest settings apply)",
+                );
+            }
+        }
+        return (p.0.len() == before).then(|| spool.clone());
+    }
     let enabled = s.bool(p, "manifest").unwrap_or(false);
     let every = s.duration(p, "manifest_every");
     let max_files = s.integer(p, "manifest_max_files");
@@ -63,6 +81,27 @@ pub(super) fn manifest(p: &mut Problems, s: &mut Section<'_>) -> Option<Option<M
     }))
 }
 
+/// With a batch cadence (`deliver_every`), a batch is a tick's files: it closes when
+/// they are all delivered, not by age, and is not split at the default count.
+pub(super) fn for_cadence(
+    p: &mut Problems,
+    s: &Section<'_>,
+    table: &toml::Table,
+    manifest: &mut Option<Option<ManifestSettings>>,
+) {
+    if table.contains_key("manifest_every") {
+        p.add(
+            s.key("manifest_every"),
+            "is not used with deliver_every: a batch closes once its tick's files are all delivered",
+        );
+    }
+    if let Some(Some(settings)) = manifest.as_mut() {
+        if !table.contains_key("manifest_max_files") {
+            settings.max_files = MAX_FILES;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::tests::*;
@@ -74,12 +113,21 @@ mod tests {
             "manifest = true\nmanifest_every = \"1m\"\nmanifest_max_files = 10\nmanifest_key = \"m/{batch}.json\"",
         ))
         .unwrap();
-        let m = config.spools["orders"].manifest.as_ref().unwrap();
+        let m = config.spools["orders"]
+            .only_route()
+            .manifest
+            .as_ref()
+            .unwrap();
         assert_eq!((m.every, m.max_files), (Duration::from_secs(60), 10));
         let default = parse(&with_spool("manifest = true")).unwrap();
-        let m = default.spools["orders"].manifest.as_ref().unwrap();
+        let m = default.spools["orders"]
+            .only_route()
+            .manifest
+            .as_ref()
+            .unwrap();
         assert_eq!((m.every, m.max_files), (Duration::from_secs(300), 1000));
         assert!(parse(&with_spool("")).unwrap().spools["orders"]
+            .only_route()
             .manifest
             .is_none());
         refused(

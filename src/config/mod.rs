@@ -14,6 +14,7 @@ mod object;
 mod output;
 mod overlap;
 mod reader;
+mod route;
 mod schedule;
 mod spool;
 pub(crate) use crate::units;
@@ -263,63 +264,75 @@ pub fn queue_path(state_dir: &Path) -> PathBuf {
     state_dir.join("queue.db")
 }
 
-/// Each spool's send windows: its own and its destination's (the one place that rule is
-/// written; the dispatcher, the uploader, `send` and `status` read the result).
+/// Each route's send windows: its spool's and its destination's (the one place that rule
+/// is written; the dispatcher, the uploader, `send` and `status` read the result).
 fn with_send_windows(
     mut spools: BTreeMap<String, Arc<Spool>>,
     destinations: &BTreeMap<String, Arc<Destination>>,
 ) -> BTreeMap<String, Arc<Spool>> {
     for spool in spools.values_mut() {
-        let destination = destinations
-            .get(&spool.destination)
-            .and_then(|d| d.windows.clone());
-        let windows = spool
-            .schedule
-            .windows
-            .clone()
-            .into_iter()
-            .chain(destination);
-        Arc::make_mut(spool).send_windows = windows.collect();
+        let spool = Arc::make_mut(spool);
+        for route in &mut spool.routes {
+            let destination = destinations
+                .get(&route.destination)
+                .and_then(|d| d.windows.clone());
+            route.send_windows = route
+                .windows
+                .clone()
+                .or_else(|| spool.schedule.windows.clone())
+                .into_iter()
+                .chain(destination)
+                .collect();
+        }
     }
     spools
 }
 
-/// A spool whose windows never overlap its destination's would never send.
+/// A route whose spool's windows never overlap its destination's would never send.
 fn check_windows_overlap(p: &mut Problems, spools: &BTreeMap<String, Arc<Spool>>) {
     for (name, spool) in spools {
-        let windows = spool.windows();
-        if windows.len() == 2
-            && crate::schedule::all_open_at(&windows, crate::clock::schedule_now()).is_none()
-        {
-            p.add(
-                format!("spools.{name}.windows"),
-                format!(
-                    "never overlaps the windows of destination {:?}: the spool could never send",
-                    spool.destination
-                ),
-            );
+        for route in &spool.routes {
+            let windows = route.windows();
+            if windows.len() == 2
+                && crate::schedule::all_open_at(&windows, crate::clock::schedule_now()).is_none()
+            {
+                let whose = if route.windows.is_some() {
+                    format!("spools.{name}.to.{}.windows", route.destination)
+                } else {
+                    format!("spools.{name}.windows")
+                };
+                p.add(
+                    whose,
+                    format!(
+                        "never overlaps the windows of destination {:?}: the spool could never send",
+                        route.destination
+                    ),
+                );
+            }
         }
     }
 }
 
-/// Each spool's key template with its rules: the spool's own over its destination's.
+/// Each route's key template with its rules: the spool's own over its destination's.
 fn apply_key_rules(
     p: &mut Problems,
     mut spools: BTreeMap<String, Arc<Spool>>,
     destinations: &BTreeMap<String, Arc<Destination>>,
 ) -> BTreeMap<String, Arc<Spool>> {
     for (name, spool) in spools.iter_mut() {
-        let below = destinations
-            .get(&spool.destination)
-            .map(|d| d.key_rules.clone())
-            .unwrap_or_default();
-        let rules = spool.key_rules.over(&below);
-        if !rules.any() {
-            continue;
-        }
-        match spool.key.clone().with_rules(rules) {
-            Ok(key) => Arc::make_mut(spool).key = key,
-            Err(e) => p.add(format!("spools.{name}.key"), e),
+        for route in &mut Arc::make_mut(spool).routes {
+            let below = destinations
+                .get(&route.destination)
+                .map(|d| d.key_rules.clone())
+                .unwrap_or_default();
+            let rules = route.key_rules.over(&below);
+            if !rules.any() {
+                continue;
+            }
+            match route.key.clone().with_rules(rules) {
+                Ok(key) => route.key = key,
+                Err(e) => p.add(format!("spools.{name}.key"), e),
+            }
         }
     }
     spools

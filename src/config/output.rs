@@ -11,19 +11,42 @@ use crate::transcode::{CsvOptions, Format, Output, ParquetCompression, Recipient
 
 const DEFAULT_ROW_GROUP_ROWS: usize = 100_000;
 
-/// Reads the output keys of one spool section.
-pub(super) fn output(p: &mut Problems, s: &mut Section<'_>, base: &Path) -> Option<Output> {
+/// The settings that belong to a format: taken with `format`, never one by one.
+const FORMAT_SETTINGS: [&str; 6] = [
+    "gzip_level",
+    "compression",
+    "row_group_rows",
+    "infer_rows",
+    "csv",
+    "schema",
+];
+
+/// Reads the output keys of one spool section, or of a route's (`inherit` is then its
+/// spool's output: a route without `format` keeps the spool's format and settings, and
+/// one without `encrypt_to` its recipient; `encrypt_to = false` sends it unencrypted).
+pub(super) fn output(
+    p: &mut Problems,
+    s: &mut Section<'_>,
+    base: &Path,
+    inherit: Option<&Output>,
+) -> Option<Output> {
     let before = p.0.len();
-    // Read and checked once, here: a bad key stops the daemon from starting, not each file.
-    let encrypt_to =
-        s.string(p, "encrypt_to")
-            .map(|file| match Recipient::load(&super::resolve(base, file)) {
-                Ok(recipient) => Some(Arc::new(recipient)),
-                Err(e) => {
-                    p.add(s.key("encrypt_to"), e);
-                    None
-                }
-            });
+    let encrypt_to = recipient(p, s, base, inherit);
+    if let Some(spool) = inherit.filter(|_| !s.take("format")) {
+        for name in FORMAT_SETTINGS {
+            if s.take(name) {
+                p.add(
+                    s.key(name),
+                    "a format's settings are taken with it: set format here too (without it, the spool's format and settings apply)",
+                );
+            }
+        }
+        let encrypt_to = encrypt_to?;
+        return (p.0.len() == before).then(|| Output {
+            encrypt_to,
+            ..spool.clone()
+        });
+    }
     let level = s.integer(p, "gzip_level");
     let compression = s.string(p, "compression");
     let row_group_rows = s.integer(p, "row_group_rows");
@@ -111,12 +134,8 @@ pub(super) fn output(p: &mut Problems, s: &mut Section<'_>, base: &Path) -> Opti
         None => Some(None),
         Some(t) => declared_schema(p, &s.key("schema"), t).map(Some),
     };
-    let encrypt_to = match encrypt_to {
-        None => None,
-        Some(loaded) => Some(loaded?),
-    };
     let output = Output {
-        encrypt_to,
+        encrypt_to: encrypt_to?,
         format: format?,
         table: TableOptions {
             csv: csv?,
@@ -125,6 +144,42 @@ pub(super) fn output(p: &mut Problems, s: &mut Section<'_>, base: &Path) -> Opti
         },
     };
     (p.0.len() == before).then_some(output)
+}
+
+/// `encrypt_to`: `Some(recipient or none)`, or `None` when a problem was reported. The
+/// key is read and checked once, here: a bad key stops the daemon from starting, not
+/// each file.
+fn recipient(
+    p: &mut Problems,
+    s: &mut Section<'_>,
+    base: &Path,
+    inherit: Option<&Output>,
+) -> Option<Option<Arc<Recipient>>> {
+    let value = s.value("encrypt_to");
+    let file = match (value, inherit) {
+        (None, spool) => return Some(spool.and_then(|o| o.encrypt_to.clone())),
+        (Some(toml::Value::Boolean(false)), Some(_)) => return Some(None),
+        (Some(toml::Value::String(file)), _) => file,
+        (Some(other), route) => {
+            let expected = if route.is_some() {
+                "a public key file, or false to send this destination unencrypted"
+            } else {
+                "a string"
+            };
+            p.add(
+                s.key("encrypt_to"),
+                format!("expected {expected}, found {}", other.type_str()),
+            );
+            return None;
+        }
+    };
+    match Recipient::load(&super::resolve(base, file)) {
+        Ok(recipient) => Some(Some(Arc::new(recipient))),
+        Err(e) => {
+            p.add(s.key("encrypt_to"), e);
+            None
+        }
+    }
 }
 
 /// One ASCII character, as a CSV reader takes it.
@@ -226,11 +281,12 @@ mod tests {
         use crate::transcode::{Format, ParquetCompression};
         let config = parse(&with_spool("format = \"gzip\"\ngzip_level = 9")).unwrap();
         assert_eq!(
-            config.spools["orders"].output.format,
+            config.spools["orders"].only_route().output.format,
             Format::Gzip { level: 9 }
         );
         assert_eq!(
             parse(&with_spool("")).unwrap().spools["orders"]
+                .only_route()
                 .output
                 .format,
             Format::Raw
@@ -241,7 +297,7 @@ mod tests {
              [spools.orders.schema]\nid = { type = \"integer\", nullable = false }\nname = \"string\"\nat = \"timestamp\"",
         ))
         .unwrap();
-        let output = &config.spools["orders"].output;
+        let output = &config.spools["orders"].only_route().output;
         assert_eq!(
             output.format,
             Format::Parquet {
@@ -272,8 +328,14 @@ mod tests {
             "columns in file order"
         );
         let jsonl = parse(&with_spool("format = \"jsonl\"\ninfer_rows = 50")).unwrap();
-        assert_eq!(jsonl.spools["orders"].output.format, Format::Jsonl);
-        assert_eq!(jsonl.spools["orders"].output.table.infer_rows, Some(50));
+        assert_eq!(
+            jsonl.spools["orders"].only_route().output.format,
+            Format::Jsonl
+        );
+        assert_eq!(
+            jsonl.spools["orders"].only_route().output.table.infer_rows,
+            Some(50)
+        );
         refused(
             &with_spool("format = \"zip\""),
             "spools.orders.format",

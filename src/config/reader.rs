@@ -53,6 +53,22 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// The dotted path of this section.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether the table holds `name` (which then counts as known, for [`Section::finish`]).
+    pub fn take(&mut self, name: &'static str) -> bool {
+        self.used.insert(name);
+        self.table.contains_key(name)
+    }
+
+    /// The raw value of `name`, for a key that takes more than one type.
+    pub fn value(&mut self, name: &'static str) -> Option<&'a Value> {
+        self.get(name)
+    }
+
     fn get(&mut self, name: &'static str) -> Option<&'a Value> {
         self.used.insert(name);
         self.table.get(name)

@@ -96,12 +96,16 @@ mod tests {
             "deliver_every = \"6h\"\nschedule_timezone = \"UTC\"\nmanifest = true",
         ))
         .unwrap();
-        let manifest = cadence.spools["orders"].manifest.as_ref().unwrap();
+        let manifest = cadence.spools["orders"]
+            .only_route()
+            .manifest
+            .as_ref()
+            .unwrap();
         assert_eq!(
             manifest.max_files, 100_000,
             "a tick is not split at the default count"
         );
-        let destination = &config.destinations[&spool.destination];
+        let destination = &config.destinations[&spool.only_route().destination];
         assert_eq!(
             destination.windows.as_ref().unwrap().describe(),
             "00:00-24:00 (local)"

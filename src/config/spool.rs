@@ -5,14 +5,14 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::keys::{self, KeyRulesSetting};
-use super::manifest::{self, ManifestSettings};
+use super::keys;
+use super::manifest;
 use super::output;
 use super::reader::{Problems, Section};
 use super::resolve;
+use super::route::{self, Route};
 use super::schedule::ScheduleSetting;
 use crate::key::KeyTemplate;
-use crate::transcode::Output;
 
 const SPOOL_DEFAULT_KEY: &str = "{spool}/{yyyy}/{mm}/{dd}/{stem}-{timestamp}-{id}.{ext}";
 
@@ -34,57 +34,23 @@ pub struct Spool {
     /// `path` as the config says it, made absolute but not resolved: the same words that
     /// lead to another folder than last time mean the file system changed, not the config.
     pub configured_path: PathBuf,
-    pub destination: String,
     /// `None` means every file.
     pub include: Option<GlobSet>,
     pub exclude: GlobSet,
     pub settle: Duration,
-    pub key: KeyTemplate,
     pub after_upload: AfterUpload,
-    /// What is delivered: the bytes as they are, or a conversion of them.
-    pub output: Output,
-    /// Deliveries are grouped into batches, each closed by a manifest.
-    pub manifest: Option<ManifestSettings>,
-    /// Its own key sanitising and length, over its destination's (applied to `key`
-    /// once both are read).
-    pub key_rules: KeyRulesSetting,
     /// When it may send (`windows`, `deliver_every`); its destination's windows apply too.
     pub schedule: ScheduleSetting,
-    /// The windows it sends within: its own and its destination's (made at load, once
-    /// both are read). Empty: any time.
-    pub send_windows: Vec<crate::schedule::Windows>,
+    /// Where its files go and in which shape: one route per destination, in the config's
+    /// order (today exactly one).
+    pub routes: Vec<Route>,
 }
 
 impl Spool {
-    /// The windows it sends within, as the schedule reads them.
-    pub fn windows(&self) -> Vec<&crate::schedule::Windows> {
-        self.send_windows.iter().collect()
-    }
-
-    /// The object key of row `id`, for the file at `rel_path` queued at `time`: rendered
-    /// once, when the row is made, and stored with it.
-    pub fn object_key(
-        &self,
-        prefix: &str,
-        host: &str,
-        rel_path: &str,
-        id: i64,
-        time: chrono::DateTime<chrono::Utc>,
-    ) -> Result<String, String> {
-        let input = crate::key::KeyInput {
-            spool: &self.name,
-            host,
-            rel_path,
-            id,
-            uuid: if self.key.uses_uuid() {
-                uuid::Uuid::new_v4()
-            } else {
-                uuid::Uuid::nil()
-            },
-            time,
-            ext: self.output.ext_rule(),
-        };
-        self.key.render(prefix, &input).map_err(|e| e.to_string())
+    /// Its only route: a spool has one destination until fan-out lands (the config
+    /// refuses more), and the callers of this are the places that will fan out.
+    pub fn only_route(&self) -> &Route {
+        &self.routes[0]
     }
 }
 
@@ -118,19 +84,7 @@ pub(super) fn parse(
 ) -> Option<Spool> {
     let mut s = Section::new(path, table);
     let dir = s.required_string(p, "path").map(|d| resolve(base, d));
-    let destination = s.required_string(p, "destination").map(str::to_string);
-    if let Some(d) = &destination {
-        let known = root
-            .get("destinations")
-            .and_then(|v| v.as_table())
-            .is_some_and(|t| t.contains_key(d));
-        if !known {
-            p.add(
-                s.key("destination"),
-                format!("no [destinations.{d}] table is defined"),
-            );
-        }
-    }
+    let destinations = destinations(p, &mut s, root);
     // `None`: not given (every file); `Some(None)`: given but broken (already reported).
     let include = s
         .strings(p, "include")
@@ -144,22 +98,11 @@ pub(super) fn parse(
         .ok();
     let key_rules = keys::parse(p, &mut s);
     let schedule = super::schedule::parse(p, &mut s, true);
-    let output = output::output(p, &mut s, base);
-    let mut manifest = manifest::manifest(p, &mut s);
-    if schedule.deliver_every.is_some() {
-        // A batch is a tick's files: it closes when they are all delivered, not by age,
-        // and is not split at the default count.
-        if table.contains_key("manifest_every") {
-            p.add(
-                s.key("manifest_every"),
-                "is not used with deliver_every: a batch closes once its tick's files are all delivered",
-            );
-        }
-        if let Some(Some(settings)) = manifest.as_mut() {
-            if !table.contains_key("manifest_max_files") {
-                settings.max_files = manifest::MAX_FILES;
-            }
-        }
+    let output = output::output(p, &mut s, base, None);
+    let mut manifest = manifest::manifest(p, &mut s, None);
+    let cadence = schedule.deliver_every.is_some();
+    if cadence {
+        manifest::for_cadence(p, &s, table, &mut manifest);
     }
     let mode = s.string(p, "after_upload").unwrap_or("delete");
     let archive_dir = s.string(p, "archive_dir").map(|d| resolve(base, d));
@@ -189,28 +132,77 @@ pub(super) fn parse(
             None
         }
     };
+    let to = s.table(p, "to");
     s.finish(p);
+    // The spool's own settings, which its routes take unless their `to` table says
+    // otherwise (stand-ins where the spool's are broken: the routes' problems are still
+    // reported, and the spool is refused all the same).
+    let own = Route {
+        destination: String::new(),
+        key: key
+            .clone()
+            .unwrap_or_else(|| KeyTemplate::parse(SPOOL_DEFAULT_KEY).expect("default parses")),
+        output: output.clone().unwrap_or_default(),
+        manifest: manifest.clone().flatten(),
+        key_rules,
+        windows: None,
+        send_windows: Vec::new(),
+    };
+    let routes = route::routes(p, &s, to, destinations.as_deref()?, base, &own, cadence);
     let include = match include {
         None => None,
         Some(set) => Some(set?),
     };
     let dir = dir?;
+    // The routes took stand-ins for whatever of the spool's own is broken.
+    if key.is_none() || output.is_none() || manifest.is_none() {
+        return None;
+    }
     Some(Spool {
         name: name.to_string(),
         configured_path: dir.clone(),
         path: dir,
-        destination: destination?,
         include,
         exclude: exclude?,
         settle,
-        key: key?,
         after_upload: after_upload?,
-        output: output?,
-        manifest: manifest?,
-        key_rules,
         schedule,
-        send_windows: Vec::new(),
+        routes: routes?,
     })
+}
+
+/// `destination`: one name or a list, each of a `[destinations.NAME]` table, none twice.
+fn destinations(p: &mut Problems, s: &mut Section, root: &toml::Table) -> Option<Vec<String>> {
+    if !s.take("destination") {
+        p.add(s.key("destination"), "is required");
+        return None;
+    }
+    let names = s.string_or_strings(p, "destination")?;
+    let before = p.0.len();
+    if names.is_empty() {
+        p.add(
+            s.key("destination"),
+            "names no destination: give one, or a list of them",
+        );
+    }
+    let defined = root.get("destinations").and_then(|v| v.as_table());
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            p.add(s.key("destination"), format!("names {name:?} twice"));
+        } else if !defined.is_some_and(|t| t.contains_key(*name)) {
+            p.add(
+                s.key("destination"),
+                format!("no [destinations.{name}] table is defined"),
+            );
+        }
+    }
+    if names.len() > 1 && p.0.len() == before {
+        p.add(
+            s.key("destination"),
+            "one spool to several destinations is not available in this version yet: name one destination (a spool per destination, on folders of their own, does it meanwhile)",
+        );
+    }
+    (p.0.len() == before).then(|| names.iter().map(|n| n.to_string()).collect())
 }
 
 #[cfg(test)]

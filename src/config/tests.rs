@@ -72,10 +72,20 @@ fn the_example_config_loads() {
     assert_eq!(config.spools["orders"].settle, Duration::from_secs(5));
     assert_eq!(config.state_dir, PathBuf::from("/var/lib/s3spool"));
     let events = &config.spools["events"];
-    assert_eq!(events.output.format.name(), "parquet");
-    assert_eq!(events.output.table.schema.as_ref().unwrap().len(), 4);
+    assert_eq!(events.only_route().output.format.name(), "parquet");
     assert_eq!(
-        events.manifest.as_ref().unwrap().every,
+        events
+            .only_route()
+            .output
+            .table
+            .schema
+            .as_ref()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        events.only_route().manifest.as_ref().unwrap().every,
         Duration::from_secs(900)
     );
 }

@@ -81,7 +81,7 @@ impl Dispatcher {
         };
         for spool in self.spools.values() {
             let cadence = spool.schedule.deliver_every.as_ref();
-            let outlook = schedule::outlook(&spool.windows(), cadence, at);
+            let outlook = schedule::outlook(&spool.only_route().windows(), cadence, at);
             look.next_change = earliest(
                 look.next_change,
                 earliest(outlook.opens_at, outlook.next_tick),

@@ -41,7 +41,10 @@ impl ManifestWriter {
     /// Closes due batches and writes manifests until `shutdown`. Batches left by an
     /// earlier run are closed and written too, even if no spool has manifests any more.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let any = self.spools.values().any(|s| s.manifest.is_some());
+        let any = self
+            .spools
+            .values()
+            .any(|s| s.only_route().manifest.is_some());
         // Without manifests, only leftovers (and their retries) are looked after: rarely.
         let tick = if any { TICK } else { IDLE_TICK };
         loop {
@@ -82,7 +85,7 @@ impl ManifestWriter {
     fn cadence_spools(&self) -> Vec<String> {
         self.spools
             .values()
-            .filter(|s| s.manifest.is_some() && s.schedule.deliver_every.is_some())
+            .filter(|s| s.only_route().manifest.is_some() && s.schedule.deliver_every.is_some())
             .map(|s| s.name.clone())
             .collect()
     }
@@ -92,7 +95,7 @@ impl ManifestWriter {
         let with: Vec<String> = self
             .spools
             .values()
-            .filter(|s| s.manifest.is_some())
+            .filter(|s| s.only_route().manifest.is_some())
             .map(|s| s.name.clone())
             .collect();
         match self
@@ -108,7 +111,7 @@ impl ManifestWriter {
             Err(e) => tracing::warn!(error = %e, "cannot close manifest batches"),
         }
         for spool in self.spools.values() {
-            let Some(settings) = &spool.manifest else {
+            let Some(settings) = &spool.only_route().manifest else {
                 continue;
             };
             let name = spool.name.clone();
@@ -180,7 +183,7 @@ impl ManifestWriter {
         let template = self
             .spools
             .get(&batch.spool)
-            .and_then(|s| s.manifest.as_ref())
+            .and_then(|s| s.only_route().manifest.as_ref())
             .map(|m| m.key.clone())
             .unwrap_or_else(|| ManifestKey::parse(DEFAULT_MANIFEST_KEY).expect("default parses"));
         let closed =

@@ -368,7 +368,7 @@ async fn queue_files(
     let files_for_db = files.to_vec();
     let rules = SpoolRules {
         keeps: spool.after_upload == AfterUpload::Keep,
-        unique_keys: spool.key.unique_per_row(),
+        unique_keys: spool.only_route().key.unique_per_row(),
     };
     let result = ctx
         .queue
@@ -377,7 +377,7 @@ async fn queue_files(
                 if !utf8.contains(&file.rel_path) {
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
                 }
-                spool2.object_key(&dest.prefix, &host, &file.rel_path, id, now)
+                spool2.only_route().object_key(&spool2.name, &dest.prefix, &host, &file.rel_path, id, now)
             }, |old_path, stamp, likeness| scan::moved_away(&root, old_path, stamp, likeness))
         })
         .await;

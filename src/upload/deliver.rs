@@ -99,7 +99,7 @@ impl Uploader {
         if self
             .spools
             .get(&row.spool)
-            .is_some_and(|s| s.output.converts())
+            .is_some_and(|s| s.only_route().output.converts())
         {
             transcode::remove_work(&self.state_dir, row.id, row.claim);
         }
@@ -201,12 +201,14 @@ impl Uploader {
             source_sha256: delivery.source_sha256.clone(),
             object_size: delivery.size,
             rows: delivery.rows,
-            format: spool.map_or_else(|| "raw".to_string(), |s| s.output.name()),
+            format: spool.map_or_else(|| "raw".to_string(), |s| s.only_route().output.name()),
         };
-        let batching = spool.and_then(|s| s.manifest.as_ref()).map(|m| Batching {
-            max_files: m.max_files,
-            host: self.host.to_string(),
-        });
+        let batching = spool
+            .and_then(|s| s.only_route().manifest.as_ref())
+            .map(|m| Batching {
+                max_files: m.max_files,
+                host: self.host.to_string(),
+            });
         let done = match later.and_then(|stamp| self.later_version(row, stamp)) {
             None => {
                 self.record(id, move |q, now| {
@@ -283,7 +285,7 @@ impl Uploader {
         impl Fn(&NewFile, i64, i64) -> Result<String, String> + Send + Sync + 'static,
     )> {
         let spool = Arc::clone(self.spools.get(&row.spool)?);
-        let bound = Arc::clone(self.bounds.get(&spool.destination)?);
+        let bound = Arc::clone(self.bounds.get(&spool.only_route().destination)?);
         let root = self.roots.get(&row.spool)?;
         let file = NewFile {
             spool: row.spool.clone(),
@@ -298,12 +300,19 @@ impl Uploader {
         };
         let rules = SpoolRules {
             keeps: spool.after_upload == crate::config::AfterUpload::Keep,
-            unique_keys: spool.key.unique_per_row(),
+            unique_keys: spool.only_route().key.unique_per_row(),
         };
         let host = Arc::clone(&self.host);
         let keys = move |file: &NewFile, id: i64, now: i64| {
             let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
-            spool.object_key(&bound.prefix, &host, &file.rel_path, id, time)
+            spool.only_route().object_key(
+                &spool.name,
+                &bound.prefix,
+                &host,
+                &file.rel_path,
+                id,
+                time,
+            )
         };
         Some((file, rules, keys))
     }
@@ -418,7 +427,7 @@ impl Uploader {
         let output = self
             .spools
             .get(&row.spool)
-            .map_or_else(Output::default, |s| s.output.clone());
+            .map_or_else(Output::default, |s| s.only_route().output.clone());
         let writer = self.queue.writer_of(row.id);
         // An upload recorded for the row, of the file as queued, is asked about by
         // resuming it (ListParts, then HEAD if S3 no longer knows it).
@@ -514,7 +523,9 @@ impl Uploader {
             // could start it over at every window, and it would never arrive. It
             // finishes instead.
             window: match self.spools.get(&row.spool) {
-                Some(spool) if !output.converts() => WindowCheck::new(spool.windows(), row.rushed),
+                Some(spool) if !output.converts() => {
+                    WindowCheck::new(spool.only_route().windows(), row.rushed)
+                }
                 _ => WindowCheck::always(),
             },
         };
