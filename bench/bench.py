@@ -653,16 +653,25 @@ def history(res, args, work, server, rows, count, rounds=3):
             t = time.monotonic()
             db = sqlite3.connect(sp.dir / "state/queue.db")
             now_ms = int(time.time() * 1000)
+            # Ids after any the queue holds; each row its own source (queue schema 16).
+            base = db.execute("SELECT IFNULL(MAX(id), 0) FROM files").fetchone()[0]
             # Delivered within the default `history` (30 days): the daemon keeps them.
             db.execute("""
                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-                INSERT INTO files (spool, rel_path, path, destination, bucket, key, state, size,
-                    mtime_ns, inode, next_attempt_at, queued_at, updated_at, done_at,
+                INSERT INTO sources (id, spool, rel_path, path, size, mtime_ns, inode, queued_at,
+                    finished_at, outcome, unsettled)
+                SELECT ?4 + i, 's0', 'old/f' || i, ?2 || '/old/f' || i, 4096, 1, i,
+                    ?3 - ?1 + i, ?3 - ?1 + i, 'deleted', 0 FROM n""",
+                       (held, str(sp.spools[0]), now_ms - 86_400_000, base))
+            db.execute("""
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                INSERT INTO files (id, source_id, spool, rel_path, path, destination, bucket, key,
+                    state, size, mtime_ns, inode, next_attempt_at, queued_at, updated_at, done_at,
                     source_finished_at, etag, sha256, source_outcome, object_size, format)
-                SELECT 's0', 'old/f' || i, ?2 || '/old/f' || i, 'bench', ?3, 'old/f' || i,
-                    'done', 4096, 1, i, 0, ?4 - ?1 + i, ?4 - ?1 + i, ?4 - ?1 + i, ?4 - ?1 + i,
-                    '"e"', 'sha', 'deleted', 4096, 'raw' FROM n""",
-                       (held, str(sp.spools[0]), BUCKET, now_ms - 86_400_000))
+                SELECT ?5 + i, ?5 + i, 's0', 'old/f' || i, ?2 || '/old/f' || i, 'bench', ?3,
+                    'old/f' || i, 'done', 4096, 1, i, 0, ?4 - ?1 + i, ?4 - ?1 + i, ?4 - ?1 + i,
+                    ?4 - ?1 + i, '"e"', 'sha', 'deleted', 4096, 'raw' FROM n""",
+                       (held, str(sp.spools[0]), BUCKET, now_ms - 86_400_000, base))
             db.commit()
             db.close()
             print(f"  history: {held:,} delivered rows made in {time.monotonic() - t:.0f} s", flush=True)

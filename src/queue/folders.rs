@@ -65,9 +65,10 @@ pub fn orphan_name(name: &str, root: &str) -> String {
     format!("{name}@{root}")
 }
 
-/// Tables whose rows name a spool, and the column.
+/// Tables whose rows name a spool, and the column (`files` holds copies of its sources'
+/// column, which follow them).
 const SPOOL_COLUMNS: [(&str, &str); 5] = [
-    ("files", "spool"),
+    ("sources", "spool"),
     ("batches", "spool"),
     ("paused", "spool"),
     ("ticks", "spool"),

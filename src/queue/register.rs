@@ -292,8 +292,9 @@ impl Registrar<'_> {
                         (None, Some(_)) => return Ok(Registered::Lookalike(row.id)),
                         (Some(now), Some(then)) if now == then => {
                             tx.prepare_cached(
-                                "UPDATE files SET inode = ?2, birth_ns = ?3, source_outcome = 'kept'
-                                 WHERE id = ?1 AND state = 'done'",
+                                "UPDATE sources SET inode = ?2, birth_ns = ?3, outcome = 'kept'
+                                 WHERE id = (SELECT source_id FROM files
+                                             WHERE id = ?1 AND state = 'done')",
                             )?
                             .execute(params![
                                 row.id,
@@ -416,7 +417,8 @@ impl Registrar<'_> {
                         // Another inode (a restore): the row is this file's now, so its
                         // clean-up and rescans know it as the row's.
                         tx.prepare_cached(
-                            "UPDATE files SET inode = ?2, birth_ns = ?3 WHERE id = ?1",
+                            "UPDATE sources SET inode = ?2, birth_ns = ?3
+                             WHERE id = (SELECT source_id FROM files WHERE id = ?1)",
                         )?
                         .execute(params![
                             row.id,
@@ -537,20 +539,27 @@ impl Registrar<'_> {
                     break;
                 }
                 Some(now) if *now == kept_sha256 => {
-                    self.tx
+                    let restored = self
+                        .tx
                         .prepare_cached(
-                            "UPDATE files SET rel_path = ?2, path = ?3, inode = ?4, birth_ns = ?5,
-                                 updated_at = ?6, source_outcome = 'kept'
-                             WHERE id = ?1 AND state = 'done'",
+                            "UPDATE files SET updated_at = ?2 WHERE id = ?1 AND state = 'done'",
                         )?
-                        .execute(params![
-                            id,
-                            file.rel_path,
-                            file.path.to_string_lossy(),
-                            file.stamp.inode as i64,
-                            file.birth_ns,
-                            self.now_ms
-                        ])?;
+                        .execute(params![id, self.now_ms])?;
+                    if restored > 0 {
+                        self.tx
+                            .prepare_cached(
+                                "UPDATE sources SET rel_path = ?2, path = ?3, inode = ?4,
+                                     birth_ns = ?5, outcome = 'kept'
+                                 WHERE id = (SELECT source_id FROM files WHERE id = ?1)",
+                            )?
+                            .execute(params![
+                                id,
+                                file.rel_path,
+                                file.path.to_string_lossy(),
+                                file.stamp.inode as i64,
+                                file.birth_ns
+                            ])?;
+                    }
                     return Ok(Some(Registered::Restored(id)));
                 }
                 Some(_) => {}
@@ -574,12 +583,30 @@ impl Registrar<'_> {
             Ok(key) => (Some(key), None),
             Err(reason) => (None, Some(reason)),
         };
+        // The source first (its id is its first delivery's), with its one delivery
+        // unsettled: waiting, or failed with a key refused.
+        tx.prepare_cached(
+            "INSERT OR FAIL INTO sources (id, spool, rel_path, path, size, mtime_ns, inode,
+                 birth_ns, queued_at, unsettled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
+        )?
+        .execute(params![
+            id,
+            file.spool,
+            file.rel_path,
+            file.path.to_string_lossy(),
+            file.stamp.size as i64,
+            file.stamp.mtime_ns,
+            file.stamp.inode as i64,
+            file.birth_ns,
+            now_ms,
+        ])?;
         tx.prepare_cached(
             "INSERT OR FAIL INTO files (id, spool, rel_path, path, destination, bucket, state, size,
              mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at, key, last_error,
-             failure)
+             failure, source_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, IIF(?12 IS NULL, 'pending', 'failed'), ?7, ?8, ?9,
-                 ?10, ?11, ?11, ?11, ?13, ?12, IIF(?12 IS NULL, NULL, 'refused'))",
+                 ?10, ?11, ?11, ?11, ?13, ?12, IIF(?12 IS NULL, NULL, 'refused'), ?1)",
         )?
         .execute(params![
             id,
@@ -610,10 +637,10 @@ impl Registrar<'_> {
 /// its clean-up is to be done (again).
 fn found_done(tx: &Connection, id: i64, file: &NewFile, unfinish: bool) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE files SET rel_path = ?2, path = ?3,
-             source_finished_at = CASE WHEN ?4 THEN NULL ELSE source_finished_at END,
-             source_outcome = CASE WHEN ?4 THEN NULL ELSE source_outcome END
-         WHERE id = ?1 AND state = 'done'",
+        "UPDATE sources SET rel_path = ?2, path = ?3,
+             finished_at = CASE WHEN ?4 THEN NULL ELSE finished_at END,
+             outcome = CASE WHEN ?4 THEN NULL ELSE outcome END
+         WHERE id = (SELECT source_id FROM files WHERE id = ?1 AND state = 'done')",
     )?
     .execute(params![
         id,
@@ -636,24 +663,25 @@ fn follow(
     now_ms: i64,
     requeue: bool,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE files SET rel_path = ?2, path = ?3, key = COALESCE(?5, key), updated_at = ?4,
-             state = IIF(?6, 'pending', state),
-             next_attempt_at = IIF(?6, MIN(next_attempt_at, ?4), next_attempt_at),
-             last_error = CASE WHEN ?6 AND state = 'failed'
+    let followed = tx
+        .prepare_cached(
+            "UPDATE files SET key = COALESCE(?3, key), updated_at = ?2,
+             state = IIF(?4, 'pending', state),
+             next_attempt_at = IIF(?4, MIN(next_attempt_at, ?2), next_attempt_at),
+             last_error = CASE WHEN ?4 AND state = 'failed'
                                THEN 'its file was found again; queued again'
                                ELSE last_error END,
-             failure = IIF(?6, NULL, failure)
+             failure = IIF(?4, NULL, failure)
          WHERE id = ?1 AND state IN ('pending', 'failed')",
-    )?
-    .execute(params![
-        id,
-        file.rel_path,
-        file.path.to_string_lossy(),
-        now_ms,
-        key,
-        requeue
-    ])?;
+        )?
+        .execute(params![id, now_ms, key, requeue])?;
+    if followed > 0 {
+        tx.prepare_cached(
+            "UPDATE sources SET rel_path = ?2, path = ?3
+             WHERE id = (SELECT source_id FROM files WHERE id = ?1)",
+        )?
+        .execute(params![id, file.rel_path, file.path.to_string_lossy()])?;
+    }
     Ok(())
 }
 
@@ -680,19 +708,22 @@ fn restamp(tx: &Connection, id: i64, file: &NewFile, now_ms: i64) -> rusqlite::R
     ])?;
     let changed = tx
         .prepare_cached(
-            "UPDATE files SET size = ?2, mtime_ns = ?3, inode = ?4, birth_ns = ?5, updated_at = ?6,
-                 upload_id = NULL, part_size = NULL, sha256 = NULL
+            "UPDATE files SET updated_at = ?2, upload_id = NULL, part_size = NULL, sha256 = NULL
              WHERE id = ?1 AND state = 'pending'",
+        )?
+        .execute(params![id, now_ms])?;
+    if changed > 0 {
+        tx.prepare_cached(
+            "UPDATE sources SET size = ?2, mtime_ns = ?3, inode = ?4, birth_ns = ?5
+             WHERE id = (SELECT source_id FROM files WHERE id = ?1)",
         )?
         .execute(params![
             id,
             file.stamp.size as i64,
             file.stamp.mtime_ns,
             file.stamp.inode as i64,
-            file.birth_ns,
-            now_ms
+            file.birth_ns
         ])?;
-    if changed > 0 {
         tx.prepare_cached("DELETE FROM parts WHERE file_id = ?1")?
             .execute([id])?;
     }

@@ -312,8 +312,10 @@ impl Queue {
     pub fn backfill_outcomes(&mut self, spool: &str, outcome: SourceOutcome) -> Result<usize> {
         self.conn
             .execute(
-                "UPDATE files INDEXED BY files_outcome_unknown SET source_outcome = ?2
-                 WHERE spool = ?1 AND source_finished_at IS NOT NULL AND source_outcome IS NULL",
+                "UPDATE sources SET outcome = ?2
+                 WHERE id IN (SELECT source_id FROM files INDEXED BY files_outcome_unknown
+                              WHERE spool = ?1 AND source_finished_at IS NOT NULL
+                                AND source_outcome IS NULL)",
                 params![spool, outcome],
             )
             .map_err(|e| self.err(e))
@@ -508,8 +510,8 @@ impl Queue {
                 return Ok(None);
             }
             tx.execute(
-                "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
-                 WHERE id = ?1 AND state = 'done'",
+                "UPDATE sources SET finished_at = ?2, outcome = ?3
+                 WHERE id = (SELECT source_id FROM files WHERE id = ?1 AND state = 'done')",
                 params![ended.id, now_ms, SourceOutcome::Superseded],
             )?;
             let (file, rules) = later;
@@ -609,32 +611,57 @@ impl Queue {
         next_attempt_at: i64,
         now_ms: i64,
     ) -> Result<bool> {
-        self.transition(
+        self.in_transaction(|tx| {
+            let requeued = tx
+                .prepare_cached(
+                    "UPDATE files SET state = 'pending', interruptions = 0,
+                         attempts = MAX(attempts - 1, 0), next_attempt_at = ?3,
+                         lease_until = NULL, upload_id = NULL, part_size = NULL, sha256 = NULL,
+                         maybe_sent = maybe_sent OR ?5,
+                         last_error = 'source changed; will upload again once it settles',
+                         updated_at = ?4
+                     WHERE id = ?1 AND state = 'active' AND claim = ?2
+                     RETURNING source_id",
+                )?
+                .query_row(
+                    params![
+                        ended.id,
+                        ended.claim,
+                        next_attempt_at,
+                        now_ms,
+                        ended.maybe_sent
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?;
+            let Some(source) = requeued else {
+                return Ok(false);
+            };
             // Another inode is another file: its birth time, where known, is the caller's.
-            "UPDATE files SET state = 'pending', interruptions = 0, attempts = MAX(attempts - 1, 0), size = ?3,
-                 birth_ns = CASE WHEN inode = ?5 THEN COALESCE(?8, birth_ns) ELSE ?8 END,
-                 mtime_ns = ?4, inode = ?5, next_attempt_at = ?6, lease_until = NULL,
-                 upload_id = NULL, part_size = NULL, sha256 = NULL, maybe_sent = maybe_sent OR ?9,
-                 last_error = 'source changed; will upload again once it settles', updated_at = ?7
-             WHERE id = ?1 AND state = 'active' AND claim = ?2",
-            params![
-                ended.id,
-                ended.claim,
+            tx.prepare_cached(
+                "UPDATE sources SET size = ?2, mtime_ns = ?3, inode = ?4,
+                     birth_ns = CASE WHEN inode = ?4 THEN COALESCE(?5, birth_ns) ELSE ?5 END
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                source,
                 stamp.size as i64,
                 stamp.mtime_ns,
                 stamp.inode as i64,
-                next_attempt_at,
-                now_ms,
-                birth_ns,
-                ended.maybe_sent
-            ],
-            true,
-            Some(History {
-                outcome: "changed",
-                error: Some("source changed; uploaded again once it settles"),
-                now_ms,
-            }),
-        )
+                birth_ns
+            ])?;
+            tx.execute("DELETE FROM parts WHERE file_id = ?1", [ended.id])?;
+            record_attempt(
+                tx,
+                ended.id,
+                &History {
+                    outcome: "changed",
+                    error: Some("source changed; uploaded again once it settles"),
+                    now_ms,
+                },
+            )?;
+            Ok(true)
+        })
     }
 
     /// The source's `after_upload` step has run: a later file at the same path with the
@@ -649,8 +676,8 @@ impl Queue {
         now_ms: i64,
     ) -> Result<bool> {
         self.transition(
-            "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
-             WHERE id = ?1 AND state = 'done'",
+            "UPDATE sources SET finished_at = ?2, outcome = ?3
+             WHERE id = (SELECT source_id FROM files WHERE id = ?1 AND state = 'done')",
             params![id, now_ms, outcome],
             false,
             None,
@@ -669,8 +696,9 @@ impl Queue {
     ) -> Result<usize> {
         self.in_transaction(|tx| {
             let mut update = tx.prepare_cached(
-                "UPDATE files SET source_finished_at = ?2, source_outcome = ?3
-                 WHERE id = ?1 AND state = 'done' AND source_finished_at IS NULL AND path = ?4",
+                "UPDATE sources SET finished_at = ?2, outcome = ?3
+                 WHERE id = (SELECT source_id FROM files WHERE id = ?1 AND state = 'done')
+                   AND finished_at IS NULL AND path = ?4",
             )?;
             let mut applied = 0;
             for (id, path, outcome) in finished {

@@ -120,7 +120,10 @@ fn a_clean_up_is_recorded_only_for_the_path_it_was_done_at() {
     );
     // Row 2's file moved (a rescan made the row follow it) while its old path was cleaned.
     q.conn
-        .execute("UPDATE files SET path = '/spool/moved/b' WHERE id = 2", [])
+        .execute(
+            "UPDATE sources SET path = '/spool/moved/b' WHERE id = 2",
+            [],
+        )
         .unwrap();
     let applied = q
         .mark_sources_finished(

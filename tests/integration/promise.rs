@@ -448,11 +448,8 @@ fn a_clean_up_cut_off_after_its_claim_is_finished_at_the_next_start() {
     // What a SIGKILL right after the claim leaves behind: the row done but not finished,
     // the source under its private name (hidden: no scan ever sees it).
     let conn = rusqlite::Connection::open(s.dir.path().join("state/queue.db")).unwrap();
-    conn.execute(
-        "UPDATE files SET source_finished_at = NULL, source_outcome = NULL",
-        [],
-    )
-    .unwrap();
+    conn.execute("UPDATE sources SET finished_at = NULL, outcome = NULL", [])
+        .unwrap();
     drop(conn);
     std::fs::rename(s.spool.join("a.csv"), s.spool.join(".s3spool-finishing-1")).unwrap();
     s.edit_config(|text| text.replace("after_upload = \"keep\"", "after_upload = \"delete\""));

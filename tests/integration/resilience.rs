@@ -411,7 +411,7 @@ fn a_crash_between_done_and_clean_up_is_repaired_without_a_second_upload() {
     assert!(daemon.stop().success());
     // As if the daemon had died after marking the row done and before deleting the file.
     let db = rusqlite::Connection::open(s.dir.path().join("state/queue.db")).unwrap();
-    db.execute("UPDATE files SET source_finished_at = NULL", [])
+    db.execute("UPDATE sources SET finished_at = NULL", [])
         .unwrap();
     drop(db);
     let text = std::fs::read_to_string(&s.config)
