@@ -1,5 +1,5 @@
-//! `s3spool list`: queued files, filtered by state and spool: by default the files not
-//! delivered yet, newest first, at most 50.
+//! `s3spool list`: queued files, filtered by state, spool and destination: by default the
+//! files not delivered yet, newest first, at most 50.
 
 use std::process::ExitCode;
 
@@ -15,6 +15,9 @@ pub struct Args {
     /// Only rows of this spool.
     #[arg(long)]
     spool: Option<String>,
+    /// Only rows going to this destination.
+    #[arg(long)]
+    destination: Option<String>,
     /// Every row, `done` ones too (by default: the files not delivered yet).
     #[arg(long)]
     all: bool,
@@ -43,6 +46,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let rows = queue.list(&ListFilter {
         state: args.state,
         spool: args.spool,
+        destination: args.destination,
         limit,
         not_done: !args.all && args.state.is_none(),
         newest_first: !args.oldest,
@@ -58,17 +62,18 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "{:>8}  {:<7}  {:>3}  {:>10}  {:<12}  PATH → KEY",
-        "ID", "STATE", "TRY", "SIZE", "SPOOL"
+        "{:>8}  {:<7}  {:>3}  {:>10}  {:<12}  {:<12}  PATH → KEY",
+        "ID", "STATE", "TRY", "SIZE", "SPOOL", "DEST"
     );
     for row in &rows {
         println!(
-            "{:>8}  {:<7}  {:>3}  {:>10}  {:<12}  {} → {}",
+            "{:>8}  {:<7}  {:>3}  {:>10}  {:<12}  {:<12}  {} → {}",
             row.id,
             row.state.as_str(),
             row.attempts,
             format_size(row.stamp.size),
             row.spool,
+            row.destination,
             row.rel_path,
             row.key.as_deref().unwrap_or("-"),
         );

@@ -601,6 +601,8 @@ pub struct Depth {
 pub struct ListFilter {
     pub state: Option<State>,
     pub spool: Option<String>,
+    /// Only the deliveries to this destination.
+    pub destination: Option<String>,
     pub limit: Option<u64>,
     /// Leave `done` rows out (when no state is asked for).
     pub not_done: bool,

@@ -67,7 +67,7 @@ impl Queue {
         let sql = format!(
             "SELECT {COLUMNS} FROM files
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR spool = ?2)
-               AND (?4 = 0 OR state != 'done')
+               AND (?4 = 0 OR state != 'done') AND (?5 IS NULL OR destination = ?5)
              ORDER BY id {order} LIMIT ?3"
         );
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
@@ -77,7 +77,8 @@ impl Queue {
                 filter.state.map(State::as_str),
                 filter.spool,
                 limit,
-                filter.not_done
+                filter.not_done,
+                filter.destination
             ],
             FileRow::from_row,
         )

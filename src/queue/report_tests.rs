@@ -60,6 +60,20 @@ fn summary_retry_and_purge() {
         })
         .unwrap();
     assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 4]);
+    for (destination, expected) in [("lake", vec![2, 4]), ("mirror", vec![])] {
+        let listed = q
+            .list(&ListFilter {
+                state: Some(State::Pending),
+                destination: Some(destination.into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+            expected,
+            "{destination}"
+        );
+    }
 }
 
 #[test]

@@ -160,6 +160,20 @@ fn list_show_retry_and_purge_on_a_live_queue() {
     assert_eq!(ids(&["list", "--all", "--json"]), vec![2, 1]);
     assert_eq!(ids(&["list", "--all", "--oldest", "--json"]), vec![1, 2]);
     assert_eq!(ids(&["list", "--all", "--limit", "1", "--json"]), vec![2]);
+    assert_eq!(
+        ids(&["list", "--all", "--destination", "lake", "--json"]),
+        vec![2, 1]
+    );
+    assert_eq!(
+        ids(&["list", "--all", "--destination", "mirror", "--json"]),
+        Vec::<u64>::new(),
+        "only the rows going to that destination"
+    );
+    let with_dest = output_text(&s.cli(&["list", "--all"]));
+    assert!(
+        with_dest.contains(" DEST ") && with_dest.contains(" lake "),
+        "{with_dest}"
+    );
     let limited = s.cli(&["list", "--all", "--limit", "1"]);
     assert!(output_text(&limited).contains("--limit N for more, 0 for all"));
 
