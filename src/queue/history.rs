@@ -51,7 +51,7 @@ impl Queue {
                 "INSERT OR REPLACE INTO purged_keys (destination, key, purged_at)
                  SELECT ?1, ?2, ?3 WHERE NOT EXISTS (
                      SELECT 1 FROM sweep_horizons
-                     WHERE destination = ?1 AND swept_before > ?3)",
+                     WHERE destination = ?1 AND swept_before > ?3 AND swept_before <= ?4)",
             )?;
             let mut horizon = tx.prepare_cached(
                 "INSERT INTO purge_horizons (bucket, done_before) VALUES (?1, ?2)
@@ -76,7 +76,9 @@ impl Queue {
                             .done_at
                             .map_or(now_ms, |done| done + IN_FLIGHT_MARGIN_MS)
                             .min(now_ms);
-                        remember.execute(params![row.destination, key, made_by])?;
+                        // A horizon ahead of now was reached by a clock that has jumped
+                        // back since: not trusted.
+                        remember.execute(params![row.destination, key, made_by, now_ms])?;
                     }
                     horizon.execute(params![row.bucket, row.done_at.unwrap_or(now_ms)])?;
                 }

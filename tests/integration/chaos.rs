@@ -629,6 +629,28 @@ fn chaos_keeps_the_promise() {
     // Two rescans more: nothing further may arrive.
     s.wait_past("rescan done", 2);
     assert!(daemon.stop().success(), "{}", diag(&producer));
+    // Through every kill, rename and restart: each delivery copies its source, and each
+    // source counts its unsettled deliveries right (queue schema 16).
+    let db = rusqlite::Connection::open(s.dir.path().join("state/queue.db")).unwrap();
+    let disagree: i64 = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM files AS f LEFT JOIN sources AS s ON s.id = f.source_id
+                     WHERE s.id IS NULL OR f.id < s.id OR f.id >= s.id + s.deliveries
+                        OR f.spool IS NOT s.spool OR f.rel_path IS NOT s.rel_path
+                        OR f.path IS NOT s.path OR f.size IS NOT s.size
+                        OR f.mtime_ns IS NOT s.mtime_ns OR f.inode IS NOT s.inode
+                        OR f.birth_ns IS NOT s.birth_ns
+                        OR f.source_finished_at IS NOT s.finished_at
+                        OR f.source_outcome IS NOT s.outcome)
+                  + (SELECT COUNT(*) FROM sources AS s WHERE unsettled !=
+                        (SELECT COUNT(*) FROM files AS f WHERE f.source_id = s.id
+                         AND f.state != 'done' AND f.superseded_by IS NULL))",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(disagree, 0, "sources and their deliveries disagree");
+    drop(db);
 
     let objects = s.bucket.objects();
     let rows: serde_json::Value = serde_json::from_slice(
