@@ -30,15 +30,11 @@ pub(super) fn manifest(
     inherit: Option<&Option<ManifestSettings>>,
 ) -> Option<Option<ManifestSettings>> {
     let before = p.0.len();
-    if let Some(spool) = inherit.filter(|_| !s.take("manifest")) {
-        for name in MANIFEST_SETTINGS {
-            if s.take(name) {
-                p.add(
-                    s.key(name),
-                    "is taken with manifest: set manifest here too (without it, the spool's manifest settings apply)",
-                );
-            }
-        }
+    let own_manifest = |s: &mut Section<'_>, p: &mut Problems| {
+        s.leads(p, "manifest", &MANIFEST_SETTINGS,
+            "is taken with manifest: set manifest here too (without it, the spool's manifest settings apply)")
+    };
+    if let Some(spool) = inherit.filter(|_| !own_manifest(s, p)) {
         return (p.0.len() == before).then(|| spool.clone());
     }
     let enabled = s.bool(p, "manifest").unwrap_or(false);

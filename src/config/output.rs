@@ -32,15 +32,11 @@ pub(super) fn output(
 ) -> Option<Output> {
     let before = p.0.len();
     let encrypt_to = recipient(p, s, base, inherit);
-    if let Some(spool) = inherit.filter(|_| !s.take("format")) {
-        for name in FORMAT_SETTINGS {
-            if s.take(name) {
-                p.add(
-                    s.key(name),
-                    "a format's settings are taken with it: set format here too (without it, the spool's format and settings apply)",
-                );
-            }
-        }
+    let own_format = |s: &mut Section<'_>, p: &mut Problems| {
+        s.leads(p, "format", &FORMAT_SETTINGS,
+            "a format's settings are taken with it: set format here too (without it, the spool's format and settings apply)")
+    };
+    if let Some(spool) = inherit.filter(|_| !own_format(s, p)) {
         let encrypt_to = encrypt_to?;
         return (p.0.len() == before).then(|| Output {
             encrypt_to,

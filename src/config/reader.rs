@@ -64,6 +64,26 @@ impl<'a> Section<'a> {
         self.table.contains_key(name)
     }
 
+    /// Whether the table holds `lead`. Without it, each of `settings` the table holds is
+    /// refused with `why`: they are taken with `lead`, never alone.
+    pub fn leads(
+        &mut self,
+        p: &mut Problems,
+        lead: &'static str,
+        settings: &[&'static str],
+        why: &str,
+    ) -> bool {
+        if self.take(lead) {
+            return true;
+        }
+        for &name in settings {
+            if self.take(name) {
+                p.add(self.key(name), why);
+            }
+        }
+        false
+    }
+
     /// The raw value of `name`, for a key that takes more than one type.
     pub fn value(&mut self, name: &'static str) -> Option<&'a Value> {
         self.get(name)

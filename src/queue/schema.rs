@@ -508,13 +508,19 @@ pub fn latest_version() -> usize {
 mod tests {
     use super::*;
 
-    #[test]
-    fn version_5_keeps_rows_and_never_hands_out_an_id_seen_before() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..4] {
+    /// A queue made by the first `version` migrations, as that release left it.
+    fn at_version(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..version] {
             conn.execute_batch(sql).unwrap();
         }
-        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn
+    }
+
+    #[test]
+    fn version_5_keeps_rows_and_never_hands_out_an_id_seen_before() {
+        let mut conn = at_version(4);
         conn.execute_batch(
             "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state, size,
                  mtime_ns, inode, next_attempt_at, queued_at, updated_at)
@@ -545,11 +551,7 @@ mod tests {
 
     #[test]
     fn version_7_asks_head_first_of_every_row_ever_claimed_and_names_the_queue() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..6] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 6).unwrap();
+        let mut conn = at_version(6);
         let row = |id: i64, state: &str, attempts: i64, error: Option<&str>| {
             conn.execute(
                 "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
@@ -588,11 +590,7 @@ mod tests {
 
     #[test]
     fn version_14_tallies_the_rows_it_finds_and_the_triggers_keep_them() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..13] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 13).unwrap();
+        let mut conn = at_version(13);
         let row = |id: i64, state: &str, size: i64, superseded_by: Option<i64>| {
             conn.execute(
                 "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
@@ -639,11 +637,7 @@ mod tests {
 
     #[test]
     fn version_11_reads_the_words_of_rows_that_vanished_once_and_never_again() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..10] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 10).unwrap();
+        let mut conn = at_version(10);
         let row = |id: i64, state: &str, error: &str| {
             conn.execute(
                 "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
@@ -676,11 +670,7 @@ mod tests {
 
     #[test]
     fn version_16_makes_each_row_a_source_with_one_delivery_and_the_triggers_keep_them() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..15] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 15).unwrap();
+        let mut conn = at_version(15);
         let row = |id: i64, state: &str, superseded_by: Option<i64>, outcome: Option<&str>| {
             conn.execute(
                 "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
