@@ -863,7 +863,11 @@ def soak(res, args, work, seconds):
             sp.proc.send_signal(signal.SIGHUP)
             hups += 1
             if not args.quick and hups % 10 == 0:
-                print(f"bench: soak {hups} min, {len(produced):,} files", flush=True)
+                # The figures as the run goes: a long soak's queue file is read off these.
+                now = sampler.samples[-1] if sampler.samples else None
+                seen = (f", RSS {now[1]:.0f} MiB, fds {now[2]}, WAL {now[3]:.1f} MiB, "
+                        f"queue file {now[4]:.1f} MiB") if now else ""
+                print(f"bench: soak {hups} min, {len(produced):,} files{seen}", flush=True)
         stop.set()
         for t in threads:
             t.join()

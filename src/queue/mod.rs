@@ -26,6 +26,18 @@
 //! (the source is deleted only after its row is `done` on disk). At start the daemon returns
 //! `active` rows to `pending`: no worker can still hold them.
 
+/// The deliveries of a source, as a join from `sources AS s` to `files AS f`: their ids
+/// run from the source's for `deliveries` (a range of the primary key, no index needed).
+/// The sources are found first (CROSS JOIN keeps that order), through their own indexes;
+/// NOT INDEXED keeps SQLite from reading the deliveries through an index of their states
+/// (every row waiting) instead of the range.
+macro_rules! deliveries_of_s {
+    () => {
+        "CROSS JOIN files AS f NOT INDEXED
+            ON f.id >= s.id AND f.id < s.id + s.deliveries AND f.source_id = s.id"
+    };
+}
+
 mod audit;
 mod batches;
 mod folders;

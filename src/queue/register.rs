@@ -82,24 +82,34 @@ impl Elsewhere {
     }
 }
 
-const AT_PATH: &str = "SELECT id, state, size, mtime_ns, inode, birth_ns,
-        source_finished_at, source_outcome,
-        state = 'failed' AND superseded_by IS NULL AND IFNULL(failure = 'vanished', 0),
-        maybe_sent, COALESCE(source_sha256, CASE WHEN format = 'raw' THEN sha256 END)
-     FROM files WHERE spool = ?1 AND rel_path = ?2 AND superseded_by IS NULL
-     ORDER BY state IN ('pending', 'active') DESC, id DESC LIMIT 1";
+/// The delivery that claims a path: of the sources at the path, one still waiting or in
+/// flight, else the newest, never a superseded one.
+pub(super) const AT_PATH: &str = concat!(
+    "SELECT f.id, f.state, s.size, s.mtime_ns, s.inode, s.birth_ns, s.finished_at, s.outcome,
+        f.state = 'failed' AND f.superseded_by IS NULL AND IFNULL(f.failure = 'vanished', 0),
+        f.maybe_sent, COALESCE(f.source_sha256, CASE WHEN f.format = 'raw' THEN f.sha256 END)
+     FROM sources AS s INDEXED BY sources_path ",
+    deliveries_of_s!(),
+    " WHERE s.spool = ?1 AND s.rel_path = ?2 AND f.superseded_by IS NULL
+     ORDER BY f.state IN ('pending', 'active') DESC, f.id DESC LIMIT 1"
+);
 
-const ELSEWHERE: &str = "SELECT id, path, state, source_finished_at IS NOT NULL,
-        source_outcome, claim > 0, key, IFNULL(failure = 'vanished', 0)
-     FROM files
-     WHERE spool = ?1 AND inode = ?2 AND size = ?3 AND mtime_ns = ?4 AND rel_path != ?5
-       AND (?6 IS NULL OR birth_ns IS NULL OR birth_ns = ?6)
-       AND (state IN ('pending', 'active')
-            OR (state = 'failed' AND superseded_by IS NULL
-                AND (claim > 0 OR IFNULL(failure = 'vanished', 0)))
-            OR (state = 'done' AND (source_finished_at IS NULL OR source_outcome = 'kept'
-                OR (source_outcome IN ('gone', 'replaced') AND birth_ns = ?6))))
-     ORDER BY id DESC LIMIT 1";
+/// A delivery of the very same file (inode, size, mtime, birth time) at another path.
+pub(super) const ELSEWHERE: &str = concat!(
+    "SELECT f.id, s.path, f.state, s.finished_at IS NOT NULL,
+        s.outcome, f.claim > 0, f.key, IFNULL(f.failure = 'vanished', 0)
+     FROM sources AS s INDEXED BY sources_inode ",
+    deliveries_of_s!(),
+    " WHERE s.spool = ?1 AND s.inode = ?2 AND s.size = ?3 AND s.mtime_ns = ?4
+       AND s.rel_path != ?5
+       AND (?6 IS NULL OR s.birth_ns IS NULL OR s.birth_ns = ?6)
+       AND (f.state IN ('pending', 'active')
+            OR (f.state = 'failed' AND f.superseded_by IS NULL
+                AND (f.claim > 0 OR IFNULL(f.failure = 'vanished', 0)))
+            OR (f.state = 'done' AND (s.finished_at IS NULL OR s.outcome = 'kept'
+                OR (s.outcome IN ('gone', 'replaced') AND s.birth_ns = ?6))))
+     ORDER BY f.id DESC LIMIT 1"
+);
 
 /// The kept rows of the spool with a file's size and mtime at other paths (newest first,
 /// a bounded few: identical stamps are rare outside one unpacked archive), and the

@@ -29,8 +29,11 @@ impl Queue {
         self.conn
             .query_row(
                 &format!(
-                    "SELECT {COLUMNS} FROM files WHERE spool = ?1 AND rel_path = ?2 AND inode = ?3
-                     AND id > ?4 ORDER BY id DESC LIMIT 1"
+                    "SELECT {COLUMNS} FROM files WHERE id = (
+                         SELECT f.id FROM sources AS s INDEXED BY sources_path {}
+                         WHERE s.spool = ?1 AND s.rel_path = ?2 AND s.inode = ?3
+                           AND f.id > ?4 ORDER BY f.id DESC LIMIT 1)",
+                    deliveries_of_s!()
                 ),
                 params![spool, rel_path, inode as i64, after_id],
                 FileRow::from_row,

@@ -422,6 +422,17 @@ const MIGRATIONS: &[&str] = &[
         WHERE id >= NEW.id AND id < NEW.id + NEW.deliveries AND source_id = NEW.id;
     END;
     "#,
+    // 17: a file is found by its source, not by a delivery: registration looks up the
+    // sources at a path and of an inode, and their deliveries by their range of ids.
+    // The deliveries' indexes by path and inode go (each file kept four entries in them,
+    // and now keeps two). A version, not an index made on open: an older s3spool would
+    // find its files by a walk over every row without them, so it must refuse this queue.
+    r#"
+    CREATE INDEX sources_path ON sources (spool, rel_path, id);
+    CREATE INDEX sources_inode ON sources (spool, inode);
+    DROP INDEX files_path;
+    DROP INDEX files_inode;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
@@ -740,5 +751,27 @@ mod tests {
             )
             .unwrap();
         assert_eq!(copied, ("/s/moved".into(), "deleted".into()));
+    }
+
+    #[test]
+    fn version_17_finds_files_by_their_sources_and_drops_the_deliveries_indexes() {
+        let mut conn = at_version(16);
+        let indexes = |conn: &Connection| -> Vec<String> {
+            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert!(indexes(&conn).contains(&"files_path".to_string()));
+        migrate(&mut conn).unwrap();
+        let now = indexes(&conn);
+        for made in ["sources_path", "sources_inode"] {
+            assert!(now.contains(&made.to_string()), "{made} in {now:?}");
+        }
+        for gone in ["files_path", "files_inode"] {
+            assert!(!now.contains(&gone.to_string()), "{gone} in {now:?}");
+        }
     }
 }

@@ -343,6 +343,20 @@ fn claims_never_walk_the_backlog() {
         text.contains("files_done_alike (spool=? AND size=? AND mtime_ns=?)"),
         "{text}"
     );
+    // Asked for every file found: the sources at its path, and of its inode, then their
+    // deliveries by their range of ids.
+    for (sql, index) in [
+        (register::AT_PATH, "sources_path (spool=? AND rel_path=?)"),
+        (register::ELSEWHERE, "sources_inode (spool=? AND inode=?)"),
+    ] {
+        let text = plan_of(sql);
+        assert!(text.contains(index), "{text}");
+        assert!(
+            text.contains("SEARCH f USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("SCAN")), "{text}");
+    }
 }
 
 #[test]
