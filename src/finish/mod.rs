@@ -1,10 +1,10 @@
-//! The finisher, sole owner of `after_upload`: it takes `done` rows whose source is not
-//! finished yet from the queue, deletes, archives or keeps each source (see [`source`])
-//! and records how.
+//! The finisher, sole owner of `after_upload`: it takes the sources whose deliveries are
+//! all settled and which are not finished yet from the queue, deletes, archives or keeps
+//! each (see [`source`]) and records how.
 //!
-//! It is poked when a row turns `done` (by the uploader) and when a watcher finds a
+//! It is poked when a delivery turns `done` (by the uploader) and when a watcher finds a
 //! delivered file still in its spool; nobody else touches a delivered source, so no two
-//! actors ever finish one row at once. Its first pass finishes what the last run left,
+//! actors ever finish one source at once. Its first pass finishes what the last run left,
 //! including sources cut off under their private names, which no scan sees. A source
 //! that cannot be finished now (permissions, a full archive disk) is tried again after
 //! `retry_after`. At a stop it runs once more, after the uploads drained and within the
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::beneath;
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Spool};
-use crate::queue::{FileRow, SharedQueue, SourceOutcome};
+use crate::queue::{SharedQueue, SourceOutcome, SourceRow};
 pub use source::{finish_source, Finish, Finished};
 use std::path::{Path, PathBuf};
 
@@ -76,15 +76,16 @@ impl Waiting {
     }
 }
 
-/// How a row's source was finished, to record: the path it was finished at guards the
-/// record (a row a rescan moved meanwhile is finished again where it is now).
+/// How a source was finished, to record: the path it was finished at guards the
+/// record (a source a rescan moved meanwhile is finished again where it is now).
 struct Record {
+    /// The source's id.
     id: i64,
     path: String,
     outcome: SourceOutcome,
 }
 
-/// What became of one row in a pass.
+/// What became of one source in a pass.
 enum Step {
     Finished(Finished),
     Failed(String),
@@ -143,7 +144,7 @@ impl Finisher {
         self.pass(&mut waiting, Some(deadline)).await;
     }
 
-    /// Finishes every unfinished row not waiting, a page at a time.
+    /// Finishes every ready source not waiting, a page at a time.
     async fn pass(&self, waiting: &mut Waiting, deadline: Option<Instant>) {
         let now = Instant::now();
         waiting.until.retain(|_, at| *at > now);
@@ -158,7 +159,7 @@ impl Finisher {
         loop {
             let rows = match self
                 .queue
-                .call(move |q| q.unfinished_done(after, PAGE))
+                .call(move |q| q.unfinished_sources(after, PAGE))
                 .await
             {
                 Ok(rows) => rows,
@@ -171,7 +172,7 @@ impl Finisher {
             let Some(last) = rows.last() else { return };
             after = last.id;
             let full = rows.len() == PAGE;
-            let due: Vec<FileRow> = rows.into_iter().filter(|r| !waiting.holds(r.id)).collect();
+            let due: Vec<SourceRow> = rows.into_iter().filter(|r| !waiting.holds(r.id)).collect();
             let steps: Vec<_> = futures::stream::iter(due)
                 .map(|row| async move {
                     let step = self.finish(&row, deadline).await;
@@ -240,10 +241,10 @@ impl Finisher {
         }
     }
 
-    /// Finishes one row's source on a blocking thread, unless the stop's deadline passed.
-    async fn finish(&self, row: &FileRow, deadline: Option<Instant>) -> Step {
-        // A row of this spool's folder (a reload may have changed the folder: its rows
-        // are the old folder's, not this one's).
+    /// Finishes one source on a blocking thread, unless the stop's deadline passed.
+    async fn finish(&self, row: &SourceRow, deadline: Option<Instant>) -> Step {
+        // A source of this spool's folder (a reload may have changed the folder: its
+        // sources are the old folder's, not this one's).
         let (Some(spool), Some(root)) = (
             self.spools.get(&row.spool),
             self.roots.get(&row.spool).filter(|root| {
@@ -287,7 +288,7 @@ impl Finisher {
         }
     }
 
-    fn log_finished(&self, row: &FileRow, outcome: &Finished) {
+    fn log_finished(&self, row: &SourceRow, outcome: &Finished) {
         if *outcome == Finished::Replaced {
             tracing::info!(spool = %row.spool, id = row.id, path = %row.path.display(),
                 "the uploaded file is not at its path as it was (a new file took its place, or a symlink stands on the way): nothing was touched, and a file there is judged on its own");

@@ -335,6 +335,20 @@ pub enum Registered {
     CleanedUpSince(i64),
 }
 
+/// A file whose deliveries are all settled and which is to be deleted, archived or kept:
+/// what the finisher needs of its source.
+#[derive(Debug, Clone)]
+pub struct SourceRow {
+    /// The source's id, its first delivery's: the private names of its clean-up carry it.
+    pub id: i64,
+    pub spool: String,
+    pub rel_path: String,
+    pub path: PathBuf,
+    pub stamp: FileStamp,
+    /// When its last delivery was done (unix milliseconds).
+    pub done_at: Option<i64>,
+}
+
 /// One row of the queue.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileRow {

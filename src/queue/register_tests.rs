@@ -192,6 +192,12 @@ fn a_failed_row_yields_its_path_to_a_new_file() {
     assert_eq!(q.summary().unwrap().counts.failed, 0);
     assert!(q.retry(Some(&[1]), 14).unwrap().is_empty());
     assert!(q.retry_failed(14).unwrap().is_empty());
+    // The file at the path is the new row's: the finisher is handed it once delivered,
+    // never the superseded one's (nothing of it was delivered).
+    assert!(unfinished_ids(&q).is_empty());
+    q.claim(1, 15, Duration::from_secs(60)).unwrap();
+    q.mark_done(2, 1, &delivered("e"), None, 16).unwrap();
+    assert_eq!(unfinished_ids(&q), [2]);
 }
 
 #[test]

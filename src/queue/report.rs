@@ -4,6 +4,18 @@ use rusqlite::{params, OptionalExtension};
 
 use super::*;
 
+/// The sources ready to be cleaned up, after an id: a range of the partial index
+/// `sources_ready`, however many finished sources the queue keeps, and none whose
+/// deliveries are still to do.
+pub(super) const READY_SOURCES: &str = "SELECT s.id, s.spool, s.rel_path, s.path, s.size,
+         s.mtime_ns, s.inode,
+         (SELECT MAX(f.done_at) FROM files AS f NOT INDEXED
+          WHERE f.id >= s.id AND f.id < s.id + s.deliveries AND f.source_id = s.id)
+     FROM sources AS s INDEXED BY sources_ready
+     WHERE s.unsettled = 0 AND s.finished_at IS NULL AND s.superseded_by IS NULL
+       AND s.id > ?1
+     ORDER BY s.id LIMIT ?2";
+
 impl Queue {
     /// One row by id.
     pub fn get(&self, id: i64) -> Result<Option<FileRow>> {
@@ -49,19 +61,20 @@ impl Queue {
             .map_err(|e| self.err(e))
     }
 
-    /// Up to `limit` delivered rows after `after_id` whose source is not finished yet (just
-    /// delivered, or a stop came between `done` and the clean-up, perhaps with the source
-    /// under its private claim name), by id.
-    pub fn unfinished_done(&self, after_id: i64, limit: usize) -> Result<Vec<FileRow>> {
-        // A range of the partial index `files_unfinished`, however many finished rows the
-        // queue keeps. Named: without ANALYZE statistics SQLite would rather walk every
-        // `done` row of `files_due` and sort them.
-        let sql = format!(
-            "SELECT {COLUMNS} FROM files INDEXED BY files_unfinished
-             WHERE state = 'done' AND source_finished_at IS NULL AND id > ?1
-             ORDER BY id LIMIT ?2"
-        );
-        self.select(&sql, [after_id, limit as i64], FileRow::from_row)
+    /// Up to `limit` sources after `after_id` ready to be cleaned up (every delivery done
+    /// or superseded, not finished yet: just delivered, or a stop came between `done` and
+    /// the clean-up, perhaps with the file under its private claim name), by id.
+    pub fn unfinished_sources(&self, after_id: i64, limit: usize) -> Result<Vec<SourceRow>> {
+        self.select(READY_SOURCES, [after_id, limit as i64], |r| {
+            Ok(SourceRow {
+                id: r.get(0)?,
+                spool: r.get(1)?,
+                rel_path: r.get(2)?,
+                path: PathBuf::from(r.get::<_, String>(3)?),
+                stamp: FileStamp::from_columns(r, 4)?,
+                done_at: r.get(7)?,
+            })
+        })
     }
 
     /// Rows matching `filter`, oldest first.

@@ -433,6 +433,32 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX files_path;
     DROP INDEX files_inode;
     "#,
+    // 18: the finisher works on sources. A source is ready to be deleted, archived or kept
+    // when no delivery of it is left to do (`unsettled = 0`), it is not finished yet, and
+    // it was not superseded: `superseded_by` is set, by a trigger, once every delivery of
+    // it is superseded (a failed file replaced at its path, or moved while it failed); it
+    // never had one done, and its file is the newer source's now. `sources_ready` holds
+    // just the ready ones, so a pass never walks the sources finished long ago, nor those
+    // whose deliveries are still to do.
+    r#"
+    ALTER TABLE sources ADD COLUMN superseded_by INTEGER;
+    UPDATE sources SET superseded_by = (SELECT MAX(f.superseded_by) FROM files AS f
+            WHERE f.id >= sources.id AND f.id < sources.id + sources.deliveries)
+        WHERE NOT EXISTS (SELECT 1 FROM files AS f
+            WHERE f.id >= sources.id AND f.id < sources.id + sources.deliveries
+              AND f.superseded_by IS NULL);
+    CREATE TRIGGER source_superseded AFTER UPDATE OF superseded_by ON files
+        WHEN NEW.superseded_by IS NOT NULL AND OLD.superseded_by IS NULL
+    BEGIN
+        UPDATE OR FAIL sources SET superseded_by = NEW.superseded_by
+            WHERE id = NEW.source_id AND superseded_by IS NULL
+              AND NOT EXISTS (SELECT 1 FROM files WHERE files.id >= sources.id
+                              AND files.id < sources.id + sources.deliveries
+                              AND files.superseded_by IS NULL);
+    END;
+    CREATE INDEX sources_ready ON sources (id)
+        WHERE unsettled = 0 AND finished_at IS NULL AND superseded_by IS NULL;
+    "#,
 ];
 
 /// Indexes that change no meaning: made on every open when missing, without a new schema
@@ -773,5 +799,72 @@ mod tests {
         for gone in ["files_path", "files_inode"] {
             assert!(!now.contains(&gone.to_string()), "{gone} in {now:?}");
         }
+    }
+
+    #[test]
+    fn version_18_marks_sources_every_delivery_of_which_was_superseded_and_finds_the_ready() {
+        let mut conn = at_version(17);
+        let row = |id: i64, state: &str, superseded_by: Option<i64>, finished: Option<i64>| {
+            conn.execute(
+                "INSERT INTO files (id, spool, rel_path, path, destination, bucket, key, state,
+                     size, mtime_ns, inode, superseded_by, source_finished_at, source_id,
+                     next_attempt_at, queued_at, updated_at)
+                 VALUES (?1, 's', 'a', '/s/a', 'd', 'b', 'k' || ?1, ?2, 1, 2, 3, ?3, ?4, ?1,
+                         0, 0, 0)",
+                rusqlite::params![id, state, superseded_by, finished],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO sources (id, spool, rel_path, path, size, mtime_ns, inode,
+                     queued_at, finished_at, unsettled)
+                 VALUES (?1, 's', 'a', '/s/a', 1, 2, 3, 0, ?2,
+                         ?3 != 'done' AND ?4 IS NULL)",
+                rusqlite::params![id, finished, state, superseded_by],
+            )
+            .unwrap();
+        };
+        // A failed file replaced at its path by one delivered and finished, then by one
+        // delivered and not finished yet.
+        row(1, "failed", Some(2), None);
+        row(2, "done", None, Some(9));
+        row(3, "done", None, None);
+        row(4, "pending", None, None);
+        migrate(&mut conn).unwrap();
+        let superseded: Vec<Option<i64>> = conn
+            .prepare("SELECT superseded_by FROM sources ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(superseded, [Some(2), None, None, None]);
+        let ready = |conn: &Connection| -> Vec<i64> {
+            conn.prepare(
+                "SELECT id FROM sources INDEXED BY sources_ready
+                 WHERE unsettled = 0 AND finished_at IS NULL AND superseded_by IS NULL",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+        };
+        assert_eq!(ready(&conn), [3], "delivered, not finished, not superseded");
+        assert!(super::super::tests::sources_disagree(&conn).is_empty());
+
+        // The trigger from here: the waiting file fails and is replaced in turn.
+        conn.execute_batch(
+            "UPDATE files SET state = 'failed' WHERE id = 4;
+             UPDATE files SET superseded_by = 3 WHERE id = 4;",
+        )
+        .unwrap();
+        let by: Option<i64> = conn
+            .query_row("SELECT superseded_by FROM sources WHERE id = 4", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(by, Some(3));
+        assert_eq!(ready(&conn), [3], "a superseded source is never cleaned up");
+        assert!(super::super::tests::sources_disagree(&conn).is_empty());
     }
 }

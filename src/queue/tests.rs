@@ -31,7 +31,7 @@ pub(super) fn file(rel: &str, size: u64) -> NewFile {
 
 /// Ids of the delivered rows whose clean-up is still to do.
 pub(super) fn unfinished_ids(q: &Queue) -> Vec<i64> {
-    q.unfinished_done(0, 10)
+    q.unfinished_sources(0, 10)
         .unwrap()
         .iter()
         .map(|r| r.id)
@@ -122,6 +122,15 @@ pub(super) fn sources_disagree(conn: &rusqlite::Connection) -> Vec<String> {
                        AND f.state != 'done' AND f.superseded_by IS NULL) AS n
                FROM sources AS s)
          WHERE unsettled != n",
+    ));
+    found.extend(lines(
+        "SELECT 'source ' || id || CASE WHEN superseded_by IS NULL
+                THEN ' is not superseded, though every delivery is'
+                ELSE ' is superseded, though a delivery is not' END
+         FROM sources AS s
+         WHERE (superseded_by IS NULL) = NOT EXISTS (SELECT 1 FROM files AS f
+                WHERE f.id >= s.id AND f.id < s.id + s.deliveries AND f.source_id = s.id
+                  AND f.superseded_by IS NULL)",
     ));
     found.extend(lines(
         "SELECT 'delivery ' || f.id || ' copies its source ' || s.id || ' wrongly'

@@ -684,11 +684,10 @@ impl Queue {
         )
     }
 
-    /// Records how the sources of many rows were finished (see
-    /// [`Queue::mark_source_finished`]), in one transaction: each `(id, path, outcome)`
-    /// only if the row still waits for its clean-up at `path`. A row a rescan moved or
-    /// reopened meanwhile is finished again where its file is now. Returns how many rows
-    /// it applied to.
+    /// Records how many sources were finished, in one transaction: each `(source id,
+    /// path, outcome)` only if the source still waits for its clean-up at `path`, with
+    /// every delivery settled. A source a rescan moved, or reopened, meanwhile is finished
+    /// again where its file is now. Returns how many sources it applied to.
     pub fn mark_sources_finished(
         &mut self,
         finished: &[(i64, String, SourceOutcome)],
@@ -697,8 +696,8 @@ impl Queue {
         self.in_transaction(|tx| {
             let mut update = tx.prepare_cached(
                 "UPDATE sources SET finished_at = ?2, outcome = ?3
-                 WHERE id = (SELECT source_id FROM files WHERE id = ?1 AND state = 'done')
-                   AND finished_at IS NULL AND path = ?4",
+                 WHERE id = ?1 AND finished_at IS NULL AND unsettled = 0
+                   AND superseded_by IS NULL AND path = ?4",
             )?;
             let mut applied = 0;
             for (id, path, outcome) in finished {

@@ -114,7 +114,7 @@ fn a_clean_up_is_recorded_only_for_the_path_it_was_done_at() {
     }
     assert_eq!(unfinished_ids(&q), [1, 2]);
     assert_eq!(
-        q.unfinished_done(1, 10).unwrap()[0].id,
+        q.unfinished_sources(1, 10).unwrap()[0].id,
         2,
         "a page starts after its cursor"
     );
@@ -357,6 +357,11 @@ fn claims_never_walk_the_backlog() {
         );
         assert!(!text.lines().any(|l| l.starts_with("SCAN")), "{text}");
     }
+    // Each pass of the finisher: the ready sources alone, and their deliveries by range.
+    let text = plan_of(report::READY_SOURCES);
+    assert!(text.contains("sources_ready"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("SCAN")), "{text}");
+    assert!(!text.contains("TEMP B-TREE"), "no sort: {text}");
 }
 
 #[test]
