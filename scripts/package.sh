@@ -10,6 +10,9 @@ if [ "$(cargo deb --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_DEB_VER
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
 fi
 cargo build --release --locked --quiet
+# `--prepare`: only what takes time (the tool and the release build), so CI can run it
+# beside the tests; a later run without it makes the package.
+if [ "${1:-}" = --prepare ]; then exit 0; fi
 bin=target/release/s3spool
 out=target/package
 rm -rf "$out"
