@@ -71,9 +71,15 @@ pub(super) fn apply_rush_request(
         )?
         .execute(params![file.spool, file.rel_path, file.stamp.inode as i64])?;
     if used == 1 {
-        tx.prepare_cached(
-            "UPDATE files SET rushed = 1 WHERE id = ?1 AND state IN ('pending', 'active')",
-        )?
+        // Every delivery of the file's source goes ahead.
+        tx.prepare_cached(concat!(
+            "UPDATE files SET rushed = 1
+             WHERE id IN (SELECT f.id FROM files AS d
+                          JOIN sources AS s ON s.id = d.source_id ",
+            deliveries_of_s!(),
+            " WHERE d.id = ?1)
+               AND state IN ('pending', 'active')"
+        ))?
         .execute([id])?;
     }
     Ok(())

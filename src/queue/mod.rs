@@ -63,7 +63,7 @@ pub use folders::{FolderChange, Gone, Orphans, SpoolFolder};
 pub use gates::Gate;
 pub use history::FORGET_BATCH;
 pub use multipart::StoredPart;
-pub use register::{Likeness, SpoolRules};
+pub use register::{Likeness, RouteRules, SpoolRules};
 pub use schema::latest_version;
 pub use shared::SharedQueue;
 pub use transitions::{Done, Eligible, Ended};

@@ -164,22 +164,83 @@ pub struct SpoolRules {
     pub unique_keys: bool,
 }
 
+/// One destination of a spool, as registration needs it: each file gets a delivery to each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRules {
+    pub destination: String,
+    pub bucket: String,
+    /// The route's key template gives every delivery a key of its own (`{id}` or `{uuid}`).
+    pub unique_keys: bool,
+}
+
+/// Makes a delivery's key from the file, its route and the delivery's id (or says why it
+/// cannot be made).
+type RenderKey<'a> =
+    dyn FnMut(&NewFile, &RouteRules, i64) -> std::result::Result<String, String> + 'a;
+
 impl Queue {
-    /// Queues a batch of finished files of one spool in one transaction. `render_key` makes
-    /// a row's key from the file and the row's id; an error there stores the row as
-    /// `failed` with the reason. `moved_from` says whether a file is no longer at the old path
-    /// of a row that matches it (given the row's absolute path, its stamp, and how alike
-    /// the file there must be to count): only then is it taken as moved.
+    /// Queues a batch of finished files of one spool in one transaction, each with one
+    /// delivery, to the destination and bucket the file names. `render_key` makes a row's
+    /// key from the file and the row's id; an error there stores the row as `failed` with
+    /// the reason. `moved_from` says whether a file is no longer at the old path of a row
+    /// that matches it (given the row's absolute path, its stamp, and how alike the file
+    /// there must be to count): only then is it taken as moved.
+    #[cfg(test)]
     pub fn register<F, G>(
         &mut self,
         files: &[NewFile],
         rules: SpoolRules,
         now_ms: i64,
         mut render_key: F,
-        mut moved_from: G,
+        moved_from: G,
     ) -> Result<Vec<Registered>>
     where
         F: FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+        G: FnMut(&Path, FileStamp, Likeness) -> bool,
+    {
+        self.register_batch(
+            files,
+            rules,
+            None,
+            now_ms,
+            &mut |file, _, id| render_key(file, id),
+            moved_from,
+        )
+    }
+
+    /// Queues a batch of finished files of one spool in one transaction, each as a source
+    /// with one delivery per route (in the routes' order, with consecutive ids from the
+    /// source's). `render_key` makes each delivery's key; a route whose key cannot be made
+    /// fails that delivery alone, with the reason. See [`Queue::register`].
+    pub fn register_to<G>(
+        &mut self,
+        files: &[NewFile],
+        rules: SpoolRules,
+        routes: &[RouteRules],
+        now_ms: i64,
+        render_key: &mut RenderKey<'_>,
+        moved_from: G,
+    ) -> Result<Vec<Registered>>
+    where
+        G: FnMut(&Path, FileStamp, Likeness) -> bool,
+    {
+        assert!(
+            !routes.is_empty(),
+            "a spool goes to one destination at least"
+        );
+        self.register_batch(files, rules, Some(routes), now_ms, render_key, moved_from)
+    }
+
+    fn register_batch<G>(
+        &mut self,
+        files: &[NewFile],
+        rules: SpoolRules,
+        routes: Option<&[RouteRules]>,
+        now_ms: i64,
+        render_key: &mut RenderKey<'_>,
+        mut moved_from: G,
+    ) -> Result<Vec<Registered>>
+    where
         G: FnMut(&Path, FileStamp, Likeness) -> bool,
     {
         self.in_transaction(|tx| {
@@ -191,13 +252,17 @@ impl Queue {
             let mut registrar = Registrar {
                 tx,
                 rules,
+                routes: routes.map(<[RouteRules]>::to_vec).unwrap_or_default(),
                 now_ms,
-                render_key: &mut render_key,
+                render_key,
                 moved_from: &mut moved_from,
             };
             files
                 .iter()
                 .map(|file| {
+                    if routes.is_none() {
+                        registrar.route_of(file);
+                    }
                     let registered = registrar.one(file)?;
                     if rushing {
                         super::gates::apply_rush_request(tx, file, &registered, now_ms)?;
@@ -218,28 +283,47 @@ pub(super) fn register_one_in(
     now_ms: i64,
     render_key: &mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
 ) -> rusqlite::Result<Registered> {
-    Registrar {
+    let mut registrar = Registrar {
         tx,
         rules,
+        routes: Vec::new(),
         now_ms,
-        render_key,
+        render_key: &mut |file, _, id| render_key(file, id),
         moved_from: &mut |_, _, _| false,
-    }
-    .one(file)
+    };
+    registrar.route_of(file);
+    registrar.one(file)
 }
 
 /// One batch's registration: its transaction, and what each file of it is decided with.
 struct Registrar<'a> {
     tx: &'a Connection,
     rules: SpoolRules,
+    /// Where each file goes: a delivery to each route.
+    routes: Vec<RouteRules>,
     now_ms: i64,
-    /// Makes a row's key from the file and the row's id.
-    render_key: &'a mut dyn FnMut(&NewFile, i64) -> std::result::Result<String, String>,
+    /// Makes a delivery's key from the file, its route and the delivery's id.
+    render_key: &'a mut RenderKey<'a>,
     /// Whether a file is no longer at the old path of a row that matches it.
     moved_from: &'a mut dyn FnMut(&Path, FileStamp, Likeness) -> bool,
 }
 
 impl Registrar<'_> {
+    /// The one route of a file that names its destination and bucket itself.
+    fn route_of(&mut self, file: &NewFile) {
+        let same = self
+            .routes
+            .first()
+            .is_some_and(|r| r.destination == file.destination && r.bucket == file.bucket);
+        if !same || self.routes.len() != 1 {
+            self.routes = vec![RouteRules {
+                destination: file.destination.clone(),
+                bucket: file.bucket.clone(),
+                unique_keys: self.rules.unique_keys,
+            }];
+        }
+    }
+
     /// What one file is, recorded.
     fn one(&mut self, file: &NewFile) -> rusqlite::Result<Registered> {
         let (tx, rules, now_ms) = (self.tx, self.rules, self.now_ms);
@@ -411,14 +495,17 @@ impl Registrar<'_> {
                 // its tries may have put the file in S3 (a lost answer, then an outage),
                 // and only its retry asks HEAD; a row of its own would send it again.
                 let stays_failed = row.state == State::Failed && !row.vanished;
-                let rendered = (self.render_key)(file, row.id).ok();
+                // The file's first route: a source has one delivery until the decisions
+                // look at each delivery of a source (fan-out, C5).
+                let route = self.routes[0].clone();
+                let rendered = (self.render_key)(file, &route, row.id).ok();
                 // Some(new key, or None to keep the old one) when the row may follow.
                 let follows = match rendered {
                     // Never tried: nothing can be under the old key.
                     Some(key) if !row.claimed => Some(Some(key)),
                     // Tried: the old key, where no other file can ever go, or which is the same.
                     Some(key) if row.key.as_deref() == Some(key.as_str()) => Some(None),
-                    _ if rules.unique_keys && row.claimed => Some(None),
+                    _ if route.unique_keys && row.claimed => Some(None),
                     _ => None,
                 };
                 if let Some(key) = follows {
@@ -589,16 +676,15 @@ impl Registrar<'_> {
                             IFNULL((SELECT max(id) FROM files), 0)) + 1",
             )?
             .query_row([], |r| r.get(0))?;
-        let (key, refusal) = match (self.render_key)(file, id) {
-            Ok(key) => (Some(key), None),
-            Err(reason) => (None, Some(reason)),
-        };
-        // The source first (its id is its first delivery's), with its one delivery
-        // unsettled: waiting, or failed with a key refused.
+        let deliveries = self.routes.len() as i64;
+        // The source first (its id is its first delivery's), with every delivery
+        // unsettled: waiting, or failed with a key refused. Its deliveries take the ids
+        // that follow, in this transaction (nothing else inserts meanwhile): the triggers
+        // and readers find them by that range.
         tx.prepare_cached(
             "INSERT OR FAIL INTO sources (id, spool, rel_path, path, size, mtime_ns, inode,
-                 birth_ns, queued_at, unsettled)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
+                 birth_ns, queued_at, unsettled, deliveries)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
         )?
         .execute(params![
             id,
@@ -610,35 +696,47 @@ impl Registrar<'_> {
             file.stamp.inode as i64,
             file.birth_ns,
             now_ms,
+            deliveries,
         ])?;
-        tx.prepare_cached(
-            "INSERT OR FAIL INTO files (id, spool, rel_path, path, destination, bucket, state, size,
-             mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at, key, last_error,
-             failure, source_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, IIF(?12 IS NULL, 'pending', 'failed'), ?7, ?8, ?9,
-                 ?10, ?11, ?11, ?11, ?13, ?12, IIF(?12 IS NULL, NULL, 'refused'), ?1)",
-        )?
-        .execute(params![
-            id,
-            file.spool,
-            file.rel_path,
-            file.path.to_string_lossy(),
-            file.destination,
-            file.bucket,
-            file.stamp.size as i64,
-            file.stamp.mtime_ns,
-            file.stamp.inode as i64,
-            file.birth_ns,
-            now_ms,
-            refusal,
-            key,
-        ])?;
+        let mut sent = false;
+        for (k, route) in self.routes.iter().enumerate() {
+            let delivery = id + k as i64;
+            let (key, refusal) = match (self.render_key)(file, route, delivery) {
+                Ok(key) => (Some(key), None),
+                Err(reason) => (None, Some(reason)),
+            };
+            sent |= refusal.is_none();
+            tx.prepare_cached(
+                "INSERT OR FAIL INTO files (id, spool, rel_path, path, destination, bucket, state,
+                     size, mtime_ns, inode, birth_ns, next_attempt_at, queued_at, updated_at, key,
+                     last_error, failure, source_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, IIF(?12 IS NULL, 'pending', 'failed'), ?7, ?8,
+                         ?9, ?10, ?11, ?11, ?11, ?13, ?12, IIF(?12 IS NULL, NULL, 'refused'), ?14)",
+            )?
+            .execute(params![
+                delivery,
+                file.spool,
+                file.rel_path,
+                file.path.to_string_lossy(),
+                route.destination,
+                route.bucket,
+                file.stamp.size as i64,
+                file.stamp.mtime_ns,
+                file.stamp.inode as i64,
+                file.birth_ns,
+                now_ms,
+                refusal,
+                key,
+                id,
+            ])?;
+        }
         if let Some(old) = superseded {
             supersede(tx, old, id)?;
         }
-        Ok(match refusal {
-            None => Registered::Queued(id),
-            Some(_) => Registered::Refused(id),
+        Ok(if sent {
+            Registered::Queued(id)
+        } else {
+            Registered::Refused(id)
         })
     }
 }

@@ -924,3 +924,125 @@ fn a_file_seen_before_its_clean_up_is_not_queued_again() {
         "seen after its clean-up: a new file"
     );
 }
+
+/// A spool with two destinations: each file is one source with a delivery to each, made in
+/// one transaction with consecutive ids; a key one route cannot make fails that delivery
+/// alone; and the source is handed to the clean-up only once every delivery is done.
+#[test]
+fn a_file_of_two_routes_is_one_source_with_a_delivery_to_each() {
+    let (_d, mut q) = open();
+    let routes = [
+        RouteRules {
+            destination: "lake".into(),
+            bucket: "acme".into(),
+            unique_keys: false,
+        },
+        RouteRules {
+            destination: "mirror".into(),
+            bucket: "backup".into(),
+            unique_keys: true,
+        },
+    ];
+    let reg = |q: &mut Queue, files: &[NewFile], now| {
+        q.register_to(
+            files,
+            SpoolRules::default(),
+            &routes,
+            now,
+            &mut |f, route, id| match (f.rel_path.as_str(), route.destination.as_str()) {
+                ("bad", "mirror") => Err("no key for mirror".into()),
+                (rel, dest) => Ok(format!("{dest}/{rel}-{id}")),
+            },
+            |_, _, _| false,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        reg(&mut q, &[file("a", 1), file("b", 2)], 10),
+        [Registered::Queued(1), Registered::Queued(3)]
+    );
+    let delivery = |q: &Queue, id| {
+        let row = q.get(id).unwrap().unwrap();
+        (
+            row.rel_path,
+            row.destination,
+            row.bucket,
+            row.key.unwrap_or_default(),
+            row.state,
+        )
+    };
+    assert_eq!(
+        (1..=4).map(|id| delivery(&q, id)).collect::<Vec<_>>(),
+        [
+            (
+                "a".into(),
+                "lake".into(),
+                "acme".into(),
+                "lake/a-1".into(),
+                State::Pending
+            ),
+            (
+                "a".into(),
+                "mirror".into(),
+                "backup".into(),
+                "mirror/a-2".into(),
+                State::Pending
+            ),
+            (
+                "b".into(),
+                "lake".into(),
+                "acme".into(),
+                "lake/b-3".into(),
+                State::Pending
+            ),
+            (
+                "b".into(),
+                "mirror".into(),
+                "backup".into(),
+                "mirror/b-4".into(),
+                State::Pending
+            ),
+        ]
+    );
+    let source = |q: &Queue, id: i64| -> (i64, i64) {
+        q.conn
+            .query_row(
+                "SELECT deliveries, unsettled FROM sources WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(source(&q, 1), (2, 2));
+    // A key the second route cannot make: that delivery fails, the first one goes.
+    assert_eq!(reg(&mut q, &[file("bad", 3)], 11), [Registered::Queued(5)]);
+    assert_eq!(q.get(5).unwrap().unwrap().state, State::Pending);
+    let refused = q.get(6).unwrap().unwrap();
+    assert_eq!(refused.state, State::Failed);
+    assert_eq!(refused.last_error.as_deref(), Some("no key for mirror"));
+    assert_eq!(source(&q, 5), (2, 2));
+    // The next file's ids follow on.
+    assert_eq!(reg(&mut q, &[file("c", 4)], 12), [Registered::Queued(7)]);
+
+    // Delivered to one destination, the source waits for the other.
+    let lease = Duration::from_secs(60);
+    let mut claimed: Vec<i64> = q
+        .claim(10, 20, lease)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    claimed.sort();
+    assert_eq!(claimed, [1, 2, 3, 4, 5, 7, 8]);
+    q.mark_done(1, 1, &delivered("e1"), None, 21).unwrap();
+    q.mark_done(5, 1, &delivered("e5"), None, 21).unwrap();
+    assert!(
+        unfinished_ids(&q).is_empty(),
+        "a delivery of each is not done yet"
+    );
+    assert_eq!(source(&q, 1), (2, 1));
+    q.mark_done(2, 1, &delivered("e2"), None, 22).unwrap();
+    assert_eq!(unfinished_ids(&q), [1], "both destinations have it");
+    // The refused delivery keeps its source (until a retry or an abandon).
+    assert_eq!(source(&q, 5), (2, 1));
+}

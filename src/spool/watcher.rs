@@ -14,7 +14,7 @@ use super::settle::Settler;
 use crate::beneath::{Root, RootMoved};
 use crate::clock::now_ms;
 use crate::config::{AfterUpload, Bound, Spool};
-use crate::queue::{Held, NewFile, Registered, SharedQueue, SpoolRules};
+use crate::queue::{Held, NewFile, Registered, RouteRules, SharedQueue, SpoolRules};
 
 /// Files registered per transaction.
 const BATCH: usize = 2000;
@@ -370,10 +370,15 @@ async fn queue_files(
         keeps: spool.after_upload == AfterUpload::Keep,
         unique_keys: spool.only_route().key.unique_per_row(),
     };
+    let routes = [RouteRules {
+        destination: dest.destination.clone(),
+        bucket: dest.bucket.clone(),
+        unique_keys: rules.unique_keys,
+    }];
     let result = ctx
         .queue
         .grouped(move |q| {
-            q.register(&files_for_db, rules, now.timestamp_millis(), |file, id| {
+            q.register_to(&files_for_db, rules, &routes, now.timestamp_millis(), &mut |file, _, id| {
                 if !utf8.contains(&file.rel_path) {
                     return Err("the file name is not valid UTF-8, so it cannot be an object key; rename the file".into());
                 }
