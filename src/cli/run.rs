@@ -50,6 +50,8 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signals(shutdown.clone(), queue_path));
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        tokio::spawn(give_freed_memory_back(shutdown.clone()));
         let (reload, reloads) = tokio::sync::mpsc::channel(1);
         tokio::spawn(reload_on_sighup(reload));
         crate::daemon::run(config, shutdown, reloads).await
@@ -69,6 +71,28 @@ fn return_big_buffers_at_once() {
     // SAFETY: mallopt only sets an allocator parameter; called before the runtime starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// glibc's malloc keeps what its arenas freed: there is one per thread that allocated, up
+/// to eight per core, and each ends up holding megabytes of free chunks between live ones,
+/// which it gives back only from its top. In a 2-hour soak the daemon had 132 MB from the
+/// system and 40 MB in use, and its RSS rose from 67 to 147 MiB; `malloc_trim` hands the
+/// free pages back (madvise, nothing moves): on a running daemon it took RSS from 98 to
+/// 63 MiB. Once a minute: a walk over the arenas' free lists, nothing to measure at idle.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+async fn give_freed_memory_back(stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        // SAFETY: malloc_trim only returns free memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
